@@ -1,0 +1,25 @@
+// The plan of one forward step, built by the scheduler and identical on every TP rank.
+// Tokens are grouped by sequence (sequence-major); every token's cache entry is written at its
+// slot before attention runs, and token t attends to positions 0..positions[t] of its sequence.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace mlra {
+
+struct StepBatch {
+  int64_t step = 0;                   // step number, for lockstep checks between ranks
+  std::vector<int32_t> tokens;        // [T] new token ids
+  std::vector<int32_t> positions;     // [T] absolute positions
+  std::vector<int32_t> token_seq;     // [T] index (0..S-1) of each token's sequence in this step
+  std::vector<int32_t> slots;         // [T] page * page_size + offset of each token's cache row
+  std::vector<int32_t> page_indptr;   // [S+1] CSR page tables
+  std::vector<int32_t> page_indices;  // pages of each sequence, in position order
+  std::vector<int32_t> logit_rows;    // token indices whose logits are returned, in order
+
+  int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t num_seqs() const { return static_cast<int32_t>(page_indptr.empty() ? 0 : page_indptr.size() - 1); }
+};
+
+}  // namespace mlra

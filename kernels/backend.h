@@ -1,0 +1,74 @@
+// The ops a transformer forward needs, behind one interface with a CPU reference implementation
+// (fp32, OpenBLAS) and a CUDA one (bf16 weights and activations, fp32 residual, cuBLAS + our
+// kernels). Models are written once against this interface.
+// Conventions: matrices are row-major MatViews; weights follow nn.Linear ([out, in]); every op
+// is enqueued in order on the backend's stream (the CPU backend runs it immediately).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/paged_attention.h"
+#include "kernels/tensor.h"
+
+namespace mlra {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;
+  virtual DType weight_dtype() const = 0;  // dtype weights are stored in
+  virtual DType act_dtype() const = 0;     // dtype of matmul inputs/outputs (residual is f32)
+  virtual DType cache_dtype() const = 0;   // dtype of the paged cache
+
+  virtual Tensor alloc(const std::vector<int64_t>& shape, DType dtype) = 0;
+  // Host float32 -> tensor of any float dtype (converted); n == dst.numel().
+  virtual void upload_f32(Tensor& dst, const float* src) = 0;
+  // Raw host -> device copy (same dtype); bytes <= dst.bytes().
+  virtual void upload(Tensor& dst, const void* src, size_t bytes) = 0;
+  // Device -> host copy of a float tensor region, converted to f32.
+  virtual void download_f32(const MatView& src, float* dst) = 0;
+  virtual void synchronize() = 0;
+
+  // y = alpha * x . w^T + beta * y.  x [M, K], w [N, K], y [M, N].
+  virtual void linear(const MatView& x, const MatView& w, const MatView& y, float alpha,
+                      float beta) = 0;
+  // For b < batch: y_b = alpha * x_b . op(w_b) + beta * y_b, each operand offset by b * stride
+  // elements. op(w) = w^T when w_out_by_in (w_b is [N, K]) and w otherwise (w_b is [K, N]).
+  virtual void linear_batched(const MatView& x, int64_t x_stride, const MatView& w,
+                              int64_t w_stride, bool w_out_by_in, const MatView& y,
+                              int64_t y_stride, int64_t batch, float alpha, float beta) = 0;
+  // out[i] = table[tokens[i]]; tokens on the backend's device.
+  virtual void embed(const int32_t* tokens, int64_t n, const MatView& table,
+                     const MatView& out) = 0;
+  // out = w * (x / rms(x)) * scale, rowwise over x.cols; w has x.cols entries (weight dtype).
+  virtual void rms_norm(const MatView& x, const Tensor& w, float eps, float scale,
+                        const MatView& out) = 0;
+  // In place half-split RoPE on n_heads sub-vectors per row: head h covers
+  // cols [h * head_stride + rot_offset, + rot_dim). positions on device, one per row.
+  virtual void rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t rot_offset,
+                    int64_t rot_dim, const int32_t* positions, float base) = 0;
+  // out = silu(a) * b
+  virtual void silu_mul(const MatView& a, const MatView& b, const MatView& out) = 0;
+  // x *= sigmoid(gate)
+  virtual void sigmoid_mul(const MatView& gate, const MatView& x) = 0;
+  // acc += x (acc may be a wider dtype than x)
+  virtual void add(const MatView& x, const MatView& acc) = 0;
+  // y = alpha * y
+  virtual void scale(const MatView& y, float alpha) = 0;
+  // cache row slots[i] (= page * page_size + offset) cols [col_offset, + src.cols) <- src row i.
+  virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
+                           int32_t col_offset) = 0;
+  virtual void paged_attention(const PagedAttentionArgs& args) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+#ifdef MLRA_HAVE_CUDA
+std::unique_ptr<Backend> make_cuda_backend(int device);
+#endif
+
+}  // namespace mlra

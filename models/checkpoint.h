@@ -1,0 +1,65 @@
+// Read-only access to a HuggingFace MLRA checkpoint folder: config.json plus PyTorch .bin
+// (zip + pickle, single or sharded with pytorch_model.bin.index.json) or safetensors (single or
+// sharded with model.safetensors.index.json). Files are memory-mapped; a tensor is read (and
+// converted to float32) only when asked for, and a slice reads only its own bytes, so a TP rank
+// never touches the weights it does not own.
+// Every failure is a CheckpointError whose one-line message names the file and the tensor.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace mlra {
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct TensorInfo {
+  std::string name;
+  std::string file;              // shard file name the tensor lives in
+  DType dtype = DType::kF32;     // kF32, kBF16 or kF16
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in elements
+  const std::byte* data = nullptr;  // first element (storage base + storage offset), mmapped
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+// A half-open index range [begin, end) along one dimension.
+using Range = std::pair<int64_t, int64_t>;
+
+class Checkpoint {
+ public:
+  // Opens `dir`: finds the index or single weight file, maps every shard, parses every tensor's
+  // metadata. Throws CheckpointError. `on_progress(bytes_done, bytes_total, tensors_done)` is
+  // called while shards are indexed (may be empty).
+  static std::shared_ptr<Checkpoint> open(const std::filesystem::path& dir);
+
+  virtual ~Checkpoint() = default;
+  virtual const std::filesystem::path& dir() const = 0;
+  virtual std::vector<std::string> names() const = 0;  // sorted
+  virtual bool has(const std::string& name) const = 0;
+  virtual const TensorInfo& info(const std::string& name) const = 0;  // throws if absent
+  virtual std::string format() const = 0;  // "pytorch-bin" or "safetensors"
+  virtual std::vector<std::string> files() const = 0;
+  virtual uint64_t total_bytes() const = 0;  // mapped bytes over all shards
+
+  // The whole tensor, converted to float32, row-major contiguous.
+  std::vector<float> read_f32(const std::string& name) const;
+  // A hyper-rectangle: one Range per dimension; result is row-major contiguous float32.
+  std::vector<float> read_f32(const std::string& name, const std::vector<Range>& ranges) const;
+};
+
+}  // namespace mlra

@@ -1,0 +1,222 @@
+// config.json parsing, validation and the derived constants of variants.md 2.4.
+#include "models/model_config.h"
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "models/tensor_layout.h"
+
+namespace mlra {
+namespace {
+
+int64_t required_int(const nlohmann::json& j, const char* key, const std::string& variant) {
+  if (!j.contains(key))
+    throw ConfigError("config.json: missing field '" + std::string(key) + "' required by variant " +
+                      variant);
+  const auto& v = j.at(key);
+  if (!v.is_number_integer())
+    throw ConfigError("config.json: field '" + std::string(key) + "' must be an integer");
+  return v.get<int64_t>();
+}
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw ConfigError("model config: " + what);
+}
+
+}  // namespace
+
+int64_t ModelConfig::num_kv_heads() const {
+  switch (variant.kind) {
+    case AttentionKind::kMha: return n_head;
+    case AttentionKind::kGqa:
+    case AttentionKind::kMqa:
+    case AttentionKind::kGta: return n_head / group_size;
+    case AttentionKind::kMfa: return 1;
+    case AttentionKind::kTpa: return n_head;
+    default: return 0;
+  }
+}
+
+int64_t ModelConfig::num_latents() const {
+  switch (variant.kind) {
+    case AttentionKind::kMla: return 1;
+    case AttentionKind::kGla2: return 2;
+    case AttentionKind::kGla4:
+    case AttentionKind::kMlra2:
+    case AttentionKind::kMlra4: return 4;  // hard-coded in the reference (flag F10)
+    default: return 0;
+  }
+}
+
+int64_t ModelConfig::latent_dim() const {
+  return num_latents() ? kv_lora_rank / num_latents() : 0;
+}
+int64_t ModelConfig::q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+
+float ModelConfig::q_scale() const {
+  if (!variant.is_latent() || variant.no_scale) return 1.0f;
+  return static_cast<float>(std::sqrt(double(n_embd) / double(q_lora_rank)));
+}
+float ModelConfig::kv_scale() const {
+  if (!variant.is_latent() || variant.no_scale) return 1.0f;
+  return static_cast<float>(std::sqrt(double(n_embd) / double(latent_dim())));
+}
+float ModelConfig::attn_output_scale() const {
+  if (variant.kind == AttentionKind::kMlra2) return variant.no_scale ? 1.0f : float(1 / std::sqrt(2.0));
+  if (variant.kind == AttentionKind::kMlra4) return 0.5f;
+  return 1.0f;
+}
+float ModelConfig::softmax_scale() const {
+  if (variant.is_latent()) return float(1.0 / std::sqrt(double(q_head_dim())));
+  return float(1.0 / std::sqrt(double(head_dim)));
+}
+
+int64_t ModelConfig::cache_values_per_token() const {
+  switch (variant.kind) {
+    case AttentionKind::kMha:
+    case AttentionKind::kGqa:
+    case AttentionKind::kMqa:
+    case AttentionKind::kTpa: return 2 * head_dim * num_kv_heads();
+    case AttentionKind::kGta: return head_dim * num_kv_heads() + head_dim / 2;
+    case AttentionKind::kMfa: return 2 * head_dim;
+    default: return kv_lora_rank + qk_rope_head_dim;
+  }
+}
+
+int64_t ModelConfig::param_count() const {
+  int64_t n = 0;
+  for (const auto& t : expected_tensors(*this))
+    if (t.name != "lm_head.weight") n += t.numel();
+  return n;
+}
+
+void ModelConfig::validate() const {
+  require(n_layer > 0, "n_layer must be positive");
+  require(n_head > 0, "n_head must be positive");
+  require(n_embd > 0, "n_embd must be positive");
+  require(intermediate_size > 0, "intermediate_size must be positive");
+  require(vocab_size > 0, "vocab_size must be positive");
+  require(text_vocab_size <= vocab_size, "vocab_size smaller than the tokenizer's 50257");
+  const std::string v = variant.name();
+  if (variant.is_latent()) {
+    require(qk_rope_head_dim > 0 && qk_rope_head_dim % 2 == 0,
+            "qk_rope_head_dim must be positive and even");
+    require(qk_nope_head_dim > 0, "qk_nope_head_dim must be positive");
+    require(q_lora_rank > 0, "q_lora_rank must be positive");
+    require(kv_lora_rank % num_latents() == 0,
+            "kv_lora_rank " + std::to_string(kv_lora_rank) + " not divisible by the " +
+                std::to_string(num_latents()) + " latents of " + v);
+    require(n_embd == n_head * qk_nope_head_dim,
+            "n_embd must equal n_head * qk_nope_head_dim (c_proj is [n_embd, n_head*d_v])");
+    if (variant.kind == AttentionKind::kGla2 || variant.kind == AttentionKind::kMlra2)
+      require(n_head % 2 == 0, "n_head must be even for " + v);
+    if (variant.kind == AttentionKind::kGla4)
+      require(n_head % 4 == 0, "n_head must be divisible by 4 for gla4");
+    if (variant.kind == AttentionKind::kGla4 || variant.kind == AttentionKind::kMlra2 ||
+        variant.kind == AttentionKind::kMlra4)
+      require(latent_dim() == qk_nope_head_dim,
+              "latent width kv_lora_rank/4 must equal qk_nope_head_dim for " + v);
+  } else {
+    require(head_dim > 0 && head_dim % 2 == 0, "head_dim must be positive and even");
+    if (variant.kind == AttentionKind::kGqa || variant.kind == AttentionKind::kGta) {
+      require(group_size > 0 && n_head % group_size == 0,
+              "group_size " + std::to_string(group_size) + " does not divide n_head " +
+                  std::to_string(n_head));
+    }
+    if (variant.kind == AttentionKind::kMqa)
+      require(group_size == n_head, "mqa needs group_size == n_head");
+    if (variant.kind == AttentionKind::kMfa) require(share_q_dim > 0, "share_q_dim must be positive");
+    if (variant.kind == AttentionKind::kTpa) require(rank > 0 && q_rank > 0, "rank/q_rank must be positive");
+    if (variant.kind == AttentionKind::kMha || variant.kind == AttentionKind::kGqa ||
+        variant.kind == AttentionKind::kMqa || variant.kind == AttentionKind::kGta ||
+        variant.kind == AttentionKind::kTpa)
+      require(n_embd == n_head * head_dim, "n_embd must equal n_head * head_dim for " + v);
+  }
+}
+
+ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant) {
+  if (!j.is_object()) throw ConfigError("config.json: top level is not an object");
+  const std::string v = variant.name();
+  ModelConfig c;
+  c.variant = variant;
+  c.n_layer = required_int(j, "n_layer", v);
+  c.n_head = required_int(j, "n_head", v);
+  c.n_embd = required_int(j, "n_embd", v);
+  c.intermediate_size = required_int(j, "intermediate_size", v);
+  c.vocab_size = required_int(j, "vocab_size", v);
+  c.block_size = j.contains("block_size") ? required_int(j, "block_size", v) : 0;
+  if (j.contains("bias") && j.at("bias").is_boolean() && j.at("bias").get<bool>())
+    throw ConfigError("config.json: bias=true is not supported (the release has no biases)");
+  if (c.vocab_size < c.text_vocab_size) c.text_vocab_size = c.vocab_size;
+  switch (variant.kind) {
+    case AttentionKind::kMha: c.head_dim = required_int(j, "head_dim", v); break;
+    case AttentionKind::kGqa:
+    case AttentionKind::kMqa:
+    case AttentionKind::kGta:
+      c.head_dim = required_int(j, "head_dim", v);
+      c.group_size = required_int(j, "group_size", v);
+      break;
+    case AttentionKind::kMfa:
+      c.head_dim = required_int(j, "head_dim", v);
+      c.share_q_dim = required_int(j, "share_q_dim", v);
+      break;
+    case AttentionKind::kTpa:
+      c.head_dim = required_int(j, "head_dim", v);
+      c.rank = required_int(j, "rank", v);
+      c.q_rank = required_int(j, "q_rank", v);
+      break;
+    default:
+      c.q_lora_rank = required_int(j, "q_lora_rank", v);
+      c.kv_lora_rank = required_int(j, "kv_lora_rank", v);
+      c.qk_nope_head_dim = required_int(j, "qk_nope_head_dim", v);
+      c.qk_rope_head_dim = required_int(j, "qk_rope_head_dim", v);
+  }
+  c.validate();
+  return c;
+}
+
+ModelConfig load_model_config(const std::filesystem::path& path, const Variant& variant) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot open " + path.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(path.string() + ": invalid JSON: " + e.what());
+  }
+  try {
+    return parse_model_config(j, variant);
+  } catch (const ConfigError& e) {
+    throw ConfigError(path.string() + ": " + e.what());
+  }
+}
+
+nlohmann::json to_json(const ModelConfig& c) {
+  nlohmann::json j = {{"n_layer", c.n_layer},
+                      {"n_head", c.n_head},
+                      {"n_embd", c.n_embd},
+                      {"intermediate_size", c.intermediate_size},
+                      {"vocab_size", c.vocab_size},
+                      {"block_size", c.block_size},
+                      {"bias", false},
+                      {"dropout", 0.0},
+                      {"model_type", "gpt2"},
+                      {"architectures", {"GPT"}}};
+  if (c.variant.is_latent()) {
+    j["q_lora_rank"] = c.q_lora_rank;
+    j["kv_lora_rank"] = c.kv_lora_rank;
+    j["qk_nope_head_dim"] = c.qk_nope_head_dim;
+    j["qk_rope_head_dim"] = c.qk_rope_head_dim;
+  } else {
+    j["head_dim"] = c.head_dim;
+    if (c.group_size) j["group_size"] = c.group_size;
+    if (c.share_q_dim) j["share_q_dim"] = c.share_q_dim;
+    if (c.rank) j["rank"] = c.rank;
+    if (c.q_rank) j["q_rank"] = c.q_rank;
+  }
+  return j;
+}
+
+}  // namespace mlra

@@ -1,0 +1,66 @@
+// Typed model configuration: the GPTConfig fields of a release config.json plus the variant our
+// server config names. A missing or inconsistent field is an error naming the field: the
+// reference code's class defaults (n_head 13, group_size 11) are invalid for the real models.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "models/variant.h"
+
+namespace mlra {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ModelConfig {
+  Variant variant;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_embd = 0;
+  int64_t intermediate_size = 0;
+  int64_t vocab_size = 0;
+  int64_t block_size = 0;
+  // MHA family (head_dim: 128; MFA 256)
+  int64_t head_dim = 0;
+  int64_t group_size = 0;   // GQA/GTA: query heads per KV head; MQA: n_head
+  int64_t share_q_dim = 0;  // MFA
+  int64_t rank = 0;         // TPA K/V rank
+  int64_t q_rank = 0;       // TPA query rank
+  // Latent family
+  int64_t q_lora_rank = 0;
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+
+  float norm_eps = 1e-6f;
+  float rope_base = 10000.0f;
+  int64_t eot_token = 50256;
+  int64_t text_vocab_size = 50257;  // rows >= this are padding and never sampled
+
+  // Derived quantities (variants.md 2.4 and 5.6).
+  int64_t num_kv_heads() const;      // MHA-family KV heads (GQA 6, MQA 1, MHA n_head)
+  int64_t num_latents() const;       // 1 MLA, 2 GLA-2, 4 GLA-4/MLRA
+  int64_t latent_dim() const;        // d_c = kv_lora_rank / num_latents
+  int64_t q_head_dim() const;        // latent family: d_n + d_r
+  float q_scale() const;             // sqrt(d / r_q), 1 for no_scale
+  float kv_scale() const;            // sqrt(d / d_c), 1 for no_scale
+  float attn_output_scale() const;   // MLRA-2 1/sqrt2, MLRA-4 1/2, else 1
+  float softmax_scale() const;       // FA3 default of the reference forward
+  int64_t cache_values_per_token() const;  // per layer at TP=1 (variants.md 5.6)
+  int64_t param_count() const;       // tied embedding counted once
+
+  void validate() const;  // throws ConfigError naming the offending field
+};
+
+// Reads config.json (GPTConfig fields) for the given variant and validates it.
+ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant);
+ModelConfig load_model_config(const std::filesystem::path& config_json, const Variant& variant);
+nlohmann::json to_json(const ModelConfig& c);  // the GPTConfig fields, as config.json holds them
+
+}  // namespace mlra

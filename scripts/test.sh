@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds (CPU-only: CI has no GPU), and runs
+# every test through ctest. GPU tests (label gpu) need the cuda preset and a GPU; see
+# scripts/gpu_check.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh cpu
+ctest --preset cpu -j "$(nproc)" --label-exclude gpu
