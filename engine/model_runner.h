@@ -1,0 +1,43 @@
+// What the engine needs from a model: run one StepBatch (on however many ranks) and return the
+// logits of the requested rows. Implementations: an in-process runner (one rank, CPU or CUDA)
+// and the multi-process TP runner that drives one worker per device. The scheduler never knows
+// which one it talks to.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/step_batch.h"
+#include "models/model_config.h"
+
+namespace mlra {
+
+struct RunnerInfo {
+  std::string backend;                 // "cpu", "cuda"
+  int32_t tp = 1;
+  int32_t page_size = 64;
+  int64_t num_pages = 0;               // pages every rank holds (same page ids on all ranks)
+  int64_t cache_bytes_per_token = 0;   // per rank, all layers
+  int64_t cache_values_per_token_per_layer = 0;  // per rank
+  int64_t weight_bytes_per_rank = 0;
+  int64_t max_context = 0;
+};
+
+struct RunnerError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual RunnerInfo info() const = 0;
+  // Runs `step`; fills logits with step.logit_rows.size() rows of config().vocab_size floats.
+  // Throws RunnerError when a worker died or hung (the engine fails in-flight requests then).
+  virtual void execute(const StepBatch& step, std::vector<float>& logits) = 0;
+  // False once a worker is lost; health reports NOT_SERVING.
+  virtual bool healthy() const { return true; }
+};
+
+}  // namespace mlra
