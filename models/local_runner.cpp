@@ -1,0 +1,109 @@
+// In-process runner: loads one Transformer per TP rank (threads), executes steps in lockstep.
+#include "models/local_runner.h"
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "kernels/backend.h"
+#include "kernels/thread_communicator.h"
+#include "models/checkpoint.h"
+#include "models/transformer.h"
+
+namespace mlra {
+namespace {
+
+class LocalRunner final : public ModelRunner {
+ public:
+  explicit LocalRunner(const LocalRunnerOptions& o) {
+    auto variant = parse_variant(o.variant);
+    if (!variant) throw RunnerError("unknown attention variant '" + o.variant + "'");
+    config_ = load_model_config(o.model_dir / "config.json", *variant);
+    ckpt_ = Checkpoint::open(o.model_dir);
+    if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
+    comms_ = o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{}
+                       : make_thread_communicators(o.tp);
+    if (o.tp == 1) comms_.push_back(make_single_rank_communicator());
+    const ShardPlan plan0 = make_shard_plan(config_, o.tp, 0);
+    int64_t widest = 0;
+    for (int r = 0; r < o.tp; ++r) widest = std::max(widest, make_shard_plan(config_, o.tp, r).cache_width);
+    CacheOptions cache{o.page_size, o.num_pages};
+    const int64_t bytes_per_token = widest * config_.n_layer * 4;
+    if (cache.num_pages == 0) cache.num_pages = pages_for_budget(o.cache_memory_bytes, bytes_per_token, o.page_size);
+    if (cache.num_pages <= 0) throw RunnerError("cache memory budget holds no page");
+    for (int r = 0; r < o.tp; ++r) {
+      plans_.push_back(make_shard_plan(config_, o.tp, r));
+      backends_.push_back(make_backend(o));
+    }
+    for (int r = 0; r < o.tp; ++r)
+      ranks_.push_back(std::make_unique<Transformer>(config_, plans_[r], *ckpt_, *backends_[r], *comms_[r], cache));
+    info_.backend = o.backend;
+    info_.tp = o.tp;
+    info_.page_size = o.page_size;
+    info_.num_pages = cache.num_pages;
+    info_.cache_values_per_token_per_layer = widest;
+    info_.cache_bytes_per_token = ranks_[0]->cache_bytes_per_token();
+    for (const auto& t : ranks_) info_.weight_bytes_per_rank = std::max(info_.weight_bytes_per_rank, t->weight_bytes());
+    info_.max_context = o.max_context ? o.max_context : (config_.block_size ? config_.block_size : 2048);
+    spdlog::info("loaded {} ({}) tp={} backend={}: {} pages x {} tokens, cache {} values/token/layer/rank, weights {:.1f} MB/rank",
+                 o.model_dir.string(), config_.variant.name(), o.tp, o.backend, cache.num_pages,
+                 o.page_size, widest, info_.weight_bytes_per_rank / 1e6);
+    (void)plan0;
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  RunnerInfo info() const override { return info_; }
+
+  void execute(const StepBatch& step, std::vector<float>& logits) override {
+    if (ranks_.size() == 1) return ranks_[0]->forward(step, logits);
+    std::vector<std::thread> threads;
+    std::vector<std::exception_ptr> errors(ranks_.size());
+    std::vector<std::vector<float>> unused(ranks_.size());
+    for (size_t r = 1; r < ranks_.size(); ++r)
+      threads.emplace_back([&, r] {
+        try {
+          ranks_[r]->forward(step, unused[r]);
+        } catch (...) {
+          errors[r] = std::current_exception();
+        }
+      });
+    try {
+      ranks_[0]->forward(step, logits);
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+    for (auto& t : threads) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
+ private:
+  static std::unique_ptr<Backend> make_backend(const LocalRunnerOptions& o) {
+    if (o.backend == "cpu") return make_cpu_backend();
+#ifdef MLRA_HAVE_CUDA
+    if (o.backend == "cuda") return make_cuda_backend(o.device);
+#endif
+    throw RunnerError("backend '" + o.backend + "' is not available in this build");
+  }
+
+  ModelConfig config_;
+  std::shared_ptr<Checkpoint> ckpt_;
+  std::vector<std::unique_ptr<Communicator>> comms_;
+  std::vector<ShardPlan> plans_;
+  std::vector<std::unique_ptr<Backend>> backends_;
+  std::vector<std::unique_ptr<Transformer>> ranks_;
+  RunnerInfo info_;
+};
+
+}  // namespace
+
+int64_t pages_for_budget(int64_t bytes, int64_t bytes_per_token, int32_t page_size) {
+  if (bytes_per_token <= 0 || page_size <= 0) return 0;
+  return bytes / (bytes_per_token * page_size);
+}
+
+std::unique_ptr<ModelRunner> make_local_runner(const LocalRunnerOptions& options) {
+  return std::make_unique<LocalRunner>(options);
+}
+
+}  // namespace mlra

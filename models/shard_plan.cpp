@@ -1,0 +1,142 @@
+// Sharding plans for every variant family; see shard_plan.h for the unit-dealing rule.
+#include "models/shard_plan.h"
+
+#include <algorithm>
+#include <set>
+
+namespace mlra {
+namespace {
+
+int index_of(const std::vector<int>& v, int x) {
+  auto it = std::lower_bound(v.begin(), v.end(), x);
+  return (it != v.end() && *it == x) ? int(it - v.begin()) : -1;
+}
+
+std::vector<LatentUnit> deal_units(const ModelConfig& c, int tp, int rank) {
+  const std::vector<LatentUnit> all = latent_units(c);
+  const int n = int(all.size());
+  std::vector<LatentUnit> mine;
+  if (tp <= n) {
+    const int per = n / tp;
+    for (int i = rank * per; i < (rank + 1) * per; ++i) mine.push_back(all[i]);
+  } else {
+    const int split = tp / n;
+    LatentUnit u = all[rank / split];
+    const int block = u.num_heads() / split, part = rank % split;
+    u.head_begin += part * block;
+    u.head_end = u.head_begin + block;
+    mine.push_back(u);
+  }
+  return mine;
+}
+
+void plan_latent(const ModelConfig& c, ShardPlan& p) {
+  p.units = deal_units(c, p.tp, p.rank);
+  std::set<int> heads, latents;
+  for (const auto& u : p.units) {
+    latents.insert(u.latent);
+    for (int h = u.head_begin; h < u.head_end; ++h) heads.insert(h);
+  }
+  p.heads.assign(heads.begin(), heads.end());
+  p.latents.assign(latents.begin(), latents.end());
+  p.cache_width = int64_t(p.latents.size()) * c.latent_dim() + c.qk_rope_head_dim;
+}
+
+void plan_heads(const ModelConfig& c, ShardPlan& p) {
+  const int per = int(c.n_head) / p.tp;
+  for (int h = p.rank * per; h < (p.rank + 1) * per; ++h) p.heads.push_back(h);
+  const int64_t hd = c.head_dim;
+  switch (c.variant.kind) {
+    case AttentionKind::kMha:
+    case AttentionKind::kTpa:
+      p.kv_heads = p.heads;
+      p.cache_width = 2 * hd * int64_t(p.kv_heads.size());
+      break;
+    case AttentionKind::kGqa:
+    case AttentionKind::kMqa:
+    case AttentionKind::kGta: {
+      std::set<int> kv;
+      for (int h : p.heads) kv.insert(h / int(c.group_size));
+      p.kv_heads.assign(kv.begin(), kv.end());
+      p.cache_width = c.variant.kind == AttentionKind::kGta
+                          ? hd * int64_t(p.kv_heads.size()) + hd / 2
+                          : 2 * hd * int64_t(p.kv_heads.size());
+      break;
+    }
+    case AttentionKind::kMfa:
+      p.kv_heads = {0};
+      p.cache_width = 2 * hd;
+      break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+int ShardPlan::local_head(int h) const { return index_of(heads, h); }
+int ShardPlan::local_latent(int l) const { return index_of(latents, l); }
+int ShardPlan::local_kv_head(int k) const { return index_of(kv_heads, k); }
+
+std::vector<LatentUnit> latent_units(const ModelConfig& c) {
+  const int h = int(c.n_head);
+  switch (c.variant.kind) {
+    case AttentionKind::kMla: return {{0, 0, h}};
+    case AttentionKind::kGla2: return {{0, 0, h / 2}, {1, h / 2, h}};
+    case AttentionKind::kGla4: {
+      const int q = h / 4;
+      return {{0, 0, q}, {1, q, 2 * q}, {2, 2 * q, 3 * q}, {3, 3 * q, h}};
+    }
+    // Branch A = latents {0,1}, branch B = {2,3}; latent l serves head half (l mod 2). Ordered
+    // so that TP=2 gives each rank one head half with both of its branches (pure head split).
+    case AttentionKind::kMlra2: return {{0, 0, h / 2}, {2, 0, h / 2}, {1, h / 2, h}, {3, h / 2, h}};
+    case AttentionKind::kMlra4: return {{0, 0, h}, {1, 0, h}, {2, 0, h}, {3, 0, h}};
+    default: return {};
+  }
+}
+
+std::string unsupported_tp_reason(const ModelConfig& c, int tp) {
+  const std::string v = c.variant.name();
+  if (tp < 1) return "TP degree must be at least 1";
+  if (c.intermediate_size % tp != 0)
+    return "intermediate_size " + std::to_string(c.intermediate_size) + " is not divisible by tp " +
+           std::to_string(tp);
+  if (c.variant.is_latent()) {
+    const auto units = latent_units(c);
+    const int n = int(units.size());
+    if (tp <= n) {
+      if (n % tp != 0)
+        return v + " has " + std::to_string(n) + " latent units, not divisible by tp " +
+               std::to_string(tp);
+    } else {
+      if (tp % n != 0)
+        return "tp " + std::to_string(tp) + " is not a multiple of the " + std::to_string(n) +
+               " latent units of " + v;
+      for (const auto& u : units)
+        if (u.num_heads() % (tp / n) != 0)
+          return v + ": " + std::to_string(u.num_heads()) + " heads per latent cannot be split " +
+                 std::to_string(tp / n) + " ways";
+    }
+    return "";
+  }
+  if (c.n_head % tp != 0)
+    return v + ": n_head " + std::to_string(c.n_head) + " is not divisible by tp " +
+           std::to_string(tp);
+  return "";
+}
+
+ShardPlan make_shard_plan(const ModelConfig& c, int tp, int rank) {
+  if (auto why = unsupported_tp_reason(c, tp); !why.empty()) throw ShardError(why);
+  if (rank < 0 || rank >= tp) throw ShardError("rank " + std::to_string(rank) + " outside tp");
+  ShardPlan p;
+  p.tp = tp;
+  p.rank = rank;
+  p.ff_begin = c.intermediate_size / tp * rank;
+  p.ff_end = p.ff_begin + c.intermediate_size / tp;
+  if (c.variant.is_latent())
+    plan_latent(c, p);
+  else
+    plan_heads(c, p);
+  return p;
+}
+
+}  // namespace mlra

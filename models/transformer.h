@@ -1,0 +1,61 @@
+// One TP rank's share of a model: embedding, layers (attention + SwiGLU MLP, each followed by an
+// all-reduce of the partial output), final norm and tied LM head, plus this rank's paged cache.
+// The same code runs every variant on every backend; all ranks run forward() in lockstep with
+// identical StepBatches. Only rank 0 computes logits.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/step_batch.h"
+#include "kernels/backend.h"
+#include "kernels/communicator.h"
+#include "models/attention_layer.h"
+#include "models/checkpoint.h"
+#include "models/model_config.h"
+#include "models/shard_plan.h"
+
+namespace mlra {
+
+struct CacheOptions {
+  int32_t page_size = 64;
+  int64_t num_pages = 0;
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, const ShardPlan& plan, const Checkpoint& ckpt,
+              Backend& backend, Communicator& comm, const CacheOptions& cache);
+
+  // Writes every step token's cache entry, runs all layers and, on rank 0, returns the logits of
+  // step.logit_rows ([rows, vocab] float32, row-major). Other ranks return an empty vector.
+  void forward(const StepBatch& step, std::vector<float>& logits);
+
+  const ModelConfig& config() const { return config_; }
+  const ShardPlan& plan() const { return plan_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t cache_bytes_per_token() const;  // this rank, all layers
+  const CacheOptions& cache_options() const { return cache_opts_; }
+
+ private:
+  struct Layer {
+    std::unique_ptr<AttentionLayer> attn;
+    Tensor ln1, ln2;            // [d]
+    Tensor fc1, fc2;            // [ff_local, d]
+    Tensor proj;                // [d, ff_local]
+    Tensor cache;               // [num_pages, page_size, cache_width]
+  };
+  PagedCacheView cache_view(const Layer& layer) const;
+
+  ModelConfig config_;
+  ShardPlan plan_;
+  Backend& backend_;
+  Communicator& comm_;
+  CacheOptions cache_opts_;
+  Tensor embedding_;  // [vocab, d], tied with the LM head
+  Tensor final_norm_;
+  std::vector<Layer> layers_;
+  int64_t weight_bytes_ = 0;
+};
+
+}  // namespace mlra
