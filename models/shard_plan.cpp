@@ -95,11 +95,16 @@ std::vector<LatentUnit> latent_units(const ModelConfig& c) {
 }
 
 std::string unsupported_tp_reason(const ModelConfig& c, int tp) {
-  const std::string v = c.variant.name();
   if (tp < 1) return "TP degree must be at least 1";
+  if (auto why = attention_tp_reason(c, tp); !why.empty()) return why;
   if (c.intermediate_size % tp != 0)
     return "intermediate_size " + std::to_string(c.intermediate_size) + " is not divisible by tp " +
            std::to_string(tp);
+  return "";
+}
+
+std::string attention_tp_reason(const ModelConfig& c, int tp) {
+  const std::string v = c.variant.name();
   if (c.variant.is_latent()) {
     const auto units = latent_units(c);
     const int n = int(units.size());

@@ -49,5 +49,7 @@ std::vector<LatentUnit> latent_units(const ModelConfig& config);
 ShardPlan make_shard_plan(const ModelConfig& config, int tp, int rank);
 // Empty when `tp` is supported, else the reason.
 std::string unsupported_tp_reason(const ModelConfig& config, int tp);
+// The attention part of that check only (heads / latent units).
+std::string attention_tp_reason(const ModelConfig& config, int tp);
 
 }  // namespace mlra
