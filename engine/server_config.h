@@ -1,0 +1,51 @@
+// Server configuration: one JSON file under configs/ plus command-line overrides ("key=value").
+// Unknown keys are errors naming the key; a relative model_dir is resolved against the folder
+// of the config file, so configs/default.json works from any working directory.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "engine/engine.h"
+#include "models/model_config.h"
+
+namespace mlra {
+
+struct ServerConfig {
+  std::filesystem::path model_dir;          // folder with config.json + weights
+  std::string variant = "mlra4";            // attention variant name (models/variant.h)
+  std::string backend = "cpu";              // "cpu" | "cuda"
+  std::string dtype = "fp32";               // "fp32" | "bf16"
+  int32_t tp = 1;                           // tensor-parallel degree
+  std::string mla_tp_mode = "replicate";    // MLA at tp > 1: "replicate" | "tpla"
+  int32_t page_size = 64;
+  int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
+  int64_t num_pages = 0;                    // 0: derived from cache_memory_bytes
+  int32_t max_running_seqs = 64;
+  int32_t max_step_tokens = 512;
+  int64_t max_context = 0;                  // 0: the model's block_size
+  int32_t max_waiting = 1024;
+  bool prefix_cache = true;
+  std::string host = "0.0.0.0";
+  int32_t port = 50051;
+  int32_t metrics_port = 0;                 // 0: no metrics endpoint
+  std::string log_level = "info";           // spdlog level name
+};
+
+// Throws ConfigError naming the offending key (unknown key, wrong type, out of range).
+ServerConfig parse_server_config(const nlohmann::json& j, const std::filesystem::path& base_dir);
+ServerConfig load_server_config(const std::filesystem::path& file);
+// Applies one "key=value" override (same keys as the file; value parsed as JSON when it is
+// valid JSON, else taken as a string). Relative model_dir resolves against the working dir.
+void apply_config_override(ServerConfig& config, std::string_view key_equals_value);
+void validate_server_config(const ServerConfig& config);  // throws ConfigError
+nlohmann::json to_json(const ServerConfig& config);
+
+// Engine limits from the config; page_size / num_pages / max_context come from the runner.
+EngineOptions engine_options(const ServerConfig& config);
+
+}  // namespace mlra
