@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -30,6 +31,9 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   std::vector<int64_t> strides;  // in elements
   const std::byte* data = nullptr;  // first element (storage base + storage offset), mmapped
+  // Identifies the underlying storage ("<file>:<storage key>" or "<file>:@<byte offset>"): tied
+  // weights (transformer.wte / lm_head) share one, so a loader can upload the matrix once.
+  std::string storage_id;
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -40,12 +44,16 @@ struct TensorInfo {
 // A half-open index range [begin, end) along one dimension.
 using Range = std::pair<int64_t, int64_t>;
 
+// (bytes_done, bytes_total, tensors_done) while shards are mapped and indexed.
+using LoadProgress = std::function<void(uint64_t, uint64_t, size_t)>;
+
 class Checkpoint {
  public:
   // Opens `dir`: finds the index or single weight file, maps every shard, parses every tensor's
   // metadata. Throws CheckpointError. `on_progress(bytes_done, bytes_total, tensors_done)` is
   // called while shards are indexed (may be empty).
-  static std::shared_ptr<Checkpoint> open(const std::filesystem::path& dir);
+  static std::shared_ptr<Checkpoint> open(const std::filesystem::path& dir,
+                                          const LoadProgress& on_progress = {});
 
   virtual ~Checkpoint() = default;
   virtual const std::filesystem::path& dir() const = 0;

@@ -1,0 +1,239 @@
+// Checkpoint folder detection (sharded/single .bin, sharded/single safetensors), the mapped-shard
+// container, and strided float32 reads of whole tensors or hyper-rectangle slices.
+#include "models/checkpoint.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "models/mapped_file.h"
+#include "models/safetensors_file.h"
+#include "models/torch_bin_file.h"
+
+namespace mlra {
+namespace {
+
+namespace fs = std::filesystem;
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    int e = -1;
+    uint32_t m = mant;
+    do {
+      ++e;
+      m <<= 1;
+    } while ((m & 0x400) == 0);
+    bits = sign | ((112 - e) << 23) | ((m & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Converts n elements spaced `stride` elements apart, starting at `src`, to float32.
+void convert_run(const std::byte* src, DType dtype, int64_t stride, int64_t n, float* dst) {
+  const size_t es = dtype_size(dtype);
+  for (int64_t k = 0; k < n; ++k, src += stride * static_cast<int64_t>(es)) {
+    if (dtype == DType::kF32) {
+      std::memcpy(dst + k, src, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, src, 2);
+      if (dtype == DType::kBF16) {
+        const uint32_t bits = uint32_t{h} << 16;
+        std::memcpy(dst + k, &bits, 4);
+      } else {
+        dst[k] = half_to_float(h);
+      }
+    }
+  }
+}
+
+
+class FolderCheckpoint final : public Checkpoint {
+ public:
+  FolderCheckpoint(fs::path dir, std::string format) : dir_(std::move(dir)), format_(std::move(format)) {}
+
+  const fs::path& dir() const override { return dir_; }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> out;
+    for (const auto& [name, t] : tensors_) out.push_back(name);
+    return out;
+  }
+  bool has(const std::string& name) const override { return tensors_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const override {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end())
+      throw CheckpointError(dir_.string() + ": no tensor '" + name + "' in the checkpoint");
+    return it->second;
+  }
+  std::string format() const override { return format_; }
+  std::vector<std::string> files() const override {
+    std::vector<std::string> out;
+    for (const auto& f : files_) out.push_back(f->path().filename().string());
+    return out;
+  }
+  uint64_t total_bytes() const override {
+    uint64_t n = 0;
+    for (const auto& f : files_) n += f->size();
+    return n;
+  }
+
+  // Maps `file_names` and indexes them; `weight_map` (empty for a single file) says which tensor
+  // lives in which file and is authoritative.
+  void load(const std::vector<std::string>& file_names,
+            const std::map<std::string, std::string>& weight_map, const LoadProgress& progress) {
+    uint64_t total = 0, done = 0;
+    for (const auto& f : file_names) {
+      std::error_code ec;
+      const auto sz = fs::file_size(dir_ / f, ec);
+      if (ec) throw CheckpointError((dir_ / f).string() + ": missing shard: " + ec.message());
+      total += sz;
+    }
+    const bool bin = format_ == "pytorch-bin";
+    for (const auto& f : file_names) {
+      files_.push_back(std::make_unique<MappedFile>(dir_ / f));
+      const auto tensors = bin ? index_torch_bin(*files_.back(), f) : index_safetensors(*files_.back(), f);
+      size_t ignored = 0;
+      for (const auto& t : tensors) {
+        if (!weight_map.empty()) {
+          auto it = weight_map.find(t.name);
+          if (it == weight_map.end() || it->second != f) {
+            ++ignored;
+            continue;
+          }
+        }
+        if (!tensors_.emplace(t.name, t).second)
+          throw CheckpointError(f + ": tensor '" + t.name + "' appears in two files");
+      }
+      if (ignored) spdlog::warn("{}: {} tensors not listed for this file in the index, ignored", f, ignored);
+      done += files_.back()->size();
+      if (progress) progress(done, total, tensors_.size());
+    }
+    for (const auto& [name, file] : weight_map)
+      if (!tensors_.count(name))
+        throw CheckpointError(file + ": index lists tensor '" + name + "' but the file lacks it");
+  }
+
+ private:
+  fs::path dir_;
+  std::string format_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, TensorInfo> tensors_;
+};
+
+// weight_map of a HF *.index.json; file names must be plain names inside the folder.
+std::map<std::string, std::string> read_weight_map(const fs::path& index) {
+  std::ifstream in(index);
+  if (!in) throw CheckpointError(index.string() + ": cannot open");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(index.string() + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw CheckpointError(index.string() + ": no 'weight_map' object");
+  std::map<std::string, std::string> out;
+  for (const auto& [name, file] : j["weight_map"].items()) {
+    if (!file.is_string()) throw CheckpointError(index.string() + ": weight_map['" + name + "'] is not a string");
+    const std::string f = file.get<std::string>();
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+      throw CheckpointError(index.string() + ": bad shard file name '" + f + "'");
+    out.emplace(name, f);
+  }
+  if (out.empty()) throw CheckpointError(index.string() + ": empty weight_map");
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<Checkpoint> Checkpoint::open(const fs::path& dir, const LoadProgress& on_progress) {
+  if (!fs::is_directory(dir)) throw CheckpointError(dir.string() + ": not a directory");
+  struct Candidate {
+    const char* file;
+    const char* format;
+    bool sharded;
+  };
+  constexpr Candidate kCandidates[] = {{"pytorch_model.bin.index.json", "pytorch-bin", true},
+                                       {"pytorch_model.bin", "pytorch-bin", false},
+                                       {"model.safetensors.index.json", "safetensors", true},
+                                       {"model.safetensors", "safetensors", false}};
+  for (const auto& c : kCandidates) {
+    if (!fs::exists(dir / c.file)) continue;
+    auto ckpt = std::make_shared<FolderCheckpoint>(dir, c.format);
+    if (c.sharded) {
+      const auto weight_map = read_weight_map(dir / c.file);
+      std::set<std::string> unique;
+      std::vector<std::string> files;
+      for (const auto& [name, f] : weight_map)
+        if (unique.insert(f).second) files.push_back(f);
+      std::sort(files.begin(), files.end());
+      ckpt->load(files, weight_map, on_progress);
+    } else {
+      ckpt->load({c.file}, {}, on_progress);
+    }
+    return ckpt;
+  }
+  throw CheckpointError(dir.string() +
+                        ": no weights found (expected pytorch_model.bin.index.json, "
+                        "pytorch_model.bin, model.safetensors.index.json or model.safetensors)");
+}
+
+std::vector<float> Checkpoint::read_f32(const std::string& name) const {
+  std::vector<Range> all;
+  for (int64_t d : info(name).shape) all.push_back({0, d});
+  return read_f32(name, all);
+}
+
+std::vector<float> Checkpoint::read_f32(const std::string& name,
+                                        const std::vector<Range>& ranges) const {
+  const TensorInfo& t = info(name);
+  const size_t rank = t.shape.size();
+  if (ranges.size() != rank)
+    throw CheckpointError(t.file + ": tensor '" + name + "': " + std::to_string(ranges.size()) +
+                          " ranges for a rank-" + std::to_string(rank) + " tensor");
+  int64_t count = 1;
+  for (size_t d = 0; d < rank; ++d) {
+    const auto [b, e] = ranges[d];
+    if (b < 0 || b > e || e > t.shape[d])
+      throw CheckpointError(t.file + ": tensor '" + name + "': range [" + std::to_string(b) +
+                            ", " + std::to_string(e) + ") out of dim " + std::to_string(d) +
+                            " of size " + std::to_string(t.shape[d]));
+    count *= e - b;
+  }
+  std::vector<float> out(static_cast<size_t>(count));
+  if (count == 0) return out;
+  const int64_t es = static_cast<int64_t>(dtype_size(t.dtype));
+  if (rank == 0) {
+    convert_run(t.data, t.dtype, 1, 1, out.data());
+    return out;
+  }
+  // Odometer over all but the last dimension; the last dimension is one strided run.
+  const int64_t inner = ranges[rank - 1].second - ranges[rank - 1].first;
+  std::vector<int64_t> idx(rank - 1, 0);
+  for (float* dst = out.data(); dst < out.data() + count; dst += inner) {
+    int64_t off = ranges[rank - 1].first * t.strides[rank - 1];
+    for (size_t d = 0; d + 1 < rank; ++d) off += (ranges[d].first + idx[d]) * t.strides[d];
+    convert_run(t.data + off * es, t.dtype, t.strides[rank - 1], inner, dst);
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++idx[d] < ranges[d].second - ranges[d].first) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace mlra
