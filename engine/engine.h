@@ -11,6 +11,7 @@
 
 #include "engine/model_runner.h"
 #include "engine/request.h"
+#include "engine/token_stream_decoder.h"
 
 namespace mlra {
 
@@ -50,6 +51,9 @@ class Engine {
 
   // Starts the engine thread. The tokenizer must outlive the engine.
   Engine(std::unique_ptr<ModelRunner> runner, const Gpt2Tokenizer& tokenizer,
+         EngineOptions options);
+  // Same with any text decoder (tests use a fixed token -> string table).
+  Engine(std::unique_ptr<ModelRunner> runner, TokenStreamDecoderFactory make_decoder,
          EngineOptions options);
   ~Engine();  // shutdown(false) if still running
   Engine(const Engine&) = delete;
