@@ -1,0 +1,273 @@
+// CUDA backend: bf16 weights, activations and cache, f32 residual and norm math; cuBLAS for the
+// matrix products (row-major views mapped onto column-major GEMMs), our kernels for the rest.
+// Every op is enqueued on one stream per backend; device memory comes from the stream-ordered
+// pool (cudaMallocAsync), so the many small per-layer temporaries cost no device synchronization.
+// Invariant: every op first makes this backend's device current (ranks run on separate threads).
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_ops.h"
+#include "kernels/paged_attention_cuda.h"
+
+namespace mlra {
+namespace {
+
+using cuda::CudaPagedAttention;
+
+// Owns the stream; shared by every tensor's deleter so frees stay valid after the backend dies.
+struct StreamState {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  ~StreamState() {
+    if (stream) {
+      cudaSetDevice(device);
+      cudaStreamSynchronize(stream);
+      cudaStreamDestroy(stream);
+    }
+  }
+};
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kF32: return CUDA_R_32F;
+    default: throw std::invalid_argument(std::string("cuda backend: no GEMM type for ") + dtype_name(t));
+  }
+}
+
+uint16_t f32_to_bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return uint16_t(u >> 16);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : state_(std::make_shared<StreamState>()), attention_(device) {
+    state_->device = device;
+    MLRA_CUDA_CHECK(cudaSetDevice(device));
+    MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+    cudaMemPool_t pool;
+    MLRA_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;  // keep freed blocks for reuse instead of returning them
+    MLRA_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    MLRA_CUDA_CHECK(cublasCreate(&cublas_));
+    MLRA_CUDA_CHECK(cublasSetStream(cublas_, state_->stream));
+    cudaDeviceProp prop{};
+    MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
+  }
+  ~CudaBackend() override {
+    cudaSetDevice(state_->device);
+    cudaStreamSynchronize(state_->stream);
+    cublasDestroy(cublas_);
+  }
+
+  cudaStream_t stream() const { return state_->stream; }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return name_; }
+  DType weight_dtype() const override { return DType::kBF16; }
+  DType act_dtype() const override { return DType::kBF16; }
+  DType cache_dtype() const override { return DType::kBF16; }
+
+  Tensor alloc(const std::vector<int64_t>& shape, DType dtype) override {
+    activate();
+    Tensor t;
+    t.dtype = dtype;
+    t.device = DeviceKind::kCuda;
+    t.shape = shape;
+    void* p = nullptr;
+    MLRA_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(t.bytes(), 256), stream()));
+    t.data = p;
+    std::shared_ptr<StreamState> st = state_;
+    t.owner = std::shared_ptr<void>(p, [st](void* q) {
+      cudaSetDevice(st->device);
+      cudaFreeAsync(q, st->stream);
+    });
+    return t;
+  }
+
+  void upload_f32(Tensor& dst, const float* src) override {
+    activate();
+    const size_t n = size_t(dst.numel());
+    switch (dst.dtype) {
+      case DType::kF32: return upload(dst, src, n * sizeof(float));
+      case DType::kBF16: {
+        std::vector<uint16_t> h(n);
+        for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(src[i]);
+        return upload(dst, h.data(), n * 2);
+      }
+      case DType::kF16: {
+        std::vector<__half> h(n);
+        for (size_t i = 0; i < n; ++i) h[i] = __float2half(src[i]);
+        return upload(dst, h.data(), n * 2);
+      }
+      default: throw std::invalid_argument("cuda backend: upload_f32 to a non-float tensor");
+    }
+  }
+  void upload(Tensor& dst, const void* src, size_t bytes) override {
+    activate();
+    MLRA_REQUIRE(bytes <= dst.bytes(), "upload overflows tensor");
+    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, bytes, cudaMemcpyHostToDevice, stream()));
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));  // src may be freed once we return
+  }
+  void download_f32(const MatView& src, float* dst) override {
+    activate();
+    if (src.rows == 0 || src.cols == 0) return;
+    MatView from = src;
+    Tensor tmp;
+    if (src.dtype != DType::kF32) {
+      tmp = alloc({src.rows, src.cols}, DType::kF32);
+      from = as_mat(tmp, src.cols);
+      cuda::launch_convert(src, from, stream());
+    }
+    MLRA_CUDA_CHECK(cudaMemcpy2DAsync(dst, src.cols * sizeof(float), from.data,
+                                      from.ld * sizeof(float), src.cols * sizeof(float), src.rows,
+                                      cudaMemcpyDeviceToHost, stream()));
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
+  void synchronize() override {
+    activate();
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
+
+  void linear(const MatView& x, const MatView& w, const MatView& y, float alpha,
+              float beta) override {
+    MLRA_REQUIRE(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "linear: shape mismatch");
+    linear_batched(x, 0, w, 0, true, y, 0, 1, alpha, beta);
+  }
+
+  // Row-major y [M, N] = x [M, K] . op(w) is column-major y^T [N, M] = op(w)^T [N, K] . x^T [K, M].
+  void linear_batched(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                      bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch,
+                      float alpha, float beta) override {
+    activate();
+    const int64_t n = w_out_by_in ? w.rows : w.cols;
+    const int64_t k = w_out_by_in ? w.cols : w.rows;
+    MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "linear_batched: shape mismatch");
+    if (x.rows == 0 || n == 0 || batch == 0) return;
+    // Mixed operands: bring an f32 operand to bf16 (the other is bf16) so cuBLAS sees one type.
+    Tensor xt, wt, yt;
+    MatView xv = x, wv = w, yv = y;
+    const bool all_f32 = x.dtype == DType::kF32 && w.dtype == DType::kF32;
+    if (!all_f32) {
+      xv = to_bf16(x, x_stride, batch, xt);
+      wv = to_bf16(w, w_stride, batch, wt);
+    }
+    const bool y_direct = all_f32 ? y.dtype == DType::kF32
+                                  : (y.dtype == DType::kF32 || y.dtype == DType::kBF16);
+    int64_t ys = y_stride;
+    if (!y_direct) {
+      // f16 output (or bf16 output of f32 operands): compute in f32 and convert.
+      ys = y_stride ? y.rows * y.cols : 0;
+      yt = alloc({batch * y.rows, y.cols}, DType::kF32);
+      yv = as_mat(yt, y.cols);
+      if (beta != 0.0f) copy_batched(y, y_stride, yv, ys, batch);
+    }
+    const int64_t xs = xv.data == x.data ? x_stride : (x_stride ? x.rows * x.cols : 0);
+    const int64_t wsd = wv.data == w.data ? w_stride : (w_stride ? w.rows * w.cols : 0);
+    MLRA_CUDA_CHECK(cublasGemmStridedBatchedEx(
+        cublas_, w_out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(x.rows), int(k),
+        &alpha, wv.data, cuda_type(wv.dtype), int(wv.ld), wsd, xv.data, cuda_type(xv.dtype),
+        int(xv.ld), xs, &beta, yv.data, cuda_type(yv.dtype), int(yv.ld), ys, int(batch),
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (!y_direct) copy_batched(yv, ys, y, y_stride, batch);
+  }
+
+  void embed(const int32_t* tokens, int64_t n, const MatView& table, const MatView& out) override {
+    activate();
+    cuda::launch_embed(tokens, n, table, out, stream());
+  }
+  void rms_norm(const MatView& x, const Tensor& w, float eps, float scale,
+                const MatView& out) override {
+    activate();
+    MLRA_REQUIRE(w.numel() == x.cols, "rms_norm weight size");
+    cuda::launch_rms_norm(x, w.data, w.dtype, eps, scale, out, stream());
+  }
+  void rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t rot_offset,
+            int64_t rot_dim, const int32_t* positions, float base) override {
+    activate();
+    cuda::launch_rope(x, n_heads, head_stride, rot_offset, rot_dim, positions, base, stream());
+  }
+  void silu_mul(const MatView& a, const MatView& b, const MatView& out) override {
+    activate();
+    cuda::launch_silu_mul(a, b, out, stream());
+  }
+  void sigmoid_mul(const MatView& gate, const MatView& x) override {
+    activate();
+    cuda::launch_sigmoid_mul(gate, x, stream());
+  }
+  void add(const MatView& x, const MatView& acc) override {
+    activate();
+    cuda::launch_add(x, acc, stream());
+  }
+  void scale(const MatView& y, float alpha) override {
+    activate();
+    cuda::launch_scale(y, alpha, stream());
+  }
+  void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
+                   int32_t col_offset) override {
+    activate();
+    cuda::launch_cache_write(src, slots, cache, col_offset, stream());
+  }
+  void paged_attention(const PagedAttentionArgs& args) override {
+    activate();
+    attention_.plan(args, stream());
+    attention_.run(args, stream());
+  }
+
+ private:
+  void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
+
+  // bf16 copy of `batch` operands (stride apart) packed densely; the view itself when bf16.
+  MatView to_bf16(const MatView& v, int64_t stride, int64_t batch, Tensor& keep) {
+    if (v.dtype == DType::kBF16) return v;
+    const int64_t copies = stride ? batch : 1;
+    keep = alloc({copies * v.rows, v.cols}, DType::kBF16);
+    const MatView dense = as_mat(keep, v.cols);
+    copy_batched(v, stride, dense, v.rows * v.cols, copies);
+    return dense;
+  }
+  // dst_b = src_b for b < batch (converting dtypes); a zero stride means one shared operand.
+  void copy_batched(const MatView& src, int64_t src_stride, const MatView& dst, int64_t dst_stride,
+                    int64_t batch) {
+    const int64_t copies = src_stride || dst_stride ? batch : 1;
+    for (int64_t b = 0; b < copies; ++b) {
+      MatView s = src, d = dst;
+      s.data = static_cast<char*>(src.data) + b * src_stride * dtype_size(src.dtype);
+      d.data = static_cast<char*>(dst.data) + b * dst_stride * dtype_size(dst.dtype);
+      cuda::launch_convert(s, d, stream());
+    }
+  }
+
+  std::shared_ptr<StreamState> state_;
+  cublasHandle_t cublas_ = nullptr;
+  CudaPagedAttention attention_;
+  std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  return std::make_unique<CudaBackend>(device);
+}
+
+cudaStream_t cuda_stream_of(Backend& b) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  if (!c) throw std::invalid_argument("cuda_stream_of: not a CUDA backend");
+  return c->stream();
+}
+
+}  // namespace mlra

@@ -1,0 +1,312 @@
+// Paged latent attention in the absorbed form (MLA / GLA / MLRA): every query head of a latent
+// group scores cached token tau with (q_lat . c_tau + q_pe . k_pe_tau) * scale and returns
+// sum softmax * c_tau. One CTA serves up to 64 heads of one token over one split-KV chunk, so each
+// cache tile is read from HBM once for all heads sharing the latent (64 at MLRA-4 TP4).
+// Tiles of kBN cached rows ([c | k_pe], bf16) stream through a kStages-deep cp.async ring; scores
+// and P.V use mma.sync m16n8k16 bf16 with f32 accumulators; online softmax in f32 (exp2 domain).
+// Warp (rg, cg): rows 16rg..16rg+15, value columns 128cg..+127. With d_c > 128 the CG warps of a
+// row group each score a slice of the key dims and sum the slices through shared memory (in a
+// fixed order, so every warp of the group holds bit-identical probabilities).
+#include <cuda_bf16.h>
+
+#include "kernels/cuda_check.h"
+#include "kernels/dtype_access.cuh"
+#include "kernels/paged_attention_cuda.h"
+
+namespace mlra::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+template <int D>
+struct LatentConfig {
+  static constexpr int kR = 64;                   // rope key dims
+  static constexpr int kCG = D / 128;             // value column groups
+  static constexpr int kWarps = 4 * kCG;          // 4 row groups of 16 heads
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kM = 64;                   // heads per CTA
+  static constexpr int kBN = D == 512 ? 32 : 64;  // cached rows per tile
+  static constexpr int kStages = 3;
+  static constexpr int kRow = D + kR + 8;  // smem row stride: 16 B pad keeps ldmatrix conflict-free
+  static constexpr int kRopeSlice = kR / kCG;
+  static constexpr int kChunks = (D + kR) / 8;  // 16 B chunks per cached row
+  static constexpr size_t kQBytes = size_t(kM) * kRow * 2;
+  static constexpr size_t kStageBytes = size_t(kBN) * kRow * 2;
+  static constexpr size_t kXBytes = kCG > 1 ? size_t(kWarps) * 16 * kBN * 4 : 0;
+  static constexpr size_t kSmem = kQBytes + kStages * kStageBytes + kXBytes;
+  static constexpr int kMinBlocks = D == 128 ? 2 : 1;
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a (16x16 bf16, row) . b (16x8 bf16, col), f32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
+}
+
+template <int D>
+__global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
+    latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
+  using C = LatentConfig<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  if (int(blockIdx.x) >= *plan.num_items) return;
+  const SplitKvItem item = plan.items[blockIdx.x];
+  const HeadTile tile = tiles.tile[blockIdx.y];
+  bf16* q_s = reinterpret_cast<bf16*>(smem);
+  bf16* k_s = reinterpret_cast<bf16*>(smem + C::kQBytes);
+  float* x_s = reinterpret_cast<float*>(smem + C::kQBytes + C::kStages * C::kStageBytes);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int rg = warp % 4, cg = warp / 4;
+
+  const int t = item.token;
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t]];
+  const bf16* cache = static_cast<const bf16*>(p.cache);
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+
+  // Query rows (zero past the tile's heads) join the first cp.async group.
+  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s + row * C::kRow + ch * 8);
+    if (row < tile.rows)
+      cp_async16(dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
+
+  const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
+  auto load_tile = [&](int j, int stage) {
+    const int start = item.kv_begin + j * C::kBN;
+    bf16* base = k_s + stage * C::kBN * C::kRow;
+    for (int i = tid; i < C::kBN * C::kChunks; i += C::kThreads) {
+      const int r = i / C::kChunks, ch = i % C::kChunks, pos = start + r;
+      const uint32_t dst = smem_addr(base + r * C::kRow + ch * 8);
+      if (pos < item.kv_end) {
+        const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
+        const int col = ch < D / 8 ? tile.a_offset + ch * 8 : p.r_offset + (ch - D / 8) * 8;
+        cp_async16(dst, cache + row * p.row_width + col, 16);
+      } else {
+        cp_async16(dst, cache, 0);
+      }
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < n_tiles) load_tile(s, s);
+    cp_async_commit();
+  }
+
+  float o[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+  const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+  const int b_row = (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) & 1) * 8;
+  const int v_row = (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
+  const uint32_t q_base = smem_addr(q_s + a_row * C::kRow + a_col);
+
+  for (int j = 0; j < n_tiles; ++j) {
+    cp_async_wait<C::kStages - 2>();
+    __syncthreads();
+    const int next = j + C::kStages - 1;
+    if (next < n_tiles) load_tile(next, next % C::kStages);
+    cp_async_commit();
+    const bf16* kt = k_s + (j % C::kStages) * C::kBN * C::kRow;
+    const uint32_t k_base = smem_addr(kt + b_row * C::kRow + b_col);
+
+    // Scores of this warp's key-dim slice: 128 latent dims + kRopeSlice rope dims.
+    float s[C::kBN / 8][4];
+#pragma unroll
+    for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    auto score_step = [&](int k0) {
+      uint32_t a[4];
+      ldmatrix_x4(a, q_base + k0 * 2);
+#pragma unroll
+      for (int np = 0; np < C::kBN / 16; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4(b, k_base + (np * 16 * C::kRow + k0) * 2);
+        mma_bf16(s[2 * np], a, b[0], b[1]);
+        mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+      }
+    };
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16);
+#pragma unroll
+    for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16);
+    if constexpr (C::kCG > 1) {
+      float* mine = x_s + warp * 16 * C::kBN;
+#pragma unroll
+      for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mine[(nb * 4 + e) * 32 + lane] = s[nb][e];
+      named_barrier(1 + rg, C::kCG * 32);
+#pragma unroll
+      for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float sum = 0.0f;
+#pragma unroll
+          for (int c = 0; c < C::kCG; ++c) sum += x_s[(rg + 4 * c) * 16 * C::kBN + (nb * 4 + e) * 32 + lane];
+          s[nb][e] = sum;
+        }
+    }
+
+    // Online softmax over the tile (rows lane/4 and lane/4 + 8 of the warp's 16).
+    const int start = item.kv_begin + j * C::kBN;
+    float mx[2] = {m_r[0], m_r[1]};
+#pragma unroll
+    for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int pos = start + nb * 8 + (lane % 4) * 2 + (e & 1);
+        const float v = pos < item.kv_end ? s[nb][e] * p.scale_log2 : -INFINITY;
+        s[nb][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    float corr[2], row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      corr[i] = exp2f(m_r[i] - mx[i]);
+      m_r[i] = mx[i];
+    }
+#pragma unroll
+    for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nb][e] = exp2f(s[nb][e] - m_r[e >> 1]);
+        row_sum[e >> 1] += s[nb][e];
+      }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) l_r[i] = l_r[i] * corr[i] + row_sum[i];
+#pragma unroll
+    for (int nb = 0; nb < 16; ++nb) {
+      o[nb][0] *= corr[0];
+      o[nb][1] *= corr[0];
+      o[nb][2] *= corr[1];
+      o[nb][3] *= corr[1];
+    }
+
+    // o += P . V with V = the latent columns of this warp's column group.
+    const uint32_t v_base = smem_addr(kt + v_row * C::kRow + cg * 128 + v_col);
+#pragma unroll
+    for (int kk = 0; kk < C::kBN / 16; ++kk) {
+      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                             pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int np = 0; np < 8; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, v_base + (kk * 16 * C::kRow + np * 16) * 2);
+        mma_bf16(o[2 * np], a, b[0], b[1]);
+        mma_bf16(o[2 * np + 1], a, b[2], b[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = rg * 16 + lane / 4 + 8 * i;
+    if (row >= tile.rows) continue;
+    const float inv = 1.0f / l_r[i];
+    if (item.partial < 0) {
+      const int64_t base = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+#pragma unroll
+      for (int nb = 0; nb < 16; ++nb) {
+        const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
+        store_from_f32(p.out, p.out_dtype, base + col, o[nb][2 * i] * inv);
+        store_from_f32(p.out, p.out_dtype, base + col + 1, o[nb][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t slot_row = (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      float* dst = p.partial_o + slot_row * p.v_dim;
+#pragma unroll
+      for (int nb = 0; nb < 16; ++nb) {
+        const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
+        *reinterpret_cast<float2*>(dst + col) = make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+      }
+      if (cg == 0 && lane % 4 == 0) p.partial_lse[slot_row] = m_r[i] + log2f(l_r[i]);
+    }
+  }
+}
+
+template <int D>
+void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+            cudaStream_t stream) {
+  using C = LatentConfig<D>;
+  MLRA_CUDA_CHECK(cudaFuncSetAttribute(latent_attention_kernel<D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
+  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
+  latent_attention_kernel<D><<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+int latent_ctas_per_sm(int d_c) { return d_c == 128 ? 2 : 1; }
+
+void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
+                             const SplitKvPlan& plan, int d_c, cudaStream_t stream) {
+  MLRA_REQUIRE(p.r_dim == 64 && p.a_dim == d_c && p.v_dim == d_c, "latent attention: dims");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
+               "latent attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.rows_max == 64, "latent attention: 64 rows per tile");
+  for (int i = 0; i < tiles.count; ++i)
+    MLRA_REQUIRE(tiles.tile[i].rows <= 64 && tiles.tile[i].a_offset == tiles.tile[i].v_offset,
+                 "latent attention: bad head tile");
+  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  switch (d_c) {
+    case 128: return launch<128>(p, tiles, plan, stream);
+    case 256: return launch<256>(p, tiles, plan, stream);
+    case 512: return launch<512>(p, tiles, plan, stream);
+    default: MLRA_REQUIRE(false, "latent attention: d_c must be 128, 256 or 512");
+  }
+}
+
+}  // namespace mlra::cuda

@@ -1,0 +1,186 @@
+// Host side of CUDA paged attention: argument validation, path choice (latent tensor-core kernel
+// or generic kernel), grouping of heads that share a cache segment into CTA tiles, workspace
+// sizing and the split-KV plan, then the attention + merge launches (see paged_attention_cuda.h).
+#include "kernels/paged_attention_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda_check.h"
+
+namespace mlra::cuda {
+namespace {
+
+bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+int log2_int(int64_t v) {
+  int s = 0;
+  while ((int64_t(1) << s) < v) ++s;
+  return s;
+}
+
+void validate(const PagedAttentionArgs& a) {
+  auto fail = [](const std::string& m) { throw std::invalid_argument("paged_attention: " + m); };
+  if (int(a.a_offset.size()) != a.num_heads || int(a.v_offset.size()) != a.num_heads)
+    fail("a_offset/v_offset must have one entry per head");
+  for (int h = 0; h < a.num_heads; ++h) {
+    if (a.a_offset[h] < 0 || a.a_offset[h] + a.a_dim > a.cache.row_width)
+      fail("a segment of head " + std::to_string(h) + " outside the cache row");
+    if (a.v_offset[h] < 0 || a.v_offset[h] + a.v_dim > a.cache.row_width)
+      fail("v segment of head " + std::to_string(h) + " outside the cache row");
+  }
+  if (a.r_dim > 0 && (a.r_offset < 0 || a.r_offset + a.r_dim > a.cache.row_width))
+    fail("r segment outside the cache row");
+  if (!is_pow2(a.cache.page_size)) fail("page size must be a power of two");
+  if (a.v_dim < 1 || a.v_dim > 512) fail("v_dim must be in 1..512");
+  if (a.a_dim + a.r_dim < 1 || a.a_dim + a.r_dim > 1024) fail("a_dim + r_dim must be in 1..1024");
+  for (DType t : {a.q_dtype, a.out_dtype, a.cache.dtype})
+    if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) fail("float dtypes only");
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Runs of consecutive heads with identical segments, cut into tiles of at most max_rows.
+std::vector<HeadTile> group_heads(const PagedAttentionArgs& a, int max_rows) {
+  std::vector<HeadTile> tiles;
+  for (int h = 0; h < a.num_heads; ++h) {
+    HeadTile* last = tiles.empty() ? nullptr : &tiles.back();
+    if (last && last->rows < max_rows && last->a_offset == a.a_offset[h] &&
+        last->v_offset == a.v_offset[h] && last->head0 + last->rows == h) {
+      ++last->rows;
+    } else {
+      tiles.push_back({h, 1, a.a_offset[h], a.v_offset[h]});
+    }
+  }
+  return tiles;
+}
+
+int values_per_lane(int v_dim) {
+  int v = 1;
+  while (32 * v < v_dim) v *= 2;
+  return v;
+}
+
+}  // namespace
+
+const char* attention_path_name(AttentionPath p) {
+  switch (p) {
+    case AttentionPath::kLatent128: return "latent-128";
+    case AttentionPath::kLatent256: return "latent-256";
+    case AttentionPath::kLatent512: return "latent-512";
+    default: return "generic";
+  }
+}
+
+CudaPagedAttention::CudaPagedAttention(int device) {
+  MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
+}
+
+CudaPagedAttention::~CudaPagedAttention() {
+  if (workspace_) cudaFree(workspace_);
+}
+
+AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
+  const bool dims = a.r_dim == 64 && a.a_dim == a.v_dim &&
+                    (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
+  if (!dims || a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16)
+    return AttentionPath::kGeneric;
+  // 16-byte cp.async of q rows and cache segments.
+  if (!aligned16(a.q) || !aligned16(a.cache.data) || a.q_token_stride % 8 || a.q_head_stride % 8 ||
+      a.cache.row_width % 8 || a.r_offset % 8)
+    return AttentionPath::kGeneric;
+  for (int h = 0; h < a.num_heads; ++h)
+    if (a.a_offset[h] != a.v_offset[h] || a.a_offset[h] % 8) return AttentionPath::kGeneric;
+  switch (a.a_dim) {
+    case 128: return AttentionPath::kLatent128;
+    case 256: return AttentionPath::kLatent256;
+    default: return AttentionPath::kLatent512;
+  }
+}
+
+void CudaPagedAttention::reserve(size_t bytes, cudaStream_t stream) {
+  if (bytes <= workspace_bytes_) return;
+  const size_t grown = std::max(bytes, workspace_bytes_ + workspace_bytes_ / 2);
+  if (workspace_) MLRA_CUDA_CHECK(cudaFreeAsync(workspace_, stream));
+  workspace_ = nullptr;
+  workspace_bytes_ = 0;
+  MLRA_CUDA_CHECK(cudaMallocAsync(&workspace_, grown, stream));
+  workspace_bytes_ = grown;
+}
+
+void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) {
+  validate(a);
+  path_ = choose_path(a);
+  int ctas = num_sms_;
+  if (path_ == AttentionPath::kGeneric) {
+    values_per_lane_ = values_per_lane(a.v_dim);
+    rows_max_ = generic_max_group(values_per_lane_);
+    ctas = num_sms_ * 4;
+  } else {
+    rows_max_ = 64;
+    ctas = num_sms_ * latent_ctas_per_sm(a.a_dim);
+  }
+  tiles_ = group_heads(a, rows_max_);
+  const int n_tiles = int(tiles_.size());
+  const int batch_tiles = std::min(n_tiles, kMaxHeadTiles);
+
+  SplitKvShape shape;
+  shape.num_tokens = a.num_tokens;
+  shape.target_chunks = std::max(1, ctas / std::max(1, n_tiles));
+  shape.min_chunk_tiles = 2;
+  const size_t plan_bytes = (split_kv_plan_bytes(shape) + 255) / 256 * 256;
+  const size_t rows = size_t(shape.max_partials()) * batch_tiles * rows_max_;
+  const size_t partial_bytes = rows * (size_t(a.v_dim) + 1) * sizeof(float);
+  reserve(plan_bytes + partial_bytes + 256, stream);
+  plan_ = split_kv_plan_at(workspace_, shape);
+  partial_offset_ = plan_bytes;
+  launch_split_kv_plan(a.token_pos, plan_, stream);
+}
+
+void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
+  MLRA_REQUIRE(plan_.items != nullptr && plan_.shape.num_tokens == a.num_tokens,
+               "paged_attention: run() without a matching plan()");
+  if (a.num_tokens == 0 || a.num_heads == 0) return;
+  AttentionParams p;
+  p.q = a.q;
+  p.q_dtype = a.q_dtype;
+  p.q_token_stride = a.q_token_stride;
+  p.q_head_stride = a.q_head_stride;
+  p.cache = a.cache.data;
+  p.cache_dtype = a.cache.dtype;
+  p.page_shift = log2_int(a.cache.page_size);
+  p.row_width = a.cache.row_width;
+  p.r_offset = a.r_offset;
+  p.a_dim = a.a_dim;
+  p.r_dim = a.r_dim;
+  p.v_dim = a.v_dim;
+  p.token_seq = a.token_seq;
+  p.token_pos = a.token_pos;
+  p.page_indptr = a.page_indptr;
+  p.page_indices = a.page_indices;
+  p.scale_log2 = float(double(a.scale) * 1.4426950408889634);
+  p.out = a.out;
+  p.out_dtype = a.out_dtype;
+  p.out_token_stride = a.out_token_stride;
+  p.out_head_stride = a.out_head_stride;
+  p.rows_max = rows_max_;
+  const size_t batch_tiles = std::min<size_t>(tiles_.size(), kMaxHeadTiles);
+  const size_t rows = size_t(plan_.shape.max_partials()) * batch_tiles * size_t(rows_max_);
+  p.partial_o = reinterpret_cast<float*>(static_cast<char*>(workspace_) + partial_offset_);
+  p.partial_lse = p.partial_o + rows * size_t(a.v_dim);
+
+  for (size_t begin = 0; begin < tiles_.size(); begin += kMaxHeadTiles) {
+    HeadTiles batch;
+    batch.count = int32_t(std::min<size_t>(kMaxHeadTiles, tiles_.size() - begin));
+    std::copy_n(tiles_.begin() + begin, batch.count, batch.tile);
+    if (path_ == AttentionPath::kGeneric)
+      launch_generic_attention(p, batch, plan_, values_per_lane_, stream);
+    else
+      launch_latent_attention(p, batch, plan_, a.a_dim, stream);
+    launch_split_kv_merge(p, batch, plan_, stream);
+  }
+}
+
+}  // namespace mlra::cuda

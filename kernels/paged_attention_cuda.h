@@ -1,0 +1,106 @@
+// CUDA paged attention: dispatch between the absorbed-latent tensor-core kernel (MLA/GLA/MLRA:
+// r_dim 64, a == v segment, d_c in {128, 256, 512}) and the generic SIMT kernel (any other
+// layout: MHA/GQA/MQA/MFA/GTA and the tiny test dims), with split-KV plan + merge around both.
+// plan() sizes and fills the split-KV plan and workspace (no allocation happens in run(), so run()
+// can be captured in a CUDA graph and replayed per layer); run() launches attention and merge.
+// Invariant: run() uses the plan of the last plan() call, which must see the same step metadata.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/paged_attention.h"
+#include "kernels/split_kv_plan.h"
+
+namespace mlra::cuda {
+
+// Heads [head0, head0 + rows) sharing one cache segment (same a/v offsets): one CTA row block.
+struct HeadTile {
+  int32_t head0 = 0;
+  int32_t rows = 0;
+  int32_t a_offset = 0;
+  int32_t v_offset = 0;
+};
+constexpr int kMaxHeadTiles = 64;
+struct HeadTiles {
+  HeadTile tile[kMaxHeadTiles];
+  int32_t count = 0;
+};
+
+// Everything a kernel needs, by value (device pointers).
+struct AttentionParams {
+  const void* q = nullptr;
+  DType q_dtype = DType::kBF16;
+  int64_t q_token_stride = 0;
+  int64_t q_head_stride = 0;
+  const void* cache = nullptr;
+  DType cache_dtype = DType::kBF16;
+  int32_t page_shift = 0;  // log2(page_size)
+  int32_t row_width = 0;
+  int32_t r_offset = 0;
+  int32_t a_dim = 0;
+  int32_t r_dim = 0;
+  int32_t v_dim = 0;
+  const int32_t* token_seq = nullptr;
+  const int32_t* token_pos = nullptr;
+  const int32_t* page_indptr = nullptr;
+  const int32_t* page_indices = nullptr;
+  float scale_log2 = 0.0f;  // softmax scale * log2(e): scores live in the exp2 domain
+  void* out = nullptr;
+  DType out_dtype = DType::kBF16;
+  int64_t out_token_stride = 0;
+  int64_t out_head_stride = 0;
+  // Partials of (slot, tile, row): o at ((slot * tiles + tile) * rows_max + row) * v_dim,
+  // lse (log2 domain) at (slot * tiles + tile) * rows_max + row.
+  float* partial_o = nullptr;
+  float* partial_lse = nullptr;
+  int32_t rows_max = 0;
+};
+
+enum class AttentionPath { kLatent128, kLatent256, kLatent512, kGeneric };
+const char* attention_path_name(AttentionPath p);
+
+// Kernel launchers (one file each). grid = (plan max items, tiles.count).
+void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
+                             const SplitKvPlan& plan, int d_c, cudaStream_t stream);
+void launch_generic_attention(const AttentionParams& p, const HeadTiles& tiles,
+                              const SplitKvPlan& plan, int values_per_lane, cudaStream_t stream);
+void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
+                           const SplitKvPlan& plan, cudaStream_t stream);
+// Heads per tile the generic kernel supports for v_dim <= 32 * values_per_lane.
+int generic_max_group(int values_per_lane);
+// CTAs the latent kernel keeps resident per SM (sizes the split target).
+int latent_ctas_per_sm(int d_c);
+
+class CudaPagedAttention {
+ public:
+  explicit CudaPagedAttention(int device);
+  ~CudaPagedAttention();
+  CudaPagedAttention(const CudaPagedAttention&) = delete;
+  CudaPagedAttention& operator=(const CudaPagedAttention&) = delete;
+
+  // Which kernel serves these arguments.
+  static AttentionPath choose_path(const PagedAttentionArgs& a);
+  // Validates, groups heads into tiles, grows the workspace and computes the split plan.
+  void plan(const PagedAttentionArgs& a, cudaStream_t stream);
+  // Attention + merge with the current plan (no allocation, no host sync).
+  void run(const PagedAttentionArgs& a, cudaStream_t stream);
+
+ private:
+  void reserve(size_t bytes, cudaStream_t stream);
+
+  int num_sms_ = 0;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  AttentionPath path_ = AttentionPath::kGeneric;
+  std::vector<HeadTile> tiles_;
+  int32_t rows_max_ = 0;
+  int32_t values_per_lane_ = 0;
+  SplitKvPlan plan_;
+  size_t partial_offset_ = 0;
+};
+
+}  // namespace mlra::cuda

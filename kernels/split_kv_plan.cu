@@ -1,0 +1,177 @@
+// Split-KV plan (one CTA computes it from token_pos on the device) and the merge kernel that
+// combines a token's chunk partials: o = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
+// Chunk length = max(min_chunk, total_tiles / target_chunks) tiles, so every token gets
+// ceil(len / chunk) chunks and the whole step about target_chunks of them (see split_kv_plan.h).
+#include "kernels/cuda_check.h"
+#include "kernels/dtype_access.cuh"
+#include "kernels/paged_attention_cuda.h"
+#include "kernels/split_kv_plan.h"
+
+namespace mlra::cuda {
+namespace {
+
+constexpr int kPlanThreads = 1024;
+
+// Exclusive prefix sum over the block; *total gets the block sum. All threads must call it.
+__device__ int block_exclusive_scan(int v, int* warp_sums, int* total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int x = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  if (lane == 31) warp_sums[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < int(blockDim.x / 32) ? warp_sums[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    warp_sums[lane] = w;  // inclusive warp prefix
+  }
+  __syncthreads();
+  const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
+  *total = warp_sums[blockDim.x / 32 - 1];
+  __syncthreads();
+  return before;
+}
+
+__global__ void __launch_bounds__(kPlanThreads) plan_kernel(const int32_t* token_pos,
+                                                            SplitKvPlan plan) {
+  __shared__ int warp_sums[32];
+  __shared__ unsigned long long total_tiles;
+  const int n_tokens = plan.shape.num_tokens;
+  if (threadIdx.x == 0) total_tiles = 0;
+  __syncthreads();
+  unsigned long long mine = 0;
+  for (int t = threadIdx.x; t < n_tokens; t += blockDim.x)
+    mine += (max(token_pos[t] + 1, 1) + kPlanTile - 1) / kPlanTile;
+  atomicAdd(&total_tiles, mine);
+  __syncthreads();
+  const long long target = plan.shape.target_chunks;
+  const long long chunk_tiles =
+      max((long long)plan.shape.min_chunk_tiles, (long long)((total_tiles + target - 1) / target));
+
+  int carry_items = 0, carry_partials = 0;
+  for (int base = 0; base < n_tokens; base += blockDim.x) {
+    const int t = base + threadIdx.x;
+    const int len = t < n_tokens ? max(token_pos[t] + 1, 1) : 0;
+    // Spread the token's tiles evenly over its chunks: n chunks of `even` positions at most
+    // chunk each; recounting n after rounding keeps every chunk non-empty.
+    const long long tiles_t = (len + kPlanTile - 1) / kPlanTile;
+    const long long n_cap = (tiles_t + chunk_tiles - 1) / chunk_tiles;
+    const long long even_tiles = n_cap > 0 ? (tiles_t + n_cap - 1) / n_cap : 1;
+    const long long even = even_tiles * kPlanTile;
+    const int n = t < n_tokens ? int((tiles_t + even_tiles - 1) / even_tiles) : 0;
+    int n_total = 0, p_total = 0;
+    const int off = block_exclusive_scan(n, warp_sums, &n_total);
+    const int poff = block_exclusive_scan(n > 1 ? n : 0, warp_sums, &p_total);
+    if (t < n_tokens) {
+      const int first_partial = carry_partials + poff;
+      for (int c = 0; c < n; ++c) {
+        SplitKvItem it;
+        it.token = t;
+        it.kv_begin = int(c * even);
+        it.kv_end = int(min((long long)len, (c + 1) * even));
+        it.partial = n > 1 ? first_partial + c : -1;
+        plan.items[carry_items + off + c] = it;
+      }
+      plan.merges[t] = TokenMerge{first_partial, n};
+    }
+    carry_items += n_total;
+    carry_partials += p_total;
+  }
+  if (threadIdx.x == 0) *plan.num_items = carry_items;
+}
+
+constexpr int kMergeThreads = 128;
+
+__device__ float block_reduce(float v, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, y) : v + y;
+  }
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int i = 1; i < kMergeThreads / 32; ++i) r = is_max ? fmaxf(r, red[i]) : r + red[i];
+  __syncthreads();
+  return r;
+}
+
+// grid (tokens, tiles): combines the chunk partials of every row of one (token, head tile).
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel(AttentionParams p, HeadTiles tiles,
+                                                              SplitKvPlan plan) {
+  extern __shared__ float weights[];
+  __shared__ float red[kMergeThreads / 32];
+  const int t = blockIdx.x, ti = blockIdx.y;
+  const TokenMerge m = plan.merges[t];
+  if (m.count <= 1) return;
+  const HeadTile tile = tiles.tile[ti];
+  const int n_tiles = tiles.count;
+  for (int row = 0; row < tile.rows; ++row) {
+    auto slot_row = [&](int i) {
+      return (int64_t(m.first_partial + i) * n_tiles + ti) * p.rows_max + row;
+    };
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < m.count; i += blockDim.x) mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
+    mx = block_reduce(mx, true, red);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < m.count; i += blockDim.x) {
+      const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
+      weights[i] = w;
+      sum += w;
+    }
+    sum = block_reduce(sum, false, red);
+    const float inv = 1.0f / sum;
+    const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+    for (int d = threadIdx.x; d < p.v_dim; d += blockDim.x) {
+      float acc = 0.0f;
+      for (int i = 0; i < m.count; ++i) acc += weights[i] * p.partial_o[slot_row(i) * p.v_dim + d];
+      store_from_f32(p.out, p.out_dtype, out_row + d, acc * inv);
+    }
+    __syncthreads();
+  }
+}
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+}  // namespace
+
+size_t split_kv_plan_bytes(const SplitKvShape& s) {
+  return align256(sizeof(SplitKvItem) * size_t(s.max_items())) +
+         align256(sizeof(TokenMerge) * size_t(s.num_tokens)) + 256;
+}
+
+SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& s) {
+  char* p = static_cast<char*>(memory);
+  SplitKvPlan plan;
+  plan.shape = s;
+  plan.items = reinterpret_cast<SplitKvItem*>(p);
+  p += align256(sizeof(SplitKvItem) * size_t(s.max_items()));
+  plan.merges = reinterpret_cast<TokenMerge*>(p);
+  p += align256(sizeof(TokenMerge) * size_t(s.num_tokens));
+  plan.num_items = reinterpret_cast<int32_t*>(p);
+  return plan;
+}
+
+void launch_split_kv_plan(const int32_t* token_pos, const SplitKvPlan& plan, cudaStream_t stream) {
+  MLRA_REQUIRE(plan.shape.target_chunks >= 1 && plan.shape.min_chunk_tiles >= 1,
+               "split-kv plan: bad shape");
+  if (plan.shape.num_tokens == 0) return;
+  plan_kernel<<<1, kPlanThreads, 0, stream>>>(token_pos, plan);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
+                           const SplitKvPlan& plan, cudaStream_t stream) {
+  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  const size_t smem = sizeof(float) * size_t(plan.shape.max_partials());
+  MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
+  merge_kernel<<<dim3(unsigned(plan.shape.num_tokens), unsigned(tiles.count)), kMergeThreads, smem,
+                 stream>>>(p, tiles, plan);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace mlra::cuda

@@ -1,0 +1,56 @@
+// Split-KV (flash-decoding) work plan shared by the paged-attention kernels.
+// A plan cuts every token's causal range [0, pos + 1) into chunks of whole 64-position tiles so
+// that (tokens x chunks x head tiles) fills the GPU; chunks of one token write partial (o, lse)
+// that the merge kernel combines. The plan is computed ON THE DEVICE from token_pos (page tables
+// and positions live in device memory; no host sync), once per step by whoever owns the step, and
+// reused by every layer's run; the backend also recomputes it per call when none is supplied.
+// Invariant: items of one token are consecutive; a token with one chunk has merge count 1 and
+// its item writes the final output directly (partial == -1).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mlra::cuda {
+
+constexpr int kPlanTile = 64;  // chunk boundaries are multiples of this many positions
+
+struct SplitKvItem {
+  int32_t token = 0;
+  int32_t kv_begin = 0;  // positions [kv_begin, kv_end) of the token's sequence
+  int32_t kv_end = 0;
+  int32_t partial = -1;  // partial slot, -1: write the final output
+};
+
+struct TokenMerge {
+  int32_t first_partial = 0;
+  int32_t count = 0;  // number of chunks; <= 1 means nothing to merge
+};
+
+// Host-side sizes of a plan: how many items and partial slots it can hold (upper bounds that do
+// not depend on the positions, so launches and workspace are sized without reading the device).
+struct SplitKvShape {
+  int32_t num_tokens = 0;
+  int32_t target_chunks = 1;    // desired number of (token, chunk) items
+  int32_t min_chunk_tiles = 2;  // smallest chunk, in kPlanTile units
+  int32_t max_items() const { return num_tokens + target_chunks; }
+  int32_t max_partials() const { return 2 * target_chunks + 2; }
+};
+
+// Device buffers of a plan (sized by SplitKvShape).
+struct SplitKvPlan {
+  SplitKvShape shape;
+  SplitKvItem* items = nullptr;  // [max_items]
+  TokenMerge* merges = nullptr;  // [num_tokens]
+  int32_t* num_items = nullptr;  // [1]
+};
+
+// Bytes of device memory a plan of this shape needs (items, merges, counter; 256-aligned).
+size_t split_kv_plan_bytes(const SplitKvShape& shape);
+// Lays a plan's arrays out in `memory` (split_kv_plan_bytes(shape) bytes of device memory).
+SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& shape);
+// Fills the plan from token_pos [num_tokens] (device) on the stream.
+void launch_split_kv_plan(const int32_t* token_pos, const SplitKvPlan& plan, cudaStream_t stream);
+
+}  // namespace mlra::cuda
