@@ -125,6 +125,7 @@ void Engine::Impl::run() {
       draining = drain;
     }
     for (Pending& p : incoming) admit(std::move(p));
+    if (!incoming.empty()) publish_stats();  // submit() counts queued requests from the snapshot
     for (uint64_t h : cancelled) {
       GenerationChunk chunk;
       chunk.finish_reason = FinishReason::kCancelled;
