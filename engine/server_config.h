@@ -21,7 +21,11 @@ struct ServerConfig {
   std::string backend = "cpu";              // "cpu" | "cuda"
   std::string dtype = "fp32";               // "fp32" | "bf16"
   int32_t tp = 1;                           // tensor-parallel degree
-  std::string mla_tp_mode = "replicate";    // MLA at tp > 1: "replicate" | "tpla"
+  int32_t device = 0;                       // first CUDA device (backend "cuda")
+  std::string mla_tp_mode = "replicate";    // MLA checkpoints: "replicate" | "tpla"
+  std::string tpla_transform = "hadamard";  // "identity" | "hadamard" | path of a PCA transform
+  bool tpla_pd_separation = true;           // prefill exact MLA, decode TPLA
+  int32_t tpla_slices = 0;                  // 0: the TP degree
   int32_t page_size = 64;
   int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
   int64_t num_pages = 0;                    // 0: derived from cache_memory_bytes

@@ -1,0 +1,74 @@
+// Server config: configs/default.json parses, relative model_dir resolves against the file's
+// folder, unknown keys / wrong types / bad values are errors naming the key, overrides apply.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/server_config.h"
+
+using namespace mlra;
+
+namespace {
+
+std::string error_of(const nlohmann::json& j) {
+  try {
+    parse_server_config(j, "/base");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("the default config parses and points at the default model", "[engine][config]") {
+  const std::filesystem::path file = std::filesystem::path(MLRA_TEST_DATA).parent_path().parent_path() /
+                                     "configs" / "default.json";
+  ServerConfig c = load_server_config(file);
+  CHECK(c.model_dir == (file.parent_path() / "../tests/data/tiny/mlra4").lexically_normal());
+  CHECK(c.model_dir.is_absolute());
+  CHECK(c.variant == "mlra4");
+  CHECK(c.page_size == 64);
+  CHECK(parse_server_config(to_json(c), "/elsewhere").model_dir == c.model_dir);  // absolute stays
+}
+
+TEST_CASE("config errors name the offending key", "[engine][config]") {
+  const nlohmann::json base = {{"model_dir", "m"}};
+  CHECK(parse_server_config(base, "/base").model_dir == "/base/m");
+  auto with = [&](const char* key, nlohmann::json v) {
+    auto j = base;
+    j[key] = v;
+    return error_of(j);
+  };
+  CHECK(with("max_batch", 4).find("unknown config key 'max_batch'") != std::string::npos);
+  CHECK(with("page_size", "64").find("'page_size'") != std::string::npos);
+  CHECK(with("page_size", 0).find("'page_size'") != std::string::npos);
+  CHECK(with("port", 70000).find("'port'") != std::string::npos);
+  CHECK(with("tp", 3000000000LL).find("'tp'") != std::string::npos);
+  CHECK(with("variant", "llama").find("'variant'") != std::string::npos);
+  CHECK(with("backend", "tpu").find("'backend'") != std::string::npos);
+  CHECK(with("prefix_cache", 1).find("'prefix_cache'") != std::string::npos);
+  CHECK(with("log_level", "loud").find("'log_level'") != std::string::npos);
+  CHECK(error_of(nlohmann::json::object()).find("'model_dir'") != std::string::npos);
+  CHECK(with("max_step_tokens", 256).empty());
+}
+
+TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine][config]") {
+  ServerConfig c = parse_server_config({{"model_dir", "/m"}}, "/");
+  apply_config_override(c, "port=1234");
+  apply_config_override(c, "prefix_cache=false");
+  apply_config_override(c, "variant=mla_gated");
+  apply_config_override(c, "host=\"127.0.0.1\"");
+  CHECK(c.port == 1234);
+  CHECK_FALSE(c.prefix_cache);
+  CHECK(c.variant == "mla_gated");
+  CHECK(c.host == "127.0.0.1");
+  CHECK_THROWS_AS(apply_config_override(c, "nope=1"), ConfigError);
+  CHECK_THROWS_AS(apply_config_override(c, "port"), ConfigError);
+  CHECK_THROWS_AS(apply_config_override(c, "port=-5"), ConfigError);
+  EngineOptions e = engine_options(c);
+  CHECK_FALSE(e.enable_prefix_cache);
+  CHECK(e.max_running_seqs == c.max_running_seqs);
+}
