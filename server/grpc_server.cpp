@@ -1,0 +1,78 @@
+// GrpcServer: ServerBuilder setup (limits, health, reflection), a small thread that mirrors
+// Engine::healthy() into the health service, and the ordered shutdown sequence.
+#include "server/grpc_server.h"
+
+#include <stdexcept>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+namespace mlra {
+
+GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions options)
+    : engine_(engine),
+      options_(std::move(options)),
+      service_(engine, std::move(codec), options_.service) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+  grpc::ResourceQuota quota("mlra-serve");
+  quota.SetMaxThreads(options_.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(&service_);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    throw std::runtime_error("cannot listen on " + options_.address);
+  }
+  set_serving(engine_.healthy());
+  health_thread_ = std::thread([this] { monitor_health(); });
+}
+
+GrpcServer::~GrpcServer() { shutdown(std::chrono::milliseconds(0)); }
+
+void GrpcServer::set_serving(bool serving) {
+  if (serving_ == static_cast<int>(serving)) return;
+  serving_ = serving;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus(v1::Mlra::service_full_name(), serving);
+  spdlog::info("health: {}", serving ? "SERVING" : "NOT_SERVING");
+}
+
+void GrpcServer::monitor_health() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    set_serving(service_.admitting() && engine_.healthy());
+    stop_cv_.wait_for(lock, options_.health_poll);
+  }
+}
+
+void GrpcServer::shutdown(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopping_ = true;
+    stopped_ = true;
+  }
+  stop_cv_.notify_all();
+  if (health_thread_.joinable()) health_thread_.join();
+  service_.stop_admitting();
+  set_serving(false);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  if (!service_.wait_idle(deadline)) {
+    spdlog::warn("shutdown: {} request(s) still in flight after the grace period; aborting",
+                 service_.in_flight());
+  }
+  // Aborts what is left; each such call gets its final chunk and ends UNAVAILABLE.
+  engine_.shutdown(false);
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Wait();
+}
+
+}  // namespace mlra

@@ -1,0 +1,63 @@
+// The running gRPC server: the Mlra service, the standard grpc.health.v1.Health service (SERVING
+// while admitting and the engine is healthy, NOT_SERVING otherwise) and server reflection, on
+// one listening port. shutdown() is the graceful path SIGTERM takes: stop admitting, let calls
+// in flight finish for a grace period, abort the rest through the engine, stop the server.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/server.h>
+
+#include "engine/engine.h"
+#include "server/mlra_service.h"
+#include "server/text_codec.h"
+
+namespace mlra {
+
+struct GrpcServerOptions {
+  std::string address = "0.0.0.0:50051";  // "host:0" picks a free port
+  int max_receive_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
+  int max_threads = 512;  // one per active call (sync API); beyond: RESOURCE_EXHAUSTED
+  std::chrono::milliseconds health_poll{100};
+  ServiceOptions service;
+};
+
+class GrpcServer {
+ public:
+  // Builds, binds and starts serving; throws std::runtime_error when the address cannot be bound.
+  GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions options);
+  ~GrpcServer();  // shutdown(0) if not done yet
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  int port() const { return port_; }
+  MlraService& service() { return service_; }
+
+  // Stops admitting (health NOT_SERVING, new calls UNAVAILABLE), waits up to `grace` for calls
+  // in flight, then shuts the engine down (aborting what is left: those calls end UNAVAILABLE)
+  // and stops the gRPC server. Idempotent; blocks until done.
+  void shutdown(std::chrono::milliseconds grace);
+
+ private:
+  void monitor_health();
+  void set_serving(bool serving);
+
+  Engine& engine_;
+  GrpcServerOptions options_;
+  MlraService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex mutex_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  int serving_ = -1;  // last status published: -1 none, 0 NOT_SERVING, 1 SERVING
+  std::thread health_thread_;
+};
+
+}  // namespace mlra

@@ -1,0 +1,20 @@
+// How the server turns prompt text into token ids and ids back into text (Tokenize,
+// Detokenize, text prompts). Two functions rather than the tokenizer class, so the service and
+// its end-to-end tests run with any vocabulary (GPT-2 in production, a toy table in tests).
+// Both functions must be safe to call from many RPC threads at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mlra {
+
+struct TextCodec {
+  std::function<std::vector<int32_t>(std::string_view)> encode;
+  std::function<std::string(const std::vector<int32_t>&)> decode;
+};
+
+}  // namespace mlra
