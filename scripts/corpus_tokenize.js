@@ -42,6 +42,11 @@ async function main() {
     writeBin(path.join(outDir, `${split}.bin`), streams[split]);
     counts[split].tokens = streams[split].length;
   }
+  // Prompts for the training script's samples: it has no BPE encoder of its own, only the
+  // decoder table (encoder.json, copied beside these files).
+  const prompts = ['Once upon a time', 'It was a dark and stormy night', 'The old man said'];
+  fs.writeFileSync(path.join(outDir, 'prompts.json'),
+                   JSON.stringify(prompts.map((text) => ({ text, tokens: [kEot, ...encode(text)] }))));
   console.log(JSON.stringify(counts));
 }
 

