@@ -18,6 +18,16 @@ struct StepBatch {
   std::vector<int32_t> page_indices;  // pages of each sequence, in position order
   std::vector<int32_t> logit_rows;    // token indices whose logits are returned, in order
 
+  // A sequence is freshly prefilled when its first token in this step is at position 0.
+  bool has_fresh_prefill() const {
+    for (size_t t = 0; t < positions.size(); ++t)
+      if (positions[t] == 0) return true;
+    return false;
+  }
+  bool in_fresh_prefill(int32_t t) const {
+    while (t > 0 && token_seq[size_t(t - 1)] == token_seq[size_t(t)]) --t;
+    return positions[size_t(t)] == 0;
+  }
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(page_indptr.empty() ? 0 : page_indptr.size() - 1); }
 };

@@ -1,5 +1,6 @@
 // Absorbed-form attention for the latent family (MLA, GLA-2, GLA-4, MLRA-2, MLRA-4) on one TP
-// rank. See latent_attention.cpp for the math; cache row = [local latents | k_pe].
+// rank, plus TPLA for MLA checkpoints. Cache row = [local latents (or TPLA slices) | k_pe].
+// See latent_attention.cpp for the math and latent_weights.cpp for how weights are prepared.
 #pragma once
 
 #include <string>
@@ -17,28 +18,51 @@ class LatentAttention final : public AttentionLayer {
   void forward(const MatView& x, const StepContext& step, const PagedCacheView& cache,
                const MatView& out) override;
 
- private:
+  // A (latent, heads) pair set with its absorbed up-projections.
   struct Unit {
     LatentUnit spec;
-    Tensor w_uk;  // [heads, dn, dc]: q~ = W_UK^T q_nope
-    Tensor w_uv;  // [heads, dn, dc]: o = W_UV z
+    Tensor w_uk;  // [heads, dn, width]: q~ = W_UK^T q_nope
+    Tensor w_uv;  // [heads, dn, width]: o = W_UV z
     int32_t cache_offset = 0;  // column of this unit's latent in the cache row
   };
-  Unit load_unit(const WeightLoader& w, const std::string& prefix, const LatentUnit& u) const;
+
+ private:
+  void load_tpla(const WeightLoader& w, const std::string& prefix, int64_t layer);
+  Tensor virtual_queries(const std::vector<Unit>& units, int64_t width, const Tensor& cq,
+                         const Tensor& q_nope, const StepContext& step);
+  Tensor attend(const std::vector<Unit>& units, int64_t width, const Tensor& qv,
+                const PagedCacheView& cache, int32_t r_offset, const StepContext& step);
+  void up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z,
+                  const MatView& o, float alpha);
+  // TPLA prefill/decode separation: exact MLA attention of sequences prefilled from position 0
+  // in this step (over the step's own full latents), written into rows of `o_exact`.
+  void exact_prefill(const Tensor& cq, const Tensor& q_nope, const Tensor& normed_latent,
+                     const MatView& x, const StepContext& step, const MatView& o_exact);
 
   const ModelConfig& config_;
   const ShardPlan& plan_;
   Backend& backend_;
   int head_begin_ = 0;
-  Tensor gate_;       // [n_local * dn, d]
-  Tensor q_a_;        // [r_q, d] (replicated)
-  Tensor q_a_norm_;   // [r_q]
-  Tensor q_b_nope_;   // [n_local * dn, r_q]
-  Tensor q_b_rope_;   // [n_local * dr, r_q]
-  Tensor kv_a_;       // [n_local_latents * dc + dr, d]
-  std::vector<Tensor> latent_norms_;  // per local latent [dc]
+  Tensor gate_;        // [n_local * dn, d]
+  Tensor q_a_;         // [r_q, d] (replicated)
+  Tensor q_a_norm_;    // [r_q]
+  Tensor q_b_nope_;    // [n_local * dn, r_q]
+  Tensor q_b_rope_;    // [n_local * dr, r_q]
+  Tensor kv_latent_;   // [n_local_latents * dc, d]; TPLA: [dc, d] (the whole latent)
+  Tensor kv_rope_;     // [dr, d]
+  std::vector<Tensor> latent_norms_;  // per local latent [dc] (not TPLA)
+  Tensor ones_;        // TPLA: [dc] unit gain; the real gain is folded into the transform
+  Tensor slice_proj_;  // TPLA: [n_local_slices * w, dc] = (diag(g) U)[:, local slices]^T
+  Tensor exact_proj_;  // TPLA pd-separation: [dc, dc] = (diag(g) U)^T
+  Unit exact_;         // TPLA pd-separation: every head over the whole transformed latent
   std::vector<Unit> units_;
-  Tensor c_proj_;     // [d, n_local * dn]
+  Tensor c_proj_;      // [d, n_local * dn]
 };
+
+// W_UK and W_UV of heads [head_begin, head_end) reading latent l, from the checkpoint's
+// variant-specific up-projection layout (variants.md table 5.3); each [heads, dn, dc] row-major.
+void read_up_projections(const ModelConfig& config, const WeightLoader& w,
+                         const std::string& prefix, const LatentUnit& unit,
+                         std::vector<float>& w_uk, std::vector<float>& w_uv);
 
 }  // namespace mlra

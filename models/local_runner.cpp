@@ -19,6 +19,10 @@ class LocalRunner final : public ModelRunner {
     auto variant = parse_variant(o.variant);
     if (!variant) throw RunnerError("unknown attention variant '" + o.variant + "'");
     config_ = load_model_config(o.model_dir / "config.json", *variant);
+    config_.mla_tp_mode = o.mla_tp_mode;
+    config_.tpla_options = o.tpla;
+    if (o.mla_tp_mode == LatentTpMode::kTpla && variant->kind != AttentionKind::kMla)
+      throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant->name());
     ckpt_ = Checkpoint::open(o.model_dir);
     if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
     comms_ = o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{}

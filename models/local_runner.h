@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/model_runner.h"
+#include "models/model_config.h"
 
 namespace mlra {
 
@@ -21,6 +22,8 @@ struct LocalRunnerOptions {
   int64_t num_pages = 0;             // if 0: from cache_memory_bytes
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
   int64_t max_context = 0;           // 0: config block_size (or 2048 if absent)
+  LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
+  TplaOptions tpla;
 };
 
 std::unique_ptr<ModelRunner> make_local_runner(const LocalRunnerOptions& options);

@@ -18,8 +18,22 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How an MLA checkpoint is split across TP ranks (serving option, not in config.json).
+enum class LatentTpMode { kReplicate, kTpla };
+
+struct TplaOptions {
+  // "identity" (plain slicing), "hadamard" (random-sign, data-free) or the path of a PCA
+  // transform file written by `mlra-serve tpla-calibrate`.
+  std::string transform = "hadamard";
+  bool pd_separation = true;  // prefill runs exact MLA, decode runs TPLA on the same cache
+  uint64_t seed = 0x5eed;     // Hadamard sign seed
+  int slices = 0;             // latent slices; 0 = the TP degree
+};
+
 struct ModelConfig {
   Variant variant;
+  LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // only for MLA checkpoints
+  TplaOptions tpla_options;
   int64_t n_layer = 0;
   int64_t n_head = 0;
   int64_t n_embd = 0;
@@ -53,6 +67,7 @@ struct ModelConfig {
   float attn_output_scale() const;   // MLRA-2 1/sqrt2, MLRA-4 1/2, else 1
   float softmax_scale() const;       // FA3 default of the reference forward
   int64_t cache_values_per_token() const;  // per layer at TP=1 (variants.md 5.6)
+  bool tpla() const { return mla_tp_mode == LatentTpMode::kTpla && variant.kind == AttentionKind::kMla; }
   int64_t param_count() const;       // tied embedding counted once
 
   void validate() const;  // throws ConfigError naming the offending field

@@ -12,8 +12,10 @@ int index_of(const std::vector<int>& v, int x) {
   return (it != v.end() && *it == x) ? int(it - v.begin()) : -1;
 }
 
+int tpla_slices(const ModelConfig& c, int tp) { return c.tpla_options.slices > 0 ? c.tpla_options.slices : tp; }
+
 std::vector<LatentUnit> deal_units(const ModelConfig& c, int tp, int rank) {
-  const std::vector<LatentUnit> all = latent_units(c);
+  const std::vector<LatentUnit> all = latent_units(c, tp);
   const int n = int(all.size());
   std::vector<LatentUnit> mine;
   if (tp <= n) {
@@ -32,6 +34,7 @@ std::vector<LatentUnit> deal_units(const ModelConfig& c, int tp, int rank) {
 
 void plan_latent(const ModelConfig& c, ShardPlan& p) {
   p.units = deal_units(c, p.tp, p.rank);
+  p.latent_width = c.tpla() ? c.latent_dim() / tpla_slices(c, p.tp) : c.latent_dim();
   std::set<int> heads, latents;
   for (const auto& u : p.units) {
     latents.insert(u.latent);
@@ -39,7 +42,7 @@ void plan_latent(const ModelConfig& c, ShardPlan& p) {
   }
   p.heads.assign(heads.begin(), heads.end());
   p.latents.assign(latents.begin(), latents.end());
-  p.cache_width = int64_t(p.latents.size()) * c.latent_dim() + c.qk_rope_head_dim;
+  p.cache_width = int64_t(p.latents.size()) * p.latent_width + c.qk_rope_head_dim;
 }
 
 void plan_heads(const ModelConfig& c, ShardPlan& p) {
@@ -77,8 +80,13 @@ int ShardPlan::local_head(int h) const { return index_of(heads, h); }
 int ShardPlan::local_latent(int l) const { return index_of(latents, l); }
 int ShardPlan::local_kv_head(int k) const { return index_of(kv_heads, k); }
 
-std::vector<LatentUnit> latent_units(const ModelConfig& c) {
+std::vector<LatentUnit> latent_units(const ModelConfig& c, int tp) {
   const int h = int(c.n_head);
+  if (c.tpla()) {
+    std::vector<LatentUnit> slices;
+    for (int r = 0; r < tpla_slices(c, tp); ++r) slices.push_back({r, 0, h});
+    return slices;
+  }
   switch (c.variant.kind) {
     case AttentionKind::kMla: return {{0, 0, h}};
     case AttentionKind::kGla2: return {{0, 0, h / 2}, {1, h / 2, h}};
@@ -105,8 +113,11 @@ std::string unsupported_tp_reason(const ModelConfig& c, int tp) {
 
 std::string attention_tp_reason(const ModelConfig& c, int tp) {
   const std::string v = c.variant.name();
+  if (c.tpla() && c.latent_dim() % tpla_slices(c, tp) != 0)
+    return "tpla: latent width " + std::to_string(c.latent_dim()) + " not divisible into " +
+           std::to_string(tpla_slices(c, tp)) + " slices";
   if (c.variant.is_latent()) {
-    const auto units = latent_units(c);
+    const auto units = latent_units(c, tp);
     const int n = int(units.size());
     if (tp <= n) {
       if (n % tp != 0)

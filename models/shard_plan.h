@@ -29,6 +29,7 @@ struct ShardPlan {
   std::vector<int> heads;       // local query heads (global ids, ascending)
   std::vector<LatentUnit> units;  // latent family: this rank's units, in compute order
   std::vector<int> latents;     // latent family: local latent heads, ascending (cache order)
+  int64_t latent_width = 0;     // width of one cached latent (d_c; d_c / slices under TPLA)
   std::vector<int> kv_heads;    // MHA family: local KV heads (global ids, ascending)
   int64_t ff_begin = 0;         // MLP rows [ff_begin, ff_end) of c_fc1/c_fc2, cols of c_proj
   int64_t ff_end = 0;
@@ -43,8 +44,11 @@ struct ShardError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// TPLA (MLA with mla_tp_mode tpla): the latent is cut into `slices` slices (default: the TP
+// degree), each a unit read by every head with its own softmax; rank r caches slice r only.
+//
 // All units of a latent-family model at TP=1, in the order ranks take them.
-std::vector<LatentUnit> latent_units(const ModelConfig& config);
+std::vector<LatentUnit> latent_units(const ModelConfig& config, int tp = 1);
 // Throws ShardError with the reason when the variant cannot be split tp ways.
 ShardPlan make_shard_plan(const ModelConfig& config, int tp, int rank);
 // Empty when `tp` is supported, else the reason.

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "engine/step_batch.h"
 #include "kernels/backend.h"
 
 namespace mlra {
@@ -18,6 +19,7 @@ struct StepContext {
   const int32_t* slots = nullptr;         // [T]
   const int32_t* page_indptr = nullptr;   // [S+1]
   const int32_t* page_indices = nullptr;  // [page_indptr[S]]
+  const StepBatch* host = nullptr;        // the same step on the host
 };
 
 // Fills the page-table and per-token fields of attention arguments from a step.

@@ -82,7 +82,7 @@ void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
   Tensor indptr = upload_i32(b, s.page_indptr), indices = upload_i32(b, s.page_indices);
   StepContext ctx{s.num_tokens(), s.num_seqs(), tokens.as<int32_t>(), positions.as<int32_t>(),
                   token_seq.as<int32_t>(), slots.as<int32_t>(), indptr.as<int32_t>(),
-                  indices.as<int32_t>()};
+                  indices.as<int32_t>(), &s};
 
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
