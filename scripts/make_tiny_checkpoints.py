@@ -103,11 +103,19 @@ def split_shards(sd, max_shard_size):
     return shards, total
 
 
-def save_pretrained(folder, config, sd):
+# Most variants are stored in bf16 (their values are exact in bf16, so the goldens are the same)
+# to keep the repository small; these stay float32 so both storage types are exercised.
+kFloat32Variants = {"mlra4", "mla", "gqa", "mha"}
+
+
+def save_pretrained(folder, config, sd, dtype=torch.float32):
     os.makedirs(folder, exist_ok=True)
+    config = dict(config, torch_dtype="float32" if dtype == torch.float32 else "bfloat16")
+    sd = {n: t.to(dtype) for n, t in sd.items()}
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]  # keep the tie: one storage
     with open(os.path.join(folder, "config.json"), "w") as f:
         f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    unique = sum(t.numel() * 4 for n, t in sd.items() if n != "lm_head.weight")
+    unique = sum(t.numel() * t.element_size() for n, t in sd.items() if n != "lm_head.weight")
     shards, total = split_shards(sd, int(unique * 0.45))
     assert total == unique and 2 <= len(shards) <= 3, (total, unique, len(shards))
     weight_map = {}
@@ -169,7 +177,8 @@ def main(names):
         spec = rm.Spec(config, variant)
         sd = make_state_dict(spec, kSeed + 1 + k)
         folder = os.path.join(ROOT, variant)
-        n = save_pretrained(folder, config, sd)
+        n = save_pretrained(folder, config, sd,
+                            torch.float32 if variant in kFloat32Variants else torch.bfloat16)
         ref = rm.Reference(spec, {name: t.to(torch.float64) for name, t in sd.items()})
         write_golden(folder, ref, prompts)
         print(f"{variant:16s} {len(sd):3d} keys, {n} shards")
