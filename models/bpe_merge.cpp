@@ -10,9 +10,9 @@ namespace {
 
 struct Candidate {
   int32_t rank;
-  int32_t left;      // symbol index
-  int32_t right;     // symbol index
-  int32_t left_id;   // ids when pushed, to detect that either side merged since
+  int32_t left;     // symbol index
+  int32_t right;    // symbol index
+  int32_t left_id;  // ids when pushed, to detect that either side merged since
   int32_t right_id;
   bool operator>(const Candidate& other) const {
     return rank != other.rank ? rank > other.rank : left > other.left;

@@ -30,7 +30,8 @@ constexpr size_t kMaxCachedWords = 1 << 17;
 // and Python's `regex` use. PCRE2's UCP \s would also match U+180E, and JavaScript's \s (npm
 // gpt-3-encoder) matches U+FEFF but not U+0085.
 constexpr std::string_view kWs =
-    "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+    "\\t-\\r "
+    "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
 
 std::string gpt2_pattern() {
   const std::string ws(kWs);
@@ -70,7 +71,8 @@ std::string unspell(const std::string& spelled) {
     const auto c = static_cast<uint8_t>(spelled[i]);
     const int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
     uint32_t cp = len == 1 ? c : c & (0x3F >> (len - 1));
-    for (int k = 1; k < len && i + k < spelled.size(); ++k) cp = (cp << 6) | (spelled[i + k] & 0x3F);
+    for (int k = 1; k < len && i + k < spelled.size(); ++k)
+      cp = (cp << 6) | (spelled[i + k] & 0x3F);
     auto it = kDecode.find(cp);
     if (it == kDecode.end())
       throw TokenizerError("vocabulary entry '" + spelled + "' is not byte-level BPE spelling");
@@ -286,8 +288,8 @@ void Gpt2Tokenizer::State::encode_ordinary(std::string_view text, std::vector<in
   uint32_t options = 0;  // the first call validates the whole subject as UTF-8
   size_t offset = 0;
   while (offset < text.size()) {
-    const int rc = pcre2_match(regex.get(), subject, text.size(), offset, options, match.get(),
-                               nullptr);
+    const int rc =
+        pcre2_match(regex.get(), subject, text.size(), offset, options, match.get(), nullptr);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match.get());
     if (rc <= 0 && rc >= PCRE2_ERROR_UTF8_ERR21 && rc <= PCRE2_ERROR_UTF8_ERR1)
       throw TokenizerError("text is not valid UTF-8 (byte offset " + std::to_string(ov[0]) + ")");
@@ -332,7 +334,9 @@ std::string Gpt2Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
-int32_t Gpt2Tokenizer::eot_id() const { return state_->eot_id; }
+int32_t Gpt2Tokenizer::eot_id() const {
+  return state_->eot_id;
+}
 
 int32_t Gpt2Tokenizer::vocab_size() const {
   return static_cast<int32_t>(state_->token_bytes.size());

@@ -33,7 +33,8 @@ int valid_run(std::string_view bytes, size_t pos, const LeadInfo& info) {
   int run = 1;
   for (; run < info.length && pos + run < bytes.size(); ++run) {
     const uint8_t b = static_cast<uint8_t>(bytes[pos + run]);
-    const bool ok = run == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
+    const bool ok =
+        run == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
     if (!ok) break;
   }
   return run;
