@@ -62,7 +62,7 @@ def split_shards(state, max_bytes):
     its own; tensors sharing storage (the tied pair) are stored in the first one's shard."""
     shards, cur, cur_size, total, seen = [], {}, 0, 0, {}
     for key, t in state.items():
-        sid = t.storage().data_ptr()
+        sid = (t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()).data_ptr()
         if sid in seen:
             seen[sid].append(key)
             continue
@@ -210,6 +210,9 @@ def train_one(args, variant, device, log):
     bf16 = device.type == "cuda"
     T, B = args.block_size, args.batch_size
     t0, step, calib_at = time.time(), 0, 30
+    # The corpus is small (about 2M tokens), so many epochs overfit: keep the weights with the
+    # best loss on the first held-out windows, checked every --select-every steps.
+    best = dict(loss=float("inf"), step=0, state=None)
     while step < total[0]:
         starts = rng.integers(0, len(train) - T - 1, size=B)
         xy = torch.from_numpy(np.stack([np.asarray(train[s : s + T + 1], dtype=np.int64) for s in starts]))
@@ -230,10 +233,19 @@ def train_one(args, variant, device, log):
             per_step = (time.time() - t0) / step
             total[0] = max(calib_at + 1, min(args.steps, int(args.time_budget_s / per_step)))
             log(f"[{variant}] {per_step * 1000:.1f} ms/step -> {total[0]} steps in the budget")
+        if args.select_every > 0 and (step % args.select_every == 0 or step == total[0]):
+            sel = evaluate(model, val, T, args.eval_batch, device, bf16, args.select_windows)
+            if sel["loss"] < best["loss"]:
+                best = dict(loss=sel["loss"], step=step,
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
+            log(f"[{variant}] step {step} selection loss {sel['loss']:.4f} (best {best['loss']:.4f} "
+                f"at step {best['step']})")
         if step % args.log_every == 0 or step == total[0]:
             log(f"[{variant}] step {step}/{total[0]} loss {loss.item():.4f} lr {lr_at(step - 1):.2e} "
                 f"{time.time() - t0:.0f}s")
     train_s = time.time() - t0
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     # Evaluate what is saved: weights rounded to the storage dtype.
     dtype = torch.bfloat16 if args.save_dtype == "bfloat16" else torch.float32
     with torch.no_grad():
@@ -242,7 +254,8 @@ def train_one(args, variant, device, log):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    metrics = dict(variant=variant, parameters=n_params, steps=total[0], train_seconds=round(train_s, 1),
+    metrics = dict(variant=variant, parameters=n_params, steps=total[0], kept_step=best["step"] or total[0],
+                   selection_windows=args.select_windows, train_seconds=round(train_s, 1),
                    tokens_seen=total[0] * B * T, batch_size=B, block_size=T, lr=args.lr,
                    device=str(torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"),
                    torch=torch.__version__, save_dtype=args.save_dtype,
@@ -295,6 +308,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout, training only")
     ap.add_argument("--eval-batch", type=int, default=16)
     ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--select-every", type=int, default=200, help="0 = keep the last weights")
+    ap.add_argument("--select-windows", type=int, default=64, help="held-out windows for selection")
     ap.add_argument("--eval-max-windows", type=int, default=0, help="0 = the whole held-out file")
     ap.add_argument("--sample-tokens", type=int, default=60)
     ap.add_argument("--save-dtype", choices=["bfloat16", "float32"], default="bfloat16")
@@ -318,7 +333,8 @@ def main():
         if variant not in kVariants:
             raise SystemExit(f"unknown variant {variant}; choose from {kVariants}")
         _, m = train_one(args, variant, device, log)
-        summary[variant] = {k: m[k] for k in ("parameters", "steps", "train_seconds", "eval_fp32")}
+        summary[variant] = {k: m[k] for k in ("parameters", "steps", "kept_step", "train_seconds",
+                                               "eval_fp32")}
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
     with open(os.path.join(args.out_dir, "summary.json"), "w") as f:
