@@ -1,0 +1,73 @@
+// Multi-process tensor-parallel ModelRunner: spawns one worker process per rank (fork + exec of
+// `<binary> worker --rank r --tp N --fd K`), each building its own Transformer shard (weights and
+// cache pages) on its own device, and drives them in explicit lockstep over control channels.
+// Any lost worker (exit, crash, EOF, timeout, error) is fatal: all workers are killed and reaped,
+// execute() throws RunnerError and healthy() is false from then on. No CUDA headers here.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/control_channel.h"
+#include "engine/model_runner.h"
+#include "engine/runner_factory.h"
+
+namespace mlra {
+
+class ShmSegment;
+
+class ProcessRunner final : public ModelRunner {
+ public:
+  // Spawns and loads all workers; throws RunnerError (after reaping them) if any fails.
+  explicit ProcessRunner(const RunnerOptions& options);
+  // Sends Shutdown, waits up to shutdown_timeout_s, then kills and reaps what is left.
+  ~ProcessRunner() override;
+
+  const ModelConfig& config() const override { return config_; }
+  RunnerInfo info() const override { return info_; }
+  void execute(const StepBatch& step, std::vector<float>& logits) override;
+  bool healthy() const override;
+
+  // What each rank reported when it finished loading (index = rank).
+  const std::vector<WorkerReady>& rank_info() const { return ready_; }
+  std::vector<pid_t> worker_pids() const;  // for tests and logs
+
+ private:
+  struct Worker {
+    int rank = 0;
+    pid_t pid = -1;  // -1 once reaped
+    ControlChannel channel;
+  };
+  void spawn(int rank);
+  void load(const RunnerOptions& o, int64_t num_pages);
+  // Calls handle(w) for each worker as soon as its socket is readable, until all were handled;
+  // fails on timeout.
+  void wait_all(int64_t seq, Clock::time_point deadline, const std::string& what,
+                const std::function<void(Worker&)>& handle);
+  // Runs fn; a channel or protocol error becomes fail() naming the worker.
+  void guarded(Worker& w, const std::string& what, const std::function<void()>& fn);
+  // Marks the runner unhealthy, kills and reaps every worker, throws RunnerError(why).
+  [[noreturn]] void fail(const std::string& why);
+  void kill_all();
+  std::string describe_exit(Worker& w);  // reaps w if it exited
+
+  RunnerOptions options_;
+  ModelConfig config_;
+  RunnerInfo info_;
+  std::vector<Worker> workers_;
+  std::vector<pid_t> pids_;  // fixed after spawning: healthy() reads it from other threads
+  std::vector<WorkerReady> ready_;
+  std::unique_ptr<ShmSegment> shm_;
+  std::vector<char*> envp_;
+  std::vector<std::string> env_storage_;
+  std::atomic<bool> healthy_{true};
+  std::string failure_;
+  int64_t next_step_ = 1;
+};
+
+}  // namespace mlra

@@ -1,0 +1,40 @@
+// make_runner: LocalRunner for TP=1 or in-process TP, ProcessRunner otherwise.
+#include "engine/runner_factory.h"
+
+#include "engine/process_runner.h"
+#include "engine/server_config.h"
+#include "models/local_runner.h"
+
+namespace mlra {
+
+RunnerOptions runner_options(const ServerConfig& c) {
+  RunnerOptions o;
+  o.model_dir = c.model_dir;
+  o.variant = c.variant;
+  o.backend = c.backend;
+  o.tp = c.tp;
+  o.page_size = c.page_size;
+  o.num_pages = c.num_pages;
+  o.cache_memory_bytes = c.cache_memory_bytes;
+  o.max_context = c.max_context;
+  return o;
+}
+
+std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
+  if (o.tp == 1 || o.in_process) {
+    LocalRunnerOptions l;
+    l.model_dir = o.model_dir;
+    l.variant = o.variant;
+    l.backend = o.backend;
+    l.tp = o.tp;
+    l.device = o.first_device;
+    l.page_size = o.page_size;
+    l.num_pages = o.num_pages;
+    l.cache_memory_bytes = o.cache_memory_bytes;
+    l.max_context = o.max_context;
+    return make_local_runner(l);
+  }
+  return std::make_unique<ProcessRunner>(o);
+}
+
+}  // namespace mlra
