@@ -3,7 +3,7 @@
 (small_gpt.py, fp32) and into engineer C's independent float64 reference (reference_model.py),
 and both must give the same logits on random token ids (max relative error < 1e-4). Also checks
 the release's format details: tied embedding pickled once, state_dict key order, config fields.
-Usage: check_trained_model.py MODEL_DIR [MODEL_DIR ...]  (the variant is the folder's name)."""
+Usage: check_trained_model.py MODEL_DIR [MODEL_DIR ...]  (variant told apart by keys, flag F1)."""
 import json
 import os
 import sys
@@ -19,8 +19,9 @@ kTolerance = 1e-4
 
 
 def check(folder, seq_len=48, seed=0):
-    variant = os.path.basename(os.path.normpath(folder))
     config, sd64 = reference_model.load_checkpoint(folder, torch.float64)
+    variant = ("mlra_4" if "transformer.h.0.attn.kv_b_proj" in sd64
+               else "mla" if "transformer.h.0.attn.kv_a_layernorm.weight" in sd64 else "gqa")
     for key in ("model_type", "architectures", "torch_dtype", "transformers_version"):
         assert key in config, f"config.json lacks {key}"
     assert config["model_type"] == "gpt2" and config["architectures"] == ["GPT"]
@@ -50,7 +51,7 @@ def check(folder, seq_len=48, seed=0):
     theirs = ref.forward(ids.tolist())
     rel = ((ours - theirs).abs().max() / theirs.abs().max()).item()
     ok = rel < kTolerance
-    print(f"{variant}: {len(raw)} keys in {len(files)} file(s), max rel err vs float64 reference "
+    print(f"{folder} ({variant}): {len(raw)} keys in {len(files)} file(s), max rel err vs float64 reference "
           f"{rel:.2e} {'OK' if ok else 'FAIL'}")
     return ok
 
