@@ -20,7 +20,13 @@ cp "$work/summary.json" "$OUT/summary.json"
 variants=(mlra_4 mla gqa)
 pack() {
   rm -f "$OUT"/models.tar.xz.part*
-  tar -C "$work" -cf - "$@" | xz -T0 -6 >"$work/models.tar.xz"
+  if command -v xz >/dev/null; then
+    tar -C "$work" -cf - "$@" | xz -T0 -6 >"$work/models.tar.xz"
+  else  # same format through Python's lzma, slower
+    (cd "$work" && "$py" -c 'import sys, tarfile
+with tarfile.open("models.tar.xz", "w:xz", preset=6) as t:
+    [t.add(d) for d in sys.argv[1:]]' "$@")
+  fi
   split -b 15M -d -a 1 "$work/models.tar.xz" "$OUT/models.tar.xz.part"
 }
 pack "${variants[@]}"
