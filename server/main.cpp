@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    if (e.get_exit_code() == 0) return app.exit(e);      // --help
     std::fprintf(stderr, "mlra-serve: %s\n", e.what());  // bad command line: one line, exit 2
     return 2;
   }

@@ -17,4 +17,10 @@ struct TextCodec {
   std::function<std::string(const std::vector<int32_t>&)> decode;
 };
 
+class Gpt2Tokenizer;
+
+// The GPT-2 tokenizer as a codec (ordinary encode: "<|endoftext|>" in a prompt is plain text).
+// The codec keeps its own copy of the tokenizer (copies share one immutable vocabulary).
+TextCodec gpt2_text_codec(const Gpt2Tokenizer& tokenizer);
+
 }  // namespace mlra

@@ -1,0 +1,133 @@
+// serve: signals reach the main thread through a self-pipe (the handler only write()s), so the
+// shutdown sequence runs as ordinary code. After the first signal the default disposition is
+// restored: a second Ctrl-C ends the process at once.
+#include "server/serve_command.h"
+
+#include <csignal>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "server/grpc_server.h"
+#include "server/serving_stack.h"
+
+namespace mlra {
+namespace {
+
+struct ServeArgs {
+  std::string config;
+  std::optional<std::string> model_dir, attention, backend, host, dtype, mla_tp_mode;
+  std::optional<int32_t> port, tp;
+  std::vector<std::string> overrides;
+  double grace_s = 30;
+};
+
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int signal_number) {
+  const char c = static_cast<char>(signal_number);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &c, 1);
+}
+
+void install_signal_handlers() {
+  if (pipe(g_signal_pipe) != 0) throw std::runtime_error("pipe() failed");
+  struct sigaction action = {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+int wait_for_signal() {
+  char c = 0;
+  while (read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return c;
+}
+
+ServerConfig resolve_config(const ServeArgs& a) {
+  std::filesystem::path file =
+      a.config.empty() ? find_default_config() : std::filesystem::path(a.config);
+  if (file.empty()) throw ConfigError("no --config given and configs/default.json not found");
+  ServerConfig config = load_server_config(file);
+  auto set = [&](const char* key, const std::string& json_value) {
+    apply_config_override(config, fmt::format("{}={}", key, json_value));
+  };
+  if (a.model_dir) set("model_dir", *a.model_dir);
+  if (a.attention) set("variant", *a.attention);
+  if (a.backend) set("backend", *a.backend);
+  if (a.dtype) set("dtype", *a.dtype);
+  if (a.mla_tp_mode) set("mla_tp_mode", *a.mla_tp_mode);
+  if (a.host) set("host", *a.host);
+  if (a.port) set("port", std::to_string(*a.port));
+  if (a.tp) set("tp", std::to_string(*a.tp));
+  for (const auto& o : a.overrides) apply_config_override(config, o);
+  validate_server_config(config);
+  return config;
+}
+
+int run_serve(const ServeArgs& args) {
+  ServerConfig config;
+  try {
+    config = resolve_config(args);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mlra-serve serve: {}\n", e.what());
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  install_signal_handlers();
+  try {
+    ServingStack stack = build_serving_stack(config);
+    GrpcServerOptions options;
+    options.address = fmt::format("{}:{}", config.host, config.port);
+    options.service.labels = stack.labels;
+    GrpcServer server(*stack.engine, gpt2_text_codec(*stack.tokenizer), options);
+    spdlog::info("serving mlra.v1.Mlra on {}:{} (max context {}, {} cache tokens)", config.host,
+                 server.port(), stack.engine->options().max_context,
+                 stack.engine->options().num_pages * stack.engine->options().page_size);
+    const int signal_number = wait_for_signal();
+    spdlog::info("signal {}: stopping admissions, draining for up to {} s", signal_number,
+                 args.grace_s);
+    server.shutdown(std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000)));
+    stack.engine->shutdown(false);
+    spdlog::info("stopped cleanly");
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_serve_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand("serve", "serve gRPC (mlra.v1.Mlra, health, reflection)");
+  cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
+  cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
+  cmd->add_option("--backend", args->backend, "override backend: cpu | cuda");
+  cmd->add_option("--dtype", args->dtype, "override dtype: fp32 | bf16");
+  cmd->add_option("--mla-tp-mode", args->mla_tp_mode, "override: replicate | tpla");
+  cmd->add_option("--host", args->host, "override the listening host");
+  cmd->add_option("--port,-p", args->port, "override the port (0: pick a free one)");
+  cmd->add_option("--tp", args->tp, "override the tensor-parallel degree");
+  cmd->add_option("--set", args->overrides, "any config key: --set key=value (repeatable)");
+  cmd->add_option("--grace-s", args->grace_s, "on SIGTERM, drain in-flight requests this long")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([args, &exit_code] {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("mlra-serve"));
+    exit_code = run_serve(*args);
+  });
+}
+
+}  // namespace mlra

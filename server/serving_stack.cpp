@@ -1,0 +1,56 @@
+// build_serving_stack: tokenizer, runner (engine/runner_factory.h), engine, in that order, with
+// one log line each so a slow start shows where the time goes.
+#include "server/serving_stack.h"
+
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/runner_factory.h"
+
+namespace mlra {
+
+std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir) {
+  for (const char* file : {"encoder.json", "vocab.json", "tokenizer.json"}) {
+    if (std::filesystem::exists(model_dir / file)) return model_dir;
+  }
+  return default_tokenizer_dir();
+}
+
+std::filesystem::path find_default_config() {
+  const std::filesystem::path relative = std::filesystem::path("configs") / "default.json";
+  if (std::filesystem::exists(relative)) return std::filesystem::absolute(relative);
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  if (ec) return {};
+  // build/<preset>/server/mlra-serve -> repository root; <prefix>/bin -> <prefix>/share.
+  for (int up = 0; up < 5 && !dir.empty(); ++up, dir = dir.parent_path()) {
+    if (std::filesystem::exists(dir / relative)) return dir / relative;
+    const auto installed = dir / "share" / "mlra-serve" / relative;
+    if (std::filesystem::exists(installed)) return installed;
+    if (dir == dir.parent_path()) break;
+  }
+  return {};
+}
+
+ServingStack build_serving_stack(const ServerConfig& config) {
+  ServingStack stack;
+  const std::filesystem::path tok_dir = tokenizer_dir_for(config.model_dir);
+  stack.tokenizer = std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load(tok_dir));
+  spdlog::info("tokenizer: {} ({} ids)", tok_dir.string(), stack.tokenizer->vocab_size());
+
+  spdlog::info("loading {} from {} (backend {}, tp {})", config.variant, config.model_dir.string(),
+               config.backend, config.tp);
+  std::unique_ptr<ModelRunner> runner = make_runner(runner_options(config));
+  const RunnerInfo info = runner->info();
+  spdlog::info("model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
+               "bytes/rank", info.num_pages, info.page_size, info.cache_bytes_per_token,
+               info.weight_bytes_per_rank);
+  stack.engine =
+      std::make_unique<Engine>(std::move(runner), *stack.tokenizer, engine_options(config));
+  stack.labels.mla_tp_mode = config.mla_tp_mode;
+  stack.labels.dtype = config.dtype;
+  return stack;
+}
+
+}  // namespace mlra

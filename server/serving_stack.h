@@ -1,0 +1,34 @@
+// Everything `serve` and `generate` build from a ServerConfig before any request arrives: the
+// GPT-2 tokenizer, the ModelRunner (in-process or one worker per device) and the Engine over
+// it. Invariant: the engine is declared after the tokenizer, so it is destroyed first (it
+// holds a reference to the tokenizer).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "engine/engine.h"
+#include "engine/server_config.h"
+#include "models/gpt2_tokenizer.h"
+#include "server/proto_convert.h"
+
+namespace mlra {
+
+struct ServingStack {
+  std::unique_ptr<Gpt2Tokenizer> tokenizer;
+  std::unique_ptr<Engine> engine;
+  ServingLabels labels;
+};
+
+// Loads the tokenizer (the model folder's own files if it has any, else the bundled GPT-2
+// files), loads the model and starts the engine thread. Throws on any failure.
+ServingStack build_serving_stack(const ServerConfig& config);
+
+// The tokenizer folder used for `model_dir`.
+std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir);
+
+// configs/default.json: in the working directory, else in the source or install tree that holds
+// this executable. Empty path when none is found.
+std::filesystem::path find_default_config();
+
+}  // namespace mlra
