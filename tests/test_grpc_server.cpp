@@ -350,3 +350,26 @@ TEST_CASE("e2e: ModelInfo, Stats, Tokenize and Detokenize", "[e2e]") {
   CHECK(stats.generated_tokens() == 4);
   CHECK(stats.pages_total() == o.num_pages);
 }
+
+TEST_CASE("e2e: a lost runner fails the request with INTERNAL and health goes NOT_SERVING",
+          "[e2e]") {
+  FakeRunnerOptions o;
+  o.fail_at_step = 3;
+  ServerUnderTest s(std::make_unique<FakeModelRunner>(o));
+  REQUIRE(check_health(s.channel, "", 2s).serving == ServingStatus::kServing);
+  StreamResult r = generate(*s.stub, token_request({1, 2, 3}, 20));
+  CHECK(r.status.error_code() == grpc::StatusCode::INTERNAL);
+  REQUIRE(!r.chunks.empty());
+  CHECK(r.chunks.back().finish_reason() == v1::FINISH_REASON_ERROR);
+  CHECK(!r.chunks.back().error_message().empty());
+
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  ServingStatus serving = ServingStatus::kServing;
+  while (serving == ServingStatus::kServing && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    serving = check_health(s.channel, "", 2s).serving;
+  }
+  CHECK(serving == ServingStatus::kNotServing);
+  StreamResult after = generate(*s.stub, token_request({1, 2, 3}, 4));
+  CHECK(after.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+}
