@@ -182,6 +182,11 @@ std::vector<char> encode(const WorkerInit& m) {
   w.put(m.page_size);
   w.put(m.num_pages);
   w.put_string(m.shm_name);
+  w.put<uint8_t>(m.tpla);
+  w.put_string(m.tpla_transform);
+  w.put<uint8_t>(m.tpla_pd_separation);
+  w.put(m.tpla_seed);
+  w.put(m.tpla_slices);
   return std::move(w.bytes());
 }
 
@@ -195,6 +200,11 @@ WorkerInit decode_worker_init(const std::vector<char>& payload) {
   m.page_size = r.get<int32_t>();
   m.num_pages = r.get<int64_t>();
   m.shm_name = r.get_string();
+  m.tpla = r.get<uint8_t>() != 0;
+  m.tpla_transform = r.get_string();
+  m.tpla_pd_separation = r.get<uint8_t>() != 0;
+  m.tpla_seed = r.get<uint64_t>();
+  m.tpla_slices = r.get<int32_t>();
   if (!r.done()) throw ProtocolError("Init: trailing bytes");
   return m;
 }

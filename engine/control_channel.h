@@ -177,6 +177,11 @@ struct WorkerInit {
   int32_t page_size = 64;
   int64_t num_pages = 0;
   std::string shm_name;         // CPU all-reduce segment (empty for cuda)
+  bool tpla = false;            // MLA checkpoints: TPLA instead of a replicated latent
+  std::string tpla_transform;
+  bool tpla_pd_separation = true;
+  uint64_t tpla_seed = 0;
+  int32_t tpla_slices = 0;
 };
 
 // What a worker reports once its shard is loaded.

@@ -46,6 +46,10 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   auto variant = parse_variant(o.variant);
   if (!variant) throw RunnerError("unknown attention variant '" + o.variant + "'");
   config_ = load_model_config(o.model_dir / "config.json", *variant);
+  config_.mla_tp_mode = o.mla_tp_mode;
+  config_.tpla_options = o.tpla;
+  if (o.mla_tp_mode == LatentTpMode::kTpla && variant->kind != AttentionKind::kMla)
+    throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant->name());
   if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
   if (o.backend != "cpu" && o.backend != "cuda")
     throw RunnerError("unknown backend '" + o.backend + "'");
@@ -145,6 +149,11 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.page_size = o.page_size;
     init.num_pages = num_pages;
     init.shm_name = shm_ ? shm_->name() : "";
+    init.tpla = o.mla_tp_mode == LatentTpMode::kTpla;
+    init.tpla_transform = o.tpla.transform;
+    init.tpla_pd_separation = o.tpla.pd_separation;
+    init.tpla_seed = o.tpla.seed;
+    init.tpla_slices = o.tpla.slices;
     guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, encode(init), deadline); });
   }
   if (o.backend == "cuda" && o.tp > 1) {

@@ -17,6 +17,10 @@ RunnerOptions runner_options(const ServerConfig& c) {
   o.num_pages = c.num_pages;
   o.cache_memory_bytes = c.cache_memory_bytes;
   o.max_context = c.max_context;
+  o.mla_tp_mode = c.mla_tp_mode == "tpla" ? LatentTpMode::kTpla : LatentTpMode::kReplicate;
+  o.tpla.transform = c.tpla_transform;
+  o.tpla.pd_separation = c.tpla_pd_separation;
+  o.tpla.slices = c.tpla_slices;
   return o;
 }
 
@@ -32,6 +36,8 @@ std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
     l.num_pages = o.num_pages;
     l.cache_memory_bytes = o.cache_memory_bytes;
     l.max_context = o.max_context;
+    l.mla_tp_mode = o.mla_tp_mode;
+    l.tpla = o.tpla;
     return make_local_runner(l);
   }
   return std::make_unique<ProcessRunner>(o);

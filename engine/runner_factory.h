@@ -25,6 +25,8 @@ struct RunnerOptions {
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
   int64_t max_context = 0;          // 0: the model's block_size (2048 if absent)
   bool in_process = false;          // TP ranks as threads of this process (LocalRunner)
+  LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
+  TplaOptions tpla;
   // Multi-process only.
   std::filesystem::path worker_binary;  // empty: /proc/self/exe (mlra-serve with `worker`)
   double load_timeout_s = 600;      // Init -> Ready per worker

@@ -86,8 +86,11 @@ int run_worker(int rank, int tp, int fd) {
     const WorkerInit init = decode_worker_init(first.payload);
     const auto variant = parse_variant(init.variant);
     if (!variant) throw std::runtime_error("unknown attention variant '" + init.variant + "'");
-    const ModelConfig config = load_model_config(
+    ModelConfig config = load_model_config(
         std::filesystem::path(init.model_dir) / "config.json", *variant);
+    config.mla_tp_mode = init.tpla ? LatentTpMode::kTpla : LatentTpMode::kReplicate;
+    config.tpla_options = {init.tpla_transform, init.tpla_pd_separation, init.tpla_seed,
+                           init.tpla_slices};
     const ShardPlan plan = make_shard_plan(config, tp, rank);
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);

@@ -280,3 +280,35 @@ TEST_CASE("process runner: orderly shutdown reaps every worker", "[tp][fault]") 
   CHECK(seconds_since(t0) < 2.0);
   for (pid_t pid : pids) CHECK(reaped(pid));
 }
+
+TEST_CASE("process runner: MLA with TPLA equals the in-process TPLA runner", "[tp]") {
+  const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
+  REQUIRE(fs::exists(dir / "config.json"));
+  RunnerOptions o = tiny_options(dir, 2);
+  o.mla_tp_mode = LatentTpMode::kTpla;
+  RunnerOptions in_process = o;
+  in_process.in_process = true;
+  auto reference = make_runner(in_process);
+  ProcessRunner runner(o);
+  std::mt19937 rng(29);
+  for (const StepBatch& step : script(rng, int(runner.config().vocab_size), 2)) {
+    std::vector<float> want, got;
+    reference->execute(step, want);
+    runner.execute(step, got);
+    REQUIRE(!want.empty());
+    CHECK(testing::rel_l2(got, want) < 1e-6);
+  }
+  for (int r = 0; r < 2; ++r)
+    CHECK(runner.rank_info()[size_t(r)].cache_values_per_token_per_layer ==
+          make_shard_plan(runner.config(), 2, r).cache_width);
+}
+
+TEST_CASE("process runner: a worker that cannot start fails construction", "[tp][fault]") {
+  const auto models = tiny_models();
+  REQUIRE(!models.empty());
+  RunnerOptions o = tiny_options(models.front(), 2);
+  o.worker_binary = "/nonexistent/mlra-serve";
+  const auto t0 = Clock::now();
+  CHECK_THROWS_WITH(ProcessRunner(o), Catch::Contains("status 127"));
+  CHECK(seconds_since(t0) < 5.0);
+}
