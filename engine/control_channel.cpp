@@ -24,25 +24,37 @@ int poll_timeout_ms(Clock::time_point deadline) {
   return int(std::clamp<int64_t>(left.count() + 1, 0, INT_MAX));
 }
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char* what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
 
 }  // namespace
 
 const char* message_type_name(MessageType type) {
   switch (type) {
-    case MessageType::kInit: return "Init";
-    case MessageType::kReady: return "Ready";
-    case MessageType::kNcclId: return "NcclId";
-    case MessageType::kStep: return "Step";
-    case MessageType::kLogits: return "Logits";
-    case MessageType::kAck: return "Ack";
-    case MessageType::kShutdown: return "Shutdown";
-    case MessageType::kError: return "Error";
+    case MessageType::kInit:
+      return "Init";
+    case MessageType::kReady:
+      return "Ready";
+    case MessageType::kNcclId:
+      return "NcclId";
+    case MessageType::kStep:
+      return "Step";
+    case MessageType::kLogits:
+      return "Logits";
+    case MessageType::kAck:
+      return "Ack";
+    case MessageType::kShutdown:
+      return "Shutdown";
+    case MessageType::kError:
+      return "Error";
   }
   return "?";
 }
 
-ControlChannel::~ControlChannel() { close(); }
+ControlChannel::~ControlChannel() {
+  close();
+}
 
 ControlChannel& ControlChannel::operator=(ControlChannel&& other) noexcept {
   if (this != &other) {

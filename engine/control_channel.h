@@ -19,14 +19,14 @@
 namespace mlra {
 
 enum class MessageType : uint32_t {
-  kInit = 1,   // frontend -> worker: WorkerInit
-  kReady,      // worker -> frontend: WorkerReady
-  kNcclId,     // rank 0 -> frontend -> other ranks: the opaque NCCL unique id bytes
-  kStep,       // frontend -> worker: a serialized StepBatch
-  kLogits,     // rank 0 -> frontend: [rows, vocab] float32
-  kAck,        // ranks > 0 -> frontend: step done
-  kShutdown,   // frontend -> worker: exit cleanly
-  kError,      // worker -> frontend: UTF-8 text, the worker exits afterwards
+  kInit = 1,  // frontend -> worker: WorkerInit
+  kReady,     // worker -> frontend: WorkerReady
+  kNcclId,    // rank 0 -> frontend -> other ranks: the opaque NCCL unique id bytes
+  kStep,      // frontend -> worker: a serialized StepBatch
+  kLogits,    // rank 0 -> frontend: [rows, vocab] float32
+  kAck,       // ranks > 0 -> frontend: step done
+  kShutdown,  // frontend -> worker: exit cleanly
+  kError,     // worker -> frontend: UTF-8 text, the worker exits afterwards
 };
 const char* message_type_name(MessageType type);
 
@@ -88,8 +88,7 @@ class ControlChannel {
   Message receive(Clock::time_point deadline);
   // receive() plus the lockstep check: the reply must have `step` and one of the two types (an
   // Error message becomes a ProtocolError carrying the worker's text).
-  Message expect(Clock::time_point deadline, int64_t step, MessageType type,
-                 MessageType alt_type);
+  Message expect(Clock::time_point deadline, int64_t step, MessageType type, MessageType alt_type);
   // The same check on the header only, leaving the payload in the socket for read_payload():
   // lets large payloads (logits) land directly in the caller's buffer.
   MessageHeader expect_header(Clock::time_point deadline, int64_t step, MessageType type,
@@ -145,7 +144,8 @@ class ByteReader {
   template <class T>
   std::vector<T> get_vector() {
     const uint64_t n = get<uint64_t>();
-    if (n > uint64_t(end_ - p_) / sizeof(T)) throw ProtocolError("message: vector overruns payload");
+    if (n > uint64_t(end_ - p_) / sizeof(T))
+      throw ProtocolError("message: vector overruns payload");
     std::vector<T> v(n);
     std::memcpy(v.data(), take(n * sizeof(T)), n * sizeof(T));
     return v;
@@ -176,8 +176,8 @@ struct WorkerInit {
   int32_t device = 0;           // GPU ordinal for cuda
   int32_t page_size = 64;
   int64_t num_pages = 0;
-  std::string shm_name;         // CPU all-reduce segment (empty for cuda)
-  bool tpla = false;            // MLA checkpoints: TPLA instead of a replicated latent
+  std::string shm_name;  // CPU all-reduce segment (empty for cuda)
+  bool tpla = false;     // MLA checkpoints: TPLA instead of a replicated latent
   std::string tpla_transform;
   bool tpla_pd_separation = true;
   uint64_t tpla_seed = 0;
@@ -189,7 +189,7 @@ struct WorkerReady {
   int32_t rank = 0;
   int64_t pid = 0;
   int64_t weight_bytes = 0;
-  int64_t cache_bytes_per_token = 0;            // all layers
+  int64_t cache_bytes_per_token = 0;  // all layers
   int64_t cache_values_per_token_per_layer = 0;
   int64_t num_pages = 0;
   std::string backend;

@@ -26,8 +26,8 @@ namespace mlra {
 namespace {
 
 Clock::time_point deadline_in(double seconds) {
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(seconds));
+  return Clock::now() +
+         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
 std::string status_text(int status) {
@@ -90,27 +90,24 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
     info_.cache_bytes_per_token = std::max(info_.cache_bytes_per_token, r.cache_bytes_per_token);
     info_.weight_bytes_per_rank = std::max(info_.weight_bytes_per_rank, r.weight_bytes);
   }
-  info_.max_context = o.max_context ? o.max_context : (config_.block_size ? config_.block_size : 2048);
+  info_.max_context =
+      o.max_context ? o.max_context : (config_.block_size ? config_.block_size : 2048);
   for (const WorkerReady& r : ready_)
-    spdlog::info("tp rank {} (pid {}, {}): weights {:.1f} MB, cache {} values/token/layer = {} "
-                 "bytes/token, {} pages x {}",
-                 r.rank, r.pid, r.backend, r.weight_bytes / 1e6,
-                 r.cache_values_per_token_per_layer, r.cache_bytes_per_token, r.num_pages,
-                 o.page_size);
+    spdlog::info(
+        "tp rank {} (pid {}, {}): weights {:.1f} MB, cache {} values/token/layer = {} "
+        "bytes/token, {} pages x {}",
+        r.rank, r.pid, r.backend, r.weight_bytes / 1e6, r.cache_values_per_token_per_layer,
+        r.cache_bytes_per_token, r.num_pages, o.page_size);
 }
 
 void ProcessRunner::spawn(int rank) {
   auto [parent_fd, child_fd] = make_socket_pair();
   const std::string binary =
       options_.worker_binary.empty() ? "/proc/self/exe" : options_.worker_binary.string();
-  std::vector<std::string> args = {binary,
-                                   "worker",
-                                   "--rank",
-                                   std::to_string(rank),
-                                   "--tp",
-                                   std::to_string(options_.tp),
-                                   "--fd",
-                                   std::to_string(child_fd)};
+  std::vector<std::string> args = {binary,   "worker",
+                                   "--rank", std::to_string(rank),
+                                   "--tp",   std::to_string(options_.tp),
+                                   "--fd",   std::to_string(child_fd)};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -204,7 +201,8 @@ void ProcessRunner::wait_all(int64_t seq, Clock::time_point deadline, const std:
   while (!pending.empty()) {
     std::vector<pollfd> fds;
     for (Worker* w : pending) fds.push_back({w->channel.fd(), POLLIN, 0});
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     const int pr = ::poll(fds.data(), fds.size(), int(std::max<int64_t>(left.count() + 1, 0)));
     if (pr < 0 && errno == EINTR) continue;
     if (pr <= 0) {
@@ -317,6 +315,8 @@ bool ProcessRunner::healthy() const {
   return true;
 }
 
-std::vector<pid_t> ProcessRunner::worker_pids() const { return pids_; }
+std::vector<pid_t> ProcessRunner::worker_pids() const {
+  return pids_;
+}
 
 }  // namespace mlra

@@ -17,21 +17,21 @@ struct ServerConfig;
 struct RunnerOptions {
   std::filesystem::path model_dir;
   std::string variant = "mlra4";
-  std::string backend = "cpu";      // "cpu" | "cuda": worker r uses GPU first_device + r
+  std::string backend = "cpu";  // "cpu" | "cuda": worker r uses GPU first_device + r
   int32_t tp = 1;
   int32_t first_device = 0;
   int32_t page_size = 64;
-  int64_t num_pages = 0;            // 0: from cache_memory_bytes (same on every rank)
+  int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
-  int64_t max_context = 0;          // 0: the model's block_size (2048 if absent)
-  bool in_process = false;          // TP ranks as threads of this process (LocalRunner)
+  int64_t max_context = 0;                   // 0: the model's block_size (2048 if absent)
+  bool in_process = false;                   // TP ranks as threads of this process (LocalRunner)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
   TplaOptions tpla;
   // Multi-process only.
   std::filesystem::path worker_binary;  // empty: /proc/self/exe (mlra-serve with `worker`)
-  double load_timeout_s = 600;      // Init -> Ready per worker
-  double step_timeout_s = 60;       // Step -> Logits/Ack
-  double shutdown_timeout_s = 5;    // Shutdown -> exit before SIGKILL
+  double load_timeout_s = 600;          // Init -> Ready per worker
+  double step_timeout_s = 60;           // Step -> Logits/Ack
+  double shutdown_timeout_s = 5;        // Shutdown -> exit before SIGKILL
 };
 
 RunnerOptions runner_options(const ServerConfig& config);

@@ -20,10 +20,14 @@ void check(ncclResult_t r, const char* what) {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::kF32: return ncclFloat32;
-    case DType::kBF16: return ncclBfloat16;
-    case DType::kF16: return ncclFloat16;
-    default: throw NcclError(std::string("nccl all-reduce: unsupported dtype ") + dtype_name(t));
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    default:
+      throw NcclError(std::string("nccl all-reduce: unsupported dtype ") + dtype_name(t));
   }
 }
 

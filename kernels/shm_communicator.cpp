@@ -28,12 +28,16 @@ struct ShmHeader {
   pthread_barrier_t barrier;
 };
 
-size_t header_bytes() { return (sizeof(ShmHeader) + kAlign - 1) / kAlign * kAlign; }
+size_t header_bytes() {
+  return (sizeof(ShmHeader) + kAlign - 1) / kAlign * kAlign;
+}
 size_t segment_bytes(int size, size_t slot_bytes) {
   return header_bytes() + 2 * size_t(size) * slot_bytes;
 }
 
-std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+std::string errno_text(const std::string& what) {
+  return what + ": " + std::strerror(errno);
+}
 
 std::string unique_name() {
   static std::atomic<uint64_t> counter{0};

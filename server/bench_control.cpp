@@ -96,8 +96,8 @@ int run(const Options& o) {
     for (int r = o.ranks - 1; r >= 1; --r)
       front[size_t(r)].expect(forever, it, MessageType::kAck, MessageType::kAck);
     const double t_acks = micros_since(t0);
-    const MessageHeader h = front[0].expect_header(forever, it, MessageType::kLogits,
-                                                   MessageType::kLogits);
+    const MessageHeader h =
+        front[0].expect_header(forever, it, MessageType::kLogits, MessageType::kLogits);
     front[0].read_payload(logits.data(), h.payload_size, forever);
     if (it >= 20) {
       encode_us.push_back(t_encode);
@@ -110,8 +110,8 @@ int run(const Options& o) {
 
   std::printf("control channel, decode step: batch %d, context %d, page %d, %d ranks, vocab %d\n",
               o.batch, o.context, o.page_size, o.ranks, o.vocab);
-  std::printf("step message %zu bytes, logits reply %.1f MB, %d iterations\n",
-              encode(step).size(), double(logit_floats * sizeof(float)) / 1e6, o.iters);
+  std::printf("step message %zu bytes, logits reply %.1f MB, %d iterations\n", encode(step).size(),
+              double(logit_floats * sizeof(float)) / 1e6, o.iters);
   std::printf("%-44s %10s %10s %10s\n", "phase (us)", "median", "p90", "p99");
   auto row = [](const char* name, const Stats& s) {
     std::printf("%-44s %10.1f %10.1f %10.1f\n", name, s.median, s.p90, s.p99);

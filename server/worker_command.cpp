@@ -86,8 +86,8 @@ int run_worker(int rank, int tp, int fd) {
     const WorkerInit init = decode_worker_init(first.payload);
     const auto variant = parse_variant(init.variant);
     if (!variant) throw std::runtime_error("unknown attention variant '" + init.variant + "'");
-    ModelConfig config = load_model_config(
-        std::filesystem::path(init.model_dir) / "config.json", *variant);
+    ModelConfig config =
+        load_model_config(std::filesystem::path(init.model_dir) / "config.json", *variant);
     config.mla_tp_mode = init.tpla ? LatentTpMode::kTpla : LatentTpMode::kReplicate;
     config.tpla_options = {init.tpla_transform, init.tpla_pd_separation, init.tpla_seed,
                            init.tpla_slices};
@@ -95,7 +95,8 @@ int run_worker(int rank, int tp, int fd) {
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
     auto ckpt = Checkpoint::open(init.model_dir);
-    Transformer model(config, plan, *ckpt, *backend, *comm, CacheOptions{init.page_size, init.num_pages});
+    Transformer model(config, plan, *ckpt, *backend, *comm,
+                      CacheOptions{init.page_size, init.num_pages});
     WorkerReady ready;
     ready.rank = rank;
     ready.pid = ::getpid();

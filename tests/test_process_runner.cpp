@@ -138,7 +138,8 @@ TEST_CASE("shm communicator: chunked all-reduce equals the host sum on every ran
     std::mt19937 rng(100 + size);
     std::normal_distribution<float> nd(0, 1);
     const std::vector<int64_t> lengths = {1, 64, 65, 1000, 777};
-    std::vector<std::vector<std::vector<float>>> data(static_cast<size_t>(size));  // [rank][call][i]
+    std::vector<std::vector<std::vector<float>>> data(
+        static_cast<size_t>(size));  // [rank][call][i]
     for (auto& per_rank : data)
       for (int64_t n : lengths) {
         per_rank.emplace_back(size_t(n));

@@ -9,16 +9,16 @@
 #include <unistd.h>
 
 #include <exception>
-#include <stdexcept>
 #include <filesystem>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
+#include "../step_builder.h"
 #include "engine/process_runner.h"
 #include "gpu_test_util.h"
 #include "kernels/nccl_communicator.h"
 #include "models/local_runner.h"
-#include "../step_builder.h"
 
 using namespace mlra;
 namespace fs = std::filesystem;
