@@ -33,5 +33,7 @@ void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCac
                         int32_t col_offset, cudaStream_t stream);
 // Fills n elements of a float tensor with a value (NaN poisoning in tests, zero init).
 void launch_fill(void* data, DType dtype, int64_t n, float value, cudaStream_t stream);
+// Fills n elements with hash-based uniform values in [-1, 1) (benchmark inputs, never zeros).
+void launch_fill_random(void* data, DType dtype, int64_t n, uint64_t seed, cudaStream_t stream);
 
 }  // namespace mlra::cuda

@@ -56,6 +56,17 @@ __global__ void fill_kernel(void* data, DType dtype, int64_t n, float value) {
     store_from_f32(data, dtype, i, value);
 }
 
+__global__ void fill_random_kernel(void* data, DType dtype, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + uint64_t(i) * 0x9e3779b97f4a7c15ull;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    store_from_f32(data, dtype, i, float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+
 // One block per token row: out[r] = table[tokens[r]].
 __global__ void embed_kernel(const int32_t* tokens, View table, int64_t vocab, View out) {
   const int64_t r = blockIdx.x;
@@ -142,6 +153,12 @@ void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCac
 void launch_fill(void* data, DType dtype, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
   fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(data, dtype, n, value);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+void launch_fill_random(void* data, DType dtype, int64_t n, uint64_t seed, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_random_kernel<<<blocks_for(n), kThreads, 0, stream>>>(data, dtype, n, seed);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

@@ -3,7 +3,9 @@
 // sum softmax * c_tau. One CTA serves up to 64 heads of one token over one split-KV chunk, so each
 // cache tile is read from HBM once for all heads sharing the latent (64 at MLRA-4 TP4).
 // Tiles of kBN cached rows ([c | k_pe], bf16) stream through a kStages-deep cp.async ring; scores
-// and P.V use mma.sync m16n8k16 bf16 with f32 accumulators; online softmax in f32 (exp2 domain).
+// use wgmma (sm_90a: the warpgroup reads each cache tile from shared memory once for all 64 rows;
+// mma.sync m16n8k16 when built for plain sm_90), P.V uses mma.sync, f32 accumulators; online
+// softmax in f32 (exp2 domain).
 // Warp (rg, cg): rows 16rg..16rg+15, value columns 128cg..+127. With d_c > 128 the CG warps of a
 // row group each score a slice of the key dims and sum the slices through shared memory (in a
 // fixed order, so every warp of the group holds bit-identical probabilities).
@@ -27,11 +29,11 @@ struct LatentConfig {
   static constexpr int kM = 64;                   // heads per CTA
   static constexpr int kBN = D == 512 ? 32 : 64;  // cached rows per tile
   static constexpr int kStages = 3;
-  static constexpr int kRow = D + kR + 8;  // smem row stride: 16 B pad keeps ldmatrix conflict-free
+  static constexpr int kK8 = (D + kR) / 8;  // 16-byte core-matrix columns per row
   static constexpr int kRopeSlice = kR / kCG;
   static constexpr int kChunks = (D + kR) / 8;  // 16 B chunks per cached row
-  static constexpr size_t kQBytes = size_t(kM) * kRow * 2;
-  static constexpr size_t kStageBytes = size_t(kBN) * kRow * 2;
+  static constexpr size_t kQBytes = size_t(kM) * (D + kR) * 2;
+  static constexpr size_t kStageBytes = size_t(kBN) * (D + kR) * 2;
   static constexpr size_t kXBytes = kCG > 1 ? size_t(kWarps) * 16 * kBN * 4 : 0;
   static constexpr size_t kSmem = kQBytes + kStages * kStageBytes + kXBytes;
   static constexpr int kMinBlocks = D == 128 ? 2 : 1;
@@ -51,7 +53,7 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+[[maybe_unused]] __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
@@ -81,6 +83,58 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
 
+
+// Shared-memory tiles (Q and each cache tile) use the wgmma "interleave" canonical layout: 8x8
+// core matrices of 128 contiguous bytes, core (r / 8, c / 8) at ((r / 8) * kK8 + c / 8) * 128,
+// row r % 8 at + 16 * (r % 8). Every 16-byte row of a core matrix is what cp.async writes and
+// ldmatrix reads, and the 8 rows of an ldmatrix are one contiguous 128 B block (no conflicts).
+template <int kK8>
+__device__ __forceinline__ uint32_t tile_offset(int row, int col) {
+  return uint32_t(((row >> 3) * kK8 + (col >> 3)) * 128 + (row & 7) * 16 + (col & 7) * 2);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MLRA_LATENT_WGMMA 1
+// Shared-memory matrix descriptor, no swizzle: lbo = stride of K-adjacent core matrices, sbo = of
+// M/N-adjacent ones (bytes).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3ffff) >> 4) | (uint64_t((lbo & 0x3ffff) >> 4) << 16) |
+         (uint64_t((sbo & 0x3ffff) >> 4) << 32);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// d (64 x N, f32, per-warp fragments as mma.sync C tiles) (+)= A (64 x 16) . B (N x 16)^T.
+__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "%16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+#endif
+
 template <int D>
 __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
@@ -104,7 +158,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   // Query rows (zero past the tile's heads) join the first cp.async group.
   for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
     const int row = i / C::kChunks, ch = i % C::kChunks;
-    const uint32_t dst = smem_addr(q_s + row * C::kRow + ch * 8);
+    const uint32_t dst = smem_addr(q_s) + tile_offset<C::kK8>(row, ch * 8);
     if (row < tile.rows)
       cp_async16(dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
                  16);
@@ -115,10 +169,10 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   auto load_tile = [&](int j, int stage) {
     const int start = item.kv_begin + j * C::kBN;
-    bf16* base = k_s + stage * C::kBN * C::kRow;
+    const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
     for (int i = tid; i < C::kBN * C::kChunks; i += C::kThreads) {
       const int r = i / C::kChunks, ch = i % C::kChunks, pos = start + r;
-      const uint32_t dst = smem_addr(base + r * C::kRow + ch * 8);
+      const uint32_t dst = base + tile_offset<C::kK8>(r, ch * 8);
       if (pos < item.kv_end) {
         const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
         const int col = ch < D / 8 ? tile.a_offset + ch * 8 : p.r_offset + (ch - D / 8) * 8;
@@ -138,31 +192,52 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+#ifndef MLRA_LATENT_WGMMA
   const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
   const int b_row = (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) & 1) * 8;
+#endif
   const int v_row = (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
-  const uint32_t q_base = smem_addr(q_s + a_row * C::kRow + a_col);
+  const uint32_t q_addr = smem_addr(q_s);
 
   for (int j = 0; j < n_tiles; ++j) {
     cp_async_wait<C::kStages - 2>();
+#ifdef MLRA_LATENT_WGMMA
+    fence_proxy_async();  // cp.async writes (generic proxy) are read by wgmma (async proxy)
+#endif
     __syncthreads();
     const int next = j + C::kStages - 1;
     if (next < n_tiles) load_tile(next, next % C::kStages);
     cp_async_commit();
-    const bf16* kt = k_s + (j % C::kStages) * C::kBN * C::kRow;
-    const uint32_t k_base = smem_addr(kt + b_row * C::kRow + b_col);
+    const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
     // Scores of this warp's key-dim slice: 128 latent dims + kRopeSlice rope dims.
     float s[C::kBN / 8][4];
 #pragma unroll
     for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#ifdef MLRA_LATENT_WGMMA
+    // The warpgroup of column group cg scores all 64 rows over its key-dim slice.
+    constexpr uint32_t kSbo = C::kK8 * 128;
+    auto score_step = [&](int k0, int accumulate) {
+      const uint64_t da = smem_desc(q_addr + (k0 >> 3) * 128, 128, kSbo);
+      const uint64_t db = smem_desc(kt + (k0 >> 3) * 128, 128, kSbo);
+      if constexpr (C::kBN == 64) wgmma_n64(s, da, db, accumulate);
+      else wgmma_n32(s, da, db, accumulate);
+    };
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16, 1);
+#pragma unroll
+    for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16, 1);
+    wgmma_commit();
+    wgmma_wait_all();
+#else
     auto score_step = [&](int k0) {
       uint32_t a[4];
-      ldmatrix_x4(a, q_base + k0 * 2);
+      ldmatrix_x4(a, q_addr + tile_offset<C::kK8>(a_row, k0 + a_col));
 #pragma unroll
       for (int np = 0; np < C::kBN / 16; ++np) {
         uint32_t b[4];
-        ldmatrix_x4(b, k_base + (np * 16 * C::kRow + k0) * 2);
+        ldmatrix_x4(b, kt + tile_offset<C::kK8>(np * 16 + b_row, k0 + b_col));
         mma_bf16(s[2 * np], a, b[0], b[1]);
         mma_bf16(s[2 * np + 1], a, b[2], b[3]);
       }
@@ -171,6 +246,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16);
 #pragma unroll
     for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16);
+#endif
     if constexpr (C::kCG > 1) {
       float* mine = x_s + warp * 16 * C::kBN;
 #pragma unroll
@@ -227,7 +303,6 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     }
 
     // o += P . V with V = the latent columns of this warp's column group.
-    const uint32_t v_base = smem_addr(kt + v_row * C::kRow + cg * 128 + v_col);
 #pragma unroll
     for (int kk = 0; kk < C::kBN / 16; ++kk) {
       const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
@@ -237,7 +312,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
       for (int np = 0; np < 8; ++np) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, v_base + (kk * 16 * C::kRow + np * 16) * 2);
+        ldmatrix_x4_trans(b, kt + tile_offset<C::kK8>(kk * 16 + v_row, cg * 128 + np * 16 + v_col));
         mma_bf16(o[2 * np], a, b[0], b[1]);
         mma_bf16(o[2 * np + 1], a, b[2], b[3]);
       }

@@ -1,7 +1,7 @@
 // Split-KV plan (one CTA computes it from token_pos on the device) and the merge kernel that
 // combines a token's chunk partials: o = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
-// Chunk length = max(min_chunk, total_tiles / target_chunks) tiles, so every token gets
-// ceil(len / chunk) chunks and the whole step about target_chunks of them (see split_kv_plan.h).
+// Chunk length = the smallest (>= min_chunk tiles) for which the step has at most target_chunks
+// items, so the step runs in one wave; each token's tiles are spread evenly over its chunks.
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/paged_attention_cuda.h"
@@ -40,18 +40,31 @@ __device__ int block_exclusive_scan(int v, int* warp_sums, int* total) {
 __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const int32_t* token_pos,
                                                             SplitKvPlan plan) {
   __shared__ int warp_sums[32];
-  __shared__ unsigned long long total_tiles;
+  __shared__ int max_tiles;
+  __shared__ unsigned long long count;
   const int n_tokens = plan.shape.num_tokens;
-  if (threadIdx.x == 0) total_tiles = 0;
+  if (threadIdx.x == 0) max_tiles = 1;
   __syncthreads();
-  unsigned long long mine = 0;
   for (int t = threadIdx.x; t < n_tokens; t += blockDim.x)
-    mine += (max(token_pos[t] + 1, 1) + kPlanTile - 1) / kPlanTile;
-  atomicAdd(&total_tiles, mine);
+    atomicMax(&max_tiles, (max(token_pos[t] + 1, 1) + kPlanTile - 1) / kPlanTile);
   __syncthreads();
+  // Smallest chunk (in tiles, >= min_chunk_tiles) whose item count fits target_chunks, so the
+  // step runs in one wave of resident CTAs (a few leftover items would double the time).
   const long long target = plan.shape.target_chunks;
-  const long long chunk_tiles =
-      max((long long)plan.shape.min_chunk_tiles, (long long)((total_tiles + target - 1) / target));
+  int lo = plan.shape.min_chunk_tiles, hi = max(max_tiles, lo);
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    __syncthreads();
+    if (threadIdx.x == 0) count = 0;
+    __syncthreads();
+    unsigned long long mine = 0;
+    for (int t = threadIdx.x; t < n_tokens; t += blockDim.x)
+      mine += ((max(token_pos[t] + 1, 1) + kPlanTile - 1) / kPlanTile + mid - 1) / mid;
+    atomicAdd(&count, mine);
+    __syncthreads();
+    if (count <= (unsigned long long)target) hi = mid; else lo = mid + 1;
+  }
+  const long long chunk_tiles = lo;
 
   int carry_items = 0, carry_partials = 0;
   for (int base = 0; base < n_tokens; base += blockDim.x) {
@@ -100,38 +113,37 @@ __device__ float block_reduce(float v, bool is_max, float* red) {
   return r;
 }
 
-// grid (tokens, tiles): combines the chunk partials of every row of one (token, head tile).
+// grid (tokens, tiles, rows): combines the chunk partials of one (token, head) row.
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(AttentionParams p, HeadTiles tiles,
                                                               SplitKvPlan plan) {
   extern __shared__ float weights[];
   __shared__ float red[kMergeThreads / 32];
-  const int t = blockIdx.x, ti = blockIdx.y;
+  const int t = blockIdx.x, ti = blockIdx.y, row = blockIdx.z;
   const TokenMerge m = plan.merges[t];
-  if (m.count <= 1) return;
   const HeadTile tile = tiles.tile[ti];
-  const int n_tiles = tiles.count;
-  for (int row = 0; row < tile.rows; ++row) {
-    auto slot_row = [&](int i) {
-      return (int64_t(m.first_partial + i) * n_tiles + ti) * p.rows_max + row;
-    };
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < m.count; i += blockDim.x) mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
-    mx = block_reduce(mx, true, red);
-    float sum = 0.0f;
-    for (int i = threadIdx.x; i < m.count; i += blockDim.x) {
-      const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
-      weights[i] = w;
-      sum += w;
-    }
-    sum = block_reduce(sum, false, red);
-    const float inv = 1.0f / sum;
-    const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
-    for (int d = threadIdx.x; d < p.v_dim; d += blockDim.x) {
-      float acc = 0.0f;
-      for (int i = 0; i < m.count; ++i) acc += weights[i] * p.partial_o[slot_row(i) * p.v_dim + d];
-      store_from_f32(p.out, p.out_dtype, out_row + d, acc * inv);
-    }
-    __syncthreads();
+  if (m.count <= 1 || row >= tile.rows) return;
+  auto slot_row = [&](int i) {
+    return (int64_t(m.first_partial + i) * tiles.count + ti) * p.rows_max + row;
+  };
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < m.count; i += blockDim.x) mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
+  mx = block_reduce(mx, true, red);
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < m.count; i += blockDim.x) {
+    const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
+    weights[i] = w;
+    sum += w;
+  }
+  sum = block_reduce(sum, false, red);
+  const float inv = 1.0f / sum;
+  const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+  const float* po = p.partial_o + slot_row(0) * p.v_dim;
+  const int64_t step = int64_t(tiles.count) * p.rows_max * p.v_dim;  // next slot, same row
+  for (int d = threadIdx.x; d < p.v_dim; d += blockDim.x) {
+    float acc = 0.0f;
+#pragma unroll 8
+    for (int i = 0; i < m.count; ++i) acc += weights[i] * po[i * step + d];
+    store_from_f32(p.out, p.out_dtype, out_row + d, acc * inv);
   }
 }
 
@@ -169,8 +181,8 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   const size_t smem = sizeof(float) * size_t(plan.shape.max_partials());
   MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
-  merge_kernel<<<dim3(unsigned(plan.shape.num_tokens), unsigned(tiles.count)), kMergeThreads, smem,
-                 stream>>>(p, tiles, plan);
+  const dim3 grid(unsigned(plan.shape.num_tokens), unsigned(tiles.count), unsigned(p.rows_max));
+  merge_kernel<<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

@@ -1,0 +1,260 @@
+// `mlra-bench attention`: (1) device-to-device copy bandwidth (cudaMemcpy of >= 1 GB, bytes read
+// + written, median of many); (2) per variant, context and batch: one split-KV plan, then a CUDA
+// graph of attention+merge runs rotating over enough cache copies to exceed L2, timed with events
+// after warm-up (median of replays); achieved GB/s counts the cache bytes the kernel must read.
+// Inputs are random bf16 (never zeros); page tables are shuffled so pages are not contiguous.
+#include "server/bench_attention.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#ifdef MLRA_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_ops.h"
+#include "kernels/paged_attention_cuda.h"
+#endif
+
+namespace mlra {
+namespace {
+
+struct BenchOptions {
+  int device = 0;
+  double max_cache_gb = 5.0;
+  int replays = 30;
+  std::vector<int> contexts_k = {16, 64, 128, 256, 512, 1024};
+  std::vector<int> batches = {1, 4, 16, 64};
+  int page_size = 64;
+};
+
+#ifdef MLRA_HAVE_CUDA
+
+// One benchmark variant at its per-rank shape.
+struct Variant {
+  std::string name;
+  int heads;
+  int a_dim;  // latent width (latent) or head dim (K/V)
+  int r_dim;  // rope dims (latent) or 0
+  bool latent;
+  int64_t row_width() const { return latent ? a_dim + r_dim : 2 * a_dim; }
+};
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { MLRA_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256))); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median time (ms) of `fn` enqueued on `stream`, timed with events after warm-up.
+template <class Fn>
+float time_ms(cudaStream_t stream, int reps, Fn fn) {
+  cudaEvent_t a, b;
+  MLRA_CUDA_CHECK(cudaEventCreate(&a));
+  MLRA_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    MLRA_CUDA_CHECK(cudaEventRecord(a, stream));
+    fn();
+    MLRA_CUDA_CHECK(cudaEventRecord(b, stream));
+    MLRA_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    MLRA_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return median(ms);
+}
+
+double copy_bandwidth_gbs(cudaStream_t stream) {
+  const size_t bytes = size_t(1) << 30;
+  DeviceBuffer src(bytes), dst(bytes);
+  cuda::launch_fill_random(src.p, DType::kF32, int64_t(bytes / 4), 7, stream);
+  const float ms = time_ms(stream, 20, [&] {
+    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+struct Result {
+  double us = 0;
+  double gbs = 0;
+  std::string path;
+};
+
+Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_size, size_t l2_bytes,
+                 int replays, cudaStream_t stream) {
+  const int64_t width = v.row_width();
+  const int64_t pages_per_seq = (ctx + page_size - 1) / page_size;
+  const int64_t num_pages = pages_per_seq * batch;
+  const size_t cache_bytes = size_t(num_pages) * page_size * width * 2;
+  // Rotate over enough cache copies that consecutive runs do not hit L2.
+  const int copies = int(std::clamp<size_t>(4 * l2_bytes / cache_bytes + 1, 1, 16));
+  std::vector<std::unique_ptr<DeviceBuffer>> caches;
+  for (int c = 0; c < copies; ++c) {
+    caches.push_back(std::make_unique<DeviceBuffer>(cache_bytes));
+    cuda::launch_fill_random(caches.back()->p, DType::kBF16, int64_t(cache_bytes / 2), 11 + c, stream);
+  }
+  std::mt19937 rng(1234);
+  std::vector<int32_t> ids(num_pages), indptr(batch + 1), seq(batch), pos(batch, int32_t(ctx - 1));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  for (int b = 0; b <= batch; ++b) indptr[b] = int32_t(b * pages_per_seq);
+  std::iota(seq.begin(), seq.end(), 0);
+  const int q_width = v.latent ? v.a_dim + v.r_dim : v.a_dim;
+  DeviceBuffer q(size_t(batch) * v.heads * q_width * 2), out(size_t(batch) * v.heads * v.a_dim * 2);
+  DeviceBuffer meta(sizeof(int32_t) * (ids.size() + indptr.size() + seq.size() + pos.size()));
+  cuda::launch_fill_random(q.p, DType::kBF16, int64_t(batch) * v.heads * q_width, 5, stream);
+  int32_t* d_ids = static_cast<int32_t*>(meta.p);
+  int32_t* d_indptr = d_ids + ids.size();
+  int32_t* d_seq = d_indptr + indptr.size();
+  int32_t* d_pos = d_seq + seq.size();
+  auto put = [&](int32_t* dst, const std::vector<int32_t>& src) {
+    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, stream));
+  };
+  put(d_ids, ids);
+  put(d_indptr, indptr);
+  put(d_seq, seq);
+  put(d_pos, pos);
+
+  PagedAttentionArgs a;
+  a.q = q.p;
+  a.q_dtype = DType::kBF16;
+  a.q_token_stride = int64_t(v.heads) * q_width;
+  a.q_head_stride = q_width;
+  a.num_tokens = batch;
+  a.num_heads = v.heads;
+  a.a_dim = v.a_dim;
+  a.r_dim = v.r_dim;
+  a.v_dim = v.a_dim;
+  for (int h = 0; h < v.heads; ++h) {
+    a.a_offset.push_back(0);
+    a.v_offset.push_back(v.latent ? 0 : v.a_dim);
+  }
+  a.r_offset = v.latent ? v.a_dim : 0;
+  a.cache = {caches[0]->p, DType::kBF16, num_pages, page_size, int32_t(width)};
+  a.token_seq = d_seq;
+  a.token_pos = d_pos;
+  a.page_indptr = d_indptr;
+  a.page_indices = d_ids;
+  a.num_seqs = batch;
+  a.scale = 1.0f / std::sqrt(float(q_width));
+  a.out = out.p;
+  a.out_dtype = DType::kBF16;
+  a.out_token_stride = int64_t(v.heads) * v.a_dim;
+  a.out_head_stride = v.a_dim;
+
+  cuda::CudaPagedAttention attention(device);
+  attention.plan(a, stream);  // once per step, outside the timed graph
+  attention.run(a, stream);   // first run sets kernel attributes before capture
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MLRA_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int c = 0; c < copies; ++c) {
+    a.cache.data = caches[c]->p;
+    attention.run(a, stream);
+  }
+  MLRA_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MLRA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const float ms = time_ms(stream, replays, [&] { MLRA_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+
+  Result r;
+  r.us = ms * 1e3 / copies;
+  const double bytes = double(ctx) * batch * double(width) * 2.0;
+  r.gbs = bytes / (r.us * 1e-6) / 1e9;
+  r.path = cuda::attention_path_name(cuda::CudaPagedAttention::choose_path(a));
+  return r;
+}
+
+int run_bench(const BenchOptions& o) {
+  MLRA_CUDA_CHECK(cudaSetDevice(o.device));
+  cudaDeviceProp prop{};
+  MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
+  cudaStream_t stream;
+  MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const double copy_gbs = copy_bandwidth_gbs(stream);
+  std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize / 1e6);
+  std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n\n", copy_gbs);
+
+  const std::vector<Variant> variants = {{"MLRA-4 TP4", 64, 128, 64, true},
+                                         {"GLA-2 TP2", 32, 256, 64, true},
+                                         {"MLA", 64, 512, 64, true},
+                                         {"GQA TP8", 8, 128, 0, false}};
+  std::map<std::pair<int64_t, int>, double> mlra_us;
+  std::printf("%-11s %-10s %8s %6s %10s %9s %7s %9s\n", "variant", "kernel", "context", "batch",
+              "time_us", "GB/s", "%copy", "MLA/MLRA");
+  for (const Variant& v : variants)
+    for (int ck : o.contexts_k)
+      for (int b : o.batches) {
+        const int64_t ctx = int64_t(ck) * 1024;
+        const double gb = double(ctx) * b * v.row_width() * 2 / 1e9;
+        if (gb > o.max_cache_gb) continue;
+        const Result r = bench_one(o.device, v, ctx, b, o.page_size, size_t(prop.l2CacheSize), o.replays, stream);
+        std::string ratio = "";
+        if (v.name == "MLRA-4 TP4") mlra_us[{ctx, b}] = r.us;
+        if (v.name == "MLA" && mlra_us.count({ctx, b})) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, "%.2f", r.us / mlra_us[{ctx, b}]);
+          ratio = buf;
+        }
+        std::printf("%-11s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s\n", v.name.c_str(), r.path.c_str(),
+                    ck, b, r.us, r.gbs, 100.0 * r.gbs / copy_gbs, ratio.c_str());
+        std::fflush(stdout);
+      }
+  MLRA_CUDA_CHECK(cudaStreamDestroy(stream));
+  return 0;
+}
+
+#else
+
+int run_bench(const BenchOptions&) {
+  std::fprintf(stderr, "mlra-bench attention: built without CUDA\n");
+  return 2;
+}
+
+#endif
+
+}  // namespace
+
+void register_bench_attention(CLI::App& app, int& exit_code) {
+  auto opts = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand("attention", "decode paged-attention kernel benchmark");
+  sub->add_option("--device", opts->device, "CUDA device ordinal");
+  sub->add_option("--max-cache-gb", opts->max_cache_gb, "skip configurations with a larger cache");
+  sub->add_option("--replays", opts->replays, "timed graph replays per configuration");
+  sub->add_option("--contexts-k", opts->contexts_k, "context lengths in units of 1024");
+  sub->add_option("--batches", opts->batches, "batch sizes");
+  sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
+  sub->callback([opts, &exit_code] {
+    try {
+      exit_code = run_bench(*opts);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mlra-bench attention: %s\n", e.what());
+      exit_code = 1;
+    }
+  });
+}
+
+}  // namespace mlra

@@ -1,0 +1,265 @@
+// CUDA paged attention (latent tensor-core path and generic path, split-KV plan + merge) against
+// the CPU reference: random bf16 cache behind shuffled page tables, lengths on and just past page
+// boundaries, single tokens, several query tokens per sequence, 100K contexts, odd head counts,
+// NaN-poisoned outputs, and batched output equal to each sequence run alone.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <numeric>
+
+#include "gpu_test_util.h"
+#include "kernels/paged_attention_cuda.h"
+
+using namespace mlra;
+using namespace mlra::gputest;
+using cuda::AttentionPath;
+
+namespace {
+
+struct Layout {
+  int heads = 1, a_dim = 0, r_dim = 0, v_dim = 0, row_width = 0, r_offset = 0, page_size = 64;
+  std::vector<int32_t> a_off, v_off;
+  float scale = 0.1f;
+  DType q_dtype = DType::kBF16, out_dtype = DType::kBF16;
+};
+
+// Absorbed latent layout: `latents` latents of d_c, heads_per_latent heads each, rope after.
+Layout latent(int latents, int heads_per_latent, int d_c, int page_size) {
+  Layout l;
+  l.heads = latents * heads_per_latent;
+  l.a_dim = l.v_dim = d_c;
+  l.r_dim = 64;
+  l.row_width = latents * d_c + 64;
+  l.r_offset = latents * d_c;
+  l.page_size = page_size;
+  for (int h = 0; h < l.heads; ++h) {
+    l.a_off.push_back(h / heads_per_latent * d_c);
+    l.v_off.push_back(h / heads_per_latent * d_c);
+  }
+  l.scale = 1.0f / std::sqrt(float(d_c + 64));
+  return l;
+}
+
+// K/V layout: kv_heads of [K | V] with d each, q heads grouped over them (MHA/GQA/MQA/MFA).
+Layout kv(int q_heads, int kv_heads, int d, int page_size) {
+  Layout l;
+  l.heads = q_heads;
+  l.a_dim = l.v_dim = d;
+  l.row_width = 2 * kv_heads * d;
+  l.page_size = page_size;
+  for (int h = 0; h < q_heads; ++h) {
+    const int g = h / (q_heads / kv_heads);
+    l.a_off.push_back(g * 2 * d);
+    l.v_off.push_back(g * 2 * d + d);
+  }
+  l.scale = 1.0f / std::sqrt(float(d));
+  return l;
+}
+
+struct Problem {
+  std::vector<int32_t> seq_len;  // cached length of each sequence
+  int queries_per_seq = 1;       // the last positions of each sequence are the query tokens
+};
+
+struct Host {
+  std::vector<float> cache, q;
+  std::vector<int32_t> token_seq, token_pos, indptr, indices;
+  int64_t num_pages = 0;
+  int num_tokens = 0;
+};
+
+Host build(const Layout& l, const Problem& p, std::mt19937& rng) {
+  Host h;
+  h.indptr.push_back(0);
+  int64_t total_pages = 0;
+  for (int32_t len : p.seq_len) total_pages += (len + l.page_size - 1) / l.page_size;
+  h.num_pages = total_pages + 3;
+  std::vector<int32_t> ids(h.num_pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int64_t next = 0;
+  for (size_t s = 0; s < p.seq_len.size(); ++s) {
+    const int32_t len = p.seq_len[s];
+    for (int32_t i = 0; i < (len + l.page_size - 1) / l.page_size; ++i) h.indices.push_back(ids[next++]);
+    h.indptr.push_back(int32_t(h.indices.size()));
+    for (int k = std::max(0, len - p.queries_per_seq); k < len; ++k) {
+      h.token_seq.push_back(int32_t(s));
+      h.token_pos.push_back(k);
+    }
+  }
+  h.num_tokens = int(h.token_pos.size());
+  h.cache = rounded(random_vec(rng, size_t(h.num_pages) * l.page_size * l.row_width), DType::kBF16);
+  h.q = rounded(random_vec(rng, size_t(h.num_tokens) * l.heads * (l.a_dim + l.r_dim)), DType::kBF16);
+  return h;
+}
+
+struct Run {
+  std::vector<float> out;
+  AttentionPath path = AttentionPath::kGeneric;
+};
+
+Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+  const bool gpu = b.kind() == DeviceKind::kCuda;
+  const DType cache_t = gpu ? DType::kBF16 : DType::kF32;
+  const DType q_t = gpu ? l.q_dtype : DType::kF32, out_t = gpu ? l.out_dtype : DType::kF32;
+  const int64_t qw = l.a_dim + l.r_dim;
+  Tensor cache = make(b, {h.num_pages, l.page_size, l.row_width}, cache_t, h.cache);
+  Tensor q = make(b, {std::max(1, h.num_tokens), l.heads * qw}, q_t, h.q);
+  Tensor out = b.alloc({std::max(1, h.num_tokens), int64_t(l.heads) * l.v_dim}, out_t);
+  if (gpu) poison(b, out);
+  Tensor seq = make_i32(b, h.token_seq), pos = make_i32(b, h.token_pos);
+  Tensor indptr = make_i32(b, h.indptr), indices = make_i32(b, h.indices);
+  PagedAttentionArgs a;
+  a.q = q.data;
+  a.q_dtype = q_t;
+  a.q_token_stride = l.heads * qw;
+  a.q_head_stride = qw;
+  a.num_tokens = h.num_tokens;
+  a.num_heads = l.heads;
+  a.a_dim = l.a_dim;
+  a.r_dim = l.r_dim;
+  a.v_dim = l.v_dim;
+  a.a_offset = l.a_off;
+  a.v_offset = l.v_off;
+  a.r_offset = l.r_offset;
+  a.cache = {cache.data, cache_t, h.num_pages, l.page_size, l.row_width};
+  a.token_seq = seq.as<int32_t>();
+  a.token_pos = pos.as<int32_t>();
+  a.page_indptr = indptr.as<int32_t>();
+  a.page_indices = indices.as<int32_t>();
+  a.num_seqs = num_seqs;
+  a.scale = l.scale;
+  a.out = out.data;
+  a.out_dtype = out_t;
+  a.out_token_stride = int64_t(l.heads) * l.v_dim;
+  a.out_head_stride = l.v_dim;
+  b.paged_attention(a);
+  Run r;
+  r.out = download(b, {out.data, out_t, h.num_tokens, int64_t(l.heads) * l.v_dim, int64_t(l.heads) * l.v_dim});
+  r.path = cuda::CudaPagedAttention::choose_path(a);
+  return r;
+}
+
+struct Pair {
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+};
+Pair& backends() {
+  static Pair p;
+  return p;
+}
+
+void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected) {
+  auto& [cpu, gpu] = backends();
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed << " heads " << l.heads << " a " << l.a_dim << " r " << l.r_dim << " v "
+                << l.v_dim << " page " << l.page_size << " queries/seq " << p.queries_per_seq);
+  std::mt19937 rng(seed);
+  const Host h = build(l, p, rng);
+  const Run g = run(*gpu, l, h, int(p.seq_len.size()));
+  const Run c = run(*cpu, l, h, int(p.seq_len.size()));
+  CHECK(std::string(cuda::attention_path_name(g.path)) == cuda::attention_path_name(expected));
+  CHECK(all_finite(g.out));
+  CHECK(rel_l2(g.out, c.out) < kBf16Tol);
+}
+
+}  // namespace
+
+TEST_CASE("latent attention (MLRA-4 TP4 shape) over page sizes and boundary lengths",
+          "[gpu][attention][latent]") {
+  for (int ps : {16, 32, 64, 128, 256}) {
+    // exactly on a page boundary, just past one, a single token, and a mixed batch
+    check_against_cpu(latent(1, 64, 128, ps), {{4 * ps}}, AttentionPath::kLatent128);
+    check_against_cpu(latent(1, 64, 128, ps), {{4 * ps + 1}}, AttentionPath::kLatent128);
+  }
+  check_against_cpu(latent(1, 64, 128, 64), {{1}}, AttentionPath::kLatent128);
+  check_against_cpu(latent(1, 64, 128, 64), {{1, 64, 65, 3000, 129}}, AttentionPath::kLatent128);
+}
+
+TEST_CASE("latent attention: several query tokens per sequence (chunked-prefill tail)",
+          "[gpu][attention][latent]") {
+  check_against_cpu(latent(1, 64, 128, 64), {{70, 900, 5}, 7}, AttentionPath::kLatent128);
+  check_against_cpu(latent(1, 32, 256, 32), {{129, 1000}, 5}, AttentionPath::kLatent256);
+}
+
+TEST_CASE("latent attention: d_c 256 and 512, odd head counts, several latents per row",
+          "[gpu][attention][latent]") {
+  check_against_cpu(latent(1, 32, 256, 64), {{2000, 65}}, AttentionPath::kLatent256);
+  check_against_cpu(latent(1, 16, 512, 64), {{1500, 64}}, AttentionPath::kLatent512);
+  check_against_cpu(latent(1, 7, 512, 128), {{333}}, AttentionPath::kLatent512);
+  // MLRA-4 at TP1: 4 latents in the row, 5 heads each (odd tiles with different offsets).
+  check_against_cpu(latent(4, 5, 128, 64), {{700, 1, 129}}, AttentionPath::kLatent128);
+  // More than 64 heads on one latent: two tiles.
+  check_against_cpu(latent(1, 72, 128, 64), {{513}}, AttentionPath::kLatent128);
+}
+
+TEST_CASE("latent attention: 100K context (many split-KV chunks)", "[gpu][attention][latent][long]") {
+  check_against_cpu(latent(1, 64, 128, 64), {{100000}}, AttentionPath::kLatent128);
+  check_against_cpu(latent(1, 8, 512, 64), {{100001, 4097}}, AttentionPath::kLatent512);
+}
+
+TEST_CASE("generic attention: MHA, GQA, MQA, MFA, GTA and tiny dims", "[gpu][attention][generic]") {
+  check_against_cpu(kv(3, 3, 128, 64), {{64, 65, 1}, 2}, AttentionPath::kGeneric);     // MHA
+  check_against_cpu(kv(8, 2, 128, 16), {{1000, 17}}, AttentionPath::kGeneric);        // GQA
+  check_against_cpu(kv(8, 1, 128, 128), {{20000}}, AttentionPath::kGeneric);          // MQA / GQA TP8
+  check_against_cpu(kv(5, 1, 256, 32), {{777, 32}, 3}, AttentionPath::kGeneric);      // MFA
+  check_against_cpu(kv(4, 2, 16, 16), {{33, 16, 2}, 4}, AttentionPath::kGeneric);     // tiny
+  Layout tiny = latent(2, 3, 8, 16);                                                  // tiny latent
+  tiny.r_dim = 4;
+  tiny.row_width = 2 * 8 + 4;
+  check_against_cpu(tiny, {{50, 16, 1}, 3}, AttentionPath::kGeneric);
+  // GTA: per KV head [s (64) | u (64)], rope key after all heads; a = s, v = [s | u].
+  Layout gta;
+  gta.heads = 6;
+  gta.a_dim = 64;
+  gta.r_dim = 64;
+  gta.v_dim = 128;
+  gta.row_width = 2 * 128 + 64;
+  gta.r_offset = 256;
+  gta.page_size = 64;
+  for (int h = 0; h < 6; ++h) {
+    gta.a_off.push_back(h / 3 * 128);
+    gta.v_off.push_back(h / 3 * 128);
+  }
+  check_against_cpu(gta, {{300, 64}, 2}, AttentionPath::kGeneric);
+  // f32 query and output through the generic path.
+  Layout f = kv(4, 2, 64, 32);
+  f.q_dtype = f.out_dtype = DType::kF32;
+  check_against_cpu(f, {{100, 31}}, AttentionPath::kGeneric);
+}
+
+TEST_CASE("batched paged attention equals each sequence alone", "[gpu][attention]") {
+  auto& [cpu, gpu] = backends();
+  (void)cpu;
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  for (const Layout& l : {latent(1, 64, 128, 64), kv(8, 2, 128, 64)}) {
+    const Problem p{{70, 5000, 129, 1}, 2};
+    const Host all = build(l, p, rng);
+    const Run batched = run(*gpu, l, all, int(p.seq_len.size()));
+    const int64_t row = int64_t(l.heads) * l.v_dim;
+    for (size_t s = 0; s < p.seq_len.size(); ++s) {
+      // The same cache and page table, but only sequence s's tokens (and page-table entry).
+      Host one = all;
+      one.token_seq.clear();
+      one.token_pos.clear();
+      one.q.clear();
+      std::vector<float> want;
+      for (int t = 0; t < all.num_tokens; ++t) {
+        if (all.token_seq[t] != int32_t(s)) continue;
+        one.token_seq.push_back(0);
+        one.token_pos.push_back(all.token_pos[t]);
+        const int64_t qw = int64_t(l.heads) * (l.a_dim + l.r_dim);
+        one.q.insert(one.q.end(), all.q.begin() + t * qw, all.q.begin() + (t + 1) * qw);
+        want.insert(want.end(), batched.out.begin() + t * row, batched.out.begin() + (t + 1) * row);
+      }
+      one.num_tokens = int(one.token_pos.size());
+      one.indptr = {0, all.indptr[s + 1] - all.indptr[s]};
+      one.indices.assign(all.indices.begin() + all.indptr[s], all.indices.begin() + all.indptr[s + 1]);
+      const Run alone = run(*gpu, l, one, 1);
+      INFO("sequence " << s);
+      CHECK(rel_l2(alone.out, want) < 5e-3);
+    }
+  }
+}
