@@ -1,0 +1,15 @@
+// mlra-bench: benchmarks as CLI11 subcommands, each registered from its own file.
+#include <CLI/CLI.hpp>
+
+#include "server/bench_attention.h"
+#include "server/bench_control.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mlra-bench: mlra-serve benchmarks"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  mlra::register_bench_attention(app, exit_code);
+  mlra::register_bench_control(app, exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}
