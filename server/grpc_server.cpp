@@ -21,6 +21,8 @@ GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions option
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+  // Without this, gRPC sets SO_REUSEPORT and a second server on a busy port starts silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   grpc::ResourceQuota quota("mlra-serve");
   quota.SetMaxThreads(options_.max_threads);
@@ -28,7 +30,8 @@ GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions option
   builder.RegisterService(&service_);
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
-    throw std::runtime_error("cannot listen on " + options_.address);
+    throw std::runtime_error("cannot listen on " + options_.address +
+                             " (port in use, or the address is not local)");
   }
   set_serving(engine_.healthy());
   health_thread_ = std::thread([this] { monitor_health(); });
