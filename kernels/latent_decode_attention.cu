@@ -11,6 +11,9 @@
 // fixed order, so every warp of the group holds bit-identical probabilities).
 #include <cuda_bf16.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/paged_attention_cuda.h"
@@ -135,7 +138,7 @@ __device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t
 }
 #endif
 
-template <int D>
+template <int D, bool kWgmma>
 __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   using C = LatentConfig<D>;
@@ -156,8 +159,10 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's heads) join the first cp.async group.
+  // Thread i -> (row % 8 fastest, then chunk, then row / 8): 8 consecutive threads fill one
+  // 128 B core matrix (conflict-free shared stores), 4 chunks = 64 B of each row per warp.
   for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const int row = (i / (8 * C::kChunks)) * 8 + i % 8, ch = (i / 8) % C::kChunks;
     const uint32_t dst = smem_addr(q_s) + tile_offset<C::kK8>(row, ch * 8);
     if (row < tile.rows)
       cp_async16(dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
@@ -171,7 +176,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     const int start = item.kv_begin + j * C::kBN;
     const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
     for (int i = tid; i < C::kBN * C::kChunks; i += C::kThreads) {
-      const int r = i / C::kChunks, ch = i % C::kChunks, pos = start + r;
+      const int r = (i / (8 * C::kChunks)) * 8 + i % 8, ch = (i / 8) % C::kChunks, pos = start + r;
       const uint32_t dst = base + tile_offset<C::kK8>(r, ch * 8);
       if (pos < item.kv_end) {
         const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
@@ -192,17 +197,15 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
-#ifndef MLRA_LATENT_WGMMA
   const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
   const int b_row = (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) & 1) * 8;
-#endif
   const int v_row = (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
   const uint32_t q_addr = smem_addr(q_s);
 
   for (int j = 0; j < n_tiles; ++j) {
     cp_async_wait<C::kStages - 2>();
 #ifdef MLRA_LATENT_WGMMA
-    fence_proxy_async();  // cp.async writes (generic proxy) are read by wgmma (async proxy)
+    if constexpr (kWgmma) fence_proxy_async();  // cp.async writes are read by wgmma (async proxy)
 #endif
     __syncthreads();
     const int next = j + C::kStages - 1;
@@ -214,39 +217,43 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     float s[C::kBN / 8][4];
 #pragma unroll
     for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    if constexpr (kWgmma) {
 #ifdef MLRA_LATENT_WGMMA
-    // The warpgroup of column group cg scores all 64 rows over its key-dim slice.
-    constexpr uint32_t kSbo = C::kK8 * 128;
-    auto score_step = [&](int k0, int accumulate) {
-      const uint64_t da = smem_desc(q_addr + (k0 >> 3) * 128, 128, kSbo);
-      const uint64_t db = smem_desc(kt + (k0 >> 3) * 128, 128, kSbo);
-      if constexpr (C::kBN == 64) wgmma_n64(s, da, db, accumulate);
-      else wgmma_n32(s, da, db, accumulate);
-    };
-    wgmma_fence();
+      // The warpgroup of column group cg scores all 64 rows over its key-dim slice.
+      constexpr uint32_t kSbo = C::kK8 * 128;
+      auto score_step = [&](int k0) {
+        const uint64_t da = smem_desc(q_addr + (k0 >> 3) * 128, 128, kSbo);
+        const uint64_t db = smem_desc(kt + (k0 >> 3) * 128, 128, kSbo);
+        if constexpr (C::kBN == 64) wgmma_n64(s, da, db, 1);
+        else wgmma_n32(s, da, db, 1);
+      };
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16, 1);
+      for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16);
 #pragma unroll
-    for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16, 1);
-    wgmma_commit();
-    wgmma_wait_all();
+      for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16);
+      wgmma_commit();
+      wgmma_wait_all();
 #else
-    auto score_step = [&](int k0) {
-      uint32_t a[4];
-      ldmatrix_x4(a, q_addr + tile_offset<C::kK8>(a_row, k0 + a_col));
-#pragma unroll
-      for (int np = 0; np < C::kBN / 16; ++np) {
-        uint32_t b[4];
-        ldmatrix_x4(b, kt + tile_offset<C::kK8>(np * 16 + b_row, k0 + b_col));
-        mma_bf16(s[2 * np], a, b[0], b[1]);
-        mma_bf16(s[2 * np + 1], a, b[2], b[3]);
-      }
-    };
-#pragma unroll
-    for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16);
-#pragma unroll
-    for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16);
+      __trap();  // never launched: the host probes for the sm_90a build first
 #endif
+    } else {
+      auto score_step = [&](int k0) {
+        uint32_t a[4];
+        ldmatrix_x4(a, q_addr + tile_offset<C::kK8>(a_row, k0 + a_col));
+#pragma unroll
+        for (int np = 0; np < C::kBN / 16; ++np) {
+          uint32_t b[4];
+          ldmatrix_x4(b, kt + tile_offset<C::kK8>(np * 16 + b_row, k0 + b_col));
+          mma_bf16(s[2 * np], a, b[0], b[1]);
+          mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+        }
+      };
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) score_step(cg * 128 + kk * 16);
+#pragma unroll
+      for (int kk = 0; kk < C::kRopeSlice / 16; ++kk) score_step(D + cg * C::kRopeSlice + kk * 16);
+    }
     if constexpr (C::kCG > 1) {
       float* mine = x_s + warp * 16 * C::kBN;
 #pragma unroll
@@ -351,20 +358,53 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   }
 }
 
-template <int D>
+template <int D, bool kWgmma>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             cudaStream_t stream) {
   using C = LatentConfig<D>;
-  MLRA_CUDA_CHECK(cudaFuncSetAttribute(latent_attention_kernel<D>,
+  MLRA_CUDA_CHECK(cudaFuncSetAttribute(latent_attention_kernel<D, kWgmma>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  latent_attention_kernel<D><<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
+  latent_attention_kernel<D, kWgmma><<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
   MLRA_CUDA_LAUNCH_CHECK();
+}
+
+template <int D>
+void launch_variant(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+                    bool wgmma, cudaStream_t stream) {
+  if (wgmma) launch<D, true>(p, tiles, plan, stream);
+  else launch<D, false>(p, tiles, plan, stream);
+}
+
+// Writes 1 when the loaded device code was built for sm_90a (wgmma available).
+__global__ void probe_wgmma_kernel(int* out) {
+#ifdef MLRA_LATENT_WGMMA
+  *out = 1;
+#else
+  *out = 0;
+#endif
 }
 
 }  // namespace
 
 int latent_ctas_per_sm(int d_c) { return d_c == 128 ? 2 : 1; }
+
+bool latent_uses_wgmma() {
+  // Probed once per process (all our GPUs are one kind); MLRA_LATENT_MMA=mma forces mma.sync.
+  static const bool use = [] {
+    const char* env = std::getenv("MLRA_LATENT_MMA");
+    if (env && std::string(env) == "mma") return false;
+    int* d = nullptr;
+    int h = 0;
+    MLRA_CUDA_CHECK(cudaMalloc(&d, sizeof(int)));
+    probe_wgmma_kernel<<<1, 1>>>(d);
+    MLRA_CUDA_LAUNCH_CHECK();
+    MLRA_CUDA_CHECK(cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost));
+    MLRA_CUDA_CHECK(cudaFree(d));
+    return h == 1;
+  }();
+  return use;
+}
 
 void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                              const SplitKvPlan& plan, int d_c, cudaStream_t stream) {
@@ -376,10 +416,11 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(tiles.tile[i].rows <= 64 && tiles.tile[i].a_offset == tiles.tile[i].v_offset,
                  "latent attention: bad head tile");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  const bool wgmma = latent_uses_wgmma();
   switch (d_c) {
-    case 128: return launch<128>(p, tiles, plan, stream);
-    case 256: return launch<256>(p, tiles, plan, stream);
-    case 512: return launch<512>(p, tiles, plan, stream);
+    case 128: return launch_variant<128>(p, tiles, plan, wgmma, stream);
+    case 256: return launch_variant<256>(p, tiles, plan, wgmma, stream);
+    case 512: return launch_variant<512>(p, tiles, plan, wgmma, stream);
     default: MLRA_REQUIRE(false, "latent attention: d_c must be 128, 256 or 512");
   }
 }

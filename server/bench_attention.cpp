@@ -34,6 +34,7 @@ struct BenchOptions {
   std::vector<int> contexts_k = {16, 64, 128, 256, 512, 1024};
   std::vector<int> batches = {1, 4, 16, 64};
   int page_size = 64;
+  std::vector<std::string> variants;  // empty: all
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -196,12 +197,14 @@ int run_bench(const BenchOptions& o) {
   const double copy_gbs = copy_bandwidth_gbs(stream);
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
-  std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n\n", copy_gbs);
+  std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
+  std::printf("latent scores via %s\n\n", cuda::latent_uses_wgmma() ? "wgmma" : "mma.sync");
 
-  const std::vector<Variant> variants = {{"MLRA-4 TP4", 64, 128, 64, true},
-                                         {"GLA-2 TP2", 32, 256, 64, true},
-                                         {"MLA", 64, 512, 64, true},
-                                         {"GQA TP8", 8, 128, 0, false}};
+  std::vector<Variant> variants;
+  for (const Variant& v : {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},
+                           Variant{"MLA", 64, 512, 64, true}, Variant{"GQA TP8", 8, 128, 0, false}})
+    if (o.variants.empty() || std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
+      variants.push_back(v);
   std::map<std::pair<int64_t, int>, double> mlra_us;
   std::printf("%-11s %-10s %8s %6s %10s %9s %7s %9s\n", "variant", "kernel", "context", "batch",
               "time_us", "GB/s", "%copy", "MLA/MLRA");
@@ -247,6 +250,7 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--contexts-k", opts->contexts_k, "context lengths in units of 1024");
   sub->add_option("--batches", opts->batches, "batch sizes");
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
+  sub->add_option("--variants", opts->variants, "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\"");
   sub->callback([opts, &exit_code] {
     try {
       exit_code = run_bench(*opts);
