@@ -3,15 +3,22 @@
 # release tarball, a Docker stage): bin/ (wrappers that set LD_LIBRARY_PATH) and bin/.real/ (the
 # binaries), lib/ (every shared library ldd lists, except CUDA's and glibc's, which the target
 # provides), share/ (model assets and test data). Usage:
-#   scripts/bundle.sh [--no-share] [build_dir] [out_dir]
-# --no-share leaves share/ out (when the repository checkout travels with the bundle anyway).
+#   scripts/bundle.sh [--no-share] [--tar] [build_dir] [out_dir]
+# --no-share leaves share/ out (when the repository checkout travels with the bundle anyway);
+# --tar also writes out_dir.tar.xz (Debian's OpenBLAS alone is 36 MB uncompressed: the folder
+# exceeds 60 MB once mlra-serve's gRPC/OpenSSL come along; the .tar.xz is about 14 MB).
 set -euo pipefail
 
 with_share=1
-if [[ "${1:-}" == "--no-share" ]]; then
-  with_share=0
+with_tar=0
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in
+    --no-share) with_share=0 ;;
+    --tar) with_tar=1 ;;
+    *) echo "bundle: unknown option $1" >&2; exit 2 ;;
+  esac
   shift
-fi
+done
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/cuda}"
@@ -50,8 +57,13 @@ if (( with_share )); then
   [[ -d "$root/tests/data" ]] && cp -r "$root/tests/data" "$out/share/test_data"
 fi
 du -sh "$out"
+if (( with_tar )); then
+  tar -C "$(dirname "$out")" -cJf "$out.tar.xz" "$(basename "$out")"
+  du -sh "$out.tar.xz"
+  exit 0
+fi
 size_mb=$(du -sm "$out" | cut -f1)
 if (( size_mb > 60 )); then
-  echo "bundle: $out is ${size_mb} MB (limit 60)" >&2
+  echo "bundle: $out is ${size_mb} MB (limit 60); use --tar for a compressed bundle" >&2
   exit 1
 fi
