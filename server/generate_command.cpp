@@ -43,6 +43,9 @@ ServerConfig resolve_config(const GenerateArgs& a) {
   for (const auto& o : a.overrides) apply_config_override(config, o);
   if (config.model_dir.empty()) throw ConfigError("--model-dir (or --config) is required");
   validate_server_config(config);
+  if (!std::filesystem::is_directory(config.model_dir)) {
+    throw ConfigError(fmt::format("model_dir '{}' is not a folder", config.model_dir.string()));
+  }
   return config;
 }
 

@@ -72,6 +72,9 @@ ServerConfig resolve_config(const ServeArgs& a) {
   if (a.tp) set("tp", std::to_string(*a.tp));
   for (const auto& o : a.overrides) apply_config_override(config, o);
   validate_server_config(config);
+  if (!std::filesystem::is_directory(config.model_dir)) {
+    throw ConfigError(fmt::format("model_dir '{}' is not a folder", config.model_dir.string()));
+  }
   return config;
 }
 
