@@ -6,6 +6,7 @@
 #include "server/client_command.h"
 #include "server/generate_command.h"
 #include "server/inspect_command.h"
+#include "server/perplexity_command.h"
 #include "server/serve_command.h"
 #include "server/worker_command.h"
 
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   mlra::register_client_command(app, exit_code);
   mlra::register_generate_command(app, exit_code);
   mlra::register_inspect_command(app, exit_code);
+  mlra::register_perplexity_command(app, exit_code);
   mlra::register_worker_command(app, exit_code);
   try {
     app.parse(argc, argv);
