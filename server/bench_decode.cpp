@@ -1,0 +1,150 @@
+// Decode benchmark: builds the rank-0 Transformer of a TP plan on the CUDA backend from a
+// synthetic checkpoint, fills page tables for `batch` sequences of `context` tokens, and times
+// execute() of one decode token per sequence (host step preparation, upload, all layers, logits
+// download included). The cache content is whatever the allocator returned: timing only.
+#include "server/bench_decode.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kernels/backend.h"
+#include "kernels/communicator.h"
+#include "models/model_config.h"
+#include "models/shard_plan.h"
+#include "models/synthetic_checkpoint.h"
+#include "models/transformer.h"
+#ifdef MLRA_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace mlra {
+namespace {
+
+struct DecodeArgs {
+  std::vector<std::string> variants{"mlra_4", "mla", "gqa"};
+  std::vector<int> tps{1, 4};
+  std::vector<int> batches{1, 8, 64};
+  std::vector<int> contexts{1024, 32768};
+  int64_t max_cache_gb = 40;
+  int iters = 20;
+  std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
+};
+
+#ifdef MLRA_HAVE_CUDA
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  cudaMalloc(&a, bytes);
+  cudaMalloc(&b, bytes);
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t s, e;
+  cudaEventCreate(&s);
+  cudaEventCreate(&e);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(s);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e);
+    cudaEventSynchronize(e);
+    float t = 0;
+    cudaEventElapsedTime(&t, s, e);
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
+}
+
+int run_decode(const DecodeArgs& a) {
+  const double bw = copy_bandwidth_gbs();
+  fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
+  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>10} {:>10} {:>9} {:>10} {:>8}\n", "variant", "tp",
+             "batch", "ctx", "step_ms", "tok/s", "roof_ms", "x_roof", "cacheGB");
+  for (const auto& v : a.variants) {
+    const ModelConfig c = load_model_config(std::filesystem::path(a.config_dir) / v / "config.json",
+                                            *parse_variant(v));
+    auto ckpt = make_synthetic_checkpoint(c, 1234);
+    for (int tp : a.tps) {
+      if (!unsupported_tp_reason(c, tp).empty()) continue;
+      const ShardPlan plan = make_shard_plan(c, tp, 0);
+      int64_t max_tokens = 0;
+      for (int b : a.batches)
+        for (int ctx : a.contexts) max_tokens = std::max<int64_t>(max_tokens, int64_t(b) * ctx);
+      const int32_t ps = 64;
+      const int64_t bytes_per_token = plan.cache_width * c.n_layer * 2;
+      max_tokens = std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
+      auto backend = make_cuda_backend(0);
+      auto comm = make_single_rank_communicator();
+      Transformer model(c, plan, *ckpt, *backend, *comm, {ps, max_tokens / ps});
+      for (int b : a.batches)
+        for (int ctx : a.contexts) {
+          const int64_t pages_per_seq = (ctx + ps - 1) / ps;
+          if (int64_t(b) * pages_per_seq > max_tokens / ps) continue;
+          StepBatch s;
+          s.page_indptr.push_back(0);
+          for (int i = 0; i < b; ++i) {
+            for (int64_t p = 0; p < pages_per_seq; ++p) s.page_indices.push_back(int32_t(i * pages_per_seq + p));
+            s.page_indptr.push_back(int32_t(s.page_indices.size()));
+            s.tokens.push_back(1000 + i);
+            s.positions.push_back(ctx - 1);
+            s.token_seq.push_back(i);
+            s.slots.push_back(int32_t((i * pages_per_seq + (ctx - 1) / ps) * ps + (ctx - 1) % ps));
+            s.logit_rows.push_back(i);
+          }
+          std::vector<float> logits;
+          for (int w = 0; w < 3; ++w) model.forward(s, logits);
+          std::vector<double> ms;
+          for (int it = 0; it < a.iters; ++it) {
+            const auto t0 = std::chrono::steady_clock::now();
+            model.forward(s, logits);
+            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+          }
+          std::sort(ms.begin(), ms.end());
+          const double med = ms[ms.size() / 2];
+          const double cache_bytes = double(b) * ctx * double(bytes_per_token);
+          const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3;
+          fmt::print("{:<7} {:>3} {:>6} {:>6} {:>10.3f} {:>10.0f} {:>9.3f} {:>10.2f} {:>8.2f}\n", v,
+                     tp, b, ctx, med, b / med * 1e3, roof, med / roof, cache_bytes / 1e9);
+          std::fflush(stdout);
+        }
+    }
+  }
+  return 0;
+}
+#else
+int run_decode(const DecodeArgs&) {
+  std::fprintf(stderr, "mlra-bench decode: built without CUDA\n");
+  return 1;
+}
+#endif
+
+}  // namespace
+
+void register_bench_decode(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<DecodeArgs>();
+  CLI::App* cmd = app.add_subcommand("decode", "2.9B decode step time per TP rank share vs roofline");
+  cmd->add_option("--variants", args->variants, "variants (configs/2.9b/<v>)");
+  cmd->add_option("--tp", args->tps, "TP degrees (rank 0's share is timed)");
+  cmd->add_option("--batch", args->batches, "batch sizes");
+  cmd->add_option("--context", args->contexts, "context lengths");
+  cmd->add_option("--iters", args->iters, "timed steps per point");
+  cmd->add_option("--max-cache-gb", args->max_cache_gb, "cache memory cap");
+  cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
+  cmd->callback([args, &exit_code] {
+    try {
+      exit_code = run_decode(*args);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mlra-bench decode: %s\n", e.what());
+      exit_code = 1;
+    }
+  });
+}
+
+}  // namespace mlra
