@@ -3,6 +3,7 @@
 
 #include "server/bench_attention.h"
 #include "server/bench_control.h"
+#include "server/bench_cpu.h"
 #include "server/bench_decode.h"
 
 int main(int argc, char** argv) {
@@ -11,6 +12,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   mlra::register_bench_attention(app, exit_code);
   mlra::register_bench_control(app, exit_code);
+  mlra::register_bench_cpu(app, exit_code);
   mlra::register_bench_decode(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
