@@ -55,9 +55,11 @@ int print_json(const google::protobuf::Message& message) {
 
 void print_summary(const std::string& id, v1::FinishReason reason, const v1::Usage& usage,
                    const std::vector<int32_t>& ids, bool show_ids) {
-  fmt::print(stderr, "\n[request_id={} finish_reason={} prompt_tokens={} completion_tokens={} "
-             "cached_prompt_tokens={}]\n", id, v1::FinishReason_Name(reason),
-             usage.prompt_tokens(), usage.completion_tokens(), usage.cached_prompt_tokens());
+  fmt::print(stderr,
+             "\n[request_id={} finish_reason={} prompt_tokens={} completion_tokens={} "
+             "cached_prompt_tokens={}]\n",
+             id, v1::FinishReason_Name(reason), usage.prompt_tokens(), usage.completion_tokens(),
+             usage.cached_prompt_tokens());
   if (show_ids) fmt::print(stderr, "[token_ids={}]\n", fmt::join(ids, ","));
 }
 
@@ -140,8 +142,8 @@ void register_client_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("client", "talk to a running mlra-serve over gRPC");
   cmd->add_option("--addr,-a", args->addr, "server address host:port")->capture_default_str();
   auto* prompt = cmd->add_option("--prompt", args->prompt, "prompt text");
-  auto* ids = cmd->add_option("--token-ids", args->token_ids, "prompt as token ids")
-                  ->delimiter(',');
+  auto* ids =
+      cmd->add_option("--token-ids", args->token_ids, "prompt as token ids")->delimiter(',');
   prompt->excludes(ids);
   cmd->add_option("--request-id", args->request_id, "client request id (echoed back)");
   add_sampling_flags(*cmd, args->sampling);
@@ -160,9 +162,9 @@ void register_client_command(CLI::App& app, int& exit_code) {
       ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] {
     const ClientArgs& a = *args;
-    if (!a.health && !a.info && !a.stats && !a.list_services && !a.prompt &&
-        a.token_ids.empty()) {
-      throw CLI::ValidationError("client", "give --prompt or --token-ids (or --health, --info, "
+    if (!a.health && !a.info && !a.stats && !a.list_services && !a.prompt && a.token_ids.empty()) {
+      throw CLI::ValidationError("client",
+                                 "give --prompt or --token-ids (or --health, --info, "
                                  "--stats, --list-services)");
     }
     exit_code = run_client(a);

@@ -22,8 +22,8 @@ struct HealthResult {
 };
 
 // Health/Check for `service` ("" = the whole server).
-HealthResult check_health(const std::shared_ptr<grpc::Channel>& channel,
-                          const std::string& service, std::chrono::milliseconds timeout);
+HealthResult check_health(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                          std::chrono::milliseconds timeout);
 
 // Fully qualified names of the services listed by server reflection (v1alpha).
 grpc::Status list_services(const std::shared_ptr<grpc::Channel>& channel,

@@ -37,7 +37,9 @@ GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions option
   health_thread_ = std::thread([this] { monitor_health(); });
 }
 
-GrpcServer::~GrpcServer() { shutdown(std::chrono::milliseconds(0)); }
+GrpcServer::~GrpcServer() {
+  shutdown(std::chrono::milliseconds(0));
+}
 
 void GrpcServer::set_serving(bool serving) {
   if (serving_ == static_cast<int>(serving)) return;

@@ -20,7 +20,7 @@
 namespace mlra {
 
 struct GrpcServerOptions {
-  std::string address = "0.0.0.0:50051";  // "host:0" picks a free port
+  std::string address = "0.0.0.0:50051";    // "host:0" picks a free port
   int max_receive_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
   int max_threads = 512;  // one per active call (sync API); beyond: RESOURCE_EXHAUSTED
   std::chrono::milliseconds health_poll{100};

@@ -208,7 +208,9 @@ grpc::Status MlraService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   return grpc::Status::OK;
 }
 
-void MlraService::stop_admitting() { admitting_ = false; }
+void MlraService::stop_admitting() {
+  admitting_ = false;
+}
 
 int64_t MlraService::in_flight() const {
   std::lock_guard lock(flight_mutex_);

@@ -26,7 +26,7 @@ struct ServiceOptions {
   ServingLabels labels;
   size_t max_request_id_bytes = 256;
   size_t max_stop_string_bytes = 256;
-  std::chrono::milliseconds poll_interval{20};  // how often a waiting call checks IsCancelled
+  std::chrono::milliseconds poll_interval{20};   // how often a waiting call checks IsCancelled
   std::chrono::milliseconds cancel_wait{30000};  // a cancelled call waits this long for the end
 };
 

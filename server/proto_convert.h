@@ -27,8 +27,7 @@ struct ServingLabels {
   std::string dtype = "fp32";
 };
 
-void fill_model_info(const Engine& engine, const ServingLabels& labels,
-                     v1::ModelInfoResponse* out);
+void fill_model_info(const Engine& engine, const ServingLabels& labels, v1::ModelInfoResponse* out);
 void fill_stats(const EngineStats& stats, bool healthy, v1::StatsResponse* out);
 
 // The gRPC status of an engine-side rejection (validate/submit): same code, same message.

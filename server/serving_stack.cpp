@@ -43,9 +43,10 @@ ServingStack build_serving_stack(const ServerConfig& config) {
                config.backend, config.tp);
   std::unique_ptr<ModelRunner> runner = make_runner(runner_options(config));
   const RunnerInfo info = runner->info();
-  spdlog::info("model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
-               "bytes/rank", info.num_pages, info.page_size, info.cache_bytes_per_token,
-               info.weight_bytes_per_rank);
+  spdlog::info(
+      "model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
+      "bytes/rank",
+      info.num_pages, info.page_size, info.cache_bytes_per_token, info.weight_bytes_per_rank);
   stack.engine =
       std::make_unique<Engine>(std::move(runner), *stack.tokenizer, engine_options(config));
   stack.labels.mla_tp_mode = config.mla_tp_mode;

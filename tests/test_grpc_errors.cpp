@@ -30,8 +30,8 @@ std::vector<BadCase> bad_cases() {
   return {
       {"no prompt", [](auto& r) { r.clear_prompt(); }, C::INVALID_ARGUMENT, "prompt"},
       {"empty text", [](auto& r) { r.set_text(""); }, C::INVALID_ARGUMENT, "prompt is empty"},
-      {"empty token ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); },
-       C::INVALID_ARGUMENT, "prompt is empty"},
+      {"empty token ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); }, C::INVALID_ARGUMENT,
+       "prompt is empty"},
       {"token id past vocab", [](auto& r) { r.mutable_token_ids()->add_ids(280); },
        C::INVALID_ARGUMENT, "vocabulary"},
       {"negative token id", [](auto& r) { r.mutable_token_ids()->set_ids(0, -1); },
@@ -45,8 +45,8 @@ std::vector<BadCase> bad_cases() {
        C::OUT_OF_RANGE, "context"},
       {"max_tokens 0", [=](auto& r) { sp(r)->set_max_tokens(0); }, C::INVALID_ARGUMENT,
        "max_tokens"},
-      {"negative temperature", [=](auto& r) { sp(r)->set_temperature(-0.5f); },
-       C::INVALID_ARGUMENT, "temperature"},
+      {"negative temperature", [=](auto& r) { sp(r)->set_temperature(-0.5f); }, C::INVALID_ARGUMENT,
+       "temperature"},
       {"NaN temperature", [=](auto& r) { sp(r)->set_temperature(nan); }, C::INVALID_ARGUMENT,
        "temperature"},
       {"top_p 0", [=](auto& r) { sp(r)->set_top_p(0.0f); }, C::INVALID_ARGUMENT, "top_p"},
@@ -59,8 +59,7 @@ std::vector<BadCase> bad_cases() {
        C::INVALID_ARGUMENT, "frequency_penalty"},
       {"presence_penalty -3", [=](auto& r) { sp(r)->set_presence_penalty(-3.0f); },
        C::INVALID_ARGUMENT, "presence_penalty"},
-      {"logprobs 21", [=](auto& r) { sp(r)->set_logprobs(21); }, C::INVALID_ARGUMENT,
-       "logprobs"},
+      {"logprobs 21", [=](auto& r) { sp(r)->set_logprobs(21); }, C::INVALID_ARGUMENT, "logprobs"},
       {"17 stop strings",
        [=](auto& r) {
          for (int i = 0; i < 17; ++i) sp(r)->add_stop(std::to_string(i).append("-stop"));
@@ -77,7 +76,9 @@ std::vector<BadCase> bad_cases() {
   };
 }
 
-v1::GenerateRequest valid_request() { return token_request({5, 6, 7, 8}, 4); }
+v1::GenerateRequest valid_request() {
+  return token_request({5, 6, 7, 8}, 4);
+}
 
 }  // namespace
 

@@ -156,8 +156,7 @@ TEST_CASE("e2e: 32 concurrent greedy requests give the tokens each gives alone (
   CHECK(wait_until_idle(*s.engine));
 }
 
-TEST_CASE("e2e: 32 concurrent greedy requests equal each alone (tiny MLRA-4, CPU)",
-          "[e2e][tiny]") {
+TEST_CASE("e2e: 32 concurrent greedy requests equal each alone (tiny MLRA-4, CPU)", "[e2e][tiny]") {
   ServerUnderTest s(tiny_mlra4_runner());
   const auto prompts = random_prompts(32, 512, 13);
   std::vector<v1::GenerateRequest> requests;
@@ -232,7 +231,8 @@ TEST_CASE("e2e: logprobs are the fake model's log-softmax, top-n sorted", "[e2e]
     CHECK(lp.logprob() == Approx(ref(lp.token_id())).margin(1e-4));
     REQUIRE(lp.top_size() == 3);
     CHECK(lp.top(0).token_id() == lp.token_id());  // greedy: the chosen token is the best
-    for (int k = 0; k < 3; ++k) CHECK(lp.top(k).logprob() == Approx(ref(lp.top(k).token_id())).margin(1e-4));
+    for (int k = 0; k < 3; ++k)
+      CHECK(lp.top(k).logprob() == Approx(ref(lp.top(k).token_id())).margin(1e-4));
     CHECK(lp.top(0).logprob() >= lp.top(1).logprob());
     CHECK(lp.top(1).logprob() >= lp.top(2).logprob());
     history.push_back(lp.token_id());
@@ -287,12 +287,10 @@ TEST_CASE("e2e: the Cancel RPC ends another client's stream with CANCELLED", "[e
 TEST_CASE("e2e: shutdown drains short requests and aborts long ones", "[e2e]") {
   ServerUnderTest s(fake_runner(256, 5ms));
   const auto prompts = random_prompts(2, 280, 31);
-  auto long_call = std::async(std::launch::async, [&] {
-    return generate(*s.stub, token_request(prompts[0], 240));
-  });
-  auto short_call = std::async(std::launch::async, [&] {
-    return generate(*s.stub, token_request(prompts[1], 10));
-  });
+  auto long_call = std::async(std::launch::async,
+                              [&] { return generate(*s.stub, token_request(prompts[0], 240)); });
+  auto short_call = std::async(std::launch::async,
+                               [&] { return generate(*s.stub, token_request(prompts[1], 10)); });
   REQUIRE(wait_for_stats(*s.engine, [](const EngineStats& st) { return st.running == 2; }));
 
   auto stopper = std::async(std::launch::async, [&] { s.server->shutdown(600ms); });

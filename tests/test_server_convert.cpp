@@ -89,9 +89,9 @@ TEST_CASE("append_chunk: tokens, text and logprobs accumulate; finish fields onl
 }
 
 TEST_CASE("finish reasons round-trip through the wire enum", "[server]") {
-  for (FinishReason f : {FinishReason::kNone, FinishReason::kLength, FinishReason::kStop,
-                         FinishReason::kEos, FinishReason::kCancelled, FinishReason::kAborted,
-                         FinishReason::kError}) {
+  for (FinishReason f :
+       {FinishReason::kNone, FinishReason::kLength, FinishReason::kStop, FinishReason::kEos,
+        FinishReason::kCancelled, FinishReason::kAborted, FinishReason::kError}) {
     CHECK(from_proto(to_proto(f)) == f);
   }
 }
