@@ -9,9 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${MLRA_PORT:-50051}"
-# The default config serves the tiny test model, whose vocabulary is GPT-2's first 512 ids:
-# this prompt encodes inside it (and is ordinary text for a full model).
-prompt="${MLRA_PROMPT:- that is all we have to do for you at the}"
+# The default config serves the small trained MLRA-4 model (models/default/README.md).
+prompt="${MLRA_PROMPT:-Once upon a time}"
 max_tokens="${MLRA_MAX_TOKENS:-32}"
 bin="${MLRA_BUILD_DIR:-build/cpu}/server/mlra-serve"
 
