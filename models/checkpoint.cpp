@@ -7,8 +7,8 @@
 #include <fstream>
 #include <set>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "models/mapped_file.h"
 #include "models/safetensors_file.h"
@@ -61,10 +61,10 @@ void convert_run(const std::byte* src, DType dtype, int64_t stride, int64_t n, f
   }
 }
 
-
 class FolderCheckpoint final : public Checkpoint {
  public:
-  FolderCheckpoint(fs::path dir, std::string format) : dir_(std::move(dir)), format_(std::move(format)) {}
+  FolderCheckpoint(fs::path dir, std::string format)
+      : dir_(std::move(dir)), format_(std::move(format)) {}
 
   const fs::path& dir() const override { return dir_; }
   std::vector<std::string> names() const override {
@@ -105,7 +105,8 @@ class FolderCheckpoint final : public Checkpoint {
     const bool bin = format_ == "pytorch-bin";
     for (const auto& f : file_names) {
       files_.push_back(std::make_unique<MappedFile>(dir_ / f));
-      const auto tensors = bin ? index_torch_bin(*files_.back(), f) : index_safetensors(*files_.back(), f);
+      const auto tensors =
+          bin ? index_torch_bin(*files_.back(), f) : index_safetensors(*files_.back(), f);
       size_t ignored = 0;
       for (const auto& t : tensors) {
         if (!weight_map.empty()) {
@@ -118,7 +119,8 @@ class FolderCheckpoint final : public Checkpoint {
         if (!tensors_.emplace(t.name, t).second)
           throw CheckpointError(f + ": tensor '" + t.name + "' appears in two files");
       }
-      if (ignored) spdlog::warn("{}: {} tensors not listed for this file in the index, ignored", f, ignored);
+      if (ignored)
+        spdlog::warn("{}: {} tensors not listed for this file in the index, ignored", f, ignored);
       done += files_.back()->size();
       if (progress) progress(done, total, tensors_.size());
     }
@@ -148,7 +150,8 @@ std::map<std::string, std::string> read_weight_map(const fs::path& index) {
     throw CheckpointError(index.string() + ": no 'weight_map' object");
   std::map<std::string, std::string> out;
   for (const auto& [name, file] : j["weight_map"].items()) {
-    if (!file.is_string()) throw CheckpointError(index.string() + ": weight_map['" + name + "'] is not a string");
+    if (!file.is_string())
+      throw CheckpointError(index.string() + ": weight_map['" + name + "'] is not a string");
     const std::string f = file.get<std::string>();
     if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
       throw CheckpointError(index.string() + ": bad shard file name '" + f + "'");
@@ -209,9 +212,9 @@ std::vector<float> Checkpoint::read_f32(const std::string& name,
   for (size_t d = 0; d < rank; ++d) {
     const auto [b, e] = ranges[d];
     if (b < 0 || b > e || e > t.shape[d])
-      throw CheckpointError(t.file + ": tensor '" + name + "': range [" + std::to_string(b) +
-                            ", " + std::to_string(e) + ") out of dim " + std::to_string(d) +
-                            " of size " + std::to_string(t.shape[d]));
+      throw CheckpointError(t.file + ": tensor '" + name + "': range [" + std::to_string(b) + ", " +
+                            std::to_string(e) + ") out of dim " + std::to_string(d) + " of size " +
+                            std::to_string(t.shape[d]));
     count *= e - b;
   }
   std::vector<float> out(static_cast<size_t>(count));

@@ -26,10 +26,10 @@ struct CheckpointError : std::runtime_error {
 
 struct TensorInfo {
   std::string name;
-  std::string file;              // shard file name the tensor lives in
-  DType dtype = DType::kF32;     // kF32, kBF16 or kF16
+  std::string file;           // shard file name the tensor lives in
+  DType dtype = DType::kF32;  // kF32, kBF16 or kF16
   std::vector<int64_t> shape;
-  std::vector<int64_t> strides;  // in elements
+  std::vector<int64_t> strides;     // in elements
   const std::byte* data = nullptr;  // first element (storage base + storage offset), mmapped
   // Identifies the underlying storage ("<file>:<storage key>" or "<file>:@<byte offset>"): tied
   // weights (transformer.wte / lm_head) share one, so a loader can upload the matrix once.

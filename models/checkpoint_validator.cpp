@@ -27,10 +27,9 @@ void validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& config) {
                             shape_string(spec.shape));
   }
   if (!missing.empty())
-    throw CheckpointError(ckpt.dir().string() + ": missing tensor " + missing.front() + " of " +
-                          v + (missing.size() > 1
-                                   ? " (and " + std::to_string(missing.size() - 1) + " more)"
-                                   : ""));
+    throw CheckpointError(
+        ckpt.dir().string() + ": missing tensor " + missing.front() + " of " + v +
+        (missing.size() > 1 ? " (and " + std::to_string(missing.size() - 1) + " more)" : ""));
   for (const auto& name : ckpt.names())
     if (!known.count(name))
       throw CheckpointError(ckpt.info(name).file + ": unexpected tensor '" + name + "' " +

@@ -33,10 +33,11 @@ LoadedModel load_model(const std::filesystem::path& dir, const Variant& variant)
   validate_checkpoint(*m.checkpoint, m.config);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("loaded {} ({}, {} files, {} tensors, {:.2f} GB mapped) as {}: {} parameters, {:.0f} ms",
-               dir.string(), m.checkpoint->format(), m.checkpoint->files().size(),
-               m.checkpoint->names().size(), m.checkpoint->total_bytes() / 1e9,
-               variant.name(), m.config.param_count(), ms);
+  spdlog::info(
+      "loaded {} ({}, {} files, {} tensors, {:.2f} GB mapped) as {}: {} parameters, {:.0f} ms",
+      dir.string(), m.checkpoint->format(), m.checkpoint->files().size(),
+      m.checkpoint->names().size(), m.checkpoint->total_bytes() / 1e9, variant.name(),
+      m.config.param_count(), ms);
   return m;
 }
 

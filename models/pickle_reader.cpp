@@ -15,15 +15,27 @@
 namespace mlra {
 namespace {
 
-enum class VKind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
+enum class VKind {
+  kNone,
+  kBool,
+  kInt,
+  kFloat,
+  kString,
+  kTuple,
+  kList,
+  kDict,
+  kGlobal,
+  kStorage,
+  kTensor
+};
 
 struct Value {
   VKind kind = VKind::kNone;
   int64_t i = 0;
   double f = 0;
-  std::string s;               // string, or "module.name" of a global
-  std::vector<Value*> items;   // tuple/list elements; dict: key0, value0, key1, value1, ...
-  int depth = 0;               // container nesting below this value
+  std::string s;              // string, or "module.name" of a global
+  std::vector<Value*> items;  // tuple/list elements; dict: key0, value0, key1, value1, ...
+  int depth = 0;              // container nesting below this value
   PickledStorage storage;
   PickledTensor tensor;
 };
@@ -36,10 +48,14 @@ constexpr const char* kRebuildParamState = "torch._utils._rebuild_parameter_with
 // torch._tensor._rebuild_from_type_v2 is deliberately absent: it rebuilds tensor subclasses by
 // calling an arbitrary pickled type, and a state_dict of plain tensors never contains it.
 bool storage_dtype(const std::string& global, DType& out) {
-  if (global == "torch.FloatStorage") out = DType::kF32;
-  else if (global == "torch.BFloat16Storage") out = DType::kBF16;
-  else if (global == "torch.HalfStorage") out = DType::kF16;
-  else return false;
+  if (global == "torch.FloatStorage")
+    out = DType::kF32;
+  else if (global == "torch.BFloat16Storage")
+    out = DType::kBF16;
+  else if (global == "torch.HalfStorage")
+    out = DType::kF16;
+  else
+    return false;
   return true;
 }
 
@@ -187,7 +203,8 @@ Value* Unpickler::persistent_load(Value* pid) {
 Value* Unpickler::rebuild_tensor(const std::vector<Value*>& a) {
   // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
   if (a.size() != 6 && a.size() != 7) throw error("_rebuild_tensor_v2 takes 6 or 7 arguments");
-  if (a[0]->kind != VKind::kStorage) throw error("_rebuild_tensor_v2: first argument not a storage");
+  if (a[0]->kind != VKind::kStorage)
+    throw error("_rebuild_tensor_v2: first argument not a storage");
   auto int_tuple = [&](const Value* v, const char* what) {
     if (v->kind != VKind::kTuple) throw error(std::string("_rebuild_tensor_v2: bad ") + what);
     std::vector<int64_t> out;
@@ -246,26 +263,44 @@ void Unpickler::step(uint8_t op) {
   switch (op) {
     case 0x80: {  // PROTO
       const uint64_t proto = take_uint(1);
-      if (proto < 2 || proto > 5) throw error("unsupported pickle protocol " + std::to_string(proto));
+      if (proto < 2 || proto > 5)
+        throw error("unsupported pickle protocol " + std::to_string(proto));
       break;
     }
-    case 0x95: take(8); break;  // FRAME: framing is irrelevant for an in-memory buffer
-    case '}': push(make(VKind::kDict)); break;
-    case ']': push(make(VKind::kList)); break;
-    case ')': push(make(VKind::kTuple)); break;
+    case 0x95:
+      take(8);
+      break;  // FRAME: framing is irrelevant for an in-memory buffer
+    case '}':
+      push(make(VKind::kDict));
+      break;
+    case ']':
+      push(make(VKind::kList));
+      break;
+    case ')':
+      push(make(VKind::kTuple));
+      break;
     case '(':
-      if (static_cast<int>(marks_.size()) >= limits_.max_depth) throw error("MARK nesting too deep");
+      if (static_cast<int>(marks_.size()) >= limits_.max_depth)
+        throw error("MARK nesting too deep");
       marks_.push_back(stack_.size());
       break;
-    case 'X': case 0x8c: case 0x8d: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+    case 'X':
+    case 0x8c:
+    case 0x8d: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
       const uint64_t n = take_uint(op == 'X' ? 4 : op == 0x8c ? 1 : 8);
       const std::byte* p = take(n);
       push(make_string(std::string(reinterpret_cast<const char*>(p), n)));
       break;
     }
-    case 'J': push(make_int(static_cast<int32_t>(take_uint(4)))); break;
-    case 'K': push(make_int(static_cast<int64_t>(take_uint(1)))); break;
-    case 'M': push(make_int(static_cast<int64_t>(take_uint(2)))); break;
+    case 'J':
+      push(make_int(static_cast<int32_t>(take_uint(4))));
+      break;
+    case 'K':
+      push(make_int(static_cast<int64_t>(take_uint(1))));
+      break;
+    case 'M':
+      push(make_int(static_cast<int64_t>(take_uint(2))));
+      break;
     case 0x8a: {  // LONG1: little-endian two's complement of n bytes
       const uint64_t n = take_uint(1);
       if (n > 8) throw error("LONG1 wider than 64 bits");
@@ -283,15 +318,22 @@ void Unpickler::step(uint8_t op) {
       push(v);
       break;
     }
-    case 0x88: case 0x89: {
+    case 0x88:
+    case 0x89: {
       Value* v = make(VKind::kBool);
       v->i = op == 0x88;
       push(v);
       break;
     }
-    case 'N': push(make(VKind::kNone)); break;
-    case 't': push(make_tuple(pop_to_mark())); break;
-    case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+    case 'N':
+      push(make(VKind::kNone));
+      break;
+    case 't':
+      push(make_tuple(pop_to_mark()));
+      break;
+    case 0x85:
+    case 0x86:
+    case 0x87: {  // TUPLE1..3
       std::vector<Value*> items(op - 0x84);
       for (size_t k = items.size(); k-- > 0;) items[k] = pop();
       push(make_tuple(items));
@@ -316,12 +358,24 @@ void Unpickler::step(uint8_t op) {
       push(reduce(callable, args));
       break;
     }
-    case 'Q': push(persistent_load(pop())); break;
-    case 'q': memo_put(take_uint(1)); break;
-    case 'r': memo_put(take_uint(4)); break;
-    case 0x94: memo_put(memo_.size()); break;
-    case 'h': push(memo_get(take_uint(1))); break;
-    case 'j': push(memo_get(take_uint(4))); break;
+    case 'Q':
+      push(persistent_load(pop()));
+      break;
+    case 'q':
+      memo_put(take_uint(1));
+      break;
+    case 'r':
+      memo_put(take_uint(4));
+      break;
+    case 0x94:
+      memo_put(memo_.size());
+      break;
+    case 'h':
+      push(memo_get(take_uint(1)));
+      break;
+    case 'j':
+      push(memo_get(take_uint(4)));
+      break;
     case 's': {
       Value* v = pop();
       Value* k = pop();
@@ -348,7 +402,9 @@ void Unpickler::step(uint8_t op) {
       if (top()->kind != VKind::kDict) throw error("BUILD on a non-dict object");
       break;
     }
-    case '.': stopped_ = true; break;
+    case '.':
+      stopped_ = true;
+      break;
     default: {
       char buf[64];
       std::snprintf(buf, sizeof buf, "unsupported pickle opcode 0x%02x", op);
@@ -379,7 +435,8 @@ std::vector<PickledTensor> unpickle_state_dict(std::span<const std::byte> pickle
   for (size_t k = 0; k + 1 < root->items.size(); k += 2) {
     const Value* key = root->items[k];
     const Value* val = root->items[k + 1];
-    if (key->kind != VKind::kString) throw CheckpointError(label + ": state_dict key is not a string");
+    if (key->kind != VKind::kString)
+      throw CheckpointError(label + ": state_dict key is not a string");
     if (val->kind != VKind::kTensor)
       throw CheckpointError(label + ": state_dict entry '" + key->s + "' is not a tensor");
     if (!seen.insert(key->s).second)

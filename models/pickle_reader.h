@@ -32,10 +32,10 @@ struct PickledTensor {
 
 // Limits against hostile input; real state_dict pickles stay far below them.
 struct PickleLimits {
-  int max_depth = 64;             // container nesting and MARK nesting
-  size_t max_stack = 1u << 20;    // values on the stack
-  size_t max_values = 1u << 22;   // values created in total
-  size_t max_memo = 1u << 20;     // memo entries
+  int max_depth = 64;            // container nesting and MARK nesting
+  size_t max_stack = 1u << 20;   // values on the stack
+  size_t max_values = 1u << 22;  // values created in total
+  size_t max_memo = 1u << 20;    // memo entries
 };
 
 // Parses the pickle into its state_dict entries, in pickle order. `label` prefixes every error.

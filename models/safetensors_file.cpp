@@ -41,9 +41,9 @@ std::vector<TensorInfo> index_safetensors(const MappedFile& file, const std::str
   for (const auto& [name, e] : header.items()) {
     if (name == "__metadata__") continue;
     const std::string where = label + ": tensor '" + name + "'";
-    if (!e.is_object() || !e.contains("dtype") || !e["dtype"].is_string() ||
-        !e.contains("shape") || !e["shape"].is_array() || !e.contains("data_offsets") ||
-        !e["data_offsets"].is_array() || e["data_offsets"].size() != 2)
+    if (!e.is_object() || !e.contains("dtype") || !e["dtype"].is_string() || !e.contains("shape") ||
+        !e["shape"].is_array() || !e.contains("data_offsets") || !e["data_offsets"].is_array() ||
+        e["data_offsets"].size() != 2)
       throw CheckpointError(where + ": malformed header entry");
     TensorInfo t;
     t.name = name;

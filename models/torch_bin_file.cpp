@@ -47,8 +47,8 @@ std::vector<TensorInfo> index_torch_bin(const MappedFile& file, const std::strin
     // pickle_reader checked the view against the declared numel; check numel against the bytes.
     if (static_cast<uint64_t>(p.storage.numel) > bytes.size() / elem)
       throw CheckpointError(label + ": tensor '" + p.name + "': storage '" + p.storage.key +
-                            "' declares " + std::to_string(p.storage.numel) + " elements but holds " +
-                            std::to_string(bytes.size()) + " bytes");
+                            "' declares " + std::to_string(p.storage.numel) +
+                            " elements but holds " + std::to_string(bytes.size()) + " bytes");
     TensorInfo t;
     t.name = p.name;
     t.file = label;

@@ -24,12 +24,16 @@ InferredVariant latent_bare(const Checkpoint& c, const std::vector<int64_t>& kvb
                           " is not [4, d_c, heads*2*d_c] with a matching attn.c_proj");
   const int64_t n_head = (*proj)[1] / kvb[1], per_latent = kvb[2] / (2 * kvb[1]);
   InferredVariant r;
-  const std::string ev = what + ": " + std::to_string(per_latent) + " heads per latent of " +
-                         std::to_string(n_head);
-  if (per_latent * 4 == n_head) r.variant.kind = AttentionKind::kGla4, r.evidence = ev + " (n_head/4)";
-  else if (per_latent * 2 == n_head) r.variant.kind = AttentionKind::kMlra2, r.evidence = ev + " (n_head/2)";
-  else if (per_latent == n_head) r.variant.kind = AttentionKind::kMlra4, r.evidence = ev + " (n_head)";
-  else throw CheckpointError(c.dir().string() + ": " + ev + " matches no latent variant");
+  const std::string ev =
+      what + ": " + std::to_string(per_latent) + " heads per latent of " + std::to_string(n_head);
+  if (per_latent * 4 == n_head)
+    r.variant.kind = AttentionKind::kGla4, r.evidence = ev + " (n_head/4)";
+  else if (per_latent * 2 == n_head)
+    r.variant.kind = AttentionKind::kMlra2, r.evidence = ev + " (n_head/2)";
+  else if (per_latent == n_head)
+    r.variant.kind = AttentionKind::kMlra4, r.evidence = ev + " (n_head)";
+  else
+    throw CheckpointError(c.dir().string() + ": " + ev + " matches no latent variant");
   return r;
 }
 
@@ -37,7 +41,10 @@ InferredVariant latent_bare(const Checkpoint& c, const std::vector<int64_t>& kvb
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
   return s + "]";
 }
 
@@ -59,9 +66,12 @@ InferredVariant infer_variant(const Checkpoint& c, int64_t kv_head_dim) {
     const int64_t k_rows = (*k)[0], q_rows = (*shape_of(c, "c_q.weight"))[0];
     const std::string ev = "attn.c_k.weight " + shape_string(*k) + " vs attn.c_q.weight rows " +
                            std::to_string(q_rows);
-    if (k_rows == q_rows) r = {{AttentionKind::kMha}, ev + " (one KV head per query head)"};
-    else if (k_rows == kv_head_dim) r = {{AttentionKind::kMqa}, ev + " (one KV head)"};
-    else r = {{AttentionKind::kGqa}, ev + " (grouped KV heads)"};
+    if (k_rows == q_rows)
+      r = {{AttentionKind::kMha}, ev + " (one KV head per query head)"};
+    else if (k_rows == kv_head_dim)
+      r = {{AttentionKind::kMqa}, ev + " (one KV head)"};
+    else
+      r = {{AttentionKind::kGqa}, ev + " (grouped KV heads)"};
   } else {
     throw CheckpointError(c.dir().string() + ": no recognisable attention tensors under " + kAttn);
   }

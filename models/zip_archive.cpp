@@ -94,7 +94,8 @@ void ZipArchive::read_directory() {
     const uint64_t comment_len = load_u16(base + p + 32);
     uint64_t local = load_u32(base + p + 42);
     const uint64_t var_len = name_len + extra_len + comment_len;
-    if (cd_end - p - kCentralSize < var_len) throw fail("central header #" + std::to_string(i) + " overruns directory");
+    if (cd_end - p - kCentralSize < var_len)
+      throw fail("central header #" + std::to_string(i) + " overruns directory");
     const std::string name(reinterpret_cast<const char*>(base + p + kCentralSize), name_len);
 
     // Zip64 extended information: only the fields whose 32-bit slot is saturated, in order.
@@ -118,9 +119,9 @@ void ZipArchive::read_directory() {
     }
     if (flags & 0x1) throw fail("entry '" + name + "' is encrypted");
     if (method != 0)
-      throw CheckpointError(label_ + ": zip entry '" + name + "' is compressed (method " +
-                            std::to_string(method) +
-                            "); torch.save writes stored entries only, re-save without compression");
+      throw CheckpointError(
+          label_ + ": zip entry '" + name + "' is compressed (method " + std::to_string(method) +
+          "); torch.save writes stored entries only, re-save without compression");
     if (comp != uncomp) throw fail("stored entry '" + name + "' has differing sizes");
 
     if (!inside(local, kLocalSize) || load_u32(base + local) != kLocalSig)

@@ -20,7 +20,7 @@ class ZipArchive {
 
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
   std::span<const std::byte> entry(const std::string& name) const;  // throws when absent
-  std::vector<std::string> names() const;                            // sorted
+  std::vector<std::string> names() const;                           // sorted
 
  private:
   void read_directory();

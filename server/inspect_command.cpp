@@ -8,8 +8,8 @@
 #include <memory>
 #include <stdexcept>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "models/cache_shape.h"
@@ -32,26 +32,26 @@ std::string dh_text(int64_t lo, int64_t hi) {
 }
 
 void print_dims(const ModelConfig& c, std::ostream& out) {
-  out << fmt::format("dims        n_layer {}, n_head {}, n_embd {}, intermediate_size {}, vocab {}, block {}\n",
-                     c.n_layer, c.n_head, c.n_embd, c.intermediate_size, c.vocab_size, c.block_size);
+  out << fmt::format(
+      "dims        n_layer {}, n_head {}, n_embd {}, intermediate_size {}, vocab {}, block {}\n",
+      c.n_layer, c.n_head, c.n_embd, c.intermediate_size, c.vocab_size, c.block_size);
   if (c.variant.is_latent())
-    out << fmt::format("attention   q_lora_rank {}, kv_lora_rank {} ({} latent(s) x {}), qk_nope {}, "
-                       "qk_rope {}, q_scale {:.5f}, kv_scale {:.5f}, softmax_scale {:.7f}\n",
-                       c.q_lora_rank, c.kv_lora_rank, c.num_latents(), c.latent_dim(),
-                       c.qk_nope_head_dim, c.qk_rope_head_dim, c.q_scale(), c.kv_scale(),
-                       c.softmax_scale());
+    out << fmt::format(
+        "attention   q_lora_rank {}, kv_lora_rank {} ({} latent(s) x {}), qk_nope {}, "
+        "qk_rope {}, q_scale {:.5f}, kv_scale {:.5f}, softmax_scale {:.7f}\n",
+        c.q_lora_rank, c.kv_lora_rank, c.num_latents(), c.latent_dim(), c.qk_nope_head_dim,
+        c.qk_rope_head_dim, c.q_scale(), c.kv_scale(), c.softmax_scale());
   else
-    out << fmt::format("attention   head_dim {}, kv heads {}{}{}, softmax_scale {:.7f}\n", c.head_dim,
-                       c.num_kv_heads(),
-                       c.share_q_dim ? fmt::format(", share_q_dim {}", c.share_q_dim) : "",
-                       c.rank ? fmt::format(", rank {}, q_rank {}", c.rank, c.q_rank) : "",
-                       c.softmax_scale());
+    out << fmt::format(
+        "attention   head_dim {}, kv heads {}{}{}, softmax_scale {:.7f}\n", c.head_dim,
+        c.num_kv_heads(), c.share_q_dim ? fmt::format(", share_q_dim {}", c.share_q_dim) : "",
+        c.rank ? fmt::format(", rank {}, q_rank {}", c.rank, c.q_rank) : "", c.softmax_scale());
   out << fmt::format("parameters  {} (tied embedding counted once)\n", c.param_count());
 }
 
 void print_cache_table(const ModelConfig& c, std::ostream& out) {
-  out << fmt::format("kv cache    per token per layer per GPU, bf16 ({} layers; 1 d_h = 128 values)\n",
-                     c.n_layer);
+  out << fmt::format(
+      "kv cache    per token per layer per GPU, bf16 ({} layers; 1 d_h = 128 values)\n", c.n_layer);
   out << fmt::format("  {:<5} {:>9} {:>11} {:>8} {:>17}\n", "TP", "values", "bytes", "d_h",
                      "bytes/token");
   for (int tp : kTpDegrees) {
@@ -61,11 +61,10 @@ void print_cache_table(const ModelConfig& c, std::ostream& out) {
     }
     const CacheWidth w = cache_values_per_rank(c, tp);
     const int64_t b = kCacheBytesPerValue;
-    out << fmt::format("  TP {:<2} {:>9} {:>11} {:>8} {:>17}\n", tp,
-                       span_text(w.min_values, w.max_values),
-                       span_text(w.min_values * b, w.max_values * b),
-                       dh_text(w.min_values, w.max_values),
-                       span_text(w.min_values * b * c.n_layer, w.max_values * b * c.n_layer));
+    out << fmt::format(
+        "  TP {:<2} {:>9} {:>11} {:>8} {:>17}\n", tp, span_text(w.min_values, w.max_values),
+        span_text(w.min_values * b, w.max_values * b), dh_text(w.min_values, w.max_values),
+        span_text(w.min_values * b * c.n_layer, w.max_values * b * c.n_layer));
   }
 }
 
@@ -88,7 +87,8 @@ std::string config_dtype(const std::filesystem::path& config_json) {
 void run_inspect(const InspectOptions& o, std::ostream& out) {
   if (o.config_only) {
     if (o.attention.empty())
-      throw std::invalid_argument("--config-only needs --attention: config.json never names the variant");
+      throw std::invalid_argument(
+          "--config-only needs --attention: config.json never names the variant");
     const ModelConfig c = load_model_config(o.path, variant_from_name(o.attention));
     out << fmt::format("variant     {}\n", c.variant.name());
     out << fmt::format("source      {} (config only, no weights read)\n", o.path.string());
@@ -111,7 +111,8 @@ void run_inspect(const InspectOptions& o, std::ostream& out) {
   std::map<std::string, size_t> dtypes;
   for (const auto& n : ck.names()) ++dtypes[dtype_name(ck.info(n).dtype)];
   std::string dtype_list;
-  for (const auto& [d, n] : dtypes) dtype_list += fmt::format("{}{} ({} tensors)", dtype_list.empty() ? "" : ", ", d, n);
+  for (const auto& [d, n] : dtypes)
+    dtype_list += fmt::format("{}{} ({} tensors)", dtype_list.empty() ? "" : ", ", d, n);
   out << fmt::format("variant     {} ({})\n", variant.name(), how);
   out << fmt::format("source      {}: {}, {} file(s), {} tensors, {:.3f} GB\n", o.path.string(),
                      ck.format(), ck.files().size(), ck.names().size(), ck.total_bytes() / 1e9);
@@ -122,8 +123,10 @@ void run_inspect(const InspectOptions& o, std::ostream& out) {
 
 void register_inspect_command(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<InspectOptions>();
-  CLI::App* cmd = app.add_subcommand("inspect", "Print variant, dims, parameters and per-GPU cache table");
-  cmd->add_option("path", opts->path, "checkpoint folder (or config.json with --config-only)")->required();
+  CLI::App* cmd =
+      app.add_subcommand("inspect", "Print variant, dims, parameters and per-GPU cache table");
+  cmd->add_option("path", opts->path, "checkpoint folder (or config.json with --config-only)")
+      ->required();
   cmd->add_flag("--config-only", opts->config_only, "read only a config.json, no weights");
   cmd->add_option("--attention", opts->attention,
                   "attention variant (mha, gqa, mqa, gta, mfa, tpa, mla, gla2, gla4, mlra2, mlra4, "

@@ -16,7 +16,7 @@ namespace mlra {
 struct InspectOptions {
   std::filesystem::path path;  // checkpoint folder, or config.json with config_only
   bool config_only = false;
-  std::string attention;       // variant name; empty: inferred from the checkpoint (not config-only)
+  std::string attention;  // variant name; empty: inferred from the checkpoint (not config-only)
 };
 
 // Registers the `inspect` subcommand; its callback prints to stdout, reports an error on stderr

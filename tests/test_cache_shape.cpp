@@ -87,7 +87,8 @@ TEST_CASE("2.9B configs: parameter counts and per-GPU cache widths", "[checkpoin
   }
 }
 
-TEST_CASE("GQA TP 4 and 8 duplicate straddling KV heads as variants.md 6.1 lists", "[checkpoint][inspect]") {
+TEST_CASE("GQA TP 4 and 8 duplicate straddling KV heads as variants.md 6.1 lists",
+          "[checkpoint][inspect]") {
   const ModelConfig c = load_model_config(config_path("gqa"), *parse_variant("gqa"));
   // TP=8: KV heads {0}, {0,1}, {1,2}, {2}, {3}, {3,4}, {4,5}, {5} -> 1,2,2,1,1,2,2,1 heads.
   const int64_t tp8[] = {1, 2, 2, 1, 1, 2, 2, 1};
@@ -99,7 +100,8 @@ TEST_CASE("TP degrees a variant cannot take are refused with a reason", "[checkp
   const ModelConfig mlra = load_model_config(config_path("mlra_4"), *parse_variant("mlra4"));
   CHECK_THROWS_WITH(cache_values_per_rank(mlra, 3), Contains("4 latent heads"));
   CHECK_THROWS_WITH(cache_values_per_rank(mlra, 6), Contains("multiple of the 4 latents"));
-  CHECK(cache_values_per_rank(mlra, 12).max_values == 192);  // each latent over 3 ranks, 8 heads each
+  CHECK(cache_values_per_rank(mlra, 12).max_values ==
+        192);  // each latent over 3 ranks, 8 heads each
   CHECK(cache_values_per_rank(mlra, 16).max_values == 192);  // 24 heads split over 4 ranks
   const ModelConfig mlra2 = load_model_config(config_path("mlra_2"), *parse_variant("mlra2"));
   CHECK_THROWS_WITH(cache_values_per_rank(mlra2, 32), Contains("12 query heads"));
@@ -110,7 +112,8 @@ TEST_CASE("TP degrees a variant cannot take are refused with a reason", "[checkp
   CHECK_FALSE(tp_refusal(mha, 8).has_value());
 }
 
-TEST_CASE("inspect --config-only prints the cache table for every 2.9B variant", "[checkpoint][inspect]") {
+TEST_CASE("inspect --config-only prints the cache table for every 2.9B variant",
+          "[checkpoint][inspect]") {
   for (const auto& e : kExpect) {
     INFO(e.dir);
     std::ostringstream out;
@@ -127,8 +130,10 @@ TEST_CASE("inspect --config-only prints the cache table for every 2.9B variant",
         if (line.rfind("  TP " + std::to_string(kTp[i]) + " ", 0) != 0) continue;
         ++rows;
         const auto [lo, hi] = e.cache[i];
-        const std::string values = lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi);
-        const std::string bytes = lo == hi ? std::to_string(2 * lo) : std::to_string(2 * lo) + "-" + std::to_string(2 * hi);
+        const std::string values =
+            lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi);
+        const std::string bytes = lo == hi ? std::to_string(2 * lo)
+                                           : std::to_string(2 * lo) + "-" + std::to_string(2 * hi);
         std::istringstream cols(line.substr(7));
         std::string v, b;
         cols >> v >> b;

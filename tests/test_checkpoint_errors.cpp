@@ -19,7 +19,8 @@ ModelConfig tiny_config(const std::string& variant) {
 }
 
 // A safetensors checkpoint of `specs` in a scratch dir.
-std::shared_ptr<Checkpoint> st_checkpoint(const ScratchDir& dir, const std::vector<TensorSpec>& specs) {
+std::shared_ptr<Checkpoint> st_checkpoint(const ScratchDir& dir,
+                                          const std::vector<TensorSpec>& specs) {
   write_safetensors(dir / "model.safetensors", specs);
   return Checkpoint::open(dir.path());
 }
@@ -87,7 +88,8 @@ TEST_CASE("hostile pickles never execute and name what they tried", "[checkpoint
                     Contains("disallowed global 'builtins.eval'"));
   CHECK_THROWS_WITH(Checkpoint::open(loader_data("errors/unknown_opcode")),
                     Contains("unsupported pickle opcode 0x69"));
-  CHECK_THROWS_WITH(Checkpoint::open(loader_data("errors/deep_nesting")), Contains("nesting deeper"));
+  CHECK_THROWS_WITH(Checkpoint::open(loader_data("errors/deep_nesting")),
+                    Contains("nesting deeper"));
   CHECK_THROWS_WITH(Checkpoint::open(loader_data("errors/deep_marks")), Contains("MARK nesting"));
   CHECK_THROWS_WITH(Checkpoint::open(loader_data("errors/double_storage")),
                     Contains("torch.DoubleStorage"));
@@ -143,8 +145,9 @@ TEST_CASE("missing, extra and mis-shaped tensors name file and tensor", "[checkp
     ScratchDir d("extra");
     auto s = specs;
     s.push_back({"transformer.h.0.attn.rogue.weight", {3}});
-    CHECK_THROWS_WITH(validate_checkpoint(*st_checkpoint(d, s), cfg),
-                      Contains("model.safetensors: unexpected tensor 'transformer.h.0.attn.rogue.weight'"));
+    CHECK_THROWS_WITH(
+        validate_checkpoint(*st_checkpoint(d, s), cfg),
+        Contains("model.safetensors: unexpected tensor 'transformer.h.0.attn.rogue.weight'"));
   }
   {
     ScratchDir d("shape");
@@ -164,8 +167,9 @@ TEST_CASE("missing, extra and mis-shaped tensors name file and tensor", "[checkp
 }
 
 TEST_CASE("variant mismatch says what the checkpoint holds", "[checkpoint]") {
-  CHECK_THROWS_WITH(load_model(loader_data("tiny_mlra4_bin"), *parse_variant("mlra2")),
-                    Contains("checkpoint holds mlra4") && Contains("configured attention is mlra2"));
+  CHECK_THROWS_WITH(
+      load_model(loader_data("tiny_mlra4_bin"), *parse_variant("mlra2")),
+      Contains("checkpoint holds mlra4") && Contains("configured attention is mlra2"));
   CHECK_THROWS_WITH(load_model(loader_data("tiny_mlra4_bin"), *parse_variant("mlra4_gated")),
                     Contains("checkpoint holds mlra4 ") && Contains("mlra4_gated"));
   CHECK_THROWS_WITH(load_model(loader_data("tiny_mlra4_bin"), *parse_variant("mla")),

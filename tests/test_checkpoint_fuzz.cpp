@@ -20,9 +20,15 @@ std::vector<char> mutate(std::vector<char> b, std::mt19937& rng) {
   const int edits = std::uniform_int_distribution<int>(1, 4)(rng);
   for (int e = 0; e < edits && !b.empty(); ++e) {
     switch (std::uniform_int_distribution<int>(0, 4)(rng)) {
-      case 0: b[pos(b.size())] ^= static_cast<char>(1 << pos(8)); break;
-      case 1: b[pos(b.size())] = static_cast<char>(rng()); break;
-      case 2: b.resize(pos(b.size())); break;
+      case 0:
+        b[pos(b.size())] ^= static_cast<char>(1 << pos(8));
+        break;
+      case 1:
+        b[pos(b.size())] = static_cast<char>(rng());
+        break;
+      case 2:
+        b.resize(pos(b.size()));
+        break;
       case 3: {  // splice: copy one region over another
         const size_t from = pos(b.size()), to = pos(b.size());
         const size_t n = std::min({pos(64) + 1, b.size() - from, b.size() - to});
@@ -72,7 +78,8 @@ TEST_CASE("fuzzed checkpoints only ever raise CheckpointError", "[checkpoint][fu
   int iterations = 0, survived = 0;
   for (const auto& t : targets) {
     ScratchDir dir("fuzz");
-    std::filesystem::copy(loader_data(t.fixture), dir.path(), std::filesystem::copy_options::recursive);
+    std::filesystem::copy(loader_data(t.fixture), dir.path(),
+                          std::filesystem::copy_options::recursive);
     const auto original = read_bytes(dir / t.file);
     for (int i = 0; i < 1500; ++i, ++iterations) {
       write_bytes(dir / t.file, mutate(original, rng));
@@ -87,7 +94,8 @@ TEST_CASE("fuzzed checkpoints only ever raise CheckpointError", "[checkpoint][fu
   CHECK(s < 20.0);
 }
 
-TEST_CASE("fuzzed pickle streams inside a valid zip only raise CheckpointError", "[checkpoint][fuzz]") {
+TEST_CASE("fuzzed pickle streams inside a valid zip only raise CheckpointError",
+          "[checkpoint][fuzz]") {
   // Mutating the whole .bin mostly breaks the zip directory; this targets the unpickler itself by
   // re-running it on mutated data.pkl bytes through a hand-built stored zip.
   const auto pkl = read_bytes(loader_data("errors/handwritten_ok/pytorch_model.bin"));
