@@ -120,7 +120,7 @@ TEST_CASE("32 concurrent requests give the same tokens as each alone", "[engine]
   std::vector<GenerationRequest> reqs;
   for (int i = 0; i < 32; ++i) {
     GenerationRequest r;
-    r.request_id = "r" + std::to_string(i);
+    r.request_id = std::to_string(i);
     r.prompt_tokens = i % 3 == 0 ? stem : random_prompt(rng, 1 + static_cast<int>(rng() % 20), o.text_vocab_size);
     r.prompt_tokens.push_back(static_cast<int32_t>(rng() % 200));
     r.params.max_tokens = 5 + static_cast<int32_t>(rng() % 25);
