@@ -22,7 +22,8 @@ struct ConfigError : std::runtime_error {
 enum class LatentTpMode { kReplicate, kTpla };
 
 struct TplaOptions {
-  // "identity" (plain slicing), "hadamard" (random-sign, data-free) or the path of a PCA
+  // "identity" (plain slicing), "hadamard" (random-sign, data-free, power-of-two widths),
+  // "random" (Haar-random rotation, data-free, any width) or the path of a PCA
   // transform file written by `mlra-serve tpla-calibrate`.
   std::string transform = "hadamard";
   bool pd_separation = true;  // prefill runs exact MLA, decode runs TPLA on the same cache

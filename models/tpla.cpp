@@ -36,6 +36,27 @@ std::vector<float> hadamard_transform(int64_t n, uint64_t seed) {
   return u;
 }
 
+std::vector<float> random_orthogonal_transform(int64_t n, uint64_t seed) {
+  // Gram-Schmidt (twice, for stability) on Gaussian columns: a Haar-random rotation.
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> q(size_t(n * n));
+  for (auto& x : q) x = normal(rng);
+  for (int64_t c = 0; c < n; ++c)
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int64_t p = 0; p < c; ++p) {
+        double dot = 0;
+        for (int64_t i = 0; i < n; ++i) dot += q[size_t(i * n + c)] * q[size_t(i * n + p)];
+        for (int64_t i = 0; i < n; ++i) q[size_t(i * n + c)] -= dot * q[size_t(i * n + p)];
+      }
+      double norm = 0;
+      for (int64_t i = 0; i < n; ++i) norm += q[size_t(i * n + c)] * q[size_t(i * n + c)];
+      norm = std::sqrt(norm);
+      for (int64_t i = 0; i < n; ++i) q[size_t(i * n + c)] /= norm;
+    }
+  return {q.begin(), q.end()};
+}
+
 std::vector<float> pca_transform(const std::vector<double>& m, int64_t n) {
   if (int64_t(m.size()) != n * n) throw std::invalid_argument("pca: matrix size mismatch");
   std::vector<double> a = m, w(static_cast<size_t>(n));
@@ -93,7 +114,13 @@ std::vector<float> tpla_layer_transform(const ModelConfig& c, int64_t layer) {
   const int64_t n = c.latent_dim();
   const std::string& t = c.tpla_options.transform;
   if (t == "identity") return identity_transform(n);
-  if (t == "hadamard") return hadamard_transform(n, c.tpla_options.seed + uint64_t(layer));
+  if (t == "hadamard") {
+    if ((n & (n - 1)) != 0)
+      throw std::invalid_argument("tpla: hadamard needs a power-of-two latent width, not " +
+                                  std::to_string(n) + "; use tpla_transform=random");
+    return hadamard_transform(n, c.tpla_options.seed + uint64_t(layer));
+  }
+  if (t == "random") return random_orthogonal_transform(n, c.tpla_options.seed + uint64_t(layer));
   return load_transform_layer(t, layer, n);
 }
 

@@ -16,6 +16,8 @@ namespace mlra {
 // Row-major [n, n] orthonormal matrices.
 std::vector<float> identity_transform(int64_t n);
 std::vector<float> hadamard_transform(int64_t n, uint64_t seed);  // n a power of two
+// Haar-random rotation (data-free like Hadamard, any n).
+std::vector<float> random_orthogonal_transform(int64_t n, uint64_t seed);
 // Eigenvectors (columns) of a symmetric [n, n] matrix, by decreasing eigenvalue (LAPACK dsyev).
 std::vector<float> pca_transform(const std::vector<double>& second_moment, int64_t n);
 

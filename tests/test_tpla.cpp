@@ -68,7 +68,8 @@ TEST_CASE("transforms are orthogonal", "[tpla]") {
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 16; ++j)
       for (int k = 0; k < 16; ++k) m[i * 16 + j] += a[i * 16 + k] * a[j * 16 + k];
-  for (const auto& u : {hadamard_transform(16, 7), pca_transform(m, 16), identity_transform(16)}) {
+  for (const auto& u : {hadamard_transform(16, 7), pca_transform(m, 16), identity_transform(16),
+                        random_orthogonal_transform(16, 5)}) {
     for (int i = 0; i < 16; ++i)
       for (int j = 0; j < 16; ++j) {
         double dot = 0;
