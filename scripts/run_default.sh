@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 port="${MLRA_PORT:-50051}"
 # The default config serves the small trained MLRA-4 model (models/default/README.md).
 prompt="${MLRA_PROMPT:-Once upon a time}"
-max_tokens="${MLRA_MAX_TOKENS:-32}"
+max_tokens="${MLRA_MAX_TOKENS:-48}"
+# Seeded sampling (the same seed gives the same text from both clients); greedy decoding of a
+# model this small falls into loops.
+sampling=(--temperature 0.8 --top-p 0.95 --repetition-penalty 1.1 --seed 7)
 bin="${MLRA_BUILD_DIR:-build/cpu}/server/mlra-serve"
 
 [ "${MLRA_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
@@ -40,10 +43,10 @@ echo "run_default: health: $("$bin" client --addr "localhost:$port" --health)"
 echo "run_default: prompt: \"$prompt\""
 echo "--- mlra-serve client --stream ---"
 "$bin" client --addr "localhost:$port" --prompt "$prompt" --max-tokens "$max_tokens" \
-  --temperature 0 --stream
+  "${sampling[@]}" --stream
 echo "--- scripts/client.py --stream ---"
 /usr/bin/python3 scripts/client.py --addr "localhost:$port" --prompt "$prompt" \
-  --max-tokens "$max_tokens" --temperature 0 --stream
+  --max-tokens "$max_tokens" "${sampling[@]}" --stream
 
 echo "run_default: stopping the server (SIGTERM)"
 kill -TERM "$server_pid"
