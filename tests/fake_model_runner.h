@@ -44,7 +44,8 @@ struct FakeRunnerOptions {
   int32_t page_size = 4;
   int64_t num_pages = 64;
   int64_t max_context = 256;
-  int64_t fail_at_step = -1;          // throw RunnerError on this execute() call
+  int64_t fail_at_step = -1;          // throw RunnerError on the first call at or after this one...
+  int32_t fail_min_seqs = 0;          // ...whose batch holds at least this many sequences
   std::chrono::milliseconds delay{0};  // per execute(), to give other threads time
 };
 
@@ -69,7 +70,11 @@ class FakeModelRunner : public ModelRunner {
 
   void execute(const StepBatch& step, std::vector<float>& logits) override {
     if (o_.delay.count() > 0) std::this_thread::sleep_for(o_.delay);
-    if (calls_++ == o_.fail_at_step) throw RunnerError("fake worker died");
+    const int64_t call = calls_++;
+    if (o_.fail_at_step >= 0 && !failed_ && call >= o_.fail_at_step && step.num_seqs() >= o_.fail_min_seqs) {
+      failed_ = true;
+      throw RunnerError("fake worker died");
+    }
     check_shapes(step);
     for (int32_t t = 0; t < step.num_tokens(); ++t) cache_[step.slots[t]] = step.tokens[t];
     logits.assign(step.logit_rows.size() * static_cast<size_t>(o_.vocab_size), 0.0f);
@@ -123,6 +128,7 @@ class FakeModelRunner : public ModelRunner {
   ModelConfig config_;
   std::vector<int32_t> cache_;  // [num_pages * page_size] token id written at each slot
   std::atomic<int64_t> calls_{0};
+  bool failed_ = false;
   int64_t total_tokens_ = 0;
 };
 

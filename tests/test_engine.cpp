@@ -293,6 +293,7 @@ TEST_CASE("a runner failure fails every in-flight request and marks the engine u
           "[engine][engine_loop][failure]") {
   FakeRunnerOptions o;
   o.fail_at_step = 3;
+  o.fail_min_seqs = 4;  // fail only once all four are running, however fast the loop is
   auto engine = make_engine(o);
   Collector c;
   GenerationRequest r;
