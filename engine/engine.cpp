@@ -44,11 +44,13 @@ EngineOptions resolve_options(EngineOptions o, const RunnerInfo& info) {
 }  // namespace
 
 struct Engine::Impl {
+  using Clock = SequenceTimes::Clock;
   struct Pending {
     uint64_t handle;
     GenerationRequest request;
     ChunkCallback on_chunk;
     uint64_t seed;
+    Clock::time_point arrival;
   };
   struct Active {
     std::unique_ptr<Sequence> seq;
@@ -67,6 +69,7 @@ struct Engine::Impl {
         blocks(options.num_pages, options.page_size, options.enable_prefix_cache),
         scheduler(blocks, SchedulerOptions{options.max_running_seqs, options.max_step_tokens}),
         sampler(config.text_vocab_size),
+        metrics(options.metrics ? options.metrics : std::make_shared<EngineMetrics>()),
         seed_rng(std::random_device{}()) {
     publish_stats();
   }
@@ -79,6 +82,11 @@ struct Engine::Impl {
   void finish_all(FinishReason reason, const std::string& message);
   void emit(Active& a, GenerationChunk&& chunk);
   void publish_stats();
+  // Metrics hooks (engine thread): timestamps and per-step samples, reported once per step.
+  StepMetrics begin_step_metrics(const ScheduledStep& plan);
+  void end_step_metrics(StepMetrics& m, Clock::time_point execute_start);
+  void note_token_time(Sequence& seq);
+  void report_finished(Sequence& seq, const GenerationChunk& final_chunk);
 
   std::unique_ptr<ModelRunner> runner;
   TokenStreamDecoderFactory make_decoder;
@@ -95,6 +103,9 @@ struct Engine::Impl {
   std::vector<float> logits;
   int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0;
   int32_t idle_steps = 0;
+  std::shared_ptr<EngineMetrics> metrics;  // never null (base class = no-op)
+  Clock::time_point step_clock;            // when this step's tokens appeared
+  std::vector<double> step_ttft, step_itl, step_queue;
 
   // Shared, under mu.
   mutable std::mutex mu;
@@ -146,6 +157,7 @@ void Engine::Impl::admit(Pending&& p) {
   seq->num_prompt = seq->size();
   seq->params = std::move(p.request.params);
   seq->seed = p.seed;
+  seq->times.arrival = p.arrival;
   prompt_tokens += seq->num_prompt;
   Active a;
   a.output = std::make_unique<OutputStream>(seq->params, static_cast<int32_t>(config.eot_token), make_decoder());
@@ -169,6 +181,8 @@ void Engine::Impl::step() {
     return;
   }
   idle_steps = 0;
+  StepMetrics step_metrics = begin_step_metrics(plan);
+  const Clock::time_point execute_start = Clock::now();
   const size_t rows = plan.batch.logit_rows.size();
   logits.resize(rows * static_cast<size_t>(config.vocab_size));
   try {
@@ -185,6 +199,7 @@ void Engine::Impl::step() {
     finish_all(FinishReason::kError, fmt::format("unavailable: {}", e.what()));
     return;
   }
+  step_clock = Clock::now();
   scheduler.on_step_done(plan);
   size_t row = 0;
   for (const ScheduledSeq& s : plan.seqs) {
@@ -193,6 +208,7 @@ void Engine::Impl::step() {
     process_sampled(s.seq, r);
     ++row;
   }
+  end_step_metrics(step_metrics, execute_start);
 }
 
 void Engine::Impl::process_sampled(Sequence* seq, std::span<const float> row) {
@@ -212,6 +228,8 @@ void Engine::Impl::process_sampled(Sequence* seq, std::span<const float> row) {
 }
 
 void Engine::Impl::emit(Active& a, GenerationChunk&& chunk) {
+  // A final chunk's token was timed by report_finished().
+  if (chunk.finish_reason == FinishReason::kNone && !chunk.token_ids.empty()) note_token_time(*a.seq);
   try {
     a.on_chunk(std::move(chunk));
   } catch (const std::exception& e) {
@@ -230,6 +248,7 @@ void Engine::Impl::finish(uint64_t handle, GenerationChunk&& chunk) {
   chunk.usage.cached_prompt_tokens = std::max(seq->num_cached_prompt, 0);
   spdlog::debug("engine: request {} '{}' finished: {} ({} + {} tokens)", handle, a.request_id,
                 finish_reason_name(chunk.finish_reason), seq->num_prompt, seq->num_generated());
+  report_finished(*seq, chunk);
   emit(a, std::move(chunk));
   ++requests_finished;
   active.erase(it);
@@ -247,6 +266,64 @@ void Engine::Impl::finish_all(FinishReason reason, const std::string& message) {
   }
 }
 
+StepMetrics Engine::Impl::begin_step_metrics(const ScheduledStep& plan) {
+  step_ttft.clear();
+  step_itl.clear();
+  step_queue.clear();
+  StepMetrics m;
+  m.num_tokens = plan.batch.num_tokens();
+  const Clock::time_point now = Clock::now();
+  for (const ScheduledSeq& s : plan.seqs) {
+    SequenceTimes& t = s.seq->times;
+    if (t.first_scheduled == Clock::time_point{}) {
+      t.first_scheduled = now;
+      step_queue.push_back(std::chrono::duration<double>(now - t.arrival).count());
+    }
+    if (s.num_tokens == 1) {
+      ++m.num_decode_seqs;
+      // The new token attends to every cached position before it and to itself.
+      m.decode_cache_bytes_read_per_rank += (int64_t{s.seq->num_computed} + 1) * info.cache_bytes_per_token;
+    }
+  }
+  return m;
+}
+
+void Engine::Impl::end_step_metrics(StepMetrics& m, Clock::time_point execute_start) {
+  m.execute_seconds = std::chrono::duration<double>(step_clock - execute_start).count();
+  m.time_to_first_token_s = step_ttft;
+  m.inter_token_latency_s = step_itl;
+  m.queue_time_s = step_queue;
+  metrics->on_step(m);
+}
+
+void Engine::Impl::note_token_time(Sequence& seq) {
+  SequenceTimes& t = seq.times;
+  if (t.first_token == Clock::time_point{}) {
+    t.first_token = step_clock;
+    step_ttft.push_back(std::chrono::duration<double>(step_clock - t.arrival).count());
+  } else {
+    step_itl.push_back(std::chrono::duration<double>(step_clock - t.last_token).count());
+  }
+  t.last_token = step_clock;
+}
+
+void Engine::Impl::report_finished(Sequence& seq, const GenerationChunk& final_chunk) {
+  if (!final_chunk.token_ids.empty()) note_token_time(seq);
+  const SequenceTimes& t = seq.times;
+  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  RequestMetrics m;
+  m.finish_reason = final_chunk.finish_reason;
+  m.prompt_tokens = seq.num_prompt;
+  m.generation_tokens = seq.num_generated();
+  m.e2e_s = seconds(Clock::now() - t.arrival);
+  if (t.first_token != Clock::time_point{}) {
+    m.prefill_s = seconds(t.first_token - t.first_scheduled);
+    m.decode_s = seconds(t.last_token - t.first_token);
+    if (m.generation_tokens > 1) m.time_per_output_token_s = m.decode_s / (m.generation_tokens - 1);
+  }
+  metrics->on_request_finished(m);
+}
+
 void Engine::Impl::publish_stats() {
   EngineStats s;
   s.running = static_cast<int64_t>(scheduler.running().size());
@@ -256,6 +333,7 @@ void Engine::Impl::publish_stats() {
   s.pages_total = blocks.num_pages();
   s.page_size = blocks.page_size();
   s.prefix_hit_tokens = scheduler.prefix_hit_tokens();
+  s.prefix_query_tokens = scheduler.prefix_query_tokens();
   s.prompt_tokens = prompt_tokens;
   s.generated_tokens = generated_tokens;
   s.preemptions = scheduler.num_preemptions();
@@ -290,7 +368,7 @@ uint64_t Engine::submit(GenerationRequest request, ChunkCallback on_chunk) {
   }
   const uint64_t handle = impl_->next_handle++;
   const uint64_t seed = request.params.seed ? *request.params.seed : impl_->seed_rng();
-  impl_->inbox.push_back({handle, std::move(request), std::move(on_chunk), seed});
+  impl_->inbox.push_back({handle, std::move(request), std::move(on_chunk), seed, Impl::Clock::now()});
   impl_->cv.notify_one();
   return handle;
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "engine/engine_metrics.h"
 #include "engine/model_runner.h"
 #include "engine/request.h"
 #include "engine/token_stream_decoder.h"
@@ -27,6 +28,7 @@ struct EngineOptions {
   int32_t max_waiting = 1024;      // queued (not yet running) requests before kResourceExhausted
   int32_t max_stop_strings = 16;
   int32_t max_logprobs = 20;
+  std::shared_ptr<EngineMetrics> metrics;  // null: nothing reported (engine_metrics.h)
 };
 
 struct EngineStats {
@@ -37,6 +39,7 @@ struct EngineStats {
   int64_t pages_total = 0;
   int64_t page_size = 0;
   int64_t prefix_hit_tokens = 0;  // prompt tokens not recomputed thanks to the prefix cache
+  int64_t prefix_query_tokens = 0;  // tokens looked up in the prefix cache at admissions
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;

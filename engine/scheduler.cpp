@@ -63,6 +63,7 @@ bool Scheduler::try_admit(Sequence* seq, int32_t budget, ScheduledStep& out) {
   }
   if (seq->num_cached_prompt < 0) seq->num_cached_prompt = std::min(cached_tokens, seq->num_prompt);
   prefix_hit_tokens_ += cached_tokens;
+  prefix_query_tokens_ += seq->size();
   waiting_.pop_front();
   seq->status = SequenceStatus::kRunning;
   running_.push_back(seq);

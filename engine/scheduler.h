@@ -49,6 +49,7 @@ class Scheduler {
   const std::deque<Sequence*>& waiting() const { return waiting_; }
   int64_t num_preemptions() const { return num_preemptions_; }
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
+  int64_t prefix_query_tokens() const { return prefix_query_tokens_; }
   int64_t num_steps() const { return step_counter_; }
 
  private:
@@ -64,6 +65,7 @@ class Scheduler {
   std::deque<Sequence*> waiting_;
   int64_t num_preemptions_ = 0;
   int64_t prefix_hit_tokens_ = 0;
+  int64_t prefix_query_tokens_ = 0;  // admissions' token counts: the denominator of the hit rate
   int64_t step_counter_ = 0;
 };
 

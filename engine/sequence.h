@@ -4,6 +4,7 @@
 // [0, num_computed) (plus what the current step writes).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -13,6 +14,15 @@
 namespace mlra {
 
 enum class SequenceStatus { kWaiting, kRunning, kFinished };
+
+// Engine-thread timestamps for metrics; a default-constructed time_point means "not yet".
+struct SequenceTimes {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point arrival;          // submit()
+  Clock::time_point first_scheduled;  // first step that computed any of its tokens
+  Clock::time_point first_token;
+  Clock::time_point last_token;
+};
 
 struct Sequence {
   uint64_t id = 0;
@@ -25,6 +35,7 @@ struct Sequence {
   SamplingParams params;
   uint64_t seed = 0;            // resolved sampling seed (params.seed or drawn at submission)
   int32_t num_preemptions = 0;
+  SequenceTimes times;
 
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_generated() const { return size() - num_prompt; }

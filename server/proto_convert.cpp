@@ -135,6 +135,7 @@ void fill_stats(const EngineStats& s, bool healthy, v1::StatsResponse* out) {
   out->set_pages_total(s.pages_total);
   out->set_page_size(s.page_size);
   out->set_prefix_hit_tokens(s.prefix_hit_tokens);
+  out->set_prefix_query_tokens(s.prefix_query_tokens);
   out->set_prompt_tokens(s.prompt_tokens);
   out->set_generated_tokens(s.generated_tokens);
   out->set_preemptions(s.preemptions);
