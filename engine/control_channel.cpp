@@ -48,6 +48,8 @@ const char* message_type_name(MessageType type) {
       return "Shutdown";
     case MessageType::kError:
       return "Error";
+    case MessageType::kTokens:
+      return "Tokens";
   }
   return "?";
 }
@@ -247,8 +249,9 @@ WorkerReady decode_worker_ready(const std::vector<char>& payload) {
   return m;
 }
 
-std::vector<char> encode(const StepBatch& m) {
-  ByteWriter w;
+namespace {
+
+void write_step(ByteWriter& w, const StepBatch& m) {
   w.put(m.step);
   w.put_vector(m.tokens);
   w.put_vector(m.positions);
@@ -257,11 +260,9 @@ std::vector<char> encode(const StepBatch& m) {
   w.put_vector(m.page_indptr);
   w.put_vector(m.page_indices);
   w.put_vector(m.logit_rows);
-  return std::move(w.bytes());
 }
 
-StepBatch decode_step_batch(const std::vector<char>& payload) {
-  ByteReader r(payload);
+StepBatch read_step(ByteReader& r) {
   StepBatch m;
   m.step = r.get<int64_t>();
   m.tokens = r.get_vector<int32_t>();
@@ -271,7 +272,96 @@ StepBatch decode_step_batch(const std::vector<char>& payload) {
   m.page_indptr = r.get_vector<int32_t>();
   m.page_indices = r.get_vector<int32_t>();
   m.logit_rows = r.get_vector<int32_t>();
+  return m;
+}
+
+void write_sampling(ByteWriter& w, const SamplingBatch& m) {
+  w.put_vector(m.rows);
+  w.put_vector(m.penalty_indptr);
+  w.put_vector(m.penalty_tokens);
+  w.put_vector(m.penalty_counts);
+}
+
+SamplingBatch read_sampling(ByteReader& r) {
+  SamplingBatch m;
+  m.rows = r.get_vector<SamplingRow>();
+  m.penalty_indptr = r.get_vector<int32_t>();
+  m.penalty_tokens = r.get_vector<int32_t>();
+  m.penalty_counts = r.get_vector<int32_t>();
+  try {
+    m.check();
+  } catch (const std::invalid_argument& e) {
+    throw ProtocolError(std::string("Step: ") + e.what());
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<char> encode(const StepBatch& m) {
+  ByteWriter w;
+  write_step(w, m);
+  return std::move(w.bytes());
+}
+
+StepBatch decode_step_batch(const std::vector<char>& payload) {
+  ByteReader r(payload);
+  StepBatch m = read_step(r);
   if (!r.done()) throw ProtocolError("Step: trailing bytes");
+  return m;
+}
+
+std::vector<char> encode_step_message(const StepBatch& step, StepReply reply,
+                                      const SamplingBatch* sampling) {
+  if (reply == StepReply::kTokens && sampling == nullptr)
+    throw std::invalid_argument("a sampling step message needs its sampling batch");
+  ByteWriter w;
+  write_step(w, step);
+  w.put(reply);
+  if (reply == StepReply::kTokens) write_sampling(w, *sampling);
+  return std::move(w.bytes());
+}
+
+StepMessage decode_step_message(const std::vector<char>& payload) {
+  ByteReader r(payload);
+  StepMessage m;
+  m.step = read_step(r);
+  m.reply = r.get<StepReply>();
+  if (m.reply != StepReply::kAck && m.reply != StepReply::kTokens && m.reply != StepReply::kLogits)
+    throw ProtocolError("Step: unknown reply kind");
+  if (m.reply == StepReply::kTokens) {
+    m.sampling = read_sampling(r);
+    if (m.sampling.size() != int64_t(m.step.logit_rows.size()))
+      throw ProtocolError("Step: sampling rows differ from logit rows");
+  }
+  if (!r.done()) throw ProtocolError("Step: trailing bytes");
+  return m;
+}
+
+std::vector<char> encode(const SampledTokens& m) {
+  ByteWriter w;
+  w.put_vector(m.tokens);
+  w.put_vector(m.logprobs);
+  w.put_vector(m.top_indptr);
+  w.put_vector(m.top_tokens);
+  w.put_vector(m.top_logprobs);
+  return std::move(w.bytes());
+}
+
+SampledTokens decode_sampled_tokens(const std::vector<char>& payload) {
+  ByteReader r(payload);
+  SampledTokens m;
+  m.tokens = r.get_vector<int32_t>();
+  m.logprobs = r.get_vector<float>();
+  m.top_indptr = r.get_vector<int32_t>();
+  m.top_tokens = r.get_vector<int32_t>();
+  m.top_logprobs = r.get_vector<float>();
+  if (!r.done()) throw ProtocolError("Tokens: trailing bytes");
+  try {
+    m.check(m.size());
+  } catch (const std::invalid_argument& e) {
+    throw ProtocolError(std::string("Tokens: ") + e.what());
+  }
   return m;
 }
 

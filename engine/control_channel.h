@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/step_batch.h"
+#include "kernels/sampling.h"
 
 namespace mlra {
 
@@ -22,11 +23,12 @@ enum class MessageType : uint32_t {
   kInit = 1,  // frontend -> worker: WorkerInit
   kReady,     // worker -> frontend: WorkerReady
   kNcclId,    // rank 0 -> frontend -> other ranks: the opaque NCCL unique id bytes
-  kStep,      // frontend -> worker: a serialized StepBatch
-  kLogits,    // rank 0 -> frontend: [rows, vocab] float32
+  kStep,      // frontend -> worker: StepMessage (the plan; rank 0's also says how to answer)
+  kLogits,    // rank 0 -> frontend: [rows, vocab] float32 (raw-logits steps only)
   kAck,       // ranks > 0 -> frontend: step done
   kShutdown,  // frontend -> worker: exit cleanly
   kError,     // worker -> frontend: UTF-8 text, the worker exits afterwards
+  kTokens,    // rank 0 -> frontend: SampledTokens (ids, and logprobs where asked)
 };
 const char* message_type_name(MessageType type);
 
@@ -195,11 +197,29 @@ struct WorkerReady {
   std::string backend;
 };
 
+// What a worker answers a Step with: ranks > 0 always Ack; rank 0 samples (Tokens: only ids
+// and asked-for logprobs travel back) or, for raw-logits steps, sends the logits.
+enum class StepReply : uint8_t { kAck = 0, kTokens = 1, kLogits = 2 };
+
+// The payload of a Step message: the plan every rank runs, plus, on rank 0 when it samples, the
+// per-row sampling parameters and penalty history (nothing the other ranks do not need).
+struct StepMessage {
+  StepBatch step;
+  StepReply reply = StepReply::kAck;
+  SamplingBatch sampling;  // rows only when reply == kTokens
+};
+
 std::vector<char> encode(const WorkerInit& m);
 std::vector<char> encode(const WorkerReady& m);
 std::vector<char> encode(const StepBatch& m);
+// `sampling` is written only for StepReply::kTokens.
+std::vector<char> encode_step_message(const StepBatch& step, StepReply reply,
+                                      const SamplingBatch* sampling);
+std::vector<char> encode(const SampledTokens& m);
 WorkerInit decode_worker_init(const std::vector<char>& payload);
 WorkerReady decode_worker_ready(const std::vector<char>& payload);
 StepBatch decode_step_batch(const std::vector<char>& payload);
+StepMessage decode_step_message(const std::vector<char>& payload);
+SampledTokens decode_sampled_tokens(const std::vector<char>& payload);
 
 }  // namespace mlra

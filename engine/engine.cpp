@@ -1,5 +1,5 @@
-// Engine: the single engine thread (schedule -> execute -> sample -> emit) and the thread-safe
-// inbox that submit/cancel/shutdown use. Scheduler, BlockManager, Sampler and all Sequences are
+// Engine: the single engine thread (schedule -> execute + sample in the runner -> emit) and the
+// thread-safe inbox that submit/cancel/shutdown use. Scheduler, BlockManager and all Sequences are
 // touched only by the engine thread; other threads see a stats snapshot under the mutex.
 #include "engine/engine.h"
 
@@ -18,6 +18,7 @@
 #include "engine/output_stream.h"
 #include "engine/request_validator.h"
 #include "engine/sampler.h"
+#include "engine/sampling_batch_builder.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 
@@ -68,7 +69,7 @@ struct Engine::Impl {
         limits{config.text_vocab_size, options.max_context, options.max_stop_strings, options.max_logprobs},
         blocks(options.num_pages, options.page_size, options.enable_prefix_cache),
         scheduler(blocks, SchedulerOptions{options.max_running_seqs, options.max_step_tokens}),
-        sampler(config.text_vocab_size),
+        sampling(config.text_vocab_size),
         metrics(options.metrics ? options.metrics : std::make_shared<EngineMetrics>()),
         seed_rng(std::random_device{}()) {
     publish_stats();
@@ -77,7 +78,7 @@ struct Engine::Impl {
   void run();
   void admit(Pending&& p);
   void step();
-  void process_sampled(Sequence* seq, std::span<const float> row);
+  void process_sampled(Sequence* seq, int64_t row);
   void finish(uint64_t handle, GenerationChunk&& chunk);
   void finish_all(FinishReason reason, const std::string& message);
   void emit(Active& a, GenerationChunk&& chunk);
@@ -98,9 +99,9 @@ struct Engine::Impl {
   // Engine thread only.
   BlockManager blocks;
   Scheduler scheduler;
-  Sampler sampler;
+  SamplingBatchBuilder sampling;  // this step's sampling rows, shipped with the plan
   std::unordered_map<uint64_t, Active> active;
-  std::vector<float> logits;
+  SampledTokens sampled;          // the runner's tokens for them
   int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0;
   int32_t idle_steps = 0;
   std::shared_ptr<EngineMetrics> metrics;  // never null (base class = no-op)
@@ -183,10 +184,12 @@ void Engine::Impl::step() {
   idle_steps = 0;
   StepMetrics step_metrics = begin_step_metrics(plan);
   const Clock::time_point execute_start = Clock::now();
-  const size_t rows = plan.batch.logit_rows.size();
-  logits.resize(rows * static_cast<size_t>(config.vocab_size));
+  sampling.clear();
+  for (const ScheduledSeq& s : plan.seqs)
+    if (s.sample) sampling.add(s.seq->tokens, s.seq->num_prompt, s.seq->params, s.seq->seed);
   try {
-    runner->execute(plan.batch, logits);
+    runner->execute(plan.batch, sampling.batch(), sampled);
+    sampled.check(sampling.batch().size());
     if (!runner->healthy()) throw RunnerError("runner reports unhealthy");
   } catch (const std::exception& e) {
     spdlog::error("engine: runner failed at step {}: {}", plan.batch.step, e.what());
@@ -201,21 +204,17 @@ void Engine::Impl::step() {
   }
   step_clock = Clock::now();
   scheduler.on_step_done(plan);
-  size_t row = 0;
+  int64_t row = 0;
   for (const ScheduledSeq& s : plan.seqs) {
-    if (!s.sample) continue;
-    std::span<const float> r(logits.data() + row * config.vocab_size, static_cast<size_t>(config.vocab_size));
-    process_sampled(s.seq, r);
-    ++row;
+    if (s.sample) process_sampled(s.seq, row++);
   }
   end_step_metrics(step_metrics, execute_start);
 }
 
-void Engine::Impl::process_sampled(Sequence* seq, std::span<const float> row) {
-  TokenLogprobs lp;
+void Engine::Impl::process_sampled(Sequence* seq, int64_t row) {
   const bool want_logprobs = seq->params.logprobs > 0;
-  const int32_t token =
-      sampler.sample(row, seq->tokens, seq->num_prompt, seq->params, seq->seed, want_logprobs ? &lp : nullptr);
+  TokenLogprobs lp = want_logprobs ? token_logprobs(sampled, row) : TokenLogprobs{};
+  const int32_t token = sampled.tokens[size_t(row)];
   seq->tokens.push_back(token);
   ++generated_tokens;
   Active& a = active.at(seq->id);

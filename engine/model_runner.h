@@ -1,7 +1,8 @@
-// What the engine needs from a model: run one StepBatch (on however many ranks) and return the
-// logits of the requested rows. Implementations: an in-process runner (one rank, CPU or CUDA)
-// and the multi-process TP runner that drives one worker per device. The scheduler never knows
-// which one it talks to.
+// What the engine needs from a model: run one StepBatch (on however many ranks) and sample one
+// token per requested logits row where the logits are (rank 0: host or GPU), so only token ids
+// and asked-for logprobs travel back. Implementations: an in-process runner (one rank, CPU or
+// CUDA) and the multi-process TP runner that drives one worker per device. The scheduler never
+// knows which one it talks to.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "engine/step_batch.h"
+#include "kernels/sampling.h"
 #include "models/model_config.h"
 
 namespace mlra {
@@ -33,8 +35,13 @@ class ModelRunner {
   virtual ~ModelRunner() = default;
   virtual const ModelConfig& config() const = 0;
   virtual RunnerInfo info() const = 0;
-  // Runs `step`; fills logits with step.logit_rows.size() rows of config().vocab_size floats.
+  // Runs `step` and samples logits row r (of step.logit_rows[r]) with sampling.rows[r]
+  // (sampling.size() == step.logit_rows.size()); `out` gets one token per row. The result is
+  // what the CPU Sampler would pick from the same logits.
   // Throws RunnerError when a worker died or hung (the engine fails in-flight requests then).
+  virtual void execute(const StepBatch& step, const SamplingBatch& sampling, SampledTokens& out) = 0;
+  // Runs `step` and returns the raw logits instead, step.logit_rows.size() rows of
+  // config().vocab_size floats, on the host (perplexity, golden-logit tests, benchmarks).
   virtual void execute(const StepBatch& step, std::vector<float>& logits) = 0;
   // False once a worker is lost; health reports NOT_SERVING.
   virtual bool healthy() const { return true; }

@@ -170,26 +170,62 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
   });
 }
 
+void ProcessRunner::execute(const StepBatch& step, const SamplingBatch& sampling,
+                            SampledTokens& out) {
+  if (sampling.size() != int64_t(step.logit_rows.size()))
+    throw RunnerError("sampling rows (" + std::to_string(sampling.size()) +
+                      ") differ from logit rows (" + std::to_string(step.logit_rows.size()) + ")");
+  run_step(
+      step, StepReply::kTokens, &sampling,
+      [&](ControlChannel& ch, const MessageHeader& h, Clock::time_point deadline) {
+        if (h.type != MessageType::kTokens)
+          throw ProtocolError(std::string("expected Tokens, got ") + message_type_name(h.type));
+        std::vector<char> payload(h.payload_size);
+        ch.read_payload(payload.data(), payload.size(), deadline);
+        out = decode_sampled_tokens(payload);
+        if (out.size() != sampling.size())
+          throw ProtocolError("Tokens: " + std::to_string(out.size()) + " rows, expected " +
+                              std::to_string(sampling.size()));
+      });
+}
+
 void ProcessRunner::execute(const StepBatch& step, std::vector<float>& logits) {
+  const size_t want = step.logit_rows.size() * size_t(config_.vocab_size);
+  run_step(
+      step, StepReply::kLogits, nullptr,
+      [&](ControlChannel& ch, const MessageHeader& h, Clock::time_point deadline) {
+        if (h.type != MessageType::kLogits)
+          throw ProtocolError(std::string("expected Logits, got ") + message_type_name(h.type));
+        if (h.payload_size != want * sizeof(float))
+          throw ProtocolError("logits of " + std::to_string(h.payload_size) + " bytes, expected " +
+                              std::to_string(want * sizeof(float)));
+        logits.resize(want);
+        ch.read_payload(logits.data(), h.payload_size, deadline);
+      });
+}
+
+void ProcessRunner::run_step(const StepBatch& step, StepReply reply, const SamplingBatch* sampling,
+                             const std::function<void(ControlChannel&, const MessageHeader&,
+                                                      Clock::time_point)>& read_rank0) {
   if (!healthy_) throw RunnerError("model runner is not healthy: " + failure_);
   const int64_t seq = next_step_++;
   const auto deadline = deadline_in(options_.step_timeout_s);
-  const std::vector<char> payload = encode(step);
+  const std::vector<char> to_rank0 = encode_step_message(step, reply, sampling);
+  const std::vector<char> to_others = workers_.size() > 1
+                                          ? encode_step_message(step, StepReply::kAck, nullptr)
+                                          : std::vector<char>{};
   for (Worker& w : workers_)
-    guarded(w, "Step", [&] { w.channel.send(MessageType::kStep, seq, payload, deadline); });
-  const size_t want = step.logit_rows.size() * size_t(config_.vocab_size);
+    guarded(w, "Step", [&] {
+      w.channel.send(MessageType::kStep, seq, w.rank == 0 ? to_rank0 : to_others, deadline);
+    });
   wait_all(seq, deadline, "step " + std::to_string(step.step), [&](Worker& w) {
     if (w.rank != 0) {
       w.channel.expect(deadline, seq, MessageType::kAck, MessageType::kAck);
       return;
     }
     const MessageHeader h =
-        w.channel.expect_header(deadline, seq, MessageType::kLogits, MessageType::kLogits);
-    if (h.payload_size != want * sizeof(float))
-      throw ProtocolError("logits of " + std::to_string(h.payload_size) + " bytes, expected " +
-                          std::to_string(want * sizeof(float)));
-    logits.resize(want);
-    w.channel.read_payload(logits.data(), h.payload_size, deadline);
+        w.channel.expect_header(deadline, seq, MessageType::kTokens, MessageType::kLogits);
+    read_rank0(w.channel, h, deadline);
   });
 }
 

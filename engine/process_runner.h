@@ -1,6 +1,8 @@
 // Multi-process tensor-parallel ModelRunner: spawns one worker process per rank (fork + exec of
 // `<binary> worker --rank r --tp N --fd K`), each building its own Transformer shard (weights and
 // cache pages) on its own device, and drives them in explicit lockstep over control channels.
+// Rank 0's worker samples its logits where they are, so a step returns token ids (and asked-for
+// logprobs), not [rows, vocab] floats; raw-logits steps remain for tools and tests.
 // Any lost worker (exit, crash, EOF, timeout, error) is fatal: all workers are killed and reaped,
 // execute() throws RunnerError and healthy() is false from then on. No CUDA headers here.
 #pragma once
@@ -30,6 +32,7 @@ class ProcessRunner final : public ModelRunner {
 
   const ModelConfig& config() const override { return config_; }
   RunnerInfo info() const override { return info_; }
+  void execute(const StepBatch& step, const SamplingBatch& sampling, SampledTokens& out) override;
   void execute(const StepBatch& step, std::vector<float>& logits) override;
   bool healthy() const override;
 
@@ -45,6 +48,11 @@ class ProcessRunner final : public ModelRunner {
   };
   void spawn(int rank);
   void load(const RunnerOptions& o, int64_t num_pages);
+  // Sends the step to every rank (rank 0 answers with `reply`) and waits for all answers;
+  // read_rank0 consumes rank 0's reply once its header passed the lockstep check.
+  void run_step(const StepBatch& step, StepReply reply, const SamplingBatch* sampling,
+                const std::function<void(ControlChannel&, const MessageHeader&, Clock::time_point)>&
+                    read_rank0);
   // Calls handle(w) for each worker as soon as its socket is readable, until all were handled;
   // fails on timeout.
   void wait_all(int64_t seq, Clock::time_point deadline, const std::string& what,

@@ -1,9 +1,11 @@
-// Host-side sampling of one logits row. Order: repetition penalty (HF: divide positive, multiply
-// negative logits of every seen token, prompt included), frequency/presence penalties (OpenAI:
-// counts of generated tokens), then greedy argmax if temperature == 0, else temperature, top_k,
-// min_p, top_p and a draw. Only rows < text_vocab_size are ever chosen. The draw uses a
-// counter-based RNG keyed by (seed, generated-token index), so the output depends only on the
-// sequence's own logits, never on batch composition or preemption.
+// Host-side sampling of one logits row with request parameters: the engine-facing wrapper of the
+// CPU sampling op (kernels/sampling_cpu.h), which holds the math. Order: repetition penalty (HF:
+// divide positive, multiply negative logits of every seen token, prompt included),
+// frequency/presence penalties (OpenAI: counts of generated tokens), then greedy argmax if
+// temperature == 0, else temperature, top_k, top_p, min_p and a draw. Only rows <
+// text_vocab_size are ever chosen. The draw uses a counter-based RNG keyed by (seed,
+// generated-token index), so the output depends only on the sequence's own logits, never on
+// batch composition or preemption.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +13,14 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "engine/sampling_batch_builder.h"
+#include "kernels/counter_rng.h"
+#include "kernels/sampling_cpu.h"
 
 namespace mlra {
 
-// Uniform double in [0, 1) from (seed, index); the sampler's only randomness.
-double uniform_from(uint64_t seed, uint64_t index);
+// Row `row` of a runner's sampling result as the engine's logprobs type.
+TokenLogprobs token_logprobs(const SampledTokens& sampled, int64_t row);
 
 class Sampler {
  public:
@@ -32,15 +37,9 @@ class Sampler {
                        int32_t num_prompt, const SamplingParams& params);
 
  private:
-  int32_t draw(const std::vector<float>& logits, const SamplingParams& params, double u);
-  void fill_logprobs(std::span<const float> raw, int32_t chosen, int32_t top_n, TokenLogprobs* out);
-
-  int64_t vocab_;
-  std::vector<float> work_;      // [vocab] processed logits
-  std::vector<int32_t> counts_;  // [vocab] generated-token counts, zeroed after use
-  std::vector<uint8_t> seen_;    // [vocab] seen-token flags, zeroed after use
-  std::vector<int32_t> order_;   // candidate indices
-  std::vector<double> probs_;
+  CpuRowSampler row_;
+  SamplingBatchBuilder builder_;
+  SampledTokens out_;
 };
 
 }  // namespace mlra

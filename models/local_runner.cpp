@@ -1,4 +1,5 @@
-// In-process runner: loads one Transformer per TP rank (threads), executes steps in lockstep.
+// In-process runner: loads one Transformer per TP rank (threads), executes steps in lockstep and
+// samples rank 0's logits with the sampling op of rank 0's backend.
 #include "models/local_runner.h"
 
 #include <thread>
@@ -6,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "kernels/backend.h"
+#include "kernels/sampling.h"
 #include "kernels/thread_communicator.h"
 #include "models/checkpoint.h"
 #include "models/transformer.h"
@@ -58,6 +60,16 @@ class LocalRunner final : public ModelRunner {
   const ModelConfig& config() const override { return config_; }
   RunnerInfo info() const override { return info_; }
 
+  void execute(const StepBatch& step, const SamplingBatch& sampling, SampledTokens& out) override {
+    if (sampling.size() != int64_t(step.logit_rows.size()))
+      throw RunnerError("sampling rows (" + std::to_string(sampling.size()) + ") differ from logit rows (" +
+                        std::to_string(step.logit_rows.size()) + ")");
+    execute(step, logits_);
+    if (!sampler_) sampler_ = make_cpu_token_sampler(config_.text_vocab_size);
+    const int64_t rows = sampling.size(), V = config_.vocab_size;
+    sampler_->sample(MatView{logits_.data(), DType::kF32, rows, V, V}, sampling, out);
+  }
+
   void execute(const StepBatch& step, std::vector<float>& logits) override {
     if (ranks_.size() == 1) return ranks_[0]->forward(step, logits);
     std::vector<std::thread> threads;
@@ -97,6 +109,8 @@ class LocalRunner final : public ModelRunner {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::vector<std::unique_ptr<Transformer>> ranks_;
   RunnerInfo info_;
+  std::unique_ptr<TokenSampler> sampler_;
+  std::vector<float> logits_;  // [rows, vocab] of the last sampled step
 };
 
 }  // namespace

@@ -1,4 +1,6 @@
 // Worker process main loop: Init -> (NcclId) -> load shard -> Ready -> Step* -> Shutdown.
+// Rank 0 samples its logits itself and answers a Step with the token ids (Tokens); the other
+// ranks answer with an Ack. Raw-logits steps (tools, tests) get the logits instead.
 // Any failure is reported to the frontend as an Error message carrying the failing step number,
 // then the worker exits: a rank that failed mid-step cannot rejoin its peers' collectives.
 #include "server/worker_command.h"
@@ -13,6 +15,7 @@
 #include "engine/control_channel.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
+#include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
@@ -58,18 +61,28 @@ std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank,
 // Serves Step messages until Shutdown; returns the exit code.
 int serve_steps(Transformer& model, int rank, ControlChannel& channel, int64_t& current) {
   std::vector<float> logits;
+  std::unique_ptr<TokenSampler> sampler;
+  SampledTokens sampled;
   for (;;) {
     const Message m = channel.receive(kForever);
     current = m.step;
     if (m.type == MessageType::kShutdown) return 0;
     if (m.type != MessageType::kStep)
       throw ProtocolError(std::string("worker: unexpected ") + message_type_name(m.type));
-    const StepBatch step = decode_step_batch(m.payload);
-    model.forward(step, logits);
-    if (rank == 0)
+    const StepMessage msg = decode_step_message(m.payload);
+    if (msg.reply != StepReply::kAck && rank != 0)
+      throw ProtocolError("worker: only rank 0 answers with logits or tokens");
+    model.forward(msg.step, logits);
+    if (msg.reply == StepReply::kTokens) {
+      if (!sampler) sampler = make_cpu_token_sampler(model.config().text_vocab_size);
+      const int64_t rows = msg.sampling.size(), V = model.config().vocab_size;
+      sampler->sample(MatView{logits.data(), DType::kF32, rows, V, V}, msg.sampling, sampled);
+      channel.send(MessageType::kTokens, m.step, encode(sampled));
+    } else if (msg.reply == StepReply::kLogits) {
       channel.send(MessageType::kLogits, m.step, logits.data(), logits.size() * sizeof(float));
-    else
+    } else {
       channel.send(MessageType::kAck, m.step, nullptr, 0);
+    }
   }
 }
 

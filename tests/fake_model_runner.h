@@ -1,7 +1,8 @@
 // A deterministic ModelRunner for engine tests: it keeps its own "cache" of token ids at the
 // slots each step writes, and a logits row is a hash of the sequence's history read back through
 // the step's page table. Wrong slots, page tables or prefix reuse therefore change the output,
-// and StepBatch shape errors throw std::logic_error. Also: fixed string decoder for token text.
+// and StepBatch shape errors throw std::logic_error. execute() samples those rows with the CPU
+// sampling op, as a CPU runner does. Also: fixed string decoder for token text.
 #pragma once
 
 #include <atomic>
@@ -16,6 +17,7 @@
 
 #include "engine/model_runner.h"
 #include "engine/token_stream_decoder.h"
+#include "kernels/sampling.h"
 
 namespace mlra::testing {
 
@@ -56,6 +58,7 @@ class FakeModelRunner : public ModelRunner {
     config_.text_vocab_size = o.text_vocab_size;
     config_.eot_token = o.eot_token;
     cache_.assign(static_cast<size_t>(o.num_pages * o.page_size), -1);
+    sampler_ = make_cpu_token_sampler(o.text_vocab_size);
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -66,6 +69,14 @@ class FakeModelRunner : public ModelRunner {
     info.num_pages = o_.num_pages;
     info.max_context = o_.max_context;
     return info;
+  }
+
+  void execute(const StepBatch& step, const SamplingBatch& sampling, SampledTokens& out) override {
+    execute(step, logits_);
+    if (sampling.size() != static_cast<int64_t>(step.logit_rows.size()))
+      throw std::logic_error("fake runner: one sampling row per logit row");
+    const auto rows = static_cast<int64_t>(step.logit_rows.size());
+    sampler_->sample(MatView{logits_.data(), DType::kF32, rows, o_.vocab_size, o_.vocab_size}, sampling, out);
   }
 
   void execute(const StepBatch& step, std::vector<float>& logits) override {
@@ -130,6 +141,8 @@ class FakeModelRunner : public ModelRunner {
   std::atomic<int64_t> calls_{0};
   bool failed_ = false;
   int64_t total_tokens_ = 0;
+  std::unique_ptr<TokenSampler> sampler_;
+  std::vector<float> logits_;
 };
 
 // Token t's text: two letters ("ab"), so strings span token boundaries in predictable ways.
