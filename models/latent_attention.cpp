@@ -30,7 +30,7 @@ int64_t count_virtual_heads(const std::vector<LatentAttention::Unit>& units) {
 
 LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, int64_t layer,
                                  const WeightLoader& w)
-    : config_(c), plan_(plan), backend_(w.backend()) {
+    : config_(c), plan_(plan), backend_(w.backend()), layer_(layer) {
   const std::string p = layer_prefix(layer);
   const int64_t d = c.n_embd, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dc = c.latent_dim();
   const int64_t qh = c.q_head_dim(), n_local = int64_t(plan.heads.size());
@@ -156,6 +156,12 @@ void LatentAttention::up_project(const std::vector<Unit>& units, int64_t width, 
   }
 }
 
+void LatentAttention::observe_latents(LatentObserver& observer, const MatView& latents) {
+  std::vector<float> host(static_cast<size_t>(latents.rows * latents.cols));
+  backend_.download_f32(latents, host.data());
+  observer.observe(layer_, host.data(), latents.rows, latents.cols);
+}
+
 void LatentAttention::forward(const MatView& x, const StepContext& step,
                               const PagedCacheView& cache, const MatView& out) {
   const ModelConfig& c = config_;
@@ -190,6 +196,8 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
       b.rms_norm(as_mat(raw, raw_width).cols_slice(l * dc, dc), latent_norms_[size_t(l)], c.norm_eps,
                  c.kv_scale(), kv_mat.cols_slice(l * dc, dc));
   }
+  if (step.latent_observer)
+    observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));
   b.rope(kv_mat, 1, row, n_lat * width, dr, step.positions, c.rope_base);
   b.cache_write(kv_mat, step.slots, cache, 0);
 
@@ -214,7 +222,9 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
     b.embed(idx.as<int32_t>(), T, o_all, o_final);
   }
   if (c.variant.gated) {
-    Tensor g = b.alloc({T, n_local * dn}, act);
+    // The gate stays f32 (cuBLAS accumulates in f32 anyway): one bf16 rounding fewer on the
+    // gated path, the least accurate variant on GPU otherwise.
+    Tensor g = b.alloc({T, n_local * dn}, DType::kF32);
     b.linear(x, as_mat(gate_, c.n_embd), as_mat(g, n_local * dn), 1.0f, 0.0f);
     b.sigmoid_mul(as_mat(g, n_local * dn), o_final);
   }

@@ -34,6 +34,8 @@ class LatentAttention final : public AttentionLayer {
                 const PagedCacheView& cache, int32_t r_offset, const StepContext& step);
   void up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z,
                   const MatView& o, float alpha);
+  // Hands the cache rows' latent columns [T, width] to a calibration observer.
+  void observe_latents(LatentObserver& observer, const MatView& latents);
   // TPLA prefill/decode separation: exact MLA attention of sequences prefilled from position 0
   // in this step (over the step's own full latents), written into rows of `o_exact`.
   void exact_prefill(const Tensor& cq, const Tensor& q_nope, const Tensor& normed_latent,
@@ -42,6 +44,7 @@ class LatentAttention final : public AttentionLayer {
   const ModelConfig& config_;
   const ShardPlan& plan_;
   Backend& backend_;
+  int64_t layer_ = 0;
   int head_begin_ = 0;
   Tensor gate_;        // [n_local * dn, d]
   Tensor q_a_;         // [r_q, d] (replicated)

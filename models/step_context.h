@@ -7,6 +7,7 @@
 
 #include "engine/step_batch.h"
 #include "kernels/backend.h"
+#include "models/latent_observer.h"
 
 namespace mlra {
 
@@ -20,6 +21,7 @@ struct StepContext {
   const int32_t* page_indptr = nullptr;   // [S+1]
   const int32_t* page_indices = nullptr;  // [page_indptr[S]]
   const StepBatch* host = nullptr;        // the same step on the host
+  LatentObserver* latent_observer = nullptr;  // calibration tap on latent cache rows (eager only)
 };
 
 // Fills the page-table and per-token fields of attention arguments from a step.

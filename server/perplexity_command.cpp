@@ -1,6 +1,7 @@
 // perplexity: windows of --context tokens, positions restarting at 0 (models/perplexity.h).
 #include "server/perplexity_command.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ struct PerplexityArgs {
   std::string config, model_dir, attention, tokens;
   int32_t context = 512;
   int64_t max_windows = 1 << 30;
+  int32_t prefill = 0;
   std::vector<std::string> overrides;
 };
 
@@ -42,12 +44,20 @@ int run_perplexity(const PerplexityArgs& a) {
     const int64_t pages = (a.context + o.page_size - 1) / o.page_size;
     if (o.num_pages < pages) o.num_pages = pages;
     auto runner = make_runner(o);
-    const PerplexityResult r = evaluate_perplexity(*runner, tokens, a.context, a.max_windows);
-    fmt::print("{{\"variant\": \"{}\", \"backend\": \"{}\", \"tp\": {}, \"mla_tp_mode\": \"{}\", "
-               "\"windows\": {}, \"tokens\": {}, \"loss\": {:.6f}, \"ppl\": {:.4f}, "
-               "\"loss_masked\": {:.6f}, \"ppl_masked\": {:.4f}}}\n",
-               config.variant, config.backend, config.tp, config.mla_tp_mode, r.windows, r.tokens,
-               r.mean_nll, r.perplexity(), r.mean_nll_masked, r.perplexity_masked());
+    const PerplexityResult r =
+        evaluate_perplexity(*runner, tokens, a.context, a.max_windows, a.prefill);
+    const std::string continuation =
+        a.prefill > 0 ? fmt::format(
+                            ", \"prefill\": {}, \"loss_after_prefill\": {:.6f}, "
+                            "\"ppl_after_prefill\": {:.4f}",
+                            a.prefill, r.mean_nll_continuation, std::exp(r.mean_nll_continuation))
+                      : "";
+    fmt::print(
+        "{{\"variant\": \"{}\", \"backend\": \"{}\", \"tp\": {}, \"mla_tp_mode\": \"{}\", "
+        "\"windows\": {}, \"tokens\": {}, \"loss\": {:.6f}, \"ppl\": {:.4f}, "
+        "\"loss_masked\": {:.6f}, \"ppl_masked\": {:.4f}{}}}\n",
+        config.variant, config.backend, config.tp, config.mla_tp_mode, r.windows, r.tokens,
+        r.mean_nll, r.perplexity(), r.mean_nll_masked, r.perplexity_masked(), continuation);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlra-serve perplexity: {}\n", e.what());
@@ -67,6 +77,11 @@ void register_perplexity_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--context", args->context, "window length")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--max-windows", args->max_windows, "evaluate at most this many windows")
       ->check(CLI::PositiveNumber);
+  cmd->add_option(
+         "--prefill", args->prefill,
+         "run each window as a prefill of this many tokens, then the rest as a continuation "
+         "(decode's numerics; measures TPLA pd separation)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--set", args->overrides, "config override key=value (repeatable)");
   cmd->callback([args, &exit_code] { exit_code = run_perplexity(*args); });
 }
