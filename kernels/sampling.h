@@ -12,11 +12,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/backend.h"
+#include "kernels/counter_rng.h"
 #include "kernels/tensor.h"
 
 namespace mlra {
-
-class Backend;
 
 // Below this temperature 1/T overflows the logits: the row is greedy (as vLLM does).
 inline constexpr float kGreedyTemperature = 1e-5f;
@@ -36,8 +36,8 @@ struct SamplingRow {
   uint64_t seed = 0;
   uint64_t index = 0;  // generated-token index: the draw is uniform_from(seed, index)
 
-  bool greedy() const { return temperature < kGreedyTemperature; }
-  bool truncates(int64_t text_vocab) const {
+  MLRA_HOST_DEVICE bool greedy() const { return temperature < kGreedyTemperature; }
+  MLRA_HOST_DEVICE bool truncates(int64_t text_vocab) const {
     return (top_k > 0 && top_k < text_vocab) || top_p < 1.0f || min_p > 0.0f;
   }
 };
@@ -99,5 +99,15 @@ std::unique_ptr<TokenSampler> make_cpu_token_sampler(int64_t text_vocab);
 // Samples logits that live on `backend`'s GPU, on its stream; only the results come back.
 std::unique_ptr<TokenSampler> make_cuda_token_sampler(Backend& backend, int64_t text_vocab);
 #endif
+
+// The sampler for logits living where `backend` computes (inline: the CUDA choice exists only in
+// targets that link the CUDA kernels, like make_cuda_backend's callers).
+inline std::unique_ptr<TokenSampler> make_token_sampler(Backend& backend, int64_t text_vocab) {
+#ifdef MLRA_HAVE_CUDA
+  if (backend.kind() == DeviceKind::kCuda) return make_cuda_token_sampler(backend, text_vocab);
+#endif
+  (void)backend;
+  return make_cpu_token_sampler(text_vocab);
+}
 
 }  // namespace mlra

@@ -2,6 +2,7 @@
 // samples rank 0's logits with the sampling op of rank 0's backend.
 #include "models/local_runner.h"
 
+#include <functional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -64,14 +65,22 @@ class LocalRunner final : public ModelRunner {
     if (sampling.size() != int64_t(step.logit_rows.size()))
       throw RunnerError("sampling rows (" + std::to_string(sampling.size()) + ") differ from logit rows (" +
                         std::to_string(step.logit_rows.size()) + ")");
-    execute(step, logits_);
-    if (!sampler_) sampler_ = make_cpu_token_sampler(config_.text_vocab_size);
-    const int64_t rows = sampling.size(), V = config_.vocab_size;
-    sampler_->sample(MatView{logits_.data(), DType::kF32, rows, V, V}, sampling, out);
+    // Rank 0's logits are sampled where they are (host or GPU); only ids come back.
+    if (!sampler_) sampler_ = make_token_sampler(*backends_[0], config_.text_vocab_size);
+    out.clear();
+    run_ranks(step, [&](Transformer& rank0) {
+      rank0.forward(step, [&](const MatView& logits) { sampler_->sample(logits, sampling, out); });
+    });
   }
 
   void execute(const StepBatch& step, std::vector<float>& logits) override {
-    if (ranks_.size() == 1) return ranks_[0]->forward(step, logits);
+    run_ranks(step, [&](Transformer& rank0) { rank0.forward(step, logits); });
+  }
+
+ private:
+  // Runs `rank0` on this thread and a plain forward of `step` on every other rank's thread.
+  void run_ranks(const StepBatch& step, const std::function<void(Transformer&)>& rank0) {
+    if (ranks_.size() == 1) return rank0(*ranks_[0]);
     std::vector<std::thread> threads;
     std::vector<std::exception_ptr> errors(ranks_.size());
     std::vector<std::vector<float>> unused(ranks_.size());
@@ -84,7 +93,7 @@ class LocalRunner final : public ModelRunner {
         }
       });
     try {
-      ranks_[0]->forward(step, logits);
+      rank0(*ranks_[0]);
     } catch (...) {
       errors[0] = std::current_exception();
     }
@@ -93,7 +102,6 @@ class LocalRunner final : public ModelRunner {
       if (e) std::rethrow_exception(e);
   }
 
- private:
   static std::unique_ptr<Backend> make_backend(const LocalRunnerOptions& o) {
     if (o.backend == "cpu") return make_cpu_backend();
 #ifdef MLRA_HAVE_CUDA
@@ -109,8 +117,7 @@ class LocalRunner final : public ModelRunner {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::vector<std::unique_ptr<Transformer>> ranks_;
   RunnerInfo info_;
-  std::unique_ptr<TokenSampler> sampler_;
-  std::vector<float> logits_;  // [rows, vocab] of the last sampled step
+  std::unique_ptr<TokenSampler> sampler_;  // rank 0's backend's sampling op
 };
 
 }  // namespace

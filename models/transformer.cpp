@@ -73,6 +73,14 @@ PagedCacheView Transformer::cache_view(const Layer& layer) const {
 }
 
 void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
+  logits.clear();
+  forward(s, [&](const MatView& out) {
+    logits.resize(size_t(out.rows * out.cols));
+    backend_.download_f32(out, logits.data());
+  });
+}
+
+void Transformer::forward(const StepBatch& s, const LogitsConsumer& consume) {
   check_step(s, cache_opts_, config_.vocab_size);
   Backend& b = backend_;
   const int64_t T = s.num_tokens(), d = config_.n_embd, ff = plan_.ff_end - plan_.ff_begin;
@@ -103,7 +111,6 @@ void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
     comm_.all_reduce_sum(part.data, T * d, act);
     b.add(pm, xm);
   }
-  logits.clear();
   if (plan_.rank != 0 || s.logit_rows.empty()) return;
   const int64_t R = int64_t(s.logit_rows.size()), V = config_.vocab_size;
   Tensor rows = b.alloc({R, d}, DType::kF32), normed = b.alloc({R, d}, act);
@@ -113,8 +120,7 @@ void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
   b.embed(row_ids.as<int32_t>(), R, xm, as_mat(rows, d));
   b.rms_norm(as_mat(rows, d), final_norm_, config_.norm_eps, 1.0f, as_mat(normed, d));
   b.linear(as_mat(normed, d), as_mat(embedding_, d), as_mat(out, V), 1.0f, 0.0f);
-  logits.resize(size_t(R * V));
-  b.download_f32(as_mat(out, V), logits.data());
+  consume(as_mat(out, V));
 }
 
 }  // namespace mlra

@@ -4,6 +4,7 @@
 // identical StepBatches. Only rank 0 computes logits.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -30,6 +31,11 @@ class Transformer {
   // Writes every step token's cache entry, runs all layers and, on rank 0, returns the logits of
   // step.logit_rows ([rows, vocab] float32, row-major). Other ranks return an empty vector.
   void forward(const StepBatch& step, std::vector<float>& logits);
+  // The same, but rank 0's logits stay on the backend's device: `consume` gets the [rows, vocab]
+  // f32 view (valid during the call only), e.g. to sample there and copy back only token ids.
+  // Not called on other ranks or when the step has no logit rows.
+  using LogitsConsumer = std::function<void(const MatView&)>;
+  void forward(const StepBatch& step, const LogitsConsumer& consume);
 
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }

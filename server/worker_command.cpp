@@ -59,7 +59,8 @@ std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank,
 }
 
 // Serves Step messages until Shutdown; returns the exit code.
-int serve_steps(Transformer& model, int rank, ControlChannel& channel, int64_t& current) {
+int serve_steps(Transformer& model, Backend& backend, int rank, ControlChannel& channel,
+                int64_t& current) {
   std::vector<float> logits;
   std::unique_ptr<TokenSampler> sampler;
   SampledTokens sampled;
@@ -72,13 +73,16 @@ int serve_steps(Transformer& model, int rank, ControlChannel& channel, int64_t& 
     const StepMessage msg = decode_step_message(m.payload);
     if (msg.reply != StepReply::kAck && rank != 0)
       throw ProtocolError("worker: only rank 0 answers with logits or tokens");
-    model.forward(msg.step, logits);
     if (msg.reply == StepReply::kTokens) {
-      if (!sampler) sampler = make_cpu_token_sampler(model.config().text_vocab_size);
-      const int64_t rows = msg.sampling.size(), V = model.config().vocab_size;
-      sampler->sample(MatView{logits.data(), DType::kF32, rows, V, V}, msg.sampling, sampled);
+      // Sampled where the logits are (host or GPU): only ids and asked-for logprobs travel.
+      if (!sampler) sampler = make_token_sampler(backend, model.config().text_vocab_size);
+      sampled.clear();
+      model.forward(msg.step, [&](const MatView& l) { sampler->sample(l, msg.sampling, sampled); });
       channel.send(MessageType::kTokens, m.step, encode(sampled));
-    } else if (msg.reply == StepReply::kLogits) {
+      continue;
+    }
+    model.forward(msg.step, logits);
+    if (msg.reply == StepReply::kLogits) {
       channel.send(MessageType::kLogits, m.step, logits.data(), logits.size() * sizeof(float));
     } else {
       channel.send(MessageType::kAck, m.step, nullptr, 0);
@@ -119,7 +123,7 @@ int run_worker(int rank, int tp, int fd) {
     ready.num_pages = init.num_pages;
     ready.backend = backend->name();
     channel.send(MessageType::kReady, 0, encode(ready));
-    return serve_steps(model, rank, channel, current);
+    return serve_steps(model, *backend, rank, channel, current);
   } catch (const ChannelClosed&) {
     return 3;  // the frontend is gone: nobody to report to
   } catch (const std::exception& e) {
