@@ -21,10 +21,10 @@ struct StepMetrics {
   // them of (context length x cache bytes per token per rank, all layers), i.e. each decode
   // attends once to its whole cached context in every layer. 0 when the step has no decode.
   int64_t decode_cache_bytes_read_per_rank = 0;
-  double execute_seconds = 0;                      // runner->execute wall time
-  std::span<const double> time_to_first_token_s;   // submit -> first token, per request
-  std::span<const double> inter_token_latency_s;   // gap before each later token, per token
-  std::span<const double> queue_time_s;            // submit -> first scheduled, per request
+  double execute_seconds = 0;                     // runner->execute wall time
+  std::span<const double> time_to_first_token_s;  // submit -> first token, per request
+  std::span<const double> inter_token_latency_s;  // gap before each later token, per token
+  std::span<const double> queue_time_s;           // submit -> first scheduled, per request
 };
 
 // One request at its final chunk. Times are engine-side (submit() to the chunk's step).
@@ -32,9 +32,9 @@ struct RequestMetrics {
   FinishReason finish_reason = FinishReason::kNone;
   int32_t prompt_tokens = 0;
   int32_t generation_tokens = 0;
-  double e2e_s = 0;           // submit -> final chunk
-  double prefill_s = -1;      // first scheduled -> first token; -1: no token
-  double decode_s = -1;       // first token -> last token; -1: no token
+  double e2e_s = 0;                     // submit -> final chunk
+  double prefill_s = -1;                // first scheduled -> first token; -1: no token
+  double decode_s = -1;                 // first token -> last token; -1: no token
   double time_per_output_token_s = -1;  // decode_s / (tokens - 1); -1: fewer than 2 tokens
 };
 

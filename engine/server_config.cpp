@@ -72,6 +72,7 @@ const std::map<std::string, Setter>& setters() {
       {"port", field(&ServerConfig::port)},
       {"metrics_port", field(&ServerConfig::metrics_port)},
       {"log_level", field(&ServerConfig::log_level)},
+      {"log_prompts", field(&ServerConfig::log_prompts)},
   };
   return table;
 }
@@ -174,7 +175,8 @@ Json to_json(const ServerConfig& c) {
               {"host", c.host},
               {"port", c.port},
               {"metrics_port", c.metrics_port},
-              {"log_level", c.log_level}};
+              {"log_level", c.log_level},
+              {"log_prompts", c.log_prompts}};
 }
 
 EngineOptions engine_options(const ServerConfig& c) {

@@ -38,6 +38,7 @@ struct ServerConfig {
   int32_t port = 50051;
   int32_t metrics_port = 0;                 // 0: no metrics endpoint
   std::string log_level = "info";           // spdlog level name
+  bool log_prompts = false;                 // request log lines carry the prompt text
 };
 
 // Throws ConfigError naming the offending key (unknown key, wrong type, out of range).

@@ -63,7 +63,7 @@ grpc::Status MlraService::to_request(const v1::GenerateRequest& proto,
 }
 
 grpc::Status MlraService::run(grpc::ServerContext* ctx, const v1::GenerateRequest& proto,
-                              std::string& id, const Emit& emit) {
+                              RequestOutcome& outcome, const Emit& emit) {
   if (!admitting_) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is shutting down and admits no new requests");
@@ -82,19 +82,21 @@ grpc::Status MlraService::run(grpc::ServerContext* ctx, const v1::GenerateReques
   if (grpc::Status s = to_request(proto, request); !s.ok()) return s;
   if (auto error = engine_.validate(request)) return to_grpc_status(*error);
 
-  id = proto.request_id().empty() ? registry_.next_id() : proto.request_id();
+  const std::string id = proto.request_id().empty() ? registry_.next_id() : proto.request_id();
+  outcome.request_id = id;
   request.request_id = id;
   if (!registry_.reserve(id)) {
     return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
                         fmt::format("request_id '{}' is already in flight", id));
   }
-  grpc::Status status = submit_and_drain(ctx, std::move(request), id, emit);
+  grpc::Status status = submit_and_drain(ctx, std::move(request), outcome, emit);
   registry_.release(id);
   return status;
 }
 
 grpc::Status MlraService::submit_and_drain(grpc::ServerContext* ctx, GenerationRequest&& request,
-                                           const std::string& id, const Emit& emit) {
+                                           RequestOutcome& outcome, const Emit& emit) {
+  const std::string& id = outcome.request_id;
   // Shared with the engine's callback: the queue outlives this call if the engine is late.
   auto queue = std::make_shared<ChunkQueue>();
   uint64_t handle = 0;
@@ -125,6 +127,14 @@ grpc::Status MlraService::submit_and_drain(grpc::ServerContext* ctx, GenerationR
     }
     const FinishReason reason = chunk->finish_reason;
     const std::string error = chunk->error_message;
+    if (outcome.ttft_s < 0 && !chunk->token_ids.empty()) {
+      outcome.ttft_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - outcome.start).count();
+    }
+    if (reason != FinishReason::kNone) {
+      outcome.finish_reason = reason;
+      outcome.usage = chunk->usage;
+    }
     if (!abandoned && !emit(std::move(*chunk))) abandon();
     if (reason == FinishReason::kNone) continue;
     if (abandoned) return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
@@ -134,26 +144,47 @@ grpc::Status MlraService::submit_and_drain(grpc::ServerContext* ctx, GenerationR
 
 grpc::Status MlraService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* request,
                                    grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  std::string id;
-  return run(ctx, *request, id, [&](GenerationChunk&& chunk) {
+  RequestOutcome outcome;
+  outcome.method = "Generate";
+  grpc::Status status = run(ctx, *request, outcome, [&](GenerationChunk&& chunk) {
     v1::GenerateResponse response;
-    response.set_request_id(id);
+    response.set_request_id(outcome.request_id);
     append_chunk(chunk, &response);
     return writer->Write(response);
   });
+  return end_call(*request, outcome, std::move(status));
 }
 
 grpc::Status MlraService::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* request,
                                    v1::CompleteResponse* response) {
-  std::string id;
+  RequestOutcome outcome;
+  outcome.method = "Complete";
   v1::CompleteResponse collected;
-  grpc::Status status = run(ctx, *request, id, [&](GenerationChunk&& chunk) {
+  grpc::Status status = run(ctx, *request, outcome, [&](GenerationChunk&& chunk) {
     append_chunk(chunk, &collected);
     return true;
   });
-  if (!status.ok()) return status;
-  *response = std::move(collected);
-  response->set_request_id(id);
+  if (status.ok()) {
+    *response = std::move(collected);
+    response->set_request_id(outcome.request_id);
+  }
+  return end_call(*request, outcome, std::move(status));
+}
+
+grpc::Status MlraService::end_call(const v1::GenerateRequest& proto, RequestOutcome& outcome,
+                                   grpc::Status status) {
+  outcome.code = status.error_code();
+  outcome.error_message = status.error_message();
+  outcome.duration_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - outcome.start).count();
+  if (outcome.request_id.empty()) {  // rejected before an id was assigned; ids may be oversized
+    outcome.request_id = proto.request_id().substr(0, options_.max_request_id_bytes);
+  }
+  if (options_.log_prompts && proto.prompt_case() == v1::GenerateRequest::kText) {
+    outcome.prompt_text = proto.text();
+  }
+  spdlog::info("{}", format_request_log(outcome));
+  if (options_.on_call_end) options_.on_call_end(outcome);
   return status;
 }
 

@@ -17,6 +17,7 @@
 #include "proto/mlra.grpc.pb.h"
 #include "server/chunk_queue.h"
 #include "server/proto_convert.h"
+#include "server/request_log.h"
 #include "server/request_registry.h"
 #include "server/text_codec.h"
 
@@ -28,6 +29,9 @@ struct ServiceOptions {
   size_t max_stop_string_bytes = 256;
   std::chrono::milliseconds poll_interval{20};   // how often a waiting call checks IsCancelled
   std::chrono::milliseconds cancel_wait{30000};  // a cancelled call waits this long for the end
+  bool log_prompts = false;  // the request log line carries the prompt text (it may be private)
+  // Called on the RPC thread when a Generate/Complete call ends (metrics); may be empty.
+  std::function<void(const RequestOutcome&)> on_call_end;
 };
 
 class MlraService final : public v1::Mlra::Service {
@@ -61,10 +65,13 @@ class MlraService final : public v1::Mlra::Service {
   using Emit = std::function<bool(GenerationChunk&&)>;
 
   grpc::Status to_request(const v1::GenerateRequest& proto, GenerationRequest& out) const;
-  grpc::Status run(grpc::ServerContext* ctx, const v1::GenerateRequest& proto, std::string& id,
-                   const Emit& emit);
+  grpc::Status run(grpc::ServerContext* ctx, const v1::GenerateRequest& proto,
+                   RequestOutcome& outcome, const Emit& emit);
   grpc::Status submit_and_drain(grpc::ServerContext* ctx, GenerationRequest&& request,
-                                const std::string& id, const Emit& emit);
+                                RequestOutcome& outcome, const Emit& emit);
+  // Logs the call's line and reports it to on_call_end; returns status unchanged.
+  grpc::Status end_call(const v1::GenerateRequest& proto, RequestOutcome& outcome,
+                        grpc::Status status);
   void enter();
   void leave();
 

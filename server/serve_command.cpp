@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "server/grpc_server.h"
+#include "server/metrics_endpoint.h"
+#include "server/prometheus_metrics.h"
 #include "server/serving_stack.h"
 
 namespace mlra {
@@ -22,8 +24,9 @@ namespace {
 
 struct ServeArgs {
   std::string config;
-  std::optional<std::string> model_dir, attention, backend, host, dtype, mla_tp_mode;
-  std::optional<int32_t> port, tp;
+  std::optional<std::string> model_dir, attention, backend, host, dtype, mla_tp_mode, log_level;
+  std::optional<int32_t> port, tp, metrics_port;
+  bool log_prompts = false;
   std::vector<std::string> overrides;
   double grace_s = 30;
 };
@@ -70,6 +73,9 @@ ServerConfig resolve_config(const ServeArgs& a) {
   if (a.host) set("host", *a.host);
   if (a.port) set("port", std::to_string(*a.port));
   if (a.tp) set("tp", std::to_string(*a.tp));
+  if (a.metrics_port) set("metrics_port", std::to_string(*a.metrics_port));
+  if (a.log_level) set("log_level", *a.log_level);
+  if (a.log_prompts) set("log_prompts", "true");
   for (const auto& o : a.overrides) apply_config_override(config, o);
   validate_server_config(config);
   if (!std::filesystem::is_directory(config.model_dir)) {
@@ -89,10 +95,29 @@ int run_serve(const ServeArgs& args) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   install_signal_handlers();
   try {
-    ServingStack stack = build_serving_stack(config);
+    std::shared_ptr<PrometheusMetrics> metrics;
+    if (config.metrics_port > 0) {
+      metrics = std::make_shared<PrometheusMetrics>(config.model_dir.filename().string());
+    }
+    ServingStack stack = build_serving_stack(config, metrics);
     GrpcServerOptions options;
     options.address = fmt::format("{}:{}", config.host, config.port);
     options.service.labels = stack.labels;
+    options.service.log_prompts = config.log_prompts;
+    // Declared after the stack: stops serving scrapes before the engine it reads goes away.
+    std::unique_ptr<MetricsEndpoint> endpoint;
+    if (metrics) {
+      metrics->describe(metrics_model_info(*stack.engine, config.dtype));
+      Engine& engine = *stack.engine;
+      endpoint = std::make_unique<MetricsEndpoint>(
+          MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
+          metrics->registry(),
+          [metrics, &engine] { metrics->refresh(engine.stats(), engine.healthy()); });
+      options.service.on_call_end = [metrics](const RequestOutcome& o) {
+        metrics->count_rpc(o.method, status_code_name(o.code));
+      };
+      spdlog::info("metrics on http://{}:{}/metrics", config.host, endpoint->port());
+    }
     GrpcServer server(*stack.engine, gpt2_text_codec(*stack.tokenizer), options);
     spdlog::info("serving mlra.v1.Mlra on {}:{} (max context {}, {} cache tokens)", config.host,
                  server.port(), stack.engine->options().max_context,
@@ -124,6 +149,12 @@ void register_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--host", args->host, "override the listening host");
   cmd->add_option("--port,-p", args->port, "override the port (0: pick a free one)");
   cmd->add_option("--tp", args->tp, "override the tensor-parallel degree");
+  cmd->add_option("--metrics-port", args->metrics_port,
+                  "override metrics_port: Prometheus /metrics over HTTP (0: off)");
+  cmd->add_option("--log-level", args->log_level,
+                  "override log_level: trace | debug | info | warn | error | critical | off");
+  cmd->add_flag("--log-prompts", args->log_prompts,
+                "request log lines carry the prompt text (off: never logged)");
   cmd->add_option("--set", args->overrides, "any config key: --set key=value (repeatable)");
   cmd->add_option("--grace-s", args->grace_s, "on SIGTERM, drain in-flight requests this long")
       ->check(CLI::NonNegativeNumber);

@@ -33,7 +33,8 @@ std::filesystem::path find_default_config() {
   return {};
 }
 
-ServingStack build_serving_stack(const ServerConfig& config) {
+ServingStack build_serving_stack(const ServerConfig& config,
+                                 std::shared_ptr<EngineMetrics> metrics) {
   ServingStack stack;
   const std::filesystem::path tok_dir = tokenizer_dir_for(config.model_dir);
   stack.tokenizer = std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load(tok_dir));
@@ -47,8 +48,9 @@ ServingStack build_serving_stack(const ServerConfig& config) {
       "model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
       "bytes/rank",
       info.num_pages, info.page_size, info.cache_bytes_per_token, info.weight_bytes_per_rank);
-  stack.engine =
-      std::make_unique<Engine>(std::move(runner), *stack.tokenizer, engine_options(config));
+  EngineOptions options = engine_options(config);
+  options.metrics = std::move(metrics);
+  stack.engine = std::make_unique<Engine>(std::move(runner), *stack.tokenizer, options);
   stack.labels.mla_tp_mode = config.mla_tp_mode;
   stack.labels.dtype = config.dtype;
   return stack;

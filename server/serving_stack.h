@@ -21,8 +21,10 @@ struct ServingStack {
 };
 
 // Loads the tokenizer (the model folder's own files if it has any, else the bundled GPT-2
-// files), loads the model and starts the engine thread. Throws on any failure.
-ServingStack build_serving_stack(const ServerConfig& config);
+// files), loads the model and starts the engine thread, reporting to `metrics` if given.
+// Throws on any failure.
+ServingStack build_serving_stack(const ServerConfig& config,
+                                 std::shared_ptr<EngineMetrics> metrics = nullptr);
 
 // The tokenizer folder used for `model_dir`.
 std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir);
