@@ -91,6 +91,7 @@ void Transformer::forward(const StepBatch& s, const LogitsConsumer& consume) {
   StepContext ctx{s.num_tokens(), s.num_seqs(), tokens.as<int32_t>(), positions.as<int32_t>(),
                   token_seq.as<int32_t>(), slots.as<int32_t>(), indptr.as<int32_t>(),
                   indices.as<int32_t>(), &s};
+  ctx.latent_observer = latent_observer_;
 
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);

@@ -37,6 +37,10 @@ class Transformer {
   using LogitsConsumer = std::function<void(const MatView&)>;
   void forward(const StepBatch& step, const LogitsConsumer& consume);
 
+  // Calibration tap: eager steps hand every latent layer's cache rows to `observer` (nullptr:
+  // off); pure decode steps then skip graphs, since observing downloads in the middle of a step.
+  void set_latent_observer(LatentObserver* observer) { latent_observer_ = observer; }
+
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -62,6 +66,7 @@ class Transformer {
   Tensor final_norm_;
   std::vector<Layer> layers_;
   int64_t weight_bytes_ = 0;
+  LatentObserver* latent_observer_ = nullptr;
 };
 
 }  // namespace mlra

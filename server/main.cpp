@@ -1,5 +1,6 @@
-// mlra-serve: command-line entry point (serve, generate, inspect, client, worker). A thin CLI11
-// dispatcher: every subcommand registers itself from its own file, one line each.
+// mlra-serve: command-line entry point (serve, generate, inspect, client, perplexity,
+// tpla-calibrate, worker). A thin CLI11 dispatcher: every subcommand registers itself from its
+// own file, one line each.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
@@ -8,6 +9,7 @@
 #include "server/inspect_command.h"
 #include "server/perplexity_command.h"
 #include "server/serve_command.h"
+#include "server/tpla_calibrate_command.h"
 #include "server/worker_command.h"
 
 int main(int argc, char** argv) {
@@ -19,6 +21,7 @@ int main(int argc, char** argv) {
   mlra::register_generate_command(app, exit_code);
   mlra::register_inspect_command(app, exit_code);
   mlra::register_perplexity_command(app, exit_code);
+  mlra::register_tpla_calibrate_command(app, exit_code);
   mlra::register_worker_command(app, exit_code);
   try {
     app.parse(argc, argv);
