@@ -70,6 +70,7 @@ const std::map<std::string, Setter>& setters() {
       {"prefix_cache", field(&ServerConfig::prefix_cache)},
       {"host", field(&ServerConfig::host)},
       {"port", field(&ServerConfig::port)},
+      {"max_rpc_threads", field(&ServerConfig::max_rpc_threads)},
       {"metrics_port", field(&ServerConfig::metrics_port)},
       {"log_level", field(&ServerConfig::log_level)},
       {"log_prompts", field(&ServerConfig::log_prompts)},
@@ -148,6 +149,8 @@ void validate_server_config(const ServerConfig& c) {
   require(c.max_waiting >= 1, "max_waiting", "must be >= 1");
   require(!c.host.empty(), "host", "must not be empty");
   require(c.port >= 0 && c.port <= 65535, "port", "must be in [0, 65535]");
+  require(c.max_rpc_threads >= 16 && c.max_rpc_threads <= 65536, "max_rpc_threads",
+          "must be in [16, 65536]");
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
   require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}), "log_level",
           fmt::format("'{}' is not a spdlog level", c.log_level));
@@ -174,6 +177,7 @@ Json to_json(const ServerConfig& c) {
               {"prefix_cache", c.prefix_cache},
               {"host", c.host},
               {"port", c.port},
+              {"max_rpc_threads", c.max_rpc_threads},
               {"metrics_port", c.metrics_port},
               {"log_level", c.log_level},
               {"log_prompts", c.log_prompts}};

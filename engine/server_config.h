@@ -36,6 +36,7 @@ struct ServerConfig {
   bool prefix_cache = true;
   std::string host = "0.0.0.0";
   int32_t port = 50051;
+  int32_t max_rpc_threads = 2048;           // gRPC threads: one per in-flight Generate/Complete
   int32_t metrics_port = 0;                 // 0: no metrics endpoint
   std::string log_level = "info";           // spdlog level name
   bool log_prompts = false;                 // request log lines carry the prompt text

@@ -102,6 +102,7 @@ int run_serve(const ServeArgs& args) {
     ServingStack stack = build_serving_stack(config, metrics);
     GrpcServerOptions options;
     options.address = fmt::format("{}:{}", config.host, config.port);
+    options.max_threads = config.max_rpc_threads;
     options.service.labels = stack.labels;
     options.service.log_prompts = config.log_prompts;
     // Declared after the stack: stops serving scrapes before the engine it reads goes away.
@@ -155,7 +156,7 @@ void register_serve_command(CLI::App& app, int& exit_code) {
                   "override log_level: trace | debug | info | warn | error | critical | off");
   cmd->add_flag("--log-prompts", args->log_prompts,
                 "request log lines carry the prompt text (off: never logged)");
-  cmd->add_option("--set", args->overrides, "any config key: --set key=value (repeatable)");
+  cmd->add_option("--set,-o", args->overrides, "any config key: --set key=value (repeatable)");
   cmd->add_option("--grace-s", args->grace_s, "on SIGTERM, drain in-flight requests this long")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([args, &exit_code] {
