@@ -11,8 +11,10 @@
 #include <sstream>
 #include <thread>
 
-#include <prometheus/text_serializer.h>
 #include <catch2/catch.hpp>
+#include <prometheus/text_serializer.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "metered_test_server.h"
 #include "server/http_get.h"
@@ -146,6 +148,40 @@ TEST_CASE("request log line: logfmt fields, escaped values, prompt only when giv
   CHECK_THAT(line, Catch::Contains("ttft_ms=-"));
   CHECK_THAT(line, Catch::EndsWith("error=\"bad \\\"x\\\"\\n\" prompt=secret"));
   CHECK(line.find('\n') == std::string::npos);
+}
+
+TEST_CASE("a call logs one request line; the prompt text only with log_prompts",
+          "[metrics][log][e2e]") {
+  const bool log_prompts = GENERATE(false, true);
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
+  {
+    GrpcServerOptions options;
+    options.service.log_prompts = log_prompts;
+    ServerUnderTest s(fake_runner(), {}, options);
+    v1::GenerateRequest r = token_request({}, 3);
+    r.set_text("private words");
+    r.set_request_id("log-1");
+    REQUIRE(generate(*s.stub, r).status.ok());
+    v1::GenerateRequest bad = token_request({1}, 0);  // max_tokens 0: refused
+    bad.set_request_id("log-2");
+    REQUIRE(generate(*s.stub, bad).status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  spdlog::set_default_logger(previous);
+  const std::string log = captured.str();
+  INFO(log);
+  CHECK_THAT(log, Catch::Contains("request method=Generate id=log-1 status=OK finish=length "
+                                  "prompt_tokens=13 completion_tokens=3"));
+  CHECK_THAT(log, Catch::Contains("id=log-2 status=INVALID_ARGUMENT finish=none"));
+  CHECK((log.find("private words") != std::string::npos) == log_prompts);
+  size_t lines = 0;
+  for (size_t at = log.find("request method="); at != std::string::npos;
+       at = log.find("request method=", at + 1)) {
+    ++lines;
+  }
+  CHECK(lines == 2);
 }
 
 TEST_CASE("malformed HTTP and gRPC input leave both ports answering", "[metrics][e2e]") {

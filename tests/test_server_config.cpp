@@ -53,6 +53,9 @@ TEST_CASE("config errors name the offending key", "[engine][config]") {
   CHECK(with("backend", "tpu").find("'backend'") != std::string::npos);
   CHECK(with("prefix_cache", 1).find("'prefix_cache'") != std::string::npos);
   CHECK(with("log_level", "loud").find("'log_level'") != std::string::npos);
+  CHECK(with("log_prompts", "yes").find("'log_prompts'") != std::string::npos);
+  CHECK(with("max_rpc_threads", 8).find("'max_rpc_threads'") != std::string::npos);
+  CHECK(with("metrics_port", 70000).find("'metrics_port'") != std::string::npos);
   CHECK(error_of(nlohmann::json::object()).find("'model_dir'") != std::string::npos);
   CHECK(with("max_step_tokens", 256).empty());
 }
@@ -63,10 +66,14 @@ TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine
   apply_config_override(c, "prefix_cache=false");
   apply_config_override(c, "variant=mla_gated");
   apply_config_override(c, "host=\"127.0.0.1\"");
+  apply_config_override(c, "log_prompts=true");
+  apply_config_override(c, "metrics_port=9464");
   CHECK(c.port == 1234);
   CHECK_FALSE(c.prefix_cache);
   CHECK(c.variant == "mla_gated");
   CHECK(c.host == "127.0.0.1");
+  CHECK(c.log_prompts);
+  CHECK(c.metrics_port == 9464);
   CHECK_THROWS_AS(apply_config_override(c, "nope=1"), ConfigError);
   CHECK_THROWS_AS(apply_config_override(c, "port"), ConfigError);
   CHECK_THROWS_AS(apply_config_override(c, "port=-5"), ConfigError);
