@@ -21,7 +21,7 @@ struct StepMetrics {
   // them of (context length x cache bytes per token per rank, all layers), i.e. each decode
   // attends once to its whole cached context in every layer. 0 when the step has no decode.
   int64_t decode_cache_bytes_read_per_rank = 0;
-  double execute_seconds = 0;                     // runner->execute wall time
+  double execute_seconds = 0;                     // runner->execute (forward + sampling) wall time
   std::span<const double> time_to_first_token_s;  // submit -> first token, per request
   std::span<const double> inter_token_latency_s;  // gap before each later token, per token
   std::span<const double> queue_time_s;           // submit -> first scheduled, per request

@@ -86,7 +86,8 @@ PrometheusMetrics::PrometheusMetrics(std::string model_name)
                                  "Tokens computed per engine step (decodes + prefill chunks).",
                                  token_count_buckets());
   execute_ = &histogram("mlra:model_execute_time_seconds",
-                        "Wall time of one step's forward on all ranks.", latency_buckets());
+                        "Wall time of one step in the runner (forward and sampling, all ranks).",
+                        latency_buckets());
   cache_read_ = &histogram(
       "mlra:latent_cache_bytes_read_per_rank",
       "Latent (or K/V) cache bytes one rank reads for the decode sequences of a step: sum of "
