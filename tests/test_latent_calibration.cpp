@@ -20,6 +20,7 @@
 #include "models/checkpoint.h"
 #include "models/latent_calibration.h"
 #include "models/local_runner.h"
+#include "models/perplexity.h"
 #include "models/tpla.h"
 #include "server/tpla_calibrate_command.h"
 #include "step_builder.h"
@@ -352,4 +353,40 @@ TEST_CASE("the example TPLA config names a transform file and validates", "[tpla
   CHECK_NOTHROW(validate_server_config(c));
   CHECK(c.mla_tp_mode == "tpla");
   CHECK(fs::path(c.tpla_transform).is_absolute());  // relative paths would follow the cwd
+}
+
+TEST_CASE("perplexity --prefill measures TPLA decode under pd separation", "[tpla][calibration]") {
+  const auto tokens = random_tokens(2 * 40 + 1, 17);
+  auto ppl = [&](bool tpla, bool pd_sep, int32_t prefill) {
+    LocalRunnerOptions o;
+    o.model_dir = tiny("mla");
+    o.variant = "mla";
+    o.page_size = 8;
+    o.num_pages = 8;
+    if (tpla) {
+      o.mla_tp_mode = LatentTpMode::kTpla;
+      o.tpla.transform = "identity";
+      o.tpla.slices = 2;  // sliced on one rank: the same numbers as TP2
+      o.tpla.pd_separation = pd_sep;
+    }
+    auto runner = make_local_runner(o);
+    return evaluate_perplexity(*runner, tokens, 40, 2, prefill);
+  };
+  const auto mla = ppl(false, false, 0), mla_split = ppl(false, false, 16);
+  CHECK(mla_split.tokens == 80);
+  CHECK(mla_split.continuation_tokens == 48);
+  CHECK(std::abs(mla_split.mean_nll - mla.mean_nll) < 1e-5);  // a continuation is exact for MLA
+  const auto sliced = ppl(true, false, 0), sliced_split = ppl(true, false, 16);
+  CHECK(std::abs(sliced.mean_nll - mla.mean_nll) > 1e-6);
+  CHECK(std::abs(sliced_split.mean_nll - sliced.mean_nll) < 1e-5);
+  // pd separation: one prefill step is all exact MLA; after a prefill of 16 the rest is TPLA.
+  const auto pd = ppl(true, true, 0), pd_split = ppl(true, true, 16);
+  CHECK(std::abs(pd.mean_nll - mla.mean_nll) < 1e-5);
+  auto prefix_nll = [](const PerplexityResult& r) {
+    return r.mean_nll * double(r.tokens) - r.mean_nll_continuation * double(r.continuation_tokens);
+  };
+  CHECK(std::abs(prefix_nll(pd_split) - prefix_nll(mla_split)) < 1e-3);  // prefill part: exact
+  CHECK(std::abs(pd_split.mean_nll_continuation - mla_split.mean_nll_continuation) > 1e-6);
+  CHECK(std::abs(pd_split.mean_nll - mla.mean_nll) > 1e-6);
+  CHECK_THROWS(ppl(false, false, 40));
 }
