@@ -2,16 +2,20 @@
 // the GPU must pick the CPU's token for every row over a grid of parameters (mixed in one batch,
 // so the segmented sort sees partial segments), edge cases included, with logprobs within float
 // rounding; and a chi-square test of many seeded draws of one row against the distribution an
-// independent reference computes.
+// independent reference computes. End to end: the CUDA LocalRunner (eager and decode graphs)
+// samples on the device exactly what the CPU sampler picks from that runner's own raw logits.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <numeric>
 #include <set>
 
+#include "../step_builder.h"
 #include "gpu_test_util.h"
 #include "kernels/sampling.h"
+#include "models/local_runner.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -200,14 +204,14 @@ TEST_CASE("cuda sampling draws follow the reference distribution (chi-square ove
   std::mt19937 rng(seed);
   const int64_t vocab = 64, cols = 64, draws = 40000;
   std::normal_distribution<float> d(0.0f, 1.5f);
-  std::vector<float> row(size_t(vocab));
+  std::vector<float> row(static_cast<size_t>(vocab));
   for (auto& x : row) x = d(rng);
   const float temperature = 0.9f, top_p = 0.9f;
   const int32_t top_k = 20;
   // Independent reference: softmax(l / T) over the top_k, then the smallest top_p prefix.
-  std::vector<double> expect(size_t(vocab), 0.0);
+  std::vector<double> expect(static_cast<size_t>(vocab), 0.0);
   {
-    std::vector<int> order(size_t(vocab));
+    std::vector<int> order(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
     double z = 0.0;
@@ -237,7 +241,7 @@ TEST_CASE("cuda sampling draws follow the reference distribution (chi-square ove
   const SampledTokens g = run_gpu(logits, draws, cols, vocab, b);
   const SampledTokens c = run_cpu(logits, draws, cols, vocab, b);
   CHECK(g.tokens == c.tokens);
-  std::vector<double> counts(size_t(vocab), 0.0);
+  std::vector<double> counts(static_cast<size_t>(vocab), 0.0);
   for (int32_t t : g.tokens) counts[size_t(t)] += 1.0;
   double chi2 = 0.0, pooled_obs = 0.0, pooled_exp = 0.0;
   int dof = -1;
@@ -263,4 +267,55 @@ TEST_CASE("cuda sampling draws follow the reference distribution (chi-square ove
   const double critical = k * std::pow(1.0 - h + 3.719 * std::sqrt(h), 3.0);
   INFO("chi2 " << chi2 << " dof " << dof << " critical " << critical);
   CHECK(chi2 < critical);
+}
+
+TEST_CASE("cuda local runner samples on the device what the cpu sampler picks from its logits",
+          "[gpu][sampling]") {
+  for (int graphs : {0, 8}) {
+    INFO("cuda_graph_max_batch " << graphs);
+    LocalRunnerOptions o;
+    o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
+    o.variant = "mlra4";
+    o.backend = "cuda";
+    o.page_size = 16;
+    o.num_pages = 64;
+    o.cuda_graph_max_batch = graphs;
+    auto runner = make_local_runner(o);
+    const int64_t V = runner->config().vocab_size, text = runner->config().text_vocab_size;
+    auto cpu = make_cpu_token_sampler(text);
+    std::mt19937 rng(23);
+    auto tokens = [&](int n) {
+      std::vector<int32_t> t(static_cast<size_t>(n));
+      for (auto& x : t) x = int32_t(rng() % uint32_t(text));
+      return t;
+    };
+    std::vector<StepBatch> steps = {mlra::testing::build_step(
+        {{0, 0, tokens(21), true}, {1, 0, tokens(9), false}, {2, 0, tokens(16), false}}, 16, 16)};
+    for (int k = 0; k < 4; ++k)
+      steps.push_back(mlra::testing::build_step(
+          {{0, 21 + k, tokens(1)}, {1, 9 + k, tokens(1)}, {2, 16 + k, tokens(1)}}, 16, 16));
+    for (const StepBatch& step : steps) {
+      const auto rows = int64_t(step.logit_rows.size());
+      SamplingBatch b;
+      for (int64_t r = 0; r < rows; ++r) {
+        SamplingRow row;
+        row.temperature = r % 4 == 0 ? 0.0f : 0.9f;
+        row.top_p = r % 3 == 0 ? 0.9f : 1.0f;
+        row.top_k = r % 5 == 1 ? 20 : 0;
+        row.repetition_penalty = r % 2 == 0 ? 1.3f : 1.0f;
+        row.logprobs = r % 2 == 1 ? 3 : -1;
+        row.seed = rng();
+        row.index = uint64_t(r);
+        b.rows.push_back(row);
+        add_history(b, rng, text, row.repetition_penalty != 1.0f ? 12 : 0);
+      }
+      // The same step twice rewrites the same cache rows, so both runs see the same logits.
+      std::vector<float> logits;
+      runner->execute(step, logits);
+      SampledTokens want, got;
+      cpu->sample(MatView{logits.data(), DType::kF32, rows, V, V}, b, want);
+      runner->execute(step, b, got);
+      compare(want, got, b, text);
+    }
+  }
 }
