@@ -50,6 +50,8 @@ const char* message_type_name(MessageType type) {
       return "Error";
     case MessageType::kTokens:
       return "Tokens";
+    case MessageType::kAllocate:
+      return "Allocate";
   }
   return "?";
 }
@@ -201,6 +203,9 @@ std::vector<char> encode(const WorkerInit& m) {
   w.put<uint8_t>(m.tpla_pd_separation);
   w.put(m.tpla_seed);
   w.put(m.tpla_slices);
+  w.put(m.gpu_memory_fraction);
+  w.put(m.reserve_bytes);
+  w.put(m.cuda_graph_max_batch);
   return std::move(w.bytes());
 }
 
@@ -219,6 +224,9 @@ WorkerInit decode_worker_init(const std::vector<char>& payload) {
   m.tpla_pd_separation = r.get<uint8_t>() != 0;
   m.tpla_seed = r.get<uint64_t>();
   m.tpla_slices = r.get<int32_t>();
+  m.gpu_memory_fraction = r.get<double>();
+  m.reserve_bytes = r.get<int64_t>();
+  m.cuda_graph_max_batch = r.get<int32_t>();
   if (!r.done()) throw ProtocolError("Init: trailing bytes");
   return m;
 }

@@ -29,6 +29,7 @@ enum class MessageType : uint32_t {
   kShutdown,  // frontend -> worker: exit cleanly
   kError,     // worker -> frontend: UTF-8 text, the worker exits afterwards
   kTokens,    // rank 0 -> frontend: SampledTokens (ids, and logprobs where asked)
+  kAllocate,  // frontend -> worker: int64 page count for a GPU-sized cache; answered by Ack
 };
 const char* message_type_name(MessageType type);
 
@@ -184,6 +185,12 @@ struct WorkerInit {
   bool tpla_pd_separation = true;
   uint64_t tpla_seed = 0;
   int32_t tpla_slices = 0;
+  // GPU-sized cache: when > 0 the worker loads its weights, reports in Ready how many pages fit
+  // under this share of its GPU (less reserve_bytes), and allocates the count that Allocate
+  // names (the minimum over ranks, since page ids are shared).
+  double gpu_memory_fraction = 0;
+  int64_t reserve_bytes = 0;
+  int32_t cuda_graph_max_batch = 0;  // decode graphs up to this batch (cuda), 0: none
 };
 
 // What a worker reports once its shard is loaded.
@@ -193,7 +200,7 @@ struct WorkerReady {
   int64_t weight_bytes = 0;
   int64_t cache_bytes_per_token = 0;  // all layers
   int64_t cache_values_per_token_per_layer = 0;
-  int64_t num_pages = 0;
+  int64_t num_pages = 0;  // allocated, or (GPU-sized cache) the most that fit
   std::string backend;
 };
 

@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -53,15 +55,19 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
   if (o.backend != "cpu" && o.backend != "cuda")
     throw RunnerError("unknown backend '" + o.backend + "'");
-  // Page ids are shared by all ranks, so the page count fits the widest rank's budget (fp32
-  // values, as the in-process runner assumes).
+  // Page ids are shared by all ranks, so the page count fits the widest rank's budget (f32
+  // values on CPU workers, bf16 on GPU workers). A GPU-sized cache is settled after loading.
+  const bool gpu_sized = o.gpu_memory_fraction > 0;
+  if (gpu_sized && o.backend != "cuda")
+    throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
   int64_t widest = 0;
   for (int r = 0; r < o.tp; ++r)
     widest = std::max(widest, make_shard_plan(config_, o.tp, r).cache_width);
-  int64_t num_pages = o.num_pages;
-  if (num_pages == 0)
-    num_pages = pages_for_budget(o.cache_memory_bytes, widest * config_.n_layer * 4, o.page_size);
-  if (num_pages <= 0) throw RunnerError("cache memory budget holds no page");
+  const int64_t value_bytes = o.backend == "cuda" ? 2 : 4;
+  int64_t num_pages = gpu_sized ? 0 : o.num_pages;
+  if (!gpu_sized && num_pages == 0)
+    num_pages = pages_for_budget(o.cache_memory_bytes, widest * config_.n_layer * value_bytes, o.page_size);
+  if (!gpu_sized && num_pages <= 0) throw RunnerError("cache memory budget holds no page");
 
   for (char** e = environ; *e; ++e) env_storage_.emplace_back(*e);
   if (!std::getenv("NCCL_NVLS_ENABLE")) env_storage_.emplace_back("NCCL_NVLS_ENABLE=0");
@@ -78,6 +84,7 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
     throw RunnerError(std::string("cannot start workers: ") + e.what());
   }
   load(o, num_pages);
+  if (gpu_sized) num_pages = allocate_gpu_sized_cache(o);
   if (shm_) shm_->unlink();
 
   info_.backend = o.backend;
@@ -151,6 +158,9 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.tpla_pd_separation = o.tpla.pd_separation;
     init.tpla_seed = o.tpla.seed;
     init.tpla_slices = o.tpla.slices;
+    init.gpu_memory_fraction = o.gpu_memory_fraction;
+    init.reserve_bytes = activation_reserve_bytes(config_.vocab_size, o.cuda_graph_max_batch);
+    init.cuda_graph_max_batch = o.backend == "cuda" ? o.cuda_graph_max_batch : 0;
     guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, encode(init), deadline); });
   }
   if (o.backend == "cuda" && o.tp > 1) {
@@ -168,6 +178,26 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     const Message m = w.channel.expect(deadline, 0, MessageType::kReady, MessageType::kReady);
     ready_[size_t(w.rank)] = decode_worker_ready(m.payload);
   });
+}
+
+int64_t ProcessRunner::allocate_gpu_sized_cache(const RunnerOptions& o) {
+  int64_t pages = std::numeric_limits<int64_t>::max();
+  for (const WorkerReady& r : ready_) pages = std::min(pages, r.num_pages);
+  if (pages <= 0) {
+    kill_all();
+    throw RunnerError("gpu_memory_fraction " + std::to_string(o.gpu_memory_fraction) +
+                      " leaves no room for the cache after the weights");
+  }
+  const auto deadline = deadline_in(o.load_timeout_s);
+  ByteWriter w;
+  w.put(pages);
+  for (Worker& worker : workers_)
+    guarded(worker, "Allocate", [&] { worker.channel.send(MessageType::kAllocate, 0, w.bytes(), deadline); });
+  wait_all(0, deadline, "Allocate", [&](Worker& worker) {
+    worker.channel.expect(deadline, 0, MessageType::kAck, MessageType::kAck);
+  });
+  for (WorkerReady& r : ready_) r.num_pages = pages;
+  return pages;
 }
 
 void ProcessRunner::execute(const StepBatch& step, const SamplingBatch& sampling,

@@ -55,6 +55,9 @@ class ProcessRunner final : public ModelRunner {
                     read_rank0);
   // Calls handle(w) for each worker as soon as its socket is readable, until all were handled;
   // fails on timeout.
+  // GPU-sized cache: the smallest page count any rank reported fits everywhere; every rank
+  // allocates it. Returns the count.
+  int64_t allocate_gpu_sized_cache(const RunnerOptions& o);
   void wait_all(int64_t seq, Clock::time_point deadline, const std::string& what,
                 const std::function<void(Worker&)>& handle);
   // Runs fn; a channel or protocol error becomes fail() naming the worker.

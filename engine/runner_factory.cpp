@@ -17,6 +17,8 @@ RunnerOptions runner_options(const ServerConfig& c) {
   o.num_pages = c.num_pages;
   o.cache_memory_bytes = c.cache_memory_bytes;
   o.max_context = c.max_context;
+  o.gpu_memory_fraction = c.gpu_memory_fraction;
+  o.cuda_graph_max_batch = c.cuda_graph_max_batch;
   o.mla_tp_mode = c.mla_tp_mode == "tpla" ? LatentTpMode::kTpla : LatentTpMode::kReplicate;
   o.tpla.transform = c.tpla_transform;
   o.tpla.pd_separation = c.tpla_pd_separation;
@@ -36,6 +38,8 @@ std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
     l.num_pages = o.num_pages;
     l.cache_memory_bytes = o.cache_memory_bytes;
     l.max_context = o.max_context;
+    l.gpu_memory_fraction = o.gpu_memory_fraction;
+    l.cuda_graph_max_batch = o.cuda_graph_max_batch;
     l.mla_tp_mode = o.mla_tp_mode;
     l.tpla = o.tpla;
     return make_local_runner(l);

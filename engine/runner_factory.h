@@ -24,6 +24,9 @@ struct RunnerOptions {
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
   int64_t max_context = 0;                   // 0: the model's block_size (2048 if absent)
+  double gpu_memory_fraction = 0;            // cuda, > 0: cache = this share of each GPU's memory
+                                             // minus weights and a workspace reserve
+  int32_t cuda_graph_max_batch = 0;          // cuda: decode batches up to this replay CUDA graphs
   bool in_process = false;                   // TP ranks as threads of this process (LocalRunner)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
   TplaOptions tpla;

@@ -23,6 +23,7 @@ T value_of(const std::string& key, const Json& v) {
   const bool ok = [&] {
     if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
     else if constexpr (std::is_integral_v<T>) return v.is_number_integer();
+    else if constexpr (std::is_floating_point_v<T>) return v.is_number();
     else return v.is_string();
   }();
   if (!ok) throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
@@ -63,6 +64,8 @@ const std::map<std::string, Setter>& setters() {
       {"page_size", field(&ServerConfig::page_size)},
       {"cache_memory_bytes", field(&ServerConfig::cache_memory_bytes)},
       {"num_pages", field(&ServerConfig::num_pages)},
+      {"gpu_memory_fraction", field(&ServerConfig::gpu_memory_fraction)},
+      {"cuda_graph_max_batch", field(&ServerConfig::cuda_graph_max_batch)},
       {"max_running_seqs", field(&ServerConfig::max_running_seqs)},
       {"max_step_tokens", field(&ServerConfig::max_step_tokens)},
       {"max_context", field(&ServerConfig::max_context)},
@@ -143,6 +146,10 @@ void validate_server_config(const ServerConfig& c) {
   require(c.page_size >= 1 && c.page_size <= 4096, "page_size", "must be in [1, 4096]");
   require(c.cache_memory_bytes > 0, "cache_memory_bytes", "must be > 0");
   require(c.num_pages >= 0, "num_pages", "must be >= 0 (0: from cache_memory_bytes)");
+  require(c.gpu_memory_fraction >= 0 && c.gpu_memory_fraction < 1, "gpu_memory_fraction",
+          "must be in [0, 1) (0: size the cache by cache_memory_bytes)");
+  require(c.cuda_graph_max_batch >= 0 && c.cuda_graph_max_batch <= 512, "cuda_graph_max_batch",
+          "must be in [0, 512] (0: no CUDA graphs)");
   require(c.max_running_seqs >= 1, "max_running_seqs", "must be >= 1");
   require(c.max_step_tokens >= 1, "max_step_tokens", "must be >= 1");
   require(c.max_context >= 0, "max_context", "must be >= 0 (0: the model's block_size)");
@@ -170,6 +177,8 @@ Json to_json(const ServerConfig& c) {
               {"page_size", c.page_size},
               {"cache_memory_bytes", c.cache_memory_bytes},
               {"num_pages", c.num_pages},
+              {"gpu_memory_fraction", c.gpu_memory_fraction},
+              {"cuda_graph_max_batch", c.cuda_graph_max_batch},
               {"max_running_seqs", c.max_running_seqs},
               {"max_step_tokens", c.max_step_tokens},
               {"max_context", c.max_context},

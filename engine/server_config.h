@@ -29,6 +29,8 @@ struct ServerConfig {
   int32_t page_size = 64;
   int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
   int64_t num_pages = 0;                    // 0: derived from cache_memory_bytes
+  double gpu_memory_fraction = 0;           // cuda: > 0 sizes the cache to this share of each GPU
+  int32_t cuda_graph_max_batch = 256;       // cuda: decode steps up to this batch replay graphs
   int32_t max_running_seqs = 64;
   int32_t max_step_tokens = 512;
   int64_t max_context = 0;                  // 0: the model's block_size

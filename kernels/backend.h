@@ -15,6 +15,19 @@
 
 namespace mlra {
 
+// A recorded sequence of ops (a CUDA graph) that replays on the backend's stream with the same
+// device pointers it was recorded with; inputs change by rewriting those buffers before replay.
+class CapturedOps {
+ public:
+  virtual ~CapturedOps() = default;
+  virtual void replay() = 0;
+};
+
+struct DeviceMemory {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -30,6 +43,9 @@ class Backend {
   virtual void upload_f32(Tensor& dst, const float* src) = 0;
   // Raw host -> device copy (same dtype); bytes <= dst.bytes().
   virtual void upload(Tensor& dst, const void* src, size_t bytes) = 0;
+  // Like upload, but returns at once: src is staged (copied) before return, so the caller may reuse
+  // it; the device copy is ordered before every later op on the stream.
+  virtual void upload_async(Tensor& dst, const void* src, size_t bytes) { upload(dst, src, bytes); }
   // Device -> host copy of a float tensor region, converted to f32.
   virtual void download_f32(const MatView& src, float* dst) = 0;
   virtual void synchronize() = 0;
@@ -64,6 +80,14 @@ class Backend {
   virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                            int32_t col_offset) = 0;
   virtual void paged_attention(const PagedAttentionArgs& args) = 0;
+
+  // Recording: ops enqueued between begin_capture and end_capture are recorded, not run. Memory
+  // allocated and freed inside the window belongs to the recording. Only where supported.
+  virtual bool supports_capture() const { return false; }
+  virtual void begin_capture();
+  virtual std::unique_ptr<CapturedOps> end_capture();
+  // Device memory as the driver reports it; {0, 0} on the CPU backend (no fixed device budget).
+  virtual DeviceMemory memory() const { return {}; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -22,6 +22,30 @@ namespace {
 
 using cuda::CudaPagedAttention;
 
+// A CUDA graph recorded on the backend's stream; replays on that stream.
+class CudaGraph final : public CapturedOps {
+ public:
+  CudaGraph(int device, cudaStream_t stream, cudaGraph_t graph) : device_(device), stream_(stream), graph_(graph) {
+    MLRA_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  ~CudaGraph() override {
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(stream_);  // a replay may still be in flight
+    if (exec_) cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
+  void replay() override {
+    MLRA_CUDA_CHECK(cudaSetDevice(device_));
+    MLRA_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+  }
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+  cudaGraph_t graph_;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 // Owns the stream; shared by every tensor's deleter so frees stay valid after the backend dies.
 struct StreamState {
   int device = 0;
@@ -64,6 +88,10 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     MLRA_CUDA_CHECK(cublasCreate(&cublas_));
     MLRA_CUDA_CHECK(cublasSetStream(cublas_, state_->stream));
+    // An explicit workspace: cuBLAS must not allocate while a graph is being recorded.
+    MLRA_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    MLRA_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    MLRA_CUDA_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
     cudaDeviceProp prop{};
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
@@ -72,6 +100,9 @@ class CudaBackend final : public Backend {
     cudaSetDevice(state_->device);
     cudaStreamSynchronize(state_->stream);
     cublasDestroy(cublas_);
+    cudaFree(cublas_workspace_);
+    if (staging_) cudaFreeHost(staging_);
+    cudaEventDestroy(staging_done_);
   }
 
   cudaStream_t stream() const { return state_->stream; }
@@ -122,6 +153,28 @@ class CudaBackend final : public Backend {
     MLRA_REQUIRE(bytes <= dst.bytes(), "upload overflows tensor");
     MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, bytes, cudaMemcpyHostToDevice, stream()));
     MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));  // src may be freed once we return
+  }
+  // Copies src into pinned staging memory and enqueues the device copy from there. The staging
+  // area is a bump allocator that restarts once the stream has consumed it.
+  void upload_async(Tensor& dst, const void* src, size_t bytes) override {
+    activate();
+    MLRA_REQUIRE(bytes <= dst.bytes(), "upload overflows tensor");
+    if (bytes == 0) return;
+    const size_t need = (bytes + 255) / 256 * 256;
+    if (staging_used_ + need > staging_bytes_) {
+      MLRA_CUDA_CHECK(cudaEventSynchronize(staging_done_));  // every earlier staged copy is done
+      staging_used_ = 0;
+      if (need > staging_bytes_) {
+        if (staging_) MLRA_CUDA_CHECK(cudaFreeHost(staging_));
+        staging_bytes_ = std::max(need, size_t(4) << 20);
+        MLRA_CUDA_CHECK(cudaMallocHost(&staging_, staging_bytes_));
+      }
+    }
+    char* slot = static_cast<char*>(staging_) + staging_used_;
+    std::memcpy(slot, src, bytes);
+    staging_used_ += need;
+    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.data, slot, bytes, cudaMemcpyHostToDevice, stream()));
+    MLRA_CUDA_CHECK(cudaEventRecord(staging_done_, stream()));
   }
   void download_f32(const MatView& src, float* dst) override {
     activate();
@@ -228,6 +281,25 @@ class CudaBackend final : public Backend {
     attention_.run(args, stream());
   }
 
+  bool supports_capture() const override { return true; }
+  // Thread-local mode: other ranks' threads may allocate or synchronize while this one records.
+  void begin_capture() override {
+    activate();
+    MLRA_CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+  }
+  std::unique_ptr<CapturedOps> end_capture() override {
+    activate();
+    cudaGraph_t graph = nullptr;
+    MLRA_CUDA_CHECK(cudaStreamEndCapture(stream(), &graph));
+    return std::make_unique<CudaGraph>(state_->device, stream(), graph);
+  }
+  DeviceMemory memory() const override {
+    activate();
+    size_t free_b = 0, total_b = 0;
+    MLRA_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return {int64_t(free_b), int64_t(total_b)};
+  }
+
  private:
   void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
 
@@ -252,8 +324,14 @@ class CudaBackend final : public Backend {
     }
   }
 
+  static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  void* staging_ = nullptr;  // pinned host memory for upload_async
+  size_t staging_bytes_ = 0, staging_used_ = 0;
+  cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy
   CudaPagedAttention attention_;
   std::string name_;
 };

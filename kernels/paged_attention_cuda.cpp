@@ -80,6 +80,7 @@ CudaPagedAttention::CudaPagedAttention(int device) {
 
 CudaPagedAttention::~CudaPagedAttention() {
   if (workspace_) cudaFree(workspace_);
+  for (void* p : retired_) cudaFree(p);
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
@@ -103,7 +104,7 @@ AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
 void CudaPagedAttention::reserve(size_t bytes, cudaStream_t stream) {
   if (bytes <= workspace_bytes_) return;
   const size_t grown = std::max(bytes, workspace_bytes_ + workspace_bytes_ / 2);
-  if (workspace_) MLRA_CUDA_CHECK(cudaFreeAsync(workspace_, stream));
+  if (workspace_) retired_.push_back(workspace_);
   workspace_ = nullptr;
   workspace_bytes_ = 0;
   MLRA_CUDA_CHECK(cudaMallocAsync(&workspace_, grown, stream));

@@ -98,6 +98,9 @@ class CudaPagedAttention {
   int num_sms_ = 0;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  // Outgrown workspaces stay allocated until destruction: a recorded graph may still point at
+  // them (at most ~2x the final size in all, since each growth is >= 1.5x).
+  std::vector<void*> retired_;
   AttentionPath path_ = AttentionPath::kGeneric;
   std::vector<HeadTile> tiles_;
   int32_t rows_max_ = 0;

@@ -153,7 +153,7 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
   b.paged_attention(a);
   const MatView o_mat = as_mat(o, n_local * hd);
   if (c.variant.gated) {
-    Tensor g = b.alloc({T, n_local * hd}, act);
+    Tensor g = b.alloc({T, n_local * hd}, DType::kF32);  // f32 gate: one bf16 rounding fewer
     b.linear(x, as_mat(gate_, c.n_embd), as_mat(g, n_local * hd), 1.0f, 0.0f);
     b.sigmoid_mul(as_mat(g, n_local * hd), o_mat);
   }

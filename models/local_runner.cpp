@@ -2,7 +2,9 @@
 // samples rank 0's logits with the sampling op of rank 0's backend.
 #include "models/local_runner.h"
 
+#include <algorithm>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -31,19 +33,38 @@ class LocalRunner final : public ModelRunner {
     comms_ = o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{}
                        : make_thread_communicators(o.tp);
     if (o.tp == 1) comms_.push_back(make_single_rank_communicator());
-    const ShardPlan plan0 = make_shard_plan(config_, o.tp, 0);
     int64_t widest = 0;
-    for (int r = 0; r < o.tp; ++r) widest = std::max(widest, make_shard_plan(config_, o.tp, r).cache_width);
-    CacheOptions cache{o.page_size, o.num_pages};
-    const int64_t bytes_per_token = widest * config_.n_layer * 4;
-    if (cache.num_pages == 0) cache.num_pages = pages_for_budget(o.cache_memory_bytes, bytes_per_token, o.page_size);
-    if (cache.num_pages <= 0) throw RunnerError("cache memory budget holds no page");
     for (int r = 0; r < o.tp; ++r) {
       plans_.push_back(make_shard_plan(config_, o.tp, r));
+      widest = std::max(widest, plans_.back().cache_width);
       backends_.push_back(make_backend(o));
     }
+    const bool gpu_sized = o.gpu_memory_fraction > 0;
+    if (gpu_sized && backends_[0]->memory().total_bytes == 0)
+      throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
+    CacheOptions cache{o.page_size, gpu_sized ? 0 : o.num_pages};
+    const int64_t bytes_per_token = widest * config_.n_layer * int64_t(dtype_size(backends_[0]->cache_dtype()));
+    if (!gpu_sized && cache.num_pages == 0)
+      cache.num_pages = pages_for_budget(o.cache_memory_bytes, bytes_per_token, o.page_size);
+    if (!gpu_sized && cache.num_pages <= 0) throw RunnerError("cache memory budget holds no page");
     for (int r = 0; r < o.tp; ++r)
       ranks_.push_back(std::make_unique<Transformer>(config_, plans_[r], *ckpt_, *backends_[r], *comms_[r], cache));
+    if (gpu_sized) {
+      // Every rank gets the page count the tightest GPU can hold (the page tables are shared).
+      const int64_t reserve = activation_reserve_bytes(config_.vocab_size, o.cuda_graph_max_batch);
+      int64_t pages = std::numeric_limits<int64_t>::max();
+      for (int r = 0; r < o.tp; ++r) {
+        const int64_t bytes = gpu_cache_bytes(backends_[r]->memory(), o.gpu_memory_fraction, reserve);
+        pages = std::min(pages, pages_for_budget(std::max<int64_t>(bytes, 0), bytes_per_token, o.page_size) - 1);
+      }
+      if (pages <= 0)
+        throw RunnerError("gpu_memory_fraction " + std::to_string(o.gpu_memory_fraction) +
+                          " leaves no room for the cache after the weights");
+      cache.num_pages = pages;
+      for (auto& t : ranks_) t->allocate_cache(pages);
+    }
+    if (o.cuda_graph_max_batch > 0 && o.tp == 1 && backends_[0]->supports_capture())
+      ranks_[0]->enable_decode_graphs(o.cuda_graph_max_batch);
     info_.backend = o.backend;
     info_.tp = o.tp;
     info_.page_size = o.page_size;
@@ -55,7 +76,6 @@ class LocalRunner final : public ModelRunner {
     spdlog::info("loaded {} ({}) tp={} backend={}: {} pages x {} tokens, cache {} values/token/layer/rank, weights {:.1f} MB/rank",
                  o.model_dir.string(), config_.variant.name(), o.tp, o.backend, cache.num_pages,
                  o.page_size, widest, info_.weight_bytes_per_rank / 1e6);
-    (void)plan0;
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -121,6 +141,16 @@ class LocalRunner final : public ModelRunner {
 };
 
 }  // namespace
+
+int64_t activation_reserve_bytes(int64_t vocab_size, int32_t cuda_graph_max_batch) {
+  const int64_t graph_logits = int64_t(std::max(cuda_graph_max_batch, 1)) * vocab_size * 4;
+  return (int64_t(1) << 30) + 3 * graph_logits;
+}
+
+int64_t gpu_cache_bytes(const DeviceMemory& m, double fraction, int64_t reserve_bytes) {
+  const int64_t used = m.total_bytes - m.free_bytes;  // weights, contexts, other processes
+  return int64_t(fraction * double(m.total_bytes)) - used - reserve_bytes;
+}
 
 int64_t pages_for_budget(int64_t bytes, int64_t bytes_per_token, int32_t page_size) {
   if (bytes_per_token <= 0 || page_size <= 0) return 0;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/model_runner.h"
+#include "kernels/backend.h"
 #include "models/model_config.h"
 
 namespace mlra {
@@ -22,6 +23,8 @@ struct LocalRunnerOptions {
   int64_t num_pages = 0;             // if 0: from cache_memory_bytes
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
   int64_t max_context = 0;           // 0: config block_size (or 2048 if absent)
+  double gpu_memory_fraction = 0;    // cuda, > 0: cache sized by gpu_cache_bytes() instead
+  int32_t cuda_graph_max_batch = 0;  // cuda at TP=1: pure decode steps up to this batch use graphs
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
   TplaOptions tpla;
 };
@@ -30,5 +33,13 @@ std::unique_ptr<ModelRunner> make_local_runner(const LocalRunnerOptions& options
 
 // Pages that fit in `bytes` for a rank caching `bytes_per_token` bytes per token.
 int64_t pages_for_budget(int64_t bytes, int64_t bytes_per_token, int32_t page_size);
+
+// Cache bytes a GPU can give when the server may use `fraction` of its memory in all: what is
+// still free under that cap (weights are already resident) minus a reserve for activations,
+// workspaces and recorded graphs. Negative when nothing is left.
+int64_t gpu_cache_bytes(const DeviceMemory& after_weights, double fraction, int64_t reserve_bytes);
+// The reserve: 1 GiB for a step's activations and the attention workspace, plus room for decode
+// graphs' logits buffers.
+int64_t activation_reserve_bytes(int64_t vocab_size, int32_t cuda_graph_max_batch);
 
 }  // namespace mlra

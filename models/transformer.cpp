@@ -2,6 +2,7 @@
 // all-reduce, residual) x L -> final norm -> tied LM head.
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "models/step_context.h"
@@ -10,12 +11,6 @@
 
 namespace mlra {
 namespace {
-
-Tensor upload_i32(Backend& b, const std::vector<int32_t>& v) {
-  Tensor t = b.alloc({int64_t(std::max<size_t>(v.size(), 1))}, DType::kI32);
-  if (!v.empty()) b.upload(t, v.data(), v.size() * sizeof(int32_t));
-  return t;
-}
 
 void check_step(const StepBatch& s, const CacheOptions& cache, int64_t vocab) {
   const size_t T = s.tokens.size();
@@ -41,8 +36,8 @@ void check_step(const StepBatch& s, const CacheOptions& cache, int64_t vocab) {
 Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const Checkpoint& ckpt,
                          Backend& backend, Communicator& comm, const CacheOptions& cache)
     : config_(config), plan_(plan), backend_(backend), comm_(comm), cache_opts_(cache) {
-  if (cache.page_size <= 0 || cache.num_pages <= 0)
-    throw std::invalid_argument("transformer: page_size and num_pages must be positive");
+  if (cache.page_size <= 0 || cache.num_pages < 0)
+    throw std::invalid_argument("transformer: page_size must be positive and num_pages >= 0");
   WeightLoader w(ckpt, backend);
   const int64_t d = config.n_embd;
   embedding_ = w.load("transformer.wte.weight");
@@ -57,10 +52,19 @@ Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const
     layer.fc1 = w.load(p + "mlp.c_fc1.weight", {ff, {0, d}});
     layer.fc2 = w.load(p + "mlp.c_fc2.weight", {ff, {0, d}});
     layer.proj = w.load(p + "mlp.c_proj.weight", {{0, d}, ff});
-    layer.cache = backend.alloc({cache.num_pages, cache.page_size, plan.cache_width}, backend.cache_dtype());
     layers_.push_back(std::move(layer));
   }
   weight_bytes_ = w.bytes_loaded();
+  if (cache.num_pages > 0) allocate_cache(cache.num_pages);
+}
+
+void Transformer::allocate_cache(int64_t num_pages) {
+  if (num_pages <= 0) throw std::invalid_argument("transformer: the cache needs at least one page");
+  graphs_.clear();
+  cache_opts_.num_pages = num_pages;
+  // One scratch page past the scheduler's pages: padded rows of decode graphs write there.
+  for (auto& layer : layers_)
+    layer.cache = backend_.alloc({num_pages + 1, cache_opts_.page_size, plan_.cache_width}, backend_.cache_dtype());
 }
 
 int64_t Transformer::cache_bytes_per_token() const {
@@ -68,7 +72,7 @@ int64_t Transformer::cache_bytes_per_token() const {
 }
 
 PagedCacheView Transformer::cache_view(const Layer& layer) const {
-  return {layer.cache.data, layer.cache.dtype, cache_opts_.num_pages, cache_opts_.page_size,
+  return {layer.cache.data, layer.cache.dtype, cache_opts_.num_pages + 1, cache_opts_.page_size,
           int32_t(plan_.cache_width)};
 }
 
@@ -81,18 +85,18 @@ void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
 }
 
 void Transformer::forward(const StepBatch& s, const LogitsConsumer& consume) {
+  if (cache_opts_.num_pages == 0) throw std::logic_error("transformer: forward before allocate_cache");
   check_step(s, cache_opts_, config_.vocab_size);
-  Backend& b = backend_;
-  const int64_t T = s.num_tokens(), d = config_.n_embd, ff = plan_.ff_end - plan_.ff_begin;
-  const DType act = b.act_dtype();
-  Tensor tokens = upload_i32(b, s.tokens), positions = upload_i32(b, s.positions);
-  Tensor token_seq = upload_i32(b, s.token_seq), slots = upload_i32(b, s.slots);
-  Tensor indptr = upload_i32(b, s.page_indptr), indices = upload_i32(b, s.page_indices);
-  StepContext ctx{s.num_tokens(), s.num_seqs(), tokens.as<int32_t>(), positions.as<int32_t>(),
-                  token_seq.as<int32_t>(), slots.as<int32_t>(), indptr.as<int32_t>(),
-                  indices.as<int32_t>(), &s};
-  ctx.latent_observer = latent_observer_;
+  const int padded = !latent_observer_ && is_pure_decode(s) ? decode_graph_size(s.num_tokens()) : 0;
+  if (padded > 0) return forward_graph(s, padded, consume);
+  forward_eager(s, consume);
+}
 
+void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64_t rows,
+                           const MatView& logits) {
+  Backend& b = backend_;
+  const int64_t T = ctx.num_tokens, d = config_.n_embd, ff = plan_.ff_end - plan_.ff_begin;
+  const DType act = b.act_dtype();
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
   Tensor h = b.alloc({T, d}, act), part = b.alloc({T, d}, act);
@@ -112,16 +116,141 @@ void Transformer::forward(const StepBatch& s, const LogitsConsumer& consume) {
     comm_.all_reduce_sum(part.data, T * d, act);
     b.add(pm, xm);
   }
-  if (plan_.rank != 0 || s.logit_rows.empty()) return;
-  const int64_t R = int64_t(s.logit_rows.size()), V = config_.vocab_size;
-  Tensor rows = b.alloc({R, d}, DType::kF32), normed = b.alloc({R, d}, act);
-  Tensor out = b.alloc({R, V}, DType::kF32);
-  Tensor row_ids = upload_i32(b, s.logit_rows);
+  if (plan_.rank != 0 || rows == 0) return;
+  Tensor gathered = b.alloc({rows, d}, DType::kF32), normed = b.alloc({rows, d}, act);
   // Gather the requested rows of the residual with the embedding op (a row gather).
-  b.embed(row_ids.as<int32_t>(), R, xm, as_mat(rows, d));
-  b.rms_norm(as_mat(rows, d), final_norm_, config_.norm_eps, 1.0f, as_mat(normed, d));
-  b.linear(as_mat(normed, d), as_mat(embedding_, d), as_mat(out, V), 1.0f, 0.0f);
-  consume(as_mat(out, V));
+  b.embed(row_ids, rows, xm, as_mat(gathered, d));
+  b.rms_norm(as_mat(gathered, d), final_norm_, config_.norm_eps, 1.0f, as_mat(normed, d));
+  b.linear(as_mat(normed, d), as_mat(embedding_, d), logits, 1.0f, 0.0f);
+}
+
+void Transformer::forward_eager(const StepBatch& s, const LogitsConsumer& consume) {
+  Backend& b = backend_;
+  const int64_t T = s.num_tokens(), S = s.num_seqs(), R = int64_t(s.logit_rows.size());
+  // One staged copy of every per-step array: [tokens | positions | token_seq | slots | indptr |
+  // logit rows | page indices].
+  std::vector<int32_t> packed;
+  packed.reserve(size_t(4 * T + S + 1 + R) + s.page_indices.size());
+  for (const auto* v : {&s.tokens, &s.positions, &s.token_seq, &s.slots, &s.page_indptr,
+                        &s.logit_rows, &s.page_indices})
+    packed.insert(packed.end(), v->begin(), v->end());
+  Tensor inputs = b.alloc({int64_t(std::max<size_t>(packed.size(), 1))}, DType::kI32);
+  b.upload_async(inputs, packed.data(), packed.size() * sizeof(int32_t));
+  const int32_t* base = inputs.as<int32_t>();
+  StepContext ctx{int32_t(T), int32_t(S), base, base + T, base + 2 * T, base + 3 * T,
+                  base + 4 * T, base + 4 * T + S + 1 + R, &s};
+  ctx.latent_observer = latent_observer_;
+  const int32_t* row_ids = base + 4 * T + S + 1;
+
+  const bool want_logits = plan_.rank == 0 && R > 0;
+  const int64_t V = config_.vocab_size;
+  Tensor out = want_logits ? b.alloc({R, V}, DType::kF32) : Tensor{};
+  run_body(ctx, row_ids, want_logits ? R : 0, want_logits ? as_mat(out, V) : MatView{});
+  if (want_logits) consume(as_mat(out, V));
+}
+
+// ---- decode graphs ----
+
+namespace {
+// Padded batch sizes: fine steps at small batch (latency), coarser above (padding <= 50%).
+constexpr int kGraphSizes[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
+}  // namespace
+
+void Transformer::enable_decode_graphs(int max_batch) {
+  if (max_batch < 0) throw std::invalid_argument("decode graphs: max batch must be >= 0");
+  if (max_batch > 0 && !backend_.supports_capture())
+    throw std::invalid_argument("decode graphs: backend " + backend_.name() + " cannot record ops");
+  graphs_.clear();
+  graph_logits_ = Tensor{};
+  max_graph_batch_ = max_batch;
+}
+
+int Transformer::decode_graph_size(int n) const {
+  if (n <= 0 || n > max_graph_batch_) return 0;
+  for (int g : kGraphSizes)
+    if (g >= n) return std::min(g, max_graph_batch_);
+  return 0;
+}
+
+bool Transformer::is_pure_decode(const StepBatch& s) const {
+  if (s.num_tokens() == 0 || s.num_tokens() != s.num_seqs()) return false;
+  if (int64_t(s.logit_rows.size()) != s.num_tokens()) return false;
+  for (int32_t t = 0; t < s.num_tokens(); ++t)
+    if (s.logit_rows[size_t(t)] != t || s.token_seq[size_t(t)] != t || s.positions[size_t(t)] == 0)
+      return false;
+  return true;
+}
+
+void Transformer::forward_graph(const StepBatch& s, int padded, const LogitsConsumer& consume) {
+  Backend& b = backend_;
+  const int64_t T = s.num_tokens(), G = padded, V = config_.vocab_size;
+  const int32_t scratch_page = int32_t(cache_opts_.num_pages);
+  // Fixed layout for every padded size: [tokens G | positions G | token_seq G | slots G |
+  // indptr G+1 | row ids G | page indices capacity]. Padded sequence i >= T: token 0 at
+  // position 0 in the scratch page.
+  const int64_t n_indices = int64_t(s.page_indices.size()) + (G - T);
+  if (n_indices > graph_index_capacity_) {
+    graphs_.clear();  // recordings point at the old buffer
+    graph_index_capacity_ = std::max(n_indices, 2 * graph_index_capacity_);
+    const int64_t M = max_graph_batch_;
+    graph_inputs_ = b.alloc({6 * M + 1 + graph_index_capacity_}, DType::kI32);
+  }
+  const int64_t M = max_graph_batch_;
+  std::vector<int32_t> packed(size_t(6 * M + 1) + size_t(n_indices), 0);
+  int32_t* tokens = packed.data();
+  int32_t* positions = tokens + M;
+  int32_t* token_seq = positions + M;
+  int32_t* slots = token_seq + M;
+  int32_t* indptr = slots + M;
+  int32_t* row_ids = indptr + M + 1;
+  int32_t* indices = row_ids + M;
+  for (int64_t i = 0; i < G; ++i) {
+    const bool real = i < T;
+    tokens[i] = real ? s.tokens[size_t(i)] : 0;
+    positions[i] = real ? s.positions[size_t(i)] : 0;
+    token_seq[i] = int32_t(i);
+    slots[i] = real ? s.slots[size_t(i)] : scratch_page * cache_opts_.page_size;
+    row_ids[i] = int32_t(i);
+  }
+  std::copy(s.page_indptr.begin(), s.page_indptr.end(), indptr);
+  std::copy(s.page_indices.begin(), s.page_indices.end(), indices);
+  for (int64_t i = T; i < G; ++i) {
+    indices[indptr[i]] = scratch_page;
+    indptr[i + 1] = indptr[i] + 1;
+  }
+  b.upload_async(graph_inputs_, packed.data(), packed.size() * sizeof(int32_t));
+
+  const int32_t* base = graph_inputs_.as<int32_t>();
+  const StepContext ctx{int32_t(G), int32_t(G), base, base + M, base + 2 * M, base + 3 * M,
+                        base + 4 * M, base + 6 * M + 1, &s};
+  const bool want_logits = plan_.rank == 0;
+  if (want_logits && graph_logits_.numel() == 0) graph_logits_ = b.alloc({M, V}, DType::kF32);
+  MatView out = want_logits ? as_mat(graph_logits_, V) : MatView{};
+  out.rows = G;
+  const int32_t* row_dev = base + 5 * M + 1;
+
+  auto found = graphs_.find(padded);
+  if (found != graphs_.end()) {
+    found->second->replay();
+  } else {
+    // First step at this size: run it eagerly (this also grows every workspace to its final
+    // size, so nothing allocates outside the recording later), then record the same ops.
+    run_body(ctx, row_dev, want_logits ? G : 0, out);
+    b.begin_capture();
+    try {
+      run_body(ctx, row_dev, want_logits ? G : 0, out);
+    } catch (...) {
+      try {
+        b.end_capture();
+      } catch (...) {
+      }
+      throw;
+    }
+    graphs_[padded] = b.end_capture();
+  }
+  if (!want_logits) return;
+  out.rows = T;
+  consume(out);
 }
 
 }  // namespace mlra

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "models/checkpoint.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
+#include "models/step_context.h"
 
 namespace mlra {
 
@@ -25,8 +27,11 @@ struct CacheOptions {
 
 class Transformer {
  public:
+  // Loads this rank's weights; allocates the cache now when cache.num_pages > 0, else
+  // allocate_cache() must follow (to size it from the memory left after the weights).
   Transformer(const ModelConfig& config, const ShardPlan& plan, const Checkpoint& ckpt,
               Backend& backend, Communicator& comm, const CacheOptions& cache);
+  void allocate_cache(int64_t num_pages);
 
   // Writes every step token's cache entry, runs all layers and, on rank 0, returns the logits of
   // step.logit_rows ([rows, vocab] float32, row-major). Other ranks return an empty vector.
@@ -36,6 +41,15 @@ class Transformer {
   // Not called on other ranks or when the step has no logit rows.
   using LogitsConsumer = std::function<void(const MatView&)>;
   void forward(const StepBatch& step, const LogitsConsumer& consume);
+
+  // Pure decode steps (one token per sequence, every row's logits, no fresh prefill) of up to
+  // max_batch sequences replay a recorded graph per padded batch size (decode_graph_sizes()),
+  // recorded on first use. Needs a backend that supports capture; 0 turns graphs off. Every TP
+  // rank must use the same setting (the recordings contain the all-reduces).
+  void enable_decode_graphs(int max_batch);
+  // The padded batch a pure decode step of n sequences replays at; 0 when it runs eagerly.
+  int decode_graph_size(int n) const;
+  size_t recorded_graphs() const { return graphs_.size(); }
 
   // Calibration tap: eager steps hand every latent layer's cache rows to `observer` (nullptr:
   // off); pure decode steps then skip graphs, since observing downloads in the middle of a step.
@@ -56,6 +70,12 @@ class Transformer {
     Tensor cache;               // [num_pages, page_size, cache_width]
   };
   PagedCacheView cache_view(const Layer& layer) const;
+  bool is_pure_decode(const StepBatch& s) const;
+  void forward_eager(const StepBatch& s, const LogitsConsumer& consume);
+  void forward_graph(const StepBatch& s, int padded, const LogitsConsumer& consume);
+  // embed -> layers -> (rank 0, rows > 0) final norm and LM head of `rows` gathered rows into
+  // logits [rows, vocab]. Only enqueues ops, so it can be recorded.
+  void run_body(const StepContext& ctx, const int32_t* row_ids, int64_t rows, const MatView& logits);
 
   ModelConfig config_;
   ShardPlan plan_;
@@ -67,6 +87,14 @@ class Transformer {
   std::vector<Layer> layers_;
   int64_t weight_bytes_ = 0;
   LatentObserver* latent_observer_ = nullptr;
+
+  // Decode graphs. Padded sequences write and read the scratch page, one page past the pages the
+  // scheduler hands out, so they never touch a real sequence's cache.
+  int max_graph_batch_ = 0;
+  std::map<int, std::unique_ptr<CapturedOps>> graphs_;  // padded batch -> recording
+  Tensor graph_inputs_;   // packed step arrays at fixed addresses (layout in forward_graph)
+  int64_t graph_index_capacity_ = 0;  // page-table entries graph_inputs_ holds
+  Tensor graph_logits_;   // [max_graph_batch, vocab] f32, rank 0
 };
 
 }  // namespace mlra

@@ -2,7 +2,9 @@
 # Runs on the GPU machine (device tool) from the repository root: unpacks the bundle carried in
 # .device/bundle.tar.xz (scripts/bundle.sh --no-share --tar), runs the GPU tests, the GPU
 # perplexity of the default model, and the benchmarks; logs go to $OUT, a short summary last.
-# Usage: bash scripts/gpu_check.sh [single|multi]
+# Usage: bash scripts/gpu_check.sh [single|multi|serve]
+#   serve: a random-weight 2.9B MLRA-4 checkpoint in the release format (make_release_checkpoint.py),
+#   served at TP=2 on CUDA, and the load generator at 1,000 concurrent streams against it.
 set -uo pipefail
 mode="${1:-single}"
 : "${OUT:=/tmp/out}"
@@ -14,6 +16,34 @@ mkdir -p .device/bundle/bin/server && ln -sfn ../.real/mlra-serve .device/bundle
 B="$PWD/.device/bundle/bin"
 export MLRA_TOKENIZER_DIR="$PWD/models/assets/gpt2"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
+if [ "$mode" = serve ]; then
+  ck=/tmp/ckpt/mlra4
+  python3 scripts/make_release_checkpoint.py --config configs/2.9b/mlra_4/config.json --variant mlra4 \
+    --out "$ck" --dtype "${CKPT_DTYPE:-float32}" 2>&1 | tee "$OUT/make_checkpoint.log"
+  port=50151
+  start=$(date +%s%N)
+  "$B/mlra-serve" serve --model-dir "$ck" --attention mlra4 --backend cuda --tp "${TP:-2}" --port $port \
+    --metrics-port 9464 --set gpu_memory_fraction=0.85 --set max_running_seqs=256 \
+    --set max_step_tokens=4096 --set max_waiting=4096 --set max_context=2048 \
+    --log-level info > "$OUT/serve.log" 2>&1 &
+  pid=$!
+  for i in $(seq 600); do
+    if grep -q "serving mlra.v1.Mlra" "$OUT/serve.log"; then break; fi
+    if ! kill -0 $pid 2>/dev/null; then break; fi
+    sleep 0.5
+  done
+  echo "server up after $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee "$OUT/load_time.txt"
+  tail -n 5 "$OUT/serve.log"
+  nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv | tee "$OUT/memory.txt"
+  timeout 400 "$B/mlra-bench" serve --addr localhost:$port --metrics localhost:9464 \
+    --concurrency "${STREAMS:-1000}" --requests "${REQUESTS:-2000}" --min-prompt 16 --max-prompt 512 \
+    --min-output 16 --max-output 256 --cancel 0.1 --deadline-s 360 2>&1 | tee "$OUT/load.log" | tail -n 40
+  kill -TERM $pid
+  wait $pid
+  echo "server exit code $?" | tee -a "$OUT/load.log"
+  grep -c "request " "$OUT/serve.log" > "$OUT/request_log_lines.txt" || true
+  exit 0
+fi
 if [ "$mode" = multi ]; then
   timeout 300 "$B/mlra_gpu_tests" "[nccl]" 2>&1 | tee "$OUT/nccl_tests.log" | tail -n 15
   timeout 120 "$B/mlra-serve" generate --model-dir models/default --attention mlra4 --tp 2 \

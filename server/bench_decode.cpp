@@ -1,7 +1,9 @@
 // Decode benchmark: builds the rank-0 Transformer of a TP plan on the CUDA backend from a
 // synthetic checkpoint, fills page tables for `batch` sequences of `context` tokens, and times
-// execute() of one decode token per sequence (host step preparation, upload, all layers, logits
-// download included). The cache content is whatever the allocator returned: timing only.
+// forward() of one decode token per sequence (host step preparation, upload, all layers, logits
+// download included), eagerly and replayed from CUDA graphs in the same run. The cache content
+// is whatever the allocator returned: timing only. The roofline adds the measured NCCL
+// all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
 #include "server/bench_decode.h"
 
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
+#include "server/allreduce_timer.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -33,6 +36,7 @@ struct DecodeArgs {
   std::vector<int> contexts{1024, 32768};
   int64_t max_cache_gb = 40;
   int iters = 20;
+  int graph_max_batch = 256;  // 0: eager only
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
 };
 
@@ -65,8 +69,10 @@ double copy_bandwidth_gbs() {
 int run_decode(const DecodeArgs& a) {
   const double bw = copy_bandwidth_gbs();
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
-  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>10} {:>10} {:>9} {:>10} {:>8}\n", "variant", "tp",
-             "batch", "ctx", "step_ms", "tok/s", "roof_ms", "x_roof", "cacheGB");
+  fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
+  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8}\n", "variant", "tp",
+             "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us", "roof_ms", "x_roof",
+             "cacheGB");
   for (const auto& v : a.variants) {
     const ModelConfig c = load_model_config(std::filesystem::path(a.config_dir) / v / "config.json",
                                             *parse_variant(v));
@@ -98,20 +104,32 @@ int run_decode(const DecodeArgs& a) {
             s.slots.push_back(int32_t((i * pages_per_seq + (ctx - 1) / ps) * ps + (ctx - 1) % ps));
             s.logit_rows.push_back(i);
           }
-          std::vector<float> logits;
-          for (int w = 0; w < 3; ++w) model.forward(s, logits);
-          std::vector<double> ms;
-          for (int it = 0; it < a.iters; ++it) {
-            const auto t0 = std::chrono::steady_clock::now();
-            model.forward(s, logits);
-            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-          }
-          std::sort(ms.begin(), ms.end());
-          const double med = ms[ms.size() / 2];
+          auto time_steps = [&](int graph_batch) {
+            model.enable_decode_graphs(graph_batch);
+            std::vector<float> logits;
+            for (int w = 0; w < 3; ++w) model.forward(s, logits);  // also records the graph
+            std::vector<double> ms;
+            for (int it = 0; it < a.iters; ++it) {
+              const auto t0 = std::chrono::steady_clock::now();
+              model.forward(s, logits);
+              ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            }
+            std::sort(ms.begin(), ms.end());
+            return ms[ms.size() / 2];
+          };
+          const double eager = time_steps(0);
+          const bool graphs = a.graph_max_batch >= b;
+          const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
           const double cache_bytes = double(b) * ctx * double(bytes_per_token);
-          const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3;
-          fmt::print("{:<7} {:>3} {:>6} {:>6} {:>10.3f} {:>10.0f} {:>9.3f} {:>10.2f} {:>8.2f}\n", v,
-                     tp, b, ctx, med, b / med * 1e3, roof, med / roof, cache_bytes / 1e9);
+          const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
+          const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
+                              (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
+          const double best = std::min(eager, graph);
+          fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} {:>8.2f}\n",
+                     v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
+                     graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
+                     tp == 1 ? "0" : ar_us > 0 ? fmt::format("{:.1f}", ar_us) : "n/a", roof, best / roof,
+                     cache_bytes / 1e9);
           std::fflush(stdout);
         }
     }
@@ -135,6 +153,7 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_option("--batch", args->batches, "batch sizes");
   cmd->add_option("--context", args->contexts, "context lengths");
   cmd->add_option("--iters", args->iters, "timed steps per point");
+  cmd->add_option("--graph-max-batch", args->graph_max_batch, "CUDA graphs up to this batch (0: eager only)");
   cmd->add_option("--max-cache-gb", args->max_cache_gb, "cache memory cap");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
   cmd->callback([args, &exit_code] {

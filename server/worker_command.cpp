@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
 #include "models/checkpoint.h"
+#include "models/local_runner.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/transformer.h"
@@ -112,17 +114,36 @@ int run_worker(int rank, int tp, int fd) {
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
     auto ckpt = Checkpoint::open(init.model_dir);
+    const bool gpu_sized = init.gpu_memory_fraction > 0;
     Transformer model(config, plan, *ckpt, *backend, *comm,
-                      CacheOptions{init.page_size, init.num_pages});
+                      CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
+    int64_t num_pages = init.num_pages;
+    if (gpu_sized) {
+      const int64_t bytes = gpu_cache_bytes(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes);
+      // One page fewer than fits: the cache holds a scratch page past the shared ones.
+      num_pages = pages_for_budget(std::max<int64_t>(bytes, 0), model.cache_bytes_per_token(), init.page_size) - 1;
+    }
+    if (init.cuda_graph_max_batch > 0 && backend->supports_capture())
+      model.enable_decode_graphs(init.cuda_graph_max_batch);
     WorkerReady ready;
     ready.rank = rank;
     ready.pid = ::getpid();
     ready.weight_bytes = model.weight_bytes();
     ready.cache_bytes_per_token = model.cache_bytes_per_token();
     ready.cache_values_per_token_per_layer = plan.cache_width;
-    ready.num_pages = init.num_pages;
+    ready.num_pages = num_pages;
     ready.backend = backend->name();
     channel.send(MessageType::kReady, 0, encode(ready));
+    if (gpu_sized) {
+      const Message m = channel.expect(kForever, 0, MessageType::kAllocate, MessageType::kAllocate);
+      ByteReader r(m.payload);
+      const int64_t pages = r.get<int64_t>();
+      if (pages <= 0 || pages > num_pages)
+        throw ProtocolError("worker: Allocate of " + std::to_string(pages) + " pages (" +
+                            std::to_string(num_pages) + " fit)");
+      model.allocate_cache(pages);
+      channel.send(MessageType::kAck, 0, nullptr, 0);
+    }
     return serve_steps(model, *backend, rank, channel, current);
   } catch (const ChannelClosed&) {
     return 3;  // the frontend is gone: nobody to report to
