@@ -74,8 +74,16 @@ int run_decode(const DecodeArgs& a) {
              "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us", "roof_ms", "x_roof",
              "cacheGB");
   for (const auto& v : a.variants) {
-    const ModelConfig c = load_model_config(std::filesystem::path(a.config_dir) / v / "config.json",
-                                            *parse_variant(v));
+    // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
+    const bool tpla = v.ends_with("+tpla");
+    const std::string dir = tpla ? v.substr(0, v.size() - 5) : v;
+    ModelConfig c = load_model_config(std::filesystem::path(a.config_dir) / dir / "config.json",
+                                      *parse_variant(dir));
+    if (tpla) {
+      c.mla_tp_mode = LatentTpMode::kTpla;
+      c.tpla_options.transform = "hadamard";
+      c.tpla_options.pd_separation = true;
+    }
     auto ckpt = make_synthetic_checkpoint(c, 1234);
     for (int tp : a.tps) {
       if (!unsupported_tp_reason(c, tp).empty()) continue;
@@ -148,7 +156,7 @@ int run_decode(const DecodeArgs&) {
 void register_bench_decode(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<DecodeArgs>();
   CLI::App* cmd = app.add_subcommand("decode", "2.9B decode step time per TP rank share vs roofline");
-  cmd->add_option("--variants", args->variants, "variants (configs/2.9b/<v>)");
+  cmd->add_option("--variants", args->variants, "variants (configs/2.9b/<v>; mla+tpla: MLA served as TPLA)");
   cmd->add_option("--tp", args->tps, "TP degrees (rank 0's share is timed)");
   cmd->add_option("--batch", args->batches, "batch sizes");
   cmd->add_option("--context", args->contexts, "context lengths");
