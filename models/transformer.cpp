@@ -191,7 +191,8 @@ void Transformer::forward_graph(const StepBatch& s, int padded, const LogitsCons
   const int64_t n_indices = int64_t(s.page_indices.size()) + (G - T);
   if (n_indices > graph_index_capacity_) {
     graphs_.clear();  // recordings point at the old buffer
-    graph_index_capacity_ = std::max(n_indices, 2 * graph_index_capacity_);
+    // Generous from the start (64 KB): a regrowth drops every recording.
+    graph_index_capacity_ = std::max({n_indices, 2 * graph_index_capacity_, int64_t(16384)});
     const int64_t M = max_graph_batch_;
     graph_inputs_ = b.alloc({6 * M + 1 + graph_index_capacity_}, DType::kI32);
   }
@@ -224,7 +225,7 @@ void Transformer::forward_graph(const StepBatch& s, int padded, const LogitsCons
   const StepContext ctx{int32_t(G), int32_t(G), base, base + M, base + 2 * M, base + 3 * M,
                         base + 4 * M, base + 6 * M + 1, &s};
   const bool want_logits = plan_.rank == 0;
-  if (want_logits && graph_logits_.numel() == 0) graph_logits_ = b.alloc({M, V}, DType::kF32);
+  if (want_logits && graph_logits_.data == nullptr) graph_logits_ = b.alloc({M, V}, DType::kF32);
   MatView out = want_logits ? as_mat(graph_logits_, V) : MatView{};
   out.rows = G;
   const int32_t* row_dev = base + 5 * M + 1;

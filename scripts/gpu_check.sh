@@ -23,7 +23,7 @@ if [ "$mode" = serve ]; then
   port=50151
   start=$(date +%s%N)
   "$B/mlra-serve" serve --model-dir "$ck" --attention mlra4 --backend cuda --tp "${TP:-2}" --port $port \
-    --metrics-port 9464 --set gpu_memory_fraction=0.85 --set max_running_seqs=256 \
+    --set gpu_memory_fraction=0.85 --set max_running_seqs=256 \
     --set max_step_tokens=4096 --set max_waiting=4096 --set max_context=2048 \
     --log-level info > "$OUT/serve.log" 2>&1 &
   pid=$!
@@ -35,7 +35,7 @@ if [ "$mode" = serve ]; then
   echo "server up after $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee "$OUT/load_time.txt"
   tail -n 5 "$OUT/serve.log"
   nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv | tee "$OUT/memory.txt"
-  timeout 400 "$B/mlra-bench" serve --addr localhost:$port --metrics localhost:9464 \
+  timeout 400 "$B/mlra-bench" serve --addr localhost:$port \
     --concurrency "${STREAMS:-1000}" --requests "${REQUESTS:-2000}" --min-prompt 16 --max-prompt 512 \
     --min-output 16 --max-output 256 --cancel 0.1 --deadline-s 360 2>&1 | tee "$OUT/load.log" | tail -n 40
   kill -TERM $pid
