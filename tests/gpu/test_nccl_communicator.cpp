@@ -199,3 +199,52 @@ TEST_CASE("nccl communicator: GPU workers size their cache by gpu_memory_fractio
   }
   CHECK(runner.healthy());
 }
+
+TEST_CASE("nccl communicator: TPLA-served MLA on GPU workers matches the CPU TPLA runner",
+          "[gpu][nccl][tpla]") {
+  const int gpus = gpu_count();
+  if (gpus < 2) {
+    WARN("fewer than 2 GPUs: TPLA over NCCL not tested");
+    return;
+  }
+  const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
+  for (bool pd_separation : {false, true}) {
+    INFO("pd_separation " << pd_separation);
+    LocalRunnerOptions lo;  // in-process CPU TP2 with the same transform: the oracle
+    lo.model_dir = dir;
+    lo.variant = "mla";
+    lo.tp = 2;
+    lo.page_size = 16;
+    lo.num_pages = 32;
+    lo.mla_tp_mode = LatentTpMode::kTpla;
+    lo.tpla.transform = "random";
+    lo.tpla.pd_separation = pd_separation;
+    auto cpu = make_local_runner(lo);
+    RunnerOptions o;
+    o.model_dir = dir;
+    o.variant = "mla";
+    o.backend = "cuda";
+    o.tp = 2;
+    o.page_size = 16;
+    o.num_pages = 32;
+    o.mla_tp_mode = LatentTpMode::kTpla;
+    o.tpla = lo.tpla;
+    o.worker_binary = serve_binary();
+    o.load_timeout_s = 120;
+    ProcessRunner gpu(o);
+    CHECK(gpu.info().cache_values_per_token_per_layer == cpu->info().cache_values_per_token_per_layer);
+    std::mt19937 rng(31);
+    std::vector<int32_t> prompt(27);
+    for (auto& t : prompt) t = int32_t(rng() % uint32_t(cpu->config().vocab_size));
+    std::vector<float> want, got;
+    cpu->execute(testing::build_step({{0, 0, prompt, true}}, 16, 16), want);
+    gpu.execute(testing::build_step({{0, 0, prompt, true}}, 16, 16), got);
+    CHECK(testing::rel_l2(got, want) < 2e-2);
+    for (int k = 0; k < 3; ++k) {
+      const StepBatch decode = testing::build_step({{0, 27 + k, {prompt[size_t(k)]}}}, 16, 16);
+      cpu->execute(decode, want);
+      gpu.execute(decode, got);
+      CHECK(testing::rel_l2(got, want) < 2e-2);
+    }
+  }
+}
