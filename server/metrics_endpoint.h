@@ -1,15 +1,19 @@
-// The HTTP side of the metrics: prometheus-cpp's Exposer (civetweb) serving GET /metrics in the
-// Prometheus text format. Before each scrape it calls `refresh` (the serve command passes one
-// that copies Engine::stats() into the gauges), so the engine thread does no work for them.
-// Hardening: a bounded worker pool, a per-request read timeout (a client that never finishes
-// its request is dropped instead of holding a worker) and a request size limit.
+// The HTTP side of the metrics: GET /metrics in the Prometheus text format (prometheus-cpp's
+// registry and serializer) from our own small HTTP/1.1 listener. Before each scrape it calls
+// `refresh` (the serve command passes one that copies Engine::stats() into the gauges), so the
+// engine thread does no work for them.
+// Why not prometheus-cpp's Exposer: it runs on civetweb, whose worker threads get a fixed small
+// stack; with cuBLAS loaded (about 94 KB of static TLS) pthread_create fails and the endpoint
+// cannot start in the CUDA build ("Cannot create threads"), and civetweb 1.15's error page
+// crashed on some request targets. The listener here is one poll() thread with default stacks.
+// Hardening: every connection has a read deadline (a client that never finishes its request is
+// dropped, never holding anything up), a request size limit and a cap on open connections.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
 
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
 namespace mlra {
@@ -17,9 +21,9 @@ namespace mlra {
 struct MetricsEndpointOptions {
   std::string host = "0.0.0.0";
   int port = 0;                   // 0: any free port (port() tells which)
-  int num_threads = 4;            // concurrent HTTP connections served
+  int max_connections = 64;       // open connections beyond this are closed at once
   int request_timeout_ms = 5000;  // a connection that sends no complete request is dropped
-  int max_request_bytes = 16384;  // larger request headers are refused
+  int max_request_bytes = 16384;  // larger request headers are refused (413)
 };
 
 class MetricsEndpoint {
@@ -34,9 +38,12 @@ class MetricsEndpoint {
   int port() const { return port_; }
 
  private:
-  class Collector;
-  std::shared_ptr<Collector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  class Listener;
+  std::string scrape();
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::function<void()> refresh_;
+  std::unique_ptr<Listener> listener_;
   int port_ = 0;
 };
 

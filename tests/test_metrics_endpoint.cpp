@@ -186,7 +186,6 @@ TEST_CASE("a call logs one request line; the prompt text only with log_prompts",
 
 TEST_CASE("malformed HTTP and gRPC input leave both ports answering", "[metrics][e2e]") {
   MetricsEndpointOptions http;
-  http.num_threads = 2;
   http.request_timeout_ms = 500;
   MeteredServer s(fake_runner(), http);
   std::mt19937 rng(5);
@@ -208,7 +207,7 @@ TEST_CASE("malformed HTTP and gRPC input leave both ports answering", "[metrics]
       c.send_bytes("GET /" + std::string(100000, '%') + " HTTP/1.1\r\n\r\n");
       CHECK(c.closed_within(5s));
     }
-    // civetweb 1.15's own error page crashed on these (metrics_endpoint.cpp).
+    // civetweb 1.15's own error page crashed on these (we used it before metrics_endpoint.cpp).
     for (const char* target : {"/%%%%", "/metrics%%%%", "/%s%n%s%n", "/%00"}) {
       HttpResponse r = http_get(s.metrics_target(), target, 10s);
       CHECK(r.status == 404);
@@ -219,7 +218,7 @@ TEST_CASE("malformed HTTP and gRPC input leave both ports answering", "[metrics]
   }
 
   SECTION("requests that never finish are dropped and do not starve scrapes") {
-    // More half-sent requests than the endpoint has threads.
+    // Several half-sent requests held open at once.
     std::vector<std::unique_ptr<RawConnection>> slow;
     for (int i = 0; i < 6; ++i) {
       slow.push_back(std::make_unique<RawConnection>(s.endpoint->port()));
