@@ -52,13 +52,6 @@ WRAP
   chmod +x "$out/bin/$name"
 done
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
-# civetweb (under prometheus-cpp's /metrics endpoint) dlopen()s the unversioned libssl.so and
-# libcrypto.so, which only -dev packages provide; without them it cannot start a listener (seen
-# on the GPU machine). Point the unversioned names at the bundled OpenSSL.
-for l in libssl libcrypto; do
-  v="$(cd "$out/lib" && ls $l.so.* 2>/dev/null | head -n 1)"
-  [[ -n "$v" ]] && ln -sfn "$v" "$out/lib/$l.so"
-done
 if (( with_share )); then
   [[ -d "$root/models/assets" ]] && cp -r "$root/models/assets" "$out/share/assets"
   [[ -d "$root/tests/data" ]] && cp -r "$root/tests/data" "$out/share/test_data"

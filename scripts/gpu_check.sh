@@ -5,8 +5,7 @@
 # Usage: bash scripts/gpu_check.sh [single|multi|serve]
 #   serve: a random-weight 2.9B MLRA-4 checkpoint in the release format (make_release_checkpoint.py),
 #   served at TP=2 on CUDA, and the load generator at 1,000 concurrent streams against it.
-#   METRICS_PORT=N also serves and scrapes /metrics (civetweb could not listen on the GPU machine
-#   so far; see the closing note).
+#   METRICS_PORT=N also serves /metrics and has the load generator scrape it.
 set -uo pipefail
 mode="${1:-single}"
 : "${OUT:=/tmp/out}"
