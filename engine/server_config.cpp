@@ -58,7 +58,15 @@ const std::map<std::string, Setter>& setters() {
       {"tp", field(&ServerConfig::tp)},
       {"device", field(&ServerConfig::device)},
       {"mla_tp_mode", field(&ServerConfig::mla_tp_mode)},
-      {"tpla_transform", field(&ServerConfig::tpla_transform)},
+      {"tpla_transform",
+       // A transform file's relative path resolves like model_dir: against the config's folder
+       // (workers run elsewhere); the data-free names stay names.
+       [](ServerConfig& c, const std::string& key, const Json& v, const std::filesystem::path& base) {
+         const std::string t = value_of<std::string>(key, v);
+         const bool named = t == "identity" || t == "hadamard" || t == "random" || t.empty();
+         const std::filesystem::path p = t;
+         c.tpla_transform = named || p.is_absolute() ? t : (base / p).lexically_normal().string();
+       }},
       {"tpla_pd_separation", field(&ServerConfig::tpla_pd_separation)},
       {"tpla_slices", field(&ServerConfig::tpla_slices)},
       {"page_size", field(&ServerConfig::page_size)},

@@ -81,3 +81,15 @@ TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine
   CHECK_FALSE(e.enable_prefix_cache);
   CHECK(e.max_running_seqs == c.max_running_seqs);
 }
+
+TEST_CASE("a relative tpla_transform file resolves against the config's folder", "[engine][config]") {
+  auto with = [](const std::string& t) {
+    return parse_server_config({{"model_dir", "m"}, {"tpla_transform", t}}, "/base/configs").tpla_transform;
+  };
+  CHECK(with("../transforms/pca.tpla") == "/base/transforms/pca.tpla");
+  CHECK(with("/abs/pca.tpla") == "/abs/pca.tpla");
+  for (const char* name : {"identity", "hadamard", "random"}) CHECK(with(name) == name);
+  ServerConfig c = parse_server_config({{"model_dir", "m"}}, "/base");
+  apply_config_override(c, "tpla_transform=rel/pca.tpla");  // overrides: the working directory
+  CHECK(c.tpla_transform == (std::filesystem::current_path() / "rel/pca.tpla").lexically_normal().string());
+}
