@@ -44,15 +44,7 @@ std::string status_text(int status) {
 }  // namespace
 
 ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
-  if (o.tp < 1) throw RunnerError("tp must be >= 1");
-  auto variant = parse_variant(o.variant);
-  if (!variant) throw RunnerError("unknown attention variant '" + o.variant + "'");
-  config_ = load_model_config(o.model_dir / "config.json", *variant);
-  config_.mla_tp_mode = o.mla_tp_mode;
-  config_.tpla_options = o.tpla;
-  if (o.mla_tp_mode == LatentTpMode::kTpla && variant->kind != AttentionKind::kMla)
-    throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant->name());
-  if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
+  config_ = load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp);
   if (o.backend != "cpu" && o.backend != "cuda")
     throw RunnerError("unknown backend '" + o.backend + "'");
   // Page ids are shared by all ranks, so the page count fits the widest rank's budget (f32
@@ -60,9 +52,7 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   const bool gpu_sized = o.gpu_memory_fraction > 0;
   if (gpu_sized && o.backend != "cuda")
     throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
-  int64_t widest = 0;
-  for (int r = 0; r < o.tp; ++r)
-    widest = std::max(widest, make_shard_plan(config_, o.tp, r).cache_width);
+  const int64_t widest = widest_cache_width(config_, o.tp);
   const int64_t value_bytes = o.backend == "cuda" ? 2 : 4;
   int64_t num_pages = gpu_sized ? 0 : o.num_pages;
   if (!gpu_sized && num_pages == 0)

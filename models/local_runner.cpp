@@ -21,22 +21,14 @@ namespace {
 class LocalRunner final : public ModelRunner {
  public:
   explicit LocalRunner(const LocalRunnerOptions& o) {
-    auto variant = parse_variant(o.variant);
-    if (!variant) throw RunnerError("unknown attention variant '" + o.variant + "'");
-    config_ = load_model_config(o.model_dir / "config.json", *variant);
-    config_.mla_tp_mode = o.mla_tp_mode;
-    config_.tpla_options = o.tpla;
-    if (o.mla_tp_mode == LatentTpMode::kTpla && variant->kind != AttentionKind::kMla)
-      throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant->name());
+    config_ = load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp);
     ckpt_ = Checkpoint::open(o.model_dir);
-    if (auto why = unsupported_tp_reason(config_, o.tp); !why.empty()) throw RunnerError(why);
     comms_ = o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{}
                        : make_thread_communicators(o.tp);
     if (o.tp == 1) comms_.push_back(make_single_rank_communicator());
-    int64_t widest = 0;
+    const int64_t widest = widest_cache_width(config_, o.tp);
     for (int r = 0; r < o.tp; ++r) {
       plans_.push_back(make_shard_plan(config_, o.tp, r));
-      widest = std::max(widest, plans_.back().cache_width);
       backends_.push_back(make_backend(o));
     }
     const bool gpu_sized = o.gpu_memory_fraction > 0;
@@ -53,10 +45,9 @@ class LocalRunner final : public ModelRunner {
       // Every rank gets the page count the tightest GPU can hold (the page tables are shared).
       const int64_t reserve = activation_reserve_bytes(config_.vocab_size, o.cuda_graph_max_batch);
       int64_t pages = std::numeric_limits<int64_t>::max();
-      for (int r = 0; r < o.tp; ++r) {
-        const int64_t bytes = gpu_cache_bytes(backends_[r]->memory(), o.gpu_memory_fraction, reserve);
-        pages = std::min(pages, pages_for_budget(std::max<int64_t>(bytes, 0), bytes_per_token, o.page_size) - 1);
-      }
+      for (int r = 0; r < o.tp; ++r)
+        pages = std::min(pages, gpu_cache_pages(backends_[r]->memory(), o.gpu_memory_fraction, reserve,
+                                                bytes_per_token, o.page_size));
       if (pages <= 0)
         throw RunnerError("gpu_memory_fraction " + std::to_string(o.gpu_memory_fraction) +
                           " leaves no room for the cache after the weights");
@@ -145,6 +136,32 @@ class LocalRunner final : public ModelRunner {
 int64_t activation_reserve_bytes(int64_t vocab_size, int32_t cuda_graph_max_batch) {
   const int64_t graph_logits = int64_t(std::max(cuda_graph_max_batch, 1)) * vocab_size * 4;
   return (int64_t(1) << 30) + 3 * graph_logits;
+}
+
+ModelConfig load_runner_config(const std::filesystem::path& model_dir, const std::string& variant_name,
+                               LatentTpMode mla_tp_mode, const TplaOptions& tpla, int tp) {
+  if (tp < 1) throw RunnerError("tp must be >= 1");
+  const auto variant = parse_variant(variant_name);
+  if (!variant) throw RunnerError("unknown attention variant '" + variant_name + "'");
+  ModelConfig config = load_model_config(model_dir / "config.json", *variant);
+  config.mla_tp_mode = mla_tp_mode;
+  config.tpla_options = tpla;
+  if (mla_tp_mode == LatentTpMode::kTpla && variant->kind != AttentionKind::kMla)
+    throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant->name());
+  if (auto why = unsupported_tp_reason(config, tp); !why.empty()) throw RunnerError(why);
+  return config;
+}
+
+int64_t widest_cache_width(const ModelConfig& config, int tp) {
+  int64_t widest = 0;
+  for (int r = 0; r < tp; ++r) widest = std::max(widest, make_shard_plan(config, tp, r).cache_width);
+  return widest;
+}
+
+int64_t gpu_cache_pages(const DeviceMemory& m, double fraction, int64_t reserve_bytes,
+                        int64_t bytes_per_token, int32_t page_size) {
+  const int64_t bytes = gpu_cache_bytes(m, fraction, reserve_bytes);
+  return pages_for_budget(std::max<int64_t>(bytes, 0), bytes_per_token, page_size) - 1;
 }
 
 int64_t gpu_cache_bytes(const DeviceMemory& m, double fraction, int64_t reserve_bytes) {

@@ -31,6 +31,15 @@ struct LocalRunnerOptions {
 
 std::unique_ptr<ModelRunner> make_local_runner(const LocalRunnerOptions& options);
 
+// The model config a runner serves: config.json read as `variant`, the MLA TP mode applied, and
+// the combination checked (TPLA only for MLA; a TP degree the variant can take). Throws
+// RunnerError with a message a user can act on. Shared by the in-process and worker runners.
+ModelConfig load_runner_config(const std::filesystem::path& model_dir, const std::string& variant,
+                               LatentTpMode mla_tp_mode, const TplaOptions& tpla, int tp);
+// Values per token per layer of the widest rank: page ids are shared, so every rank's cache is
+// sized for this width.
+int64_t widest_cache_width(const ModelConfig& config, int tp);
+
 // Pages that fit in `bytes` for a rank caching `bytes_per_token` bytes per token.
 int64_t pages_for_budget(int64_t bytes, int64_t bytes_per_token, int32_t page_size);
 
@@ -41,5 +50,9 @@ int64_t gpu_cache_bytes(const DeviceMemory& after_weights, double fraction, int6
 // The reserve: 1 GiB for a step's activations and the attention workspace, plus room for decode
 // graphs' logits buffers.
 int64_t activation_reserve_bytes(int64_t vocab_size, int32_t cuda_graph_max_batch);
+// Pages one GPU can hold under that cap (one fewer than fit: the cache keeps a scratch page past
+// the shared ones); <= 0 when none.
+int64_t gpu_cache_pages(const DeviceMemory& after_weights, double fraction, int64_t reserve_bytes,
+                        int64_t bytes_per_token, int32_t page_size);
 
 }  // namespace mlra

@@ -103,13 +103,9 @@ int run_worker(int rank, int tp, int fd) {
     if (first.type == MessageType::kShutdown) return 0;
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
-    const auto variant = parse_variant(init.variant);
-    if (!variant) throw std::runtime_error("unknown attention variant '" + init.variant + "'");
-    ModelConfig config =
-        load_model_config(std::filesystem::path(init.model_dir) / "config.json", *variant);
-    config.mla_tp_mode = init.tpla ? LatentTpMode::kTpla : LatentTpMode::kReplicate;
-    config.tpla_options = {init.tpla_transform, init.tpla_pd_separation, init.tpla_seed,
-                           init.tpla_slices};
+    const ModelConfig config = load_runner_config(
+        init.model_dir, init.variant, init.tpla ? LatentTpMode::kTpla : LatentTpMode::kReplicate,
+        TplaOptions{init.tpla_transform, init.tpla_pd_separation, init.tpla_seed, init.tpla_slices}, tp);
     const ShardPlan plan = make_shard_plan(config, tp, rank);
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
@@ -119,9 +115,8 @@ int run_worker(int rank, int tp, int fd) {
                       CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
     int64_t num_pages = init.num_pages;
     if (gpu_sized) {
-      const int64_t bytes = gpu_cache_bytes(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes);
-      // One page fewer than fits: the cache holds a scratch page past the shared ones.
-      num_pages = pages_for_budget(std::max<int64_t>(bytes, 0), model.cache_bytes_per_token(), init.page_size) - 1;
+      num_pages = gpu_cache_pages(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes,
+                                  model.cache_bytes_per_token(), init.page_size);
     }
     if (init.cuda_graph_max_batch > 0 && backend->supports_capture())
       model.enable_decode_graphs(init.cuda_graph_max_batch);
