@@ -6,6 +6,9 @@
 // use wgmma (sm_90a: the warpgroup reads each cache tile from shared memory once for all 64 rows;
 // mma.sync m16n8k16 when built for plain sm_90), P.V uses mma.sync, f32 accumulators; online
 // softmax in f32 (exp2 domain).
+// Shared tiles use the 128-byte swizzle (see swizzled_offset): 8 consecutive threads copy one
+// 128 B line of a cached row (full-line global requests) into conflict-free shared positions, and
+// the same tile feeds wgmma (K-major, SWIZZLE_128B descriptors) and ldmatrix.
 // Warp (rg, cg): rows 16rg..16rg+15, value columns 128cg..+127. With d_c > 128 the CG warps of a
 // row group each score a slice of the key dims and sum the slices through shared memory (in a
 // fixed order, so every warp of the group holds bit-identical probabilities).
@@ -25,20 +28,20 @@ using bf16 = __nv_bfloat16;
 
 template <int D>
 struct LatentConfig {
-  static constexpr int kR = 64;                   // rope key dims
-  static constexpr int kCG = D / 128;             // value column groups
-  static constexpr int kWarps = 4 * kCG;          // 4 row groups of 16 heads
+  static constexpr int kR = 64;           // rope key dims
+  static constexpr int kCG = D / 128;     // value column groups
+  static constexpr int kWarps = 4 * kCG;  // 4 row groups of 16 heads
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kM = 64;                   // heads per CTA
   static constexpr int kBN = D == 512 ? 32 : 64;  // cached rows per tile
   static constexpr int kStages = 3;
-  static constexpr int kK8 = (D + kR) / 8;  // 16-byte core-matrix columns per row
   static constexpr int kRopeSlice = kR / kCG;
   static constexpr int kChunks = (D + kR) / 8;  // 16 B chunks per cached row
   static constexpr size_t kQBytes = size_t(kM) * (D + kR) * 2;
   static constexpr size_t kStageBytes = size_t(kBN) * (D + kR) * 2;
   static constexpr size_t kXBytes = kCG > 1 ? size_t(kWarps) * 16 * kBN * 4 : 0;
-  static constexpr size_t kSmem = kQBytes + kStages * kStageBytes + kXBytes;
+  // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
+  static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + kXBytes;
   static constexpr int kMinBlocks = D == 128 ? 2 : 1;
 };
 
@@ -50,7 +53,9 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int sr
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n");
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -86,31 +91,43 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
 
-
-// Shared-memory tiles (Q and each cache tile) use the wgmma "interleave" canonical layout: 8x8
-// core matrices of 128 contiguous bytes, core (r / 8, c / 8) at ((r / 8) * kK8 + c / 8) * 128,
-// row r % 8 at + 16 * (r % 8). Every 16-byte row of a core matrix is what cp.async writes and
-// ldmatrix reads, and the 8 rows of an ldmatrix are one contiguous 128 B block (no conflicts).
-template <int kK8>
-__device__ __forceinline__ uint32_t tile_offset(int row, int col) {
-  return uint32_t(((row >> 3) * kK8 + (col >> 3)) * 128 + (row & 7) * 16 + (col & 7) * 2);
+// Shared-memory tiles (Q: kRows = 64 heads; cache tiles: kRows = kBN tokens) are kKB blocks of
+// kRows x 128 B (64 dims of every row), each block 1024 B aligned. Within a block, row r's 16 B
+// chunk c sits at chunk c ^ (r % 8): the CUTLASS/PTX "128B swizzle". 8 threads storing the 8
+// chunks of one row, or 8 ldmatrix lanes reading one chunk of 8 consecutive rows, hit 8
+// different bank groups.
+template <int kRows>
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int col) {
+  return uint32_t((col >> 6) * kRows * 128 + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) +
+                  (col & 7) * 2);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define MLRA_LATENT_WGMMA 1
-// Shared-memory matrix descriptor, no swizzle: lbo = stride of K-adjacent core matrices, sbo = of
-// M/N-adjacent ones (bytes).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3ffff) >> 4) | (uint64_t((lbo & 0x3ffff) >> 4) << 16) |
-         (uint64_t((sbo & 0x3ffff) >> 4) << 32);
+// Shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle layout: start
+// address, leading offset unused (1), stride offset 1024 B between 8-row groups, mode 1 =
+// SWIZZLE_128B. Stepping k by 16 inside a 64-dim block adds 32 B to the start (the swizzle is
+// applied to the computed addresses, the atom stays 1024 B aligned).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3ffff) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 
 // d (64 x N, f32, per-warp fragments as mma.sync C tiles) (+)= A (64 x 16) . B (N x 16)^T.
-__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate) {
+__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t b,
+                                          int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
@@ -125,7 +142,8 @@ __device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t
         "+f"(d[7][2]), "+f"(d[7][3])
       : "l"(a), "l"(b), "r"(accumulate));
 }
-__device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t b, int accumulate) {
+__device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t b,
+                                          int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
@@ -136,13 +154,45 @@ __device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t
         "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
       : "l"(a), "l"(b), "r"(accumulate));
 }
+// d (64 x 128, f32) += A (64 x 16, bf16, per-warp mma.sync A fragments in registers) .
+// B (16 x 128), B given MN-major (transposed: value dims contiguous) in the 128B swizzle layout.
+__device__ __forceinline__ void wgmma_rs_n128_tb(float (&d)[16][4], const uint32_t (&a)[4],
+                                                 uint64_t b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
+        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]),
+        "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
+        "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
+        "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+// Descriptor of an MN-major operand in the 128B swizzle layout: leading offset = stride between
+// 64-element MN blocks, stride offset = 1024 B between 8-row K groups.
+__device__ __forceinline__ uint64_t sw128_mn_desc(uint32_t addr, uint32_t mn_block_stride) {
+  return uint64_t((addr & 0x3ffff) >> 4) | (uint64_t((mn_block_stride & 0x3ffff) >> 4) << 16) |
+         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
 #endif
 
-template <int D, bool kWgmma>
+template <int D, bool kWgmma, bool kPvWgmma>
 __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   using C = LatentConfig<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
   const SplitKvItem item = plan.items[blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
@@ -158,15 +208,14 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
-  // Query rows (zero past the tile's heads) join the first cp.async group.
-  // Thread i -> (row % 8 fastest, then chunk, then row / 8): 8 consecutive threads fill one
-  // 128 B core matrix (conflict-free shared stores), 4 chunks = 64 B of each row per warp.
+  // Query rows (zero past the tile's heads) join the first cp.async group. Chunk index fastest:
+  // 8 consecutive threads copy one 128 B line of a row.
   for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = (i / (8 * C::kChunks)) * 8 + i % 8, ch = (i / 8) % C::kChunks;
-    const uint32_t dst = smem_addr(q_s) + tile_offset<C::kK8>(row, ch * 8);
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
     if (row < tile.rows)
-      cp_async16(dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
-                 16);
+      cp_async16(
+          dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8, 16);
     else
       cp_async16(dst, q, 0);
   }
@@ -176,8 +225,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     const int start = item.kv_begin + j * C::kBN;
     const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
     for (int i = tid; i < C::kBN * C::kChunks; i += C::kThreads) {
-      const int r = (i / (8 * C::kChunks)) * 8 + i % 8, ch = (i / 8) % C::kChunks, pos = start + r;
-      const uint32_t dst = base + tile_offset<C::kK8>(r, ch * 8);
+      const int r = i / C::kChunks, ch = i % C::kChunks, pos = start + r;
+      const uint32_t dst = base + swizzled_offset<C::kBN>(r, ch * 8);
       if (pos < item.kv_end) {
         const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
         const int col = ch < D / 8 ? tile.a_offset + ch * 8 : p.r_offset + (ch - D / 8) * 8;
@@ -220,12 +269,14 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     if constexpr (kWgmma) {
 #ifdef MLRA_LATENT_WGMMA
       // The warpgroup of column group cg scores all 64 rows over its key-dim slice.
-      constexpr uint32_t kSbo = C::kK8 * 128;
       auto score_step = [&](int k0) {
-        const uint64_t da = smem_desc(q_addr + (k0 >> 3) * 128, 128, kSbo);
-        const uint64_t db = smem_desc(kt + (k0 >> 3) * 128, 128, kSbo);
-        if constexpr (C::kBN == 64) wgmma_n64(s, da, db, 1);
-        else wgmma_n32(s, da, db, 1);
+        const uint32_t in_block = uint32_t(k0 & 63) * 2;
+        const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
+        const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+        if constexpr (C::kBN == 64)
+          wgmma_n64(s, da, db, 1);
+        else
+          wgmma_n32(s, da, db, 1);
       };
       wgmma_fence();
 #pragma unroll
@@ -240,11 +291,11 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     } else {
       auto score_step = [&](int k0) {
         uint32_t a[4];
-        ldmatrix_x4(a, q_addr + tile_offset<C::kK8>(a_row, k0 + a_col));
+        ldmatrix_x4(a, q_addr + swizzled_offset<C::kM>(a_row, k0 + a_col));
 #pragma unroll
         for (int np = 0; np < C::kBN / 16; ++np) {
           uint32_t b[4];
-          ldmatrix_x4(b, kt + tile_offset<C::kK8>(np * 16 + b_row, k0 + b_col));
+          ldmatrix_x4(b, kt + swizzled_offset<C::kBN>(np * 16 + b_row, k0 + b_col));
           mma_bf16(s[2 * np], a, b[0], b[1]);
           mma_bf16(s[2 * np + 1], a, b[2], b[3]);
         }
@@ -267,7 +318,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
         for (int e = 0; e < 4; ++e) {
           float sum = 0.0f;
 #pragma unroll
-          for (int c = 0; c < C::kCG; ++c) sum += x_s[(rg + 4 * c) * 16 * C::kBN + (nb * 4 + e) * 32 + lane];
+          for (int c = 0; c < C::kCG; ++c)
+            sum += x_s[(rg + 4 * c) * 16 * C::kBN + (nb * 4 + e) * 32 + lane];
           s[nb][e] = sum;
         }
     }
@@ -310,18 +362,40 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     }
 
     // o += P . V with V = the latent columns of this warp's column group.
+    if constexpr (kPvWgmma) {
+#ifdef MLRA_LATENT_WGMMA
+      // The warpgroup of column group cg: 64 rows x its 128 value columns, P from registers, V
+      // read once per warpgroup from the swizzled tile (MN-major).
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < C::kBN / 16; ++kk) {
-      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                             pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int kk = 0; kk < C::kBN / 16; ++kk) {
+        const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                               pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                               pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        wgmma_rs_n128_tb(
+            o, a, sw128_mn_desc(kt + (2 * cg) * (C::kBN * 128) + kk * 16 * 128, C::kBN * 128));
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+#else
+      __trap();
+#endif
+    } else {
 #pragma unroll
-      for (int np = 0; np < 8; ++np) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, kt + tile_offset<C::kK8>(kk * 16 + v_row, cg * 128 + np * 16 + v_col));
-        mma_bf16(o[2 * np], a, b[0], b[1]);
-        mma_bf16(o[2 * np + 1], a, b[2], b[3]);
+      for (int kk = 0; kk < C::kBN / 16; ++kk) {
+        const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                               pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                               pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int np = 0; np < 8; ++np) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(
+              b, kt + swizzled_offset<C::kBN>(kk * 16 + v_row, cg * 128 + np * 16 + v_col));
+          mma_bf16(o[2 * np], a, b[0], b[1]);
+          mma_bf16(o[2 * np + 1], a, b[2], b[3]);
+        }
       }
     }
   }
@@ -346,34 +420,43 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
         store_from_f32(p.out, p.out_dtype, base + col + 1, o[nb][2 * i + 1] * inv);
       }
     } else {
-      const int64_t slot_row = (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
       float* dst = p.partial_o + slot_row * p.v_dim;
 #pragma unroll
       for (int nb = 0; nb < 16; ++nb) {
         const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<float2*>(dst + col) = make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+        *reinterpret_cast<float2*>(dst + col) =
+            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
       }
       if (cg == 0 && lane % 4 == 0) p.partial_lse[slot_row] = m_r[i] + log2f(l_r[i]);
     }
   }
 }
 
-template <int D, bool kWgmma>
+template <int D, bool kWgmma, bool kPvWgmma>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             cudaStream_t stream) {
   using C = LatentConfig<D>;
-  MLRA_CUDA_CHECK(cudaFuncSetAttribute(latent_attention_kernel<D, kWgmma>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
+  auto* kernel = latent_attention_kernel<D, kWgmma, kPvWgmma>;
+  MLRA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  latent_attention_kernel<D, kWgmma><<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 
 template <int D>
 void launch_variant(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-                    bool wgmma, cudaStream_t stream) {
-  if (wgmma) launch<D, true>(p, tiles, plan, stream);
-  else launch<D, false>(p, tiles, plan, stream);
+                    LatentMma mma, cudaStream_t stream) {
+  switch (mma) {
+    case LatentMma::kWgmma:
+      return launch<D, true, true>(p, tiles, plan, stream);
+    case LatentMma::kWgmmaScores:
+      return launch<D, true, false>(p, tiles, plan, stream);
+    case LatentMma::kMmaSync:
+      return launch<D, false, false>(p, tiles, plan, stream);
+  }
 }
 
 // Writes 1 when the loaded device code was built for sm_90a (wgmma available).
@@ -387,13 +470,17 @@ __global__ void probe_wgmma_kernel(int* out) {
 
 }  // namespace
 
-int latent_ctas_per_sm(int d_c) { return d_c == 128 ? 2 : 1; }
+int latent_ctas_per_sm(int d_c) {
+  return d_c == 128 ? 2 : 1;
+}
 
-bool latent_uses_wgmma() {
-  // Probed once per process (all our GPUs are one kind); MLRA_LATENT_MMA=mma forces mma.sync.
-  static const bool use = [] {
+LatentMma latent_mma() {
+  // Probed once per process (all our GPUs are one kind). MLRA_LATENT_MMA=mma forces mma.sync,
+  // =scores wgmma for the scores only (A/B comparisons in the benchmark).
+  static const LatentMma mode = [] {
     const char* env = std::getenv("MLRA_LATENT_MMA");
-    if (env && std::string(env) == "mma") return false;
+    const std::string want = env ? env : "";
+    if (want == "mma") return LatentMma::kMmaSync;
     int* d = nullptr;
     int h = 0;
     MLRA_CUDA_CHECK(cudaMalloc(&d, sizeof(int)));
@@ -401,9 +488,22 @@ bool latent_uses_wgmma() {
     MLRA_CUDA_LAUNCH_CHECK();
     MLRA_CUDA_CHECK(cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost));
     MLRA_CUDA_CHECK(cudaFree(d));
-    return h == 1;
+    if (h != 1) return LatentMma::kMmaSync;
+    return want == "scores" ? LatentMma::kWgmmaScores : LatentMma::kWgmma;
   }();
-  return use;
+  return mode;
+}
+
+const char* latent_mma_name(LatentMma m) {
+  switch (m) {
+    case LatentMma::kWgmma:
+      return "wgmma (scores and P.V)";
+    case LatentMma::kWgmmaScores:
+      return "wgmma scores, mma.sync P.V";
+    case LatentMma::kMmaSync:
+      return "mma.sync";
+  }
+  return "?";
 }
 
 void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
@@ -416,12 +516,16 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(tiles.tile[i].rows <= 64 && tiles.tile[i].a_offset == tiles.tile[i].v_offset,
                  "latent attention: bad head tile");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  const bool wgmma = latent_uses_wgmma();
+  const LatentMma mma = latent_mma();
   switch (d_c) {
-    case 128: return launch_variant<128>(p, tiles, plan, wgmma, stream);
-    case 256: return launch_variant<256>(p, tiles, plan, wgmma, stream);
-    case 512: return launch_variant<512>(p, tiles, plan, wgmma, stream);
-    default: MLRA_REQUIRE(false, "latent attention: d_c must be 128, 256 or 512");
+    case 128:
+      return launch_variant<128>(p, tiles, plan, mma, stream);
+    case 256:
+      return launch_variant<256>(p, tiles, plan, mma, stream);
+    case 512:
+      return launch_variant<512>(p, tiles, plan, mma, stream);
+    default:
+      MLRA_REQUIRE(false, "latent attention: d_c must be 128, 256 or 512");
   }
 }
 

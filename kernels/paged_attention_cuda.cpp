@@ -122,7 +122,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   } else {
     rows_max_ = 64;
     ctas = num_sms_ * latent_ctas_per_sm(a.a_dim);
-    latent_uses_wgmma();  // probe now: run() may be captured into a graph
+    latent_mma();  // probe now: run() may be captured into a graph
   }
   tiles_ = group_heads(a, rows_max_);
   const int n_tiles = int(tiles_.size());

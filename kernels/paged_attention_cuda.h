@@ -74,9 +74,11 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
 int generic_max_group(int values_per_lane);
 // CTAs the latent kernel keeps resident per SM (sizes the split target).
 int latent_ctas_per_sm(int d_c);
-// Whether latent scores use wgmma (device code built for sm_90a, and MLRA_LATENT_MMA != "mma").
-// The first call probes the device (a synchronous launch): call it outside graph capture.
-bool latent_uses_wgmma();
+// Which tensor-core instructions the latent kernel uses: wgmma for scores and P.V when the device
+// code was built for sm_90a (MLRA_LATENT_MMA=scores: wgmma scores only; =mma: mma.sync only).
+enum class LatentMma { kWgmma, kWgmmaScores, kMmaSync };
+LatentMma latent_mma();
+const char* latent_mma_name(LatentMma m);
 
 class CudaPagedAttention {
  public:

@@ -198,7 +198,7 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("latent scores via %s\n\n", cuda::latent_uses_wgmma() ? "wgmma" : "mma.sync");
+  std::printf("latent kernel: %s\n\n", cuda::latent_mma_name(cuda::latent_mma()));
 
   std::vector<Variant> variants;
   for (const Variant& v : {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},
