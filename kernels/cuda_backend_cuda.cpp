@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
+#include "kernels/gemv.h"
 #include "kernels/paged_attention_cuda.h"
 
 namespace mlra {
@@ -66,6 +68,15 @@ cudaDataType_t cuda_type(DType t) {
     case DType::kF32: return CUDA_R_32F;
     default: throw std::invalid_argument(std::string("cuda backend: no GEMM type for ") + dtype_name(t));
   }
+}
+
+// MLRA_GEMV=0 sends small-M products to cuBLAS too (A/B checks); read once per process.
+bool gemv_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("MLRA_GEMV");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
 }
 
 uint16_t f32_to_bf16_bits(float f) {
@@ -211,6 +222,15 @@ class CudaBackend final : public Backend {
     const int64_t k = w_out_by_in ? w.cols : w.rows;
     MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "linear_batched: shape mismatch");
     if (x.rows == 0 || n == 0 || batch == 0) return;
+    // Up to 8 rows over bf16 weights (decode): our GEMV reads each weight byte once, where cuBLAS
+    // picks split-K kernels plus a reduction launch. It reads an f32 x (and writes f32 or bf16 y)
+    // directly, so no conversion copies; an f32 x is not rounded to bf16 as below.
+    if (gemv_enabled() &&
+        cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)) {
+      cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
+                        stream());
+      return;
+    }
     // Mixed operands: bring an f32 operand to bf16 (the other is bf16) so cuBLAS sees one type.
     Tensor xt, wt, yt;
     MatView xv = x, wv = w, yv = y;
@@ -227,6 +247,7 @@ class CudaBackend final : public Backend {
       ys = y_stride ? y.rows * y.cols : 0;
       yt = alloc({batch * y.rows, y.cols}, DType::kF32);
       yv = as_mat(yt, y.cols);
+      yv.rows = y.rows;  // one operand, like y
       if (beta != 0.0f) copy_batched(y, y_stride, yv, ys, batch);
     }
     const int64_t xs = xv.data == x.data ? x_stride : (x_stride ? x.rows * x.cols : 0);
@@ -308,7 +329,8 @@ class CudaBackend final : public Backend {
     if (v.dtype == DType::kBF16) return v;
     const int64_t copies = stride ? batch : 1;
     keep = alloc({copies * v.rows, v.cols}, DType::kBF16);
-    const MatView dense = as_mat(keep, v.cols);
+    MatView dense = as_mat(keep, v.cols);
+    dense.rows = v.rows;  // one operand; copy_batched converts same-shaped views
     copy_batched(v, stride, dense, v.rows * v.cols, copies);
     return dense;
   }

@@ -1,0 +1,343 @@
+// Small-M GEMV (M <= 8) over bf16 weights, f32 accumulation: memory-bound, so every weight byte
+// is read once with 16-byte loads, 8 of them in flight per thread, while x (a few KB) stays in
+// L1/L2. Each block owns whole outputs: a K split across warps of a block is summed in shared
+// memory, never by a second kernel or atomics, so results are deterministic and graph capturable.
+// Two layouts: out_by_in (w [N, K], k contiguous: a thread group per row) and in_by_out
+// (w [K, N], n contiguous: a thread per 8 columns walking k).
+#include <cuda_bf16.h>
+
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda_check.h"
+#include "kernels/gemv.h"
+
+namespace mlra::cuda {
+namespace {
+
+constexpr int kRowBlock = 128;  // threads per out_by_in block
+constexpr int kColBlock = 256;  // threads per in_by_out block
+constexpr int kColWarps = kColBlock / 32;
+
+struct GemvParams {
+  const void* x;  // [M, K] per batch entry, x_ld apart
+  int64_t x_ld, x_stride;
+  const __nv_bfloat16* w;  // [N, K] or [K, N]
+  int64_t w_ld, w_stride;
+  void* y;  // [M, N]
+  int64_t y_ld, y_stride;
+  int n, k;
+  float alpha, beta;
+};
+
+// Eight bf16 packed in 16 bytes -> f32 (exact: a bf16 is the top half of an f32).
+__device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(u[i] << 16);
+    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  }
+}
+
+// Weights are streamed: read-only path, no L1 allocation (L1 keeps x).
+__device__ __forceinline__ uint4 load_stream(const __nv_bfloat16* p) {
+  uint4 v;
+  asm("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
+      "ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// x[0..8) as f32; p is 16-byte aligned.
+__device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&f)[8]) {
+  unpack_bf16x8(__ldg(reinterpret_cast<const uint4*>(p)), f);
+}
+__device__ __forceinline__ void load_x8(const float* p, float (&f)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+  f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+__device__ __forceinline__ float to_f32(float v) {
+  return v;
+}
+
+// *y = alpha * acc + beta * *y; y is read only when beta != 0, so NaN in y never leaks.
+template <class YT>
+__device__ __forceinline__ void store_y(YT* y, float acc, float alpha, float beta) {
+  float v = alpha * acc;
+  if (beta != 0.0f) v += beta * to_f32(*y);
+  if constexpr (std::is_same_v<YT, float>)
+    *y = v;
+  else
+    *y = __float2bfloat16(v);
+}
+
+// w [N, K]. A group of tpr = 2^tpr_log2 threads (4..128) owns R adjacent rows; thread kl of the
+// group reads 16-byte chunks kl, kl + tpr, ... of each row (R * U loads in flight) and multiplies
+// them with the M rows of x. Groups of up to 32 threads sum by shuffles; wider groups (whole
+// warps) add their warp sums in shared memory.
+template <int M, int R, class XT, class YT>
+__global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p, int tpr_log2) {
+  constexpr int U = 8 / R;
+  const int tpr = 1 << tpr_log2, slots = kRowBlock >> tpr_log2;
+  const int kl = threadIdx.x & (tpr - 1), slot = threadIdx.x >> tpr_log2;
+  const int64_t b = blockIdx.y;
+  const int n_first = (int(blockIdx.x) * slots + slot) * R;
+  const XT* x = static_cast<const XT*>(p.x) + b * p.x_stride;
+  const __nv_bfloat16* w = p.w + b * p.w_stride;
+  const __nv_bfloat16* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r)  // rows past N re-read row N-1; their sums are never stored
+    wrow[r] = w + int64_t(min(n_first + r, p.n - 1)) * p.w_ld;
+  const int chunks = p.k / 8;
+
+  float acc[M][R] = {};
+  for (int c0 = kl; c0 < chunks; c0 += tpr * U) {
+    uint4 wv[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * tpr;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        wv[u][r] = c < chunks ? load_stream(wrow[r] + c * 8) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * tpr;
+      if (c >= chunks) break;
+      float wf[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) unpack_bf16x8(wv[u][r], wf[r]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float xf[8];
+        load_x8(x + m * p.x_ld + c * 8, xf);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[m][r] = fmaf(xf[j], wf[r][j], acc[m][r]);
+      }
+    }
+  }
+
+  const int lanes = min(tpr, 32);
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      for (int off = lanes / 2; off > 0; off >>= 1)
+        acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], off);
+
+  YT* y = static_cast<YT*>(p.y) + b * p.y_stride;
+  if (tpr <= 32) {  // uniform over the block: no barrier below is skipped by some threads only
+    // Output e = m * R + r is stored by lane e % tpr of the group (all lanes hold the sum).
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (((m * R + r) & (tpr - 1)) == kl && n_first + r < p.n)
+          store_y(y + m * p.y_ld + n_first + r, acc[m][r], p.alpha, p.beta);
+    return;
+  }
+  __shared__ float part[kRowBlock / 32][M * R];  // per warp: its sum of every output
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (m * R + r == lane) part[warp][m * R + r] = acc[m][r];
+  __syncthreads();
+  const int warps_per_slot = tpr >> 5, t = threadIdx.x;
+  if (t < slots * M * R) {
+    const int s = t / (M * R), e = t % (M * R);
+    float v = 0.0f;
+    for (int i = 0; i < warps_per_slot; ++i) v += part[s * warps_per_slot + i][e];
+    const int n = (int(blockIdx.x) * slots + s) * R + e % R;
+    if (n < p.n) store_y(y + (e / R) * p.y_ld + n, v, p.alpha, p.beta);
+  }
+}
+
+// 8 weights w[0..8) of one k row, zero past `valid` columns (the ragged end of N).
+__device__ __forceinline__ uint4 load_cols(const __nv_bfloat16* p, int valid) {
+  if (valid >= 8) return load_stream(p);
+  uint16_t h[8];
+  const uint16_t* q = reinterpret_cast<const uint16_t*>(p);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) h[j] = j < valid ? q[j] : uint16_t(0);
+  return make_uint4(h[0] | uint32_t(h[1]) << 16, h[2] | uint32_t(h[3]) << 16,
+                    h[4] | uint32_t(h[5]) << 16, h[6] | uint32_t(h[7]) << 16);
+}
+
+// w [K, N]. Thread (ks, ct) of a block owns the 8 columns col0 + 8 ct .. + 8 and walks
+// k = ks, ks + k_slices, ... (U rows in flight); x[m][k] is a broadcast load. The k slices
+// sharing a warp sum by shuffles, the 8 warps in shared memory, one x row at a time.
+template <int M, class XT, class YT>
+__global__ void __launch_bounds__(kColBlock) gemv_in_by_out_kernel(GemvParams p, int ct_log2) {
+  constexpr int U = 4;
+  const int col_threads = 1 << ct_log2, k_slices = kColBlock >> ct_log2;
+  const int ct = threadIdx.x & (col_threads - 1), ks = threadIdx.x >> ct_log2;
+  const int64_t b = blockIdx.y;
+  const int col0 = int(blockIdx.x) * col_threads * 8;
+  const int n0 = col0 + ct * 8;
+  const int valid = min(8, p.n - n0);  // <= 0: this thread's columns lie past N
+  const XT* x = static_cast<const XT*>(p.x) + b * p.x_stride;
+  const __nv_bfloat16* w = p.w + b * p.w_stride + n0;
+
+  float acc[M][8] = {};
+  for (int k0 = ks; k0 < p.k; k0 += k_slices * U) {
+    uint4 wv[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int k = k0 + u * k_slices;
+      wv[u] = k < p.k && valid > 0 ? load_cols(w + k * p.w_ld, valid) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int k = k0 + u * k_slices;
+      if (k >= p.k) break;
+      float wf[8];
+      unpack_bf16x8(wv[u], wf);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float xv = to_f32(x[m * p.x_ld + k]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[m][j] = fmaf(xv, wf[j], acc[m][j]);
+      }
+    }
+  }
+
+  // Lane l of a warp is (k slice, ct = l % col_threads): fold the k slices onto lanes <
+  // col_threads.
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      for (int off = col_threads; off < 32; off <<= 1)
+        acc[m][j] += __shfl_xor_sync(0xffffffffu, acc[m][j], off);
+
+  __shared__ float part[kColWarps][kColBlock];  // [warp][j * col_threads + ct]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, cols = col_threads * 8;
+  YT* y = static_cast<YT*>(p.y) + b * p.y_stride;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    if (lane < col_threads)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) part[warp][j * col_threads + lane] = acc[m][j];
+    __syncthreads();
+    const int c = threadIdx.x;
+    if (c < cols && col0 + c < p.n) {
+      float v = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kColWarps; ++i) v += part[i][(c & 7) * col_threads + (c >> 3)];
+      store_y(y + m * p.y_ld + col0 + c, v, p.alpha, p.beta);
+    }
+    __syncthreads();  // part is rewritten for the next row
+  }
+}
+
+int sm_count() {
+  static std::array<std::atomic<int>, 64> cached{};
+  int dev = 0;
+  MLRA_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 64 && cached[size_t(dev)].load(std::memory_order_relaxed) > 0)
+    return cached[size_t(dev)].load(std::memory_order_relaxed);
+  int sms = 0;
+  MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 64) cached[size_t(dev)].store(sms, std::memory_order_relaxed);
+  return sms;
+}
+
+// Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
+// wider (fewer rows per block, more blocks) until the grid has two blocks per SM.
+template <int M, class XT, class YT>
+void launch_typed(const GemvParams& p, bool out_by_in, int64_t batch, cudaStream_t stream) {
+  const int64_t target_blocks = 2 * int64_t(sm_count());
+  if (out_by_in) {
+    constexpr int R = M > 2 ? 4 : 2;  // more rows per thread reuse each x load more
+    const int chunks = p.k / 8;
+    const auto blocks = [&](int l) {
+      const int rows = (kRowBlock >> l) * R;
+      return (int64_t(p.n) + rows - 1) / rows;
+    };
+    int l = 2;
+    while (l < 7 && chunks > (16 << l)) ++l;
+    while (l < 7 && (2 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;
+    gemv_out_by_in_kernel<M, R, XT, YT>
+        <<<dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream>>>(p, l);
+  } else {
+    const auto blocks = [&](int l) {
+      const int cols = 8 << l;
+      return (int64_t(p.n) + cols - 1) / cols;
+    };
+    int l = 2;  // at least 4 column threads: 64 contiguous bytes per k row
+    while (l < 5 && (1 << l) * 8 < p.n) ++l;
+    while (l > 2 && blocks(l) * batch < target_blocks) --l;
+    gemv_in_by_out_kernel<M, XT, YT>
+        <<<dim3(unsigned(blocks(l)), unsigned(batch)), kColBlock, 0, stream>>>(p, l);
+  }
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+template <int M>
+void launch_m(const GemvParams& p, DType xt, DType yt, bool out_by_in, int64_t batch,
+              cudaStream_t stream) {
+  using BF = __nv_bfloat16;
+  const bool xb = xt == DType::kBF16, yb = yt == DType::kBF16;
+  if (xb && yb) return launch_typed<M, BF, BF>(p, out_by_in, batch, stream);
+  if (xb) return launch_typed<M, BF, float>(p, out_by_in, batch, stream);
+  if (yb) return launch_typed<M, float, BF>(p, out_by_in, batch, stream);
+  return launch_typed<M, float, float>(p, out_by_in, batch, stream);
+}
+
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+}  // namespace
+
+bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                   bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch) {
+  (void)y_stride;
+  const int64_t n = w_out_by_in ? w.rows : w.cols, k = w_out_by_in ? w.cols : w.rows;
+  if (x.rows < 1 || x.rows > kGemvMaxRows || batch < 1 || batch > 65535) return false;
+  if (n < 1 || k < 1 || n > INT_MAX / 2 || k > INT_MAX / 2) return false;
+  if (w.dtype != DType::kBF16) return false;
+  if (x.dtype != DType::kBF16 && x.dtype != DType::kF32) return false;
+  if (y.dtype != DType::kBF16 && y.dtype != DType::kF32) return false;
+  if (!aligned16(w.data) || w.ld % 8 != 0 || w_stride % 8 != 0) return false;
+  if (!w_out_by_in) return true;  // x is read one element at a time
+  const int64_t per16 = 16 / int64_t(dtype_size(x.dtype));
+  return k % 8 == 0 && aligned16(x.data) && x.ld % per16 == 0 && x_stride % per16 == 0;
+}
+
+void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                 bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
+                 float beta, cudaStream_t stream) {
+  const int64_t n = w_out_by_in ? w.rows : w.cols, k = w_out_by_in ? w.cols : w.rows;
+  MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "gemv: shape mismatch");
+  MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
+               "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
+               "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
+  GemvParams p{};
+  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
+  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
+  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
+  p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
+  using Launch = void (*)(const GemvParams&, DType, DType, bool, int64_t, cudaStream_t);
+  static constexpr Launch kByRows[kGemvMaxRows] = {launch_m<1>, launch_m<2>, launch_m<3>,
+                                                   launch_m<4>, launch_m<5>, launch_m<6>,
+                                                   launch_m<7>, launch_m<8>};
+  kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in, batch, stream);
+}
+
+}  // namespace mlra::cuda

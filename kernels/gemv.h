@@ -1,0 +1,32 @@
+// Small-M GEMV of the CUDA backend: y_b = alpha * x_b . op(w_b) + beta * y_b for M <= 8 rows,
+// bf16 weights, f32 accumulation, one kernel launch (no split-K second pass, no workspace), so
+// batch-1..8 decode reads every weight byte once at close to memory bandwidth where cuBLAS picks
+// split-K kernels. Same operand conventions as Backend::linear_batched. Graph capturable.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/tensor.h"
+
+namespace mlra::cuda {
+
+constexpr int64_t kGemvMaxRows = 8;
+
+// True when launch_gemv handles these operands: 1 <= x.rows <= 8, w bf16, x bf16/f32, y
+// f32/bf16, 1 <= batch <= 65535, and the 16-byte vector loads line up: w's data, ld and
+// stride in multiples of 8 elements; out_by_in (w [N, K]) also needs K % 8 == 0 and x's data,
+// ld and stride 16-byte aligned. y has no alignment needs.
+bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                   bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch);
+
+// For b < batch: y_b [M, N] = alpha * x_b [M, K] . op(w_b) + beta * y_b, operand b offset by
+// b * stride elements (0: shared). op(w) = w^T when w_out_by_in (w_b [N, K]) else w (w_b [K, N]).
+// beta == 0 never reads y (NaN in y is overwritten). f32 x is used as is (not rounded to bf16).
+// Requires gemv_supports(...).
+void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                 bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
+                 float beta, cudaStream_t stream);
+
+}  // namespace mlra::cuda
