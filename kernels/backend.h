@@ -62,6 +62,13 @@ class Backend {
   virtual void embed(const int32_t* tokens, int64_t n, const MatView& table,
                      const MatView& out) = 0;
   // out = w * (x / rms(x)) * scale, rowwise over x.cols; w has x.cols entries (weight dtype).
+  // x.cols = groups * g: each group of g columns normed alone with w[group * g, + g) (the
+  // latents of one token in one launch). Default: one rms_norm per group.
+  virtual void rms_norm_groups(const MatView& x, const Tensor& w, int64_t groups, float eps,
+                               float scale, const MatView& out);
+  // acc += delta (acc is the f32 residual), then out = RMSNorm(acc) * w. Default: add, rms_norm.
+  virtual void add_rms_norm(const MatView& delta, const MatView& acc, const Tensor& w, float eps,
+                            const MatView& out);
   virtual void rms_norm(const MatView& x, const Tensor& w, float eps, float scale,
                         const MatView& out) = 0;
   // In place half-split RoPE on n_heads sub-vectors per row: head h covers
@@ -80,6 +87,11 @@ class Backend {
   virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                            int32_t col_offset) = 0;
   virtual void paged_attention(const PagedAttentionArgs& args) = 0;
+  // Brackets one forward step: between them, paged_attention calls with the same step metadata
+  // (positions buffer, token count, head tiling) share one split-KV plan, computed by the first
+  // (FlashInfer-style plan once per step, run per layer). Outside a step every call plans.
+  virtual void begin_step() {}
+  virtual void end_step() {}
 
   // Recording: ops enqueued between begin_capture and end_capture are recorded, not run. Memory
   // allocated and freed inside the window belongs to the recording. Only where supported.

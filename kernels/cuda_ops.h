@@ -20,6 +20,12 @@ void launch_embed(const int32_t* tokens, int64_t n, const MatView& table, const 
 // out = w * (x / rms(x)) * scale per row, f32 math; w has x.cols entries of w_dtype.
 void launch_rms_norm(const MatView& x, const void* w, DType w_dtype, float eps, float scale,
                      const MatView& out, cudaStream_t stream);
+// The same per equal column group: group g normed alone and scaled by w[g * cols/groups + ...].
+void launch_rms_norm_groups(const MatView& x, const void* w, DType w_dtype, int64_t groups,
+                            float eps, float scale, const MatView& out, cudaStream_t stream);
+// acc (f32) += delta, then out = RMSNorm(acc) * w: the residual add fused into the next norm.
+void launch_add_rms_norm(const MatView& delta, const MatView& acc, const void* w, DType w_dtype,
+                         float eps, const MatView& out, cudaStream_t stream);
 // In-place half-split RoPE, cos/sin in f32 (see Backend::rope).
 void launch_rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t rot_offset,
                  int64_t rot_dim, const int32_t* positions, float base, cudaStream_t stream);

@@ -12,6 +12,8 @@
 // Warp (rg, cg): rows 16rg..16rg+15, value columns 128cg..+127. With d_c > 128 the CG warps of a
 // row group each score a slice of the key dims and sum the slices through shared memory (in a
 // fixed order, so every warp of the group holds bit-identical probabilities).
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 
 #include <cstdlib>
@@ -41,7 +43,7 @@ struct LatentConfig {
   static constexpr size_t kStageBytes = size_t(kBN) * (D + kR) * 2;
   static constexpr size_t kXBytes = kCG > 1 ? size_t(kWarps) * 16 * kBN * 4 : 0;
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
-  static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + kXBytes;
+  static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + kXBytes + 8 * kStages;
   static constexpr int kMinBlocks = D == 128 ? 2 : 1;
 };
 
@@ -89,6 +91,36 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
+}
+
+// Tensor-memory-access (TMA) loads completing on an mbarrier: one thread asks for a box of the
+// cache tensor (64 dims x box rows, 128B-swizzled on arrival) and every thread waits on the
+// stage's barrier phase.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, "
+        "0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int col, int row,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3}], [%4];\n" ::"r"(dst),
+      "l"(map), "r"(col), "r"(row), "r"(bar)
+      : "memory");
 }
 
 // Shared-memory tiles (Q: kRows = 64 heads; cache tiles: kRows = kBN tokens) are kKB blocks of
@@ -187,9 +219,10 @@ __device__ __forceinline__ uint64_t sw128_mn_desc(uint32_t addr, uint32_t mn_blo
 }
 #endif
 
-template <int D, bool kWgmma, bool kPvWgmma>
+template <int D, bool kWgmma, bool kPvWgmma, bool kTma>
 __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
-    latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
+    latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                            const __grid_constant__ CUtensorMap cache_map) {
   using C = LatentConfig<D>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -199,6 +232,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   bf16* k_s = reinterpret_cast<bf16*>(smem + C::kQBytes);
   float* x_s = reinterpret_cast<float*>(smem + C::kQBytes + C::kStages * C::kStageBytes);
+  const uint32_t full_bar = smem_addr(smem + C::kQBytes + C::kStages * C::kStageBytes + C::kXBytes);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int rg = warp % 4, cg = warp / 4;
 
@@ -221,6 +255,23 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   }
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
+  // TMA: thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes
+  // wholly past the end are not requested; rows past the end are zeroed after arrival.
+  auto tma_tile = [&](int j, int stage) {
+    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+    const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR)), bar = full_bar + 8 * stage;
+    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
+    for (int b = 0; b < boxes; ++b) {
+      const int pos = start + b * br;
+      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+      for (int kb = 0; kb < D / 64; ++kb)
+        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, tile.a_offset + kb * 64,
+                    row, bar);
+      tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
+    }
+  };
   auto load_tile = [&](int j, int stage) {
     const int start = item.kv_begin + j * C::kBN;
     const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
@@ -236,10 +287,22 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
       }
     }
   };
+  if constexpr (kTma) {
+    cp_async_commit();  // the query rows
+    if (tid == 0) {
+      for (int s = 0; s < C::kStages; ++s) mbar_init(full_bar + 8 * s, 1);
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (tid == 0)
+      for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
+    cp_async_wait<0>();
+  } else {
 #pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < n_tiles) load_tile(s, s);
-    cp_async_commit();
+    for (int s = 0; s < C::kStages - 1; ++s) {
+      if (s < n_tiles) load_tile(s, s);
+      cp_async_commit();
+    }
   }
 
   float o[16][4];
@@ -252,14 +315,35 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const uint32_t q_addr = smem_addr(q_s);
 
   for (int j = 0; j < n_tiles; ++j) {
-    cp_async_wait<C::kStages - 2>();
+    if constexpr (kTma) {
+      const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      if (valid < C::kBN) {
+        // Rows past the end hold stale shared memory or other tokens: zero them so that the
+        // masked (zero) probabilities never meet a NaN or Inf in P.V.
+        const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
+        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += C::kThreads) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                           base + swizzled_offset<C::kBN>(r, ch * 8)),
+                       "r"(0)
+                       : "memory");
+        }
+      }
+    } else {
+      cp_async_wait<C::kStages - 2>();
+    }
 #ifdef MLRA_LATENT_WGMMA
     if constexpr (kWgmma) fence_proxy_async();  // cp.async writes are read by wgmma (async proxy)
 #endif
     __syncthreads();
     const int next = j + C::kStages - 1;
-    if (next < n_tiles) load_tile(next, next % C::kStages);
-    cp_async_commit();
+    if constexpr (kTma) {
+      if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
+    } else {
+      if (next < n_tiles) load_tile(next, next % C::kStages);
+      cp_async_commit();
+    }
     const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
     // Scores of this warp's key-dim slice: 128 latent dims + kRopeSlice rope dims.
@@ -434,29 +518,62 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   }
 }
 
-template <int D, bool kWgmma, bool kPvWgmma>
+template <int D, bool kWgmma, bool kPvWgmma, bool kTma>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-            cudaStream_t stream) {
+            const CUtensorMap& map, cudaStream_t stream) {
   using C = LatentConfig<D>;
-  auto* kernel = latent_attention_kernel<D, kWgmma, kPvWgmma>;
+  auto* kernel = latent_attention_kernel<D, kWgmma, kPvWgmma, kTma>;
   MLRA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan);
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 
 template <int D>
 void launch_variant(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-                    LatentMma mma, cudaStream_t stream) {
+                    LatentMma mma, const CUtensorMap* map, cudaStream_t stream) {
+  static const CUtensorMap none{};
+  if (map && mma == LatentMma::kWgmma)
+    return launch<D, true, true, true>(p, tiles, plan, *map, stream);
   switch (mma) {
     case LatentMma::kWgmma:
-      return launch<D, true, true>(p, tiles, plan, stream);
+      return launch<D, true, true, false>(p, tiles, plan, none, stream);
     case LatentMma::kWgmmaScores:
-      return launch<D, true, false>(p, tiles, plan, stream);
+      return launch<D, true, false, false>(p, tiles, plan, none, stream);
     case LatentMma::kMmaSync:
-      return launch<D, false, false>(p, tiles, plan, stream);
+      return launch<D, false, false, false>(p, tiles, plan, none, stream);
   }
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link needed);
+// null when the driver does not offer it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// The cache as a 2D tensor [cache_rows, row_width] of bf16, boxes of box_rows x 64 dims arriving
+// 128B-swizzled (the layout the kernel's wgmma descriptors read). False when it cannot be built.
+bool make_cache_map(const AttentionParams& p, CUtensorMap& map) {
+  auto encode = tensor_map_encoder();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {cuuint64_t(p.row_width), cuuint64_t(p.cache_rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(p.row_width) * 2};
+  const cuuint32_t box[2] = {64, cuuint32_t(p.box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(p.cache), dims,
+                strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 // Writes 1 when the loaded device code was built for sm_90a (wgmma available).
@@ -494,6 +611,20 @@ LatentMma latent_mma() {
   return mode;
 }
 
+bool latent_uses_tma() {
+  // MLRA_LATENT_LOAD=cpasync: every thread copies with cp.async instead (A/B comparisons).
+  static const bool use = [] {
+    const char* env = std::getenv("MLRA_LATENT_LOAD");
+    return !(env && std::string(env) == "cpasync") && latent_mma() == LatentMma::kWgmma &&
+           tensor_map_encoder() != nullptr;
+  }();
+  return use;
+}
+
+int latent_tile_rows(int d_c) {
+  return d_c == 512 ? LatentConfig<512>::kBN : 64;
+}
+
 const char* latent_mma_name(LatentMma m) {
   switch (m) {
     case LatentMma::kWgmma:
@@ -517,13 +648,17 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                  "latent attention: bad head tile");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   const LatentMma mma = latent_mma();
+  CUtensorMap map{};
+  const bool tma =
+      latent_uses_tma() && p.box_rows > 0 && p.cache_rows > 0 && make_cache_map(p, map);
+  const CUtensorMap* m = tma ? &map : nullptr;
   switch (d_c) {
     case 128:
-      return launch_variant<128>(p, tiles, plan, mma, stream);
+      return launch_variant<128>(p, tiles, plan, mma, m, stream);
     case 256:
-      return launch_variant<256>(p, tiles, plan, mma, stream);
+      return launch_variant<256>(p, tiles, plan, mma, m, stream);
     case 512:
-      return launch_variant<512>(p, tiles, plan, mma, stream);
+      return launch_variant<512>(p, tiles, plan, mma, m, stream);
     default:
       MLRA_REQUIRE(false, "latent attention: d_c must be 128, 256 or 512");
   }

@@ -13,7 +13,9 @@
 namespace mlra::cuda {
 namespace {
 
-bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+bool is_pow2(int64_t v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
 
 int log2_int(int64_t v) {
   int s = 0;
@@ -40,7 +42,9 @@ void validate(const PagedAttentionArgs& a) {
     if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) fail("float dtypes only");
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 // Runs of consecutive heads with identical segments, cut into tiles of at most max_rows.
 std::vector<HeadTile> group_heads(const PagedAttentionArgs& a, int max_rows) {
@@ -67,10 +71,14 @@ int values_per_lane(int v_dim) {
 
 const char* attention_path_name(AttentionPath p) {
   switch (p) {
-    case AttentionPath::kLatent128: return "latent-128";
-    case AttentionPath::kLatent256: return "latent-256";
-    case AttentionPath::kLatent512: return "latent-512";
-    default: return "generic";
+    case AttentionPath::kLatent128:
+      return "latent-128";
+    case AttentionPath::kLatent256:
+      return "latent-256";
+    case AttentionPath::kLatent512:
+      return "latent-512";
+    default:
+      return "generic";
   }
 }
 
@@ -84,8 +92,8 @@ CudaPagedAttention::~CudaPagedAttention() {
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
-  const bool dims = a.r_dim == 64 && a.a_dim == a.v_dim &&
-                    (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
+  const bool dims =
+      a.r_dim == 64 && a.a_dim == a.v_dim && (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
   if (!dims || a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16)
     return AttentionPath::kGeneric;
   // 16-byte cp.async of q rows and cache segments.
@@ -95,9 +103,12 @@ AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
   for (int h = 0; h < a.num_heads; ++h)
     if (a.a_offset[h] != a.v_offset[h] || a.a_offset[h] % 8) return AttentionPath::kGeneric;
   switch (a.a_dim) {
-    case 128: return AttentionPath::kLatent128;
-    case 256: return AttentionPath::kLatent256;
-    default: return AttentionPath::kLatent512;
+    case 128:
+      return AttentionPath::kLatent128;
+    case 256:
+      return AttentionPath::kLatent256;
+    default:
+      return AttentionPath::kLatent512;
   }
 }
 
@@ -122,7 +133,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   } else {
     rows_max_ = 64;
     ctas = num_sms_ * latent_ctas_per_sm(a.a_dim);
-    latent_mma();  // probe now: run() may be captured into a graph
+    latent_uses_tma();  // probe now (and the MMA mode): run() may be captured into a graph
   }
   tiles_ = group_heads(a, rows_max_);
   const int n_tiles = int(tiles_.size());
@@ -135,10 +146,28 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   const size_t plan_bytes = (split_kv_plan_bytes(shape) + 255) / 256 * 256;
   const size_t rows = size_t(shape.max_partials()) * batch_tiles * rows_max_;
   const size_t partial_bytes = rows * (size_t(a.v_dim) + 1) * sizeof(float);
+  const PlanKey key{a.token_pos, a.num_tokens, shape.target_chunks, shape.min_chunk_tiles};
+  void* before = workspace_;
   reserve(plan_bytes + partial_bytes + 256, stream);
+  // The partials of a later layer may need more room (more head tiles) without changing the plan:
+  // a grown workspace moves the plan, so it is recomputed then too.
+  if (in_step_ && plan_valid_ && key == plan_key_ && workspace_ == before) return;
   plan_ = split_kv_plan_at(workspace_, shape);
   partial_offset_ = plan_bytes;
   launch_split_kv_plan(a.token_pos, plan_, stream);
+  ++plans_computed_;
+  plan_key_ = key;
+  plan_valid_ = in_step_;
+}
+
+void CudaPagedAttention::begin_step() {
+  in_step_ = true;
+  plan_valid_ = false;
+}
+
+void CudaPagedAttention::end_step() {
+  in_step_ = false;
+  plan_valid_ = false;
 }
 
 void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
@@ -153,6 +182,9 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.cache = a.cache.data;
   p.cache_dtype = a.cache.dtype;
   p.page_shift = log2_int(a.cache.page_size);
+  p.cache_rows = a.cache.num_pages * a.cache.page_size;
+  if (path_ != AttentionPath::kGeneric)
+    p.box_rows = std::min(latent_tile_rows(a.a_dim), a.cache.page_size);
   p.row_width = a.cache.row_width;
   p.r_offset = a.r_offset;
   p.a_dim = a.a_dim;

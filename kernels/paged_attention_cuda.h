@@ -39,6 +39,8 @@ struct AttentionParams {
   const void* cache = nullptr;
   DType cache_dtype = DType::kBF16;
   int32_t page_shift = 0;  // log2(page_size)
+  int64_t cache_rows = 0;  // num_pages * page_size
+  int32_t box_rows = 0;    // TMA box height: min(latent tile rows, page size)
   int32_t row_width = 0;
   int32_t r_offset = 0;
   int32_t a_dim = 0;
@@ -79,6 +81,11 @@ int latent_ctas_per_sm(int d_c);
 enum class LatentMma { kWgmma, kWgmmaScores, kMmaSync };
 LatentMma latent_mma();
 const char* latent_mma_name(LatentMma m);
+// Whether latent cache tiles arrive by TMA (wgmma build, driver offers tensor maps, and
+// MLRA_LATENT_LOAD != "cpasync"); else every thread copies with cp.async.
+bool latent_uses_tma();
+// Cached rows per latent kernel tile (64; 32 for d_c 512).
+int latent_tile_rows(int d_c);
 
 class CudaPagedAttention {
  public:
@@ -93,6 +100,12 @@ class CudaPagedAttention {
   void plan(const PagedAttentionArgs& a, cudaStream_t stream);
   // Attention + merge with the current plan (no allocation, no host sync).
   void run(const PagedAttentionArgs& a, cudaStream_t stream);
+  // Inside a step, plan() reuses the plan of an earlier call with the same key (the per-step
+  // metadata is immutable until end_step()); outside, every plan() recomputes.
+  void begin_step();
+  void end_step();
+  // Plans computed (plan kernel launches) since construction: tests check the reuse.
+  int64_t plans_computed() const { return plans_computed_; }
 
  private:
   void reserve(size_t bytes, cudaStream_t stream);
@@ -109,6 +122,17 @@ class CudaPagedAttention {
   int32_t values_per_lane_ = 0;
   SplitKvPlan plan_;
   size_t partial_offset_ = 0;
+  struct PlanKey {
+    const int32_t* token_pos = nullptr;
+    int32_t num_tokens = -1;
+    int32_t target_chunks = 0;
+    int32_t min_chunk_tiles = 0;
+    bool operator==(const PlanKey&) const = default;
+  };
+  bool in_step_ = false;
+  bool plan_valid_ = false;  // plan_ was computed inside the current step for plan_key_
+  PlanKey plan_key_;
+  int64_t plans_computed_ = 0;
 };
 
 }  // namespace mlra::cuda

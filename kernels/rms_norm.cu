@@ -1,6 +1,8 @@
-// RMSNorm rows of a (possibly f32 residual) view into an output of any float dtype:
-// out = w * (x * rsqrt(mean(x^2) + eps)) * scale, sum of squares in f32 (variants.md 1.4).
-// One block per row; the row is read twice (sum, then normalize), the second time from L1/L2.
+// RMSNorm on the GPU, f32 math (variants.md 1.4): out = w * (x * rsqrt(mean(x^2) + eps)) * scale.
+// One block per (row, column group): a row may hold several independently normed groups (the
+// latents of MLRA/GLA, one launch for all), and the residual form first adds a delta into the
+// f32 residual row (acc += delta) and norms the sum (one launch where add + norm took two).
+// A thread keeps its up to kMaxPerThread values in registers: the row is read once.
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
@@ -9,15 +11,38 @@ namespace mlra::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kMaxPerThread = 16;  // up to 4096 columns per group in registers
 
-__global__ void rms_norm_kernel(const void* x, DType xt, int64_t x_ld, const void* w, DType wt,
-                                void* out, DType ot, int64_t out_ld, int64_t cols, float eps,
-                                float scale) {
-  const int64_t r = blockIdx.x;
+struct NormArgs {
+  const void* x;  // normed input (the residual acc when delta != nullptr)
+  DType xt;
+  int64_t x_ld;
+  const void* delta;  // optional: acc (= x, f32) += delta first
+  DType dt;
+  int64_t d_ld;
+  const void* w;
+  DType wt;
+  void* out;
+  DType ot;
+  int64_t out_ld;
+  int64_t cols;  // per group
+  float eps, scale;
+};
+
+template <bool kInRegisters>
+__global__ void __launch_bounds__(kThreads) rms_norm_kernel(NormArgs a) {
+  const int64_t r = blockIdx.x, c0 = int64_t(blockIdx.y) * a.cols;
+  float v[kInRegisters ? kMaxPerThread : 1];
   float ss = 0.0f;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float v = load_as_f32(x, xt, r * x_ld + c);
-    ss += v * v;
+  int n = 0;
+  for (int64_t c = threadIdx.x; c < a.cols; c += kThreads, ++n) {
+    float x = load_as_f32(a.x, a.xt, r * a.x_ld + c0 + c);
+    if (a.delta) {
+      x += load_as_f32(a.delta, a.dt, r * a.d_ld + c0 + c);
+      static_cast<float*>(const_cast<void*>(a.x))[r * a.x_ld + c0 + c] = x;
+    }
+    if constexpr (kInRegisters) v[n] = x;
+    ss += x * x;
   }
   __shared__ float warp_sums[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -25,22 +50,53 @@ __global__ void rms_norm_kernel(const void* x, DType xt, int64_t x_ld, const voi
   __syncthreads();
   float total = 0.0f;
   for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
-  const float inv = rsqrtf(total / float(cols) + eps);
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float v = load_as_f32(x, xt, r * x_ld + c);
-    store_from_f32(out, ot, r * out_ld + c, load_as_f32(w, wt, c) * (v * inv) * scale);
+  const float inv = rsqrtf(total / float(a.cols) + a.eps);
+  n = 0;
+  for (int64_t c = threadIdx.x; c < a.cols; c += kThreads, ++n) {
+    // The two-pass form re-reads x (its own writes when delta is set: same thread, same index).
+    const float x =
+        kInRegisters ? v[kInRegisters ? n : 0] : load_as_f32(a.x, a.xt, r * a.x_ld + c0 + c);
+    store_from_f32(a.out, a.ot, r * a.out_ld + c0 + c,
+                   load_as_f32(a.w, a.wt, c0 + c) * (x * inv) * a.scale);
   }
+}
+
+void launch(const NormArgs& a, int64_t rows, int64_t groups, cudaStream_t stream) {
+  if (rows == 0 || groups == 0) return;
+  const dim3 grid{unsigned(rows), unsigned(groups)};
+  if (a.cols <= int64_t(kThreads) * kMaxPerThread)
+    rms_norm_kernel<true><<<grid, kThreads, 0, stream>>>(a);
+  else
+    rms_norm_kernel<false><<<grid, kThreads, 0, stream>>>(a);
+  MLRA_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 void launch_rms_norm(const MatView& x, const void* w, DType w_dtype, float eps, float scale,
                      const MatView& out, cudaStream_t stream) {
+  launch_rms_norm_groups(x, w, w_dtype, 1, eps, scale, out, stream);
+}
+
+void launch_rms_norm_groups(const MatView& x, const void* w, DType w_dtype, int64_t groups,
+                            float eps, float scale, const MatView& out, cudaStream_t stream) {
   MLRA_REQUIRE(x.rows == out.rows && x.cols == out.cols, "rms_norm: shape mismatch");
-  if (x.rows == 0) return;
-  rms_norm_kernel<<<unsigned(x.rows), kThreads, 0, stream>>>(
-      x.data, x.dtype, x.ld, w, w_dtype, out.data, out.dtype, out.ld, x.cols, eps, scale);
-  MLRA_CUDA_LAUNCH_CHECK();
+  MLRA_REQUIRE(groups >= 1 && x.cols % groups == 0,
+               "rms_norm: columns must split into equal groups");
+  const NormArgs a{x.data,  x.dtype,  x.ld,      nullptr, DType::kF32,     0,   w,
+                   w_dtype, out.data, out.dtype, out.ld,  x.cols / groups, eps, scale};
+  launch(a, x.rows, groups, stream);
+}
+
+void launch_add_rms_norm(const MatView& delta, const MatView& acc, const void* w, DType w_dtype,
+                         float eps, const MatView& out, cudaStream_t stream) {
+  MLRA_REQUIRE(acc.dtype == DType::kF32, "add_rms_norm: the residual must be f32");
+  MLRA_REQUIRE(delta.rows == acc.rows && delta.cols == acc.cols && out.rows == acc.rows &&
+                   out.cols == acc.cols,
+               "add_rms_norm: shape mismatch");
+  const NormArgs a{acc.data, acc.dtype, acc.ld,    delta.data, delta.dtype, delta.ld, w,
+                   w_dtype,  out.data,  out.dtype, out.ld,     acc.cols,    eps,      1.0f};
+  launch(a, acc.rows, 1, stream);
 }
 
 }  // namespace mlra::cuda

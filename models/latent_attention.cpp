@@ -14,9 +14,12 @@ namespace {
 
 std::string latent_norm_name(const ModelConfig& c, int l) {
   switch (c.variant.kind) {
-    case AttentionKind::kMla: return "attn.kv_a_layernorm.weight";
-    case AttentionKind::kGla2: return "attn.kv_a_layernorm_" + std::to_string(l + 1) + ".weight";
-    default: return "attn.kv_a_layernorms." + std::to_string(l) + ".weight";
+    case AttentionKind::kMla:
+      return "attn.kv_a_layernorm.weight";
+    case AttentionKind::kGla2:
+      return "attn.kv_a_layernorm_" + std::to_string(l + 1) + ".weight";
+    default:
+      return "attn.kv_a_layernorms." + std::to_string(l) + ".weight";
   }
 }
 
@@ -56,10 +59,13 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
     load_tpla(w, p, layer);
   } else {
     std::vector<Range> kv_rows;
+    std::vector<float> norms;
     for (int l : plan.latents) {
       kv_rows.push_back({l * dc, (l + 1) * dc});
-      latent_norms_.push_back(w.load(p + latent_norm_name(c, l)));
+      const std::vector<float> g = w.read(p + latent_norm_name(c, l));
+      norms.insert(norms.end(), g.begin(), g.end());
     }
+    latent_norms_ = w.upload(norms, {int64_t(norms.size())});
     kv_latent_ = w.load_rows(kv_a, kv_rows);
     for (const auto& unit : plan.units) {
       std::vector<float> uk, uv;
@@ -146,7 +152,8 @@ void LatentAttention::up_project(const std::vector<Unit>& units, int64_t width, 
     const int64_t n = u.spec.num_heads(), lh = u.spec.head_begin - first_head;
     const bool first = !written[size_t(lh)];
     for (int64_t h = lh; h < lh + n; ++h) {
-      if (written[size_t(h)] == first) throw std::logic_error("latent attention: overlapping unit head ranges");
+      if (written[size_t(h)] == first)
+        throw std::logic_error("latent attention: overlapping unit head ranges");
       written[size_t(h)] = true;
     }
     backend_.linear_batched(as_mat(z, n_virt * width).cols_slice(v0 * width, width), width,
@@ -174,9 +181,11 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
   Tensor cq_raw = b.alloc({T, c.q_lora_rank}, act), cq = b.alloc({T, c.q_lora_rank}, act);
   b.linear(x, as_mat(q_a_, c.n_embd), as_mat(cq_raw, c.q_lora_rank), 1.0f, 0.0f);
-  b.rms_norm(as_mat(cq_raw, c.q_lora_rank), q_a_norm_, c.norm_eps, c.q_scale(), as_mat(cq, c.q_lora_rank));
+  b.rms_norm(as_mat(cq_raw, c.q_lora_rank), q_a_norm_, c.norm_eps, c.q_scale(),
+             as_mat(cq, c.q_lora_rank));
   Tensor q_nope = b.alloc({T, n_local * dn}, act);
-  b.linear(as_mat(cq, c.q_lora_rank), as_mat(q_b_nope_, c.q_lora_rank), as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
+  b.linear(as_mat(cq, c.q_lora_rank), as_mat(q_b_nope_, c.q_lora_rank),
+           as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
   Tensor qv = virtual_queries(units_, width, cq, q_nope, step);
 
   // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
@@ -190,11 +199,12 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   if (c.tpla()) {
     normed = b.alloc({T, dc}, act);
     b.rms_norm(as_mat(raw, dc), ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
-    b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width), 1.0f, 0.0f);
+    b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width), 1.0f,
+             0.0f);
   } else {
-    for (int64_t l = 0; l < n_lat; ++l)
-      b.rms_norm(as_mat(raw, raw_width).cols_slice(l * dc, dc), latent_norms_[size_t(l)], c.norm_eps,
-                 c.kv_scale(), kv_mat.cols_slice(l * dc, dc));
+    // Every local latent normed alone, in one launch.
+    b.rms_norm_groups(as_mat(raw, raw_width), latent_norms_, n_lat, c.norm_eps, c.kv_scale(),
+                      kv_mat.cols_slice(0, n_lat * dc));
   }
   if (step.latent_observer)
     observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));
@@ -202,7 +212,8 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   b.cache_write(kv_mat, step.slots, cache, 0);
 
   Tensor z = attend(units_, width, qv, cache, int32_t(n_lat * width), step);
-  const bool exact = c.tpla() && c.tpla_options.pd_separation && step.host && step.host->has_fresh_prefill();
+  const bool exact =
+      c.tpla() && c.tpla_options.pd_separation && step.host && step.host->has_fresh_prefill();
   // With an exact prefill, rows [0, T) hold the TPLA output and rows [T, 2T) the exact one; a
   // row gather then picks per token.
   Tensor o = b.alloc({exact ? 2 * T : T, n_local * dn}, act);

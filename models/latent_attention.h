@@ -53,7 +53,7 @@ class LatentAttention final : public AttentionLayer {
   Tensor q_b_rope_;    // [n_local * dr, r_q]
   Tensor kv_latent_;   // [n_local_latents * dc, d]; TPLA: [dc, d] (the whole latent)
   Tensor kv_rope_;     // [dr, d]
-  std::vector<Tensor> latent_norms_;  // per local latent [dc] (not TPLA)
+  Tensor latent_norms_;  // the local latents' norm weights back to back, [n_lat * dc] (not TPLA)
   Tensor ones_;        // TPLA: [dc] unit gain; the real gain is folded into the transform
   Tensor slice_proj_;  // TPLA: [n_local_slices * w, dc] = (diag(g) U)[:, local slices]^T
   Tensor exact_proj_;  // TPLA pd-separation: [dc, dc] = (diag(g) U)^T

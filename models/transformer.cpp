@@ -21,9 +21,12 @@ void check_step(const StepBatch& s, const CacheOptions& cache, int64_t vocab) {
     throw std::invalid_argument("step: malformed page_indptr");
   const int64_t capacity = cache.num_pages * cache.page_size;
   for (size_t t = 0; t < T; ++t) {
-    if (s.tokens[t] < 0 || s.tokens[t] >= vocab) throw std::invalid_argument("step: token id out of range");
-    if (s.slots[t] < 0 || s.slots[t] >= capacity) throw std::invalid_argument("step: cache slot out of range");
-    if (s.token_seq[t] < 0 || s.token_seq[t] >= s.num_seqs()) throw std::invalid_argument("step: bad token_seq");
+    if (s.tokens[t] < 0 || s.tokens[t] >= vocab)
+      throw std::invalid_argument("step: token id out of range");
+    if (s.slots[t] < 0 || s.slots[t] >= capacity)
+      throw std::invalid_argument("step: cache slot out of range");
+    if (s.token_seq[t] < 0 || s.token_seq[t] >= s.num_seqs())
+      throw std::invalid_argument("step: bad token_seq");
   }
   for (int32_t p : s.page_indices)
     if (p < 0 || p >= cache.num_pages) throw std::invalid_argument("step: page id out of range");
@@ -64,7 +67,8 @@ void Transformer::allocate_cache(int64_t num_pages) {
   cache_opts_.num_pages = num_pages;
   // One scratch page past the scheduler's pages: padded rows of decode graphs write there.
   for (auto& layer : layers_)
-    layer.cache = backend_.alloc({num_pages + 1, cache_opts_.page_size, plan_.cache_width}, backend_.cache_dtype());
+    layer.cache = backend_.alloc({num_pages + 1, cache_opts_.page_size, plan_.cache_width},
+                                 backend_.cache_dtype());
 }
 
 int64_t Transformer::cache_bytes_per_token() const {
@@ -85,7 +89,8 @@ void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {
 }
 
 void Transformer::forward(const StepBatch& s, const LogitsConsumer& consume) {
-  if (cache_opts_.num_pages == 0) throw std::logic_error("transformer: forward before allocate_cache");
+  if (cache_opts_.num_pages == 0)
+    throw std::logic_error("transformer: forward before allocate_cache");
   check_step(s, cache_opts_, config_.vocab_size);
   const int padded = !latent_observer_ && is_pure_decode(s) ? decode_graph_size(s.num_tokens()) : 0;
   if (padded > 0) return forward_graph(s, padded, consume);
@@ -97,24 +102,34 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
   Backend& b = backend_;
   const int64_t T = ctx.num_tokens, d = config_.n_embd, ff = plan_.ff_end - plan_.ff_begin;
   const DType act = b.act_dtype();
+  // Every layer's attention shares the step's split-KV plan (computed by the first layer).
+  struct StepScope {
+    Backend& b;
+    explicit StepScope(Backend& backend) : b(backend) { b.begin_step(); }
+    ~StepScope() { b.end_step(); }
+  } step_scope(b);
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
   Tensor h = b.alloc({T, d}, act), part = b.alloc({T, d}, act);
   Tensor a1 = b.alloc({T, ff}, act), a2 = b.alloc({T, ff}, act);
   const MatView hm = as_mat(h, d), pm = as_mat(part, d);
   b.embed(ctx.tokens, T, as_mat(embedding_, d), xm);
-  for (auto& layer : layers_) {
-    b.rms_norm(xm, layer.ln1, config_.norm_eps, 1.0f, hm);
+  if (!layers_.empty()) b.rms_norm(xm, layers_.front().ln1, config_.norm_eps, 1.0f, hm);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& layer = layers_[i];
     layer.attn->forward(hm, ctx, cache_view(layer), pm);
     comm_.all_reduce_sum(part.data, T * d, act);
-    b.add(pm, xm);
-    b.rms_norm(xm, layer.ln2, config_.norm_eps, 1.0f, hm);
+    // Each residual add is fused into the norm that reads the sum next.
+    b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
     b.linear(hm, as_mat(layer.fc1, d), as_mat(a1, ff), 1.0f, 0.0f);
     b.linear(hm, as_mat(layer.fc2, d), as_mat(a2, ff), 1.0f, 0.0f);
     b.silu_mul(as_mat(a1, ff), as_mat(a2, ff), as_mat(a1, ff));
     b.linear(as_mat(a1, ff), as_mat(layer.proj, ff), pm, 1.0f, 0.0f);
     comm_.all_reduce_sum(part.data, T * d, act);
-    b.add(pm, xm);
+    if (i + 1 < layers_.size())
+      b.add_rms_norm(pm, xm, layers_[i + 1].ln1, config_.norm_eps, hm);
+    else
+      b.add(pm, xm);
   }
   if (plan_.rank != 0 || rows == 0) return;
   Tensor gathered = b.alloc({rows, d}, DType::kF32), normed = b.alloc({rows, d}, act);
@@ -137,8 +152,15 @@ void Transformer::forward_eager(const StepBatch& s, const LogitsConsumer& consum
   Tensor inputs = b.alloc({int64_t(std::max<size_t>(packed.size(), 1))}, DType::kI32);
   b.upload_async(inputs, packed.data(), packed.size() * sizeof(int32_t));
   const int32_t* base = inputs.as<int32_t>();
-  StepContext ctx{int32_t(T), int32_t(S), base, base + T, base + 2 * T, base + 3 * T,
-                  base + 4 * T, base + 4 * T + S + 1 + R, &s};
+  StepContext ctx{int32_t(T),
+                  int32_t(S),
+                  base,
+                  base + T,
+                  base + 2 * T,
+                  base + 3 * T,
+                  base + 4 * T,
+                  base + 4 * T + S + 1 + R,
+                  &s};
   ctx.latent_observer = latent_observer_;
   const int32_t* row_ids = base + 4 * T + S + 1;
 
@@ -222,7 +244,7 @@ void Transformer::forward_graph(const StepBatch& s, int padded, const LogitsCons
   b.upload_async(graph_inputs_, packed.data(), packed.size() * sizeof(int32_t));
 
   const int32_t* base = graph_inputs_.as<int32_t>();
-  const StepContext ctx{int32_t(G), int32_t(G), base, base + M, base + 2 * M, base + 3 * M,
+  const StepContext ctx{int32_t(G),   int32_t(G),       base, base + M, base + 2 * M, base + 3 * M,
                         base + 4 * M, base + 6 * M + 1, &s};
   const bool want_logits = plan_.rank == 0;
   if (want_logits && graph_logits_.data == nullptr) graph_logits_ = b.alloc({M, V}, DType::kF32);

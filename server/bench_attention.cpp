@@ -198,7 +198,8 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("latent kernel: %s\n\n", cuda::latent_mma_name(cuda::latent_mma()));
+  std::printf("latent kernel: %s, cache tiles by %s\n\n", cuda::latent_mma_name(cuda::latent_mma()),
+              cuda::latent_uses_tma() ? "TMA" : "cp.async");
 
   std::vector<Variant> variants;
   for (const Variant& v : {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},

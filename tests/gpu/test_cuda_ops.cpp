@@ -39,7 +39,8 @@ TEST_CASE("cuda linear matches cpu (bf16 and f32 outputs, beta, strided views)",
           const auto y0 = rounded(random_vec(rng, m * n), yt);
           Tensor xc = make(*cpu, {m, ld}, DType::kF32, x), wc = make(*cpu, {n, k}, DType::kF32, w);
           Tensor yc = make(*cpu, {m, n}, DType::kF32, y0);
-          Tensor xg = make(*gpu, {m, ld}, DType::kBF16, x), wg = make(*gpu, {n, k}, DType::kBF16, w);
+          Tensor xg = make(*gpu, {m, ld}, DType::kBF16, x),
+                 wg = make(*gpu, {n, k}, DType::kBF16, w);
           Tensor yg = make(*gpu, {m, n}, yt, y0);
           cpu->linear(as_mat(xc, ld).cols_slice(8, k), as_mat(wc, k), as_mat(yc, n), 0.5f, 0.25f);
           gpu->linear(as_mat(xg, ld).cols_slice(8, k), as_mat(wg, k), as_mat(yg, n), 0.5f, 0.25f);
@@ -87,7 +88,8 @@ TEST_CASE("cuda embed, rms_norm, rope, silu/sigmoid, add, scale match cpu", "[gp
     for (auto& i : ids) i = int32_t(rng() % vocab);
     const auto table = rounded(random_vec(rng, vocab * cols), DType::kBF16);
     for (DType ot : {DType::kF32, DType::kBF16}) {
-      Tensor tc = make(*cpu, {vocab, cols}, DType::kF32, table), oc = cpu->alloc({rows, cols}, DType::kF32);
+      Tensor tc = make(*cpu, {vocab, cols}, DType::kF32, table),
+             oc = cpu->alloc({rows, cols}, DType::kF32);
       Tensor tg = make(*gpu, {vocab, cols}, DType::kBF16, table), og = gpu->alloc({rows, cols}, ot);
       poison(*gpu, og);
       Tensor ic = make_i32(*cpu, ids), ig = make_i32(*gpu, ids);
@@ -101,12 +103,56 @@ TEST_CASE("cuda embed, rms_norm, rope, silu/sigmoid, add, scale match cpu", "[gp
     const auto w = rounded(random_vec(rng, cols, 0.5f, 1.5f), DType::kBF16);
     for (DType ot : {DType::kBF16, DType::kF32}) {
       Tensor xc = make(*cpu, {rows, cols}, DType::kF32, x), wc = make(*cpu, {cols}, DType::kF32, w);
-      Tensor xg = make(*gpu, {rows, cols}, DType::kF32, x), wg = make(*gpu, {cols}, DType::kBF16, w);
+      Tensor xg = make(*gpu, {rows, cols}, DType::kF32, x),
+             wg = make(*gpu, {cols}, DType::kBF16, w);
       Tensor oc = cpu->alloc({rows, cols}, DType::kF32), og = gpu->alloc({rows, cols}, ot);
       poison(*gpu, og);
       cpu->rms_norm(as_mat(xc, cols), wc, 1e-6f, 1.7f, as_mat(oc, cols));
       gpu->rms_norm(as_mat(xg, cols), wg, 1e-6f, 1.7f, as_mat(og, cols));
       CHECK(rel_l2(download(*gpu, as_mat(og, cols)), download(*cpu, as_mat(oc, cols))) < kBf16Tol);
+    }
+  }
+  SECTION(
+      "rms_norm_groups (latents of a row, strided output) and add_rms_norm, registers and "
+      "two-pass") {
+    // cols 96 (in registers) and 5000 per group (over the 4096 register limit: two passes).
+    for (const int64_t g : {int64_t(96), int64_t(5000)}) {
+      const int64_t groups = 3, width = groups * g, out_ld = width + 40;
+      const auto x = rounded(random_vec(rng, rows * width, -3.0f, 3.0f), DType::kBF16);
+      const auto w = rounded(random_vec(rng, width, 0.5f, 1.5f), DType::kBF16);
+      Tensor xc = make(*cpu, {rows, width}, DType::kF32, x),
+             wc = make(*cpu, {width}, DType::kF32, w);
+      Tensor xg = make(*gpu, {rows, width}, DType::kBF16, x),
+             wg = make(*gpu, {width}, DType::kBF16, w);
+      Tensor oc = cpu->alloc({rows, out_ld}, DType::kF32),
+             og = gpu->alloc({rows, out_ld}, DType::kBF16);
+      poison(*gpu, og);
+      const MatView ocv = as_mat(oc, out_ld).cols_slice(0, width),
+                    ogv = as_mat(og, out_ld).cols_slice(0, width);
+      cpu->rms_norm_groups(as_mat(xc, width), wc, groups, 1e-6f, 0.8f, ocv);
+      gpu->rms_norm_groups(as_mat(xg, width), wg, groups, 1e-6f, 0.8f, ogv);
+      CHECK(rel_l2(download(*gpu, ogv), download(*cpu, ocv)) < kBf16Tol);
+      // Each group really is normed alone: group 1 equals a plain rms_norm of its columns.
+      Tensor w1 =
+          make(*cpu, {g}, DType::kF32, std::vector<float>(w.begin() + g, w.begin() + 2 * g));
+      Tensor one = cpu->alloc({rows, g}, DType::kF32);
+      cpu->rms_norm(as_mat(xc, width).cols_slice(g, g), w1, 1e-6f, 0.8f, as_mat(one, g));
+      CHECK(rel_l2(download(*gpu, ogv.cols_slice(g, g)), download(*cpu, as_mat(one, g))) <
+            kBf16Tol);
+
+      const auto delta = rounded(random_vec(rng, rows * g), DType::kBF16);
+      const auto acc = random_vec(rng, rows * g, -2.0f, 2.0f);
+      auto fused = [&](Backend& be, DType t) {
+        Tensor td = make(be, {rows, g}, t, delta), ta = make(be, {rows, g}, DType::kF32, acc);
+        Tensor tw = make(be, {g}, t, std::vector<float>(w.begin(), w.begin() + g)),
+               out = be.alloc({rows, g}, t);
+        if (be.kind() == DeviceKind::kCuda) poison(be, out);
+        be.add_rms_norm(as_mat(td, g), as_mat(ta, g), tw, 1e-6f, as_mat(out, g));
+        return std::make_pair(download(be, as_mat(out, g)), download(be, as_mat(ta, g)));
+      };
+      const auto fg = fused(*gpu, DType::kBF16), fc = fused(*cpu, DType::kF32);
+      CHECK(rel_l2(fg.first, fc.first) < kBf16Tol);
+      CHECK(rel_l2(fg.second, fc.second) < 1e-6);  // the f32 residual sum is exact on both
     }
   }
   SECTION("rope on strided heads, positions up to 100K") {
@@ -116,10 +162,13 @@ TEST_CASE("cuda embed, rms_norm, rope, silu/sigmoid, add, scale match cpu", "[gp
     pos[0] = 0;
     pos[1] = 99999;
     const auto x = rounded(random_vec(rng, rows * cols), DType::kBF16);
-    Tensor xc = make(*cpu, {rows, cols}, DType::kF32, x), xg = make(*gpu, {rows, cols}, DType::kBF16, x);
+    Tensor xc = make(*cpu, {rows, cols}, DType::kF32, x),
+           xg = make(*gpu, {rows, cols}, DType::kBF16, x);
     Tensor pc = make_i32(*cpu, pos), pg = make_i32(*gpu, pos);
-    cpu->rope(as_mat(xc, cols), n_heads, head_stride, rot_offset, rot_dim, pc.as<int32_t>(), 10000.0f);
-    gpu->rope(as_mat(xg, cols), n_heads, head_stride, rot_offset, rot_dim, pg.as<int32_t>(), 10000.0f);
+    cpu->rope(as_mat(xc, cols), n_heads, head_stride, rot_offset, rot_dim, pc.as<int32_t>(),
+              10000.0f);
+    gpu->rope(as_mat(xg, cols), n_heads, head_stride, rot_offset, rot_dim, pg.as<int32_t>(),
+              10000.0f);
     CHECK(rel_l2(download(*gpu, as_mat(xg, cols)), download(*cpu, as_mat(xc, cols))) < kBf16Tol);
   }
   SECTION("silu_mul, sigmoid_mul, add into f32, scale") {

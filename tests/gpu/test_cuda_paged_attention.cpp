@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "gpu_test_util.h"
+#include "kernels/cuda_check.h"
 #include "kernels/paged_attention_cuda.h"
 
 using namespace mlra;
@@ -80,7 +81,8 @@ Host build(const Layout& l, const Problem& p, std::mt19937& rng) {
   int64_t next = 0;
   for (size_t s = 0; s < p.seq_len.size(); ++s) {
     const int32_t len = p.seq_len[s];
-    for (int32_t i = 0; i < (len + l.page_size - 1) / l.page_size; ++i) h.indices.push_back(ids[next++]);
+    for (int32_t i = 0; i < (len + l.page_size - 1) / l.page_size; ++i)
+      h.indices.push_back(ids[next++]);
     h.indptr.push_back(int32_t(h.indices.size()));
     for (int k = std::max(0, len - p.queries_per_seq); k < len; ++k) {
       h.token_seq.push_back(int32_t(s));
@@ -89,7 +91,8 @@ Host build(const Layout& l, const Problem& p, std::mt19937& rng) {
   }
   h.num_tokens = int(h.token_pos.size());
   h.cache = rounded(random_vec(rng, size_t(h.num_pages) * l.page_size * l.row_width), DType::kBF16);
-  h.q = rounded(random_vec(rng, size_t(h.num_tokens) * l.heads * (l.a_dim + l.r_dim)), DType::kBF16);
+  h.q =
+      rounded(random_vec(rng, size_t(h.num_tokens) * l.heads * (l.a_dim + l.r_dim)), DType::kBF16);
   return h;
 }
 
@@ -98,18 +101,28 @@ struct Run {
   AttentionPath path = AttentionPath::kGeneric;
 };
 
-Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+// The device (or host) buffers of one problem and the arguments pointing at them.
+struct Bound {
+  Tensor cache, q, out, seq, pos, indptr, indices;
+  DType out_t = DType::kF32;
+  PagedAttentionArgs a;
+};
+
+Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
   const bool gpu = b.kind() == DeviceKind::kCuda;
   const DType cache_t = gpu ? DType::kBF16 : DType::kF32;
   const DType q_t = gpu ? l.q_dtype : DType::kF32, out_t = gpu ? l.out_dtype : DType::kF32;
   const int64_t qw = l.a_dim + l.r_dim;
-  Tensor cache = make(b, {h.num_pages, l.page_size, l.row_width}, cache_t, h.cache);
-  Tensor q = make(b, {std::max(1, h.num_tokens), l.heads * qw}, q_t, h.q);
-  Tensor out = b.alloc({std::max(1, h.num_tokens), int64_t(l.heads) * l.v_dim}, out_t);
+  Bound bd;
+  Tensor& cache = bd.cache = make(b, {h.num_pages, l.page_size, l.row_width}, cache_t, h.cache);
+  Tensor& q = bd.q = make(b, {std::max(1, h.num_tokens), l.heads * qw}, q_t, h.q);
+  Tensor& out = bd.out = b.alloc({std::max(1, h.num_tokens), int64_t(l.heads) * l.v_dim}, out_t);
   if (gpu) poison(b, out);
-  Tensor seq = make_i32(b, h.token_seq), pos = make_i32(b, h.token_pos);
-  Tensor indptr = make_i32(b, h.indptr), indices = make_i32(b, h.indices);
-  PagedAttentionArgs a;
+  Tensor &seq = bd.seq = make_i32(b, h.token_seq), &pos = bd.pos = make_i32(b, h.token_pos);
+  Tensor &indptr = bd.indptr = make_i32(b, h.indptr),
+         &indices = bd.indices = make_i32(b, h.indices);
+  bd.out_t = out_t;
+  PagedAttentionArgs& a = bd.a;
   a.q = q.data;
   a.q_dtype = q_t;
   a.q_token_stride = l.heads * qw;
@@ -133,10 +146,20 @@ Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
   a.out_dtype = out_t;
   a.out_token_stride = int64_t(l.heads) * l.v_dim;
   a.out_head_stride = l.v_dim;
-  b.paged_attention(a);
+  return bd;
+}
+
+std::vector<float> download_out(Backend& b, const Layout& l, const Host& h, const Bound& bd) {
+  const int64_t w = int64_t(l.heads) * l.v_dim;
+  return download(b, {bd.out.data, bd.out_t, h.num_tokens, w, w});
+}
+
+Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+  Bound bd = bind(b, l, h, num_seqs);
+  b.paged_attention(bd.a);
   Run r;
-  r.out = download(b, {out.data, out_t, h.num_tokens, int64_t(l.heads) * l.v_dim, int64_t(l.heads) * l.v_dim});
-  r.path = cuda::CudaPagedAttention::choose_path(a);
+  r.out = download_out(b, l, h, bd);
+  r.path = cuda::CudaPagedAttention::choose_path(bd.a);
   return r;
 }
 
@@ -153,7 +176,7 @@ void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed << " heads " << l.heads << " a " << l.a_dim << " r " << l.r_dim << " v "
-                << l.v_dim << " page " << l.page_size << " queries/seq " << p.queries_per_seq);
+               << l.v_dim << " page " << l.page_size << " queries/seq " << p.queries_per_seq);
   std::mt19937 rng(seed);
   const Host h = build(l, p, rng);
   const Run g = run(*gpu, l, h, int(p.seq_len.size()));
@@ -193,18 +216,19 @@ TEST_CASE("latent attention: d_c 256 and 512, odd head counts, several latents p
   check_against_cpu(latent(1, 72, 128, 64), {{513}}, AttentionPath::kLatent128);
 }
 
-TEST_CASE("latent attention: 100K context (many split-KV chunks)", "[gpu][attention][latent][long]") {
+TEST_CASE("latent attention: 100K context (many split-KV chunks)",
+          "[gpu][attention][latent][long]") {
   check_against_cpu(latent(1, 64, 128, 64), {{100000}}, AttentionPath::kLatent128);
   check_against_cpu(latent(1, 8, 512, 64), {{100001, 4097}}, AttentionPath::kLatent512);
 }
 
 TEST_CASE("generic attention: MHA, GQA, MQA, MFA, GTA and tiny dims", "[gpu][attention][generic]") {
-  check_against_cpu(kv(3, 3, 128, 64), {{64, 65, 1}, 2}, AttentionPath::kGeneric);     // MHA
-  check_against_cpu(kv(8, 2, 128, 16), {{1000, 17}}, AttentionPath::kGeneric);        // GQA
-  check_against_cpu(kv(8, 1, 128, 128), {{20000}}, AttentionPath::kGeneric);          // MQA / GQA TP8
-  check_against_cpu(kv(5, 1, 256, 32), {{777, 32}, 3}, AttentionPath::kGeneric);      // MFA
-  check_against_cpu(kv(4, 2, 16, 16), {{33, 16, 2}, 4}, AttentionPath::kGeneric);     // tiny
-  Layout tiny = latent(2, 3, 8, 16);                                                  // tiny latent
+  check_against_cpu(kv(3, 3, 128, 64), {{64, 65, 1}, 2}, AttentionPath::kGeneric);  // MHA
+  check_against_cpu(kv(8, 2, 128, 16), {{1000, 17}}, AttentionPath::kGeneric);      // GQA
+  check_against_cpu(kv(8, 1, 128, 128), {{20000}}, AttentionPath::kGeneric);        // MQA / GQA TP8
+  check_against_cpu(kv(5, 1, 256, 32), {{777, 32}, 3}, AttentionPath::kGeneric);    // MFA
+  check_against_cpu(kv(4, 2, 16, 16), {{33, 16, 2}, 4}, AttentionPath::kGeneric);   // tiny
+  Layout tiny = latent(2, 3, 8, 16);                                                // tiny latent
   tiny.r_dim = 4;
   tiny.row_width = 2 * 8 + 4;
   check_against_cpu(tiny, {{50, 16, 1}, 3}, AttentionPath::kGeneric);
@@ -256,10 +280,60 @@ TEST_CASE("batched paged attention equals each sequence alone", "[gpu][attention
       }
       one.num_tokens = int(one.token_pos.size());
       one.indptr = {0, all.indptr[s + 1] - all.indptr[s]};
-      one.indices.assign(all.indices.begin() + all.indptr[s], all.indices.begin() + all.indptr[s + 1]);
+      one.indices.assign(all.indices.begin() + all.indptr[s],
+                         all.indices.begin() + all.indptr[s + 1]);
       const Run alone = run(*gpu, l, one, 1);
       INFO("sequence " << s);
       CHECK(rel_l2(alone.out, want) < 5e-3);
     }
   }
+}
+
+TEST_CASE("split-KV plan: computed once per step, reused by every layer, recomputed after",
+          "[gpu][attention]") {
+  auto& [cpu, gpu] = backends();
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  const Layout l = latent(1, 64, 128, 64);
+  const Problem p{{3000, 70, 129}, 1};
+  // Two "layers": the same step metadata (positions, page tables), their own cache and queries.
+  const Host h1 = build(l, p, rng);
+  Host h2 = h1;
+  const Host fresh = build(l, p, rng);
+  h2.cache = fresh.cache;
+  h2.q = fresh.q;
+  Bound layer1 = bind(*gpu, l, h1, 3), layer2 = bind(*gpu, l, h2, 3);
+  layer2.a.token_seq = layer1.a.token_seq;
+  layer2.a.token_pos = layer1.a.token_pos;
+  layer2.a.page_indptr = layer1.a.page_indptr;
+  layer2.a.page_indices = layer1.a.page_indices;
+  gpu->synchronize();
+  cuda::CudaPagedAttention attn(0);
+  auto layer = [&](Bound& bd) {
+    attn.plan(bd.a, nullptr);
+    attn.run(bd.a, nullptr);
+  };
+  attn.begin_step();
+  layer(layer1);
+  layer(layer2);
+  layer(layer1);
+  CHECK(attn.plans_computed() == 1);
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  const std::vector<float> in_step1 = download_out(*gpu, l, h1, layer1);
+  const std::vector<float> in_step2 = download_out(*gpu, l, h2, layer2);
+  // Other positions (another buffer) inside the step: a new plan.
+  Bound other = bind(*gpu, l, h1, 3);
+  gpu->synchronize();
+  layer(other);
+  CHECK(attn.plans_computed() == 2);
+  attn.end_step();
+  // Outside a step every call plans, and the outputs are bit-identical to the reused plan's.
+  layer(layer1);
+  layer(layer2);
+  CHECK(attn.plans_computed() == 4);
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  CHECK(download_out(*gpu, l, h1, layer1) == in_step1);
+  CHECK(download_out(*gpu, l, h2, layer2) == in_step2);
+  CHECK(rel_l2(in_step2, run(*cpu, l, h2, 3).out) < kBf16Tol);
 }
