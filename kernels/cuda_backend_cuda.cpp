@@ -270,6 +270,18 @@ class CudaBackend final : public Backend {
     MLRA_REQUIRE(w.numel() == x.cols, "rms_norm weight size");
     cuda::launch_rms_norm(x, w.data, w.dtype, eps, scale, out, stream());
   }
+  void rms_norm_groups(const MatView& x, const Tensor& w, int64_t groups, float eps, float scale,
+                       const MatView& out) override {
+    activate();
+    MLRA_REQUIRE(w.numel() == x.cols, "rms_norm_groups weight size");
+    cuda::launch_rms_norm_groups(x, w.data, w.dtype, groups, eps, scale, out, stream());
+  }
+  void add_rms_norm(const MatView& delta, const MatView& acc, const Tensor& w, float eps,
+                    const MatView& out) override {
+    activate();
+    MLRA_REQUIRE(w.numel() == acc.cols, "add_rms_norm weight size");
+    cuda::launch_add_rms_norm(delta, acc, w.data, w.dtype, eps, out, stream());
+  }
   void rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t rot_offset,
             int64_t rot_dim, const int32_t* positions, float base) override {
     activate();
@@ -296,6 +308,8 @@ class CudaBackend final : public Backend {
     activate();
     cuda::launch_cache_write(src, slots, cache, col_offset, stream());
   }
+  void begin_step() override { attention_.begin_step(); }
+  void end_step() override { attention_.end_step(); }
   void paged_attention(const PagedAttentionArgs& args) override {
     activate();
     attention_.plan(args, stream());
