@@ -43,7 +43,6 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
   const Range head_cols{head_begin_ * dn, (head_begin_ + n_local) * dn};
 
   if (c.variant.gated) gate_ = w.load(p + "attn.gated_proj.weight", {head_cols, {0, d}});
-  q_a_ = w.load(p + "attn.q_a_proj.weight");
   q_a_norm_ = w.load(p + "attn.q_a_layernorm.weight");
   std::vector<Range> nope_rows, rope_rows;
   for (int h : plan.heads) {
@@ -53,20 +52,26 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
   q_b_nope_ = w.load_rows(p + "attn.q_b_proj.weight", nope_rows);
   q_b_rope_ = w.load_rows(p + "attn.q_b_proj.weight", rope_rows);
   const std::string kv_a = p + "attn.kv_a_proj_with_mqa.weight";
-  kv_rope_ = w.load(kv_a, {{c.kv_lora_rank, c.kv_lora_rank + dr}, {0, d}});
+  // Every projection of x in one weight, one product: [W_qa; W_kv latent rows; W_kv rope rows]
+  // (TPLA keeps k_pe apart: its cache row is not [latent | k_pe] of the raw latent).
+  std::vector<float> x_proj = w.read(p + "attn.q_a_proj.weight");
+  auto append_rows = [&](int64_t r0, int64_t r1) {
+    const std::vector<float> part = w.read(kv_a, {{r0, r1}, {0, d}});
+    x_proj.insert(x_proj.end(), part.begin(), part.end());
+  };
   if (c.tpla()) {
-    kv_latent_ = w.load(kv_a, {{0, dc}, {0, d}});
+    append_rows(0, dc);
+    kv_rope_ = w.load(kv_a, {{c.kv_lora_rank, c.kv_lora_rank + dr}, {0, d}});
     load_tpla(w, p, layer);
   } else {
-    std::vector<Range> kv_rows;
     std::vector<float> norms;
     for (int l : plan.latents) {
-      kv_rows.push_back({l * dc, (l + 1) * dc});
+      append_rows(l * dc, (l + 1) * dc);
       const std::vector<float> g = w.read(p + latent_norm_name(c, l));
       norms.insert(norms.end(), g.begin(), g.end());
     }
+    append_rows(c.kv_lora_rank, c.kv_lora_rank + dr);
     latent_norms_ = w.upload(norms, {int64_t(norms.size())});
-    kv_latent_ = w.load_rows(kv_a, kv_rows);
     for (const auto& unit : plan.units) {
       std::vector<float> uk, uv;
       read_up_projections(c, w, p, unit, uk, uv);
@@ -78,6 +83,7 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
       units_.push_back(std::move(u));
     }
   }
+  x_proj_ = w.upload(x_proj, {int64_t(x_proj.size()) / d, d});
   c_proj_ = w.load(p + "attn.c_proj.weight", {{0, d}, head_cols});
 }
 
@@ -178,10 +184,17 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   const int64_t width = plan_.latent_width, row = n_lat * width + dr;
   const DType act = b.act_dtype();
 
+  // xp = [W_qa x | raw latents | k_pe (not TPLA)], one product.
+  const int64_t raw_width = c.tpla() ? dc : n_lat * dc, r_q = c.q_lora_rank;
+  const int64_t xp_width = r_q + raw_width + (c.tpla() ? 0 : dr);
+  Tensor xp = b.alloc({T, xp_width}, act);
+  const MatView xp_mat = as_mat(xp, xp_width);
+  b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
+  const MatView raw = xp_mat.cols_slice(r_q, raw_width);
+
   // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
-  Tensor cq_raw = b.alloc({T, c.q_lora_rank}, act), cq = b.alloc({T, c.q_lora_rank}, act);
-  b.linear(x, as_mat(q_a_, c.n_embd), as_mat(cq_raw, c.q_lora_rank), 1.0f, 0.0f);
-  b.rms_norm(as_mat(cq_raw, c.q_lora_rank), q_a_norm_, c.norm_eps, c.q_scale(),
+  Tensor cq = b.alloc({T, c.q_lora_rank}, act);
+  b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(),
              as_mat(cq, c.q_lora_rank));
   Tensor q_nope = b.alloc({T, n_local * dn}, act);
   b.linear(as_mat(cq, c.q_lora_rank), as_mat(q_b_nope_, c.q_lora_rank),
@@ -190,21 +203,20 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
 
   // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
   // slices), k_pe roped; written to their slots before attention.
-  Tensor kv = b.alloc({T, row}, act);
-  const MatView kv_mat = as_mat(kv, row);
-  const int64_t raw_width = c.tpla() ? dc : n_lat * dc;
-  Tensor raw = b.alloc({T, raw_width}, act), normed;
-  b.linear(x, as_mat(kv_latent_, c.n_embd), as_mat(raw, raw_width), 1.0f, 0.0f);
-  b.linear(x, as_mat(kv_rope_, c.n_embd), kv_mat.cols_slice(n_lat * width, dr), 1.0f, 0.0f);
+  // Not TPLA: the latents are normed in place, so [latents | k_pe] of xp is the cache row.
+  Tensor kv, normed;
+  MatView kv_mat = xp_mat.cols_slice(r_q, row);
   if (c.tpla()) {
+    kv = b.alloc({T, row}, act);
+    kv_mat = as_mat(kv, row);
+    b.linear(x, as_mat(kv_rope_, c.n_embd), kv_mat.cols_slice(n_lat * width, dr), 1.0f, 0.0f);
     normed = b.alloc({T, dc}, act);
-    b.rms_norm(as_mat(raw, dc), ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
+    b.rms_norm(raw, ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
     b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width), 1.0f,
              0.0f);
   } else {
     // Every local latent normed alone, in one launch.
-    b.rms_norm_groups(as_mat(raw, raw_width), latent_norms_, n_lat, c.norm_eps, c.kv_scale(),
-                      kv_mat.cols_slice(0, n_lat * dc));
+    b.rms_norm_groups(raw, latent_norms_, n_lat, c.norm_eps, c.kv_scale(), raw);
   }
   if (step.latent_observer)
     observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));

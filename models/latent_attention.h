@@ -21,8 +21,8 @@ class LatentAttention final : public AttentionLayer {
   // A (latent, heads) pair set with its absorbed up-projections.
   struct Unit {
     LatentUnit spec;
-    Tensor w_uk;  // [heads, dn, width]: q~ = W_UK^T q_nope
-    Tensor w_uv;  // [heads, dn, width]: o = W_UV z
+    Tensor w_uk;               // [heads, dn, width]: q~ = W_UK^T q_nope
+    Tensor w_uv;               // [heads, dn, width]: o = W_UV z
     int32_t cache_offset = 0;  // column of this unit's latent in the cache row
   };
 
@@ -32,8 +32,8 @@ class LatentAttention final : public AttentionLayer {
                          const Tensor& q_nope, const StepContext& step);
   Tensor attend(const std::vector<Unit>& units, int64_t width, const Tensor& qv,
                 const PagedCacheView& cache, int32_t r_offset, const StepContext& step);
-  void up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z,
-                  const MatView& o, float alpha);
+  void up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z, const MatView& o,
+                  float alpha);
   // Hands the cache rows' latent columns [T, width] to a calibration observer.
   void observe_latents(LatentObserver& observer, const MatView& latents);
   // TPLA prefill/decode separation: exact MLA attention of sequences prefilled from position 0
@@ -46,20 +46,19 @@ class LatentAttention final : public AttentionLayer {
   Backend& backend_;
   int64_t layer_ = 0;
   int head_begin_ = 0;
-  Tensor gate_;        // [n_local * dn, d]
-  Tensor q_a_;         // [r_q, d] (replicated)
-  Tensor q_a_norm_;    // [r_q]
-  Tensor q_b_nope_;    // [n_local * dn, r_q]
-  Tensor q_b_rope_;    // [n_local * dr, r_q]
-  Tensor kv_latent_;   // [n_local_latents * dc, d]; TPLA: [dc, d] (the whole latent)
-  Tensor kv_rope_;     // [dr, d]
+  Tensor gate_;      // [n_local * dn, d]
+  Tensor x_proj_;    // [r_q + raw latent width + dr (not TPLA), d]: W_qa, W_kv rows (replicated)
+  Tensor q_a_norm_;  // [r_q]
+  Tensor q_b_nope_;  // [n_local * dn, r_q]
+  Tensor q_b_rope_;  // [n_local * dr, r_q]
+  Tensor kv_rope_;   // TPLA: [dr, d] (k_pe apart from x_proj_)
   Tensor latent_norms_;  // the local latents' norm weights back to back, [n_lat * dc] (not TPLA)
-  Tensor ones_;        // TPLA: [dc] unit gain; the real gain is folded into the transform
-  Tensor slice_proj_;  // TPLA: [n_local_slices * w, dc] = (diag(g) U)[:, local slices]^T
-  Tensor exact_proj_;  // TPLA pd-separation: [dc, dc] = (diag(g) U)^T
-  Unit exact_;         // TPLA pd-separation: every head over the whole transformed latent
+  Tensor ones_;          // TPLA: [dc] unit gain; the real gain is folded into the transform
+  Tensor slice_proj_;    // TPLA: [n_local_slices * w, dc] = (diag(g) U)[:, local slices]^T
+  Tensor exact_proj_;    // TPLA pd-separation: [dc, dc] = (diag(g) U)^T
+  Unit exact_;           // TPLA pd-separation: every head over the whole transformed latent
   std::vector<Unit> units_;
-  Tensor c_proj_;      // [d, n_local * dn]
+  Tensor c_proj_;  // [d, n_local * dn]
 };
 
 // W_UK and W_UV of heads [head_begin, head_end) reading latent l, from the checkpoint's

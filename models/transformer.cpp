@@ -52,8 +52,11 @@ Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const
     layer.attn = make_attention_layer(config_, plan_, i, w);
     layer.ln1 = w.load(p + "input_layernorm.weight");
     layer.ln2 = w.load(p + "post_attention_layernorm.weight");
-    layer.fc1 = w.load(p + "mlp.c_fc1.weight", {ff, {0, d}});
-    layer.fc2 = w.load(p + "mlp.c_fc2.weight", {ff, {0, d}});
+    // [W_fc1; W_fc2] local rows back to back: both halves of SwiGLU in one product.
+    std::vector<float> fc = w.read(p + "mlp.c_fc1.weight", {ff, {0, d}});
+    const std::vector<float> fc2 = w.read(p + "mlp.c_fc2.weight", {ff, {0, d}});
+    fc.insert(fc.end(), fc2.begin(), fc2.end());
+    layer.fc12 = w.upload(fc, {2 * (ff.second - ff.first), d});
     layer.proj = w.load(p + "mlp.c_proj.weight", {{0, d}, ff});
     layers_.push_back(std::move(layer));
   }
@@ -111,7 +114,8 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
   Tensor h = b.alloc({T, d}, act), part = b.alloc({T, d}, act);
-  Tensor a1 = b.alloc({T, ff}, act), a2 = b.alloc({T, ff}, act);
+  Tensor a12 = b.alloc({T, 2 * ff}, act), a1 = b.alloc({T, ff}, act);
+  const MatView a12m = as_mat(a12, 2 * ff);
   const MatView hm = as_mat(h, d), pm = as_mat(part, d);
   b.embed(ctx.tokens, T, as_mat(embedding_, d), xm);
   if (!layers_.empty()) b.rms_norm(xm, layers_.front().ln1, config_.norm_eps, 1.0f, hm);
@@ -121,9 +125,8 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
     comm_.all_reduce_sum(part.data, T * d, act);
     // Each residual add is fused into the norm that reads the sum next.
     b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
-    b.linear(hm, as_mat(layer.fc1, d), as_mat(a1, ff), 1.0f, 0.0f);
-    b.linear(hm, as_mat(layer.fc2, d), as_mat(a2, ff), 1.0f, 0.0f);
-    b.silu_mul(as_mat(a1, ff), as_mat(a2, ff), as_mat(a1, ff));
+    b.linear(hm, as_mat(layer.fc12, d), a12m, 1.0f, 0.0f);
+    b.silu_mul(a12m.cols_slice(0, ff), a12m.cols_slice(ff, ff), as_mat(a1, ff));
     b.linear(as_mat(a1, ff), as_mat(layer.proj, ff), pm, 1.0f, 0.0f);
     comm_.all_reduce_sum(part.data, T * d, act);
     if (i + 1 < layers_.size())

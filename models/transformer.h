@@ -64,10 +64,10 @@ class Transformer {
  private:
   struct Layer {
     std::unique_ptr<AttentionLayer> attn;
-    Tensor ln1, ln2;            // [d]
-    Tensor fc1, fc2;            // [ff_local, d]
-    Tensor proj;                // [d, ff_local]
-    Tensor cache;               // [num_pages, page_size, cache_width]
+    Tensor ln1, ln2;  // [d]
+    Tensor fc12;      // [2 * ff_local, d]: W_fc1 rows, then W_fc2 rows
+    Tensor proj;      // [d, ff_local]
+    Tensor cache;     // [num_pages, page_size, cache_width]
   };
   PagedCacheView cache_view(const Layer& layer) const;
   bool is_pure_decode(const StepBatch& s) const;
@@ -75,7 +75,8 @@ class Transformer {
   void forward_graph(const StepBatch& s, int padded, const LogitsConsumer& consume);
   // embed -> layers -> (rank 0, rows > 0) final norm and LM head of `rows` gathered rows into
   // logits [rows, vocab]. Only enqueues ops, so it can be recorded.
-  void run_body(const StepContext& ctx, const int32_t* row_ids, int64_t rows, const MatView& logits);
+  void run_body(const StepContext& ctx, const int32_t* row_ids, int64_t rows,
+                const MatView& logits);
 
   ModelConfig config_;
   ShardPlan plan_;
@@ -92,9 +93,9 @@ class Transformer {
   // scheduler hands out, so they never touch a real sequence's cache.
   int max_graph_batch_ = 0;
   std::map<int, std::unique_ptr<CapturedOps>> graphs_;  // padded batch -> recording
-  Tensor graph_inputs_;   // packed step arrays at fixed addresses (layout in forward_graph)
+  Tensor graph_inputs_;  // packed step arrays at fixed addresses (layout in forward_graph)
   int64_t graph_index_capacity_ = 0;  // page-table entries graph_inputs_ holds
-  Tensor graph_logits_;   // [max_graph_batch, vocab] f32, rank 0
+  Tensor graph_logits_;               // [max_graph_batch, vocab] f32, rank 0
 };
 
 }  // namespace mlra
