@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -70,13 +71,15 @@ cudaDataType_t cuda_type(DType t) {
   }
 }
 
-// MLRA_GEMV=0 sends small-M products to cuBLAS too (A/B checks); read once per process.
-bool gemv_enabled() {
-  static const bool on = [] {
+// Most rows a product may have to take our GEMV instead of cuBLAS: MLRA_GEMV=N (0..8, read once
+// per process; 0 = always cuBLAS). Default 1: on H200 (`mlra-bench gemv`) the GEMV beats cuBLAS
+// at M = 1 (1.0-2.0x) but not yet at M >= 2 (0.3-1.8x; its FMA inner loop grows with M).
+int64_t gemv_max_rows() {
+  static const int64_t rows = [] {
     const char* v = std::getenv("MLRA_GEMV");
-    return !(v && std::strcmp(v, "0") == 0);
+    return v && *v ? std::clamp<int64_t>(std::atoll(v), 0, cuda::kGemvMaxRows) : int64_t(1);
   }();
-  return on;
+  return rows;
 }
 
 uint16_t f32_to_bf16_bits(float f) {
@@ -222,10 +225,10 @@ class CudaBackend final : public Backend {
     const int64_t k = w_out_by_in ? w.cols : w.rows;
     MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "linear_batched: shape mismatch");
     if (x.rows == 0 || n == 0 || batch == 0) return;
-    // Up to 8 rows over bf16 weights (decode): our GEMV reads each weight byte once, where cuBLAS
+    // Few rows over bf16 weights (decode): our GEMV reads each weight byte once, where cuBLAS
     // picks split-K kernels plus a reduction launch. It reads an f32 x (and writes f32 or bf16 y)
     // directly, so no conversion copies; an f32 x is not rounded to bf16 as below.
-    if (gemv_enabled() &&
+    if (x.rows <= gemv_max_rows() &&
         cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)) {
       cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
                         stream());

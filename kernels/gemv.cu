@@ -257,13 +257,25 @@ int sm_count() {
   return sms;
 }
 
+// Blocks of `kernel` resident per SM (queried once per kernel; the GPUs of a node are alike).
+template <class Kernel>
+int resident_blocks(Kernel kernel, int threads) {
+  int n = 0;
+  MLRA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
+  return n > 0 ? n : 1;
+}
+
 // Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
-// wider (fewer rows per block, more blocks) until the grid has two blocks per SM.
+// wider (less work per block) until the grid fills the GPU about 4 times over: a block's work is
+// fixed, so with ~1 wave the last partial wave runs latency-bound at low occupancy.
 template <int M, class XT, class YT>
 void launch_typed(const GemvParams& p, bool out_by_in, int64_t batch, cudaStream_t stream) {
-  const int64_t target_blocks = 2 * int64_t(sm_count());
   if (out_by_in) {
     constexpr int R = M > 2 ? 4 : 2;  // more rows per thread reuse each x load more
+    const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT>;
+    static const int per_sm = resident_blocks(kernel, kRowBlock);
+    // Measured on H200: more rows per thread (M > 2) do better with fewer, fuller blocks.
+    const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
     const int chunks = p.k / 8;
     const auto blocks = [&](int l) {
       const int rows = (kRowBlock >> l) * R;
@@ -271,10 +283,12 @@ void launch_typed(const GemvParams& p, bool out_by_in, int64_t batch, cudaStream
     };
     int l = 2;
     while (l < 7 && chunks > (16 << l)) ++l;
-    while (l < 7 && (2 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;
-    gemv_out_by_in_kernel<M, R, XT, YT>
-        <<<dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream>>>(p, l);
+    while (l < 7 && (4 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;  // >= 2 chunks
+    kernel<<<dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream>>>(p, l);
   } else {
+    const auto kernel = gemv_in_by_out_kernel<M, XT, YT>;
+    static const int per_sm = resident_blocks(kernel, kColBlock);
+    const int64_t target_blocks = 4 * int64_t(per_sm) * sm_count();
     const auto blocks = [&](int l) {
       const int cols = 8 << l;
       return (int64_t(p.n) + cols - 1) / cols;
@@ -282,8 +296,7 @@ void launch_typed(const GemvParams& p, bool out_by_in, int64_t batch, cudaStream
     int l = 2;  // at least 4 column threads: 64 contiguous bytes per k row
     while (l < 5 && (1 << l) * 8 < p.n) ++l;
     while (l > 2 && blocks(l) * batch < target_blocks) --l;
-    gemv_in_by_out_kernel<M, XT, YT>
-        <<<dim3(unsigned(blocks(l)), unsigned(batch)), kColBlock, 0, stream>>>(p, l);
+    kernel<<<dim3(unsigned(blocks(l)), unsigned(batch)), kColBlock, 0, stream>>>(p, l);
   }
   MLRA_CUDA_LAUNCH_CHECK();
 }
