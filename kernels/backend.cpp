@@ -1,6 +1,7 @@
 // Defaults of the optional Backend capabilities: a backend that cannot record says so clearly.
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace mlra {
@@ -26,6 +27,42 @@ void Backend::add_rms_norm(const MatView& delta, const MatView& acc, const Tenso
                            const MatView& out) {
   add(delta, acc);
   rms_norm(acc, w, eps, 1.0f, out);
+}
+
+void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
+                             const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,
+                             int64_t width, const int32_t* positions, float rope_base,
+                             const MatView& qv) {
+  const int64_t vw = width + dr;
+  int64_t n_virt = 0;
+  for (const auto& u : units) {
+    const MatView q_in = q_nope.cols_slice(u.head0 * dn, dn);
+    linear_batched(q_in, dn, {u.w_uk.data, u.w_uk.dtype, dn, width, width}, dn * width, false,
+                   qv.cols_slice(u.v0 * vw, width), vw, u.n_heads, 1.0f, 0.0f);
+    linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true,
+                   qv.cols_slice(u.v0 * vw + width, dr), vw, u.n_heads, 1.0f, 0.0f);
+    n_virt = std::max(n_virt, u.v0 + u.n_heads);
+  }
+  rope(qv, n_virt, vw, width, dr, positions, rope_base);
+}
+
+void Backend::latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units,
+                                int64_t dn, int64_t width, float alpha, const MatView& o) {
+  const int64_t n_out = o.cols / dn;
+  std::vector<bool> written(static_cast<size_t>(n_out), false);
+  for (const auto& u : units) {
+    if (u.head0 < 0 || u.head0 + u.n_heads > n_out)
+      throw std::logic_error("latent_up_project: unit heads outside the output");
+    const bool first = !written[size_t(u.head0)];
+    for (int64_t h = u.head0; h < u.head0 + u.n_heads; ++h) {
+      if (written[size_t(h)] == first)
+        throw std::logic_error("latent_up_project: overlapping unit head ranges");
+      written[size_t(h)] = true;
+    }
+    linear_batched(z.cols_slice(u.v0 * width, width), width,
+                   {u.w_uv.data, u.w_uv.dtype, dn, width, width}, dn * width, true,
+                   o.cols_slice(u.head0 * dn, dn), dn, u.n_heads, alpha, first ? 0.0f : 1.0f);
+  }
 }
 
 std::unique_ptr<CapturedOps> Backend::end_capture() {

@@ -87,6 +87,22 @@ class Backend {
   virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                            int32_t col_offset) = 0;
   virtual void paged_attention(const PagedAttentionArgs& args) = 0;
+  // Absorbed latent attention's per-head projections over its units (unit: heads [head0, head0 +
+  // n_heads) of q_nope / o, virtual heads [v0, v0 + n_heads), W_UK and W_UV [n_heads, dn, width]).
+  // latent_queries: qv[t, v] = [W_UK[v]^T q_nope[t, h(v)] | RoPE(W_rope[h(v)] cq[t])], rows of
+  // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
+  // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
+  // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch.
+  struct LatentUnitView {
+    Tensor w_uk, w_uv;
+    int64_t head0 = 0, n_heads = 0, v0 = 0;
+  };
+  virtual void latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
+                              const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,
+                              int64_t width, const int32_t* positions, float rope_base,
+                              const MatView& qv);
+  virtual void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units,
+                                 int64_t dn, int64_t width, float alpha, const MatView& o);
   // Brackets one forward step: between them, paged_attention calls with the same step metadata
   // (positions buffer, token count, head tiling) share one split-KV plan, computed by the first
   // (FlashInfer-style plan once per step, run per layer). Outside a step every call plans.

@@ -18,6 +18,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
+#include "kernels/latent_projections.h"
 #include "kernels/paged_attention_cuda.h"
 
 namespace mlra {
@@ -28,7 +29,8 @@ using cuda::CudaPagedAttention;
 // A CUDA graph recorded on the backend's stream; replays on that stream.
 class CudaGraph final : public CapturedOps {
  public:
-  CudaGraph(int device, cudaStream_t stream, cudaGraph_t graph) : device_(device), stream_(stream), graph_(graph) {
+  CudaGraph(int device, cudaStream_t stream, cudaGraph_t graph)
+      : device_(device), stream_(stream), graph_(graph) {
     MLRA_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
   }
   ~CudaGraph() override {
@@ -64,11 +66,46 @@ struct StreamState {
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kF32: return CUDA_R_32F;
-    default: throw std::invalid_argument(std::string("cuda backend: no GEMM type for ") + dtype_name(t));
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kF32:
+      return CUDA_R_32F;
+    default:
+      throw std::invalid_argument(std::string("cuda backend: no GEMM type for ") + dtype_name(t));
   }
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+bool all_bf16(std::initializer_list<MatView> views) {
+  for (const MatView& v : views)
+    if (v.dtype != DType::kBF16) return false;
+  return true;
+}
+const __nv_bfloat16* bf16_ptr(const MatView& v) {
+  return static_cast<const __nv_bfloat16*>(v.data);
+}
+
+// Units the fused latent kernels take: at most kMaxLatentUnits, bf16 weights, 8-wide rows.
+bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
+                        int64_t width, cuda::LatentProjParams& p) {
+  if (units.empty() || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0) return false;
+  for (size_t i = 0; i < units.size(); ++i) {
+    const auto& u = units[i];
+    if (u.w_uk.dtype != DType::kBF16 || u.w_uv.dtype != DType::kBF16 || u.n_heads <= 0)
+      return false;
+    p.unit[i] = {static_cast<const __nv_bfloat16*>(u.w_uk.data),
+                 static_cast<const __nv_bfloat16*>(u.w_uv.data), int32_t(u.head0),
+                 int32_t(u.n_heads), int32_t(u.v0)};
+    p.n_virt = std::max<int32_t>(p.n_virt, int32_t(u.v0 + u.n_heads));
+  }
+  p.n_units = int32_t(units.size());
+  p.dn = int32_t(dn);
+  p.width = int32_t(width);
+  return true;
 }
 
 // Most rows a product may have to take our GEMV instead of cuBLAS: MLRA_GEMV=N (0..8, read once
@@ -86,7 +123,7 @@ uint16_t f32_to_bf16_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  u += 0x7fffu + ((u >> 16) & 1u);                                         // round to nearest even
   return uint16_t(u >> 16);
 }
 
@@ -148,7 +185,8 @@ class CudaBackend final : public Backend {
     activate();
     const size_t n = size_t(dst.numel());
     switch (dst.dtype) {
-      case DType::kF32: return upload(dst, src, n * sizeof(float));
+      case DType::kF32:
+        return upload(dst, src, n * sizeof(float));
       case DType::kBF16: {
         std::vector<uint16_t> h(n);
         for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(src[i]);
@@ -159,7 +197,8 @@ class CudaBackend final : public Backend {
         for (size_t i = 0; i < n; ++i) h[i] = __float2half(src[i]);
         return upload(dst, h.data(), n * 2);
       }
-      default: throw std::invalid_argument("cuda backend: upload_f32 to a non-float tensor");
+      default:
+        throw std::invalid_argument("cuda backend: upload_f32 to a non-float tensor");
     }
   }
   void upload(Tensor& dst, const void* src, size_t bytes) override {
@@ -212,7 +251,8 @@ class CudaBackend final : public Backend {
 
   void linear(const MatView& x, const MatView& w, const MatView& y, float alpha,
               float beta) override {
-    MLRA_REQUIRE(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "linear: shape mismatch");
+    MLRA_REQUIRE(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows,
+                 "linear: shape mismatch");
     linear_batched(x, 0, w, 0, true, y, 0, 1, alpha, beta);
   }
 
@@ -242,8 +282,8 @@ class CudaBackend final : public Backend {
       xv = to_bf16(x, x_stride, batch, xt);
       wv = to_bf16(w, w_stride, batch, wt);
     }
-    const bool y_direct = all_f32 ? y.dtype == DType::kF32
-                                  : (y.dtype == DType::kF32 || y.dtype == DType::kBF16);
+    const bool y_direct =
+        all_f32 ? y.dtype == DType::kF32 : (y.dtype == DType::kF32 || y.dtype == DType::kBF16);
     int64_t ys = y_stride;
     if (!y_direct) {
       // f16 output (or bf16 output of f32 operands): compute in f32 and convert.
@@ -310,6 +350,54 @@ class CudaBackend final : public Backend {
                    int32_t col_offset) override {
     activate();
     cuda::launch_cache_write(src, slots, cache, col_offset, stream());
+  }
+  void latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
+                      const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,
+                      int64_t width, const int32_t* positions, float rope_base,
+                      const MatView& qv) override {
+    activate();
+    cuda::LatentProjParams p;
+    const bool ok = fused_latent_units(units, dn, width, p) &&
+                    q_nope.rows <= cuda::kMaxLatentTokens && all_bf16({q_nope, cq, rope_w, qv}) &&
+                    cq.cols % 8 == 0 && rope_w.ld % 8 == 0 && aligned16(rope_w.data) &&
+                    rope_w.rows % dr == 0 && dr % 2 == 0;
+    if (ok) {
+      p.tokens = int32_t(q_nope.rows);
+      p.heads = int32_t(rope_w.rows / dr);
+      p.dr = int32_t(dr);
+      p.r_q = int32_t(cq.cols);
+      p.q_nope = bf16_ptr(q_nope);
+      p.q_nope_ld = q_nope.ld;
+      p.cq = bf16_ptr(cq);
+      p.cq_ld = cq.ld;
+      p.rope_w = bf16_ptr(rope_w);
+      p.rope_ld = rope_w.ld;
+      p.positions = positions;
+      p.rope_base = double(rope_base);
+      p.qv = static_cast<__nv_bfloat16*>(qv.data);
+      p.qv_ld = qv.ld;
+    }
+    if (!ok || p.tokens == 0 || cuda::latent_queries_smem(p) > 48 * 1024)
+      return Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base,
+                                     qv);
+    cuda::launch_latent_queries(p, stream());
+  }
+  void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units, int64_t dn,
+                         int64_t width, float alpha, const MatView& o) override {
+    activate();
+    cuda::LatentProjParams p;
+    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= cuda::kMaxLatentTokens &&
+                    all_bf16({z, o}) && width % 8 == 0 && z.ld % 8 == 0 && aligned16(z.data) &&
+                    o.cols % dn == 0;
+    if (!ok || z.rows == 0) return Backend::latent_up_project(z, units, dn, width, alpha, o);
+    p.tokens = int32_t(z.rows);
+    p.heads = int32_t(o.cols / dn);
+    p.z = bf16_ptr(z);
+    p.z_ld = z.ld;
+    p.o = static_cast<__nv_bfloat16*>(o.data);
+    p.o_ld = o.ld;
+    p.alpha = alpha;
+    cuda::launch_latent_up(p, stream());
   }
   void begin_step() override { attention_.begin_step(); }
   void end_step() override { attention_.end_step(); }

@@ -32,17 +32,32 @@ struct NormArgs {
 template <bool kInRegisters>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(NormArgs a) {
   const int64_t r = blockIdx.x, c0 = int64_t(blockIdx.y) * a.cols;
+  const int64_t xi = r * a.x_ld + c0, di = r * a.d_ld + c0;
+  float* acc = static_cast<float*>(const_cast<void*>(a.x));
+  auto input = [&](int64_t c) {
+    float x = load_as_f32(a.x, a.xt, xi + c);
+    if (a.delta) {
+      x += load_as_f32(a.delta, a.dt, di + c);
+      acc[xi + c] = x;
+    }
+    return x;
+  };
+  // Fixed trip count with compile-time indices: v stays in registers (a runtime index would
+  // put it in local memory).
   float v[kInRegisters ? kMaxPerThread : 1];
   float ss = 0.0f;
-  int n = 0;
-  for (int64_t c = threadIdx.x; c < a.cols; c += kThreads, ++n) {
-    float x = load_as_f32(a.x, a.xt, r * a.x_ld + c0 + c);
-    if (a.delta) {
-      x += load_as_f32(a.delta, a.dt, r * a.d_ld + c0 + c);
-      static_cast<float*>(const_cast<void*>(a.x))[r * a.x_ld + c0 + c] = x;
+  if constexpr (kInRegisters) {
+#pragma unroll
+    for (int i = 0; i < kMaxPerThread; ++i) {
+      const int64_t c = threadIdx.x + int64_t(i) * kThreads;
+      v[i] = c < a.cols ? input(c) : 0.0f;
+      ss += v[i] * v[i];
     }
-    if constexpr (kInRegisters) v[n] = x;
-    ss += x * x;
+  } else {
+    for (int64_t c = threadIdx.x; c < a.cols; c += kThreads) {
+      const float x = input(c);
+      ss += x * x;
+    }
   }
   __shared__ float warp_sums[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -51,13 +66,20 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(NormArgs a) {
   float total = 0.0f;
   for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
   const float inv = rsqrtf(total / float(a.cols) + a.eps);
-  n = 0;
-  for (int64_t c = threadIdx.x; c < a.cols; c += kThreads, ++n) {
-    // The two-pass form re-reads x (its own writes when delta is set: same thread, same index).
-    const float x =
-        kInRegisters ? v[kInRegisters ? n : 0] : load_as_f32(a.x, a.xt, r * a.x_ld + c0 + c);
+  auto store = [&](int64_t c, float x) {
     store_from_f32(a.out, a.ot, r * a.out_ld + c0 + c,
                    load_as_f32(a.w, a.wt, c0 + c) * (x * inv) * a.scale);
+  };
+  if constexpr (kInRegisters) {
+#pragma unroll
+    for (int i = 0; i < kMaxPerThread; ++i) {
+      const int64_t c = threadIdx.x + int64_t(i) * kThreads;
+      if (c < a.cols) store(c, v[i]);
+    }
+  } else {
+    // Re-reads x (after the add, its own writes: same thread, same index).
+    for (int64_t c = threadIdx.x; c < a.cols; c += kThreads)
+      store(c, load_as_f32(a.x, a.xt, xi + c));
   }
 }
 

@@ -5,6 +5,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/rope_freq.cuh"
 
 #include <algorithm>
 
@@ -18,8 +19,7 @@ __global__ void rope_kernel(void* x, DType xt, int64_t ld, int64_t rows, int64_t
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t k = i % half, h = (i / half) % n_heads, r = i / (half * n_heads);
-    // Same inverse frequency as the reference: 1 / base^(2k/n) rounded once to f32.
-    const float inv_freq = float(1.0 / pow(base, double(2 * k) / double(rot_dim)));
+    const float inv_freq = rope_inv_freq(int(k), int(rot_dim), base);
     const float theta = float(positions[r]) * inv_freq;
     float s, c;
     sincosf(theta, &s, &c);
@@ -41,9 +41,9 @@ void launch_rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t
   if (n == 0) return;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65535 * 8);
-  rope_kernel<<<unsigned(blocks), threads, 0, stream>>>(
-      x.data, x.dtype, x.ld, x.rows, n_heads, head_stride, rot_offset, rot_dim / 2, positions,
-      double(base), rot_dim);
+  rope_kernel<<<unsigned(blocks), threads, 0, stream>>>(x.data, x.dtype, x.ld, x.rows, n_heads,
+                                                        head_stride, rot_offset, rot_dim / 2,
+                                                        positions, double(base), rot_dim);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

@@ -87,6 +87,18 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
   c_proj_ = w.load(p + "attn.c_proj.weight", {{0, d}, head_cols});
 }
 
+// The backend's view of units: heads relative to first_head, virtual heads in unit order.
+std::vector<Backend::LatentUnitView> LatentAttention::unit_views(const std::vector<Unit>& units,
+                                                                 int64_t first_head) const {
+  std::vector<Backend::LatentUnitView> views;
+  int64_t v0 = 0;
+  for (const auto& u : units) {
+    views.push_back({u.w_uk, u.w_uv, u.spec.head_begin - first_head, u.spec.num_heads(), v0});
+    v0 += u.spec.num_heads();
+  }
+  return views;
+}
+
 // Queries of the virtual heads (unit, head): [q~ = W_UK^T q_nope_h | q_pe_h], q_pe straight from
 // c_q through the head's rope rows of q_b, then roped. Returns [T, n_virtual * (width + dr)].
 Tensor LatentAttention::virtual_queries(const std::vector<Unit>& units, int64_t width,
@@ -98,19 +110,9 @@ Tensor LatentAttention::virtual_queries(const std::vector<Unit>& units, int64_t 
   const int64_t n_local = int64_t(plan_.heads.size()), n_virt = count_virtual_heads(units);
   const int64_t vw = width + dr;
   Tensor qv = b.alloc({T, n_virt * vw}, b.act_dtype());
-  const MatView qv_mat = as_mat(qv, n_virt * vw);
-  int64_t v0 = 0;
-  for (const auto& u : units) {
-    const int64_t n = u.spec.num_heads(), lh = u.spec.head_begin - head_begin_;
-    const MatView q_in = as_mat(q_nope, n_local * dn).cols_slice(lh * dn, dn);
-    b.linear_batched(q_in, dn, {u.w_uk.data, u.w_uk.dtype, dn, width, width}, dn * width, false,
-                     qv_mat.cols_slice(v0 * vw, width), vw, n, 1.0f, 0.0f);
-    const MatView rope_w = as_mat(q_b_rope_, c.q_lora_rank).rows_slice(lh * dr, dr);
-    b.linear_batched(as_mat(cq, c.q_lora_rank), 0, rope_w, dr * c.q_lora_rank, true,
-                     qv_mat.cols_slice(v0 * vw + width, dr), vw, n, 1.0f, 0.0f);
-    v0 += n;
-  }
-  b.rope(qv_mat, n_virt, vw, width, dr, step.positions, c.rope_base);
+  b.latent_queries(as_mat(q_nope, n_local * dn), as_mat(cq, c.q_lora_rank),
+                   as_mat(q_b_rope_, c.q_lora_rank), unit_views(units, head_begin_), dn, dr, width,
+                   step.positions, c.rope_base, as_mat(qv, n_virt * vw));
   return qv;
 }
 
@@ -147,26 +149,12 @@ Tensor LatentAttention::attend(const std::vector<Unit>& units, int64_t width, co
   return z;
 }
 
-// o_h = alpha * sum over the head's units of W_UV z (first unit of a head range overwrites).
+// o_h = alpha * sum over the head's units of W_UV z.
 void LatentAttention::up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z,
                                  const MatView& o, float alpha) {
   const int64_t dn = config_.qk_nope_head_dim, n_virt = count_virtual_heads(units);
-  const int64_t n_out = o.cols / dn, first_head = units.front().spec.head_begin;
-  std::vector<bool> written(static_cast<size_t>(n_out), false);
-  int64_t v0 = 0;
-  for (const auto& u : units) {
-    const int64_t n = u.spec.num_heads(), lh = u.spec.head_begin - first_head;
-    const bool first = !written[size_t(lh)];
-    for (int64_t h = lh; h < lh + n; ++h) {
-      if (written[size_t(h)] == first)
-        throw std::logic_error("latent attention: overlapping unit head ranges");
-      written[size_t(h)] = true;
-    }
-    backend_.linear_batched(as_mat(z, n_virt * width).cols_slice(v0 * width, width), width,
-                            {u.w_uv.data, u.w_uv.dtype, dn, width, width}, dn * width, true,
-                            o.cols_slice(lh * dn, dn), dn, n, alpha, first ? 0.0f : 1.0f);
-    v0 += n;
-  }
+  backend_.latent_up_project(as_mat(z, n_virt * width),
+                             unit_views(units, units.front().spec.head_begin), dn, width, alpha, o);
 }
 
 void LatentAttention::observe_latents(LatentObserver& observer, const MatView& latents) {

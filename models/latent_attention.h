@@ -28,6 +28,8 @@ class LatentAttention final : public AttentionLayer {
 
  private:
   void load_tpla(const WeightLoader& w, const std::string& prefix, int64_t layer);
+  std::vector<Backend::LatentUnitView> unit_views(const std::vector<Unit>& units,
+                                                  int64_t first_head) const;
   Tensor virtual_queries(const std::vector<Unit>& units, int64_t width, const Tensor& cq,
                          const Tensor& q_nope, const StepContext& step);
   Tensor attend(const std::vector<Unit>& units, int64_t width, const Tensor& qv,

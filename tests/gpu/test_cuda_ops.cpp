@@ -213,3 +213,63 @@ TEST_CASE("cuda cache_write scatters rows to page slots", "[gpu][ops]") {
   };
   CHECK(rel_l2(run(*gpu, DType::kBF16), run(*cpu, DType::kF32)) == 0.0);
 }
+
+TEST_CASE("cuda latent_queries and latent_up_project (fused, and composed past 8 tokens) match cpu",
+          "[gpu][ops][latent]") {
+  auto& [cpu, gpu] = backends();
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  const int64_t dn = 32, dr = 16, width = 64, r_q = 96, heads = 6;
+  // MLRA-like: 4 units over all heads; TPLA/GLA-like: two halves, then one unit over all.
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> layouts = {
+      {{0, 6}, {0, 6}, {0, 6}, {0, 6}}, {{0, 3}, {3, 3}, {0, 6}}};
+  for (const auto& layout : layouts)
+    for (const int64_t T : {int64_t(1), int64_t(3), int64_t(8), int64_t(9)}) {
+      INFO("units " << layout.size() << " tokens " << T);
+      int64_t n_virt = 0;
+      for (const auto& [h0, n] : layout) n_virt += n;
+      const auto q_nope = rounded(random_vec(rng, T * heads * dn), DType::kBF16);
+      const auto cq = rounded(random_vec(rng, T * r_q), DType::kBF16);
+      const auto rope_w = rounded(random_vec(rng, heads * dr * r_q, -0.2f, 0.2f), DType::kBF16);
+      const auto z = rounded(random_vec(rng, T * n_virt * width), DType::kBF16);
+      std::vector<int32_t> pos(static_cast<size_t>(T));
+      for (auto& p : pos) p = int32_t(rng() % 50000);
+      std::vector<std::vector<float>> uk, uv;
+      for (const auto& [h0, n] : layout) {
+        uk.push_back(rounded(random_vec(rng, n * dn * width, -0.2f, 0.2f), DType::kBF16));
+        uv.push_back(rounded(random_vec(rng, n * dn * width, -0.2f, 0.2f), DType::kBF16));
+      }
+      auto run = [&](Backend& be) {
+        const DType t = be.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+        std::vector<Backend::LatentUnitView> units;
+        int64_t v0 = 0;
+        for (size_t u = 0; u < layout.size(); ++u) {
+          const auto [h0, n] = layout[u];
+          units.push_back(
+              {make(be, {n, dn, width}, t, uk[u]), make(be, {n, dn, width}, t, uv[u]), h0, n, v0});
+          v0 += n;
+        }
+        Tensor tq = make(be, {T, heads * dn}, t, q_nope), tc = make(be, {T, r_q}, t, cq);
+        Tensor tr = make(be, {heads * dr, r_q}, t, rope_w),
+               tz = make(be, {T, n_virt * width}, t, z);
+        Tensor tp = make_i32(be, pos);
+        Tensor qv = be.alloc({T, n_virt * (width + dr)}, t), o = be.alloc({T, heads * dn}, t);
+        if (be.kind() == DeviceKind::kCuda) {
+          poison(be, qv);
+          poison(be, o);
+        }
+        be.latent_queries(as_mat(tq, heads * dn), as_mat(tc, r_q), as_mat(tr, r_q), units, dn, dr,
+                          width, tp.as<int32_t>(), 10000.0f, as_mat(qv, n_virt * (width + dr)));
+        be.latent_up_project(as_mat(tz, n_virt * width), units, dn, width, 0.7f,
+                             as_mat(o, heads * dn));
+        return std::make_pair(download(be, as_mat(qv, n_virt * (width + dr))),
+                              download(be, as_mat(o, heads * dn)));
+      };
+      const auto g = run(*gpu), c = run(*cpu);
+      CHECK(all_finite(g.first));
+      CHECK(all_finite(g.second));
+      CHECK(rel_l2(g.first, c.first) < kBf16Tol);
+      CHECK(rel_l2(g.second, c.second) < kBf16Tol);
+    }
+}
