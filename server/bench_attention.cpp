@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -49,50 +50,10 @@ struct Variant {
   int64_t row_width() const { return latent ? a_dim + r_dim : 2 * a_dim; }
 };
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { MLRA_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256))); }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median time (ms) of `fn` enqueued on `stream`, timed with events after warm-up.
-template <class Fn>
-float time_ms(cudaStream_t stream, int reps, Fn fn) {
-  cudaEvent_t a, b;
-  MLRA_CUDA_CHECK(cudaEventCreate(&a));
-  MLRA_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    MLRA_CUDA_CHECK(cudaEventRecord(a, stream));
-    fn();
-    MLRA_CUDA_CHECK(cudaEventRecord(b, stream));
-    MLRA_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    MLRA_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return median(ms);
-}
-
-double copy_bandwidth_gbs(cudaStream_t stream) {
-  const size_t bytes = size_t(1) << 30;
-  DeviceBuffer src(bytes), dst(bytes);
-  cuda::launch_fill_random(src.p, DType::kF32, int64_t(bytes / 4), 7, stream);
-  const float ms = time_ms(stream, 20, [&] {
-    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, stream));
-  });
-  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
-}
+using bench::copy_bandwidth_gbs;
+using bench::DeviceBuffer;
+using bench::median;
+using bench::time_ms;
 
 struct Result {
   double us = 0;
@@ -100,8 +61,8 @@ struct Result {
   std::string path;
 };
 
-Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_size, size_t l2_bytes,
-                 int replays, cudaStream_t stream) {
+Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_size,
+                 size_t l2_bytes, int replays, cudaStream_t stream) {
   const int64_t width = v.row_width();
   const int64_t pages_per_seq = (ctx + page_size - 1) / page_size;
   const int64_t num_pages = pages_per_seq * batch;
@@ -111,7 +72,8 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   std::vector<std::unique_ptr<DeviceBuffer>> caches;
   for (int c = 0; c < copies; ++c) {
     caches.push_back(std::make_unique<DeviceBuffer>(cache_bytes));
-    cuda::launch_fill_random(caches.back()->p, DType::kBF16, int64_t(cache_bytes / 2), 11 + c, stream);
+    cuda::launch_fill_random(caches.back()->p, DType::kBF16, int64_t(cache_bytes / 2), 11 + c,
+                             stream);
   }
   std::mt19937 rng(1234);
   std::vector<int32_t> ids(num_pages), indptr(batch + 1), seq(batch), pos(batch, int32_t(ctx - 1));
@@ -128,7 +90,8 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   int32_t* d_seq = d_indptr + indptr.size();
   int32_t* d_pos = d_seq + seq.size();
   auto put = [&](int32_t* dst, const std::vector<int32_t>& src) {
-    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, stream));
+    MLRA_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, stream));
   };
   put(d_ids, ids);
   put(d_indptr, indptr);
@@ -176,7 +139,8 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   }
   MLRA_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   MLRA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  const float ms = time_ms(stream, replays, [&] { MLRA_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+  const float ms =
+      time_ms(stream, replays, [&] { MLRA_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 
@@ -202,9 +166,11 @@ int run_bench(const BenchOptions& o) {
               cuda::latent_uses_tma() ? "TMA" : "cp.async");
 
   std::vector<Variant> variants;
-  for (const Variant& v : {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},
-                           Variant{"MLA", 64, 512, 64, true}, Variant{"GQA TP8", 8, 128, 0, false}})
-    if (o.variants.empty() || std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
+  for (const Variant& v :
+       {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},
+        Variant{"MLA", 64, 512, 64, true}, Variant{"GQA TP8", 8, 128, 0, false}})
+    if (o.variants.empty() ||
+        std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
       variants.push_back(v);
   std::map<std::pair<int64_t, int>, double> mlra_us;
   std::printf("%-11s %-10s %8s %6s %10s %9s %7s %9s\n", "variant", "kernel", "context", "batch",
@@ -215,7 +181,8 @@ int run_bench(const BenchOptions& o) {
         const int64_t ctx = int64_t(ck) * 1024;
         const double gb = double(ctx) * b * v.row_width() * 2 / 1e9;
         if (gb > o.max_cache_gb) continue;
-        const Result r = bench_one(o.device, v, ctx, b, o.page_size, size_t(prop.l2CacheSize), o.replays, stream);
+        const Result r = bench_one(o.device, v, ctx, b, o.page_size, size_t(prop.l2CacheSize),
+                                   o.replays, stream);
         std::string ratio = "";
         if (v.name == "MLRA-4 TP4") mlra_us[{ctx, b}] = r.us;
         if (v.name == "MLA" && mlra_us.count({ctx, b})) {
@@ -223,8 +190,8 @@ int run_bench(const BenchOptions& o) {
           std::snprintf(buf, sizeof buf, "%.2f", r.us / mlra_us[{ctx, b}]);
           ratio = buf;
         }
-        std::printf("%-11s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s\n", v.name.c_str(), r.path.c_str(),
-                    ck, b, r.us, r.gbs, 100.0 * r.gbs / copy_gbs, ratio.c_str());
+        std::printf("%-11s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s\n", v.name.c_str(),
+                    r.path.c_str(), ck, b, r.us, r.gbs, 100.0 * r.gbs / copy_gbs, ratio.c_str());
         std::fflush(stdout);
       }
   MLRA_CUDA_CHECK(cudaStreamDestroy(stream));
@@ -251,7 +218,8 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--contexts-k", opts->contexts_k, "context lengths in units of 1024");
   sub->add_option("--batches", opts->batches, "batch sizes");
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
-  sub->add_option("--variants", opts->variants, "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\"");
+  sub->add_option("--variants", opts->variants,
+                  "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\"");
   sub->callback([opts, &exit_code] {
     try {
       exit_code = run_bench(*opts);

@@ -22,6 +22,7 @@
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
 #include "server/allreduce_timer.h"
+#include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -41,38 +42,14 @@ struct DecodeArgs {
 };
 
 #ifdef MLRA_HAVE_CUDA
-double copy_bandwidth_gbs() {
-  const size_t bytes = size_t(1) << 30;
-  void *a = nullptr, *b = nullptr;
-  cudaMalloc(&a, bytes);
-  cudaMalloc(&b, bytes);
-  cudaMemset(a, 1, bytes);
-  cudaEvent_t s, e;
-  cudaEventCreate(&s);
-  cudaEventCreate(&e);
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(s);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e);
-    cudaEventSynchronize(e);
-    float t = 0;
-    cudaEventElapsedTime(&t, s, e);
-    if (i >= 2) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
-}
 
 int run_decode(const DecodeArgs& a) {
-  const double bw = copy_bandwidth_gbs();
+  const double bw = bench::copy_bandwidth_gbs(nullptr);
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
-  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8}\n", "variant", "tp",
-             "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us", "roof_ms", "x_roof",
-             "cacheGB");
+  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8}\n", "variant",
+             "tp", "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us", "roof_ms",
+             "x_roof", "cacheGB");
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
     const bool tpla = v.ends_with("+tpla");
@@ -104,7 +81,8 @@ int run_decode(const DecodeArgs& a) {
           StepBatch s;
           s.page_indptr.push_back(0);
           for (int i = 0; i < b; ++i) {
-            for (int64_t p = 0; p < pages_per_seq; ++p) s.page_indices.push_back(int32_t(i * pages_per_seq + p));
+            for (int64_t p = 0; p < pages_per_seq; ++p)
+              s.page_indices.push_back(int32_t(i * pages_per_seq + p));
             s.page_indptr.push_back(int32_t(s.page_indices.size()));
             s.tokens.push_back(1000 + i);
             s.positions.push_back(ctx - 1);
@@ -120,7 +98,9 @@ int run_decode(const DecodeArgs& a) {
             for (int it = 0; it < a.iters; ++it) {
               const auto t0 = std::chrono::steady_clock::now();
               model.forward(s, logits);
-              ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+              ms.push_back(
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count());
             }
             std::sort(ms.begin(), ms.end());
             return ms[ms.size() / 2];
@@ -133,11 +113,15 @@ int run_decode(const DecodeArgs& a) {
           const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
                               (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
           const double best = std::min(eager, graph);
-          fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} {:>8.2f}\n",
-                     v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
-                     graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
-                     tp == 1 ? "0" : ar_us > 0 ? fmt::format("{:.1f}", ar_us) : "n/a", roof, best / roof,
-                     cache_bytes / 1e9);
+          fmt::print(
+              "{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} "
+              "{:>8.2f}\n",
+              v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
+              graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
+              tp == 1     ? "0"
+              : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
+                          : "n/a",
+              roof, best / roof, cache_bytes / 1e9);
           std::fflush(stdout);
         }
     }
@@ -155,13 +139,16 @@ int run_decode(const DecodeArgs&) {
 
 void register_bench_decode(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<DecodeArgs>();
-  CLI::App* cmd = app.add_subcommand("decode", "2.9B decode step time per TP rank share vs roofline");
-  cmd->add_option("--variants", args->variants, "variants (configs/2.9b/<v>; mla+tpla: MLA served as TPLA)");
+  CLI::App* cmd =
+      app.add_subcommand("decode", "2.9B decode step time per TP rank share vs roofline");
+  cmd->add_option("--variants", args->variants,
+                  "variants (configs/2.9b/<v>; mla+tpla: MLA served as TPLA)");
   cmd->add_option("--tp", args->tps, "TP degrees (rank 0's share is timed)");
   cmd->add_option("--batch", args->batches, "batch sizes");
   cmd->add_option("--context", args->contexts, "context lengths");
   cmd->add_option("--iters", args->iters, "timed steps per point");
-  cmd->add_option("--graph-max-batch", args->graph_max_batch, "CUDA graphs up to this batch (0: eager only)");
+  cmd->add_option("--graph-max-batch", args->graph_max_batch,
+                  "CUDA graphs up to this batch (0: eager only)");
   cmd->add_option("--max-cache-gb", args->max_cache_gb, "cache memory cap");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
   cmd->callback([args, &exit_code] {

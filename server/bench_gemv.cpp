@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -41,52 +42,10 @@ struct Shape {
   bool out_by_in;
 };
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    MLRA_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
-  }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median time (ms) of `fn` enqueued on `stream`, timed with events after warm-up.
-template <class Fn>
-float time_ms(cudaStream_t stream, int reps, Fn fn) {
-  cudaEvent_t a, b;
-  MLRA_CUDA_CHECK(cudaEventCreate(&a));
-  MLRA_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    MLRA_CUDA_CHECK(cudaEventRecord(a, stream));
-    fn();
-    MLRA_CUDA_CHECK(cudaEventRecord(b, stream));
-    MLRA_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    MLRA_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return median(ms);
-}
-
-double copy_bandwidth_gbs(cudaStream_t stream) {
-  const size_t bytes = size_t(1) << 30;
-  DeviceBuffer src(bytes), dst(bytes);
-  cuda::launch_fill_random(src.p, DType::kF32, int64_t(bytes / 4), 7, stream);
-  const float ms = time_ms(stream, 20, [&] {
-    MLRA_CUDA_CHECK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, stream));
-  });
-  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
-}
+using bench::copy_bandwidth_gbs;
+using bench::DeviceBuffer;
+using bench::median;
+using bench::time_ms;
 
 // Records `copies` calls of fn(c) into a graph and returns the median time of one call (us).
 template <class Fn>
