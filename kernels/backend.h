@@ -92,7 +92,8 @@ class Backend {
   // latent_queries: qv[t, v] = [W_UK[v]^T q_nope[t, h(v)] | RoPE(W_rope[h(v)] cq[t])], rows of
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
-  // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch.
+  // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch
+  // for one-token steps over four or more units (MLRA_FUSED_LATENT sets the token limit).
   struct LatentUnitView {
     Tensor w_uk, w_uv;
     int64_t head0 = 0, n_heads = 0, v0 = 0;

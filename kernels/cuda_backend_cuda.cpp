@@ -89,10 +89,27 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
   return static_cast<const __nv_bfloat16*>(v.data);
 }
 
+// Most tokens a step may have for the fused latent projections (MLRA_FUSED_LATENT=N, 0..8, read
+// once; default 1). Their per-head blocks do T times the FMAs per weight byte: from T = 2 on they
+// lose to the composed path (H200, MLRA-4 TP1 1K graph step: b1 3.32 fused vs 3.65 ms composed,
+// b2 4.48 vs 4.16, b8 5.49 vs 4.22).
+int64_t fused_latent_tokens() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("MLRA_FUSED_LATENT");
+    const long x = v ? std::strtol(v, nullptr, 10) : 1;
+    return int64_t(std::clamp<long>(x, 0, cuda::kMaxLatentTokens));
+  }();
+  return n;
+}
+
 // Units the fused latent kernels take: at most kMaxLatentUnits, bf16 weights, 8-wide rows.
+// Fusing pays where several units share q_pe and sum into one output: measured on the H200 (1K
+// graph step, b1) MLRA-4 TP1 (4 units) 3.31 fused vs 3.62 ms composed; MLRA-4 TP2 (2 units) 2.82 vs
+// 2.63; GLA-2 TP1 (2 units) 3.30 vs 3.27; MLRA-4 TP4 (1 unit) 2.53 vs 2.13. Hence 4+ units only.
 bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
                         int64_t width, cuda::LatentProjParams& p) {
-  if (units.empty() || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0) return false;
+  if (units.size() < 4 || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0)
+    return false;
   for (size_t i = 0; i < units.size(); ++i) {
     const auto& u = units[i];
     if (u.w_uk.dtype != DType::kBF16 || u.w_uv.dtype != DType::kBF16 || u.n_heads <= 0)
@@ -358,7 +375,7 @@ class CudaBackend final : public Backend {
     activate();
     cuda::LatentProjParams p;
     const bool ok = fused_latent_units(units, dn, width, p) &&
-                    q_nope.rows <= cuda::kMaxLatentTokens && all_bf16({q_nope, cq, rope_w, qv}) &&
+                    q_nope.rows <= fused_latent_tokens() && all_bf16({q_nope, cq, rope_w, qv}) &&
                     cq.cols % 8 == 0 && rope_w.ld % 8 == 0 && aligned16(rope_w.data) &&
                     rope_w.rows % dr == 0 && dr % 2 == 0;
     if (ok) {
@@ -386,7 +403,7 @@ class CudaBackend final : public Backend {
                          int64_t width, float alpha, const MatView& o) override {
     activate();
     cuda::LatentProjParams p;
-    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= cuda::kMaxLatentTokens &&
+    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= fused_latent_tokens() &&
                     all_bf16({z, o}) && width % 8 == 0 && z.ld % 8 == 0 && aligned16(z.data) &&
                     o.cols % dn == 0;
     if (!ok || z.rows == 0) return Backend::latent_up_project(z, units, dn, width, alpha, o);

@@ -221,9 +221,10 @@ TEST_CASE("cuda latent_queries and latent_up_project (fused, and composed past 8
   INFO("seed " << seed);
   std::mt19937 rng(seed);
   const int64_t dn = 32, dr = 16, width = 64, r_q = 96, heads = 6;
-  // MLRA-like: 4 units over all heads; TPLA/GLA-like: two halves, then one unit over all.
+  // MLRA-like: 4 units over all heads; TPLA/GLA-like: two halves, then two units over all (the
+  // backend fuses one-token steps over 4+ units; MLRA_FUSED_LATENT=8 fuses the other sizes too).
   const std::vector<std::vector<std::pair<int64_t, int64_t>>> layouts = {
-      {{0, 6}, {0, 6}, {0, 6}, {0, 6}}, {{0, 3}, {3, 3}, {0, 6}}};
+      {{0, 6}, {0, 6}, {0, 6}, {0, 6}}, {{0, 3}, {3, 3}, {0, 6}, {0, 6}}};
   for (const auto& layout : layouts)
     for (const int64_t T : {int64_t(1), int64_t(3), int64_t(8), int64_t(9)}) {
       INFO("units " << layout.size() << " tokens " << T);
