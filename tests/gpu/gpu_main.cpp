@@ -1,8 +1,8 @@
 // Main of the GPU test binary: exits with code 4 (ctest SKIP_RETURN_CODE) when no CUDA device is
 // usable, so CPU-only machines and CI report the gpu label as skipped rather than failed.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <cuda_runtime.h>
+#include <catch2/catch.hpp>
 
 #include <cstdio>
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -17,7 +18,19 @@
 
 namespace mlra::gputest {
 
-inline uint32_t fresh_seed() { return std::random_device{}(); }
+// One CPU backend (the oracle) and one CUDA backend on device 0, shared by every test.
+struct BackendPair {
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+};
+inline BackendPair& backends() {
+  static BackendPair p;
+  return p;
+}
+
+inline uint32_t fresh_seed() {
+  return std::random_device{}();
+}
 
 inline std::vector<float> random_vec(std::mt19937& rng, size_t n, float lo = -1.0f,
                                      float hi = 1.0f) {

@@ -16,12 +16,10 @@ using namespace mlra::gputest;
 namespace {
 
 Backend& gpu() {
-  static std::unique_ptr<Backend> b = make_cuda_backend(0);
-  return *b;
+  return *backends().gpu;
 }
 Backend& cpu() {
-  static std::unique_ptr<Backend> b = make_cpu_backend();
-  return *b;
+  return *backends().cpu;
 }
 
 struct Shape {

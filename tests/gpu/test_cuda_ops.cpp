@@ -9,20 +9,6 @@
 using namespace mlra;
 using namespace mlra::gputest;
 
-namespace {
-
-struct Pair {
-  std::unique_ptr<Backend> cpu = make_cpu_backend();
-  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
-};
-
-Pair& backends() {
-  static Pair p;
-  return p;
-}
-
-}  // namespace
-
 TEST_CASE("cuda linear matches cpu (bf16 and f32 outputs, beta, strided views)", "[gpu][ops]") {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();

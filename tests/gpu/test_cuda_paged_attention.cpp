@@ -163,15 +163,6 @@ Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
   return r;
 }
 
-struct Pair {
-  std::unique_ptr<Backend> cpu = make_cpu_backend();
-  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
-};
-Pair& backends() {
-  static Pair p;
-  return p;
-}
-
 void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected) {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();

@@ -23,8 +23,7 @@ using namespace mlra::gputest;
 namespace {
 
 Backend& gpu() {
-  static std::unique_ptr<Backend> b = make_cuda_backend(0);
-  return *b;
+  return *backends().gpu;
 }
 
 struct Case {

@@ -10,13 +10,13 @@
 #include <random>
 #include <set>
 
+#include "../step_builder.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "models/checkpoint.h"
 #include "models/local_runner.h"
 #include "models/shard_plan.h"
 #include "models/transformer.h"
-#include "../step_builder.h"
 
 using namespace mlra;
 using mlra::testing::build_step;
@@ -42,8 +42,9 @@ Rank load(const std::string& v, int max_graph_batch) {
   r.ckpt = Checkpoint::open(dir);
   r.backend = make_cuda_backend(0);
   r.comm = make_single_rank_communicator();
-  r.model = std::make_unique<Transformer>(r.config, make_shard_plan(r.config, 1, 0), *r.ckpt, *r.backend,
-                                          *r.comm, CacheOptions{kPage, kSeqs * kPagesPerSeq});
+  r.model =
+      std::make_unique<Transformer>(r.config, make_shard_plan(r.config, 1, 0), *r.ckpt, *r.backend,
+                                    *r.comm, CacheOptions{kPage, kSeqs * kPagesPerSeq});
   r.model->enable_decode_graphs(max_graph_batch);
   return r;
 }
@@ -54,7 +55,8 @@ int32_t argmax_row(const std::vector<float>& l, size_t row, int64_t V) {
 }
 
 float margin_row(const std::vector<float>& l, size_t row, int64_t V) {
-  std::vector<float> top(l.begin() + std::ptrdiff_t(row * size_t(V)), l.begin() + std::ptrdiff_t((row + 1) * size_t(V)));
+  std::vector<float> top(l.begin() + std::ptrdiff_t(row * size_t(V)),
+                         l.begin() + std::ptrdiff_t((row + 1) * size_t(V)));
   std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
   return top[0] - top[1];
 }
@@ -85,8 +87,8 @@ TEST_CASE("decode graphs replay what the eager path computes", "[gpu][graphs]") 
     REQUIRE(rel_l2(lg, le) < 2e-2);  // prefill is eager on both: bf16 noise only
     for (int s = 0; s < kSeqs; ++s) last[size_t(s)] = argmax_row(le, size_t(s), V);
 
-    const std::vector<std::vector<int>> schedule = {{0, 1, 2, 3, 4}, {1, 3, 4}, {2},   {0, 1, 2, 3, 4},
-                                                    {0, 4},          {1, 2, 3}, {0, 2}};
+    const std::vector<std::vector<int>> schedule = {
+        {0, 1, 2, 3, 4}, {1, 3, 4}, {2}, {0, 1, 2, 3, 4}, {0, 4}, {1, 2, 3}, {0, 2}};
     std::set<int> padded_sizes;
     int compared = 0;
     StepBatch step;

@@ -142,8 +142,10 @@ TEST_CASE("nccl communicator: ProcessRunner on GPUs matches the CPU TP=1 runner"
   }
 }
 
-TEST_CASE("nccl communicator: GPU workers size their cache by gpu_memory_fraction and replay decode graphs",
-          "[gpu][nccl][graphs]") {
+TEST_CASE(
+    "nccl communicator: GPU workers size their cache by gpu_memory_fraction and replay decode "
+    "graphs",
+    "[gpu][nccl][graphs]") {
   const int gpus = gpu_count();
   if (gpus < 2) {
     WARN("fewer than 2 GPUs: multi-process NCCL TP not tested");
@@ -189,7 +191,8 @@ TEST_CASE("nccl communicator: GPU workers size their cache by gpu_memory_fractio
   CHECK(testing::rel_l2(got, want) < 2e-2);
   for (int step = 0; step < 4; ++step) {  // 3 sequences -> padded 4: record once, then replay
     std::vector<testing::SeqChunk> chunks;
-    for (int s = 0; s < 3; ++s) chunks.push_back({s, length[size_t(s)]++, {last[size_t(s)]}, false});
+    for (int s = 0; s < 3; ++s)
+      chunks.push_back({s, length[size_t(s)]++, {last[size_t(s)]}, false});
     const StepBatch decode = testing::build_step(chunks, 16, 16);
     cpu->execute(decode, want);
     runner.execute(decode, got);
@@ -232,7 +235,8 @@ TEST_CASE("nccl communicator: TPLA-served MLA on GPU workers matches the CPU TPL
     o.worker_binary = serve_binary();
     o.load_timeout_s = 120;
     ProcessRunner gpu(o);
-    CHECK(gpu.info().cache_values_per_token_per_layer == cpu->info().cache_values_per_token_per_layer);
+    CHECK(gpu.info().cache_values_per_token_per_layer ==
+          cpu->info().cache_values_per_token_per_layer);
     std::mt19937 rng(31);
     std::vector<int32_t> prompt(27);
     for (auto& t : prompt) t = int32_t(rng() % uint32_t(cpu->config().vocab_size));
