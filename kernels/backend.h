@@ -115,6 +115,15 @@ class Backend {
   virtual bool supports_capture() const { return false; }
   virtual void begin_capture();
   virtual std::unique_ptr<CapturedOps> end_capture();
+  // Device time per op family, for benchmarks (a breakdown of a prefill step, say): while
+  // enabled, eager matrix products and attention calls are bracketed by device events. Not for
+  // recorded steps. take_op_times() waits for the device and returns the sums since the last call.
+  struct OpTimes {
+    double matmul_ms = 0.0;     // linear / linear_batched (cuBLAS or our GEMV)
+    double attention_ms = 0.0;  // paged_attention (plan + kernels + merge)
+  };
+  virtual void set_op_timing(bool) {}
+  virtual OpTimes take_op_times() { return {}; }
   // Device memory as the driver reports it; {0, 0} on the CPU backend (no fixed device budget).
   virtual DeviceMemory memory() const { return {}; }
 };

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -167,6 +168,11 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(state_->device);
     cudaStreamSynchronize(state_->stream);
+    for (const auto& t : timed_) {
+      cudaEventDestroy(std::get<1>(t));
+      cudaEventDestroy(std::get<2>(t));
+    }
+    for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cublasDestroy(cublas_);
     cudaFree(cublas_workspace_);
     if (staging_) cudaFreeHost(staging_);
@@ -278,6 +284,7 @@ class CudaBackend final : public Backend {
                       bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch,
                       float alpha, float beta) override {
     activate();
+    const TimedOp timed(this, &OpTimes::matmul_ms);
     const int64_t n = w_out_by_in ? w.rows : w.cols;
     const int64_t k = w_out_by_in ? w.cols : w.rows;
     MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "linear_batched: shape mismatch");
@@ -420,6 +427,7 @@ class CudaBackend final : public Backend {
   void end_step() override { attention_.end_step(); }
   void paged_attention(const PagedAttentionArgs& args) override {
     activate();
+    const TimedOp timed(this, &OpTimes::attention_ms);
     attention_.plan(args, stream());
     attention_.run(args, stream());
   }
@@ -436,6 +444,25 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cudaStreamEndCapture(stream(), &graph));
     return std::make_unique<CudaGraph>(state_->device, stream(), graph);
   }
+  void set_op_timing(bool on) override {
+    take_op_times();
+    op_timing_ = on;
+  }
+  OpTimes take_op_times() override {
+    activate();
+    OpTimes t;
+    if (timed_.empty()) return t;
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    for (const auto& [field, start, stop] : timed_) {
+      float ms = 0.0f;
+      MLRA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      t.*field += ms;
+      spare_events_.push_back(start);
+      spare_events_.push_back(stop);
+    }
+    timed_.clear();
+    return t;
+  }
   DeviceMemory memory() const override {
     activate();
     size_t free_b = 0, total_b = 0;
@@ -445,6 +472,44 @@ class CudaBackend final : public Backend {
 
  private:
   void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
+
+  // Brackets one op with events when op timing is on (and the stream is not being recorded).
+  class TimedOp {
+   public:
+    TimedOp(CudaBackend* b, double OpTimes::*field) {
+      if (!b->op_timing_) return;
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      MLRA_CUDA_CHECK(cudaStreamIsCapturing(b->stream(), &status));
+      if (status != cudaStreamCaptureStatusNone) return;
+      b_ = b;
+      field_ = field;
+      start_ = b->take_event();
+      MLRA_CUDA_CHECK(cudaEventRecord(start_, b->stream()));
+    }
+    ~TimedOp() {
+      if (!b_) return;
+      cudaEvent_t stop = b_->take_event();
+      cudaEventRecord(stop, b_->stream());
+      b_->timed_.emplace_back(field_, start_, stop);
+    }
+    TimedOp(const TimedOp&) = delete;
+    TimedOp& operator=(const TimedOp&) = delete;
+
+   private:
+    CudaBackend* b_ = nullptr;
+    double OpTimes::*field_ = nullptr;
+    cudaEvent_t start_ = nullptr;
+  };
+  cudaEvent_t take_event() {
+    if (!spare_events_.empty()) {
+      cudaEvent_t e = spare_events_.back();
+      spare_events_.pop_back();
+      return e;
+    }
+    cudaEvent_t e = nullptr;
+    MLRA_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
 
   // bf16 copy of `batch` operands (stride apart) packed densely; the view itself when bf16.
   MatView to_bf16(const MatView& v, int64_t stride, int64_t batch, Tensor& keep) {
@@ -475,6 +540,9 @@ class CudaBackend final : public Backend {
   void* cublas_workspace_ = nullptr;
   void* staging_ = nullptr;  // pinned host memory for upload_async
   size_t staging_bytes_ = 0, staging_used_ = 0;
+  bool op_timing_ = false;
+  std::vector<std::tuple<double OpTimes::*, cudaEvent_t, cudaEvent_t>> timed_;
+  std::vector<cudaEvent_t> spare_events_;
   cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy
   CudaPagedAttention attention_;
   std::string name_;

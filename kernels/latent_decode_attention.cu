@@ -65,8 +65,10 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int rg = warp % 4, cg = warp / 4;
 
-  const int t = item.token;
-  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t]];
+  // Rows are token-major (token, head) pairs: item.num_tokens tokens x tile.rows heads (query
+  // packing, split_kv_plan.h); a decode item has one token.
+  const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const bf16* cache = static_cast<const bf16*>(p.cache);
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
@@ -76,9 +78,11 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
     const int row = i / C::kChunks, ch = i % C::kChunks;
     const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    if (row < tile.rows)
-      cp_async16(
-          dst, q + t * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8, 16);
+    if (row < rows_valid)
+      cp_async16(dst,
+                 q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
+                     int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8,
+                 16);
     else
       cp_async16(dst, q, 0);
   }
@@ -140,6 +144,15 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
   const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
   const int b_row = (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) & 1) * 8;
+  // Causal end of this thread's two rows (lane / 4 and lane / 4 + 8 of the warp's 16).
+  int row_end[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = rg * 16 + lane / 4 + 8 * i;
+    row_end[i] = row < rows_valid && item.num_tokens > 1
+                     ? min(item.kv_end, p.token_pos[t0 + row / tile.rows] + 1)
+                     : item.kv_end;
+  }
   const int v_row = (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
   const uint32_t q_addr = smem_addr(q_s);
 
@@ -245,23 +258,26 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int pos = start + nb * 8 + (lane % 4) * 2 + (e & 1);
-        const float v = pos < item.kv_end ? s[nb][e] * p.scale_log2 : -INFINITY;
+        const float v = pos < row_end[e >> 1] ? s[nb][e] * p.scale_log2 : -INFINITY;
         s[nb][e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
-    float corr[2], row_sum[2] = {0.0f, 0.0f};
+    float corr[2], base_m[2], row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      corr[i] = exp2f(m_r[i] - mx[i]);
+      // A packed row may see no valid position yet (a chunk past its causal end): keep its
+      // probabilities 0 instead of exp2(-inf - -inf).
+      base_m[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
+      corr[i] = exp2f(m_r[i] - base_m[i]);
       m_r[i] = mx[i];
     }
 #pragma unroll
     for (int nb = 0; nb < C::kBN / 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nb][e] = exp2f(s[nb][e] - m_r[e >> 1]);
+        s[nb][e] = exp2f(s[nb][e] - base_m[e >> 1]);
         row_sum[e >> 1] += s[nb][e];
       }
 #pragma unroll
@@ -322,10 +338,11 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
-    if (row >= tile.rows) continue;
-    const float inv = 1.0f / l_r[i];
+    if (row >= rows_valid) continue;
+    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
     if (item.partial < 0) {
-      const int64_t base = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+      const int64_t base = int64_t(t0 + row / tile.rows) * p.out_token_stride +
+                           int64_t(tile.head0 + row % tile.rows) * p.out_head_stride;
 #pragma unroll
       for (int nb = 0; nb < 16; ++nb) {
         const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
@@ -342,7 +359,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
         *reinterpret_cast<float2*>(dst + col) =
             make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
       }
-      if (cg == 0 && lane % 4 == 0) p.partial_lse[slot_row] = m_r[i] + log2f(l_r[i]);
+      if (cg == 0 && lane % 4 == 0)
+        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -82,7 +83,17 @@ const char* attention_path_name(AttentionPath p) {
   }
 }
 
-CudaPagedAttention::CudaPagedAttention(int device) {
+bool query_packing_default() {
+  // Opt-in until the packed path has run on a GPU (written in a session without one):
+  // MLRA_QUERY_PACKING=1 turns it on for every instance.
+  static const bool on = [] {
+    const char* env = std::getenv("MLRA_QUERY_PACKING");
+    return env && std::string(env) == "1";
+  }();
+  return on;
+}
+
+CudaPagedAttention::CudaPagedAttention(int device) : query_packing_(query_packing_default()) {
   MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
 }
 
@@ -143,10 +154,19 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   shape.num_tokens = a.num_tokens;
   shape.target_chunks = std::max(1, ctas / std::max(1, n_tiles));
   shape.min_chunk_tiles = 2;
+  // Query packing for the latent kernel when some sequence brings several tokens (prefill
+  // chunks): as many tokens per CTA as its 64 rows hold, so each cache tile loaded feeds all of
+  // them (MLRA-4 / MLA at 24 heads: 2 tokens, 48 rows).
+  if (path_ != AttentionPath::kGeneric && a.num_tokens > a.num_seqs && query_packing_) {
+    int widest = 1;
+    for (const HeadTile& t : tiles_) widest = std::max(widest, int(t.rows));
+    shape.tokens_per_item = std::max(1, rows_max_ / widest);
+  }
   const size_t plan_bytes = (split_kv_plan_bytes(shape) + 255) / 256 * 256;
   const size_t rows = size_t(shape.max_partials()) * batch_tiles * rows_max_;
   const size_t partial_bytes = rows * (size_t(a.v_dim) + 1) * sizeof(float);
-  const PlanKey key{a.token_pos, a.num_tokens, shape.target_chunks, shape.min_chunk_tiles};
+  const PlanKey key{a.token_pos, a.num_tokens, shape.target_chunks, shape.min_chunk_tiles,
+                    shape.tokens_per_item};
   void* before = workspace_;
   reserve(plan_bytes + partial_bytes + 256, stream);
   // The partials of a later layer may need more room (more head tiles) without changing the plan:
@@ -154,7 +174,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   if (in_step_ && plan_valid_ && key == plan_key_ && workspace_ == before) return;
   plan_ = split_kv_plan_at(workspace_, shape);
   partial_offset_ = plan_bytes;
-  launch_split_kv_plan(a.token_pos, plan_, stream);
+  launch_split_kv_plan(a.token_pos, a.token_seq, plan_, stream);
   ++plans_computed_;
   plan_key_ = key;
   plan_valid_ = in_step_;

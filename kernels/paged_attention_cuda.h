@@ -106,6 +106,10 @@ class CudaPagedAttention {
   void end_step();
   // Plans computed (plan kernel launches) since construction: tests check the reuse.
   int64_t plans_computed() const { return plans_computed_; }
+  // Query tokens per CTA in the current plan (split_kv_plan.h: query packing).
+  int32_t tokens_per_item() const { return plan_.shape.tokens_per_item; }
+  // Query packing of multi-token sequences on the latent path (default: query_packing_default()).
+  void set_query_packing(bool on) { query_packing_ = on; }
 
  private:
   void reserve(size_t bytes, cudaStream_t stream);
@@ -127,12 +131,17 @@ class CudaPagedAttention {
     int32_t num_tokens = -1;
     int32_t target_chunks = 0;
     int32_t min_chunk_tiles = 0;
+    int32_t tokens_per_item = 1;
     bool operator==(const PlanKey&) const = default;
   };
   bool in_step_ = false;
   bool plan_valid_ = false;  // plan_ was computed inside the current step for plan_key_
   PlanKey plan_key_;
   int64_t plans_computed_ = 0;
+  bool query_packing_ = false;
 };
+
+// MLRA_QUERY_PACKING=1: new instances pack queries (see plan()); off by default.
+bool query_packing_default();
 
 }  // namespace mlra::cuda

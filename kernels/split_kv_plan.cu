@@ -2,6 +2,8 @@
 // combines a token's chunk partials: o = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
 // Chunk length = the smallest (>= min_chunk tiles) for which the step has at most target_chunks
 // items, so the step runs in one wave; each token's tiles are spread evenly over its chunks.
+#include <algorithm>
+
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/paged_attention_cuda.h"
@@ -37,12 +39,29 @@ __device__ int block_exclusive_scan(int v, int* warp_sums, int* total) {
   return before;
 }
 
-__global__ void __launch_bounds__(kPlanThreads) plan_kernel(const int32_t* token_pos,
-                                                            SplitKvPlan plan) {
+// Group of token t under query packing: t starts a group unless it continues the previous
+// token's sequence inside the same aligned position block of k. Returns the group's token count
+// for a start (0 for a non-start) and its causal length (last token's pos + 1).
+__device__ int group_at(const int32_t* token_pos, const int32_t* token_seq, int n_tokens, int k,
+                        int t, int* len) {
+  auto continues = [&](int u) {  // does token u join the group of token u - 1?
+    return k > 1 && token_seq[u] == token_seq[u - 1] && token_pos[u] > token_pos[u - 1] &&
+           token_pos[u] / k == token_pos[u - 1] / k;
+  };
+  *len = 0;
+  if (t >= n_tokens || (t > 0 && continues(t))) return 0;
+  int n = 1;
+  while (t + n < n_tokens && continues(t + n)) ++n;
+  *len = max(token_pos[t + n - 1] + 1, 1);
+  return n;
+}
+
+__global__ void __launch_bounds__(kPlanThreads)
+    plan_kernel(const int32_t* token_pos, const int32_t* token_seq, SplitKvPlan plan) {
   __shared__ int warp_sums[32];
   __shared__ int max_tiles;
   __shared__ unsigned long long count;
-  const int n_tokens = plan.shape.num_tokens;
+  const int n_tokens = plan.shape.num_tokens, k = plan.shape.tokens_per_item;
   if (threadIdx.x == 0) max_tiles = 1;
   __syncthreads();
   for (int t = threadIdx.x; t < n_tokens; t += blockDim.x)
@@ -58,44 +77,62 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const int32_t* token
     if (threadIdx.x == 0) count = 0;
     __syncthreads();
     unsigned long long mine = 0;
-    for (int t = threadIdx.x; t < n_tokens; t += blockDim.x)
-      mine += ((max(token_pos[t] + 1, 1) + kPlanTile - 1) / kPlanTile + mid - 1) / mid;
+    for (int t = threadIdx.x; t < n_tokens; t += blockDim.x) {
+      int len = 0;
+      if (group_at(token_pos, token_seq, n_tokens, k, t, &len) > 0)
+        mine += ((len + kPlanTile - 1) / kPlanTile + mid - 1) / mid;
+    }
     atomicAdd(&count, mine);
     __syncthreads();
-    if (count <= (unsigned long long)target) hi = mid; else lo = mid + 1;
+    if (count <= (unsigned long long)target)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   const long long chunk_tiles = lo;
 
-  int carry_items = 0, carry_partials = 0;
+  int carry_items = 0, carry_partials = 0, carry_merges = 0;
   for (int base = 0; base < n_tokens; base += blockDim.x) {
     const int t = base + threadIdx.x;
-    const int len = t < n_tokens ? max(token_pos[t] + 1, 1) : 0;
-    // Spread the token's tiles evenly over its chunks: n chunks of `even` positions at most
+    int len = 0;
+    const int g = group_at(token_pos, token_seq, n_tokens, k, t, &len);
+    // Spread the group's tiles evenly over its chunks: n chunks of `even` positions at most
     // chunk each; recounting n after rounding keeps every chunk non-empty.
     const long long tiles_t = (len + kPlanTile - 1) / kPlanTile;
     const long long n_cap = (tiles_t + chunk_tiles - 1) / chunk_tiles;
     const long long even_tiles = n_cap > 0 ? (tiles_t + n_cap - 1) / n_cap : 1;
     const long long even = even_tiles * kPlanTile;
-    const int n = t < n_tokens ? int((tiles_t + even_tiles - 1) / even_tiles) : 0;
-    int n_total = 0, p_total = 0;
+    const int n = g > 0 ? int((tiles_t + even_tiles - 1) / even_tiles) : 0;
+    int n_total = 0, p_total = 0, m_total = 0;
     const int off = block_exclusive_scan(n, warp_sums, &n_total);
     const int poff = block_exclusive_scan(n > 1 ? n : 0, warp_sums, &p_total);
-    if (t < n_tokens) {
+    const int moff = block_exclusive_scan(n > 1 ? g : 0, warp_sums, &m_total);
+    if (g > 0) {
       const int first_partial = carry_partials + poff;
       for (int c = 0; c < n; ++c) {
         SplitKvItem it;
         it.token = t;
+        it.num_tokens = g;
         it.kv_begin = int(c * even);
         it.kv_end = int(min((long long)len, (c + 1) * even));
         it.partial = n > 1 ? first_partial + c : -1;
         plan.items[carry_items + off + c] = it;
       }
-      plan.merges[t] = TokenMerge{first_partial, n};
+      for (int i = 0; i < g; ++i) {
+        plan.merges[t + i] = TokenMerge{first_partial, n, i};
+        // (The bound holds: splitting happens only when all items fit target_chunks.)
+        if (n > 1 && carry_merges + moff + i < plan.shape.max_merges())
+          plan.merge_tokens[carry_merges + moff + i] = t + i;
+      }
     }
     carry_items += n_total;
     carry_partials += p_total;
+    carry_merges += m_total;
   }
-  if (threadIdx.x == 0) *plan.num_items = carry_items;
+  if (threadIdx.x == 0) {
+    *plan.num_items = carry_items;
+    *plan.num_merges = min(carry_merges, plan.shape.max_merges());
+  }
 }
 
 constexpr int kMergeThreads = 128;
@@ -113,23 +150,30 @@ __device__ float block_reduce(float v, bool is_max, float* red) {
   return r;
 }
 
-// grid (tokens, tiles, rows): combines the chunk partials of one (token, head) row.
-__global__ void __launch_bounds__(kMergeThreads) merge_kernel(AttentionParams p, HeadTiles tiles,
-                                                              SplitKvPlan plan) {
+// grid (merge list entries, tiles, head rows): combines the chunk partials of one (token, head)
+// row. Only tokens of multi-chunk groups are listed, so a prefill step launches no empty blocks.
+__global__ void __launch_bounds__(kMergeThreads)
+    merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   extern __shared__ float weights[];
   __shared__ float red[kMergeThreads / 32];
-  const int t = blockIdx.x, ti = blockIdx.y, row = blockIdx.z;
+  const int ti = blockIdx.y, row = blockIdx.z;
+  if (int(blockIdx.x) >= *plan.num_merges) return;
+  const int t = plan.merge_tokens[blockIdx.x];
   const TokenMerge m = plan.merges[t];
   const HeadTile tile = tiles.tile[ti];
   if (m.count <= 1 || row >= tile.rows) return;
+  const int packed_row = m.row_block * tile.rows + row;  // the row inside the group's CTA
   auto slot_row = [&](int i) {
-    return (int64_t(m.first_partial + i) * tiles.count + ti) * p.rows_max + row;
+    return (int64_t(m.first_partial + i) * tiles.count + ti) * p.rows_max + packed_row;
   };
   float mx = -INFINITY;
-  for (int i = threadIdx.x; i < m.count; i += blockDim.x) mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
+  for (int i = threadIdx.x; i < m.count; i += blockDim.x)
+    mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
   mx = block_reduce(mx, true, red);
   float sum = 0.0f;
   for (int i = threadIdx.x; i < m.count; i += blockDim.x) {
+    // A chunk wholly past this row's causal end has lse -inf: weight 0 (the first chunk starts
+    // at position 0, so mx is finite).
     const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
     weights[i] = w;
     sum += w;
@@ -147,13 +191,16 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(AttentionParams p,
   }
 }
 
-size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+size_t align256(size_t n) {
+  return (n + 255) / 256 * 256;
+}
 
 }  // namespace
 
 size_t split_kv_plan_bytes(const SplitKvShape& s) {
   return align256(sizeof(SplitKvItem) * size_t(s.max_items())) +
-         align256(sizeof(TokenMerge) * size_t(s.num_tokens)) + 256;
+         align256(sizeof(TokenMerge) * size_t(s.num_tokens)) +
+         align256(sizeof(int32_t) * size_t(s.max_merges())) + 256;
 }
 
 SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& s) {
@@ -164,15 +211,22 @@ SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& s) {
   p += align256(sizeof(SplitKvItem) * size_t(s.max_items()));
   plan.merges = reinterpret_cast<TokenMerge*>(p);
   p += align256(sizeof(TokenMerge) * size_t(s.num_tokens));
+  plan.merge_tokens = reinterpret_cast<int32_t*>(p);
+  p += align256(sizeof(int32_t) * size_t(s.max_merges()));
   plan.num_items = reinterpret_cast<int32_t*>(p);
+  plan.num_merges = plan.num_items + 1;
   return plan;
 }
 
-void launch_split_kv_plan(const int32_t* token_pos, const SplitKvPlan& plan, cudaStream_t stream) {
-  MLRA_REQUIRE(plan.shape.target_chunks >= 1 && plan.shape.min_chunk_tiles >= 1,
+void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,
+                          const SplitKvPlan& plan, cudaStream_t stream) {
+  MLRA_REQUIRE(plan.shape.target_chunks >= 1 && plan.shape.min_chunk_tiles >= 1 &&
+                   plan.shape.tokens_per_item >= 1,
                "split-kv plan: bad shape");
+  MLRA_REQUIRE(plan.shape.tokens_per_item == 1 || token_seq != nullptr,
+               "split-kv plan: query packing needs token_seq");
   if (plan.shape.num_tokens == 0) return;
-  plan_kernel<<<1, kPlanThreads, 0, stream>>>(token_pos, plan);
+  plan_kernel<<<1, kPlanThreads, 0, stream>>>(token_pos, token_seq, plan);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 
@@ -181,7 +235,9 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   const size_t smem = sizeof(float) * size_t(plan.shape.max_partials());
   MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
-  const dim3 grid(unsigned(plan.shape.num_tokens), unsigned(tiles.count), unsigned(p.rows_max));
+  int rows = 0;  // head rows of the widest tile (a block per (token, tile, row))
+  for (int i = 0; i < tiles.count; ++i) rows = std::max(rows, int(tiles.tile[i].rows));
+  const dim3 grid(unsigned(plan.shape.max_merges()), unsigned(tiles.count), unsigned(rows));
   merge_kernel<<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan);
   MLRA_CUDA_LAUNCH_CHECK();
 }

@@ -4,8 +4,13 @@
 // that the merge kernel combines. The plan is computed ON THE DEVICE from token_pos (page tables
 // and positions live in device memory; no host sync), once per step by whoever owns the step, and
 // reused by every layer's run; the backend also recomputes it per call when none is supplied.
-// Invariant: items of one token are consecutive; a token with one chunk has merge count 1 and
-// its item writes the final output directly (partial == -1).
+// Query packing (prefill): with tokens_per_item = k > 1, up to k consecutive tokens of one
+// sequence whose positions lie in one aligned block of k (pos / k equal, strictly increasing) share
+// their items: one CTA scores all their rows against each cache tile it loads (rows = token-major
+// (token, head) pairs, each row masked at its own causal end). Decode batches (one token per
+// sequence) plan exactly as with k = 1.
+// Invariant: items of one group are consecutive; a group with one chunk writes the final output
+// directly (partial == -1); only tokens of multi-chunk groups appear in the merge list.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -17,15 +22,17 @@ namespace mlra::cuda {
 constexpr int kPlanTile = 64;  // chunk boundaries are multiples of this many positions
 
 struct SplitKvItem {
-  int32_t token = 0;
-  int32_t kv_begin = 0;  // positions [kv_begin, kv_end) of the token's sequence
-  int32_t kv_end = 0;
-  int32_t partial = -1;  // partial slot, -1: write the final output
+  int32_t token = 0;       // first token of the group
+  int32_t num_tokens = 1;  // tokens token .. token + num_tokens - 1 (one sequence)
+  int32_t kv_begin = 0;    // positions [kv_begin, kv_end) of the sequence; each row also stops
+  int32_t kv_end = 0;      // at its own token's pos + 1
+  int32_t partial = -1;    // partial slot, -1: write the final output
 };
 
 struct TokenMerge {
   int32_t first_partial = 0;
-  int32_t count = 0;  // number of chunks; <= 1 means nothing to merge
+  int32_t count = 0;      // number of chunks; <= 1 means nothing to merge
+  int32_t row_block = 0;  // the token's index in its group: its rows start at row_block * rows
 };
 
 // Host-side sizes of a plan: how many items and partial slots it can hold (upper bounds that do
@@ -34,23 +41,32 @@ struct SplitKvShape {
   int32_t num_tokens = 0;
   int32_t target_chunks = 1;    // desired number of (token, chunk) items
   int32_t min_chunk_tiles = 2;  // smallest chunk, in kPlanTile units
+  int32_t tokens_per_item = 1;  // query packing limit k (see above); 1 for decode kernels
   int32_t max_items() const { return num_tokens + target_chunks; }
   int32_t max_partials() const { return 2 * target_chunks + 2; }
+  // Tokens that need a merge: groups of >= 2 chunks number at most target_chunks / 2 + 1.
+  __host__ __device__ int32_t max_merges() const {
+    return tokens_per_item * (target_chunks / 2 + 1);
+  }
 };
 
 // Device buffers of a plan (sized by SplitKvShape).
 struct SplitKvPlan {
   SplitKvShape shape;
-  SplitKvItem* items = nullptr;  // [max_items]
-  TokenMerge* merges = nullptr;  // [num_tokens]
-  int32_t* num_items = nullptr;  // [1]
+  SplitKvItem* items = nullptr;     // [max_items]
+  TokenMerge* merges = nullptr;     // [num_tokens]
+  int32_t* merge_tokens = nullptr;  // [max_merges]: tokens whose group has >= 2 chunks
+  int32_t* num_items = nullptr;     // [1]
+  int32_t* num_merges = nullptr;    // [1]
 };
 
 // Bytes of device memory a plan of this shape needs (items, merges, counter; 256-aligned).
 size_t split_kv_plan_bytes(const SplitKvShape& shape);
 // Lays a plan's arrays out in `memory` (split_kv_plan_bytes(shape) bytes of device memory).
 SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& shape);
-// Fills the plan from token_pos [num_tokens] (device) on the stream.
-void launch_split_kv_plan(const int32_t* token_pos, const SplitKvPlan& plan, cudaStream_t stream);
+// Fills the plan from token_pos [num_tokens] (device) on the stream; token_seq [num_tokens] is
+// read only when tokens_per_item > 1.
+void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,
+                          const SplitKvPlan& plan, cudaStream_t stream);
 
 }  // namespace mlra::cuda

@@ -6,6 +6,7 @@
 #include "server/bench_cpu.h"
 #include "server/bench_decode.h"
 #include "server/bench_gemv.h"
+#include "server/bench_prefill.h"
 #include "server/bench_serve.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   mlra::register_bench_cpu(app, exit_code);
   mlra::register_bench_decode(app, exit_code);
   mlra::register_bench_gemv(app, exit_code);
+  mlra::register_bench_prefill(app, exit_code);
   mlra::register_bench_serve(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -154,23 +154,38 @@ std::vector<float> download_out(Backend& b, const Layout& l, const Host& h, cons
   return download(b, {bd.out.data, bd.out_t, h.num_tokens, w, w});
 }
 
-Run run(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+// Packing::kDefault runs through the backend; kOn / kOff through an own instance with query
+// packing set so (the backend's instance follows MLRA_QUERY_PACKING).
+enum class Packing { kDefault, kOn, kOff };
+
+Run run(Backend& b, const Layout& l, const Host& h, int num_seqs,
+        Packing packing = Packing::kDefault) {
   Bound bd = bind(b, l, h, num_seqs);
-  b.paged_attention(bd.a);
+  if (packing == Packing::kDefault || b.kind() != DeviceKind::kCuda) {
+    b.paged_attention(bd.a);
+  } else {
+    b.synchronize();  // the buffers were filled on the backend's stream
+    cuda::CudaPagedAttention attn(0);
+    attn.set_query_packing(packing == Packing::kOn);
+    attn.plan(bd.a, nullptr);
+    attn.run(bd.a, nullptr);
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
   Run r;
   r.out = download_out(b, l, h, bd);
   r.path = cuda::CudaPagedAttention::choose_path(bd.a);
   return r;
 }
 
-void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected) {
+void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected,
+                       Packing packing = Packing::kDefault) {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed << " heads " << l.heads << " a " << l.a_dim << " r " << l.r_dim << " v "
                << l.v_dim << " page " << l.page_size << " queries/seq " << p.queries_per_seq);
   std::mt19937 rng(seed);
   const Host h = build(l, p, rng);
-  const Run g = run(*gpu, l, h, int(p.seq_len.size()));
+  const Run g = run(*gpu, l, h, int(p.seq_len.size()), packing);
   const Run c = run(*cpu, l, h, int(p.seq_len.size()));
   CHECK(std::string(cuda::attention_path_name(g.path)) == cuda::attention_path_name(expected));
   CHECK(all_finite(g.out));
@@ -327,4 +342,48 @@ TEST_CASE("split-KV plan: computed once per step, reused by every layer, recompu
   CHECK(download_out(*gpu, l, h1, layer1) == in_step1);
   CHECK(download_out(*gpu, l, h2, layer2) == in_step2);
   CHECK(rel_l2(in_step2, run(*cpu, l, h2, 3).out) < kBf16Tol);
+}
+
+TEST_CASE("latent attention: query packing (prefill chunks share each cache tile)",
+          "[gpu][attention][latent][packing]") {
+  const auto on = Packing::kOn;
+  // 24 heads per latent (the 2.9B models at TP1): 2 tokens per CTA. Chunks start on odd and
+  // even positions, so groups of 1 and 2 tokens occur; a whole prompt from position 0 too.
+  check_against_cpu(latent(1, 24, 128, 64), {{1101, 300, 65}, 300}, AttentionPath::kLatent128, on);
+  // MLRA-4 at TP1 (4 latents x 24 heads) with long contexts and few tokens: packed groups are
+  // split into chunks, so the merge finds each token's rows at its place in the group.
+  check_against_cpu(latent(4, 24, 128, 64), {{20000, 9001}, 5}, AttentionPath::kLatent128, on);
+  // d_c 256 (16 heads: 4 tokens per CTA) and 512 (24 heads), page size 16 and 128.
+  check_against_cpu(latent(1, 16, 256, 16), {{700, 2}, 37}, AttentionPath::kLatent256, on);
+  check_against_cpu(latent(1, 24, 512, 128), {{5000, 130}, 19}, AttentionPath::kLatent512, on);
+  // 5 heads: 12 tokens per CTA, 60 of 64 rows.
+  check_against_cpu(latent(2, 5, 128, 64), {{4097, 77}, 45}, AttentionPath::kLatent128, on);
+}
+
+TEST_CASE("query packing: the plan packs multi-token sequences only; packed equals unpacked",
+          "[gpu][attention][packing]") {
+  auto& [cpu, gpu] = backends();
+  (void)cpu;
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  const Layout l = latent(4, 24, 128, 64);
+  cuda::CudaPagedAttention attn(0);
+  attn.set_query_packing(true);
+  const Host prefill = build(l, {{300, 4000}, 300}, rng);
+  Bound a = bind(*gpu, l, prefill, 2);
+  gpu->synchronize();
+  attn.plan(a.a, nullptr);
+  CHECK(attn.tokens_per_item() == 2);
+  const Host decode = build(l, {{300, 5, 70}, 1}, rng);
+  Bound b = bind(*gpu, l, decode, 3);
+  gpu->synchronize();
+  attn.plan(b.a, nullptr);
+  CHECK(attn.tokens_per_item() == 1);
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  // Same inputs, packed and one token per CTA: the same sums in another grouping (bf16 output).
+  const Run packed = run(*gpu, l, prefill, 2, Packing::kOn);
+  const Run single = run(*gpu, l, prefill, 2, Packing::kOff);
+  CHECK(all_finite(packed.out));
+  CHECK(rel_l2(packed.out, single.out) < 5e-3);
 }
