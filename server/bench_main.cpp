@@ -5,6 +5,7 @@
 #include "server/bench_control.h"
 #include "server/bench_cpu.h"
 #include "server/bench_decode.h"
+#include "server/bench_engine.h"
 #include "server/bench_gemv.h"
 #include "server/bench_prefill.h"
 #include "server/bench_serve.h"
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   mlra::register_bench_control(app, exit_code);
   mlra::register_bench_cpu(app, exit_code);
   mlra::register_bench_decode(app, exit_code);
+  mlra::register_bench_engine(app, exit_code);
   mlra::register_bench_gemv(app, exit_code);
   mlra::register_bench_prefill(app, exit_code);
   mlra::register_bench_serve(app, exit_code);
