@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "server/bench_command.h"
 #include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -220,14 +221,7 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
   sub->add_option("--variants", opts->variants,
                   "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\"");
-  sub->callback([opts, &exit_code] {
-    try {
-      exit_code = run_bench(*opts);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench attention: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 
 }  // namespace mlra

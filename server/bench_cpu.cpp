@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "models/local_runner.h"
+#include "server/bench_command.h"
 
 namespace mlra {
 namespace {
@@ -61,14 +62,16 @@ int run_cpu(const CpuArgs& a) {
       auto t0 = std::chrono::steady_clock::now();
       runner->execute(make_step(b, 0, a.prompt, ps, pages_per_seq), logits);
       auto t1 = std::chrono::steady_clock::now();
-      for (int k = 0; k < a.steps; ++k) runner->execute(make_step(b, a.prompt + k, 1, ps, pages_per_seq), logits);
+      for (int k = 0; k < a.steps; ++k)
+        runner->execute(make_step(b, a.prompt + k, 1, ps, pages_per_seq), logits);
       auto t2 = std::chrono::steady_clock::now();
       pre.push_back(double(b) * a.prompt / std::chrono::duration<double>(t1 - t0).count());
       dec.push_back(double(b) * a.steps / std::chrono::duration<double>(t2 - t1).count());
     }
     std::sort(pre.begin(), pre.end());
     std::sort(dec.begin(), dec.end());
-    fmt::print("{:<8} {:>6} {:>14.0f} {:>14.0f}\n", a.variant, b, pre[pre.size() / 2], dec[dec.size() / 2]);
+    fmt::print("{:<8} {:>6} {:>14.0f} {:>14.0f}\n", a.variant, b, pre[pre.size() / 2],
+               dec[dec.size() / 2]);
   }
   return 0;
 }
@@ -83,14 +86,7 @@ void register_bench_cpu(CLI::App& app, int& exit_code) {
   cmd->add_option("--batch", args->batches, "batch sizes");
   cmd->add_option("--prompt", args->prompt, "prompt tokens per sequence");
   cmd->add_option("--steps", args->steps, "decode steps");
-  cmd->callback([args, &exit_code] {
-    try {
-      exit_code = run_cpu(*args);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench cpu: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(cmd, exit_code, [args] { return run_cpu(*args); });
 }
 
 }  // namespace mlra

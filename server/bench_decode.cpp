@@ -22,6 +22,7 @@
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
 #include "server/allreduce_timer.h"
+#include "server/bench_command.h"
 #include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -151,14 +152,7 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
                   "CUDA graphs up to this batch (0: eager only)");
   cmd->add_option("--max-cache-gb", args->max_cache_gb, "cache memory cap");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
-  cmd->callback([args, &exit_code] {
-    try {
-      exit_code = run_decode(*args);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench decode: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }
 
 }  // namespace mlra

@@ -21,6 +21,7 @@
 #include "engine/engine.h"
 #include "engine/model_runner.h"
 #include "models/gpt2_tokenizer.h"
+#include "server/bench_command.h"
 
 namespace mlra {
 namespace {
@@ -193,14 +194,7 @@ void register_bench_engine(CLI::App& app, int& exit_code) {
   cmd->add_option("--decode-tokens", args->decode_tokens, "tokens generated per sequence");
   cmd->add_option("--stop-strings", args->stop_strings, "stop strings per request");
   cmd->add_option("--tokenizer-dir", args->tokenizer_dir, "GPT-2 tokenizer folder");
-  cmd->callback([args, &exit_code] {
-    try {
-      exit_code = run_engine_bench(*args);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench engine: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(cmd, exit_code, [args] { return run_engine_bench(*args); });
 }
 
 }  // namespace mlra

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "server/bench_command.h"
 #include "server/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cublas_v2.h>
@@ -192,14 +193,7 @@ void register_bench_gemv(CLI::App& app, int& exit_code) {
   sub->add_option("--device", opts->device, "CUDA device ordinal");
   sub->add_option("--replays", opts->replays, "timed graph replays per configuration");
   sub->add_option("--rows", opts->rows, "row counts M (1..8), e.g. decode batch sizes");
-  sub->callback([opts, &exit_code] {
-    try {
-      exit_code = run_bench(*opts);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench gemv: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 
 }  // namespace mlra

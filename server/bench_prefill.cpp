@@ -22,6 +22,7 @@
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
+#include "server/bench_command.h"
 
 namespace mlra {
 namespace {
@@ -143,14 +144,7 @@ void register_bench_prefill(CLI::App& app, int& exit_code) {
   cmd->add_option("--chunk", args->chunk, "tokens per prefill step (0: whole prompt)");
   cmd->add_option("--iters", args->iters, "timed prefills per point (median)");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
-  cmd->callback([args, &exit_code] {
-    try {
-      exit_code = run_prefill(*args);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench prefill: %s\n", e.what());
-      exit_code = 1;
-    }
-  });
+  bench::on_run(cmd, exit_code, [args] { return run_prefill(*args); });
 }
 
 }  // namespace mlra

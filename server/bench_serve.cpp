@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "server/bench_command.h"
 #include "server/http_get.h"
 #include "server/load_generator.h"
 #include "server/prometheus_text.h"
@@ -87,14 +88,8 @@ void register_bench_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o.seed, "seed of prompts, lengths, cancellations and sampling");
   cmd->add_option("--channels", o.channels, "TCP connections")->check(CLI::PositiveNumber);
   cmd->add_option("--deadline-s", args->deadline_s, "a stream still open after this is hung");
-  cmd->callback([args, &exit_code] {
-    try {
-      exit_code = run_serve_bench(*args);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mlra-bench serve: %s\n", e.what());
-      exit_code = 2;
-    }
-  });
+  bench::on_run(
+      cmd, exit_code, [args] { return run_serve_bench(*args); }, 2);
 }
 
 }  // namespace mlra
