@@ -15,6 +15,8 @@
 namespace mlra {
 namespace {
 
+constexpr int64_t kGemvMaxRows = 4;  // linear_batched: rows that go through cblas_sgemv
+
 void require_f32(const MatView& v, const char* op) {
   if (v.dtype != DType::kF32)
     throw std::invalid_argument(std::string("cpu backend: ") + op + " expects float32, got " +
@@ -67,9 +69,7 @@ class CpuBackend final : public Backend {
     require_f32(y, "linear");
     if (x.cols != w.cols || y.rows != x.rows || y.cols != w.rows)
       throw std::invalid_argument("cpu backend: linear shape mismatch");
-    if (x.rows == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(x.rows), int(w.rows), int(x.cols),
-                alpha, at(x, 0), int(x.ld), at(w, 0), int(w.ld), beta, at(y, 0), int(y.ld));
+    linear_batched(x, 0, w, 0, true, y, 0, 1, alpha, beta);
   }
 
   void linear_batched(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
@@ -83,9 +83,19 @@ class CpuBackend final : public Backend {
     if (x.cols != k || y.rows != x.rows || y.cols != n)
       throw std::invalid_argument("cpu backend: linear_batched shape mismatch");
     if (x.rows == 0) return;
+    // A few rows (decode): one GEMV per row. sgemm would first pack the whole weight matrix
+    // (the 50K x d lm_head: tens of MB copied per call) to multiply it by one vector.
+    if (x.rows <= kGemvMaxRows) {
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t r = 0; r < x.rows; ++r)
+          cblas_sgemv(CblasRowMajor, w_out_by_in ? CblasNoTrans : CblasTrans, int(w.rows),
+                      int(w.cols), alpha, at(w, 0) + b * w_stride, int(w.ld),
+                      at(x, r) + b * x_stride, 1, beta, at(y, r) + b * y_stride, 1);
+      return;
+    }
     for (int64_t b = 0; b < batch; ++b) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, w_out_by_in ? CblasTrans : CblasNoTrans,
-                  int(x.rows), int(n), int(k), alpha, at(x, 0) + b * x_stride, int(x.ld),
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, w_out_by_in ? CblasTrans : CblasNoTrans, int(x.rows),
+                  int(n), int(k), alpha, at(x, 0) + b * x_stride, int(x.ld),
                   at(w, 0) + b * w_stride, int(w.ld), beta, at(y, 0) + b * y_stride, int(y.ld));
     }
   }
@@ -147,7 +157,8 @@ class CpuBackend final : public Backend {
   }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     for (int64_t r = 0; r < x.rows; ++r)
-      for (int64_t c = 0; c < x.cols; ++c) *at(x, r, c) *= 1.0f / (1.0f + std::exp(-*at(gate, r, c)));
+      for (int64_t c = 0; c < x.cols; ++c)
+        *at(x, r, c) *= 1.0f / (1.0f + std::exp(-*at(gate, r, c)));
   }
   void add(const MatView& x, const MatView& acc) override {
     require_f32(x, "add");
@@ -169,7 +180,8 @@ class CpuBackend final : public Backend {
       if (slots[r] < 0 || slots[r] >= capacity)
         throw std::out_of_range("cpu backend: cache slot " + std::to_string(slots[r]) +
                                 " outside the cache");
-      float* dst = static_cast<float*>(cache.data) + int64_t(slots[r]) * cache.row_width + col_offset;
+      float* dst =
+          static_cast<float*>(cache.data) + int64_t(slots[r]) * cache.row_width + col_offset;
       std::memcpy(dst, at(src, r), src.cols * sizeof(float));
     }
   }
@@ -178,6 +190,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace mlra
