@@ -16,15 +16,20 @@ namespace mlra {
 namespace {
 
 using Json = nlohmann::json;
-using Setter = std::function<void(ServerConfig&, const std::string& key, const Json&, const std::filesystem::path&)>;
+using Setter = std::function<void(ServerConfig&, const std::string& key, const Json&,
+                                  const std::filesystem::path&)>;
 
 template <typename T>
 T value_of(const std::string& key, const Json& v) {
   const bool ok = [&] {
-    if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
-    else if constexpr (std::is_integral_v<T>) return v.is_number_integer();
-    else if constexpr (std::is_floating_point_v<T>) return v.is_number();
-    else return v.is_string();
+    if constexpr (std::is_same_v<T, bool>)
+      return v.is_boolean();
+    else if constexpr (std::is_integral_v<T>)
+      return v.is_number_integer();
+    else if constexpr (std::is_floating_point_v<T>)
+      return v.is_number();
+    else
+      return v.is_string();
   }();
   if (!ok) throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
@@ -40,15 +45,15 @@ T value_of(const std::string& key, const Json& v) {
 
 template <typename T>
 Setter field(T ServerConfig::*member) {
-  return [member](ServerConfig& c, const std::string& key, const Json& v, const std::filesystem::path&) {
-    c.*member = value_of<T>(key, v);
-  };
+  return [member](ServerConfig& c, const std::string& key, const Json& v,
+                  const std::filesystem::path&) { c.*member = value_of<T>(key, v); };
 }
 
 const std::map<std::string, Setter>& setters() {
   static const std::map<std::string, Setter> table = {
       {"model_dir",
-       [](ServerConfig& c, const std::string& key, const Json& v, const std::filesystem::path& base) {
+       [](ServerConfig& c, const std::string& key, const Json& v,
+          const std::filesystem::path& base) {
          std::filesystem::path p = value_of<std::string>(key, v);
          c.model_dir = (p.is_absolute() ? p : base / p).lexically_normal();
        }},
@@ -61,7 +66,8 @@ const std::map<std::string, Setter>& setters() {
       {"tpla_transform",
        // A transform file's relative path resolves like model_dir: against the config's folder
        // (workers run elsewhere); the data-free names stay names.
-       [](ServerConfig& c, const std::string& key, const Json& v, const std::filesystem::path& base) {
+       [](ServerConfig& c, const std::string& key, const Json& v,
+          const std::filesystem::path& base) {
          const std::string t = value_of<std::string>(key, v);
          const bool named = t == "identity" || t == "hadamard" || t == "random" || t.empty();
          const std::filesystem::path p = t;
@@ -89,7 +95,8 @@ const std::map<std::string, Setter>& setters() {
   return table;
 }
 
-void set_key(ServerConfig& c, const std::string& key, const Json& value, const std::filesystem::path& base) {
+void set_key(ServerConfig& c, const std::string& key, const Json& value,
+             const std::filesystem::path& base) {
   auto it = setters().find(key);
   if (it == setters().end()) throw ConfigError(fmt::format("unknown config key '{}'", key));
   it->second(c, key, value, base);
@@ -143,9 +150,19 @@ void apply_config_override(ServerConfig& config, std::string_view key_equals_val
 
 void validate_server_config(const ServerConfig& c) {
   require(!c.model_dir.empty(), "model_dir", "must be set");
-  require(parse_variant(c.variant).has_value(), "variant", fmt::format("unknown variant '{}'", c.variant));
-  require(one_of(c.backend, {"cpu", "cuda"}), "backend", fmt::format("'{}' is not cpu or cuda", c.backend));
-  require(one_of(c.dtype, {"fp32", "bf16"}), "dtype", fmt::format("'{}' is not fp32 or bf16", c.dtype));
+  require(parse_variant(c.variant).has_value(), "variant",
+          fmt::format("unknown variant '{}'", c.variant));
+  require(one_of(c.backend, {"cpu", "cuda"}), "backend",
+          fmt::format("'{}' is not cpu or cuda", c.backend));
+  require(one_of(c.dtype, {"auto", "fp32", "bf16"}), "dtype",
+          fmt::format("'{}' is not auto, fp32 or bf16", c.dtype));
+  require(
+      c.dtype == "auto" || c.backend != "cpu" || c.dtype == "fp32", "dtype",
+      fmt::format("'{}' needs backend cuda: the CPU backend computes in fp32 (use auto)", c.dtype));
+  require(c.dtype == "auto" || c.backend != "cuda" || c.dtype == "bf16", "dtype",
+          fmt::format("'{}' is not what the CUDA backend runs: bf16 weights, activations and cache "
+                      "(use auto)",
+                      c.dtype));
   require(c.tp >= 1 && c.tp <= 64, "tp", "must be in [1, 64]");
   require(c.device >= 0, "device", "must be >= 0");
   require(one_of(c.mla_tp_mode, {"replicate", "tpla"}), "mla_tp_mode", "must be replicate or tpla");
@@ -167,8 +184,12 @@ void validate_server_config(const ServerConfig& c) {
   require(c.max_rpc_threads >= 16 && c.max_rpc_threads <= 65536, "max_rpc_threads",
           "must be in [16, 65536]");
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
-  require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}), "log_level",
-          fmt::format("'{}' is not a spdlog level", c.log_level));
+  require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}),
+          "log_level", fmt::format("'{}' is not a spdlog level", c.log_level));
+}
+
+std::string effective_dtype(const ServerConfig& c) {
+  return c.backend == "cuda" ? "bf16" : "fp32";
 }
 
 Json to_json(const ServerConfig& c) {

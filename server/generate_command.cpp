@@ -109,7 +109,7 @@ void register_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--model-dir", args->model_dir, "folder with config.json + weights");
   cmd->add_option("--attention,--variant", args->attention, "attention variant, e.g. mlra4");
   cmd->add_option("--backend", args->backend, "cpu | cuda");
-  cmd->add_option("--dtype", args->dtype, "fp32 | bf16");
+  cmd->add_option("--dtype", args->dtype, "auto | fp32 (cpu) | bf16 (cuda)");
   cmd->add_option("--tp", args->tp, "tensor-parallel degree");
   cmd->add_option("--set", args->overrides, "any config key: --set key=value (repeatable)");
   cmd->add_option("--prompt", args->prompt, "prompt text")->required();

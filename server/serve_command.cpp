@@ -108,7 +108,7 @@ int run_serve(const ServeArgs& args) {
     // Declared after the stack: stops serving scrapes before the engine it reads goes away.
     std::unique_ptr<MetricsEndpoint> endpoint;
     if (metrics) {
-      metrics->describe(metrics_model_info(*stack.engine, config.dtype));
+      metrics->describe(metrics_model_info(*stack.engine, stack.labels.dtype));
       Engine& engine = *stack.engine;
       endpoint = std::make_unique<MetricsEndpoint>(
           MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
@@ -145,7 +145,7 @@ void register_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--model-dir", args->model_dir, "override model_dir");
   cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
   cmd->add_option("--backend", args->backend, "override backend: cpu | cuda");
-  cmd->add_option("--dtype", args->dtype, "override dtype: fp32 | bf16");
+  cmd->add_option("--dtype", args->dtype, "auto | fp32 (cpu) | bf16 (cuda)");
   cmd->add_option("--mla-tp-mode", args->mla_tp_mode, "override: replicate | tpla");
   cmd->add_option("--host", args->host, "override the listening host");
   cmd->add_option("--port,-p", args->port, "override the port (0: pick a free one)");

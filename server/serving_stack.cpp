@@ -52,7 +52,7 @@ ServingStack build_serving_stack(const ServerConfig& config,
   options.metrics = std::move(metrics);
   stack.engine = std::make_unique<Engine>(std::move(runner), *stack.tokenizer, options);
   stack.labels.mla_tp_mode = config.mla_tp_mode;
-  stack.labels.dtype = config.dtype;
+  stack.labels.dtype = effective_dtype(config);
   return stack;
 }
 

@@ -24,8 +24,9 @@ std::string error_of(const nlohmann::json& j) {
 }  // namespace
 
 TEST_CASE("the default config parses and points at the default model", "[engine][config]") {
-  const std::filesystem::path file = std::filesystem::path(MLRA_TEST_DATA).parent_path().parent_path() /
-                                     "configs" / "default.json";
+  const std::filesystem::path file =
+      std::filesystem::path(MLRA_TEST_DATA).parent_path().parent_path() / "configs" /
+      "default.json";
   ServerConfig c = load_server_config(file);
   std::ifstream in(file);
   const std::string raw = nlohmann::json::parse(in).at("model_dir").get<std::string>();
@@ -58,6 +59,27 @@ TEST_CASE("config errors name the offending key", "[engine][config]") {
   CHECK(with("metrics_port", 70000).find("'metrics_port'") != std::string::npos);
   CHECK(error_of(nlohmann::json::object()).find("'model_dir'") != std::string::npos);
   CHECK(with("max_step_tokens", 256).empty());
+  // dtype follows the backend: auto, or the backend's own.
+  CHECK(with("dtype", "fp16").find("'dtype'") != std::string::npos);
+  CHECK(with("dtype", "bf16").find("needs backend cuda") != std::string::npos);
+  CHECK(with("dtype", "fp32").empty());
+  auto cuda_with_dtype = [&](const char* dtype) {
+    auto j = base;
+    j["backend"] = "cuda";
+    j["dtype"] = dtype;
+    return error_of(j);
+  };
+  CHECK(cuda_with_dtype("fp32").find("'dtype'") != std::string::npos);
+  CHECK(cuda_with_dtype("bf16").empty());
+  CHECK(cuda_with_dtype("auto").empty());
+}
+
+TEST_CASE("the effective dtype is the backend's", "[engine][config]") {
+  ServerConfig c;
+  CHECK(c.dtype == "auto");
+  CHECK(effective_dtype(c) == "fp32");
+  c.backend = "cuda";
+  CHECK(effective_dtype(c) == "bf16");
 }
 
 TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine][config]") {
@@ -82,14 +104,17 @@ TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine
   CHECK(e.max_running_seqs == c.max_running_seqs);
 }
 
-TEST_CASE("a relative tpla_transform file resolves against the config's folder", "[engine][config]") {
+TEST_CASE("a relative tpla_transform file resolves against the config's folder",
+          "[engine][config]") {
   auto with = [](const std::string& t) {
-    return parse_server_config({{"model_dir", "m"}, {"tpla_transform", t}}, "/base/configs").tpla_transform;
+    return parse_server_config({{"model_dir", "m"}, {"tpla_transform", t}}, "/base/configs")
+        .tpla_transform;
   };
   CHECK(with("../transforms/pca.tpla") == "/base/transforms/pca.tpla");
   CHECK(with("/abs/pca.tpla") == "/abs/pca.tpla");
   for (const char* name : {"identity", "hadamard", "random"}) CHECK(with(name) == name);
   ServerConfig c = parse_server_config({{"model_dir", "m"}}, "/base");
   apply_config_override(c, "tpla_transform=rel/pca.tpla");  // overrides: the working directory
-  CHECK(c.tpla_transform == (std::filesystem::current_path() / "rel/pca.tpla").lexically_normal().string());
+  CHECK(c.tpla_transform ==
+        (std::filesystem::current_path() / "rel/pca.tpla").lexically_normal().string());
 }
