@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 namespace mlra {
 namespace {
@@ -189,187 +192,178 @@ std::pair<int, int> make_socket_pair() {
   return {fds[0], fds[1]};
 }
 
-std::vector<char> encode(const WorkerInit& m) {
-  ByteWriter w;
-  w.put_string(m.model_dir);
-  w.put_string(m.variant);
-  w.put_string(m.backend);
-  w.put(m.device);
-  w.put(m.page_size);
-  w.put(m.num_pages);
-  w.put_string(m.shm_name);
-  w.put<uint8_t>(m.tpla);
-  w.put_string(m.tpla_transform);
-  w.put<uint8_t>(m.tpla_pd_separation);
-  w.put(m.tpla_seed);
-  w.put(m.tpla_slices);
-  w.put(m.gpu_memory_fraction);
-  w.put(m.reserve_bytes);
-  w.put(m.cuda_graph_max_batch);
-  return std::move(w.bytes());
-}
-
-WorkerInit decode_worker_init(const std::vector<char>& payload) {
-  ByteReader r(payload);
-  WorkerInit m;
-  m.model_dir = r.get_string();
-  m.variant = r.get_string();
-  m.backend = r.get_string();
-  m.device = r.get<int32_t>();
-  m.page_size = r.get<int32_t>();
-  m.num_pages = r.get<int64_t>();
-  m.shm_name = r.get_string();
-  m.tpla = r.get<uint8_t>() != 0;
-  m.tpla_transform = r.get_string();
-  m.tpla_pd_separation = r.get<uint8_t>() != 0;
-  m.tpla_seed = r.get<uint64_t>();
-  m.tpla_slices = r.get<int32_t>();
-  m.gpu_memory_fraction = r.get<double>();
-  m.reserve_bytes = r.get<int64_t>();
-  m.cuda_graph_max_batch = r.get<int32_t>();
-  if (!r.done()) throw ProtocolError("Init: trailing bytes");
-  return m;
-}
-
-std::vector<char> encode(const WorkerReady& m) {
-  ByteWriter w;
-  w.put(m.rank);
-  w.put(m.pid);
-  w.put(m.weight_bytes);
-  w.put(m.cache_bytes_per_token);
-  w.put(m.cache_values_per_token_per_layer);
-  w.put(m.num_pages);
-  w.put_string(m.backend);
-  return std::move(w.bytes());
-}
-
-WorkerReady decode_worker_ready(const std::vector<char>& payload) {
-  ByteReader r(payload);
-  WorkerReady m;
-  m.rank = r.get<int32_t>();
-  m.pid = r.get<int64_t>();
-  m.weight_bytes = r.get<int64_t>();
-  m.cache_bytes_per_token = r.get<int64_t>();
-  m.cache_values_per_token_per_layer = r.get<int64_t>();
-  m.num_pages = r.get<int64_t>();
-  m.backend = r.get_string();
-  if (!r.done()) throw ProtocolError("Ready: trailing bytes");
-  return m;
-}
-
 namespace {
 
-void write_step(ByteWriter& w, const StepBatch& m) {
-  w.put(m.step);
-  w.put_vector(m.tokens);
-  w.put_vector(m.positions);
-  w.put_vector(m.token_seq);
-  w.put_vector(m.slots);
-  w.put_vector(m.page_indptr);
-  w.put_vector(m.page_indices);
-  w.put_vector(m.logit_rows);
-}
+template <class T>
+struct IsVector : std::false_type {};
+template <class T>
+struct IsVector<std::vector<T>> : std::true_type {};
 
-StepBatch read_step(ByteReader& r) {
-  StepBatch m;
-  m.step = r.get<int64_t>();
-  m.tokens = r.get_vector<int32_t>();
-  m.positions = r.get_vector<int32_t>();
-  m.token_seq = r.get_vector<int32_t>();
-  m.slots = r.get_vector<int32_t>();
-  m.page_indptr = r.get_vector<int32_t>();
-  m.page_indices = r.get_vector<int32_t>();
-  m.logit_rows = r.get_vector<int32_t>();
-  return m;
-}
-
-void write_sampling(ByteWriter& w, const SamplingBatch& m) {
-  w.put_vector(m.rows);
-  w.put_vector(m.penalty_indptr);
-  w.put_vector(m.penalty_tokens);
-  w.put_vector(m.penalty_counts);
-}
-
-SamplingBatch read_sampling(ByteReader& r) {
-  SamplingBatch m;
-  m.rows = r.get_vector<SamplingRow>();
-  m.penalty_indptr = r.get_vector<int32_t>();
-  m.penalty_tokens = r.get_vector<int32_t>();
-  m.penalty_counts = r.get_vector<int32_t>();
-  try {
-    m.check();
-  } catch (const std::invalid_argument& e) {
-    throw ProtocolError(std::string("Step: ") + e.what());
+// Each message's fields are listed once (the *_fields functions below) and walked by a
+// FieldWriter (const message) or a FieldReader (mutable message), so the two directions of an
+// encoding cannot drift apart. Strings and vectors carry a u64 length, bools one byte, the rest
+// their native bytes.
+struct FieldWriter {
+  ByteWriter w;
+  template <class... T>
+  void operator()(const T&... v) {
+    (one(v), ...);
   }
+  template <class T>
+  void one(const T& v) {
+    if constexpr (std::is_same_v<T, std::string>)
+      w.put_string(v);
+    else if constexpr (IsVector<T>::value)
+      w.put_vector(v);
+    else if constexpr (std::is_same_v<T, bool>)
+      w.put<uint8_t>(v ? 1 : 0);
+    else
+      w.put(v);
+  }
+};
+
+struct FieldReader {
+  ByteReader r;
+  template <class... T>
+  void operator()(T&... v) {
+    (one(v), ...);
+  }
+  template <class T>
+  void one(T& v) {
+    if constexpr (std::is_same_v<T, std::string>)
+      v = r.get_string();
+    else if constexpr (IsVector<T>::value)
+      v = r.get_vector<typename T::value_type>();
+    else if constexpr (std::is_same_v<T, bool>)
+      v = r.get<uint8_t>() != 0;
+    else
+      v = r.get<T>();
+  }
+};
+
+template <class Io, class M>
+void init_fields(Io& io, M& m) {
+  io(m.model_dir, m.variant, m.backend, m.device, m.page_size, m.num_pages, m.shm_name, m.tpla,
+     m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.gpu_memory_fraction,
+     m.reserve_bytes, m.cuda_graph_max_batch);
+}
+
+template <class Io, class M>
+void ready_fields(Io& io, M& m) {
+  io(m.rank, m.pid, m.weight_bytes, m.cache_bytes_per_token, m.cache_values_per_token_per_layer,
+     m.num_pages, m.backend);
+}
+
+template <class Io, class M>
+void step_fields(Io& io, M& m) {
+  io(m.step, m.tokens, m.positions, m.token_seq, m.slots, m.page_indptr, m.page_indices,
+     m.logit_rows);
+}
+
+template <class Io, class M>
+void sampling_fields(Io& io, M& m) {
+  io(m.rows, m.penalty_indptr, m.penalty_tokens, m.penalty_counts);
+}
+
+template <class Io, class M>
+void tokens_fields(Io& io, M& m) {
+  io(m.tokens, m.logprobs, m.top_indptr, m.top_tokens, m.top_logprobs);
+}
+
+// Encodes one message with its field list.
+template <class M, class Fields>
+std::vector<char> write_message(const M& m, Fields fields) {
+  FieldWriter io;
+  fields(io, m);
+  return std::move(io.w.bytes());
+}
+
+// Decodes a whole payload into one message; `what` names it in errors.
+template <class M, class Fields>
+M read_message(const std::vector<char>& payload, Fields fields, const char* what) {
+  FieldReader io{ByteReader(payload)};
+  M m;
+  fields(io, m);
+  if (!io.r.done()) throw ProtocolError(std::string(what) + ": trailing bytes");
   return m;
+}
+
+// Runs a message's own consistency check, reporting a failure as a protocol error.
+template <class Check>
+void check_as_protocol(const char* what, Check check) {
+  try {
+    check();
+  } catch (const std::invalid_argument& e) {
+    throw ProtocolError(std::string(what) + ": " + e.what());
+  }
 }
 
 }  // namespace
 
+std::vector<char> encode(const WorkerInit& m) {
+  return write_message(m, [](auto& io, auto& x) { init_fields(io, x); });
+}
+
+WorkerInit decode_worker_init(const std::vector<char>& payload) {
+  return read_message<WorkerInit>(
+      payload, [](auto& io, auto& x) { init_fields(io, x); }, "Init");
+}
+
+std::vector<char> encode(const WorkerReady& m) {
+  return write_message(m, [](auto& io, auto& x) { ready_fields(io, x); });
+}
+
+WorkerReady decode_worker_ready(const std::vector<char>& payload) {
+  return read_message<WorkerReady>(
+      payload, [](auto& io, auto& x) { ready_fields(io, x); }, "Ready");
+}
+
 std::vector<char> encode(const StepBatch& m) {
-  ByteWriter w;
-  write_step(w, m);
-  return std::move(w.bytes());
+  return write_message(m, [](auto& io, auto& x) { step_fields(io, x); });
 }
 
 StepBatch decode_step_batch(const std::vector<char>& payload) {
-  ByteReader r(payload);
-  StepBatch m = read_step(r);
-  if (!r.done()) throw ProtocolError("Step: trailing bytes");
-  return m;
+  return read_message<StepBatch>(
+      payload, [](auto& io, auto& x) { step_fields(io, x); }, "Step");
 }
 
+// A step message: the step, the reply kind, and (for kTokens) the sampling rows.
 std::vector<char> encode_step_message(const StepBatch& step, StepReply reply,
                                       const SamplingBatch* sampling) {
   if (reply == StepReply::kTokens && sampling == nullptr)
     throw std::invalid_argument("a sampling step message needs its sampling batch");
-  ByteWriter w;
-  write_step(w, step);
-  w.put(reply);
-  if (reply == StepReply::kTokens) write_sampling(w, *sampling);
-  return std::move(w.bytes());
+  FieldWriter io;
+  step_fields(io, step);
+  io(reply);
+  if (reply == StepReply::kTokens) sampling_fields(io, *sampling);
+  return std::move(io.w.bytes());
 }
 
 StepMessage decode_step_message(const std::vector<char>& payload) {
-  ByteReader r(payload);
+  FieldReader io{ByteReader(payload)};
   StepMessage m;
-  m.step = read_step(r);
-  m.reply = r.get<StepReply>();
+  step_fields(io, m.step);
+  io(m.reply);
   if (m.reply != StepReply::kAck && m.reply != StepReply::kTokens && m.reply != StepReply::kLogits)
     throw ProtocolError("Step: unknown reply kind");
   if (m.reply == StepReply::kTokens) {
-    m.sampling = read_sampling(r);
+    sampling_fields(io, m.sampling);
+    check_as_protocol("Step", [&] { m.sampling.check(); });
     if (m.sampling.size() != int64_t(m.step.logit_rows.size()))
       throw ProtocolError("Step: sampling rows differ from logit rows");
   }
-  if (!r.done()) throw ProtocolError("Step: trailing bytes");
+  if (!io.r.done()) throw ProtocolError("Step: trailing bytes");
   return m;
 }
 
 std::vector<char> encode(const SampledTokens& m) {
-  ByteWriter w;
-  w.put_vector(m.tokens);
-  w.put_vector(m.logprobs);
-  w.put_vector(m.top_indptr);
-  w.put_vector(m.top_tokens);
-  w.put_vector(m.top_logprobs);
-  return std::move(w.bytes());
+  return write_message(m, [](auto& io, auto& x) { tokens_fields(io, x); });
 }
 
 SampledTokens decode_sampled_tokens(const std::vector<char>& payload) {
-  ByteReader r(payload);
-  SampledTokens m;
-  m.tokens = r.get_vector<int32_t>();
-  m.logprobs = r.get_vector<float>();
-  m.top_indptr = r.get_vector<int32_t>();
-  m.top_tokens = r.get_vector<int32_t>();
-  m.top_logprobs = r.get_vector<float>();
-  if (!r.done()) throw ProtocolError("Tokens: trailing bytes");
-  try {
-    m.check(m.size());
-  } catch (const std::invalid_argument& e) {
-    throw ProtocolError(std::string("Tokens: ") + e.what());
-  }
+  SampledTokens m = read_message<SampledTokens>(
+      payload, [](auto& io, auto& x) { tokens_fields(io, x); }, "Tokens");
+  check_as_protocol("Tokens", [&] { m.check(m.size()); });
   return m;
 }
 
