@@ -9,6 +9,7 @@
 // their items: one CTA scores all their rows against each cache tile it loads (rows = token-major
 // (token, head) pairs, each row masked at its own causal end). Decode batches (one token per
 // sequence) plan exactly as with k = 1.
+// Data types and the sequential host reference: split_kv_plan_host.h.
 // Invariant: items of one group are consecutive; a group with one chunk writes the final output
 // directly (partial == -1); only tokens of multi-chunk groups appear in the merge list.
 #pragma once
@@ -17,38 +18,9 @@
 
 #include <cstdint>
 
+#include "kernels/split_kv_plan_host.h"
+
 namespace mlra::cuda {
-
-constexpr int kPlanTile = 64;  // chunk boundaries are multiples of this many positions
-
-struct SplitKvItem {
-  int32_t token = 0;       // first token of the group
-  int32_t num_tokens = 1;  // tokens token .. token + num_tokens - 1 (one sequence)
-  int32_t kv_begin = 0;    // positions [kv_begin, kv_end) of the sequence; each row also stops
-  int32_t kv_end = 0;      // at its own token's pos + 1
-  int32_t partial = -1;    // partial slot, -1: write the final output
-};
-
-struct TokenMerge {
-  int32_t first_partial = 0;
-  int32_t count = 0;      // number of chunks; <= 1 means nothing to merge
-  int32_t row_block = 0;  // the token's index in its group: its rows start at row_block * rows
-};
-
-// Host-side sizes of a plan: how many items and partial slots it can hold (upper bounds that do
-// not depend on the positions, so launches and workspace are sized without reading the device).
-struct SplitKvShape {
-  int32_t num_tokens = 0;
-  int32_t target_chunks = 1;    // desired number of (token, chunk) items
-  int32_t min_chunk_tiles = 2;  // smallest chunk, in kPlanTile units
-  int32_t tokens_per_item = 1;  // query packing limit k (see above); 1 for decode kernels
-  int32_t max_items() const { return num_tokens + target_chunks; }
-  int32_t max_partials() const { return 2 * target_chunks + 2; }
-  // Tokens that need a merge: groups of >= 2 chunks number at most target_chunks / 2 + 1.
-  __host__ __device__ int32_t max_merges() const {
-    return tokens_per_item * (target_chunks / 2 + 1);
-  }
-};
 
 // Device buffers of a plan (sized by SplitKvShape).
 struct SplitKvPlan {
