@@ -59,7 +59,9 @@ MLRA_QUERY_PACKING=1 timeout 200 "$B/mlra_gpu_tests" "[model]" 2>&1 | tee "$OUT/
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
-timeout 400 "$B/mlra-bench" decode --batch 1 8 64 --context 1024 32768 --iters 10 2>&1 \
+# The issue's grid: batch 1..256 x context 1K..128K (points whose cache exceeds 60 GB skipped: fits an H100).
+timeout 500 "$B/mlra-bench" decode --batch 1 8 64 256 --context 1024 32768 131072 --iters 10 \
+  --max-cache-gb 60 2>&1 \
   | tee "$OUT/bench_decode.log"
 # Prefill: attention vs matrix products, query packing off and on (same run).
 for pk in 0 1; do
