@@ -294,8 +294,12 @@ class CudaBackend final : public Backend {
     // directly, so no conversion copies; an f32 x is not rounded to bf16 as below.
     if (x.rows <= gemv_max_rows() &&
         cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)) {
-      cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
-                        stream());
+      if (x.rows >= 2 && cuda::gemv_mma_enabled() &&
+          cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch))
+        cuda::launch_gemv_mma(x, x_stride, w, w_stride, y, y_stride, batch, alpha, beta, stream());
+      else
+        cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
+                          stream());
       return;
     }
     // Mixed operands: bring an f32 operand to bf16 (the other is bf16) so cuBLAS sees one type.

@@ -29,4 +29,14 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
                  bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
                  float beta, cudaStream_t stream);
 
+// Tensor-core variant for w [N, K] (gemv_mma.cu): same operands and results (an f32 x is rounded
+// to bf16 first), meant for 2..8 rows where the FMA kernels fall behind the memory.
+bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                       bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch);
+void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                     const MatView& y, int64_t y_stride, int64_t batch, float alpha, float beta,
+                     cudaStream_t stream);
+// MLRA_GEMV_MMA=1: the backend sends 2..MLRA_GEMV rows over w [N, K] to launch_gemv_mma.
+bool gemv_mma_enabled();
+
 }  // namespace mlra::cuda

@@ -1,6 +1,7 @@
 // The small-M GEMV (kernels/gemv.h) against a double-precision host reference: M 1..8, both
 // weight layouts, ragged N and K (out_by_in needs K % 8 == 0), padded leading dimensions, strided
 // and broadcast batches, alpha/beta, NaN-poisoned outputs and untouched padding. Then
+// The tensor-core variant (w [N, K], M 1..8) against the same reference. Then
 // Backend::linear_batched on the CUDA backend (GEMV and cuBLAS paths) against the CPU backend,
 // and a graph replay against its eager twin. Fresh random inputs, seed reported on failure.
 #include <catch2/catch.hpp>
@@ -53,7 +54,8 @@ Layout layout_of(const Shape& s) {
 
 // Runs one GEMV on the device and checks it against the double reference: outputs within
 // tolerance, every other element of the y buffer unchanged (still NaN when poisoned).
-void check_direct(const Shape& s, std::mt19937& rng) {
+// mma: the tensor-core kernel (w [N, K] only), which rounds an f32 x to bf16.
+void check_direct(const Shape& s, std::mt19937& rng, bool mma = false) {
   const Layout l = layout_of(s);
   const auto x = rounded(random_vec(rng, size_t(l.x_elems)), s.xt);
   const auto w = rounded(random_vec(rng, size_t(l.w_elems)), DType::kBF16);
@@ -68,8 +70,15 @@ void check_direct(const Shape& s, std::mt19937& rng) {
   const MatView yv{yg.data, s.yt, s.m, s.n, l.y_ld};
   REQUIRE(
       cuda::gemv_supports(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch));
-  cuda::launch_gemv(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch, s.alpha,
-                    s.beta, cuda_stream_of(g));
+  if (mma) {
+    REQUIRE(cuda::gemv_mma_supports(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride,
+                                    s.batch));
+    cuda::launch_gemv_mma(xv, l.x_stride, wv, l.w_stride, yv, l.y_stride, s.batch, s.alpha, s.beta,
+                          cuda_stream_of(g));
+  } else {
+    cuda::launch_gemv(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch, s.alpha,
+                      s.beta, cuda_stream_of(g));
+  }
   const auto got = download(g, {yg.data, s.yt, 1, l.y_elems, l.y_elems});
 
   std::vector<bool> is_out(size_t(l.y_elems), false);
@@ -91,10 +100,13 @@ void check_direct(const Shape& s, std::mt19937& rng) {
   int64_t touched = 0;
   for (size_t i = 0; i < got.size(); ++i)
     if (!is_out[i] && !(poisoned ? std::isnan(got[i]) : got[i] == y0[i])) ++touched;
-  const double tol = s.yt == DType::kF32 ? 2e-5 : kBf16Tol;
-  INFO("m " << s.m << " n " << s.n << " k " << s.k << " batch " << s.batch << " out_by_in "
-            << s.out_by_in << " x_shared " << s.x_shared << " x " << dtype_name(s.xt) << " y "
-            << dtype_name(s.yt) << " alpha " << s.alpha << " beta " << s.beta);
+  const double tol = s.yt == DType::kBF16 || (mma && s.xt == DType::kF32) ? kBf16Tol
+                     : mma                                                ? 1e-4
+                                                                          : 2e-5;
+  INFO("mma " << mma << " m " << s.m << " n " << s.n << " k " << s.k << " batch " << s.batch
+              << " out_by_in " << s.out_by_in << " x_shared " << s.x_shared << " x "
+              << dtype_name(s.xt) << " y " << dtype_name(s.yt) << " alpha " << s.alpha << " beta "
+              << s.beta);
   CHECK(rel_l2(got_out, want_out) < tol);
   CHECK(touched == 0);
 }
@@ -128,6 +140,40 @@ TEST_CASE("gemv matches a double reference over M, layouts, ragged sizes and bat
           s.alpha = ab[i % 3][0], s.beta = ab[i % 3][1];
           check_direct(s, rng);
         }
+}
+
+TEST_CASE("tensor-core gemv (w [N, K]) matches a double reference over M, ragged N and K",
+          "[gpu][gemv][mma]") {
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  // K % 8 == 0 but not always % 32 (a ragged last block of 32 k), N not a multiple of 8, a
+  // single row, K shorter than one block, and the 2.9B shapes' widths.
+  struct NK {
+    int64_t n, k;
+  };
+  const std::vector<NK> sizes = {{1, 8},     {131, 64},    {517, 200}, {37, 1032},
+                                 {3072, 24}, {1000, 3072}, {9, 9880},  {4099, 256}};
+  const float ab[3][2] = {{1.0f, 0.0f}, {0.75f, -1.25f}, {-1.5f, 0.5f}};
+  int i = 0;
+  for (int64_t m = 1; m <= 8; ++m)
+    for (const NK& nk : sizes) {
+      Shape s{};
+      s.m = m, s.n = nk.n, s.k = nk.k, s.out_by_in = true;
+      s.batch = i % 3 == 0 ? 1 : 3;
+      s.x_shared = i % 3 == 2;
+      s.xt = i & 1 ? DType::kF32 : DType::kBF16;
+      s.yt = i & 2 ? DType::kBF16 : DType::kF32;
+      s.alpha = ab[i % 3][0], s.beta = ab[i % 3][1];
+      ++i;
+      check_direct(s, rng, true);
+    }
+  // The kernel takes w [N, K] only.
+  Backend& g = gpu();
+  Tensor xg = g.alloc({2, 16}, DType::kBF16), wg = g.alloc({16, 16}, DType::kBF16);
+  Tensor yg = g.alloc({2, 16}, DType::kF32);
+  CHECK_FALSE(
+      cuda::gemv_mma_supports(as_mat(xg, 16), 0, as_mat(wg, 16), 0, false, as_mat(yg, 16), 0, 1));
 }
 
 TEST_CASE("gemv refuses what it cannot vectorize; the backend falls back to cuBLAS",
