@@ -1,6 +1,7 @@
-// Host side of CUDA paged attention: argument validation, path choice (latent tensor-core kernel
-// or generic kernel), grouping of heads that share a cache segment into CTA tiles, workspace
-// sizing and the split-KV plan, then the attention + merge launches (see paged_attention_cuda.h).
+// Host side of CUDA paged attention: argument validation, path choice (latent or K/V tensor-core
+// kernel, or generic kernel), grouping of heads that share a cache segment into CTA tiles,
+// workspace sizing and the split-KV plan, then the attention + merge launches (see
+// paged_attention_cuda.h).
 #include "kernels/paged_attention_cuda.h"
 
 #include <algorithm>
@@ -78,6 +79,8 @@ const char* attention_path_name(AttentionPath p) {
       return "latent-256";
     case AttentionPath::kLatent512:
       return "latent-512";
+    case AttentionPath::kKv128:
+      return "kv-128";
     default:
       return "generic";
   }
@@ -105,12 +108,20 @@ CudaPagedAttention::~CudaPagedAttention() {
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
   const bool dims =
       a.r_dim == 64 && a.a_dim == a.v_dim && (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
-  if (!dims || a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16)
+  // MHA/GQA/MQA: K and V of a KV head at their own columns, head dim 128.
+  const bool kv_dims = a.r_dim == 0 && a.a_dim == 128 && a.v_dim == 128 && kv_attention_enabled();
+  if (!(dims || kv_dims) || a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16)
     return AttentionPath::kGeneric;
   // 16-byte cp.async of q rows and cache segments.
   if (!aligned16(a.q) || !aligned16(a.cache.data) || a.q_token_stride % 8 || a.q_head_stride % 8 ||
       a.cache.row_width % 8 || a.r_offset % 8)
     return AttentionPath::kGeneric;
+  if (kv_dims) {
+    for (int h = 0; h < a.num_heads; ++h)
+      if (a.a_offset[h] == a.v_offset[h] || a.a_offset[h] % 8 || a.v_offset[h] % 8)
+        return AttentionPath::kGeneric;
+    return AttentionPath::kKv128;
+  }
   for (int h = 0; h < a.num_heads; ++h)
     if (a.a_offset[h] != a.v_offset[h] || a.a_offset[h] % 8) return AttentionPath::kGeneric;
   switch (a.a_dim) {
@@ -141,6 +152,9 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
     values_per_lane_ = values_per_lane(a.v_dim);
     rows_max_ = generic_max_group(values_per_lane_);
     ctas = num_sms_ * 4;
+  } else if (path_ == AttentionPath::kKv128) {
+    rows_max_ = kKvMaxRows;
+    kv_uses_tma();  // probe now: run() may be captured into a graph
   } else {
     rows_max_ = 64;
     ctas = num_sms_ * latent_ctas_per_sm(a.a_dim);
@@ -152,7 +166,9 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
 
   SplitKvShape shape;
   shape.num_tokens = a.num_tokens;
-  shape.target_chunks = std::max(1, ctas / std::max(1, n_tiles));
+  shape.target_chunks = path_ == AttentionPath::kKv128
+                            ? kv_split_target(num_sms_, n_tiles, a.num_tokens)
+                            : std::max(1, ctas / std::max(1, n_tiles));
   shape.min_chunk_tiles = 2;
   // Query packing for the latent kernel when some sequence brings several tokens (prefill
   // chunks): as many tokens per CTA as its 64 rows hold, so each cache tile loaded feeds all of
@@ -203,7 +219,9 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.cache_dtype = a.cache.dtype;
   p.page_shift = log2_int(a.cache.page_size);
   p.cache_rows = a.cache.num_pages * a.cache.page_size;
-  if (path_ != AttentionPath::kGeneric)
+  if (path_ == AttentionPath::kKv128)
+    p.box_rows = std::min(int32_t(kPlanTile), a.cache.page_size);
+  else if (path_ != AttentionPath::kGeneric)
     p.box_rows = std::min(latent_tile_rows(a.a_dim), a.cache.page_size);
   p.row_width = a.cache.row_width;
   p.r_offset = a.r_offset;
@@ -231,6 +249,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
     std::copy_n(tiles_.begin() + begin, batch.count, batch.tile);
     if (path_ == AttentionPath::kGeneric)
       launch_generic_attention(p, batch, plan_, values_per_lane_, stream);
+    else if (path_ == AttentionPath::kKv128)
+      launch_kv_attention(p, batch, plan_, stream);
     else
       launch_latent_attention(p, batch, plan_, a.a_dim, stream);
     launch_split_kv_merge(p, batch, plan_, stream);

@@ -1,6 +1,7 @@
 // CUDA paged attention: dispatch between the absorbed-latent tensor-core kernel (MLA/GLA/MLRA:
-// r_dim 64, a == v segment, d_c in {128, 256, 512}) and the generic SIMT kernel (any other
-// layout: MHA/GQA/MQA/MFA/GTA and the tiny test dims), with split-KV plan + merge around both.
+// r_dim 64, a == v segment, d_c in {128, 256, 512}), the K/V decode tensor-core kernel
+// (MHA/GQA/MQA with head dim 128: K and V segments of one KV head) and the generic SIMT kernel
+// (any other layout: MFA/GTA and the tiny test dims), with split-KV plan + merge around them.
 // plan() sizes and fills the split-KV plan and workspace (no allocation happens in run(), so run()
 // can be captured in a CUDA graph and replayed per layer); run() launches attention and merge.
 // Invariant: run() uses the plan of the last plan() call, which must see the same step metadata.
@@ -62,12 +63,14 @@ struct AttentionParams {
   int32_t rows_max = 0;
 };
 
-enum class AttentionPath { kLatent128, kLatent256, kLatent512, kGeneric };
+enum class AttentionPath { kLatent128, kLatent256, kLatent512, kKv128, kGeneric };
 const char* attention_path_name(AttentionPath p);
 
 // Kernel launchers (one file each). grid = (plan max items, tiles.count).
 void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                              const SplitKvPlan& plan, int d_c, cudaStream_t stream);
+void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+                         cudaStream_t stream);
 void launch_generic_attention(const AttentionParams& p, const HeadTiles& tiles,
                               const SplitKvPlan& plan, int values_per_lane, cudaStream_t stream);
 void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
@@ -86,6 +89,14 @@ const char* latent_mma_name(LatentMma m);
 bool latent_uses_tma();
 // Cached rows per latent kernel tile (64; 32 for d_c 512).
 int latent_tile_rows(int d_c);
+// K/V decode kernel (kv_decode_attention.cu): query rows per CTA (heads of one KV head, padded),
+// its split-KV target (items) for a step of num_tokens over n_tiles head tiles, whether it serves
+// K/V caches at all (MLRA_KV_ATTENTION=generic: no, for A/B runs) and whether its tiles arrive by
+// TMA (MLRA_KV_ATTENTION=cpasync: cp.async instead).
+constexpr int kKvMaxRows = 16;
+int kv_split_target(int num_sms, int n_tiles, int num_tokens);
+bool kv_attention_enabled();
+bool kv_uses_tma();
 
 class CudaPagedAttention {
  public:

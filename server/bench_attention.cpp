@@ -48,7 +48,8 @@ struct Variant {
   int a_dim;  // latent width (latent) or head dim (K/V)
   int r_dim;  // rope dims (latent) or 0
   bool latent;
-  int64_t row_width() const { return latent ? a_dim + r_dim : 2 * a_dim; }
+  int kv_heads = 1;  // K/V variants: the row holds K of every KV head, then V (models' layout)
+  int64_t row_width() const { return latent ? a_dim + r_dim : 2 * kv_heads * a_dim; }
 };
 
 using bench::copy_bandwidth_gbs;
@@ -110,8 +111,9 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   a.r_dim = v.r_dim;
   a.v_dim = v.a_dim;
   for (int h = 0; h < v.heads; ++h) {
-    a.a_offset.push_back(0);
-    a.v_offset.push_back(v.latent ? 0 : v.a_dim);
+    const int g = v.latent ? 0 : h / (v.heads / v.kv_heads);
+    a.a_offset.push_back(g * v.a_dim);
+    a.v_offset.push_back(v.latent ? 0 : (v.kv_heads + g) * v.a_dim);
   }
   a.r_offset = v.latent ? v.a_dim : 0;
   a.cache = {caches[0]->p, DType::kBF16, num_pages, page_size, int32_t(width)};
@@ -163,13 +165,17 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("latent kernel: %s, cache tiles by %s\n\n", cuda::latent_mma_name(cuda::latent_mma()),
+  std::printf("latent kernel: %s, cache tiles by %s\n", cuda::latent_mma_name(cuda::latent_mma()),
               cuda::latent_uses_tma() ? "TMA" : "cp.async");
+  std::printf("K/V kernel: %s\n\n", !cuda::kv_attention_enabled() ? "off (generic)"
+                                    : cuda::kv_uses_tma()         ? "mma.sync, tiles by TMA"
+                                                                  : "mma.sync, tiles by cp.async");
 
   std::vector<Variant> variants;
   for (const Variant& v :
        {Variant{"MLRA-4 TP4", 64, 128, 64, true}, Variant{"GLA-2 TP2", 32, 256, 64, true},
-        Variant{"MLA", 64, 512, 64, true}, Variant{"GQA TP8", 8, 128, 0, false}})
+        Variant{"MLA", 64, 512, 64, true}, Variant{"GQA TP8", 8, 128, 0, false},
+        Variant{"MHA TP8", 3, 128, 0, false, 3}})
     if (o.variants.empty() ||
         std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
       variants.push_back(v);
@@ -220,7 +226,7 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--batches", opts->batches, "batch sizes");
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
   sub->add_option("--variants", opts->variants,
-                  "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\"");
+                  "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\" \"MHA TP8\"");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 

@@ -1,7 +1,7 @@
-// CUDA paged attention (latent tensor-core path and generic path, split-KV plan + merge) against
-// the CPU reference: random bf16 cache behind shuffled page tables, lengths on and just past page
-// boundaries, single tokens, several query tokens per sequence, 100K contexts, odd head counts,
-// NaN-poisoned outputs, and batched output equal to each sequence run alone.
+// CUDA paged attention (latent and K/V tensor-core paths and generic path, split-KV plan + merge)
+// against the CPU reference: random bf16 cache behind shuffled page tables, lengths on and just
+// past page boundaries, single tokens, several query tokens per sequence, 100K contexts, odd head
+// counts, NaN-poisoned outputs, and batched output equal to each sequence run alone.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -55,6 +55,22 @@ Layout kv(int q_heads, int kv_heads, int d, int page_size) {
   }
   l.scale = 1.0f / std::sqrt(float(d));
   return l;
+}
+
+// The models' K/V layout (models/kv_attention.cpp): K of every KV head first, then V.
+Layout kv_split(int q_heads, int kv_heads, int d, int page_size) {
+  Layout l = kv(q_heads, kv_heads, d, page_size);
+  for (int h = 0; h < q_heads; ++h) {
+    const int g = h / (q_heads / kv_heads);
+    l.a_off[h] = g * d;
+    l.v_off[h] = (kv_heads + g) * d;
+  }
+  return l;
+}
+
+// The path K/V caches with head dim 128 take: the K/V kernel unless MLRA_KV_ATTENTION=generic.
+AttentionPath kv_path() {
+  return cuda::kv_attention_enabled() ? AttentionPath::kKv128 : AttentionPath::kGeneric;
 }
 
 struct Problem {
@@ -228,13 +244,55 @@ TEST_CASE("latent attention: 100K context (many split-KV chunks)",
   check_against_cpu(latent(1, 8, 512, 64), {{100001, 4097}}, AttentionPath::kLatent512);
 }
 
-TEST_CASE("generic attention: MHA, GQA, MQA, MFA, GTA and tiny dims", "[gpu][attention][generic]") {
-  check_against_cpu(kv(3, 3, 128, 64), {{64, 65, 1}, 2}, AttentionPath::kGeneric);  // MHA
-  check_against_cpu(kv(8, 2, 128, 16), {{1000, 17}}, AttentionPath::kGeneric);      // GQA
-  check_against_cpu(kv(8, 1, 128, 128), {{20000}}, AttentionPath::kGeneric);        // MQA / GQA TP8
-  check_against_cpu(kv(5, 1, 256, 32), {{777, 32}, 3}, AttentionPath::kGeneric);    // MFA
-  check_against_cpu(kv(4, 2, 16, 16), {{33, 16, 2}, 4}, AttentionPath::kGeneric);   // tiny
-  Layout tiny = latent(2, 3, 8, 16);                                                // tiny latent
+TEST_CASE("kv attention (MHA/GQA/MQA, d 128) over page sizes and boundary lengths",
+          "[gpu][attention][kv]") {
+  for (int ps : {16, 64, 256}) {
+    // GQA TP8 (8 q heads on one KV head): exactly on a page boundary, just past one, one token.
+    check_against_cpu(kv(8, 1, 128, ps), {{4 * ps}}, kv_path());
+    check_against_cpu(kv(8, 1, 128, ps), {{4 * ps + 1}}, kv_path());
+    check_against_cpu(kv_split(12, 3, 128, ps), {{1, ps, ps + 1, 3 * ps - 1}}, kv_path());
+  }
+  check_against_cpu(kv(8, 1, 128, 64), {{1}}, kv_path());
+  // A tile's last position on a 64-row tile boundary and just past one, inside one large page.
+  check_against_cpu(kv(8, 1, 128, 256), {{64, 65, 129, 192}}, kv_path());
+}
+
+TEST_CASE("kv attention: MHA, GQA, MQA, odd head counts, several sequences",
+          "[gpu][attention][kv]") {
+  check_against_cpu(kv(3, 3, 128, 64), {{64, 65, 1}, 2}, kv_path());         // MHA, 1-row tiles
+  check_against_cpu(kv_split(4, 4, 128, 16), {{300, 17, 2000}}, kv_path());  // MHA, model layout
+  check_against_cpu(kv(12, 3, 128, 64), {{1000, 17, 64, 129}}, kv_path());   // GQA 4 per KV head
+  check_against_cpu(kv_split(8, 2, 128, 16), {{1000, 17}}, kv_path());       // GQA
+  check_against_cpu(kv(5, 1, 128, 32), {{777, 32, 33}}, kv_path());          // MQA, 5 heads
+  check_against_cpu(kv(7, 7, 128, 64), {{200}}, kv_path());                  // odd MHA
+  check_against_cpu(kv_split(16, 1, 128, 64), {{513, 3}}, kv_path());        // 16 rows: full
+  check_against_cpu(kv_split(24, 1, 128, 64), {{1025, 70}}, kv_path());      // MQA: 2 tiles
+  check_against_cpu(kv(15, 5, 128, 128), {{4096, 1, 333}}, kv_path());       // odd GQA
+  // f32 output from bf16 q and cache.
+  Layout f = kv_split(8, 2, 128, 64);
+  f.out_dtype = DType::kF32;
+  check_against_cpu(f, {{650, 9}}, kv_path());
+}
+
+TEST_CASE("kv attention: several query tokens per sequence", "[gpu][attention][kv]") {
+  check_against_cpu(kv(8, 1, 128, 64), {{70, 900, 5}, 7}, kv_path());
+  check_against_cpu(kv_split(12, 3, 128, 16), {{129, 3000}, 5}, kv_path());
+  check_against_cpu(kv(3, 3, 128, 256), {{600, 256}, 17}, kv_path());
+  // Query packing (opt-in): 2 tokens of 8 heads per CTA, rows masked at their own causal end.
+  check_against_cpu(kv(8, 1, 128, 64), {{1101, 300, 65}, 33}, kv_path(), Packing::kOn);
+  check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path(), Packing::kOn);
+}
+
+TEST_CASE("kv attention: long contexts (split-KV chunks)", "[gpu][attention][kv][long]") {
+  check_against_cpu(kv(8, 1, 128, 64), {{20000}}, kv_path());  // GQA TP8, batch 1
+  check_against_cpu(kv_split(8, 1, 128, 256), {{65536, 8193, 100}}, kv_path());
+  check_against_cpu(kv_split(16, 4, 128, 16), {{12289, 8192}}, kv_path());
+}
+
+TEST_CASE("generic attention: MFA, GTA and tiny dims", "[gpu][attention][generic]") {
+  check_against_cpu(kv(5, 1, 256, 32), {{777, 32}, 3}, AttentionPath::kGeneric);   // MFA
+  check_against_cpu(kv(4, 2, 16, 16), {{33, 16, 2}, 4}, AttentionPath::kGeneric);  // tiny
+  Layout tiny = latent(2, 3, 8, 16);                                               // tiny latent
   tiny.r_dim = 4;
   tiny.row_width = 2 * 8 + 4;
   check_against_cpu(tiny, {{50, 16, 1}, 3}, AttentionPath::kGeneric);

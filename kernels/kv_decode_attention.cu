@@ -1,0 +1,387 @@
+// Paged decode attention for K/V caches with head dim 128 (MHA / GQA / MQA): the query heads that
+// share one KV head (a HeadTile, <= 16 rows, padded to 16) are scored together, so every cached
+// K and V row is read from HBM once per tile. Decode is memory-bound (one K and one V row of
+// 256 B per position against 16 query rows), so the kernel is shaped to keep loads in flight:
+// 64-position tiles (K 16 KB + V 16 KB) stream through a kStages-deep shared-memory ring, by TMA
+// (one thread, boxes of 64 dims, an mbarrier per stage) or by every thread's 16-byte cp.async
+// (MLRA_KV_ATTENTION=cpasync); two CTAs fit on an SM, the split-KV target aims at one per SM
+// (kv_split_target).
+// Warp w of the 4 owns positions 16w..16w+15 of each tile: scores Q.K^T and P.V on tensor cores
+// (mma.sync m16n8k16 bf16, Q fragments held in registers, K and V through ldmatrix from the
+// 128-byte-swizzled tiles), f32 accumulators, its own online softmax in the exp2 domain. The four
+// warp states are combined in shared memory at the end into the final output or the split-KV
+// partial (o, lse in log2) that launch_split_kv_merge combines, exactly as the other kernels do.
+// Rows past the chunk's end are zero-filled (cp.async) or zeroed after arrival (TMA), and their
+// scores masked, so stale shared memory or garbage past a sequence's end never meets P.V.
+// Rows are token-major (token, head) pairs (split_kv_plan.h: one token per item in decode; query
+// packing puts several tokens of one sequence in an item, each row masked at its own end).
+#include <cuda.h>
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "kernels/cache_tensor_map.h"
+#include "kernels/cuda_check.h"
+#include "kernels/dtype_access.cuh"
+#include "kernels/hopper_ptx.cuh"
+#include "kernels/paged_attention_cuda.h"
+
+namespace mlra::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+struct KvConfig {
+  static constexpr int kD = 128;         // head dim of K and V
+  static constexpr int kM = kKvMaxRows;  // query rows per CTA (one mma row block)
+  static constexpr int kWarps = 4;       // each owns 16 positions of a tile
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBN = 16 * kWarps;  // positions per tile (= kPlanTile)
+  static constexpr int kStages = 3;
+  static constexpr int kChunks = 2 * kD / 8;  // 16 B chunks per position (K then V)
+  static constexpr size_t kQBytes = size_t(kM) * kD * 2;
+  static constexpr size_t kHalfBytes = size_t(kBN) * kD * 2;  // K (or V) of one tile
+  static constexpr size_t kStageBytes = 2 * kHalfBytes;
+  // Epilogue: per warp and row [m, l] and the unnormalized o (row stride padded against bank
+  // conflicts), in the ring's memory once the loop is done.
+  static constexpr int kOStride = kD + 8;
+  static constexpr size_t kCombineBytes = size_t(kWarps) * kM * (kOStride + 2) * 4;
+  // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
+  static constexpr size_t kSmem = 1024 + kStages * kStageBytes + kQBytes + 8 * kStages;
+  static constexpr int kMinBlocks = 2;
+};
+static_assert(KvConfig::kBN == kPlanTile, "chunks start on tile boundaries");
+static_assert(KvConfig::kCombineBytes <= KvConfig::kStages * KvConfig::kStageBytes,
+              "the epilogue reuses the ring");
+
+template <bool kTma>
+__global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
+    kv_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                        const __grid_constant__ CUtensorMap cache_map) {
+  using C = KvConfig;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  if (int(blockIdx.x) >= *plan.num_items) return;
+  const SplitKvItem item = plan.items[blockIdx.x];
+  const HeadTile tile = tiles.tile[blockIdx.y];
+  // [stage][K | V][kBN x 128, swizzled], then Q [16 x 128, swizzled], then the barriers.
+  unsigned char* ring = smem;
+  bf16* q_s = reinterpret_cast<bf16*>(smem + C::kStages * C::kStageBytes);
+  const uint32_t full_bar = smem_addr(smem + C::kStages * C::kStageBytes + C::kQBytes);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+
+  const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const bf16* cache = static_cast<const bf16*>(p.cache);
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+
+  // Query rows (zero past the tile's rows): their own cp.async group, first.
+  for (int i = tid; i < C::kM * (C::kD / 8); i += C::kThreads) {
+    const int row = i / (C::kD / 8), ch = i % (C::kD / 8);
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    if (row < rows_valid)
+      cp_async16(dst,
+                 q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
+                     int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
+  cp_async_commit();
+
+  const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
+  // TMA: thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
+  // then V low/high). Boxes wholly past the end are not requested; rows past it are zeroed later.
+  auto tma_tile = [&](int j, int stage) {
+    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+    const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
+    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    mbar_expect_tx(bar, uint32_t(boxes * 4 * br * 128));
+    for (int b = 0; b < boxes; ++b) {
+      const int pos = start + b * br;
+      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb) {
+        const int col = (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64;
+        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, col, row, bar);
+      }
+    }
+  };
+  // cp.async: chunk index fastest, so 8 consecutive threads copy one 128 B line; each thread
+  // keeps one chunk column (tid % 32) and walks positions tid / 32, + 4, ...
+  auto load_tile = [&](int j, int stage) {
+    const int start = item.kv_begin + j * C::kBN;
+    const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
+    const int ch = tid % C::kChunks, half = ch / (C::kD / 8), c8 = (ch % (C::kD / 8)) * 8;
+    const int col = (half == 0 ? tile.a_offset : tile.v_offset) + c8;
+#pragma unroll 4
+    for (int r = tid / C::kChunks; r < C::kBN; r += C::kThreads / C::kChunks) {
+      const uint32_t dst = base + half * C::kHalfBytes + swizzled_offset<C::kBN>(r, c8);
+      const int pos = start + r;
+      if (pos < item.kv_end) {
+        const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
+        cp_async16(dst, cache + row * p.row_width + col, 16);
+      } else {
+        cp_async16(dst, cache, 0);
+      }
+    }
+  };
+  if constexpr (kTma) {
+    if (tid == 0) {
+      for (int s = 0; s < C::kStages; ++s) mbar_init(full_bar + 8 * s, 1);
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (tid == 0)
+      for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
+    cp_async_wait<0>();
+  } else {
+#pragma unroll
+    for (int s = 0; s < C::kStages - 1; ++s) {
+      if (s < n_tiles) load_tile(s, s);
+      cp_async_commit();
+    }
+    cp_async_wait<C::kStages - 1>();  // the query group
+  }
+  __syncthreads();
+
+  // Q as mma A fragments (16 rows x 128 dims: 8 k-steps), held for the whole chunk.
+  uint32_t qa[C::kD / 16][4];
+  {
+    const int a_row = (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+#pragma unroll
+    for (int kk = 0; kk < C::kD / 16; ++kk)
+      ldmatrix_x4(qa[kk], smem_addr(q_s) + swizzled_offset<C::kM>(a_row, kk * 16 + a_col));
+  }
+
+  float o[C::kD / 8][4];
+#pragma unroll
+  for (int i = 0; i < C::kD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+  const int b_row = 16 * warp + (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) & 1) * 8;
+  const int v_row = 16 * warp + (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
+  // Causal end of this thread's two rows (lane / 4 and lane / 4 + 8).
+  int row_end[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = lane / 4 + 8 * i;
+    row_end[i] = row < rows_valid && item.num_tokens > 1
+                     ? min(item.kv_end, p.token_pos[t0 + row / tile.rows] + 1)
+                     : item.kv_end;
+  }
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int stage = j % C::kStages;
+    if constexpr (kTma) {
+      const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      if (valid < C::kBN) {
+        // Rows past the end hold stale shared memory or other tokens' rows: zero them so that
+        // the masked (zero) probabilities never meet a NaN or Inf in P.V.
+        const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
+        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += C::kThreads) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          const uint32_t at =
+              base + (ch / 16) * C::kHalfBytes + swizzled_offset<C::kBN>(r, (ch % 16) * 8);
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(at), "r"(0) : "memory");
+        }
+      }
+    } else {
+      cp_async_wait<C::kStages - 2>();
+    }
+    __syncthreads();  // tile j visible to all; everyone is done with tile j - 1's stage
+    const int next = j + C::kStages - 1;
+    if constexpr (kTma) {
+      if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
+    } else {
+      if (next < n_tiles) load_tile(next, next % C::kStages);
+      cp_async_commit();
+    }
+    const uint32_t kt = smem_addr(ring + stage * C::kStageBytes), vt = kt + C::kHalfBytes;
+
+    // Scores of this warp's 16 positions: s[nb] = positions 16w + 8nb .. +7.
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int kk = 0; kk < C::kD / 16; ++kk) {
+      uint32_t b[4];
+      ldmatrix_x4(b, kt + swizzled_offset<C::kBN>(b_row, kk * 16 + b_col));
+      mma_bf16(s[0], qa[kk], b[0], b[1]);
+      mma_bf16(s[1], qa[kk], b[2], b[3]);
+    }
+
+    // Online softmax over the warp's 16 positions (rows lane/4 and lane/4 + 8).
+    const int start = item.kv_begin + j * C::kBN + 16 * warp;
+    float mx[2] = {m_r[0], m_r[1]};
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int pos = start + nb * 8 + (lane % 4) * 2 + (e & 1);
+        const float v = pos < row_end[e >> 1] ? s[nb][e] * p.scale_log2 : -INFINITY;
+        s[nb][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    float corr[2], base_m[2], row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      // No valid position yet (this warp's slice past the end): keep probabilities 0 instead of
+      // exp2(-inf - -inf).
+      base_m[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
+      corr[i] = exp2f(m_r[i] - base_m[i]);
+      m_r[i] = mx[i];
+    }
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nb][e] = exp2f(s[nb][e] - base_m[e >> 1]);
+        row_sum[e >> 1] += s[nb][e];
+      }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) l_r[i] = l_r[i] * corr[i] + row_sum[i];
+#pragma unroll
+    for (int nb = 0; nb < C::kD / 8; ++nb) {
+      o[nb][0] *= corr[0];
+      o[nb][1] *= corr[0];
+      o[nb][2] *= corr[1];
+      o[nb][3] *= corr[1];
+    }
+
+    // o += P (16 x 16 positions) . V (16 positions x 128 dims).
+    const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]),
+                            pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
+#pragma unroll
+    for (int np = 0; np < C::kD / 16; ++np) {
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, vt + swizzled_offset<C::kBN>(v_row, np * 16 + v_col));
+      mma_bf16(o[2 * np], pa, b[0], b[1]);
+      mma_bf16(o[2 * np + 1], pa, b[2], b[3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is free: every load landed and every warp is past its last tile
+
+  // Combine the four warps: warp w's state of row r at st + (w * kM + r) * (kOStride + 2):
+  // [m, l, o (unnormalized)...].
+  float* st = reinterpret_cast<float*>(ring);
+  constexpr int kS = C::kOStride + 2;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+    float* my = st + (warp * C::kM + lane / 4 + 8 * i) * kS;
+    if (lane % 4 == 0) {
+      my[0] = m_r[i];
+      my[1] = l_r[i];
+    }
+#pragma unroll
+    for (int nb = 0; nb < C::kD / 8; ++nb)
+      *reinterpret_cast<float2*>(my + 2 + nb * 8 + (lane % 4) * 2) =
+          make_float2(o[nb][2 * i], o[nb][2 * i + 1]);
+  }
+  __syncthreads();
+  for (int i = tid; i < rows_valid * C::kD; i += C::kThreads) {
+    const int row = i / C::kD, d = i % C::kD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < C::kWarps; ++w) mx = fmaxf(mx, st[(w * C::kM + row) * kS]);
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < C::kWarps; ++w) {
+      const float* ws = st + (w * C::kM + row) * kS;
+      const float f = ws[1] > 0.0f ? exp2f(ws[0] - mx) : 0.0f;
+      sum += ws[1] * f;
+      acc += ws[2 + d] * f;
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // 0: a chunk past the row's end
+    if (item.partial < 0) {
+      store_from_f32(p.out, p.out_dtype,
+                     int64_t(t0 + row / tile.rows) * p.out_token_stride +
+                         int64_t(tile.head0 + row % tile.rows) * p.out_head_stride + d,
+                     acc * inv);
+    } else {
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      p.partial_o[slot_row * p.v_dim + d] = acc * inv;
+      if (d == 0) p.partial_lse[slot_row] = sum > 0.0f ? mx + log2f(sum) : -INFINITY;
+    }
+  }
+}
+
+template <bool kTma>
+void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+            const CUtensorMap& map, cudaStream_t stream) {
+  auto* kernel = kv_attention_kernel<kTma>;
+  MLRA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(KvConfig::kSmem)));
+  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
+  kernel<<<grid, KvConfig::kThreads, KvConfig::kSmem, stream>>>(p, tiles, plan, map);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+// MLRA_KV_ATTENTION, read once per process: "generic" keeps K/V caches on the generic kernel,
+// "cpasync" loads this kernel's tiles with cp.async; anything else (unset): TMA when available.
+const std::string& kv_mode() {
+  static const std::string mode = [] {
+    const char* env = std::getenv("MLRA_KV_ATTENTION");
+    return std::string(env ? env : "");
+  }();
+  return mode;
+}
+
+}  // namespace
+
+bool kv_attention_enabled() {
+  return kv_mode() != "generic";
+}
+
+bool kv_uses_tma() {
+  static const bool use = kv_mode() != "cpasync" && tensor_maps_available();
+  return use;
+}
+
+int kv_split_target(int num_sms, int n_tiles, int num_tokens) {
+  // MLRA_KV_SPLIT=n: aim at n CTAs per SM (A/B runs of the split).
+  static const int forced = [] {
+    const char* env = std::getenv("MLRA_KV_SPLIT");
+    const int v = env ? std::atoi(env) : 0;
+    return v >= 1 && v <= 16 ? v : 0;
+  }();
+  n_tiles = std::max(1, n_tiles);
+  if (forced) return std::max(1, num_sms * forced / n_tiles);
+  // One CTA per SM keeps HBM busy once every SM has one (its two tiles in flight: H200 GQA TP8
+  // 128K b16 95.0% of copy bandwidth at one per SM, 93.9% at two), and fewer chunks shorten the
+  // merge, which combines a token's partials serially (b1 128K: 34.2 us at one per SM, 42.1 at
+  // two). But a token count that does not divide the SMs can leave many idle (MHA TP8 b16: 96 of
+  // 132 busy, 72% at 128K against 96.9% at two per SM): then take the fewest chunks per token
+  // that busy every SM (<= 2 CTAs per SM, both resident).
+  const int pairs = n_tiles * std::max(1, num_tokens);  // CTAs without a split
+  const int per_token = num_sms / pairs;                // chunks per token at one CTA per SM
+  if (per_token >= 1 && 10 * per_token * pairs >= 9 * num_sms)
+    return std::max(1, num_sms / n_tiles);
+  return std::max(1, num_tokens) * ((num_sms + pairs - 1) / pairs);
+}
+
+void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+                         cudaStream_t stream) {
+  MLRA_REQUIRE(p.a_dim == KvConfig::kD && p.v_dim == KvConfig::kD && p.r_dim == 0,
+               "kv attention: head dim 128, no rope part");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
+               "kv attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.rows_max == KvConfig::kM, "kv attention: 16 rows per tile");
+  for (int i = 0; i < tiles.count; ++i)
+    MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= KvConfig::kM,
+                 "kv attention: head tile too large");
+  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  CUtensorMap map{};
+  if (kv_uses_tma() && p.box_rows > 0 && p.cache_rows > 0 && make_cache_map(p, map))
+    return launch<true>(p, tiles, plan, map, stream);
+  return launch<false>(p, tiles, plan, map, stream);
+}
+
+}  // namespace mlra::cuda
