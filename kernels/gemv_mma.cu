@@ -8,7 +8,7 @@
 // lane % 4) loads 8 consecutive k of weight row n0 + g and the same 8 k of x row g; their halves
 // are exactly its B and A fragments for two k16 steps under the permutation
 //   logical k {2t, 2t+1} -> 8t + 4s + {0, 1},  logical k {2t+8, 2t+9} -> 8t + 4s + {2, 3}
-// (s = 0, 1 the step). A warp thus covers 32 k of 8 rows per pair of MMAs; the 4 warps of a
+// (s = 0, 1 the step). A warp thus covers 32 k of 8 rows per pair of MMAs; the warps of a
 // block split K and add their 8x8 partial tiles in shared memory (deterministic, no atomics).
 // An f32 x is rounded to bf16 on load (as the cuBLAS path does); accumulation is f32.
 #include <cuda_bf16.h>
@@ -27,8 +27,12 @@ namespace {
 
 using namespace gemv_detail;
 
-constexpr int kMmaWarps = 4;  // warps per block, splitting K
-constexpr int kUnroll = 8;    // 32-k blocks in flight per warp (8 x 16 B per lane)
+// Warps per block, splitting K. A block owns 8 output rows: with N = 3072 (384 blocks) 4 warps
+// left the HBM idle (34% of copy bandwidth at K 9880 on an H200, 72% with 16 warps), while for
+// N >= 8192 the 16-warp split leaves each warp too few k blocks (fc12 64% vs 72%, lm_head 80%
+// vs 88%).
+constexpr int kWideN = 8192;
+constexpr int kUnroll = 8;  // 32-k blocks in flight per warp (8 x 16 B per lane)
 
 // 8 consecutive x values of one row as 4 packed bf16 pairs (low half = lower k).
 __device__ __forceinline__ uint4 load_x_pairs(const __nv_bfloat16* p) {
@@ -42,7 +46,7 @@ __device__ __forceinline__ uint4 load_x_pairs(const float* p) {
 }
 
 // grid (ceil(N / 8), batch), kMmaWarps warps: block i owns output rows 8i .. 8i + 7.
-template <class XT, class YT>
+template <int kMmaWarps, class XT, class YT>
 __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(GemvParams p, int m_rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -94,7 +98,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(GemvParams p, 
 template <class XT, class YT>
 void launch_typed(const GemvParams& p, int m_rows, int64_t batch, cudaStream_t stream) {
   const dim3 grid(unsigned((p.n + 7) / 8), unsigned(batch));
-  gemv_mma_kernel<XT, YT><<<grid, kMmaWarps * 32, 0, stream>>>(p, m_rows);
+  if (p.n >= kWideN)
+    gemv_mma_kernel<4, XT, YT><<<grid, 4 * 32, 0, stream>>>(p, m_rows);
+  else
+    gemv_mma_kernel<16, XT, YT><<<grid, 16 * 32, 0, stream>>>(p, m_rows);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

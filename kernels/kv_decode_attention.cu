@@ -360,11 +360,14 @@ int kv_split_target(int num_sms, int n_tiles, int num_tokens) {
   // two). But a token count that does not divide the SMs can leave many idle (MHA TP8 b16: 96 of
   // 132 busy, 72% at 128K against 96.9% at two per SM): then take the fewest chunks per token
   // that busy every SM (<= 2 CTAs per SM, both resident).
-  const int pairs = n_tiles * std::max(1, num_tokens);  // CTAs without a split
-  const int per_token = num_sms / pairs;                // chunks per token at one CTA per SM
-  if (per_token >= 1 && 10 * per_token * pairs >= 9 * num_sms)
+  // A step with at least a CTA per SM without any split (prefill, big batches) keeps the
+  // one-per-SM target, under which nothing splits (a target of tokens x chunks would overflow
+  // the merge's per-token partial list: 8K GQA prefill tokens asked for 16K partial slots).
+  const int64_t pairs = int64_t(n_tiles) * std::max(1, num_tokens);  // CTAs without a split
+  const int64_t per_token = num_sms / pairs;  // chunks per token at one CTA per SM
+  if (per_token == 0 || 10 * per_token * pairs >= 9 * int64_t(num_sms))
     return std::max(1, num_sms / n_tiles);
-  return std::max(1, num_tokens) * ((num_sms + pairs - 1) / pairs);
+  return std::max(1, num_tokens) * int((num_sms + pairs - 1) / pairs);  // <= 2 per SM
 }
 
 void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,

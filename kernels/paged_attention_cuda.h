@@ -152,7 +152,7 @@ class CudaPagedAttention {
   bool query_packing_ = false;
 };
 
-// MLRA_QUERY_PACKING=1: new instances pack queries (see plan()); off by default.
+// Whether new instances pack queries (see plan()): yes unless MLRA_QUERY_PACKING=0.
 bool query_packing_default();
 
 }  // namespace mlra::cuda

@@ -23,7 +23,8 @@ done
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/cuda}"
 out="${2:-$root/.device/bundle}"
-binaries=(server/mlra-serve server/mlra-bench tests/mlra_gpu_tests tests/mlra_tests)
+# BUNDLE_BINARIES="server/mlra-bench tests/mlra_gpu_tests" bundles fewer (a smaller carry).
+read -r -a binaries <<< "${BUNDLE_BINARIES:-server/mlra-serve server/mlra-bench tests/mlra_gpu_tests tests/mlra_tests}"
 # Provided by the target: the CUDA runtime libraries and the C runtime.
 skip='lib(cudart|cublas|cublasLt|nccl|cuda|c|m|dl|pthread|rt|gcc_s)\.so|ld-linux'
 

@@ -54,8 +54,8 @@ if [ "$mode" = multi ]; then
   exit 0
 fi
 timeout 400 "$B/mlra_gpu_tests" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
-# Query packing (prefill) is opt-in until verified here: the model tests again with it on.
-MLRA_QUERY_PACKING=1 timeout 200 "$B/mlra_gpu_tests" "[model]" 2>&1 | tee "$OUT/gpu_tests_packing.log" | tail -n 3
+# The model tests again with query packing off (the one-token-per-CTA path stays selectable).
+MLRA_QUERY_PACKING=0 timeout 200 "$B/mlra_gpu_tests" "[model]" 2>&1 | tee "$OUT/gpu_tests_packing.log" | tail -n 3
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
@@ -65,6 +65,6 @@ timeout 500 "$B/mlra-bench" decode --batch 1 8 64 256 --context 1024 32768 13107
   | tee "$OUT/bench_decode.log"
 # Prefill: attention vs matrix products, query packing off and on (same run).
 for pk in 0 1; do
-  MLRA_QUERY_PACKING=$pk timeout 300 "$B/mlra-bench" prefill --variants mlra_4 mla gla_2 \
+  MLRA_QUERY_PACKING=$pk timeout 300 "$B/mlra-bench" prefill --variants mlra_4 mla gla_2 gqa \
     --tokens 2048 8192 32768 --iters 2 2>&1 | tee "$OUT/bench_prefill_pk$pk.log"
 done

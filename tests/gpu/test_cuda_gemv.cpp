@@ -148,12 +148,12 @@ TEST_CASE("tensor-core gemv (w [N, K]) matches a double reference over M, ragged
   INFO("seed " << seed);
   std::mt19937 rng(seed);
   // K % 8 == 0 but not always % 32 (a ragged last block of 32 k), N not a multiple of 8, a
-  // single row, K shorter than one block, and the 2.9B shapes' widths.
+  // single row, K shorter than one block, the 2.9B shapes' widths, and N >= 8192 (4 warps).
   struct NK {
     int64_t n, k;
   };
-  const std::vector<NK> sizes = {{1, 8},     {131, 64},    {517, 200}, {37, 1032},
-                                 {3072, 24}, {1000, 3072}, {9, 9880},  {4099, 256}};
+  const std::vector<NK> sizes = {{1, 8},       {131, 64}, {517, 200},  {37, 1032}, {3072, 24},
+                                 {1000, 3072}, {9, 9880}, {4099, 256}, {9881, 96}};
   const float ab[3][2] = {{1.0f, 0.0f}, {0.75f, -1.25f}, {-1.5f, 0.5f}};
   int i = 0;
   for (int64_t m = 1; m <= 8; ++m)

@@ -445,3 +445,12 @@ TEST_CASE("query packing: the plan packs multi-token sequences only; packed equa
   CHECK(all_finite(packed.out));
   CHECK(rel_l2(packed.out, single.out) < 5e-3);
 }
+
+TEST_CASE("K/V attention: a long prefill chunk (thousands of tokens of one sequence)",
+          "[gpu][attention][kv]") {
+  // 1,500 query tokens x 4 KV heads: far more CTAs than SMs without any split (the split target
+  // once grew with the token count and overflowed the merge's partial list).
+  const AttentionPath want = kv_path();
+  check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want);
+  check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want, Packing::kOn);
+}
