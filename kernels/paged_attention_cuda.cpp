@@ -86,6 +86,21 @@ const char* attention_path_name(AttentionPath p) {
   }
 }
 
+namespace {
+
+// Split-KV target of the latent kernel in CTAs per SM: as many as stay resident, unless
+// MLRA_LATENT_SPLIT=n (A/B runs: fewer chunks mean fewer partials to merge at batch 1).
+int latent_split_per_sm(int d_c) {
+  static const int forced = [] {
+    const char* env = std::getenv("MLRA_LATENT_SPLIT");
+    const int v = env ? std::atoi(env) : 0;
+    return v >= 1 && v <= 16 ? v : 0;
+  }();
+  return forced ? forced : latent_ctas_per_sm(d_c);
+}
+
+}  // namespace
+
 bool query_packing_default() {
   // On (H200, 2.9B TP1 prefill, packed vs one token per CTA: MLRA-4 32K 5.19 -> 2.92 s, MLA
   // 7.85 -> 4.15 s, GLA-2 5.99 -> 1.53 s, GQA 4.44 -> 1.41 s); MLRA_QUERY_PACKING=0 turns it
@@ -158,7 +173,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
     kv_uses_tma();  // probe now: run() may be captured into a graph
   } else {
     rows_max_ = 64;
-    ctas = num_sms_ * latent_ctas_per_sm(a.a_dim);
+    ctas = num_sms_ * latent_split_per_sm(a.a_dim);
     latent_uses_tma();  // probe now (and the MMA mode): run() may be captured into a graph
   }
   tiles_ = group_heads(a, rows_max_);
