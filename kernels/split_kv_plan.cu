@@ -3,6 +3,8 @@
 // Chunk length = the smallest (>= min_chunk tiles) for which the step has at most target_chunks
 // items, so the step runs in one wave; each token's tiles are spread evenly over its chunks.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -135,7 +137,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
 }
 
-constexpr int kMergeThreads = 128;
+constexpr int kMergeThreads = 256;
 
 __device__ float block_reduce(float v, bool is_max, float* red) {
   for (int o = 16; o > 0; o >>= 1) {
@@ -152,9 +154,14 @@ __device__ float block_reduce(float v, bool is_max, float* red) {
 
 // grid (merge list entries, tiles, head rows): combines the chunk partials of one (token, head)
 // row. Only tokens of multi-chunk groups are listed, so a prefill step launches no empty blocks.
+// A batch-1 decode has few rows (8 for GQA TP8, 64 for MLRA-4 TP4) over up to ~260 partials
+// each, so the block spreads both the columns (float4 "units" when v_dim % 4 == 0) and the
+// partials (groups of threads taking every pgroups-th partial, 8 loads in flight each) over its
+// threads, then sums the groups in shared memory in a fixed order.
+template <int kVec>
 __global__ void __launch_bounds__(kMergeThreads)
-    merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
-  extern __shared__ float weights[];
+    merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan, int max_pgroups) {
+  extern __shared__ float smem[];  // weights [max_partials], then sums [pgroups][v_dim]
   __shared__ float red[kMergeThreads / 32];
   const int ti = blockIdx.y, row = blockIdx.z;
   if (int(blockIdx.x) >= *plan.num_merges) return;
@@ -162,6 +169,8 @@ __global__ void __launch_bounds__(kMergeThreads)
   const TokenMerge m = plan.merges[t];
   const HeadTile tile = tiles.tile[ti];
   if (m.count <= 1 || row >= tile.rows) return;
+  float* weights = smem;
+  float* sums = smem + plan.shape.max_partials();
   const int packed_row = m.row_block * tile.rows + row;  // the row inside the group's CTA
   auto slot_row = [&](int i) {
     return (int64_t(m.first_partial + i) * tiles.count + ti) * p.rows_max + packed_row;
@@ -178,16 +187,39 @@ __global__ void __launch_bounds__(kMergeThreads)
     weights[i] = w;
     sum += w;
   }
-  sum = block_reduce(sum, false, red);
+  sum = block_reduce(sum, false, red);  // its barrier also publishes weights[]
   const float inv = 1.0f / sum;
-  const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
   const float* po = p.partial_o + slot_row(0) * p.v_dim;
   const int64_t step = int64_t(tiles.count) * p.rows_max * p.v_dim;  // next slot, same row
-  for (int d = threadIdx.x; d < p.v_dim; d += blockDim.x) {
-    float acc = 0.0f;
+  const int units = p.v_dim / kVec;                                  // kVec columns each
+  const int pgroups = max(1, min(max_pgroups, kMergeThreads / units));
+  for (int u0 = 0; u0 < units; u0 += kMergeThreads) {  // more than 256 units: several passes
+    const int unit = u0 + int(threadIdx.x) % units, pg = int(threadIdx.x) / units;
+    float acc[kVec] = {};
+    if (pg < pgroups && unit < units) {
+      const float* col = po + unit * kVec;
 #pragma unroll 8
-    for (int i = 0; i < m.count; ++i) acc += weights[i] * po[i * step + d];
-    store_from_f32(p.out, p.out_dtype, out_row + d, acc * inv);
+      for (int i = pg; i < m.count; i += pgroups) {
+        const float w = weights[i];
+        if constexpr (kVec == 4) {
+          const float4 v = *reinterpret_cast<const float4*>(col + i * step);
+          acc[0] += w * v.x, acc[1] += w * v.y, acc[2] += w * v.z, acc[3] += w * v.w;
+        } else {
+          acc[0] += w * col[i * step];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) sums[pg * p.v_dim + unit * kVec + j] = acc[j];
+    }
+    __syncthreads();
+    const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+    for (int d = threadIdx.x; d < min(units - u0, kMergeThreads) * kVec; d += blockDim.x) {
+      const int c = u0 * kVec + d;
+      float v = 0.0f;
+      for (int g = 0; g < pgroups; ++g) v += sums[g * p.v_dim + c];
+      store_from_f32(p.out, p.out_dtype, out_row + c, v * inv);
+    }
+    __syncthreads();  // sums is rewritten by the next pass
   }
 }
 
@@ -233,12 +265,26 @@ void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,
 void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
                            const SplitKvPlan& plan, cudaStream_t stream) {
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  const size_t smem = sizeof(float) * size_t(plan.shape.max_partials());
+  // MLRA_MERGE=serial: one thread per column walks all partials (the previous merge; A/B runs).
+  static const bool serial = [] {
+    const char* env = std::getenv("MLRA_MERGE");
+    return env && std::string(env) == "serial";
+  }();
+  // Weights, then one v_dim row of sums per partial group (<= 256 groups, v_dim <= 512).
+  const bool vec4 = p.v_dim % 4 == 0 && !serial;
+  const int units = p.v_dim / (vec4 ? 4 : 1);
+  const int max_pgroups = serial ? 1 : kMergeThreads;
+  const int pgroups = std::max(1, std::min(max_pgroups, kMergeThreads / units));
+  const size_t smem =
+      sizeof(float) * (size_t(plan.shape.max_partials()) + size_t(pgroups) * size_t(p.v_dim));
   MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
   int rows = 0;  // head rows of the widest tile (a block per (token, tile, row))
   for (int i = 0; i < tiles.count; ++i) rows = std::max(rows, int(tiles.tile[i].rows));
   const dim3 grid(unsigned(plan.shape.max_merges()), unsigned(tiles.count), unsigned(rows));
-  merge_kernel<<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan);
+  if (vec4)
+    merge_kernel<4><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan, max_pgroups);
+  else
+    merge_kernel<1><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan, max_pgroups);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

@@ -42,7 +42,7 @@ struct SplitKvShape {
   int32_t min_chunk_tiles = 2;  // smallest chunk, in kPlanTile units
   int32_t tokens_per_item = 1;  // query packing limit k (split_kv_plan.h); 1 for decode kernels
   int32_t max_items() const { return num_tokens + target_chunks; }
-  int32_t max_partials() const { return 2 * target_chunks + 2; }
+  MLRA_HOST_DEVICE int32_t max_partials() const { return 2 * target_chunks + 2; }
   // Tokens that need a merge: splitting happens only when all items fit target_chunks, so groups
   // of >= 2 chunks number at most target_chunks / 2, each with at most k tokens.
   MLRA_HOST_DEVICE int32_t max_merges() const { return tokens_per_item * (target_chunks / 2 + 1); }

@@ -454,3 +454,10 @@ TEST_CASE("K/V attention: a long prefill chunk (thousands of tokens of one seque
   check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want);
   check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want, Packing::kOn);
 }
+
+TEST_CASE("split-KV merge: head dims that are not a multiple of 4, and wider than 256",
+          "[gpu][attention][generic]") {
+  // Long enough to split, so the merge's scalar path (and its two column passes for v 258) runs.
+  check_against_cpu(kv(2, 1, 6, 16), {{20000, 300}}, AttentionPath::kGeneric);
+  check_against_cpu(kv(2, 1, 258, 16), {{5000}, 2}, AttentionPath::kGeneric);
+}
