@@ -48,7 +48,9 @@ struct LatentConfig {
   static constexpr int kMinBlocks = D == 128 ? 2 : 1;
 };
 
-template <int D, bool kWgmma, bool kPvWgmma, bool kTma>
+// kPacked: the plan packs several tokens per item (prefill). Decode plans (one token per item)
+// take the kernel without the per-row bookkeeping.
+template <int D, bool kWgmma, bool kPvWgmma, bool kTma, bool kPacked>
 __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                             const __grid_constant__ CUtensorMap cache_map) {
@@ -67,7 +69,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 
   // Rows are token-major (token, head) pairs: item.num_tokens tokens x tile.rows heads (query
   // packing, split_kv_plan.h); a decode item has one token.
-  const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
+  const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const bf16* cache = static_cast<const bf16*>(p.cache);
   const bf16* q = static_cast<const bf16*>(p.q);
@@ -80,8 +82,10 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
     if (row < rows_valid)
       cp_async16(dst,
-                 q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
-                     int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8,
+                 kPacked ? q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
+                               int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8
+                         : q + int64_t(t0) * p.q_token_stride +
+                               int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
                  16);
     else
       cp_async16(dst, q, 0);
@@ -149,7 +153,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
-    row_end[i] = row < rows_valid && item.num_tokens > 1
+    row_end[i] = kPacked && row < rows_valid && item.num_tokens > 1
                      ? min(item.kv_end, p.token_pos[t0 + row / tile.rows] + 1)
                      : item.kv_end;
   }
@@ -269,7 +273,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
       // A packed row may see no valid position yet (a chunk past its causal end): keep its
       // probabilities 0 instead of exp2(-inf - -inf).
-      base_m[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
+      base_m[i] = kPacked && mx[i] == -INFINITY ? 0.0f : mx[i];
       corr[i] = exp2f(m_r[i] - base_m[i]);
       m_r[i] = mx[i];
     }
@@ -341,8 +345,10 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     if (row >= rows_valid) continue;
     const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
     if (item.partial < 0) {
-      const int64_t base = int64_t(t0 + row / tile.rows) * p.out_token_stride +
-                           int64_t(tile.head0 + row % tile.rows) * p.out_head_stride;
+      const int64_t base = kPacked ? int64_t(t0 + row / tile.rows) * p.out_token_stride +
+                                         int64_t(tile.head0 + row % tile.rows) * p.out_head_stride
+                                   : int64_t(t0) * p.out_token_stride +
+                                         int64_t(tile.head0 + row) * p.out_head_stride;
 #pragma unroll
       for (int nb = 0; nb < 16; ++nb) {
         const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
@@ -369,7 +375,14 @@ template <int D, bool kWgmma, bool kPvWgmma, bool kTma>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, cudaStream_t stream) {
   using C = LatentConfig<D>;
-  auto* kernel = latent_attention_kernel<D, kWgmma, kPvWgmma, kTma>;
+  // MLRA_LATENT_PACKED=1 runs decode plans through the packed kernel too (A/B of its cost).
+  static const bool always_packed = [] {
+    const char* env = std::getenv("MLRA_LATENT_PACKED");
+    return env && std::string(env) == "1";
+  }();
+  auto* kernel = plan.shape.tokens_per_item > 1 || always_packed
+                     ? latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, true>
+                     : latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, false>;
   MLRA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));

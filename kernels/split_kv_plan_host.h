@@ -44,8 +44,12 @@ struct SplitKvShape {
   int32_t max_items() const { return num_tokens + target_chunks; }
   MLRA_HOST_DEVICE int32_t max_partials() const { return 2 * target_chunks + 2; }
   // Tokens that need a merge: splitting happens only when all items fit target_chunks, so groups
-  // of >= 2 chunks number at most target_chunks / 2, each with at most k tokens.
-  MLRA_HOST_DEVICE int32_t max_merges() const { return tokens_per_item * (target_chunks / 2 + 1); }
+  // of >= 2 chunks number at most target_chunks / 2, each with at most k tokens; and no more
+  // than the step's tokens (it is the merge grid's width: a batch-1 decode launches one column).
+  MLRA_HOST_DEVICE int32_t max_merges() const {
+    const int32_t bound = tokens_per_item * (target_chunks / 2 + 1);
+    return num_tokens < bound ? num_tokens : bound;
+  }
 };
 
 // A whole plan on the host.
