@@ -284,11 +284,7 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
                "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
-  GemvParams p{};
-  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
-  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
-  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
-  p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
+  const GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
   using Launch = void (*)(const GemvParams&, DType, DType, bool, int64_t, cudaStream_t);
   static constexpr Launch kByRows[kGemvMaxRows] = {launch_m<1>, launch_m<2>, launch_m<3>,
                                                    launch_m<4>, launch_m<5>, launch_m<6>,

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/tensor.h"
+
 namespace mlra::cuda::gemv_detail {
 
 struct GemvParams {
@@ -20,6 +22,18 @@ struct GemvParams {
   int n, k;
   float alpha, beta;
 };
+
+// The parameters of y = alpha * x . op(w) + beta * y (operand b at b * stride), n x k product.
+inline GemvParams gemv_params(const MatView& x, int64_t x_stride, const MatView& w,
+                              int64_t w_stride, const MatView& y, int64_t y_stride, int64_t n,
+                              int64_t k, float alpha, float beta) {
+  GemvParams p{};
+  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
+  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
+  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
+  p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
+  return p;
+}
 
 // Eight bf16 packed in 16 bytes -> f32 (exact: a bf16 is the top half of an f32).
 __device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {

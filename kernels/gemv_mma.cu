@@ -129,11 +129,8 @@ void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64
   MLRA_REQUIRE(gemv_mma_supports(x, x_stride, w, w_stride, true, y, y_stride, batch),
                "gemv_mma: unsupported operands (w [N, K] bf16, rows 1..8, K % 8 == 0, 16-byte "
                "aligned rows)");
-  GemvParams p{};
-  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
-  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
-  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
-  p.n = int(w.rows), p.k = int(w.cols), p.alpha = alpha, p.beta = beta;
+  const GemvParams p =
+      gemv_params(x, x_stride, w, w_stride, y, y_stride, w.rows, w.cols, alpha, beta);
   using BF = __nv_bfloat16;
   const int m = int(x.rows);
   const bool xb = x.dtype == DType::kBF16, yb = y.dtype == DType::kBF16;

@@ -26,8 +26,7 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-[[maybe_unused]] __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4],
-                                                                    uint32_t addr) {
+[[maybe_unused]] __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
@@ -40,7 +39,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
 
 // c += a (16x16 bf16, row) . b (16x8 bf16, col), f32 accumulate.
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                uint32_t b1) {
+                                         uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
       "{%8, %9}, {%0, %1, %2, %3};\n"
@@ -63,6 +62,14 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
 }
+
+// Thread 0 initialises `stages` pipeline mbarriers (8 bytes apart, one arrival each) and fences
+// the initialisation; the caller's __syncthreads() then publishes them to the CTA.
+__device__ __forceinline__ void init_stage_barriers(uint32_t first, int stages) {
+  if (threadIdx.x != 0) return;
+  for (int s = 0; s < stages; ++s) mbar_init(first + 8 * s, 1);
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
@@ -79,7 +86,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   } while (!done);
 }
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int col, int row,
-                                                   uint32_t bar) {
+                                            uint32_t bar) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
       "%3}], [%4];\n" ::"r"(dst),
@@ -123,7 +130,7 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 // d (64 x N, f32, per-warp fragments as mma.sync C tiles) (+)= A (64 x 16) . B (N x 16)^T.
 __device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t b,
-                                                 int accumulate) {
+                                          int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
@@ -139,7 +146,7 @@ __device__ __forceinline__ void wgmma_n64(float (&d)[8][4], uint64_t a, uint64_t
       : "l"(a), "l"(b), "r"(accumulate));
 }
 __device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t b,
-                                                 int accumulate) {
+                                          int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
@@ -153,7 +160,7 @@ __device__ __forceinline__ void wgmma_n32(float (&d)[4][4], uint64_t a, uint64_t
 // d (64 x 128, f32) += A (64 x 16, bf16, per-warp mma.sync A fragments in registers) .
 // B (16 x 128), B given MN-major (transposed: value dims contiguous) in the 128B swizzle layout.
 __device__ __forceinline__ void wgmma_rs_n128_tb(float (&d)[16][4], const uint32_t (&a)[4],
-                                                        uint64_t b) {
+                                                 uint64_t b) {
   asm volatile(
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "

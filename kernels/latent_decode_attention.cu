@@ -126,10 +126,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   };
   if constexpr (kTma) {
     cp_async_commit();  // the query rows
-    if (tid == 0) {
-      for (int s = 0; s < C::kStages; ++s) mbar_init(full_bar + 8 * s, 1);
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
+    init_stage_barriers(full_bar, C::kStages);
     __syncthreads();
     if (tid == 0)
       for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
