@@ -18,6 +18,7 @@
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
+#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
 #include "kernels/latent_projections.h"
 #include "kernels/paged_attention_cuda.h"
@@ -96,9 +97,7 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
 // b2 4.48 vs 4.16, b8 5.49 vs 4.22).
 int64_t fused_latent_tokens() {
   static const int64_t n = [] {
-    const char* v = std::getenv("MLRA_FUSED_LATENT");
-    const long x = v ? std::strtol(v, nullptr, 10) : 1;
-    return int64_t(std::clamp<long>(x, 0, cuda::kMaxLatentTokens));
+    return int64_t(std::clamp<long>(env_long("MLRA_FUSED_LATENT", 1), 0, cuda::kMaxLatentTokens));
   }();
   return n;
 }
@@ -131,8 +130,7 @@ bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64
 // at M = 1 (1.0-2.0x) but not yet at M >= 2 (0.3-1.8x; its FMA inner loop grows with M).
 int64_t gemv_max_rows() {
   static const int64_t rows = [] {
-    const char* v = std::getenv("MLRA_GEMV");
-    return v && *v ? std::clamp<int64_t>(std::atoll(v), 0, cuda::kGemvMaxRows) : int64_t(1);
+    return int64_t(std::clamp<long>(env_long("MLRA_GEMV", 1), 0, cuda::kGemvMaxRows));
   }();
   return rows;
 }

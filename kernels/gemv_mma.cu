@@ -18,6 +18,7 @@
 #include <string>
 
 #include "kernels/cuda_check.h"
+#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
 #include "kernels/gemv_device.cuh"
 #include "kernels/hopper_ptx.cuh"
@@ -109,10 +110,7 @@ void launch_typed(const GemvParams& p, int m_rows, int64_t batch, cudaStream_t s
 
 bool gemv_mma_enabled() {
   // Opt-in until measured on a GPU (written in a session without one): MLRA_GEMV_MMA=1.
-  static const bool on = [] {
-    const char* v = std::getenv("MLRA_GEMV_MMA");
-    return v && std::string(v) == "1";
-  }();
+  static const bool on = env_value("MLRA_GEMV_MMA") == "1";
   return on;
 }
 

@@ -25,7 +25,9 @@
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
+#include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
 
 namespace mlra::cuda {
@@ -209,49 +211,13 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       mma_bf16(s[1], qa[kk], b[2], b[3]);
     }
 
-    // Online softmax over the warp's 16 positions (rows lane/4 and lane/4 + 8).
-    const int start = item.kv_begin + j * C::kBN + 16 * warp;
-    float mx[2] = {m_r[0], m_r[1]};
-#pragma unroll
-    for (int nb = 0; nb < 2; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int pos = start + nb * 8 + (lane % 4) * 2 + (e & 1);
-        const float v = pos < row_end[e >> 1] ? s[nb][e] * p.scale_log2 : -INFINITY;
-        s[nb][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
-    float corr[2], base_m[2], row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      // No valid position yet (this warp's slice past the end): keep probabilities 0 instead of
-      // exp2(-inf - -inf).
-      base_m[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
-      corr[i] = exp2f(m_r[i] - base_m[i]);
-      m_r[i] = mx[i];
-    }
-#pragma unroll
-    for (int nb = 0; nb < 2; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nb][e] = exp2f(s[nb][e] - base_m[e >> 1]);
-        row_sum[e >> 1] += s[nb][e];
-      }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) l_r[i] = l_r[i] * corr[i] + row_sum[i];
-#pragma unroll
-    for (int nb = 0; nb < C::kD / 8; ++nb) {
-      o[nb][0] *= corr[0];
-      o[nb][1] *= corr[0];
-      o[nb][2] *= corr[1];
-      o[nb][3] *= corr[1];
-    }
+    // Online softmax over the warp's 16 positions (its slice may lie past the sequence's end).
+    online_softmax_step<true>(s, o, item.kv_begin + j * C::kBN + 16 * warp, row_end, p.scale_log2,
+                              m_r, l_r);
 
     // o += P (16 x 16 positions) . V (16 positions x 128 dims).
-    const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]),
-                            pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
+    uint32_t pa[4];
+    probability_fragment(s, 0, pa);
 #pragma unroll
     for (int np = 0; np < C::kD / 16; ++np) {
       uint32_t b[4];
@@ -324,10 +290,7 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
 // MLRA_KV_ATTENTION, read once per process: "generic" keeps K/V caches on the generic kernel,
 // "cpasync" loads this kernel's tiles with cp.async; anything else (unset): TMA when available.
 const std::string& kv_mode() {
-  static const std::string mode = [] {
-    const char* env = std::getenv("MLRA_KV_ATTENTION");
-    return std::string(env ? env : "");
-  }();
+  static const std::string mode = env_value("MLRA_KV_ATTENTION");
   return mode;
 }
 
@@ -344,11 +307,7 @@ bool kv_uses_tma() {
 
 int kv_split_target(int num_sms, int n_tiles, int num_tokens) {
   // MLRA_KV_SPLIT=n: aim at n CTAs per SM (A/B runs of the split).
-  static const int forced = [] {
-    const char* env = std::getenv("MLRA_KV_SPLIT");
-    const int v = env ? std::atoi(env) : 0;
-    return v >= 1 && v <= 16 ? v : 0;
-  }();
+  static const int forced = env_per_sm("MLRA_KV_SPLIT");
   n_tiles = std::max(1, n_tiles);
   if (forced) return std::max(1, num_sms * forced / n_tiles);
   // One CTA per SM keeps HBM busy once every SM has one (its two tiles in flight: H200 GQA TP8

@@ -21,7 +21,9 @@
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
+#include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
 
 namespace mlra::cuda {
@@ -251,45 +253,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
         }
     }
 
-    // Online softmax over the tile (rows lane/4 and lane/4 + 8 of the warp's 16).
-    const int start = item.kv_begin + j * C::kBN;
-    float mx[2] = {m_r[0], m_r[1]};
-#pragma unroll
-    for (int nb = 0; nb < C::kBN / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int pos = start + nb * 8 + (lane % 4) * 2 + (e & 1);
-        const float v = pos < row_end[e >> 1] ? s[nb][e] * p.scale_log2 : -INFINITY;
-        s[nb][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
-    float corr[2], base_m[2], row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      // A packed row may see no valid position yet (a chunk past its causal end): keep its
-      // probabilities 0 instead of exp2(-inf - -inf).
-      base_m[i] = kPacked && mx[i] == -INFINITY ? 0.0f : mx[i];
-      corr[i] = exp2f(m_r[i] - base_m[i]);
-      m_r[i] = mx[i];
-    }
-#pragma unroll
-    for (int nb = 0; nb < C::kBN / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nb][e] = exp2f(s[nb][e] - base_m[e >> 1]);
-        row_sum[e >> 1] += s[nb][e];
-      }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) l_r[i] = l_r[i] * corr[i] + row_sum[i];
-#pragma unroll
-    for (int nb = 0; nb < 16; ++nb) {
-      o[nb][0] *= corr[0];
-      o[nb][1] *= corr[0];
-      o[nb][2] *= corr[1];
-      o[nb][3] *= corr[1];
-    }
+    // Online softmax over the tile (a packed row may have no valid position in this chunk yet).
+    online_softmax_step<kPacked>(s, o, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r);
 
     // o += P . V with V = the latent columns of this warp's column group.
     if constexpr (kPvWgmma) {
@@ -299,10 +264,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk) {
-        const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                               pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                               pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        uint32_t a[4];
+        probability_fragment(s, kk, a);
         wgmma_rs_n128_tb(
             o, a, sw128_mn_desc(kt + (2 * cg) * (C::kBN * 128) + kk * 16 * 128, C::kBN * 128));
       }
@@ -314,10 +277,8 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
     } else {
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk) {
-        const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                               pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                               pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        uint32_t a[4];
+        probability_fragment(s, kk, a);
 #pragma unroll
         for (int np = 0; np < 8; ++np) {
           uint32_t b[4];
@@ -373,10 +334,7 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
             const CUtensorMap& map, cudaStream_t stream) {
   using C = LatentConfig<D>;
   // MLRA_LATENT_PACKED=1 runs decode plans through the packed kernel too (A/B of its cost).
-  static const bool always_packed = [] {
-    const char* env = std::getenv("MLRA_LATENT_PACKED");
-    return env && std::string(env) == "1";
-  }();
+  static const bool always_packed = env_value("MLRA_LATENT_PACKED") == "1";
   auto* kernel = plan.shape.tokens_per_item > 1 || always_packed
                      ? latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, true>
                      : latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, false>;
@@ -422,8 +380,7 @@ LatentMma latent_mma() {
   // Probed once per process (all our GPUs are one kind). MLRA_LATENT_MMA=mma forces mma.sync,
   // =scores wgmma for the scores only (A/B comparisons in the benchmark).
   static const LatentMma mode = [] {
-    const char* env = std::getenv("MLRA_LATENT_MMA");
-    const std::string want = env ? env : "";
+    const std::string want = env_value("MLRA_LATENT_MMA");
     if (want == "mma") return LatentMma::kMmaSync;
     int* d = nullptr;
     int h = 0;
@@ -440,11 +397,8 @@ LatentMma latent_mma() {
 
 bool latent_uses_tma() {
   // MLRA_LATENT_LOAD=cpasync: every thread copies with cp.async instead (A/B comparisons).
-  static const bool use = [] {
-    const char* env = std::getenv("MLRA_LATENT_LOAD");
-    return !(env && std::string(env) == "cpasync") && latent_mma() == LatentMma::kWgmma &&
-           tensor_maps_available();
-  }();
+  static const bool use = env_value("MLRA_LATENT_LOAD") != "cpasync" &&
+                          latent_mma() == LatentMma::kWgmma && tensor_maps_available();
   return use;
 }
 

@@ -3,6 +3,7 @@
 // workspace sizing and the split-KV plan, then the attention + merge launches (see
 // paged_attention_cuda.h).
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/env_switch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -91,11 +92,7 @@ namespace {
 // Split-KV target of the latent kernel in CTAs per SM: as many as stay resident, unless
 // MLRA_LATENT_SPLIT=n (A/B runs: fewer chunks mean fewer partials to merge at batch 1).
 int latent_split_per_sm(int d_c) {
-  static const int forced = [] {
-    const char* env = std::getenv("MLRA_LATENT_SPLIT");
-    const int v = env ? std::atoi(env) : 0;
-    return v >= 1 && v <= 16 ? v : 0;
-  }();
+  static const int forced = env_per_sm("MLRA_LATENT_SPLIT");
   return forced ? forced : latent_ctas_per_sm(d_c);
 }
 
@@ -105,10 +102,7 @@ bool query_packing_default() {
   // On (H200, 2.9B TP1 prefill, packed vs one token per CTA: MLRA-4 32K 5.19 -> 2.92 s, MLA
   // 7.85 -> 4.15 s, GLA-2 5.99 -> 1.53 s, GQA 4.44 -> 1.41 s); MLRA_QUERY_PACKING=0 turns it
   // off for every instance (A/B runs).
-  static const bool on = [] {
-    const char* env = std::getenv("MLRA_QUERY_PACKING");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool on = env_value("MLRA_QUERY_PACKING") != "0";
   return on;
 }
 

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/env_switch.h"
 #include "kernels/paged_attention_cuda.h"
 #include "kernels/split_kv_plan.h"
 
@@ -266,10 +267,7 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
                            const SplitKvPlan& plan, cudaStream_t stream) {
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   // MLRA_MERGE=serial: one thread per column walks all partials (the previous merge; A/B runs).
-  static const bool serial = [] {
-    const char* env = std::getenv("MLRA_MERGE");
-    return env && std::string(env) == "serial";
-  }();
+  static const bool serial = env_value("MLRA_MERGE") == "serial";
   // Weights, then one v_dim row of sums per partial group (<= 256 groups, v_dim <= 512).
   const bool vec4 = p.v_dim % 4 == 0 && !serial;
   const int units = p.v_dim / (vec4 ? 4 : 1);
