@@ -55,6 +55,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
+// Marks arrival without waiting: a producer's half of a named barrier whose consumers bar.sync it
+// (the threads' earlier shared-memory writes are visible to them once their sync returns).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // Tensor-memory-access (TMA) loads completing on an mbarrier: one thread asks for a box of the
 // cache tensor (64 dims x box rows, 128B-swizzled on arrival) and every thread waits on the

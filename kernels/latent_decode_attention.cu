@@ -23,6 +23,7 @@
 #include "kernels/dtype_access.cuh"
 #include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
+#include "kernels/latent_pingpong_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
 
@@ -403,6 +404,7 @@ bool latent_uses_tma() {
 }
 
 int latent_tile_rows(int d_c) {
+  if (latent_pingpong_enabled(d_c)) return kPingPongTileRows;
   return d_c == 512 ? LatentConfig<512>::kBN : 64;
 }
 
@@ -433,6 +435,8 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
   const bool tma =
       latent_uses_tma() && p.box_rows > 0 && p.cache_rows > 0 && make_cache_map(p, map);
   const CUtensorMap* m = tma ? &map : nullptr;
+  if (tma && latent_pingpong_enabled(d_c))
+    return launch_latent_pingpong(p, tiles, plan, d_c, map, stream);
   switch (d_c) {
     case 128:
       return launch_variant<128>(p, tiles, plan, mma, m, stream);

@@ -12,13 +12,15 @@ namespace mlra::cuda {
 
 // Masks positions at or past each row's end, moves the scores to the exp2 domain, updates the
 // running max m and sum l (this thread's partial sum: the quad is summed at the end), turns s into
-// unnormalised probabilities and rescales every output fragment of o by the max's correction.
+// unnormalised probabilities and returns in corr the factor by which every output accumulated so
+// far must be rescaled (the max's correction, per row of this thread).
 // kMayBeEmpty: a row may have seen no valid position yet (a packed row past its causal end, a
 // warp's slice past a sequence's end); its probabilities then stay 0, never exp2(-inf - -inf).
-template <bool kMayBeEmpty, int NB, int NO>
-__device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&o)[NO][4], int start,
-                                                    const int (&row_end)[2], float scale_log2,
-                                                    float (&m)[2], float (&l)[2]) {
+template <bool kMayBeEmpty, int NB>
+__device__ __forceinline__ void online_softmax_update(float (&s)[NB][4], int start,
+                                                      const int (&row_end)[2], float scale_log2,
+                                                      float (&m)[2], float (&l)[2],
+                                                      float (&corr)[2]) {
   const int lane = threadIdx.x % 32;
   float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -30,7 +32,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&o
       s[nb][e] = v;
       mx[e >> 1] = fmaxf(mx[e >> 1], v);
     }
-  float corr[2], base[2], row_sum[2] = {0.0f, 0.0f};
+  float base[2], row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
@@ -48,6 +50,11 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&o
     }
 #pragma unroll
   for (int i = 0; i < 2; ++i) l[i] = l[i] * corr[i] + row_sum[i];
+}
+
+// Scales output fragments by their rows' correction (rows lane/4 and lane/4 + 8).
+template <int NO>
+__device__ __forceinline__ void rescale_rows(float (&o)[NO][4], const float (&corr)[2]) {
 #pragma unroll
   for (int nb = 0; nb < NO; ++nb) {
     o[nb][0] *= corr[0];
@@ -55,6 +62,16 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&o
     o[nb][2] *= corr[1];
     o[nb][3] *= corr[1];
   }
+}
+
+// The whole step for a warp that owns both the scores and the outputs of its rows.
+template <bool kMayBeEmpty, int NB, int NO>
+__device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&o)[NO][4], int start,
+                                                    const int (&row_end)[2], float scale_log2,
+                                                    float (&m)[2], float (&l)[2]) {
+  float corr[2];
+  online_softmax_update<kMayBeEmpty>(s, start, row_end, scale_log2, m, l, corr);
+  rescale_rows(o, corr);
 }
 
 // Probabilities of k16 step kk (fragments 2kk, 2kk + 1) as the bf16 A operand of P.V.

@@ -87,7 +87,7 @@ const char* latent_mma_name(LatentMma m);
 // Whether latent cache tiles arrive by TMA (wgmma build, driver offers tensor maps, and
 // MLRA_LATENT_LOAD != "cpasync"); else every thread copies with cp.async.
 bool latent_uses_tma();
-// Cached rows per latent kernel tile (64; 32 for d_c 512).
+// Cached rows per latent kernel tile (64; 32 for d_c 512 on the split-slice kernel).
 int latent_tile_rows(int d_c);
 // K/V decode kernel (kv_decode_attention.cu): query rows per CTA (heads of one KV head, padded),
 // its split-KV target (items) for a step of num_tokens over n_tiles head tiles, whether it serves

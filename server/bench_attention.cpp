@@ -23,6 +23,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
+#include "kernels/latent_pingpong_attention.h"
 #include "kernels/paged_attention_cuda.h"
 #endif
 
@@ -165,8 +166,11 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("latent kernel: %s, cache tiles by %s\n", cuda::latent_mma_name(cuda::latent_mma()),
-              cuda::latent_uses_tma() ? "TMA" : "cp.async");
+  std::printf("latent kernel: %s, cache tiles by %s; d_c 256/512: %s\n",
+              cuda::latent_mma_name(cuda::latent_mma()),
+              cuda::latent_uses_tma() ? "TMA" : "cp.async",
+              cuda::latent_pingpong_enabled(512) ? "two-warpgroup (S + softmax | P.V halves)"
+                                                 : "one warpgroup per 128-column slice");
   std::printf("K/V kernel: %s\n\n", !cuda::kv_attention_enabled() ? "off (generic)"
                                     : cuda::kv_uses_tma()         ? "mma.sync, tiles by TMA"
                                                                   : "mma.sync, tiles by cp.async");

@@ -238,6 +238,25 @@ TEST_CASE("latent attention: d_c 256 and 512, odd head counts, several latents p
   check_against_cpu(latent(1, 72, 128, 64), {{513}}, AttentionPath::kLatent128);
 }
 
+TEST_CASE("latent attention: wide latents (GLA-2, MLA) over page sizes and boundary lengths",
+          "[gpu][attention][latent][wide]") {
+  // 64 heads fill a CTA's rows (MLA TP1 / GLA-2 TP1 per latent); lengths on and just past a
+  // 64-row tile and a page, a single token, and a mixed batch.
+  for (int d_c : {256, 512}) {
+    const auto path = d_c == 256 ? AttentionPath::kLatent256 : AttentionPath::kLatent512;
+    for (int ps : {16, 32, 64, 128, 256}) {
+      check_against_cpu(latent(1, 64, d_c, ps), {{2 * ps, 2 * ps + 1}}, path);
+      check_against_cpu(latent(1, 64, d_c, ps), {{1, 63, 64, 65, 777}}, path);
+    }
+    // GLA-2 / MLA with several latents per cache row (TP1 rows of GLA-2) and 128 heads (two tiles).
+    check_against_cpu(latent(2, 48, d_c, 64), {{1000, 3}}, path);
+    check_against_cpu(latent(1, 128, d_c, 64), {{4000}}, path);
+    // Prefill-style queries (packed tokens) and a long context split over many chunks.
+    check_against_cpu(latent(1, 32, d_c, 64), {{3000, 70}, 33}, path);
+    check_against_cpu(latent(1, 64, d_c, 64), {{65537}}, path);
+  }
+}
+
 TEST_CASE("latent attention: 100K context (many split-KV chunks)",
           "[gpu][attention][latent][long]") {
   check_against_cpu(latent(1, 64, 128, 64), {{100000}}, AttentionPath::kLatent128);

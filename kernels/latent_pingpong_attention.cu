@@ -1,0 +1,323 @@
+// Paged latent attention for wide latents (d_c 256: GLA-2, 512: MLA) in the absorbed form, split
+// between two consumer warpgroups the FlashMLA way:
+// - warpgroup 0 scores each 64-row cache tile for all 64 query rows over the full key width
+//   (d_c + 64 rope dims: one wgmma chain, no partial-score reduction), runs the online softmax,
+//   publishes the bf16 probabilities and the rows' rescale factors in shared memory, then
+//   multiplies P into value columns [0, d_c/2);
+// - warpgroup 1 rescales its accumulators and multiplies the same P into columns [d_c/2, d_c).
+// Why: the single-warpgroup-per-column-slice kernel (latent_decode_attention.cu) needs d_c/128
+// warpgroups to each score a slice and sum the slices through shared memory (128 KB of shared
+// traffic per 32-row MLA tile), 218 KB of shared memory, and redundant softmaxes; ncu showed it
+// latency-bound at 39% DRAM utilisation for MLA. Here the per-tile work is one S chain plus two
+// P.V halves that run concurrently, and each warpgroup holds a 64 x d_c/2 f32 accumulator.
+// Tiles arrive by TMA (thread 0, one mbarrier per stage, the 128-byte swizzle); a stage is refilled
+// once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
+// wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
+// Each barrier alternates strictly between its two roles, so no phase can be joined early.
+#include "kernels/latent_pingpong_attention.h"
+
+#include <cuda_bf16.h>
+
+#include "kernels/cuda_check.h"
+#include "kernels/dtype_access.cuh"
+#include "kernels/env_switch.h"
+#include "kernels/hopper_ptx.cuh"
+#include "kernels/online_softmax.cuh"
+
+namespace mlra::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+template <int D>
+struct PingPongConfig {
+  static constexpr int kR = 64;                  // rope key dims
+  static constexpr int kM = 64;                  // query rows per CTA
+  static constexpr int kBN = kPingPongTileRows;  // cached rows per tile
+  static constexpr int kK = D + kR;              // key width
+  static constexpr int kChunks = kK / 8;         // 16 B chunks per cached row
+  static constexpr int kNO = D / 16;             // accumulator fragments: 64 x D/2 per warpgroup
+  static constexpr int kHalves = D / 256;        // n128 wgmmas per P.V k-step and warpgroup
+  static constexpr int kStages = D == 512 ? 2 : 4;
+  static constexpr int kThreads = 256;
+  static constexpr size_t kQBytes = size_t(kM) * kK * 2;
+  static constexpr size_t kStageBytes = size_t(kBN) * kK * 2;
+  static constexpr size_t kPBytes = size_t(kM) * kBN * 2;
+  static constexpr size_t kRowBytes = 2 * kM * sizeof(float);  // factors + final row sums
+  // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
+  static constexpr size_t kSmem =
+      1024 + kQBytes + kStages * kStageBytes + kPBytes + kRowBytes + 8 * kStages;
+  static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
+};
+
+#ifdef MLRA_LATENT_WGMMA
+// The n128 slab h (value columns 128h..128h+127 of this warpgroup) of a 64 x D/2 accumulator.
+template <int NO>
+__device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
+  return *reinterpret_cast<float(*)[16][4]>(&o[16 * h]);
+}
+#endif
+
+template <int D, bool kPacked>
+__global__ void __launch_bounds__(256, 1)
+    latent_pingpong_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                           const __grid_constant__ CUtensorMap cache_map) {
+#ifdef MLRA_LATENT_WGMMA
+  using C = PingPongConfig<D>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  if (int(blockIdx.x) >= *plan.num_items) return;
+  const SplitKvItem item = plan.items[blockIdx.x];
+  const HeadTile tile = tiles.tile[blockIdx.y];
+  bf16* q_s = reinterpret_cast<bf16*>(smem);
+  bf16* k_s = reinterpret_cast<bf16*>(smem + C::kQBytes);
+  unsigned char* p_s = smem + C::kQBytes + C::kStages * C::kStageBytes;
+  float* corr_s = reinterpret_cast<float*>(p_s + C::kPBytes);
+  float* rowsum_s = corr_s + C::kM;
+  const uint32_t full_bar = smem_addr(p_s + C::kPBytes + C::kRowBytes);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // Broadcast from lane 0 so that the compiler sees the warpgroup index as warp-uniform (else
+  // it treats the warpgroup branches as divergent and serialises their wgmmas).
+  const int wg = __shfl_sync(0xffffffffu, warp / 4, 0), rg = warp % 4;
+
+  // Rows are token-major (token, head) pairs (query packing, split_kv_plan.h).
+  const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+
+  // Query rows (zero past the tile's rows) by every thread's cp.async; 8 consecutive threads copy
+  // one 128 B line of a row.
+  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    const int token = kPacked ? t0 + row / tile.rows : t0;
+    const int head = kPacked ? row % tile.rows : row;
+    if (row < rows_valid)
+      cp_async16(dst,
+                 q + int64_t(token) * p.q_token_stride +
+                     int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
+  cp_async_commit();
+
+  const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
+  // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
+  // past the end are not requested; rows past the end are zeroed after arrival.
+  auto tma_tile = [&](int j, int stage) {
+    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+    const uint32_t base = smem_addr(k_s + stage * C::kBN * C::kK), bar = full_bar + 8 * stage;
+    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
+    for (int b = 0; b < boxes; ++b) {
+      const int pos = start + b * br;
+      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+      for (int kb = 0; kb < D / 64; ++kb)
+        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, tile.a_offset + kb * 64,
+                    row, bar);
+      tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
+    }
+  };
+  init_stage_barriers(full_bar, C::kStages);
+  __syncthreads();
+  if (tid == 0)
+    for (int s = 0; s < C::kStages && s < n_tiles; ++s) tma_tile(s, s);
+  cp_async_wait<0>();
+  fence_proxy_async();  // the query rows (cp.async) are read by wgmma
+  __syncthreads();
+
+  float o[C::kNO][4];
+#pragma unroll
+  for (int i = 0; i < C::kNO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  // Rows lane/4 and lane/4 + 8 of this warp's 16 (the same rows in both warpgroups).
+  int my_row[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) my_row[i] = rg * 16 + lane / 4 + 8 * i;
+  const uint32_t p_addr = smem_addr(p_s);
+  // This warpgroup's value columns start at 64-dim block wg * D/128 of the tile.
+  const int v_block0 = wg * (D / 128);
+  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+
+  if (wg == 0) {
+    int row_end[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
+                       ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
+                       : item.kv_end;
+    const uint32_t q_addr = smem_addr(q_s);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
+      const int valid = item.kv_end - start;
+      const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      if (valid < C::kBN) {
+        // Rows past the end hold stale shared memory or other tokens: zero them so that the
+        // masked (zero) probabilities never meet a NaN or Inf in P.V.
+        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += 128) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                           kt + swizzled_offset<C::kBN>(r, ch * 8)),
+                       "r"(0)
+                       : "memory");
+        }
+        fence_proxy_async();
+        named_barrier(3, 128);
+      }
+
+      // S = Q . K^T over the full key width: one chain of 64 x 64 x 16 wgmmas.
+      float s[C::kBN / 8][4];
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+      wgmma_fence();
+#pragma unroll
+      for (int k0 = 0; k0 < C::kK; k0 += 16) {
+        const uint32_t in_block = uint32_t(k0 & 63) * 2;
+        wgmma_n64(s, sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block),
+                  sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block), 1);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+
+      float corr[2];
+      online_softmax_update<kPacked>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
+      rescale_rows(o, corr);
+      // Publish P (bf16, the A layout warpgroup 1 reads back with ldmatrix) and the factors.
+#pragma unroll
+      for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          *reinterpret_cast<uint32_t*>(p_s +
+                                       swizzled_offset<C::kM>(my_row[i], nb * 8 + (lane % 4) * 2)) =
+              pack_bf16(s[nb][2 * i], s[nb][2 * i + 1]);
+      if (lane % 4 == 0) {
+        corr_s[my_row[0]] = corr[0];
+        corr_s[my_row[1]] = corr[1];
+      }
+      named_barrier_arrive(1, 256);
+
+      // Every A fragment is packed before the fence: registers an in-flight wgmma reads must not
+      // be written after it (the compiler would insert a warpgroup arrive).
+      uint32_t a[C::kBN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment(s, kk, a[kk]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk)
+#pragma unroll
+        for (int h = 0; h < C::kHalves; ++h)
+          wgmma_rs_n128_tb(slab(o, h), a[kk],
+                           sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128,
+                                         C::kBN * 128));
+      wgmma_commit();
+      wgmma_wait_all();
+      // Warpgroup 1 is done with this tile and with P: refill the stage.
+      named_barrier(2, 256);
+      if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, stage);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+      if (lane % 4 == 0) rowsum_s[my_row[i]] = l_r[i];
+    }
+    named_barrier_arrive(4, 256);
+  } else {
+    const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % C::kStages;
+      const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
+      named_barrier(1, 256);
+      // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      const float corr[2] = {corr_s[my_row[0]], corr_s[my_row[1]]};
+      rescale_rows(o, corr);
+      uint32_t a[C::kBN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk)
+        ldmatrix_x4(a[kk], p_addr + swizzled_offset<C::kM>(a_row, kk * 16 + a_col));
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk)
+#pragma unroll
+        for (int h = 0; h < C::kHalves; ++h)
+          wgmma_rs_n128_tb(slab(o, h), a[kk],
+                           sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128,
+                                         C::kBN * 128));
+      wgmma_commit();
+      wgmma_wait_all();
+      named_barrier_arrive(2, 256);
+    }
+    named_barrier(4, 256);
+    l_r[0] = rowsum_s[my_row[0]];
+    l_r[1] = rowsum_s[my_row[1]];
+  }
+
+  // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = my_row[i];
+    if (row >= rows_valid) continue;
+    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    const int col0 = wg * (D / 2) + (lane % 4) * 2;
+    if (item.partial < 0) {
+      const int token = kPacked ? t0 + row / tile.rows : t0;
+      const int head = kPacked ? row % tile.rows : row;
+      const int64_t base =
+          int64_t(token) * p.out_token_stride + int64_t(tile.head0 + head) * p.out_head_stride;
+#pragma unroll
+      for (int nb = 0; nb < C::kNO; ++nb) {
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8, o[nb][2 * i] * inv);
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8 + 1, o[nb][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      float* dst = p.partial_o + slot_row * p.v_dim + col0;
+#pragma unroll
+      for (int nb = 0; nb < C::kNO; ++nb)
+        *reinterpret_cast<float2*>(dst + nb * 8) =
+            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+      if (wg == 0 && lane % 4 == 0)
+        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
+    }
+  }
+#else
+  __trap();  // never launched: latent_pingpong_enabled() requires the sm_90a build
+#endif
+}
+
+template <int D>
+void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+            const CUtensorMap& map, cudaStream_t stream) {
+  using C = PingPongConfig<D>;
+  auto* kernel = plan.shape.tokens_per_item > 1 ? latent_pingpong_kernel<D, true>
+                                                : latent_pingpong_kernel<D, false>;
+  MLRA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
+  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+bool latent_pingpong_enabled(int d_c) {
+  static const bool on = env_value("MLRA_LATENT_KERNEL") != "split" && latent_uses_tma();
+  return (d_c == 256 || d_c == 512) && on;
+}
+
+void launch_latent_pingpong(const AttentionParams& p, const HeadTiles& tiles,
+                            const SplitKvPlan& plan, int d_c, const CUtensorMap& map,
+                            cudaStream_t stream) {
+  MLRA_REQUIRE(p.box_rows > 0 && kPingPongTileRows % p.box_rows == 0,
+               "latent attention: TMA box rows must divide the tile");
+  if (d_c == 512) return launch<512>(p, tiles, plan, map, stream);
+  MLRA_REQUIRE(d_c == 256, "latent ping-pong attention: d_c must be 256 or 512");
+  launch<256>(p, tiles, plan, map, stream);
+}
+
+}  // namespace mlra::cuda
