@@ -23,7 +23,7 @@
 #include "kernels/dtype_access.cuh"
 #include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
-#include "kernels/latent_pingpong_attention.h"
+#include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
 
@@ -404,7 +404,7 @@ bool latent_uses_tma() {
 }
 
 int latent_tile_rows(int d_c) {
-  if (latent_pingpong_enabled(d_c)) return kPingPongTileRows;
+  if (latent_wide_enabled(d_c)) return kWideTileRows;
   return d_c == 512 ? LatentConfig<512>::kBN : 64;
 }
 
@@ -435,8 +435,7 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
   const bool tma =
       latent_uses_tma() && p.box_rows > 0 && p.cache_rows > 0 && make_cache_map(p, map);
   const CUtensorMap* m = tma ? &map : nullptr;
-  if (tma && latent_pingpong_enabled(d_c))
-    return launch_latent_pingpong(p, tiles, plan, d_c, map, stream);
+  if (tma && latent_wide_enabled(d_c)) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
   switch (d_c) {
     case 128:
       return launch_variant<128>(p, tiles, plan, mma, m, stream);

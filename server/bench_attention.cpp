@@ -23,7 +23,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
-#include "kernels/latent_pingpong_attention.h"
+#include "kernels/latent_wide_attention.h"
 #include "kernels/paged_attention_cuda.h"
 #endif
 
@@ -169,8 +169,8 @@ int run_bench(const BenchOptions& o) {
   std::printf("latent kernel: %s, cache tiles by %s; d_c 256/512: %s\n",
               cuda::latent_mma_name(cuda::latent_mma()),
               cuda::latent_uses_tma() ? "TMA" : "cp.async",
-              cuda::latent_pingpong_enabled(512) ? "two-warpgroup (S + softmax | P.V halves)"
-                                                 : "one warpgroup per 128-column slice");
+              cuda::latent_wide_enabled(512) ? "two-warpgroup (S + softmax | P.V halves)"
+                                             : "one warpgroup per 128-column slice");
   std::printf("K/V kernel: %s\n\n", !cuda::kv_attention_enabled() ? "off (generic)"
                                     : cuda::kv_uses_tma()         ? "mma.sync, tiles by TMA"
                                                                   : "mma.sync, tiles by cp.async");

@@ -14,7 +14,7 @@
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
 // Each barrier alternates strictly between its two roles, so no phase can be joined early.
-#include "kernels/latent_pingpong_attention.h"
+#include "kernels/latent_wide_attention.h"
 
 #include <cuda_bf16.h>
 
@@ -30,14 +30,14 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 template <int D>
-struct PingPongConfig {
-  static constexpr int kR = 64;                  // rope key dims
-  static constexpr int kM = 64;                  // query rows per CTA
-  static constexpr int kBN = kPingPongTileRows;  // cached rows per tile
-  static constexpr int kK = D + kR;              // key width
-  static constexpr int kChunks = kK / 8;         // 16 B chunks per cached row
-  static constexpr int kNO = D / 16;             // accumulator fragments: 64 x D/2 per warpgroup
-  static constexpr int kHalves = D / 256;        // n128 wgmmas per P.V k-step and warpgroup
+struct WideConfig {
+  static constexpr int kR = 64;              // rope key dims
+  static constexpr int kM = 64;              // query rows per CTA
+  static constexpr int kBN = kWideTileRows;  // cached rows per tile
+  static constexpr int kK = D + kR;          // key width
+  static constexpr int kChunks = kK / 8;     // 16 B chunks per cached row
+  static constexpr int kNO = D / 16;         // accumulator fragments: 64 x D/2 per warpgroup
+  static constexpr int kHalves = D / 256;    // n128 wgmmas per P.V k-step and warpgroup
   static constexpr int kStages = D == 512 ? 2 : 4;
   static constexpr int kThreads = 256;
   static constexpr size_t kQBytes = size_t(kM) * kK * 2;
@@ -60,10 +60,10 @@ __device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
 
 template <int D, bool kPacked>
 __global__ void __launch_bounds__(256, 1)
-    latent_pingpong_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                           const __grid_constant__ CUtensorMap cache_map) {
+    latent_wide_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                       const __grid_constant__ CUtensorMap cache_map) {
 #ifdef MLRA_LATENT_WGMMA
-  using C = PingPongConfig<D>;
+  using C = WideConfig<D>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -286,16 +286,16 @@ __global__ void __launch_bounds__(256, 1)
     }
   }
 #else
-  __trap();  // never launched: latent_pingpong_enabled() requires the sm_90a build
+  __trap();  // never launched: latent_wide_enabled() requires the sm_90a build
 #endif
 }
 
 template <int D>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, cudaStream_t stream) {
-  using C = PingPongConfig<D>;
-  auto* kernel = plan.shape.tokens_per_item > 1 ? latent_pingpong_kernel<D, true>
-                                                : latent_pingpong_kernel<D, false>;
+  using C = WideConfig<D>;
+  auto* kernel =
+      plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true> : latent_wide_kernel<D, false>;
   MLRA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
@@ -305,18 +305,17 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
 
 }  // namespace
 
-bool latent_pingpong_enabled(int d_c) {
+bool latent_wide_enabled(int d_c) {
   static const bool on = env_value("MLRA_LATENT_KERNEL") != "split" && latent_uses_tma();
   return (d_c == 256 || d_c == 512) && on;
 }
 
-void launch_latent_pingpong(const AttentionParams& p, const HeadTiles& tiles,
-                            const SplitKvPlan& plan, int d_c, const CUtensorMap& map,
-                            cudaStream_t stream) {
-  MLRA_REQUIRE(p.box_rows > 0 && kPingPongTileRows % p.box_rows == 0,
+void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+                        int d_c, const CUtensorMap& map, cudaStream_t stream) {
+  MLRA_REQUIRE(p.box_rows > 0 && kWideTileRows % p.box_rows == 0,
                "latent attention: TMA box rows must divide the tile");
   if (d_c == 512) return launch<512>(p, tiles, plan, map, stream);
-  MLRA_REQUIRE(d_c == 256, "latent ping-pong attention: d_c must be 256 or 512");
+  MLRA_REQUIRE(d_c == 256, "latent wide attention: d_c must be 256 or 512");
   launch<256>(p, tiles, plan, map, stream);
 }
 
