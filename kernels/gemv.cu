@@ -7,6 +7,7 @@
 // a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <climits>
@@ -14,6 +15,7 @@
 #include <type_traits>
 
 #include "kernels/cuda_check.h"
+#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
 #include "kernels/gemv_device.cuh"
 #include "kernels/pdl.cuh"
@@ -46,7 +48,6 @@ __device__ __forceinline__ float swiglu(float a, float b) {
 template <int M, int R, class XT, class YT, bool kGlu>
 __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p, int tpr_log2) {
   constexpr int U = 8 / R, kOut = kGlu ? R / 2 : R;  // outputs per group
-  pdl_wait();  // launched with PDL: x is the previous kernel's output, y may be read by it
   const int tpr = 1 << tpr_log2, slots = kRowBlock >> tpr_log2;
   const int kl = threadIdx.x & (tpr - 1), slot = threadIdx.x >> tpr_log2;
   const int64_t b = blockIdx.y;
@@ -60,6 +61,19 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
+  // The weights are never written during a step: their first loads may start while the previous
+  // kernel still runs (this block launched early under PDL). Nothing else is touched before the
+  // wait: x is the previous kernel's output and y may still be read by it. (An L2 prefetch is a
+  // hint through the coherent L2: it could not return stale data even for fresh weights.)
+  for (int i = 0; i < p.prefetch; ++i)
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = kl + (i * U + u) * tpr;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (c < chunks) prefetch_l2(wrow[r] + c * 8);
+    }
+  pdl_wait();
 
   float acc[M][R] = {};
   for (int c0 = kl; c0 < chunks; c0 += tpr * U) {
@@ -306,6 +320,15 @@ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
+// MLRA_GEMV_PREFETCH=N (0..4, read once; default 0 = off): weight loop iterations of out_by_in
+// blocks prefetched to L2 before their PDL wait. Off: on the H200 (MLRA-4 decode graph step,
+// same run) N = 1 lost at batch 1 (TP1 1K 3.054 -> 3.209 ms, TP4 1K 1.952 -> 2.108) and won
+// only at TP4 batch 8 (1K 3.014 -> 2.863, 32K 3.627 -> 3.510).
+int prefetch_iterations() {
+  static const int n = int(std::clamp<long>(env_long("MLRA_GEMV_PREFETCH", 0), 0, 4));
+  return n;
+}
+
 }  // namespace
 
 bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
@@ -331,7 +354,8 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
                "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
-  const GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
+  GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
+  p.prefetch = prefetch_iterations();
   kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in ? Layout::kOutByIn : Layout::kInByOut, batch,
                       stream);
 }
@@ -347,7 +371,8 @@ void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
   MLRA_REQUIRE(gemv_swiglu_supports(x, w12, y),
                "gemv swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
   const int64_t f = w12.rows / 2;
-  const GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
+  GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
+  p.prefetch = prefetch_iterations();
   kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);
 }
 
