@@ -29,6 +29,31 @@ void Backend::add_rms_norm(const MatView& delta, const MatView& acc, const Tenso
   rms_norm(acc, w, eps, 1.0f, out);
 }
 
+void Backend::linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) {
+  if (w12.rows % 2 != 0 || out.cols * 2 != w12.rows || out.rows != x.rows)
+    throw std::invalid_argument("linear_swiglu: w12 must be [2F, K] and out [M, F]");
+  const int64_t f = out.cols;
+  Tensor a12 = alloc({x.rows, 2 * f}, act_dtype());
+  const MatView a = as_mat(a12, 2 * f);
+  linear(x, w12, a, 1.0f, 0.0f);
+  silu_mul(a.cols_slice(0, f), a.cols_slice(f, f), out);
+}
+
+void Backend::latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
+                                 float scale, int64_t rot_dim, const int32_t* positions,
+                                 float rope_base, const int32_t* slots,
+                                 const PagedCacheView& cache) {
+  const int64_t latents = row.cols - rot_dim;
+  if (rot_dim <= 0 || latents < 0 || groups < 0)
+    throw std::invalid_argument("latent_cache_write: row must be [latents | rot_dim k_pe]");
+  if (groups > 0) {
+    const MatView lat = row.cols_slice(0, latents);
+    rms_norm_groups(lat, w, groups, eps, scale, lat);
+  }
+  rope(row, 1, row.cols, latents, rot_dim, positions, rope_base);
+  cache_write(row, slots, cache, 0);
+}
+
 void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
                              const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,
                              int64_t width, const int32_t* positions, float rope_base,

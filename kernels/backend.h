@@ -77,6 +77,9 @@ class Backend {
                     int64_t rot_dim, const int32_t* positions, float base) = 0;
   // out = silu(a) * b
   virtual void silu_mul(const MatView& a, const MatView& b, const MatView& out) = 0;
+  // out = silu(x . w1^T) * (x . w2^T): w12 = [w1; w2] ([2F, K], halves back to back), x [M, K],
+  // out [M, F]. Default: linear into an act_dtype() [M, 2F] temporary, then silu_mul.
+  virtual void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out);
   // x *= sigmoid(gate)
   virtual void sigmoid_mul(const MatView& gate, const MatView& x) = 0;
   // acc += x (acc may be a wider dtype than x)
@@ -87,6 +90,14 @@ class Backend {
   virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                            int32_t col_offset) = 0;
   virtual void paged_attention(const PagedAttentionArgs& args) = 0;
+  // A latent cache entry per token: row [T, groups * g + rot_dim] = [latents | k_pe]. Each of the
+  // `groups` latent groups of g columns is RMS-normed in place (w [groups * g], eps, scale; none
+  // when groups == 0), k_pe (the last rot_dim columns) roped in place at positions[t], then row t
+  // written to cache slot slots[t]. Default: rms_norm_groups, rope, cache_write.
+  virtual void latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
+                                  float scale, int64_t rot_dim, const int32_t* positions,
+                                  float rope_base, const int32_t* slots,
+                                  const PagedCacheView& cache);
   // Absorbed latent attention's per-head projections over its units (unit: heads [head0, head0 +
   // n_heads) of q_nope / o, virtual heads [v0, v0 + n_heads), W_UK and W_UV [n_heads, dn, width]).
   // latent_queries: qv[t, v] = [W_UK[v]^T q_nope[t, h(v)] | RoPE(W_rope[h(v)] cq[t])], rows of

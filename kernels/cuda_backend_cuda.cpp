@@ -135,6 +135,17 @@ int64_t gemv_max_rows() {
   return rows;
 }
 
+// MLRA_FUSED_SWIGLU=0 / MLRA_FUSED_CACHE_WRITE=0 (read once) send linear_swiglu and
+// latent_cache_write to their composed defaults (A/B switches).
+bool fused_swiglu() {
+  static const bool on = env_long("MLRA_FUSED_SWIGLU", 1) != 0;
+  return on;
+}
+bool fused_cache_write() {
+  static const bool on = env_long("MLRA_FUSED_CACHE_WRITE", 1) != 0;
+  return on;
+}
+
 uint16_t f32_to_bf16_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -360,6 +371,16 @@ class CudaBackend final : public Backend {
     activate();
     cuda::launch_silu_mul(a, b, out, stream());
   }
+  // The GEMV's SwiGLU form where the product would take the GEMV anyway (decode-sized steps).
+  void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) override {
+    activate();
+    if (fused_swiglu() && x.rows >= 1 && x.rows <= gemv_max_rows() &&
+        cuda::gemv_swiglu_supports(x, w12, out)) {
+      const TimedOp timed(this, &OpTimes::matmul_ms);
+      return cuda::launch_gemv_swiglu(x, w12, out, stream());
+    }
+    Backend::linear_swiglu(x, w12, out);
+  }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     activate();
     cuda::launch_sigmoid_mul(gate, x, stream());
@@ -376,6 +397,17 @@ class CudaBackend final : public Backend {
                    int32_t col_offset) override {
     activate();
     cuda::launch_cache_write(src, slots, cache, col_offset, stream());
+  }
+  void latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
+                          float scale, int64_t rot_dim, const int32_t* positions, float rope_base,
+                          const int32_t* slots, const PagedCacheView& cache) override {
+    activate();
+    if (!fused_cache_write())
+      return Backend::latent_cache_write(row, w, groups, eps, scale, rot_dim, positions, rope_base,
+                                         slots, cache);
+    MLRA_REQUIRE(groups == 0 || w.numel() == row.cols - rot_dim, "latent_cache_write weight size");
+    cuda::launch_latent_cache_write(row, w.data, w.dtype, groups, eps, scale, rot_dim, positions,
+                                    rope_base, slots, cache, stream());
   }
   void latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
                       const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,

@@ -37,6 +37,12 @@ void launch_scale(const MatView& y, float alpha, cudaStream_t stream);
 // skipped (the CPU reference throws; the engine never produces them).
 void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                         int32_t col_offset, cudaStream_t stream);
+// Backend::latent_cache_write in one launch: row [T, lat + rot_dim]; w [lat] of w_dtype (unused
+// when groups == 0); slots outside the cache are skipped like launch_cache_write's.
+void launch_latent_cache_write(const MatView& row, const void* w, DType w_dtype, int64_t groups,
+                               float eps, float scale, int64_t rot_dim, const int32_t* positions,
+                               float rope_base, const int32_t* slots, const PagedCacheView& cache,
+                               cudaStream_t stream);
 // Fills n elements of a float tensor with a value (NaN poisoning in tests, zero init).
 void launch_fill(void* data, DType dtype, int64_t n, float value, cudaStream_t stream);
 // Fills n elements with hash-based uniform values in [-1, 1) (benchmark inputs, never zeros).

@@ -1,10 +1,12 @@
 // Element-wise kernels of the CUDA backend: dtype conversion, embedding gather, SwiGLU product,
 // sigmoid gate, residual add, scaling, cache scatter and fill. All are memory-bound one-pass
 // kernels over strided row-major views; math in f32 whatever the storage dtype.
-// Invariant: one thread per element of the logical (rows x cols) view, grid-stride loop.
+// Invariant: one thread per element of the logical (rows x cols) view, grid-stride loop. Launched
+// with PDL (pdl.cuh): each kernel waits for its predecessor before touching memory.
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -32,6 +34,8 @@ enum class Binary { kSiluMul, kSigmoidMulInPlace, kAdd, kCopy };
 
 // out = f(a, b) elementwise; for in-place ops out aliases b.
 __global__ void binary_kernel(View a, View b, View out, int64_t n, Binary op) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float x = a.get(i);
@@ -45,18 +49,24 @@ __global__ void binary_kernel(View a, View b, View out, int64_t n, Binary op) {
 }
 
 __global__ void scale_kernel(View y, int64_t n, float alpha) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     y.set(i, y.get(i) * alpha);
 }
 
 __global__ void fill_kernel(void* data, DType dtype, int64_t n, float value) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     store_from_f32(data, dtype, i, value);
 }
 
 __global__ void fill_random_kernel(void* data, DType dtype, int64_t n, uint64_t seed) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     uint64_t z = seed + uint64_t(i) * 0x9e3779b97f4a7c15ull;  // splitmix64
@@ -69,6 +79,8 @@ __global__ void fill_random_kernel(void* data, DType dtype, int64_t n, uint64_t 
 
 // One block per token row: out[r] = table[tokens[r]].
 __global__ void embed_kernel(const int32_t* tokens, View table, int64_t vocab, View out) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t r = blockIdx.x;
   const int32_t id = tokens[r];
   const bool ok = id >= 0 && id < vocab;
@@ -81,6 +93,8 @@ __global__ void embed_kernel(const int32_t* tokens, View table, int64_t vocab, V
 // One block per source row: cache[slots[r]][col_offset + c] = src[r][c].
 __global__ void cache_write_kernel(View src, const int32_t* slots, void* cache, DType cache_dtype,
                                    int64_t capacity, int32_t row_width, int32_t col_offset) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t r = blockIdx.x;
   const int64_t slot = slots[r];
   if (slot < 0 || slot >= capacity) return;
@@ -97,8 +111,7 @@ void launch_binary(const MatView& a, const MatView& b, const MatView& out, Binar
                    cudaStream_t stream) {
   const int64_t n = a.rows * a.cols;
   if (n == 0) return;
-  binary_kernel<<<blocks_for(n), kThreads, 0, stream>>>(view(a), view(b), view(out), n, op);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(binary_kernel, blocks_for(n), kThreads, 0, stream, view(a), view(b), view(out), n, op);
 }
 
 }  // namespace
@@ -112,8 +125,8 @@ void launch_embed(const int32_t* tokens, int64_t n, const MatView& table, const 
                   cudaStream_t stream) {
   MLRA_REQUIRE(out.rows >= n && out.cols == table.cols, "embed: output shape");
   if (n == 0) return;
-  embed_kernel<<<unsigned(n), kThreads, 0, stream>>>(tokens, view(table), table.rows, view(out));
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(embed_kernel, unsigned(n), kThreads, 0, stream, tokens, view(table), table.rows,
+             view(out));
 }
 
 void launch_silu_mul(const MatView& a, const MatView& b, const MatView& out, cudaStream_t stream) {
@@ -135,8 +148,7 @@ void launch_add(const MatView& x, const MatView& acc, cudaStream_t stream) {
 void launch_scale(const MatView& y, float alpha, cudaStream_t stream) {
   const int64_t n = y.rows * y.cols;
   if (n == 0) return;
-  scale_kernel<<<blocks_for(n), kThreads, 0, stream>>>(view(y), n, alpha);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(scale_kernel, blocks_for(n), kThreads, 0, stream, view(y), n, alpha);
 }
 
 void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
@@ -144,22 +156,18 @@ void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCac
   MLRA_REQUIRE(col_offset >= 0 && col_offset + src.cols <= cache.row_width,
                "cache_write past the cache row");
   if (src.rows == 0) return;
-  cache_write_kernel<<<unsigned(src.rows), 128, 0, stream>>>(
-      view(src), slots, cache.data, cache.dtype, cache.num_pages * cache.page_size,
-      cache.row_width, col_offset);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(cache_write_kernel, unsigned(src.rows), 128, 0, stream, view(src), slots, cache.data,
+             cache.dtype, cache.num_pages * cache.page_size, cache.row_width, col_offset);
 }
 
 void launch_fill(void* data, DType dtype, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
-  fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(data, dtype, n, value);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(fill_kernel, blocks_for(n), kThreads, 0, stream, data, dtype, n, value);
 }
 
 void launch_fill_random(void* data, DType dtype, int64_t n, uint64_t seed, cudaStream_t stream) {
   if (n == 0) return;
-  fill_random_kernel<<<blocks_for(n), kThreads, 0, stream>>>(data, dtype, n, seed);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(fill_random_kernel, blocks_for(n), kThreads, 0, stream, data, dtype, n, seed);
 }
 
 }  // namespace mlra::cuda

@@ -3,9 +3,11 @@
 // L1/L2. Each block owns whole outputs: a K split across warps of a block is summed in shared
 // memory, never by a second kernel or atomics, so results are deterministic and graph capturable.
 // Two layouts: out_by_in (w [N, K], k contiguous: a thread group per row) and in_by_out
-// (w [K, N], n contiguous: a thread per 8 columns walking k).
+// (w [K, N], n contiguous: a thread per 8 columns walking k). The SwiGLU form of out_by_in gives
+// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <climits>
@@ -13,8 +15,10 @@
 #include <type_traits>
 
 #include "kernels/cuda_check.h"
+#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
 #include "kernels/gemv_device.cuh"
+#include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -25,24 +29,51 @@ constexpr int kRowBlock = 128;  // threads per out_by_in block
 constexpr int kColBlock = 256;  // threads per in_by_out block
 constexpr int kColWarps = kColBlock / 32;
 
-// w [N, K]. A group of tpr = 2^tpr_log2 threads (4..128) owns R adjacent rows; thread kl of the
-// group reads 16-byte chunks kl, kl + tpr, ... of each row (R * U loads in flight) and multiplies
-// them with the M rows of x. Groups of up to 32 threads sum by shuffles; wider groups (whole
-// warps) add their warp sums in shared memory.
-template <int M, int R, class XT, class YT>
+// silu(a) * b of two sums, each rounded to YT first (as a YT product output would be).
+template <class YT>
+__device__ __forceinline__ float swiglu(float a, float b) {
+  if constexpr (!std::is_same_v<YT, float>) {
+    a = __bfloat162float(__float2bfloat16(a));
+    b = __bfloat162float(__float2bfloat16(b));
+  }
+  return a / (1.0f + expf(-a)) * b;
+}
+
+// w [N, K]. A group of tpr = 2^tpr_log2 threads (4..128) owns R rows; thread kl of the group
+// reads 16-byte chunks kl, kl + tpr, ... of each row (R * U loads in flight) and multiplies them
+// with the M rows of x. Groups of up to 32 threads sum by shuffles; wider groups (whole warps)
+// add their warp sums in shared memory. Plain: the R rows are outputs n_first + r (p.n = N).
+// kGlu: w is [W1; W2] ([2F, K], p.n = F), rows r < R/2 are W1 rows n_first + r and rows r >= R/2
+// the W2 rows F + n_first + r - R/2; output n_first + r = silu(y1) * y2 (alpha 1, beta 0).
+template <int M, int R, class XT, class YT, bool kGlu>
 __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p, int tpr_log2) {
-  constexpr int U = 8 / R;
+  constexpr int U = 8 / R, kOut = kGlu ? R / 2 : R;  // outputs per group
   const int tpr = 1 << tpr_log2, slots = kRowBlock >> tpr_log2;
   const int kl = threadIdx.x & (tpr - 1), slot = threadIdx.x >> tpr_log2;
   const int64_t b = blockIdx.y;
-  const int n_first = (int(blockIdx.x) * slots + slot) * R;
+  const int n_first = (int(blockIdx.x) * slots + slot) * kOut;
   const XT* x = static_cast<const XT*>(p.x) + b * p.x_stride;
   const __nv_bfloat16* w = p.w + b * p.w_stride;
   const __nv_bfloat16* wrow[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r)  // rows past N re-read row N-1; their sums are never stored
-    wrow[r] = w + int64_t(min(n_first + r, p.n - 1)) * p.w_ld;
+  for (int r = 0; r < R; ++r) {  // rows past N re-read row N-1; their sums are never stored
+    const int o = r % kOut, half = r / kOut;  // half 1: the W2 row of output o
+    wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
+  }
   const int chunks = p.k / 8;
+  // The weights are never written during a step: their first loads may start while the previous
+  // kernel still runs (this block launched early under PDL). Nothing else is touched before the
+  // wait: x is the previous kernel's output and y may still be read by it. (An L2 prefetch is a
+  // hint through the coherent L2: it could not return stale data even for fresh weights.)
+  for (int i = 0; i < p.prefetch; ++i)
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = kl + (i * U + u) * tpr;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (c < chunks) prefetch_l2(wrow[r] + c * 8);
+    }
+  pdl_wait();
 
   float acc[M][R] = {};
   for (int c0 = kl; c0 < chunks; c0 += tpr * U) {
@@ -73,6 +104,7 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     }
   }
 
+  pdl_launch_dependents();  // every weight load is issued: the next kernel may start launching
   const int lanes = min(tpr, 32);
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -83,16 +115,21 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
 
   YT* y = static_cast<YT*>(p.y) + b * p.y_stride;
   if (tpr <= 32) {  // uniform over the block: no barrier below is skipped by some threads only
-    // Output e = m * R + r is stored by lane e % tpr of the group (all lanes hold the sum).
+    // Output e = m * kOut + r is stored by lane e % tpr of the group (all lanes hold the sums).
 #pragma unroll
     for (int m = 0; m < M; ++m)
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (((m * R + r) & (tpr - 1)) == kl && n_first + r < p.n)
-          store_y(y + m * p.y_ld + n_first + r, acc[m][r], p.alpha, p.beta);
+      for (int r = 0; r < kOut; ++r)
+        if (((m * kOut + r) & (tpr - 1)) == kl && n_first + r < p.n) {
+          if constexpr (kGlu)
+            store_y(y + m * p.y_ld + n_first + r, swiglu<YT>(acc[m][r], acc[m][r + kOut]), 1.0f,
+                    0.0f);
+          else
+            store_y(y + m * p.y_ld + n_first + r, acc[m][r], p.alpha, p.beta);
+        }
     return;
   }
-  __shared__ float part[kRowBlock / 32][M * R];  // per warp: its sum of every output
+  __shared__ float part[kRowBlock / 32][M * R];  // per warp: its sum of every row
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -101,12 +138,20 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
       if (m * R + r == lane) part[warp][m * R + r] = acc[m][r];
   __syncthreads();
   const int warps_per_slot = tpr >> 5, t = threadIdx.x;
-  if (t < slots * M * R) {
-    const int s = t / (M * R), e = t % (M * R);
-    float v = 0.0f;
-    for (int i = 0; i < warps_per_slot; ++i) v += part[s * warps_per_slot + i][e];
-    const int n = (int(blockIdx.x) * slots + s) * R + e % R;
-    if (n < p.n) store_y(y + (e / R) * p.y_ld + n, v, p.alpha, p.beta);
+  if (t < slots * M * kOut) {
+    const int s = t / (M * kOut), e = t % (M * kOut), m = e / kOut, o = e % kOut;
+    float v = 0.0f, v2 = 0.0f;
+    for (int i = 0; i < warps_per_slot; ++i) {
+      v += part[s * warps_per_slot + i][m * R + o];
+      if constexpr (kGlu) v2 += part[s * warps_per_slot + i][m * R + o + kOut];
+    }
+    const int n = (int(blockIdx.x) * slots + s) * kOut + o;
+    if (n < p.n) {
+      if constexpr (kGlu)
+        store_y(y + m * p.y_ld + n, swiglu<YT>(v, v2), 1.0f, 0.0f);
+      else
+        store_y(y + m * p.y_ld + n, v, p.alpha, p.beta);
+    }
   }
 }
 
@@ -127,6 +172,7 @@ __device__ __forceinline__ uint4 load_cols(const __nv_bfloat16* p, int valid) {
 template <int M, class XT, class YT>
 __global__ void __launch_bounds__(kColBlock) gemv_in_by_out_kernel(GemvParams p, int ct_log2) {
   constexpr int U = 4;
+  pdl_wait();  // launched with PDL: x is the previous kernel's output, y may be read by it
   const int col_threads = 1 << ct_log2, k_slices = kColBlock >> ct_log2;
   const int ct = threadIdx.x & (col_threads - 1), ks = threadIdx.x >> ct_log2;
   const int64_t b = blockIdx.y;
@@ -159,6 +205,7 @@ __global__ void __launch_bounds__(kColBlock) gemv_in_by_out_kernel(GemvParams p,
     }
   }
 
+  pdl_launch_dependents();  // every weight load is issued: the next kernel may start launching
   // Lane l of a warp is (k slice, ct = l % col_threads): fold the k slices onto lanes <
   // col_threads.
 #pragma unroll
@@ -211,52 +258,75 @@ int resident_blocks(Kernel kernel, int threads) {
 // Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
 // wider (less work per block) until the grid fills the GPU about 4 times over: a block's work is
 // fixed, so with ~1 wave the last partial wave runs latency-bound at low occupancy.
+enum class Layout { kOutByIn, kInByOut, kGlu };
+
+template <int M, class XT, class YT, bool kGlu>
+void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream) {
+  constexpr int R = M > 2 ? 4 : 2;  // more rows per thread reuse each x load more
+  constexpr int kOut = kGlu ? R / 2 : R;
+  const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT, kGlu>;
+  static const int per_sm = resident_blocks(kernel, kRowBlock);
+  // Measured on H200: more rows per thread (M > 2) do better with fewer, fuller blocks.
+  const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
+  const int chunks = p.k / 8;
+  const auto blocks = [&](int l) {
+    const int outs = (kRowBlock >> l) * kOut;
+    return (int64_t(p.n) + outs - 1) / outs;
+  };
+  int l = 2;
+  while (l < 7 && chunks > (16 << l)) ++l;
+  while (l < 7 && (4 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;  // >= 2 chunks
+  launch_pdl(kernel, dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream, p, l);
+}
+
+// Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
+// wider (less work per block) until the grid fills the GPU about 4 times over: a block's work is
+// fixed, so with ~1 wave the last partial wave runs latency-bound at low occupancy.
 template <int M, class XT, class YT>
-void launch_typed(const GemvParams& p, bool out_by_in, int64_t batch, cudaStream_t stream) {
-  if (out_by_in) {
-    constexpr int R = M > 2 ? 4 : 2;  // more rows per thread reuse each x load more
-    const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT>;
-    static const int per_sm = resident_blocks(kernel, kRowBlock);
-    // Measured on H200: more rows per thread (M > 2) do better with fewer, fuller blocks.
-    const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
-    const int chunks = p.k / 8;
-    const auto blocks = [&](int l) {
-      const int rows = (kRowBlock >> l) * R;
-      return (int64_t(p.n) + rows - 1) / rows;
-    };
-    int l = 2;
-    while (l < 7 && chunks > (16 << l)) ++l;
-    while (l < 7 && (4 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;  // >= 2 chunks
-    kernel<<<dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream>>>(p, l);
-  } else {
-    const auto kernel = gemv_in_by_out_kernel<M, XT, YT>;
-    static const int per_sm = resident_blocks(kernel, kColBlock);
-    const int64_t target_blocks = 4 * int64_t(per_sm) * sm_count();
-    const auto blocks = [&](int l) {
-      const int cols = 8 << l;
-      return (int64_t(p.n) + cols - 1) / cols;
-    };
-    int l = 2;  // at least 4 column threads: 64 contiguous bytes per k row
-    while (l < 5 && (1 << l) * 8 < p.n) ++l;
-    while (l > 2 && blocks(l) * batch < target_blocks) --l;
-    kernel<<<dim3(unsigned(blocks(l)), unsigned(batch)), kColBlock, 0, stream>>>(p, l);
-  }
-  MLRA_CUDA_LAUNCH_CHECK();
+void launch_typed(const GemvParams& p, Layout layout, int64_t batch, cudaStream_t stream) {
+  if (layout == Layout::kOutByIn) return launch_out_by_in<M, XT, YT, false>(p, batch, stream);
+  if constexpr (std::is_same_v<XT, __nv_bfloat16> && std::is_same_v<YT, __nv_bfloat16>)
+    if (layout == Layout::kGlu) return launch_out_by_in<M, XT, YT, true>(p, batch, stream);
+  MLRA_REQUIRE(layout == Layout::kInByOut, "gemv: the SwiGLU form takes bf16 x and y only");
+  const auto kernel = gemv_in_by_out_kernel<M, XT, YT>;
+  static const int per_sm = resident_blocks(kernel, kColBlock);
+  const int64_t target_blocks = 4 * int64_t(per_sm) * sm_count();
+  const auto blocks = [&](int l) {
+    const int cols = 8 << l;
+    return (int64_t(p.n) + cols - 1) / cols;
+  };
+  int l = 2;  // at least 4 column threads: 64 contiguous bytes per k row
+  while (l < 5 && (1 << l) * 8 < p.n) ++l;
+  while (l > 2 && blocks(l) * batch < target_blocks) --l;
+  launch_pdl(kernel, dim3(unsigned(blocks(l)), unsigned(batch)), kColBlock, 0, stream, p, l);
 }
 
 template <int M>
-void launch_m(const GemvParams& p, DType xt, DType yt, bool out_by_in, int64_t batch,
+void launch_m(const GemvParams& p, DType xt, DType yt, Layout layout, int64_t batch,
               cudaStream_t stream) {
   using BF = __nv_bfloat16;
   const bool xb = xt == DType::kBF16, yb = yt == DType::kBF16;
-  if (xb && yb) return launch_typed<M, BF, BF>(p, out_by_in, batch, stream);
-  if (xb) return launch_typed<M, BF, float>(p, out_by_in, batch, stream);
-  if (yb) return launch_typed<M, float, BF>(p, out_by_in, batch, stream);
-  return launch_typed<M, float, float>(p, out_by_in, batch, stream);
+  if (xb && yb) return launch_typed<M, BF, BF>(p, layout, batch, stream);
+  if (xb) return launch_typed<M, BF, float>(p, layout, batch, stream);
+  if (yb) return launch_typed<M, float, BF>(p, layout, batch, stream);
+  return launch_typed<M, float, float>(p, layout, batch, stream);
 }
+
+using Launch = void (*)(const GemvParams&, DType, DType, Layout, int64_t, cudaStream_t);
+constexpr Launch kByRows[kGemvMaxRows] = {launch_m<1>, launch_m<2>, launch_m<3>, launch_m<4>,
+                                          launch_m<5>, launch_m<6>, launch_m<7>, launch_m<8>};
 
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// MLRA_GEMV_PREFETCH=N (0..4, read once; default 0 = off): weight loop iterations of out_by_in
+// blocks prefetched to L2 before their PDL wait. Off: on the H200 (MLRA-4 decode graph step,
+// same run) N = 1 lost at batch 1 (TP1 1K 3.054 -> 3.209 ms, TP4 1K 1.952 -> 2.108) and won
+// only at TP4 batch 8 (1K 3.014 -> 2.863, 32K 3.627 -> 3.510).
+int prefetch_iterations() {
+  static const int n = int(std::clamp<long>(env_long("MLRA_GEMV_PREFETCH", 0), 0, 4));
+  return n;
 }
 
 }  // namespace
@@ -284,12 +354,26 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
                "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
-  const GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
-  using Launch = void (*)(const GemvParams&, DType, DType, bool, int64_t, cudaStream_t);
-  static constexpr Launch kByRows[kGemvMaxRows] = {launch_m<1>, launch_m<2>, launch_m<3>,
-                                                   launch_m<4>, launch_m<5>, launch_m<6>,
-                                                   launch_m<7>, launch_m<8>};
-  kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in, batch, stream);
+  GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
+  p.prefetch = prefetch_iterations();
+  kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in ? Layout::kOutByIn : Layout::kInByOut, batch,
+                      stream);
+}
+
+bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y) {
+  return x.dtype == DType::kBF16 && y.dtype == DType::kBF16 && w12.rows % 2 == 0 &&
+         x.cols == w12.cols && y.rows == x.rows && y.cols == w12.rows / 2 &&
+         gemv_supports(x, 0, w12, 0, true, y, 0, 1);
+}
+
+void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
+                        cudaStream_t stream) {
+  MLRA_REQUIRE(gemv_swiglu_supports(x, w12, y),
+               "gemv swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
+  const int64_t f = w12.rows / 2;
+  GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
+  p.prefetch = prefetch_iterations();
+  kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);
 }
 
 }  // namespace mlra::cuda

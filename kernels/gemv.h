@@ -29,6 +29,14 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
                  bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
                  float beta, cudaStream_t stream);
 
+// SwiGLU in the product's epilogue: y [M, F] = silu(x . W1^T) * (x . W2^T) with w12 = [W1; W2]
+// ([2F, K], nn.Linear rows of both halves back to back), each product rounded to bf16 before the
+// silu as the composed linear + silu_mul would. A thread group reads rows n and F + n, so the
+// weights stream once and no [M, 2F] intermediate is written. bf16 x and y, M <= 8.
+bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y);
+void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
+                        cudaStream_t stream);
+
 // Tensor-core variant for w [N, K] (gemv_mma.cu): same operands and results (an f32 x is rounded
 // to bf16 first), meant for 2..8 rows where the FMA kernels fall behind the memory.
 bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,

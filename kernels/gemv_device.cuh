@@ -21,6 +21,7 @@ struct GemvParams {
   int64_t y_ld, y_stride;
   int n, k;
   float alpha, beta;
+  int prefetch;  // out_by_in: weight loop iterations sent to L2 before the PDL wait (0..4)
 };
 
 // The parameters of y = alpha * x . op(w) + beta * y (operand b at b * stride), n x k product.
@@ -43,6 +44,11 @@ __device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {
     f[2 * i] = __uint_as_float(u[i] << 16);
     f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
   }
+}
+
+// Asks L2 for the 16 bytes at p (no register result: the load later hits L2).
+__device__ __forceinline__ void prefetch_l2(const __nv_bfloat16* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 // Weights are streamed: read-only path, no L1 allocation (L1 keeps x).

@@ -10,6 +10,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/latent_projections.h"
+#include "kernels/pdl.cuh"
 #include "kernels/rope_freq.cuh"
 
 namespace mlra::cuda {
@@ -45,6 +46,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 // Blocks [n_virt, n_virt + heads): q_pe of local head h (warp per row of W_rope), roped, copied.
 template <int T>
 __global__ void __launch_bounds__(kThreads) latent_queries_kernel(LatentProjParams p) {
+  pdl_wait();  // launched with PDL: q_nope, cq and positions come from earlier ops
+  pdl_launch_dependents();
   extern __shared__ float xs[];  // [T][dn] or [T][r_q] inputs, then [T][dr] q_pe
   const int vw = p.width + p.dr;
   if (int(blockIdx.x) < p.n_virt) {
@@ -117,6 +120,8 @@ __global__ void __launch_bounds__(kThreads) latent_queries_kernel(LatentProjPara
 // every covering unit's W_UV row and z.
 template <int T>
 __global__ void __launch_bounds__(256) latent_up_kernel(LatentProjParams p) {
+  pdl_wait();  // launched with PDL: z is the attention's output
+  pdl_launch_dependents();
   const int h = blockIdx.x, lane = threadIdx.x % 32, i = blockIdx.y * 8 + threadIdx.x / 32;
   if (i >= p.dn) return;
   float acc[T] = {};
@@ -160,23 +165,21 @@ void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream) {
   const size_t smem = latent_queries_smem(p);
   const dim3 grid{unsigned(p.n_virt + p.heads)};
   if (p.tokens <= 1)
-    latent_queries_kernel<1><<<grid, kThreads, smem, stream>>>(p);
+    launch_pdl(latent_queries_kernel<1>, grid, kThreads, smem, stream, p);
   else if (p.tokens <= 4)
-    latent_queries_kernel<4><<<grid, kThreads, smem, stream>>>(p);
+    launch_pdl(latent_queries_kernel<4>, grid, kThreads, smem, stream, p);
   else
-    latent_queries_kernel<8><<<grid, kThreads, smem, stream>>>(p);
-  MLRA_CUDA_LAUNCH_CHECK();
+    launch_pdl(latent_queries_kernel<8>, grid, kThreads, smem, stream, p);
 }
 
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream) {
   const dim3 grid{unsigned(p.heads), unsigned((p.dn + 7) / 8)};
   if (p.tokens <= 1)
-    latent_up_kernel<1><<<grid, 256, 0, stream>>>(p);
+    launch_pdl(latent_up_kernel<1>, grid, 256, 0, stream, p);
   else if (p.tokens <= 4)
-    latent_up_kernel<4><<<grid, 256, 0, stream>>>(p);
+    launch_pdl(latent_up_kernel<4>, grid, 256, 0, stream, p);
   else
-    latent_up_kernel<8><<<grid, 256, 0, stream>>>(p);
-  MLRA_CUDA_LAUNCH_CHECK();
+    launch_pdl(latent_up_kernel<8>, grid, 256, 0, stream, p);
 }
 
 }  // namespace mlra::cuda

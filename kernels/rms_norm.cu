@@ -6,6 +6,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -31,6 +32,8 @@ struct NormArgs {
 
 template <bool kInRegisters>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(NormArgs a) {
+  pdl_wait();  // launched with PDL: the input is the previous kernel's output
+  pdl_launch_dependents();
   const int64_t r = blockIdx.x, c0 = int64_t(blockIdx.y) * a.cols;
   const int64_t xi = r * a.x_ld + c0, di = r * a.d_ld + c0;
   float* acc = static_cast<float*>(const_cast<void*>(a.x));
@@ -87,10 +90,9 @@ void launch(const NormArgs& a, int64_t rows, int64_t groups, cudaStream_t stream
   if (rows == 0 || groups == 0) return;
   const dim3 grid{unsigned(rows), unsigned(groups)};
   if (a.cols <= int64_t(kThreads) * kMaxPerThread)
-    rms_norm_kernel<true><<<grid, kThreads, 0, stream>>>(a);
+    launch_pdl(rms_norm_kernel<true>, grid, kThreads, 0, stream, a);
   else
-    rms_norm_kernel<false><<<grid, kThreads, 0, stream>>>(a);
-  MLRA_CUDA_LAUNCH_CHECK();
+    launch_pdl(rms_norm_kernel<false>, grid, kThreads, 0, stream, a);
 }
 
 }  // namespace

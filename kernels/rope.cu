@@ -5,6 +5,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/pdl.cuh"
 #include "kernels/rope_freq.cuh"
 
 #include <algorithm>
@@ -15,6 +16,8 @@ namespace {
 __global__ void rope_kernel(void* x, DType xt, int64_t ld, int64_t rows, int64_t n_heads,
                             int64_t head_stride, int64_t rot_offset, int64_t half,
                             const int32_t* positions, double base, int64_t rot_dim) {
+  pdl_wait();  // launched with PDL: x and positions come from earlier ops
+  pdl_launch_dependents();
   const int64_t n = rows * n_heads * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -41,10 +44,8 @@ void launch_rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t
   if (n == 0) return;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65535 * 8);
-  rope_kernel<<<unsigned(blocks), threads, 0, stream>>>(x.data, x.dtype, x.ld, x.rows, n_heads,
-                                                        head_stride, rot_offset, rot_dim / 2,
-                                                        positions, double(base), rot_dim);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_pdl(rope_kernel, unsigned(blocks), threads, 0, stream, x.data, x.dtype, x.ld, x.rows,
+             n_heads, head_stride, rot_offset, rot_dim / 2, positions, double(base), rot_dim);
 }
 
 }  // namespace mlra::cuda

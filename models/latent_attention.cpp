@@ -190,7 +190,7 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   Tensor qv = virtual_queries(units_, width, cq, q_nope, step);
 
   // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
-  // slices), k_pe roped; written to their slots before attention.
+  // slices), k_pe roped; written to their slots before attention, in one op.
   // Not TPLA: the latents are normed in place, so [latents | k_pe] of xp is the cache row.
   Tensor kv, normed;
   MatView kv_mat = xp_mat.cols_slice(r_q, row);
@@ -202,14 +202,13 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
     b.rms_norm(raw, ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
     b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width), 1.0f,
              0.0f);
-  } else {
-    // Every local latent normed alone, in one launch.
-    b.rms_norm_groups(raw, latent_norms_, n_lat, c.norm_eps, c.kv_scale(), raw);
   }
+  // Not TPLA: every local latent normed alone (groups n_lat); TPLA: already normed (groups 0).
+  b.latent_cache_write(kv_mat, latent_norms_, c.tpla() ? 0 : n_lat, c.norm_eps, c.kv_scale(), dr,
+                       step.positions, c.rope_base, step.slots, cache);
+  // The latent columns are final here (the rope touched only k_pe).
   if (step.latent_observer)
     observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));
-  b.rope(kv_mat, 1, row, n_lat * width, dr, step.positions, c.rope_base);
-  b.cache_write(kv_mat, step.slots, cache, 0);
 
   Tensor z = attend(units_, width, qv, cache, int32_t(n_lat * width), step);
   const bool exact =

@@ -114,8 +114,7 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
   Tensor h = b.alloc({T, d}, act), part = b.alloc({T, d}, act);
-  Tensor a12 = b.alloc({T, 2 * ff}, act), a1 = b.alloc({T, ff}, act);
-  const MatView a12m = as_mat(a12, 2 * ff);
+  Tensor a1 = b.alloc({T, ff}, act);
   const MatView hm = as_mat(h, d), pm = as_mat(part, d);
   b.embed(ctx.tokens, T, as_mat(embedding_, d), xm);
   if (!layers_.empty()) b.rms_norm(xm, layers_.front().ln1, config_.norm_eps, 1.0f, hm);
@@ -125,8 +124,7 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
     comm_.all_reduce_sum(part.data, T * d, act);
     // Each residual add is fused into the norm that reads the sum next.
     b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
-    b.linear(hm, as_mat(layer.fc12, d), a12m, 1.0f, 0.0f);
-    b.silu_mul(a12m.cols_slice(0, ff), a12m.cols_slice(ff, ff), as_mat(a1, ff));
+    b.linear_swiglu(hm, as_mat(layer.fc12, d), as_mat(a1, ff));
     b.linear(as_mat(a1, ff), as_mat(layer.proj, ff), pm, 1.0f, 0.0f);
     comm_.all_reduce_sum(part.data, T * d, act);
     if (i + 1 < layers_.size())

@@ -1,0 +1,149 @@
+// The decode path's fused CUDA ops against their CPU compositions (linear_swiglu: linear +
+// silu_mul; latent_cache_write: rms_norm_groups + rope + cache_write) on random inputs, and the
+// programmatic-dependent-launch chain: ops that overlap their launches must compute exactly what
+// they compute with a synchronization between every op, eagerly and replayed from a graph.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <numeric>
+
+#include "gpu_test_util.h"
+#include "kernels/gemv.h"
+
+using namespace mlra;
+using namespace mlra::gputest;
+
+TEST_CASE("cuda linear_swiglu (GEMV epilogue) matches the cpu linear + silu_mul",
+          "[gpu][ops][gemv][fused]") {
+  auto& [cpu, gpu] = backends();
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  for (int64_t m : {1, 2, 3, 8, 9})
+    for (int64_t k : {40, 1024, 3072})
+      for (int64_t f : {1, 37, 256, 1235}) {
+        INFO("m " << m << " k " << k << " f " << f);
+        const auto x = rounded(random_vec(rng, m * k), DType::kBF16);
+        const auto w = rounded(random_vec(rng, 2 * f * k, -0.1f, 0.1f), DType::kBF16);
+        auto run = [&](Backend& b, bool direct) {
+          const DType t = b.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+          Tensor xt = make(b, {m, k}, t, x), wt = make(b, {2 * f, k}, t, w);
+          Tensor y = b.alloc({m, f}, t);
+          if (b.kind() == DeviceKind::kCuda) poison(b, y);
+          // direct: the fused kernel itself at every M it takes (the backend fuses M <= MLRA_GEMV).
+          if (direct)
+            cuda::launch_gemv_swiglu(as_mat(xt, k), as_mat(wt, k), as_mat(y, f), cuda_stream_of(b));
+          else
+            b.linear_swiglu(as_mat(xt, k), as_mat(wt, k), as_mat(y, f));
+          return download(b, as_mat(y, f));
+        };
+        const auto want = run(*cpu, false);
+        const auto got = run(*gpu, false);
+        CHECK(all_finite(got));
+        CHECK(rel_l2(got, want) < kBf16Tol);
+        if (m <= cuda::kGemvMaxRows) {
+          Tensor xg = gpu->alloc({m, k}, DType::kBF16), wg = gpu->alloc({2 * f, k}, DType::kBF16);
+          Tensor yg = gpu->alloc({m, f}, DType::kBF16);
+          REQUIRE(cuda::gemv_swiglu_supports(as_mat(xg, k), as_mat(wg, k), as_mat(yg, f)));
+          const auto fused = run(*gpu, true);
+          CHECK(all_finite(fused));
+          CHECK(rel_l2(fused, want) < kBf16Tol);
+        }
+      }
+}
+
+TEST_CASE("cuda latent_cache_write matches the cpu rms_norm_groups + rope + cache_write",
+          "[gpu][ops][fused]") {
+  auto& [cpu, gpu] = backends();
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  const int32_t pages = 5, page_size = 16, capacity = pages * page_size;
+  struct Shape {
+    int64_t groups, g, rot, extra;  // extra: cache row columns past the entry
+  };
+  for (const Shape s :
+       {Shape{4, 128, 64, 0}, Shape{1, 512, 64, 8}, Shape{3, 40, 16, 0}, Shape{0, 96, 32, 0}})
+    for (const int64_t T : {int64_t(1), int64_t(5), int64_t(17)}) {
+      const int64_t lat = s.groups ? s.groups * s.g : s.g, cols = lat + s.rot;
+      const int64_t width = cols + s.extra, ld = cols + 24;  // the row is a slice of a wider row
+      INFO("groups " << s.groups << " g " << s.g << " rot " << s.rot << " tokens " << T);
+      std::vector<int32_t> all(capacity), slots(static_cast<size_t>(T)), pos(slots.size());
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng);
+      std::copy_n(all.begin(), T, slots.begin());
+      for (auto& p : pos) p = int32_t(rng() % 70000);
+      const auto rows = rounded(random_vec(rng, T * ld, -2.0f, 2.0f), DType::kBF16);
+      const auto gain = rounded(random_vec(rng, lat, 0.5f, 1.5f), DType::kBF16);
+      const auto init = rounded(random_vec(rng, capacity * width), DType::kBF16);
+      auto run = [&](Backend& b) {
+        const DType t = b.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+        Tensor cache = make(b, {pages, page_size, width}, t, init);
+        Tensor r = make(b, {T, ld}, t, rows), w = make(b, {lat}, t, gain);
+        Tensor sl = make_i32(b, slots), ps = make_i32(b, pos);
+        const MatView row = as_mat(r, ld).cols_slice(0, cols);
+        b.latent_cache_write(row, w, s.groups, 1e-5f, 0.75f, s.rot, ps.as<int32_t>(), 10000.0f,
+                             sl.as<int32_t>(), {cache.data, t, pages, page_size, int32_t(width)});
+        return std::make_pair(download(b, as_mat(r, ld)), download(b, as_mat(cache, width)));
+      };
+      const auto g = run(*gpu), c = run(*cpu);
+      CHECK(all_finite(g.first));
+      CHECK(all_finite(g.second));
+      CHECK(rel_l2(g.first, c.first) < kBf16Tol);
+      CHECK(rel_l2(g.second, c.second) < kBf16Tol);
+    }
+}
+
+// 24 layers of y = x . W (a 32 MB GEMV), x' = RMSNorm(y) * g, y2 = silu-GLU(x') alternate
+// between buffers, each op reading what the one before wrote: a kernel that skipped its grid
+// dependency wait would read stale data. Synchronized after every op, eagerly back to back, and
+// replayed from a CUDA graph, the results must be bitwise equal (the kernels are deterministic).
+TEST_CASE("PDL-launched op chains compute what synchronized ops compute, eager and in graphs",
+          "[gpu][ops][pdl]") {
+  auto& gpu = *backends().gpu;
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  const int64_t k = 4096, f = 2048, layers = 24;
+  Tensor w = make(gpu, {k, k}, DType::kBF16, random_vec(rng, k * k, -0.05f, 0.05f));
+  Tensor w12 = make(gpu, {2 * f, k}, DType::kBF16, random_vec(rng, 2 * f * k, -0.05f, 0.05f));
+  Tensor w_back = make(gpu, {k, f}, DType::kBF16, random_vec(rng, k * f, -0.05f, 0.05f));
+  Tensor gain = make(gpu, {k}, DType::kBF16, random_vec(rng, k, 0.5f, 1.5f));
+  const auto x0 = random_vec(rng, k);
+  Tensor x = gpu.alloc({1, k}, DType::kBF16), y = gpu.alloc({1, k}, DType::kF32);
+  Tensor h = gpu.alloc({1, f}, DType::kBF16);
+  auto chain = [&](bool sync) {
+    gpu.upload_f32(x, x0.data());
+    for (int64_t i = 0; i < layers; ++i) {
+      gpu.linear(as_mat(x, k), as_mat(w, k), as_mat(y, k), 1.0f, 0.0f);
+      if (sync) gpu.synchronize();
+      gpu.rms_norm(as_mat(y, k), gain, 1e-5f, 1.0f, as_mat(x, k));
+      if (sync) gpu.synchronize();
+      gpu.linear_swiglu(as_mat(x, k), as_mat(w12, k), as_mat(h, f));
+      if (sync) gpu.synchronize();
+      gpu.linear(as_mat(h, f), as_mat(w_back, f), as_mat(y, k), 1.0f, 0.0f);
+      if (sync) gpu.synchronize();
+      gpu.add_rms_norm(as_mat(x, k), as_mat(y, k), gain, 1e-5f, as_mat(x, k));
+      if (sync) gpu.synchronize();
+    }
+    return download(gpu, as_mat(x, k));
+  };
+  const auto want = chain(true);
+  REQUIRE(all_finite(want));
+  CHECK(chain(false) == want);
+  gpu.upload_f32(x, x0.data());
+  gpu.begin_capture();
+  for (int64_t i = 0; i < layers; ++i) {
+    gpu.linear(as_mat(x, k), as_mat(w, k), as_mat(y, k), 1.0f, 0.0f);
+    gpu.rms_norm(as_mat(y, k), gain, 1e-5f, 1.0f, as_mat(x, k));
+    gpu.linear_swiglu(as_mat(x, k), as_mat(w12, k), as_mat(h, f));
+    gpu.linear(as_mat(h, f), as_mat(w_back, f), as_mat(y, k), 1.0f, 0.0f);
+    gpu.add_rms_norm(as_mat(x, k), as_mat(y, k), gain, 1e-5f, as_mat(x, k));
+  }
+  auto graph = gpu.end_capture();
+  for (int rep = 0; rep < 3; ++rep) {
+    gpu.upload_f32(x, x0.data());
+    graph->replay();
+    CHECK(download(gpu, as_mat(x, k)) == want);
+  }
+}
