@@ -23,7 +23,9 @@ struct View {
   __device__ void set(int64_t i, float v) const { store_from_f32(data, dtype, index(i), v); }
 };
 
-View view(const MatView& m) { return {m.data, m.dtype, m.cols, m.ld}; }
+View view(const MatView& m) {
+  return {m.data, m.dtype, m.cols, m.ld};
+}
 
 unsigned blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
@@ -40,10 +42,18 @@ __global__ void binary_kernel(View a, View b, View out, int64_t n, Binary op) {
        i += int64_t(gridDim.x) * blockDim.x) {
     const float x = a.get(i);
     switch (op) {
-      case Binary::kSiluMul: out.set(i, x / (1.0f + expf(-x)) * b.get(i)); break;
-      case Binary::kSigmoidMulInPlace: out.set(i, b.get(i) / (1.0f + expf(-x))); break;
-      case Binary::kAdd: out.set(i, b.get(i) + x); break;
-      case Binary::kCopy: out.set(i, x); break;
+      case Binary::kSiluMul:
+        out.set(i, x / (1.0f + expf(-x)) * b.get(i));
+        break;
+      case Binary::kSigmoidMulInPlace:
+        out.set(i, b.get(i) / (1.0f + expf(-x)));
+        break;
+      case Binary::kAdd:
+        out.set(i, b.get(i) + x);
+        break;
+      case Binary::kCopy:
+        out.set(i, x);
+        break;
     }
   }
 }

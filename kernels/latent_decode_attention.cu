@@ -404,7 +404,7 @@ bool latent_uses_tma() {
 }
 
 int latent_tile_rows(int d_c) {
-  if (latent_wide_enabled(d_c)) return kWideTileRows;
+  if (latent_wide_enabled(d_c)) return latent_wide_tile_rows(d_c);
   return d_c == 512 ? LatentConfig<512>::kBN : 64;
 }
 

@@ -31,14 +31,16 @@ using bf16 = __nv_bfloat16;
 
 template <int D>
 struct WideConfig {
-  static constexpr int kR = 64;              // rope key dims
-  static constexpr int kM = 64;              // query rows per CTA
-  static constexpr int kBN = kWideTileRows;  // cached rows per tile
-  static constexpr int kK = D + kR;          // key width
-  static constexpr int kChunks = kK / 8;     // 16 B chunks per cached row
-  static constexpr int kNO = D / 16;         // accumulator fragments: 64 x D/2 per warpgroup
-  static constexpr int kHalves = D / 256;    // n128 wgmmas per P.V k-step and warpgroup
-  static constexpr int kStages = D == 512 ? 2 : 4;
+  static constexpr int kR = 64;  // rope key dims
+  static constexpr int kM = 64;  // query rows per CTA
+  // Cached rows per tile: 128 where two stages of them fit (fewer softmax steps and barriers
+  // per byte), else 64.
+  static constexpr int kBN = D == 256 ? 128 : 64;
+  static constexpr int kK = D + kR;        // key width
+  static constexpr int kChunks = kK / 8;   // 16 B chunks per cached row
+  static constexpr int kNO = D / 16;       // accumulator fragments: 64 x D/2 per warpgroup
+  static constexpr int kHalves = D / 256;  // n128 wgmmas per P.V k-step and warpgroup
+  static constexpr int kStages = 2;
   static constexpr int kThreads = 256;
   static constexpr size_t kQBytes = size_t(kM) * kK * 2;
   static constexpr size_t kStageBytes = size_t(kBN) * kK * 2;
@@ -168,7 +170,7 @@ __global__ void __launch_bounds__(256, 1)
         named_barrier(3, 128);
       }
 
-      // S = Q . K^T over the full key width: one chain of 64 x 64 x 16 wgmmas.
+      // S = Q . K^T over the full key width: one chain of 64 x kBN x 16 wgmmas.
       float s[C::kBN / 8][4];
 #pragma unroll
       for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
@@ -176,8 +178,12 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
       for (int k0 = 0; k0 < C::kK; k0 += 16) {
         const uint32_t in_block = uint32_t(k0 & 63) * 2;
-        wgmma_n64(s, sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block),
-                  sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block), 1);
+        const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
+        const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+        if constexpr (C::kBN == 128)
+          wgmma_n128(s, da, db, 1);
+        else
+          wgmma_n64(s, da, db, 1);
       }
       wgmma_commit();
       wgmma_wait_all();
@@ -305,6 +311,10 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
 
 }  // namespace
 
+int latent_wide_tile_rows(int d_c) {
+  return d_c == 256 ? WideConfig<256>::kBN : WideConfig<512>::kBN;
+}
+
 bool latent_wide_enabled(int d_c) {
   static const bool on = env_value("MLRA_LATENT_KERNEL") != "split" && latent_uses_tma();
   return (d_c == 256 || d_c == 512) && on;
@@ -312,7 +322,7 @@ bool latent_wide_enabled(int d_c) {
 
 void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
                         int d_c, const CUtensorMap& map, cudaStream_t stream) {
-  MLRA_REQUIRE(p.box_rows > 0 && kWideTileRows % p.box_rows == 0,
+  MLRA_REQUIRE(p.box_rows > 0 && latent_wide_tile_rows(d_c) % p.box_rows == 0,
                "latent attention: TMA box rows must divide the tile");
   if (d_c == 512) return launch<512>(p, tiles, plan, map, stream);
   MLRA_REQUIRE(d_c == 256, "latent wide attention: d_c must be 256 or 512");
