@@ -12,6 +12,7 @@
 #include <string>
 
 #include "kernels/cuda_check.h"
+#include "kernels/kv_prefill_attention.h"
 
 namespace mlra::cuda {
 namespace {
@@ -163,7 +164,10 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
     rows_max_ = generic_max_group(values_per_lane_);
     ctas = num_sms_ * 4;
   } else if (path_ == AttentionPath::kKv128) {
-    rows_max_ = kKvMaxRows;
+    // Steps whose sequences bring several tokens (prefill chunks) go to the 128-row prefill
+    // kernel when query packing is on; decode steps to the 16-row decode kernel.
+    kv_prefill_ = a.num_tokens > a.num_seqs && query_packing_ && kv_prefill_enabled();
+    rows_max_ = kv_prefill_ ? kKvPrefillRows : kKvMaxRows;
     kv_uses_tma();  // probe now: run() may be captured into a graph
   } else {
     rows_max_ = 64;
@@ -176,7 +180,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
 
   SplitKvShape shape;
   shape.num_tokens = a.num_tokens;
-  shape.target_chunks = path_ == AttentionPath::kKv128
+  shape.target_chunks = path_ == AttentionPath::kKv128 && !kv_prefill_
                             ? kv_split_target(num_sms_, n_tiles, a.num_tokens)
                             : std::max(1, ctas / std::max(1, n_tiles));
   shape.min_chunk_tiles = 2;
@@ -259,6 +263,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
     std::copy_n(tiles_.begin() + begin, batch.count, batch.tile);
     if (path_ == AttentionPath::kGeneric)
       launch_generic_attention(p, batch, plan_, values_per_lane_, stream);
+    else if (path_ == AttentionPath::kKv128 && kv_prefill_)
+      launch_kv_prefill_attention(p, batch, plan_, stream);
     else if (path_ == AttentionPath::kKv128)
       launch_kv_attention(p, batch, plan_, stream);
     else

@@ -9,6 +9,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/cuda_check.h"
+#include "kernels/kv_prefill_attention.h"
 #include "kernels/paged_attention_cuda.h"
 
 using namespace mlra;
@@ -115,6 +116,7 @@ Host build(const Layout& l, const Problem& p, std::mt19937& rng) {
 struct Run {
   std::vector<float> out;
   AttentionPath path = AttentionPath::kGeneric;
+  bool kv_prefill = false;  // an own instance ran K/V attention on the prefill kernel
 };
 
 // The device (or host) buffers of one problem and the arguments pointing at them.
@@ -177,6 +179,7 @@ enum class Packing { kDefault, kOn, kOff };
 Run run(Backend& b, const Layout& l, const Host& h, int num_seqs,
         Packing packing = Packing::kDefault) {
   Bound bd = bind(b, l, h, num_seqs);
+  bool used_prefill = false;
   if (packing == Packing::kDefault || b.kind() != DeviceKind::kCuda) {
     b.paged_attention(bd.a);
   } else {
@@ -186,8 +189,10 @@ Run run(Backend& b, const Layout& l, const Host& h, int num_seqs,
     attn.plan(bd.a, nullptr);
     attn.run(bd.a, nullptr);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    used_prefill = attn.uses_kv_prefill();
   }
   Run r;
+  r.kv_prefill = used_prefill;
   r.out = download_out(b, l, h, bd);
   r.path = cuda::CudaPagedAttention::choose_path(bd.a);
   return r;
@@ -300,6 +305,36 @@ TEST_CASE("kv attention: several query tokens per sequence", "[gpu][attention][k
   // Query packing (opt-in): 2 tokens of 8 heads per CTA, rows masked at their own causal end.
   check_against_cpu(kv(8, 1, 128, 64), {{1101, 300, 65}, 33}, kv_path(), Packing::kOn);
   check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path(), Packing::kOn);
+}
+
+TEST_CASE("kv prefill kernel: 128 packed rows per CTA, MHA/GQA/MQA, pages, boundaries, splits",
+          "[gpu][attention][kv][prefill]") {
+  auto& [cpu, gpu] = backends();
+  struct Case {
+    Layout l;
+    Problem p;
+  };
+  const std::vector<Case> cases = {
+      {kv(8, 1, 128, 64), {{1101, 300, 65}, 200}},          // GQA TP8: 16 tokens x 8 heads per CTA
+      {kv(3, 3, 128, 16), {{700, 129}, 129}},               // MHA: 128 tokens per CTA, pages of 16
+      {kv_split(12, 3, 128, 256), {{2000, 128}, 128}},      // GQA 4 per KV head, model layout
+      {kv(5, 1, 128, 32), {{4097, 77}, 77}},                // MQA, 5 heads: 25 tokens per CTA
+      {kv(24, 1, 128, 64), {{3000}, 1000}},                 // MQA, 24 heads: 5 tokens per CTA
+      {kv(7, 7, 128, 128), {{64, 65, 127, 128, 129}, 60}},  // chunk ends on and past tiles
+      {kv_split(8, 2, 128, 64), {{40000, 300}, 3}},  // long context, few tokens: split chunks
+  };
+  for (const Case& c : cases) {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed << " heads " << c.l.heads << " page " << c.l.page_size << " queries/seq "
+                 << c.p.queries_per_seq);
+    std::mt19937 rng(seed);
+    const Host h = build(c.l, c.p, rng);
+    const Run g = run(*gpu, c.l, h, int(c.p.seq_len.size()), Packing::kOn);
+    const Run r = run(*cpu, c.l, h, int(c.p.seq_len.size()));
+    CHECK(g.kv_prefill == cuda::kv_prefill_enabled());
+    CHECK(all_finite(g.out));
+    CHECK(rel_l2(g.out, r.out) < kBf16Tol);
+  }
 }
 
 TEST_CASE("kv attention: long contexts (split-KV chunks)", "[gpu][attention][kv][long]") {

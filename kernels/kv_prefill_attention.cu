@@ -1,0 +1,267 @@
+// Paged prefill attention for K/V caches with head dim 128 (MHA / GQA / MQA): 128 query rows per
+// CTA, token-major (token, head) pairs of one sequence and one KV head (query packing,
+// split_kv_plan.h), so every K/V tile loaded from L2/HBM feeds 128 rows instead of the decode
+// kernel's 16. Prefill is compute-bound, so the work goes to wgmma: two consumer warpgroups each
+// own 64 rows and run S = Q.K^T (64 x 128 positions), the online softmax and O += P.V
+// (64 x 128) on their own, sharing only the tile ring; a producer warp keeps kStages 128-position
+// tiles ([K | V] of 64-dim TMA boxes, 128-byte swizzle) in flight and refills a stage once all
+// 8 consumer warps have released it (an empty mbarrier per stage). A warpgroup skips the score and
+// P.V work of tiles that lie wholly past its rows' causal ends (it still releases them).
+// Rows past the chunk's end are zeroed in shared memory by each consumer warpgroup before it reads
+// a partial tile (both write the same zeros), so masked positions never meet a NaN in P.V.
+// Output: the final rows, or split-KV partials (o, lse in log2) for launch_split_kv_merge.
+#include "kernels/kv_prefill_attention.h"
+
+#include <cuda_bf16.h>
+
+#include "kernels/cache_tensor_map.h"
+#include "kernels/cuda_check.h"
+#include "kernels/dtype_access.cuh"
+#include "kernels/env_switch.h"
+#include "kernels/hopper_ptx.cuh"
+#include "kernels/online_softmax.cuh"
+
+namespace mlra::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+struct PrefillConfig {
+  static constexpr int kD = 128;             // head dim of K and V
+  static constexpr int kM = kKvPrefillRows;  // query rows per CTA
+  static constexpr int kBN = 128;            // positions per tile
+  static constexpr int kStages = 3;
+  static constexpr int kConsumerThreads = 256;            // two warpgroups
+  static constexpr int kThreads = kConsumerThreads + 32;  // + the producer warp
+  static constexpr int kChunks = 2 * kD / 8;              // 16 B chunks per position (K then V)
+  static constexpr size_t kQBytes = size_t(kM) * kD * 2;
+  static constexpr size_t kStageBytes = size_t(kBN) * 2 * kD * 2;
+  // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
+  static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 16 * kStages;
+  static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
+};
+
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+template <bool kPacked>
+__global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
+    kv_prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                      const __grid_constant__ CUtensorMap cache_map) {
+#ifdef MLRA_LATENT_WGMMA
+  using C = PrefillConfig;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  if (int(blockIdx.x) >= *plan.num_items) return;
+  const SplitKvItem item = plan.items[blockIdx.x];
+  const HeadTile tile = tiles.tile[blockIdx.y];
+  bf16* q_s = reinterpret_cast<bf16*>(smem);
+  unsigned char* ring = smem + C::kQBytes;
+  const uint32_t full_bar = smem_addr(ring + C::kStages * C::kStageBytes);
+  const uint32_t empty_bar = full_bar + 8 * C::kStages;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+
+  const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+
+  for (int i = tid; i < C::kM * (C::kD / 8); i += C::kThreads) {
+    const int row = i / (C::kD / 8), ch = i % (C::kD / 8);
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    if (row < rows_valid)
+      cp_async16(dst,
+                 q + int64_t(kPacked ? t0 + row / tile.rows : t0) * p.q_token_stride +
+                     int64_t(tile.head0 + (kPacked ? row % tile.rows : row)) * p.q_head_stride +
+                     ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
+  cp_async_commit();
+  if (tid == 0) {
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(full_bar + 8 * s, 1);
+      mbar_init(empty_bar + 8 * s, C::kConsumerThreads / 32);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  cp_async_wait<0>();
+  fence_proxy_async();  // the query rows (cp.async) are read by wgmma
+  __syncthreads();
+
+  const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
+  if (warp == C::kConsumerThreads / 32) {
+    // Producer: one lane requests tile j + kStages once every consumer warp released tile j.
+    if (lane != 0) return;
+    auto tma_tile = [&](int j, int stage) {
+      const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+      const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
+      const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+      mbar_expect_tx(bar, uint32_t(boxes * 4 * br * 128));
+      for (int b = 0; b < boxes; ++b) {
+        const int pos = start + b * br;
+        const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+        for (int kb = 0; kb < 4; ++kb) {
+          const int col = (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64;
+          tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, col, row, bar);
+        }
+      }
+    };
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % C::kStages;
+      if (j >= C::kStages) mbar_wait(empty_bar + 8 * stage, uint32_t(j / C::kStages - 1) & 1u);
+      tma_tile(j, stage);
+    }
+    return;
+  }
+
+  // Consumer warpgroup wg: rows 64 wg .. 64 wg + 63; warp rg of it: 16 of them.
+  const int wg = __shfl_sync(0xffffffffu, warp / 4, 0), rg = warp % 4, wtid = tid % 128;
+  int my_row[2], row_end[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    my_row[i] = 64 * wg + rg * 16 + lane / 4 + 8 * i;
+    row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
+                     ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
+                     : item.kv_end;
+  }
+  // The warpgroup's last causal end: tiles from there on are released without work.
+  int wg_end = item.kv_begin;
+  {
+    const int last_row = min(64 * wg + 63, rows_valid - 1);
+    if (last_row >= 64 * wg)
+      wg_end = kPacked && item.num_tokens > 1
+                   ? min(item.kv_end, p.token_pos[t0 + last_row / tile.rows] + 1)
+                   : item.kv_end;
+  }
+  float o[C::kD / 8][4];
+#pragma unroll
+  for (int i = 0; i < C::kD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+  const uint32_t q_addr = smem_addr(q_s) + wg * 64 * 128;  // row 64 wg of every 64-dim block
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
+    const uint32_t kt = smem_addr(ring + stage * C::kStageBytes);
+    mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    if (start < wg_end) {
+      const int valid = item.kv_end - start;
+      if (valid < C::kBN) {
+        for (int i = wtid; i < (C::kBN - valid) * C::kChunks; i += 128) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          asm volatile(
+              "st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                  kt + (ch >> 3) * C::kBN * 128 + swizzled_offset<C::kBN>(r, (ch & 7) * 8)),
+              "r"(0)
+              : "memory");
+        }
+        fence_proxy_async();
+        named_barrier(1 + wg, 128);
+      }
+      float s[C::kBN / 8][4];
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+      wgmma_fence();
+#pragma unroll
+      for (int k0 = 0; k0 < C::kD; k0 += 16) {
+        const uint32_t in_block = uint32_t(k0 & 63) * 2;
+        wgmma_n128(s, sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block),
+                   sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block), 1);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      float corr[2];
+      online_softmax_update<true>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
+      rescale_rows(o, corr);
+      uint32_t a[C::kBN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment(s, kk, a[kk]);
+      const uint32_t vt = kt + 2 * C::kBN * 128;  // V: 64-dim blocks 2 and 3
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk)
+        wgmma_rs_n128_tb(o, a[kk], sw128_mn_desc(vt + kk * 16 * 128, C::kBN * 128));
+      wgmma_commit();
+      wgmma_wait_all();
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty_bar + 8 * stage);
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+    l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = my_row[i];
+    if (row >= rows_valid) continue;
+    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    const int col0 = (lane % 4) * 2;
+    if (item.partial < 0) {
+      const int token = kPacked ? t0 + row / tile.rows : t0;
+      const int head = kPacked ? row % tile.rows : row;
+      const int64_t base =
+          int64_t(token) * p.out_token_stride + int64_t(tile.head0 + head) * p.out_head_stride;
+#pragma unroll
+      for (int nb = 0; nb < C::kD / 8; ++nb) {
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8, o[nb][2 * i] * inv);
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8 + 1, o[nb][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      float* dst = p.partial_o + slot_row * p.v_dim + col0;
+#pragma unroll
+      for (int nb = 0; nb < C::kD / 8; ++nb)
+        *reinterpret_cast<float2*>(dst + nb * 8) =
+            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+      if (lane % 4 == 0)
+        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
+    }
+  }
+#else
+  __trap();  // never launched: kv_prefill_enabled() requires the sm_90a build
+#endif
+}
+
+}  // namespace
+
+bool kv_prefill_enabled() {
+  // MLRA_KV_PREFILL=0 keeps prefill on the decode kernel (16 rows per CTA; A/B runs).
+  static const bool on = env_value("MLRA_KV_PREFILL") != "0" && kv_attention_enabled() &&
+                         kv_uses_tma() && latent_mma() == LatentMma::kWgmma;
+  return on;
+}
+
+void launch_kv_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
+                                 const SplitKvPlan& plan, cudaStream_t stream) {
+  using C = PrefillConfig;
+  MLRA_REQUIRE(p.a_dim == C::kD && p.v_dim == C::kD && p.r_dim == 0,
+               "kv prefill attention: head dim 128, no rope part");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
+               "kv prefill attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.rows_max == C::kM, "kv prefill attention: 128 rows per tile");
+  MLRA_REQUIRE(p.box_rows > 0 && C::kBN % p.box_rows == 0,
+               "kv prefill attention: TMA box rows must divide the tile");
+  for (int i = 0; i < tiles.count; ++i)
+    MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= C::kM,
+                 "kv prefill attention: head tile too large");
+  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  CUtensorMap map{};
+  MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
+               "kv prefill attention: no tensor map for the cache");
+  auto* kernel =
+      plan.shape.tokens_per_item > 1 ? kv_prefill_kernel<true> : kv_prefill_kernel<false>;
+  MLRA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
+  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
+  MLRA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace mlra::cuda
