@@ -12,7 +12,7 @@
 #include <string>
 
 #include "kernels/cuda_check.h"
-#include "kernels/kv_prefill_attention.h"
+#include "kernels/prefill_attention.h"
 
 namespace mlra::cuda {
 namespace {
@@ -158,20 +158,21 @@ void CudaPagedAttention::reserve(size_t bytes, cudaStream_t stream) {
 void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) {
   validate(a);
   path_ = choose_path(a);
+  // Steps whose sequences bring several tokens (prefill chunks) go to the 128-row prefill kernel
+  // (K/V head dim 128 and 128-wide latents) when query packing is on; decode steps to the decode
+  // kernels.
+  prefill_ = a.num_tokens > a.num_seqs && query_packing_ && prefill_kernel_enabled(path_);
   int ctas = num_sms_;
   if (path_ == AttentionPath::kGeneric) {
     values_per_lane_ = values_per_lane(a.v_dim);
     rows_max_ = generic_max_group(values_per_lane_);
     ctas = num_sms_ * 4;
   } else if (path_ == AttentionPath::kKv128) {
-    // Steps whose sequences bring several tokens (prefill chunks) go to the 128-row prefill
-    // kernel when query packing is on; decode steps to the 16-row decode kernel.
-    kv_prefill_ = a.num_tokens > a.num_seqs && query_packing_ && kv_prefill_enabled();
-    rows_max_ = kv_prefill_ ? kKvPrefillRows : kKvMaxRows;
+    rows_max_ = prefill_ ? kPrefillRows : kKvMaxRows;
     kv_uses_tma();  // probe now: run() may be captured into a graph
   } else {
-    rows_max_ = 64;
-    ctas = num_sms_ * latent_split_per_sm(a.a_dim);
+    rows_max_ = prefill_ ? kPrefillRows : 64;
+    ctas = prefill_ ? num_sms_ : num_sms_ * latent_split_per_sm(a.a_dim);
     latent_uses_tma();  // probe now (and the MMA mode): run() may be captured into a graph
   }
   tiles_ = group_heads(a, rows_max_);
@@ -180,7 +181,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
 
   SplitKvShape shape;
   shape.num_tokens = a.num_tokens;
-  shape.target_chunks = path_ == AttentionPath::kKv128 && !kv_prefill_
+  shape.target_chunks = path_ == AttentionPath::kKv128 && !prefill_
                             ? kv_split_target(num_sms_, n_tiles, a.num_tokens)
                             : std::max(1, ctas / std::max(1, n_tiles));
   shape.min_chunk_tiles = 2;
@@ -263,8 +264,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
     std::copy_n(tiles_.begin() + begin, batch.count, batch.tile);
     if (path_ == AttentionPath::kGeneric)
       launch_generic_attention(p, batch, plan_, values_per_lane_, stream);
-    else if (path_ == AttentionPath::kKv128 && kv_prefill_)
-      launch_kv_prefill_attention(p, batch, plan_, stream);
+    else if (prefill_)
+      launch_prefill_attention(p, batch, plan_, path_, stream);
     else if (path_ == AttentionPath::kKv128)
       launch_kv_attention(p, batch, plan_, stream);
     else

@@ -119,8 +119,8 @@ class CudaPagedAttention {
   int64_t plans_computed() const { return plans_computed_; }
   // Query tokens per CTA in the current plan (split_kv_plan.h: query packing).
   int32_t tokens_per_item() const { return plan_.shape.tokens_per_item; }
-  // Whether the current plan runs K/V attention on the 128-row prefill kernel.
-  bool uses_kv_prefill() const { return kv_prefill_; }
+  // Whether the current plan runs on the 128-row prefill kernel (prefill_attention.h).
+  bool uses_prefill_kernel() const { return prefill_; }
   // Query packing of multi-token sequences on the latent path (default: query_packing_default()).
   void set_query_packing(bool on) { query_packing_ = on; }
 
@@ -152,7 +152,7 @@ class CudaPagedAttention {
   PlanKey plan_key_;
   int64_t plans_computed_ = 0;
   bool query_packing_ = false;
-  bool kv_prefill_ = false;  // the current K/V plan runs on the prefill kernel
+  bool prefill_ = false;  // the current plan runs on the prefill kernel
 };
 
 // Whether new instances pack queries (see plan()): yes unless MLRA_QUERY_PACKING=0.

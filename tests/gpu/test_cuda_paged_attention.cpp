@@ -9,8 +9,8 @@
 
 #include "gpu_test_util.h"
 #include "kernels/cuda_check.h"
-#include "kernels/kv_prefill_attention.h"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/prefill_attention.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -116,7 +116,7 @@ Host build(const Layout& l, const Problem& p, std::mt19937& rng) {
 struct Run {
   std::vector<float> out;
   AttentionPath path = AttentionPath::kGeneric;
-  bool kv_prefill = false;  // an own instance ran K/V attention on the prefill kernel
+  bool prefill = false;  // an own instance ran on the prefill kernel
 };
 
 // The device (or host) buffers of one problem and the arguments pointing at them.
@@ -189,10 +189,10 @@ Run run(Backend& b, const Layout& l, const Host& h, int num_seqs,
     attn.plan(bd.a, nullptr);
     attn.run(bd.a, nullptr);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    used_prefill = attn.uses_kv_prefill();
+    used_prefill = attn.uses_prefill_kernel();
   }
   Run r;
-  r.kv_prefill = used_prefill;
+  r.prefill = used_prefill;
   r.out = download_out(b, l, h, bd);
   r.path = cuda::CudaPagedAttention::choose_path(bd.a);
   return r;
@@ -307,31 +307,39 @@ TEST_CASE("kv attention: several query tokens per sequence", "[gpu][attention][k
   check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path(), Packing::kOn);
 }
 
-TEST_CASE("kv prefill kernel: 128 packed rows per CTA, MHA/GQA/MQA, pages, boundaries, splits",
-          "[gpu][attention][kv][prefill]") {
+TEST_CASE("prefill kernel: 128 packed rows per CTA, K/V and latent-128, pages, boundaries, splits",
+          "[gpu][attention][prefill]") {
   auto& [cpu, gpu] = backends();
   struct Case {
     Layout l;
     Problem p;
+    AttentionPath path;
   };
+  const AttentionPath kv128 = kv_path(), lat = AttentionPath::kLatent128;
   const std::vector<Case> cases = {
-      {kv(8, 1, 128, 64), {{1101, 300, 65}, 200}},          // GQA TP8: 16 tokens x 8 heads per CTA
-      {kv(3, 3, 128, 16), {{700, 129}, 129}},               // MHA: 128 tokens per CTA, pages of 16
-      {kv_split(12, 3, 128, 256), {{2000, 128}, 128}},      // GQA 4 per KV head, model layout
-      {kv(5, 1, 128, 32), {{4097, 77}, 77}},                // MQA, 5 heads: 25 tokens per CTA
-      {kv(24, 1, 128, 64), {{3000}, 1000}},                 // MQA, 24 heads: 5 tokens per CTA
-      {kv(7, 7, 128, 128), {{64, 65, 127, 128, 129}, 60}},  // chunk ends on and past tiles
-      {kv_split(8, 2, 128, 64), {{40000, 300}, 3}},  // long context, few tokens: split chunks
+      {kv(8, 1, 128, 64), {{1101, 300, 65}, 200}, kv128},          // GQA TP8: 16 tokens x 8 heads
+      {kv(3, 3, 128, 16), {{700, 129}, 129}, kv128},               // MHA: 128 tokens, pages of 16
+      {kv_split(12, 3, 128, 256), {{2000, 128}, 128}, kv128},      // GQA 4 per KV head
+      {kv(5, 1, 128, 32), {{4097, 77}, 77}, kv128},                // MQA, 5 heads: 25 tokens
+      {kv(24, 1, 128, 64), {{3000}, 1000}, kv128},                 // MQA, 24 heads: 5 tokens
+      {kv(7, 7, 128, 128), {{64, 65, 127, 128, 129}, 60}, kv128},  // ends on and past tiles
+      {kv_split(8, 2, 128, 64), {{40000, 300}, 3}, kv128},         // few tokens: split chunks
+      {latent(1, 24, 128, 64), {{1101, 300, 65}, 200}, lat},       // 2.9B TP1 heads: 5 tokens
+      {latent(4, 24, 128, 16), {{3000, 129}, 129}, lat},           // MLRA-4 TP1: 4 latents
+      {latent(1, 64, 128, 256), {{2000}, 500}, lat},               // MLRA-4 TP4: 2 tokens
+      {latent(1, 16, 128, 128), {{64, 65, 127, 128, 129}, 60}, lat},
+      {latent(2, 5, 128, 64), {{40000, 300}, 3}, lat},  // few tokens: split chunks
   };
   for (const Case& c : cases) {
     const uint32_t seed = fresh_seed();
-    INFO("seed " << seed << " heads " << c.l.heads << " page " << c.l.page_size << " queries/seq "
-                 << c.p.queries_per_seq);
+    INFO("seed " << seed << " heads " << c.l.heads << " a " << c.l.a_dim << " r " << c.l.r_dim
+                 << " page " << c.l.page_size << " queries/seq " << c.p.queries_per_seq);
     std::mt19937 rng(seed);
     const Host h = build(c.l, c.p, rng);
     const Run g = run(*gpu, c.l, h, int(c.p.seq_len.size()), Packing::kOn);
     const Run r = run(*cpu, c.l, h, int(c.p.seq_len.size()));
-    CHECK(g.kv_prefill == cuda::kv_prefill_enabled());
+    CHECK(g.path == c.path);
+    CHECK(g.prefill == cuda::prefill_kernel_enabled(c.path));
     CHECK(all_finite(g.out));
     CHECK(rel_l2(g.out, r.out) < kBf16Tol);
   }
@@ -486,7 +494,9 @@ TEST_CASE("query packing: the plan packs multi-token sequences only; packed equa
   Bound a = bind(*gpu, l, prefill, 2);
   gpu->synchronize();
   attn.plan(a.a, nullptr);
-  CHECK(attn.tokens_per_item() == 2);
+  // 24-head tiles: 5 tokens in the prefill kernel's 128 rows, else 2 in the decode kernel's 64.
+  CHECK(attn.tokens_per_item() ==
+        (cuda::prefill_kernel_enabled(AttentionPath::kLatent128) ? 5 : 2));
   const Host decode = build(l, {{300, 5, 70}, 1}, rng);
   Bound b = bind(*gpu, l, decode, 3);
   gpu->synchronize();

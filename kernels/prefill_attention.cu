@@ -1,16 +1,18 @@
-// Paged prefill attention for K/V caches with head dim 128 (MHA / GQA / MQA): 128 query rows per
-// CTA, token-major (token, head) pairs of one sequence and one KV head (query packing,
-// split_kv_plan.h), so every K/V tile loaded from L2/HBM feeds 128 rows instead of the decode
-// kernel's 16. Prefill is compute-bound, so the work goes to wgmma: two consumer warpgroups each
-// own 64 rows and run S = Q.K^T (64 x 128 positions), the online softmax and O += P.V
-// (64 x 128) on their own, sharing only the tile ring; a producer warp keeps kStages 128-position
-// tiles ([K | V] of 64-dim TMA boxes, 128-byte swizzle) in flight and refills a stage once all
+// Paged prefill attention for 128-dim values: K/V caches with head dim 128 (MHA / GQA / MQA: keys
+// and values in their own columns) and 128-wide latents (MLRA-4 and GLA-4 per rank, absorbed form:
+// keys [c | k_pe] of 192 dims, values c). 128 query rows per CTA, token-major (token, head) pairs
+// of one sequence and one cache segment (query packing, split_kv_plan.h), so every cache tile
+// loaded from L2/HBM feeds 128 rows instead of the decode kernels' 16 (K/V) or 64 (latent).
+// Prefill is compute-bound, so the work goes to wgmma: two consumer warpgroups each own 64 rows
+// and run S = Q.K^T (64 x 128 positions), the online softmax and O += P.V (64 x 128) on their
+// own, sharing only the tile ring; a producer warp keeps kStages 128-position tiles (64-dim TMA
+// boxes, 128-byte swizzle: K/V [K | V], latent [c | k_pe]) in flight and refills a stage once all
 // 8 consumer warps have released it (an empty mbarrier per stage). A warpgroup skips the score and
 // P.V work of tiles that lie wholly past its rows' causal ends (it still releases them).
 // Rows past the chunk's end are zeroed in shared memory by each consumer warpgroup before it reads
 // a partial tile (both write the same zeros), so masked positions never meet a NaN in P.V.
 // Output: the final rows, or split-KV partials (o, lse in log2) for launch_split_kv_merge.
-#include "kernels/kv_prefill_attention.h"
+#include "kernels/prefill_attention.h"
 
 #include <cuda_bf16.h>
 
@@ -26,16 +28,22 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
+// kLatent: keys are the 3 blocks [c | k_pe] of a latent row and values its first 2 (c); else keys
+// and values are the 2 blocks at a_offset and the 2 at v_offset.
+template <bool kLatent>
 struct PrefillConfig {
-  static constexpr int kD = 128;             // head dim of K and V
-  static constexpr int kM = kKvPrefillRows;  // query rows per CTA
-  static constexpr int kBN = 128;            // positions per tile
+  static constexpr int kKeyBlocks = kLatent ? 3 : 2;   // 64-dim blocks of a key
+  static constexpr int kTileBlocks = kLatent ? 3 : 4;  // 64-dim blocks of a cached position
+  static constexpr int kValueBlock0 = kLatent ? 0 : 2;
+  static constexpr int kD = 128;           // value dims
+  static constexpr int kM = kPrefillRows;  // query rows per CTA
+  static constexpr int kBN = 128;          // positions per tile
   static constexpr int kStages = 3;
   static constexpr int kConsumerThreads = 256;            // two warpgroups
   static constexpr int kThreads = kConsumerThreads + 32;  // + the producer warp
-  static constexpr int kChunks = 2 * kD / 8;              // 16 B chunks per position (K then V)
-  static constexpr size_t kQBytes = size_t(kM) * kD * 2;
-  static constexpr size_t kStageBytes = size_t(kBN) * 2 * kD * 2;
+  static constexpr int kChunks = kTileBlocks * 8;         // 16 B chunks per cached position
+  static constexpr size_t kQBytes = size_t(kM) * kKeyBlocks * 128;
+  static constexpr size_t kStageBytes = size_t(kBN) * kTileBlocks * 128;
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 16 * kStages;
   static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
@@ -45,12 +53,12 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
 
-template <bool kPacked>
-__global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
-    kv_prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                      const __grid_constant__ CUtensorMap cache_map) {
+template <bool kLatent, bool kPacked>
+__global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
+    prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
+                   const __grid_constant__ CUtensorMap cache_map) {
 #ifdef MLRA_LATENT_WGMMA
-  using C = PrefillConfig;
+  using C = PrefillConfig<kLatent>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -67,8 +75,8 @@ __global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
-  for (int i = tid; i < C::kM * (C::kD / 8); i += C::kThreads) {
-    const int row = i / (C::kD / 8), ch = i % (C::kD / 8);
+  for (int i = tid; i < C::kM * C::kKeyBlocks * 8; i += C::kThreads) {
+    const int row = i / (C::kKeyBlocks * 8), ch = i % (C::kKeyBlocks * 8);
     const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
     if (row < rows_valid)
       cp_async16(dst,
@@ -99,13 +107,15 @@ __global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
       const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
       const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
       const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
-      mbar_expect_tx(bar, uint32_t(boxes * 4 * br * 128));
+      mbar_expect_tx(bar, uint32_t(boxes * C::kTileBlocks * br * 128));
       for (int b = 0; b < boxes; ++b) {
         const int pos = start + b * br;
         const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
 #pragma unroll
-        for (int kb = 0; kb < 4; ++kb) {
-          const int col = (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64;
+        for (int kb = 0; kb < C::kTileBlocks; ++kb) {
+          const int col = kb < 2    ? tile.a_offset + kb * 64
+                          : kLatent ? p.r_offset
+                                    : tile.v_offset + (kb - 2) * 64;
           tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, col, row, bar);
         }
       }
@@ -166,7 +176,7 @@ __global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
       for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
       wgmma_fence();
 #pragma unroll
-      for (int k0 = 0; k0 < C::kD; k0 += 16) {
+      for (int k0 = 0; k0 < C::kKeyBlocks * 64; k0 += 16) {
         const uint32_t in_block = uint32_t(k0 & 63) * 2;
         wgmma_n128(s, sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block),
                    sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block), 1);
@@ -179,7 +189,7 @@ __global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
       uint32_t a[C::kBN / 16][4];
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment(s, kk, a[kk]);
-      const uint32_t vt = kt + 2 * C::kBN * 128;  // V: 64-dim blocks 2 and 3
+      const uint32_t vt = kt + C::kValueBlock0 * C::kBN * 128;
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk)
@@ -225,43 +235,62 @@ __global__ void __launch_bounds__(PrefillConfig::kThreads, 1)
     }
   }
 #else
-  __trap();  // never launched: kv_prefill_enabled() requires the sm_90a build
+  __trap();  // never launched: prefill_kernel_enabled() requires the sm_90a build
 #endif
 }
 
 }  // namespace
 
-bool kv_prefill_enabled() {
-  // MLRA_KV_PREFILL=0 keeps prefill on the decode kernel (16 rows per CTA; A/B runs).
-  static const bool on = env_value("MLRA_KV_PREFILL") != "0" && kv_attention_enabled() &&
-                         kv_uses_tma() && latent_mma() == LatentMma::kWgmma;
-  return on;
+bool prefill_kernel_enabled(AttentionPath path) {
+  // MLRA_PREFILL_KERNEL=0 keeps prefill on the decode kernels (A/B runs).
+  static const bool on =
+      env_value("MLRA_PREFILL_KERNEL") != "0" && latent_mma() == LatentMma::kWgmma;
+  switch (path) {
+    case AttentionPath::kKv128:
+      return on && kv_attention_enabled() && kv_uses_tma();
+    case AttentionPath::kLatent128:
+      return on && latent_uses_tma();
+    default:
+      return false;
+  }
 }
 
-void launch_kv_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
-                                 const SplitKvPlan& plan, cudaStream_t stream) {
-  using C = PrefillConfig;
-  MLRA_REQUIRE(p.a_dim == C::kD && p.v_dim == C::kD && p.r_dim == 0,
-               "kv prefill attention: head dim 128, no rope part");
-  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
-               "kv prefill attention: q and cache must be bf16");
-  MLRA_REQUIRE(p.rows_max == C::kM, "kv prefill attention: 128 rows per tile");
-  MLRA_REQUIRE(p.box_rows > 0 && C::kBN % p.box_rows == 0,
-               "kv prefill attention: TMA box rows must divide the tile");
-  for (int i = 0; i < tiles.count; ++i)
-    MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= C::kM,
-                 "kv prefill attention: head tile too large");
-  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  CUtensorMap map{};
-  MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
-               "kv prefill attention: no tensor map for the cache");
-  auto* kernel =
-      plan.shape.tokens_per_item > 1 ? kv_prefill_kernel<true> : kv_prefill_kernel<false>;
+template <bool kLatent>
+void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+            const CUtensorMap& map, cudaStream_t stream) {
+  using C = PrefillConfig<kLatent>;
+  auto* kernel = plan.shape.tokens_per_item > 1 ? prefill_kernel<kLatent, true>
+                                                : prefill_kernel<kLatent, false>;
   MLRA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
   kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
   MLRA_CUDA_LAUNCH_CHECK();
+}
+
+void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
+                              const SplitKvPlan& plan, AttentionPath path, cudaStream_t stream) {
+  const bool latent = path == AttentionPath::kLatent128;
+  MLRA_REQUIRE(latent || path == AttentionPath::kKv128, "prefill attention: K/V or latent-128");
+  MLRA_REQUIRE(p.a_dim == 128 && p.v_dim == 128 && p.r_dim == (latent ? 64 : 0),
+               "prefill attention: 128-dim values (and a 64-dim rope part for latents)");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
+               "prefill attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.rows_max == kPrefillRows, "prefill attention: 128 rows per tile");
+  MLRA_REQUIRE(p.box_rows > 0 && 128 % p.box_rows == 0,
+               "prefill attention: TMA box rows must divide the tile");
+  for (int i = 0; i < tiles.count; ++i)
+    MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= kPrefillRows &&
+                     (!latent || tiles.tile[i].a_offset == tiles.tile[i].v_offset),
+                 "prefill attention: bad head tile");
+  if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
+  CUtensorMap map{};
+  MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
+               "prefill attention: no tensor map for the cache");
+  if (latent)
+    launch<true>(p, tiles, plan, map, stream);
+  else
+    launch<false>(p, tiles, plan, map, stream);
 }
 
 }  // namespace mlra::cuda
