@@ -54,8 +54,12 @@ if [ "$mode" = multi ]; then
   exit 0
 fi
 timeout 400 "$B/mlra_gpu_tests" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
-# The model tests again with query packing off (the one-token-per-CTA path stays selectable).
+# The model tests again with query packing off (the one-token-per-CTA path stays selectable), and
+# the attention tests on the paths the defaults replaced (split-slice latent kernel for d_c
+# 256/512, decode kernels for prefill).
 MLRA_QUERY_PACKING=0 timeout 200 "$B/mlra_gpu_tests" "[model]" 2>&1 | tee "$OUT/gpu_tests_packing.log" | tail -n 3
+MLRA_LATENT_KERNEL=split MLRA_PREFILL_KERNEL=0 timeout 200 "$B/mlra_gpu_tests" "[attention]" 2>&1 \
+  | tee "$OUT/gpu_tests_older_kernels.log" | tail -n 3
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30

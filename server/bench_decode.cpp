@@ -48,9 +48,10 @@ int run_decode(const DecodeArgs& a) {
   const double bw = bench::copy_bandwidth_gbs(nullptr);
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
-  fmt::print("{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8}\n", "variant",
-             "tp", "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us", "roof_ms",
-             "x_roof", "cacheGB");
+  fmt::print(
+      "{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7}\n",
+      "variant", "tp", "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
+      "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms");
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
     const bool tpla = v.ends_with("+tpla");
@@ -109,6 +110,16 @@ int run_decode(const DecodeArgs& a) {
           const double eager = time_steps(0);
           const bool graphs = a.graph_max_batch >= b;
           const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
+          // Where an eager step's device time goes: matrix products and attention (each op
+          // bracketed by events, so launch gaps fall outside both).
+          model.enable_decode_graphs(0);
+          backend->set_op_timing(true);
+          {
+            std::vector<float> logits;
+            model.forward(s, logits);
+          }
+          const Backend::OpTimes op = backend->take_op_times();
+          backend->set_op_timing(false);
           const double cache_bytes = double(b) * ctx * double(bytes_per_token);
           const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
           const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
@@ -116,13 +127,13 @@ int run_decode(const DecodeArgs& a) {
           const double best = std::min(eager, graph);
           fmt::print(
               "{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} "
-              "{:>8.2f}\n",
+              "{:>8.2f} {:>7.3f} {:>7.3f}\n",
               v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
               graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
               tp == 1     ? "0"
               : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
                           : "n/a",
-              roof, best / roof, cache_bytes / 1e9);
+              roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
           std::fflush(stdout);
         }
     }
