@@ -1,8 +1,10 @@
 // Decode benchmark: builds the rank-0 Transformer of a TP plan on the CUDA backend from a
 // synthetic checkpoint, fills page tables for `batch` sequences of `context` tokens, and times
-// forward() of one decode token per sequence (host step preparation, upload, all layers, logits
-// download included), eagerly and replayed from CUDA graphs in the same run. The cache content
-// is whatever the allocator returned: timing only. The roofline adds the measured NCCL
+// forward() of one decode token per sequence as the server runs it (host step preparation, upload,
+// all layers, greedy sampling on the GPU and the download of the token ids), eagerly and replayed
+// from CUDA graphs in the same run. --full-logits downloads every row's f32 logits instead (what
+// this bench timed before: 51 MB per step at batch 256, which the server never copies). The cache
+// content is whatever the allocator returned: timing only. The roofline adds the measured NCCL
 // all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
 #include "server/bench_decode.h"
 
@@ -17,6 +19,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
+#include "kernels/sampling.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
@@ -39,6 +42,7 @@ struct DecodeArgs {
   int64_t max_cache_gb = 40;
   int iters = 20;
   int graph_max_batch = 256;  // 0: eager only
+  bool full_logits = false;   // download [batch, vocab] f32 logits instead of sampling on device
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
 };
 
@@ -92,14 +96,25 @@ int run_decode(const DecodeArgs& a) {
             s.slots.push_back(int32_t((i * pages_per_seq + (ctx - 1) / ps) * ps + (ctx - 1) % ps));
             s.logit_rows.push_back(i);
           }
+          SamplingBatch greedy;
+          for (int i = 0; i < b; ++i) greedy.rows.push_back({.temperature = 0.0f});
+          greedy.penalty_indptr.assign(size_t(b) + 1, 0);
+          auto sampler = make_token_sampler(*backend, c.text_vocab_size);
+          SampledTokens ids;
+          std::vector<float> logits;
+          auto step = [&] {
+            if (a.full_logits)
+              model.forward(s, logits);
+            else
+              model.forward(s, [&](const MatView& l) { sampler->sample(l, greedy, ids); });
+          };
           auto time_steps = [&](int graph_batch) {
             model.enable_decode_graphs(graph_batch);
-            std::vector<float> logits;
-            for (int w = 0; w < 3; ++w) model.forward(s, logits);  // also records the graph
+            for (int w = 0; w < 3; ++w) step();  // also records the graph
             std::vector<double> ms;
             for (int it = 0; it < a.iters; ++it) {
               const auto t0 = std::chrono::steady_clock::now();
-              model.forward(s, logits);
+              step();
               ms.push_back(
                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                       .count());
@@ -114,10 +129,7 @@ int run_decode(const DecodeArgs& a) {
           // bracketed by events, so launch gaps fall outside both).
           model.enable_decode_graphs(0);
           backend->set_op_timing(true);
-          {
-            std::vector<float> logits;
-            model.forward(s, logits);
-          }
+          step();
           const Backend::OpTimes op = backend->take_op_times();
           backend->set_op_timing(false);
           const double cache_bytes = double(b) * ctx * double(bytes_per_token);
@@ -162,6 +174,8 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_option("--graph-max-batch", args->graph_max_batch,
                   "CUDA graphs up to this batch (0: eager only)");
   cmd->add_option("--max-cache-gb", args->max_cache_gb, "cache memory cap");
+  cmd->add_flag("--full-logits", args->full_logits,
+                "download every row's f32 logits instead of sampling greedily on the device");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
   bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }
