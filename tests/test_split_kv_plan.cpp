@@ -190,3 +190,29 @@ TEST_CASE(
     check_plan(shape, tk, plan_split_kv_host(shape, tk.pos, tk.seq));
   }
 }
+
+TEST_CASE(
+    "split-KV plan: the prefill kernel's packing (128 rows over 1..128-head tiles: k need not be "
+    "a power of two)",
+    "[kernels][splitkv]") {
+  // k = 128 / heads of a tile: MHA 128, GQA 3/5/8 heads 42/25/16, MQA 24 heads 5, 2.9B TP1
+  // latent tiles of 24 heads 5; long prefill chunks of one or a few sequences, target one CTA per
+  // SM (no split once the groups alone fill it) or a small one (long chunks split).
+  std::mt19937 rng(11);
+  const int ks[] = {128, 42, 25, 16, 5, 3};
+  for (int trial = 0; trial < 120; ++trial) {
+    const int k = ks[trial % 6];
+    const Tokens tk =
+        random_tokens(rng, 1 + int(rng() % 3), 1 + int(rng() % 40000), 1 + int(rng() % 1500));
+    SplitKvShape shape;
+    shape.num_tokens = int32_t(tk.pos.size());
+    shape.target_chunks = trial % 2 ? 132 : 1 + int32_t(rng() % 16);
+    shape.min_chunk_tiles = 2;
+    shape.tokens_per_item = k;
+    INFO("trial " << trial << " k " << k << " tokens " << tk.pos.size());
+    const SplitKvPlanHost plan = plan_split_kv_host(shape, tk.pos, tk.seq);
+    check_plan(shape, tk, plan);
+    // Every group holds at most k tokens, so its rows (k x heads) fit the kernel's 128.
+    for (const SplitKvItem& it : plan.items) CHECK(it.num_tokens <= k);
+  }
+}
