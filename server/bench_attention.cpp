@@ -212,8 +212,7 @@ int run_bench(const BenchOptions& o) {
 #else
 
 int run_bench(const BenchOptions&) {
-  std::fprintf(stderr, "mlra-bench attention: built without CUDA\n");
-  return 2;
+  return bench::built_without_cuda("attention");
 }
 
 #endif

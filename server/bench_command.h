@@ -24,4 +24,10 @@ void on_run(CLI::App* cmd, int& exit_code, Run run, int error_code = 1) {
   });
 }
 
+// What a GPU benchmark does in a build without CUDA: a one-line error and exit code 2.
+inline int built_without_cuda(const char* name) {
+  std::fprintf(stderr, "mlra-bench %s: built without CUDA\n", name);
+  return 2;
+}
+
 }  // namespace mlra::bench

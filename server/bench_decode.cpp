@@ -154,8 +154,7 @@ int run_decode(const DecodeArgs& a) {
 }
 #else
 int run_decode(const DecodeArgs&) {
-  std::fprintf(stderr, "mlra-bench decode: built without CUDA\n");
-  return 1;
+  return bench::built_without_cuda("decode");
 }
 #endif
 

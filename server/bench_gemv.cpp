@@ -195,8 +195,7 @@ int run_bench(const BenchOptions& o) {
 #else
 
 int run_bench(const BenchOptions&) {
-  std::fprintf(stderr, "mlra-bench gemv: built without CUDA\n");
-  return 2;
+  return bench::built_without_cuda("gemv");
 }
 
 #endif

@@ -127,8 +127,7 @@ int run_prefill(const PrefillArgs& a) {
 }
 #else
 int run_prefill(const PrefillArgs&) {
-  std::fprintf(stderr, "mlra-bench prefill: built without CUDA\n");
-  return 1;
+  return bench::built_without_cuda("prefill");
 }
 #endif
 
