@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/block_sum.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
@@ -63,13 +64,7 @@ __global__ void __launch_bounds__(kThreads) latent_cache_write_kernel(EntryArgs 
       const float x = load_as_f32(a.row, a.rt, at + c0 + c);
       ss += x * x;
     }
-    __shared__ float warp_sums[kThreads / 32];
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
-    __syncthreads();
-    float total = 0.0f;
-    for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
-    const float inv = rsqrtf(total / float(a.g) + a.eps);
+    const float inv = rsqrtf(block_sum<kThreads>(ss) / float(a.g) + a.eps);
     for (int64_t c = threadIdx.x; c < a.g; c += kThreads) {
       const float x = load_as_f32(a.row, a.rt, at + c0 + c);  // this thread's own element
       put(c0 + c, load_as_f32(a.w, a.wt, c0 + c) * (x * inv) * a.scale);

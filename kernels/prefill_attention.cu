@@ -49,10 +49,6 @@ struct PrefillConfig {
   static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
 };
 
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-
 template <bool kLatent, bool kPacked>
 __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
     prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,

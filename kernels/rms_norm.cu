@@ -3,6 +3,7 @@
 // latents of MLRA/GLA, one launch for all), and the residual form first adds a delta into the
 // f32 residual row (acc += delta) and norms the sum (one launch where add + norm took two).
 // A thread keeps its up to kMaxPerThread values in registers: the row is read once.
+#include "kernels/block_sum.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/dtype_access.cuh"
@@ -62,13 +63,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(NormArgs a) {
       ss += x * x;
     }
   }
-  __shared__ float warp_sums[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
-  __syncthreads();
-  float total = 0.0f;
-  for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
-  const float inv = rsqrtf(total / float(a.cols) + a.eps);
+  const float inv = rsqrtf(block_sum<kThreads>(ss) / float(a.cols) + a.eps);
   auto store = [&](int64_t c, float x) {
     store_from_f32(a.out, a.ot, r * a.out_ld + c0 + c,
                    load_as_f32(a.w, a.wt, c0 + c) * (x * inv) * a.scale);
