@@ -142,6 +142,20 @@ __global__ void __launch_bounds__(256, 1)
   // This warpgroup's value columns start at 64-dim block wg * D/128 of the tile.
   const int v_block0 = wg * (D / 128);
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+  // o += P . V over this warpgroup's value columns of the tile at kt (P as A fragments, V read
+  // MN-major from the swizzled tile); both warpgroups run it on every tile.
+  auto multiply_pv = [&](const uint32_t(&a)[C::kBN / 16][4], uint32_t kt) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < C::kBN / 16; ++kk)
+#pragma unroll
+      for (int h = 0; h < C::kHalves; ++h)
+        wgmma_rs_n128_tb(
+            slab(o, h), a[kk],
+            sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128, C::kBN * 128));
+    wgmma_commit();
+    wgmma_wait_all();
+  };
 
   if (wg == 0) {
     int row_end[2];
@@ -210,16 +224,7 @@ __global__ void __launch_bounds__(256, 1)
       uint32_t a[C::kBN / 16][4];
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment(s, kk, a[kk]);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk)
-#pragma unroll
-        for (int h = 0; h < C::kHalves; ++h)
-          wgmma_rs_n128_tb(slab(o, h), a[kk],
-                           sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128,
-                                         C::kBN * 128));
-      wgmma_commit();
-      wgmma_wait_all();
+      multiply_pv(a, kt);
       // Warpgroup 1 is done with this tile and with P: refill the stage.
       named_barrier(2, 256);
       if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, stage);
@@ -245,16 +250,7 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
       for (int kk = 0; kk < C::kBN / 16; ++kk)
         ldmatrix_x4(a[kk], p_addr + swizzled_offset<C::kM>(a_row, kk * 16 + a_col));
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk)
-#pragma unroll
-        for (int h = 0; h < C::kHalves; ++h)
-          wgmma_rs_n128_tb(slab(o, h), a[kk],
-                           sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128,
-                                         C::kBN * 128));
-      wgmma_commit();
-      wgmma_wait_all();
+      multiply_pv(a, kt);
       named_barrier_arrive(2, 256);
     }
     named_barrier(4, 256);
