@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
                         const __grid_constant__ CUtensorMap cache_map) {
   using C = KvConfig;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* smem = aligned_smem(smem_raw);
   if (int(blockIdx.x) >= *plan.num_items) return;
   const SplitKvItem item = plan.items[blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
@@ -77,40 +78,20 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const bf16* cache = static_cast<const bf16*>(p.cache);
-  const bf16* q = static_cast<const bf16*>(p.q);
-  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+  const RowMap rows{t0, tile.rows};
 
   // Query rows (zero past the tile's rows): their own cp.async group, first.
-  for (int i = tid; i < C::kM * (C::kD / 8); i += C::kThreads) {
-    const int row = i / (C::kD / 8), ch = i % (C::kD / 8);
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    if (row < rows_valid)
-      cp_async16(dst,
-                 q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
-                     int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8,
-                 16);
-    else
-      cp_async16(dst, q, 0);
-  }
+  load_query_rows<C::kM, C::kD / 8>(smem_addr(q_s), p, tile, rows, rows_valid, tid, C::kThreads);
   cp_async_commit();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // TMA: thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
   // then V low/high). Boxes wholly past the end are not requested; rows past it are zeroed later.
   auto tma_tile = [&](int j, int stage) {
-    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
-    const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
-    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
-    mbar_expect_tx(bar, uint32_t(boxes * 4 * br * 128));
-    for (int b = 0; b < boxes; ++b) {
-      const int pos = start + b * br;
-      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb) {
-        const int col = (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64;
-        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, col, row, bar);
-      }
-    }
+    tma_request_tile<C::kBN, 4>(
+        smem_addr(ring + stage * C::kStageBytes), full_bar + 8 * stage, &cache_map, p, pages,
+        item.kv_begin + j * C::kBN, item.kv_end,
+        [&](int kb) { return (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64; });
   };
   // cp.async: chunk index fastest, so 8 consecutive threads copy one 128 B line; each thread
   // keeps one chunk column (tid % 32) and walks positions tid / 32, + 4, ...
@@ -124,7 +105,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       const uint32_t dst = base + half * C::kHalfBytes + swizzled_offset<C::kBN>(r, c8);
       const int pos = start + r;
       if (pos < item.kv_end) {
-        const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
+        const int64_t row = paged_row(pages, pos, p.page_shift);
         cp_async16(dst, cache + row * p.row_width + col, 16);
       } else {
         cp_async16(dst, cache, 0);
@@ -167,9 +148,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = lane / 4 + 8 * i;
-    row_end[i] = row < rows_valid && item.num_tokens > 1
-                     ? min(item.kv_end, p.token_pos[t0 + row / tile.rows] + 1)
-                     : item.kv_end;
+    row_end[i] = row_kv_end<true>(p, item, rows, row, rows_valid);
   }
 
   for (int j = 0; j < n_tiles; ++j) {
@@ -181,12 +160,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
         // Rows past the end hold stale shared memory or other tokens' rows: zero them so that
         // the masked (zero) probabilities never meet a NaN or Inf in P.V.
         const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
-        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += C::kThreads) {
-          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
-          const uint32_t at =
-              base + (ch / 16) * C::kHalfBytes + swizzled_offset<C::kBN>(r, (ch % 16) * 8);
-          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(at), "r"(0) : "memory");
-        }
+        zero_tail_rows<C::kBN>(base, valid, C::kChunks, tid, C::kThreads);
       }
     } else {
       cp_async_wait<C::kStages - 2>();

@@ -16,6 +16,7 @@
 
 #include <cuda_bf16.h>
 
+#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
 #ifdef MLRA_LATENT_WGMMA
   using C = PrefillConfig<kLatent>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* smem = aligned_smem(smem_raw);
   if (int(blockIdx.x) >= *plan.num_items) return;
   const SplitKvItem item = plan.items[blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
@@ -68,21 +69,10 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
 
   const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
-  const bf16* q = static_cast<const bf16*>(p.q);
-  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
+  const RowMap rows{t0, tile.rows};
 
-  for (int i = tid; i < C::kM * C::kKeyBlocks * 8; i += C::kThreads) {
-    const int row = i / (C::kKeyBlocks * 8), ch = i % (C::kKeyBlocks * 8);
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    if (row < rows_valid)
-      cp_async16(dst,
-                 q + int64_t(kPacked ? t0 + row / tile.rows : t0) * p.q_token_stride +
-                     int64_t(tile.head0 + (kPacked ? row % tile.rows : row)) * p.q_head_stride +
-                     ch * 8,
-                 16);
-    else
-      cp_async16(dst, q, 0);
-  }
+  load_query_rows<C::kM, C::kKeyBlocks * 8>(smem_addr(q_s), p, tile, rows, rows_valid, tid,
+                                            C::kThreads);
   cp_async_commit();
   if (tid == 0) {
     for (int s = 0; s < C::kStages; ++s) {
@@ -99,22 +89,15 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
   if (warp == C::kConsumerThreads / 32) {
     // Producer: one lane requests tile j + kStages once every consumer warp released tile j.
     if (lane != 0) return;
+    // Blocks: K/V [K low, K high, V low, V high]; latent [c low, c high, k_pe].
     auto tma_tile = [&](int j, int stage) {
-      const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
-      const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
-      const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
-      mbar_expect_tx(bar, uint32_t(boxes * C::kTileBlocks * br * 128));
-      for (int b = 0; b < boxes; ++b) {
-        const int pos = start + b * br;
-        const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
-#pragma unroll
-        for (int kb = 0; kb < C::kTileBlocks; ++kb) {
-          const int col = kb < 2    ? tile.a_offset + kb * 64
-                          : kLatent ? p.r_offset
-                                    : tile.v_offset + (kb - 2) * 64;
-          tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, col, row, bar);
-        }
-      }
+      tma_request_tile<C::kBN, C::kTileBlocks>(
+          smem_addr(ring + stage * C::kStageBytes), full_bar + 8 * stage, &cache_map, p, pages,
+          item.kv_begin + j * C::kBN, item.kv_end, [&](int kb) {
+            return kb < 2    ? tile.a_offset + kb * 64
+                   : kLatent ? p.r_offset
+                             : tile.v_offset + (kb - 2) * 64;
+          });
     };
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
@@ -130,18 +113,13 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     my_row[i] = 64 * wg + rg * 16 + lane / 4 + 8 * i;
-    row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
-                     ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
-                     : item.kv_end;
+    row_end[i] = row_kv_end<kPacked>(p, item, rows, my_row[i], rows_valid);
   }
   // The warpgroup's last causal end: tiles from there on are released without work.
   int wg_end = item.kv_begin;
   {
     const int last_row = min(64 * wg + 63, rows_valid - 1);
-    if (last_row >= 64 * wg)
-      wg_end = kPacked && item.num_tokens > 1
-                   ? min(item.kv_end, p.token_pos[t0 + last_row / tile.rows] + 1)
-                   : item.kv_end;
+    if (last_row >= 64 * wg) wg_end = row_kv_end<kPacked>(p, item, rows, last_row, rows_valid);
   }
   float o[C::kD / 8][4];
 #pragma unroll
@@ -156,14 +134,7 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
     if (start < wg_end) {
       const int valid = item.kv_end - start;
       if (valid < C::kBN) {
-        for (int i = wtid; i < (C::kBN - valid) * C::kChunks; i += 128) {
-          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
-          asm volatile(
-              "st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
-                  kt + (ch >> 3) * C::kBN * 128 + swizzled_offset<C::kBN>(r, (ch & 7) * 8)),
-              "r"(0)
-              : "memory");
-        }
+        zero_tail_rows<C::kBN>(kt, valid, C::kChunks, wtid, 128);
         fence_proxy_async();
         named_barrier(1 + wg, 128);
       }
@@ -203,33 +174,10 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
     l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
   }
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int row = my_row[i];
-    if (row >= rows_valid) continue;
-    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
-    const int col0 = (lane % 4) * 2;
-    if (item.partial < 0) {
-      const int token = kPacked ? t0 + row / tile.rows : t0;
-      const int head = kPacked ? row % tile.rows : row;
-      const int64_t base =
-          int64_t(token) * p.out_token_stride + int64_t(tile.head0 + head) * p.out_head_stride;
-#pragma unroll
-      for (int nb = 0; nb < C::kD / 8; ++nb) {
-        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8, o[nb][2 * i] * inv);
-        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8 + 1, o[nb][2 * i + 1] * inv);
-      }
-    } else {
-      const int64_t slot_row =
-          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
-      float* dst = p.partial_o + slot_row * p.v_dim + col0;
-#pragma unroll
-      for (int nb = 0; nb < C::kD / 8; ++nb)
-        *reinterpret_cast<float2*>(dst + nb * 8) =
-            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
-      if (lane % 4 == 0)
-        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
-    }
-  }
+  for (int i = 0; i < 2; ++i)
+    if (my_row[i] < rows_valid)
+      write_row(p, tiles, item, tile, rows, my_row[i], o, i, (lane % 4) * 2, m_r[i], l_r[i],
+                lane % 4 == 0);
 #else
   __trap();  // never launched: prefill_kernel_enabled() requires the sm_90a build
 #endif
