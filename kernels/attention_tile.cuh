@@ -1,5 +1,5 @@
-// Pieces every tensor-core paged-attention kernel (latent decode, wide latent, prefill, K/V decode)
-// repeats around its own math: the 1 KB-aligned dynamic shared window, the (token, head) of a
+// Pieces the tensor-core paged-attention kernels (latent decode, prefill, K/V decode; the wide
+// latent kernel keeps inline copies, see kernels/README.md) repeat around their own math: the 1 KB-aligned dynamic shared window, the (token, head) of a
 // packed row, the cp.async of the query rows, the paged row of a position, TMA requests for a
 // cache tile box by box, zeroing a tile's rows past the chunk's end, and writing a row's result
 // as final output or as a split-KV partial.

@@ -18,7 +18,6 @@
 
 #include <cuda_bf16.h>
 
-#include "kernels/attention_tile.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/env_switch.h"
@@ -68,7 +67,7 @@ __global__ void __launch_bounds__(256, 1)
 #ifdef MLRA_LATENT_WGMMA
   using C = WideConfig<D>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = aligned_smem(smem_raw);
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
   const SplitKvItem item = plan.items[blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
@@ -86,19 +85,43 @@ __global__ void __launch_bounds__(256, 1)
   // Rows are token-major (token, head) pairs (query packing, split_kv_plan.h).
   const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
-  const RowMap rows{t0, tile.rows};
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
-  // Query rows (zero past the tile's rows) by every thread's cp.async.
-  load_query_rows<C::kM, C::kChunks>(smem_addr(q_s), p, tile, rows, rows_valid, tid, C::kThreads);
+  // Query rows (zero past the tile's rows) by every thread's cp.async; 8 consecutive threads copy
+  // one 128 B line of a row.
+  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    const int token = kPacked ? t0 + row / tile.rows : t0;
+    const int head = kPacked ? row % tile.rows : row;
+    if (row < rows_valid)
+      cp_async16(dst,
+                 q + int64_t(token) * p.q_token_stride +
+                     int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
   cp_async_commit();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
-  // Thread 0 loads whole tiles: D/64 latent blocks, then the rope block.
+  // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
+  // past the end are not requested; rows past the end are zeroed after arrival.
   auto tma_tile = [&](int j, int stage) {
-    tma_request_tile<C::kBN, D / 64 + 1>(
-        smem_addr(k_s + stage * C::kBN * C::kK), full_bar + 8 * stage, &cache_map, p, pages,
-        item.kv_begin + j * C::kBN, item.kv_end,
-        [&](int kb) { return kb < D / 64 ? tile.a_offset + kb * 64 : p.r_offset; });
+    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+    const uint32_t base = smem_addr(k_s + stage * C::kBN * C::kK), bar = full_bar + 8 * stage;
+    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
+    for (int b = 0; b < boxes; ++b) {
+      const int pos = start + b * br;
+      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+      for (int kb = 0; kb < D / 64; ++kb)
+        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, tile.a_offset + kb * 64,
+                    row, bar);
+      tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
+    }
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
@@ -138,7 +161,9 @@ __global__ void __launch_bounds__(256, 1)
     int row_end[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
-      row_end[i] = row_kv_end<kPacked>(p, item, rows, my_row[i], rows_valid);
+      row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
+                       ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
+                       : item.kv_end;
     const uint32_t q_addr = smem_addr(q_s);
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
@@ -148,7 +173,13 @@ __global__ void __launch_bounds__(256, 1)
       if (valid < C::kBN) {
         // Rows past the end hold stale shared memory or other tokens: zero them so that the
         // masked (zero) probabilities never meet a NaN or Inf in P.V.
-        zero_tail_rows<C::kBN>(kt, valid, C::kChunks, tid, 128);
+        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += 128) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                           kt + swizzled_offset<C::kBN>(r, ch * 8)),
+                       "r"(0)
+                       : "memory");
+        }
         fence_proxy_async();
         named_barrier(3, 128);
       }
@@ -229,10 +260,33 @@ __global__ void __launch_bounds__(256, 1)
 
   // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
-    if (my_row[i] < rows_valid)
-      write_row(p, tiles, item, tile, rows, my_row[i], o, i, wg * (D / 2) + (lane % 4) * 2, m_r[i],
-                l_r[i], wg == 0 && lane % 4 == 0);
+  for (int i = 0; i < 2; ++i) {
+    const int row = my_row[i];
+    if (row >= rows_valid) continue;
+    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    const int col0 = wg * (D / 2) + (lane % 4) * 2;
+    if (item.partial < 0) {
+      const int token = kPacked ? t0 + row / tile.rows : t0;
+      const int head = kPacked ? row % tile.rows : row;
+      const int64_t base =
+          int64_t(token) * p.out_token_stride + int64_t(tile.head0 + head) * p.out_head_stride;
+#pragma unroll
+      for (int nb = 0; nb < C::kNO; ++nb) {
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8, o[nb][2 * i] * inv);
+        store_from_f32(p.out, p.out_dtype, base + col0 + nb * 8 + 1, o[nb][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      float* dst = p.partial_o + slot_row * p.v_dim + col0;
+#pragma unroll
+      for (int nb = 0; nb < C::kNO; ++nb)
+        *reinterpret_cast<float2*>(dst + nb * 8) =
+            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+      if (wg == 0 && lane % 4 == 0)
+        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
+    }
+  }
 #else
   __trap();  // never launched: latent_wide_enabled() requires the sm_90a build
 #endif
