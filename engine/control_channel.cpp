@@ -244,8 +244,9 @@ struct FieldReader {
 template <class Io, class M>
 void init_fields(Io& io, M& m) {
   io(m.model_dir, m.variant, m.backend, m.device, m.page_size, m.num_pages, m.shm_name, m.tpla,
-     m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.gpu_memory_fraction,
-     m.reserve_bytes, m.cuda_graph_max_batch);
+     m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.latent_prefill,
+     m.latent_prefill_scratch_bytes, m.gpu_memory_fraction, m.reserve_bytes,
+     m.cuda_graph_max_batch);
 }
 
 template <class Io, class M>

@@ -185,6 +185,8 @@ struct WorkerInit {
   bool tpla_pd_separation = true;
   uint64_t tpla_seed = 0;
   int32_t tpla_slices = 0;
+  std::string latent_prefill = "auto";  // LatentPrefill by name
+  int64_t latent_prefill_scratch_bytes = 0;
   // GPU-sized cache: when > 0 the worker loads its weights, reports in Ready how many pages fit
   // under this share of its GPU (less reserve_bytes), and allocates the count that Allocate
   // names (the minimum over ranks, since page ids are shared).

@@ -44,7 +44,8 @@ std::string status_text(int status) {
 }  // namespace
 
 ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
-  config_ = load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp);
+  config_ =
+      load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp, o.latent_prefill);
   if (o.backend != "cpu" && o.backend != "cuda")
     throw RunnerError("unknown backend '" + o.backend + "'");
   // Page ids are shared by all ranks, so the page count fits the widest rank's budget (f32
@@ -56,7 +57,8 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   const int64_t value_bytes = o.backend == "cuda" ? 2 : 4;
   int64_t num_pages = gpu_sized ? 0 : o.num_pages;
   if (!gpu_sized && num_pages == 0)
-    num_pages = pages_for_budget(o.cache_memory_bytes, widest * config_.n_layer * value_bytes, o.page_size);
+    num_pages =
+        pages_for_budget(o.cache_memory_bytes, widest * config_.n_layer * value_bytes, o.page_size);
   if (!gpu_sized && num_pages <= 0) throw RunnerError("cache memory budget holds no page");
 
   for (char** e = environ; *e; ++e) env_storage_.emplace_back(*e);
@@ -148,8 +150,10 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.tpla_pd_separation = o.tpla.pd_separation;
     init.tpla_seed = o.tpla.seed;
     init.tpla_slices = o.tpla.slices;
+    init.latent_prefill = latent_prefill_name(o.latent_prefill.mode);
+    init.latent_prefill_scratch_bytes = o.latent_prefill.scratch_bytes;
     init.gpu_memory_fraction = o.gpu_memory_fraction;
-    init.reserve_bytes = activation_reserve_bytes(config_.vocab_size, o.cuda_graph_max_batch);
+    init.reserve_bytes = activation_reserve_bytes(config_, o.cuda_graph_max_batch);
     init.cuda_graph_max_batch = o.backend == "cuda" ? o.cuda_graph_max_batch : 0;
     guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, encode(init), deadline); });
   }
@@ -182,7 +186,8 @@ int64_t ProcessRunner::allocate_gpu_sized_cache(const RunnerOptions& o) {
   ByteWriter w;
   w.put(pages);
   for (Worker& worker : workers_)
-    guarded(worker, "Allocate", [&] { worker.channel.send(MessageType::kAllocate, 0, w.bytes(), deadline); });
+    guarded(worker, "Allocate",
+            [&] { worker.channel.send(MessageType::kAllocate, 0, w.bytes(), deadline); });
   wait_all(0, deadline, "Allocate", [&](Worker& worker) {
     worker.channel.expect(deadline, 0, MessageType::kAck, MessageType::kAck);
   });

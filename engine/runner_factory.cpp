@@ -23,6 +23,8 @@ RunnerOptions runner_options(const ServerConfig& c) {
   o.tpla.transform = c.tpla_transform;
   o.tpla.pd_separation = c.tpla_pd_separation;
   o.tpla.slices = c.tpla_slices;
+  o.latent_prefill.mode = parse_latent_prefill(c.latent_prefill).value_or(LatentPrefill::kAuto);
+  o.latent_prefill.scratch_bytes = c.latent_prefill_scratch_bytes;
   return o;
 }
 
@@ -42,6 +44,7 @@ std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
     l.cuda_graph_max_batch = o.cuda_graph_max_batch;
     l.mla_tp_mode = o.mla_tp_mode;
     l.tpla = o.tpla;
+    l.latent_prefill = o.latent_prefill;
     return make_local_runner(l);
   }
   return std::make_unique<ProcessRunner>(o);

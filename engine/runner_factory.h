@@ -30,6 +30,7 @@ struct RunnerOptions {
   bool in_process = false;                   // TP ranks as threads of this process (LocalRunner)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
   TplaOptions tpla;
+  LatentPrefillOptions latent_prefill;
   // Multi-process only.
   std::filesystem::path worker_binary;  // empty: /proc/self/exe (mlra-serve with `worker`)
   double load_timeout_s = 600;          // Init -> Ready per worker

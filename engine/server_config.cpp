@@ -75,6 +75,8 @@ const std::map<std::string, Setter>& setters() {
        }},
       {"tpla_pd_separation", field(&ServerConfig::tpla_pd_separation)},
       {"tpla_slices", field(&ServerConfig::tpla_slices)},
+      {"latent_prefill", field(&ServerConfig::latent_prefill)},
+      {"latent_prefill_scratch_bytes", field(&ServerConfig::latent_prefill_scratch_bytes)},
       {"page_size", field(&ServerConfig::page_size)},
       {"cache_memory_bytes", field(&ServerConfig::cache_memory_bytes)},
       {"num_pages", field(&ServerConfig::num_pages)},
@@ -168,6 +170,9 @@ void validate_server_config(const ServerConfig& c) {
   require(one_of(c.mla_tp_mode, {"replicate", "tpla"}), "mla_tp_mode", "must be replicate or tpla");
   require(!c.tpla_transform.empty(), "tpla_transform", "must not be empty");
   require(c.tpla_slices >= 0, "tpla_slices", "must be >= 0");
+  require(one_of(c.latent_prefill, {"auto", "absorbed", "expanded"}), "latent_prefill",
+          "must be auto, absorbed or expanded");
+  require(c.latent_prefill_scratch_bytes >= 0, "latent_prefill_scratch_bytes", "must be >= 0");
   require(c.page_size >= 1 && c.page_size <= 4096, "page_size", "must be in [1, 4096]");
   require(c.cache_memory_bytes > 0, "cache_memory_bytes", "must be > 0");
   require(c.num_pages >= 0, "num_pages", "must be >= 0 (0: from cache_memory_bytes)");
@@ -203,6 +208,8 @@ Json to_json(const ServerConfig& c) {
               {"tpla_transform", c.tpla_transform},
               {"tpla_pd_separation", c.tpla_pd_separation},
               {"tpla_slices", c.tpla_slices},
+              {"latent_prefill", c.latent_prefill},
+              {"latent_prefill_scratch_bytes", c.latent_prefill_scratch_bytes},
               {"page_size", c.page_size},
               {"cache_memory_bytes", c.cache_memory_bytes},
               {"num_pages", c.num_pages},

@@ -26,6 +26,10 @@ struct ServerConfig {
   std::string tpla_transform = "hadamard";  // "identity" | "hadamard" | path of a PCA transform
   bool tpla_pd_separation = true;           // prefill exact MLA, decode TPLA
   int32_t tpla_slices = 0;                  // 0: the TP degree
+  // MLA / GLA prefill chunks: "auto" (expanded where it saves FLOPs) | "absorbed" | "expanded"
+  // (models/model_config.h LatentPrefill); scratch bytes per rank and step for the expanded form.
+  std::string latent_prefill = "auto";
+  int64_t latent_prefill_scratch_bytes = int64_t(512) << 20;
   int32_t page_size = 64;
   int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
   int64_t num_pages = 0;                     // 0: derived from cache_memory_bytes

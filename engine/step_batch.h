@@ -3,6 +3,7 @@
 // slot before attention runs, and token t attends to positions 0..positions[t] of its sequence.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,7 +30,9 @@ struct StepBatch {
     return positions[size_t(t)] == 0;
   }
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
-  int32_t num_seqs() const { return static_cast<int32_t>(page_indptr.empty() ? 0 : page_indptr.size() - 1); }
+  int32_t num_seqs() const {
+    return static_cast<int32_t>(page_indptr.empty() ? 0 : page_indptr.size() - 1);
+  }
 };
 
 }  // namespace mlra

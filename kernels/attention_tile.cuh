@@ -1,11 +1,11 @@
-// Pieces the tensor-core paged-attention kernels (latent decode, prefill, K/V decode; the wide
-// latent kernel keeps inline copies, see kernels/README.md) repeat around their own math: the 1
-// KB-aligned dynamic shared window, the (token, head) of a packed row, the cp.async of the query
-// rows, the paged row of a position, TMA requests for a cache tile box by box, zeroing a tile's
-// rows past the chunk's end, and writing a row's result as final output or as a split-KV partial.
-// Layouts are those of hopper_ptx.cuh: tiles are 64-dim blocks of kRows x 128 B (128-byte swizzle),
-// block b at b * kRows * 128; accumulator fragments o[nb][4] hold columns col0 + 8 nb (+1) of the
-// thread's rows lane/4 (e = 0, 1) and lane/4 + 8 (e = 2, 3).
+// Pieces the tensor-core paged-attention kernels (prefill, K/V decode; the latent decode kernels
+// keep inline copies, see kernels/README.md) repeat around their own math: the 1 KB-aligned dynamic
+// shared window, the (token, head) of a packed row, the cp.async of the query rows, the paged row
+// of a position, TMA requests for a cache tile box by box, zeroing a tile's rows past the chunk's
+// end, and writing a row's result as final output or as a split-KV partial. Layouts are those of
+// hopper_ptx.cuh: tiles are 64-dim blocks of kRows x 128 B (128-byte swizzle), block b at b * kRows
+// * 128; accumulator fragments o[nb][4] hold columns col0 + 8 nb (+1) of the thread's rows lane/4
+// (e = 0, 1) and lane/4 + 8 (e = 2, 3).
 #pragma once
 
 #include <cuda.h>

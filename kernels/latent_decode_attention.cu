@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -60,7 +59,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
                             const __grid_constant__ CUtensorMap cache_map) {
   using C = LatentConfig<D>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = aligned_smem(smem_raw);
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
   const SplitKvItem item = plan.items[blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
@@ -76,19 +75,42 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
   const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const bf16* cache = static_cast<const bf16*>(p.cache);
-  const RowMap rows{t0, tile.rows};
+  const bf16* q = static_cast<const bf16*>(p.q);
+  const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
-  // Query rows (zero past the tile's heads) join the first cp.async group.
-  load_query_rows<C::kM, C::kChunks>(smem_addr(q_s), p, tile, rows, rows_valid, tid, C::kThreads);
+  // Query rows (zero past the tile's heads) join the first cp.async group. Chunk index fastest:
+  // 8 consecutive threads copy one 128 B line of a row.
+  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    if (row < rows_valid)
+      cp_async16(dst,
+                 kPacked ? q + int64_t(t0 + row / tile.rows) * p.q_token_stride +
+                               int64_t(tile.head0 + row % tile.rows) * p.q_head_stride + ch * 8
+                         : q + int64_t(t0) * p.q_token_stride +
+                               int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
+                 16);
+    else
+      cp_async16(dst, q, 0);
+  }
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // TMA: thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes
   // wholly past the end are not requested; rows past the end are zeroed after arrival.
   auto tma_tile = [&](int j, int stage) {
-    tma_request_tile<C::kBN, D / 64 + 1>(
-        smem_addr(k_s + stage * C::kBN * (D + C::kR)), full_bar + 8 * stage, &cache_map, p, pages,
-        item.kv_begin + j * C::kBN, item.kv_end,
-        [&](int kb) { return kb < D / 64 ? tile.a_offset + kb * 64 : p.r_offset; });
+    const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
+    const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR)), bar = full_bar + 8 * stage;
+    const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
+    for (int b = 0; b < boxes; ++b) {
+      const int pos = start + b * br;
+      const int row = (__ldg(pages + (pos >> shift)) << shift) + (pos & mask);
+#pragma unroll
+      for (int kb = 0; kb < D / 64; ++kb)
+        tma_load_2d(base + kb * C::kBN * 128 + b * br * 128, &cache_map, tile.a_offset + kb * 64,
+                    row, bar);
+      tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
+    }
   };
   auto load_tile = [&](int j, int stage) {
     const int start = item.kv_begin + j * C::kBN;
@@ -97,7 +119,7 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
       const int r = i / C::kChunks, ch = i % C::kChunks, pos = start + r;
       const uint32_t dst = base + swizzled_offset<C::kBN>(r, ch * 8);
       if (pos < item.kv_end) {
-        const int64_t row = paged_row(pages, pos, p.page_shift);
+        const int64_t row = (int64_t(__ldg(pages + (pos >> shift))) << shift) + (pos & mask);
         const int col = ch < D / 8 ? tile.a_offset + ch * 8 : p.r_offset + (ch - D / 8) * 8;
         cp_async16(dst, cache + row * p.row_width + col, 16);
       } else {
@@ -131,7 +153,9 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
-    row_end[i] = row_kv_end<kPacked>(p, item, rows, row, rows_valid);
+    row_end[i] = kPacked && row < rows_valid && item.num_tokens > 1
+                     ? min(item.kv_end, p.token_pos[t0 + row / tile.rows] + 1)
+                     : item.kv_end;
   }
   const int v_row = (lane % 8) + ((lane / 8) & 1) * 8, v_col = (lane / 16) * 8;
   const uint32_t q_addr = smem_addr(q_s);
@@ -144,7 +168,13 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
         // Rows past the end hold stale shared memory or other tokens: zero them so that the
         // masked (zero) probabilities never meet a NaN or Inf in P.V.
         const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
-        zero_tail_rows<C::kBN>(base, valid, C::kChunks, tid, C::kThreads);
+        for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += C::kThreads) {
+          const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                           base + swizzled_offset<C::kBN>(r, ch * 8)),
+                       "r"(0)
+                       : "memory");
+        }
       }
     } else {
       cp_async_wait<C::kStages - 2>();
@@ -271,9 +301,32 @@ __global__ void __launch_bounds__(LatentConfig<D>::kThreads, LatentConfig<D>::kM
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
-    if (row < rows_valid)
-      write_row(p, tiles, item, tile, rows, row, o, i, cg * 128 + (lane % 4) * 2, m_r[i], l_r[i],
-                cg == 0 && lane % 4 == 0);
+    if (row >= rows_valid) continue;
+    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    if (item.partial < 0) {
+      const int64_t base = kPacked ? int64_t(t0 + row / tile.rows) * p.out_token_stride +
+                                         int64_t(tile.head0 + row % tile.rows) * p.out_head_stride
+                                   : int64_t(t0) * p.out_token_stride +
+                                         int64_t(tile.head0 + row) * p.out_head_stride;
+#pragma unroll
+      for (int nb = 0; nb < 16; ++nb) {
+        const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
+        store_from_f32(p.out, p.out_dtype, base + col, o[nb][2 * i] * inv);
+        store_from_f32(p.out, p.out_dtype, base + col + 1, o[nb][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t slot_row =
+          (int64_t(item.partial) * tiles.count + blockIdx.y) * p.rows_max + row;
+      float* dst = p.partial_o + slot_row * p.v_dim;
+#pragma unroll
+      for (int nb = 0; nb < 16; ++nb) {
+        const int col = cg * 128 + nb * 8 + (lane % 4) * 2;
+        *reinterpret_cast<float2*>(dst + col) =
+            make_float2(o[nb][2 * i] * inv, o[nb][2 * i + 1] * inv);
+      }
+      if (cg == 0 && lane % 4 == 0)
+        p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
+    }
   }
 }
 

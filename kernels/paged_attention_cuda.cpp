@@ -83,6 +83,8 @@ const char* attention_path_name(AttentionPath p) {
       return "latent-512";
     case AttentionPath::kKv128:
       return "kv-128";
+    case AttentionPath::kKvRope128:
+      return "kv-rope-128";
     default:
       return "generic";
   }
@@ -117,6 +119,10 @@ CudaPagedAttention::~CudaPagedAttention() {
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
+  // Expanded latent prefill: per-head K_nope and V at their own columns, k_pe shared.
+  const bool split_rope =
+      a.r_dim == 64 && a.a_dim == 128 && a.v_dim == 128 && a.num_heads > 0 &&
+      std::all_of(a.a_offset.begin(), a.a_offset.end(), [&](int32_t o) { return o % 8 == 0; });
   const bool dims =
       a.r_dim == 64 && a.a_dim == a.v_dim && (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
   // MHA/GQA/MQA: K and V of a KV head at their own columns, head dim 128.
@@ -133,6 +139,10 @@ AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
         return AttentionPath::kGeneric;
     return AttentionPath::kKv128;
   }
+  bool separate = split_rope;
+  for (int h = 0; h < a.num_heads; ++h)
+    separate = separate && a.a_offset[h] != a.v_offset[h] && a.v_offset[h] % 8 == 0;
+  if (separate) return AttentionPath::kKvRope128;
   for (int h = 0; h < a.num_heads; ++h)
     if (a.a_offset[h] != a.v_offset[h] || a.a_offset[h] % 8) return AttentionPath::kGeneric;
   switch (a.a_dim) {
@@ -162,6 +172,7 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   // (K/V head dim 128 and 128-wide latents) when query packing is on; decode steps to the decode
   // kernels.
   prefill_ = a.num_tokens > a.num_seqs && query_packing_ && prefill_kernel_enabled(path_);
+  if (path_ == AttentionPath::kKvRope128 && !prefill_) path_ = AttentionPath::kGeneric;
   int ctas = num_sms_;
   if (path_ == AttentionPath::kGeneric) {
     values_per_lane_ = values_per_lane(a.v_dim);
@@ -234,7 +245,7 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.cache_dtype = a.cache.dtype;
   p.page_shift = log2_int(a.cache.page_size);
   p.cache_rows = a.cache.num_pages * a.cache.page_size;
-  if (path_ == AttentionPath::kKv128)
+  if (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kKvRope128)
     p.box_rows = std::min(int32_t(kPlanTile), a.cache.page_size);
   else if (path_ != AttentionPath::kGeneric)
     p.box_rows = std::min(latent_tile_rows(a.a_dim), a.cache.page_size);

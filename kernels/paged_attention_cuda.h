@@ -63,7 +63,9 @@ struct AttentionParams {
   int32_t rows_max = 0;
 };
 
-enum class AttentionPath { kLatent128, kLatent256, kLatent512, kKv128, kGeneric };
+// kKvRope128: per-head K (128) and V (128) at their own columns plus a 64-dim rope part shared by
+// every head (expanded MLA / GLA prefill); prefill kernel only.
+enum class AttentionPath { kLatent128, kLatent256, kLatent512, kKv128, kKvRope128, kGeneric };
 const char* attention_path_name(AttentionPath p);
 
 // Kernel launchers (one file each). grid = (plan max items, tiles.count).

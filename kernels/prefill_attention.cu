@@ -1,12 +1,14 @@
 // Paged prefill attention for 128-dim values: K/V caches with head dim 128 (MHA / GQA / MQA: keys
-// and values in their own columns) and 128-wide latents (MLRA-4 and GLA-4 per rank, absorbed form:
-// keys [c | k_pe] of 192 dims, values c). 128 query rows per CTA, token-major (token, head) pairs
+// and values in their own columns), 128-wide latents (MLRA-4 and GLA-4 per rank, absorbed form:
+// keys [c | k_pe] of 192 dims, values c) and the expanded form of wide latents (MLA / GLA-2
+// prefill: keys [K_nope | shared k_pe], values V, each head's K_nope and V up-projected from the
+// latent for the step). 128 query rows per CTA, token-major (token, head) pairs
 // of one sequence and one cache segment (query packing, split_kv_plan.h), so every cache tile
 // loaded from L2/HBM feeds 128 rows instead of the decode kernels' 16 (K/V) or 64 (latent).
 // Prefill is compute-bound, so the work goes to wgmma: two consumer warpgroups each own 64 rows
 // and run S = Q.K^T (64 x 128 positions), the online softmax and O += P.V (64 x 128) on their
 // own, sharing only the tile ring; a producer warp keeps kStages 128-position tiles (64-dim TMA
-// boxes, 128-byte swizzle: K/V [K | V], latent [c | k_pe]) in flight and refills a stage once all
+// boxes, 128-byte swizzle) in flight and refills a stage once all
 // 8 consumer warps have released it (an empty mbarrier per stage). A warpgroup skips the score and
 // P.V work of tiles that lie wholly past its rows' causal ends (it still releases them).
 // Rows past the chunk's end are zeroed in shared memory by each consumer warpgroup before it reads
@@ -29,17 +31,24 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-// kLatent: keys are the 3 blocks [c | k_pe] of a latent row and values its first 2 (c); else keys
-// and values are the 2 blocks at a_offset and the 2 at v_offset.
-template <bool kLatent>
+// Where a cached position's 64-dim blocks come from, per layout: the key blocks first (the query
+// rows have as many), then the value blocks.
+//   kKv:       keys [K low, K high] at a_offset, values [V low, V high] at v_offset (MHA/GQA/MQA).
+//   kLatent:   keys [c low, c high, k_pe] ([c | k_pe] of a latent row), values c (absorbed form).
+//   kSplitRope: keys [K low, K high] at a_offset plus k_pe at r_offset, values at v_offset (the
+//              expanded form of MLA / GLA prefill: per-head K_nope and V, one shared k_pe).
+enum class PrefillLayout { kKv, kLatent, kSplitRope };
+
+template <PrefillLayout L>
 struct PrefillConfig {
-  static constexpr int kKeyBlocks = kLatent ? 3 : 2;   // 64-dim blocks of a key
-  static constexpr int kTileBlocks = kLatent ? 3 : 4;  // 64-dim blocks of a cached position
-  static constexpr int kValueBlock0 = kLatent ? 0 : 2;
+  static constexpr int kKeyBlocks = L == PrefillLayout::kKv ? 2 : 3;  // 64-dim blocks of a key
+  static constexpr int kTileBlocks = L == PrefillLayout::kLatent ? 3 : kKeyBlocks + 2;
+  static constexpr int kValueBlock0 = L == PrefillLayout::kLatent ? 0 : kKeyBlocks;
   static constexpr int kD = 128;           // value dims
   static constexpr int kM = kPrefillRows;  // query rows per CTA
   static constexpr int kBN = 128;          // positions per tile
-  static constexpr int kStages = 3;
+  // Five 16 KB blocks per tile leave room for two stages only (227 KB).
+  static constexpr int kStages = kTileBlocks == 5 ? 2 : 3;
   static constexpr int kConsumerThreads = 256;            // two warpgroups
   static constexpr int kThreads = kConsumerThreads + 32;  // + the producer warp
   static constexpr int kChunks = kTileBlocks * 8;         // 16 B chunks per cached position
@@ -48,18 +57,29 @@ struct PrefillConfig {
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 16 * kStages;
   static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
+
+  // Cache column of tile block kb of a head tile.
+  __device__ static int column(int kb, const HeadTile& tile, const AttentionParams& p) {
+    if (kb < 2) return tile.a_offset + kb * 64;
+    if (L == PrefillLayout::kLatent || (L == PrefillLayout::kSplitRope && kb == 2))
+      return p.r_offset;
+    return tile.v_offset + (kb - kValueBlock0) * 64;
+  }
 };
 
-template <bool kLatent, bool kPacked>
-__global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
+template <PrefillLayout L, bool kPacked>
+__global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
     prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                   const __grid_constant__ CUtensorMap cache_map) {
+                   const __grid_constant__ CUtensorMap cache_map, bool longest_first) {
 #ifdef MLRA_LATENT_WGMMA
-  using C = PrefillConfig<kLatent>;
+  using C = PrefillConfig<L>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = aligned_smem(smem_raw);
-  if (int(blockIdx.x) >= *plan.num_items) return;
-  const SplitKvItem item = plan.items[blockIdx.x];
+  const int num_items = *plan.num_items;
+  if (int(blockIdx.x) >= num_items) return;
+  // Items are in token order, so a sequence's longest causal rows come last; CTAs start in
+  // blockIdx order, and starting those first keeps them out of the last wave (tail effect).
+  const SplitKvItem item = plan.items[longest_first ? num_items - 1 - int(blockIdx.x) : blockIdx.x];
   const HeadTile tile = tiles.tile[blockIdx.y];
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   unsigned char* ring = smem + C::kQBytes;
@@ -89,15 +109,10 @@ __global__ void __launch_bounds__(PrefillConfig<kLatent>::kThreads, 1)
   if (warp == C::kConsumerThreads / 32) {
     // Producer: one lane requests tile j + kStages once every consumer warp released tile j.
     if (lane != 0) return;
-    // Blocks: K/V [K low, K high, V low, V high]; latent [c low, c high, k_pe].
     auto tma_tile = [&](int j, int stage) {
       tma_request_tile<C::kBN, C::kTileBlocks>(
           smem_addr(ring + stage * C::kStageBytes), full_bar + 8 * stage, &cache_map, p, pages,
-          item.kv_begin + j * C::kBN, item.kv_end, [&](int kb) {
-            return kb < 2    ? tile.a_offset + kb * 64
-                   : kLatent ? p.r_offset
-                             : tile.v_offset + (kb - 2) * 64;
-          });
+          item.kv_begin + j * C::kBN, item.kv_end, [&](int kb) { return C::column(kb, tile, p); });
     };
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
@@ -193,31 +208,35 @@ bool prefill_kernel_enabled(AttentionPath path) {
     case AttentionPath::kKv128:
       return on && kv_attention_enabled() && kv_uses_tma();
     case AttentionPath::kLatent128:
+    case AttentionPath::kKvRope128:
       return on && latent_uses_tma();
     default:
       return false;
   }
 }
 
-template <bool kLatent>
+template <PrefillLayout L>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, cudaStream_t stream) {
-  using C = PrefillConfig<kLatent>;
-  auto* kernel = plan.shape.tokens_per_item > 1 ? prefill_kernel<kLatent, true>
-                                                : prefill_kernel<kLatent, false>;
+  using C = PrefillConfig<L>;
+  auto* kernel =
+      plan.shape.tokens_per_item > 1 ? prefill_kernel<L, true> : prefill_kernel<L, false>;
   MLRA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
   const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
+  // MLRA_PREFILL_ORDER=forward: items in plan order (A/B runs).
+  static const bool longest_first = env_value("MLRA_PREFILL_ORDER") != "forward";
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map, longest_first);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 
 void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
                               const SplitKvPlan& plan, AttentionPath path, cudaStream_t stream) {
-  const bool latent = path == AttentionPath::kLatent128;
-  MLRA_REQUIRE(latent || path == AttentionPath::kKv128, "prefill attention: K/V or latent-128");
-  MLRA_REQUIRE(p.a_dim == 128 && p.v_dim == 128 && p.r_dim == (latent ? 64 : 0),
-               "prefill attention: 128-dim values (and a 64-dim rope part for latents)");
+  const bool latent = path == AttentionPath::kLatent128, split = path == AttentionPath::kKvRope128;
+  MLRA_REQUIRE(latent || split || path == AttentionPath::kKv128,
+               "prefill attention: K/V, latent-128 or K/V with a shared rope part");
+  MLRA_REQUIRE(p.a_dim == 128 && p.v_dim == 128 && p.r_dim == (latent || split ? 64 : 0),
+               "prefill attention: 128-dim values (and a 64-dim rope part)");
   MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
                "prefill attention: q and cache must be bf16");
   MLRA_REQUIRE(p.rows_max == kPrefillRows, "prefill attention: 128 rows per tile");
@@ -225,16 +244,18 @@ void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
                "prefill attention: TMA box rows must divide the tile");
   for (int i = 0; i < tiles.count; ++i)
     MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= kPrefillRows &&
-                     (!latent || tiles.tile[i].a_offset == tiles.tile[i].v_offset),
+                     latent == (tiles.tile[i].a_offset == tiles.tile[i].v_offset),
                  "prefill attention: bad head tile");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   CUtensorMap map{};
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "prefill attention: no tensor map for the cache");
   if (latent)
-    launch<true>(p, tiles, plan, map, stream);
+    launch<PrefillLayout::kLatent>(p, tiles, plan, map, stream);
+  else if (split)
+    launch<PrefillLayout::kSplitRope>(p, tiles, plan, map, stream);
   else
-    launch<false>(p, tiles, plan, map, stream);
+    launch<PrefillLayout::kKv>(p, tiles, plan, map, stream);
 }
 
 }  // namespace mlra::cuda

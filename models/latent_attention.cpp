@@ -84,6 +84,8 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
     }
   }
   x_proj_ = w.upload(x_proj, {int64_t(x_proj.size()) / d, d});
+  expandable_ =
+      latent_expansion_supported(c) && !units_.empty() && count_virtual_heads(units_) == n_local;
   c_proj_ = w.load(p + "attn.c_proj.weight", {{0, d}, head_cols});
 }
 
@@ -102,7 +104,7 @@ std::vector<Backend::LatentUnitView> LatentAttention::unit_views(const std::vect
 // Queries of the virtual heads (unit, head): [q~ = W_UK^T q_nope_h | q_pe_h], q_pe straight from
 // c_q through the head's rope rows of q_b, then roped. Returns [T, n_virtual * (width + dr)].
 Tensor LatentAttention::virtual_queries(const std::vector<Unit>& units, int64_t width,
-                                        const Tensor& cq, const Tensor& q_nope,
+                                        const MatView& cq, const MatView& q_nope,
                                         const StepContext& step) {
   const ModelConfig& c = config_;
   Backend& b = backend_;
@@ -110,9 +112,10 @@ Tensor LatentAttention::virtual_queries(const std::vector<Unit>& units, int64_t 
   const int64_t n_local = int64_t(plan_.heads.size()), n_virt = count_virtual_heads(units);
   const int64_t vw = width + dr;
   Tensor qv = b.alloc({T, n_virt * vw}, b.act_dtype());
-  b.latent_queries(as_mat(q_nope, n_local * dn), as_mat(cq, c.q_lora_rank),
-                   as_mat(q_b_rope_, c.q_lora_rank), unit_views(units, head_begin_), dn, dr, width,
-                   step.positions, c.rope_base, as_mat(qv, n_virt * vw));
+  if (cq.rows != T || q_nope.rows != T || q_nope.cols != n_local * dn)
+    throw std::logic_error("latent attention: query rows do not match the step");
+  b.latent_queries(q_nope, cq, as_mat(q_b_rope_, c.q_lora_rank), unit_views(units, head_begin_), dn,
+                   dr, width, step.positions, c.rope_base, as_mat(qv, n_virt * vw));
   return qv;
 }
 
@@ -180,14 +183,27 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
   const MatView raw = xp_mat.cols_slice(r_q, raw_width);
 
+  // Tokens [0, A) attend in the absorbed form, the expanded suffix [A, T) (prefill chunks of MLA /
+  // GLA, latent_expansion.h) in the expanded one; its rows need no absorbed queries.
+  const LatentExpansion* expansion =
+      expandable_ && step.expansion && step.expansion->active() ? step.expansion : nullptr;
+  const int64_t A = expansion ? expansion->first_token : T;
+  StepContext absorbed = step;
+  absorbed.num_tokens = int32_t(A);
+  if (expansion) absorbed.num_seqs = expansion->first_seq;
+
   // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
   Tensor cq = b.alloc({T, c.q_lora_rank}, act);
-  b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(),
-             as_mat(cq, c.q_lora_rank));
-  Tensor q_nope = b.alloc({T, n_local * dn}, act);
-  b.linear(as_mat(cq, c.q_lora_rank), as_mat(q_b_nope_, c.q_lora_rank),
-           as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
-  Tensor qv = virtual_queries(units_, width, cq, q_nope, step);
+  const MatView cq_mat = as_mat(cq, c.q_lora_rank);
+  b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(), cq_mat);
+  Tensor q_nope, qv;
+  if (A > 0) {
+    q_nope = b.alloc({A, n_local * dn}, act);
+    b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank),
+             as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
+    qv = virtual_queries(units_, width, cq_mat.rows_slice(0, A), as_mat(q_nope, n_local * dn),
+                         absorbed);
+  }
 
   // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
   // slices), k_pe roped; written to their slots before attention, in one op.
@@ -210,14 +226,19 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   if (step.latent_observer)
     observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));
 
-  Tensor z = attend(units_, width, qv, cache, int32_t(n_lat * width), step);
   const bool exact =
       c.tpla() && c.tpla_options.pd_separation && step.host && step.host->has_fresh_prefill();
   // With an exact prefill, rows [0, T) hold the TPLA output and rows [T, 2T) the exact one; a
   // row gather then picks per token.
   Tensor o = b.alloc({exact ? 2 * T : T, n_local * dn}, act);
   const MatView o_all = as_mat(o, n_local * dn), o_mat = o_all.rows_slice(0, T);
-  up_project(units_, width, z, o_mat, c.tpla() ? 1.0f : c.attn_output_scale());
+  if (A > 0) {
+    Tensor z = attend(units_, width, qv, cache, int32_t(n_lat * width), absorbed);
+    up_project(units_, width, z, o_mat.rows_slice(0, A), c.tpla() ? 1.0f : c.attn_output_scale());
+  }
+  if (expansion)
+    expanded_prefill(cq_mat.rows_slice(A, T - A), step, *expansion, cache,
+                     o_mat.rows_slice(A, T - A));
   MatView o_final = o_mat;
   Tensor picked;
   if (exact) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/attention_layer.h"
+#include "models/latent_expansion.h"
 #include "models/tensor_layout.h"
 
 namespace mlra {
@@ -30,10 +31,16 @@ class LatentAttention final : public AttentionLayer {
   void load_tpla(const WeightLoader& w, const std::string& prefix, int64_t layer);
   std::vector<Backend::LatentUnitView> unit_views(const std::vector<Unit>& units,
                                                   int64_t first_head) const;
-  Tensor virtual_queries(const std::vector<Unit>& units, int64_t width, const Tensor& cq,
-                         const Tensor& q_nope, const StepContext& step);
+  // Rows of cq / q_nope are the step's tokens (step.num_tokens of them, at step.positions).
+  Tensor virtual_queries(const std::vector<Unit>& units, int64_t width, const MatView& cq,
+                         const MatView& q_nope, const StepContext& step);
   Tensor attend(const std::vector<Unit>& units, int64_t width, const Tensor& qv,
                 const PagedCacheView& cache, int32_t r_offset, const StepContext& step);
+  // The expanded form for the step's last plan.num_tokens tokens (latent_expansion.h): queries
+  // [q_nope | q_pe] per head from their rows of cq, keys and values up-projected from the gathered
+  // latents into a scratch cache; writes those tokens' rows of o (heads back to back, scaled).
+  void expanded_prefill(const MatView& cq, const StepContext& step, const LatentExpansion& plan,
+                        const PagedCacheView& cache, const MatView& o);
   void up_project(const std::vector<Unit>& units, int64_t width, const Tensor& z, const MatView& o,
                   float alpha);
   // Hands the cache rows' latent columns [T, width] to a calibration observer.
@@ -60,7 +67,8 @@ class LatentAttention final : public AttentionLayer {
   Tensor exact_proj_;    // TPLA pd-separation: [dc, dc] = (diag(g) U)^T
   Unit exact_;           // TPLA pd-separation: every head over the whole transformed latent
   std::vector<Unit> units_;
-  Tensor c_proj_;  // [d, n_local * dn]
+  bool expandable_ = false;  // every local head reads one unit (MLA, GLA): expanded prefill works
+  Tensor c_proj_;            // [d, n_local * dn]
 };
 
 // W_UK and W_UV of heads [head_begin, head_end) reading latent l, from the checkpoint's

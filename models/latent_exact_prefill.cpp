@@ -59,7 +59,8 @@ void LatentAttention::exact_prefill(const Tensor& cq, const Tensor& q_nope,
   b.cache_write(full_mat, scratch_step.slots, view, 0);
 
   const std::vector<Unit> units{exact_};
-  Tensor qe = virtual_queries(units, dc, cq, q_nope, step);
+  Tensor qe = virtual_queries(units, dc, as_mat(cq, c.q_lora_rank),
+                              as_mat(q_nope, int64_t(plan_.heads.size()) * c.qk_nope_head_dim), step);
   Tensor ze = attend(units, dc, qe, view, int32_t(dc), scratch_step);
   up_project(units, dc, ze, o_exact, 1.0f / float(plan_.tp));
 }

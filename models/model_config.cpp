@@ -27,6 +27,24 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
+std::optional<LatentPrefill> parse_latent_prefill(const std::string& name) {
+  if (name == "auto") return LatentPrefill::kAuto;
+  if (name == "absorbed") return LatentPrefill::kAbsorbed;
+  if (name == "expanded") return LatentPrefill::kExpanded;
+  return std::nullopt;
+}
+
+const char* latent_prefill_name(LatentPrefill mode) {
+  switch (mode) {
+    case LatentPrefill::kAbsorbed:
+      return "absorbed";
+    case LatentPrefill::kExpanded:
+      return "expanded";
+    default:
+      return "auto";
+  }
+}
+
 int64_t ModelConfig::num_kv_heads() const {
   switch (variant.kind) {
     case AttentionKind::kMha: return n_head;

@@ -11,6 +11,8 @@
 
 namespace mlra {
 
+struct LatentExpansion;
+
 struct StepContext {
   int32_t num_tokens = 0;
   int32_t num_seqs = 0;
@@ -22,6 +24,7 @@ struct StepContext {
   const int32_t* page_indices = nullptr;  // [page_indptr[S]]
   const StepBatch* host = nullptr;        // the same step on the host
   LatentObserver* latent_observer = nullptr;  // calibration tap on latent cache rows (eager only)
+  const LatentExpansion* expansion = nullptr;  // MLA / GLA prefill chunks in the expanded form
 };
 
 // Fills the page-table and per-token fields of attention arguments from a step.

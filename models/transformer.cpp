@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "models/latent_expansion.h"
 #include "models/step_context.h"
 #include "models/tensor_layout.h"
 #include "models/weight_loader.h"
@@ -163,6 +164,11 @@ void Transformer::forward_eager(const StepBatch& s, const LogitsConsumer& consum
                   base + 4 * T + S + 1 + R,
                   &s};
   ctx.latent_observer = latent_observer_;
+  LatentExpansion expansion = plan_latent_expansion(config_, plan_.tp, s, cache_opts_.page_size);
+  if (expansion.active()) {
+    upload_latent_expansion(b, expansion);
+    ctx.expansion = &expansion;
+  }
   const int32_t* row_ids = base + 4 * T + S + 1;
 
   const bool want_logits = plan_.rank == 0 && R > 0;

@@ -105,7 +105,11 @@ int run_worker(int rank, int tp, int fd) {
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = load_runner_config(
         init.model_dir, init.variant, init.tpla ? LatentTpMode::kTpla : LatentTpMode::kReplicate,
-        TplaOptions{init.tpla_transform, init.tpla_pd_separation, init.tpla_seed, init.tpla_slices}, tp);
+        TplaOptions{init.tpla_transform, init.tpla_pd_separation, init.tpla_seed, init.tpla_slices},
+        tp,
+        LatentPrefillOptions{
+            parse_latent_prefill(init.latent_prefill).value_or(LatentPrefill::kAuto),
+            init.latent_prefill_scratch_bytes});
     const ShardPlan plan = make_shard_plan(config, tp, rank);
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);

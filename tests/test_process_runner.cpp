@@ -282,6 +282,34 @@ TEST_CASE("process runner: orderly shutdown reaps every worker", "[tp][fault]") 
   for (pid_t pid : pids) CHECK(reaped(pid));
 }
 
+TEST_CASE("process runner: workers take the latent prefill form", "[tp][latent_prefill]") {
+  const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
+  REQUIRE(fs::exists(dir / "config.json"));
+  RunnerOptions o = tiny_options(dir, 2);
+  o.latent_prefill.mode = LatentPrefill::kExpanded;
+  RunnerOptions in_process = o, absorbed = o;
+  in_process.in_process = true;
+  absorbed.in_process = true;
+  absorbed.latent_prefill.mode = LatentPrefill::kAbsorbed;
+  auto reference = make_runner(in_process);
+  auto absorbed_runner = make_runner(absorbed);
+  ProcessRunner runner(o);
+  std::mt19937 rng(31);
+  double from_absorbed = 0.0;
+  for (const StepBatch& step : script(rng, int(runner.config().vocab_size), 2)) {
+    std::vector<float> want, got, other;
+    reference->execute(step, want);
+    runner.execute(step, got);
+    absorbed_runner->execute(step, other);
+    REQUIRE(!want.empty());
+    CHECK(testing::rel_l2(got, want) < 1e-6);
+    from_absorbed = std::max(from_absorbed, testing::rel_l2(got, other));
+  }
+  // The workers ran the expanded form: the same logits up to f32 summation order.
+  CHECK(from_absorbed > 0.0);
+  CHECK(from_absorbed < 1e-5);
+}
+
 TEST_CASE("process runner: MLA with TPLA equals the in-process TPLA runner", "[tp]") {
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
   REQUIRE(fs::exists(dir / "config.json"));

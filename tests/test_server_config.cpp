@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/runner_factory.h"
 #include "engine/server_config.h"
 
 using namespace mlra;
@@ -59,6 +60,10 @@ TEST_CASE("config errors name the offending key", "[engine][config]") {
   CHECK(with("metrics_port", 70000).find("'metrics_port'") != std::string::npos);
   CHECK(error_of(nlohmann::json::object()).find("'model_dir'") != std::string::npos);
   CHECK(with("max_step_tokens", 256).empty());
+  CHECK(with("latent_prefill", "eager").find("'latent_prefill'") != std::string::npos);
+  CHECK(with("latent_prefill", "expanded").empty());
+  CHECK(with("latent_prefill_scratch_bytes", -1).find("'latent_prefill_scratch_bytes'") !=
+        std::string::npos);
   // dtype follows the backend: auto, or the backend's own.
   CHECK(with("dtype", "fp16").find("'dtype'") != std::string::npos);
   CHECK(with("dtype", "bf16").find("needs backend cuda") != std::string::npos);
@@ -117,4 +122,19 @@ TEST_CASE("a relative tpla_transform file resolves against the config's folder",
   apply_config_override(c, "tpla_transform=rel/pca.tpla");  // overrides: the working directory
   CHECK(c.tpla_transform ==
         (std::filesystem::current_path() / "rel/pca.tpla").lexically_normal().string());
+}
+
+TEST_CASE("latent_prefill reaches the runner options and survives a round trip",
+          "[engine][config]") {
+  ServerConfig c = parse_server_config({{"model_dir", "/m"}}, "/");
+  CHECK(c.latent_prefill == "auto");
+  CHECK(runner_options(c).latent_prefill.mode == LatentPrefill::kAuto);
+  apply_config_override(c, "latent_prefill=absorbed");
+  apply_config_override(c, "latent_prefill_scratch_bytes=1048576");
+  const RunnerOptions o = runner_options(c);
+  CHECK(o.latent_prefill.mode == LatentPrefill::kAbsorbed);
+  CHECK(o.latent_prefill.scratch_bytes == 1048576);
+  const ServerConfig back = parse_server_config(to_json(c), "/");
+  CHECK(back.latent_prefill == "absorbed");
+  CHECK(back.latent_prefill_scratch_bytes == 1048576);
 }

@@ -69,6 +69,24 @@ Layout kv_split(int q_heads, int kv_heads, int d, int page_size) {
   return l;
 }
 
+// Expanded latent prefill (models/latent_expanded_prefill.cpp): rows [K_nope of every head | V of
+// every head | k_pe], keys [K_nope | k_pe] (192), values V (128).
+Layout expanded(int heads, int page_size) {
+  Layout l;
+  l.heads = heads;
+  l.a_dim = l.v_dim = 128;
+  l.r_dim = 64;
+  l.row_width = 2 * heads * 128 + 64;
+  l.r_offset = 2 * heads * 128;
+  l.page_size = page_size;
+  for (int h = 0; h < heads; ++h) {
+    l.a_off.push_back(h * 128);
+    l.v_off.push_back((heads + h) * 128);
+  }
+  l.scale = 1.0f / std::sqrt(192.0f);
+  return l;
+}
+
 // The path K/V caches with head dim 128 take: the K/V kernel unless MLRA_KV_ATTENTION=generic.
 AttentionPath kv_path() {
   return cuda::kv_attention_enabled() ? AttentionPath::kKv128 : AttentionPath::kGeneric;
@@ -307,15 +325,18 @@ TEST_CASE("kv attention: several query tokens per sequence", "[gpu][attention][k
   check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path(), Packing::kOn);
 }
 
-TEST_CASE("prefill kernel: 128 packed rows per CTA, K/V and latent-128, pages, boundaries, splits",
-          "[gpu][attention][prefill]") {
+TEST_CASE(
+    "prefill kernel: 128 packed rows per CTA, K/V, latent-128 and expanded latents, pages, "
+    "boundaries, splits",
+    "[gpu][attention][prefill]") {
   auto& [cpu, gpu] = backends();
   struct Case {
     Layout l;
     Problem p;
     AttentionPath path;
   };
-  const AttentionPath kv128 = kv_path(), lat = AttentionPath::kLatent128;
+  const AttentionPath kv128 = kv_path(), lat = AttentionPath::kLatent128,
+                      ex = AttentionPath::kKvRope128;
   const std::vector<Case> cases = {
       {kv(8, 1, 128, 64), {{1101, 300, 65}, 200}, kv128},          // GQA TP8: 16 tokens x 8 heads
       {kv(3, 3, 128, 16), {{700, 129}, 129}, kv128},               // MHA: 128 tokens, pages of 16
@@ -329,6 +350,11 @@ TEST_CASE("prefill kernel: 128 packed rows per CTA, K/V and latent-128, pages, b
       {latent(1, 64, 128, 256), {{2000}, 500}, lat},               // MLRA-4 TP4: 2 tokens
       {latent(1, 16, 128, 128), {{64, 65, 127, 128, 129}, 60}, lat},
       {latent(2, 5, 128, 64), {{40000, 300}, 3}, lat},  // few tokens: split chunks
+      {expanded(24, 64), {{1101, 300, 65}, 200}, ex},   // MLA TP1 heads, one head per tile
+      {expanded(6, 16), {{3000, 129}, 129}, ex},        // MLA TP4, pages of 16
+      {expanded(12, 256), {{2000}, 500}, ex},           // GLA-2 TP2 heads
+      {expanded(5, 128), {{64, 65, 127, 128, 129}, 60}, ex},
+      {expanded(3, 64), {{40000, 300}, 3}, ex},  // few tokens: split chunks
   };
   for (const Case& c : cases) {
     const uint32_t seed = fresh_seed();
