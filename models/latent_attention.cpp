@@ -4,7 +4,8 @@
 // (latent, head) pair, so attention reads only the latent cache: the layout the GPU serves.
 // Each unit (latent l, heads S) contributes o_h += attn_output_scale * W_UV z for h in S; a
 // head's branches from different latents are separate softmaxes summed afterwards (MLRA).
-// TPLA treats the slices of MLA's transformed latent as units (latent_weights.cpp).
+// TPLA treats the slices of MLA's transformed latent as units (latent_weights.cpp). Prefill chunks
+// of MLA / GLA may take the expanded form instead (latent_expanded_prefill.cpp).
 #include "models/latent_attention.h"
 
 #include <stdexcept>
