@@ -30,6 +30,7 @@
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/plan_grid_launch.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -253,12 +254,8 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
 template <bool kTma>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, cudaStream_t stream) {
-  auto* kernel = kv_attention_kernel<kTma>;
-  MLRA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(KvConfig::kSmem)));
-  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  kernel<<<grid, KvConfig::kThreads, KvConfig::kSmem, stream>>>(p, tiles, plan, map);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_plan_grid(kv_attention_kernel<kTma>, plan, tiles, KvConfig::kThreads, KvConfig::kSmem,
+                   stream, p, tiles, plan, map);
 }
 
 // MLRA_KV_ATTENTION, read once per process: "generic" keeps K/V caches on the generic kernel,

@@ -26,6 +26,7 @@
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/plan_grid_launch.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -339,11 +340,7 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   auto* kernel = plan.shape.tokens_per_item > 1 || always_packed
                      ? latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, true>
                      : latent_attention_kernel<D, kWgmma, kPvWgmma, kTma, false>;
-  MLRA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
-  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map);
 }
 
 template <int D>

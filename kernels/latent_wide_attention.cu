@@ -23,6 +23,7 @@
 #include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
+#include "kernels/plan_grid_launch.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -298,11 +299,7 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   using C = WideConfig<D>;
   auto* kernel =
       plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true> : latent_wide_kernel<D, false>;
-  MLRA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
-  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/plan_grid_launch.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -130,12 +131,8 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   const size_t smem =
       sizeof(float) * (size_t(kG) * (p.a_dim + p.r_dim) + size_t(kWarps) * kG * (p.v_dim + 2));
   MLRA_REQUIRE(smem <= 200 * 1024, "generic attention: head dims too large");
-  if (smem > 48 * 1024)
-    MLRA_CUDA_CHECK(cudaFuncSetAttribute(generic_attention_kernel<kVpl>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
-  generic_attention_kernel<kVpl><<<grid, kWarps * 32, smem, stream>>>(p, tiles, plan);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_plan_grid(generic_attention_kernel<kVpl>, plan, tiles, kWarps * 32, smem, stream, p, tiles,
+                   plan);
 }
 
 }  // namespace

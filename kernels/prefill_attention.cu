@@ -25,6 +25,7 @@
 #include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
+#include "kernels/plan_grid_launch.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -221,13 +222,10 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   using C = PrefillConfig<L>;
   auto* kernel =
       plan.shape.tokens_per_item > 1 ? prefill_kernel<L, true> : prefill_kernel<L, false>;
-  MLRA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
-  const dim3 grid(unsigned(plan.shape.max_items()), unsigned(tiles.count));
   // MLRA_PREFILL_ORDER=forward: items in plan order (A/B runs).
   static const bool longest_first = env_value("MLRA_PREFILL_ORDER") != "forward";
-  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p, tiles, plan, map, longest_first);
-  MLRA_CUDA_LAUNCH_CHECK();
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map,
+                   longest_first);
 }
 
 void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
