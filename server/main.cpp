@@ -4,12 +4,12 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "server/client_command.h"
-#include "server/generate_command.h"
-#include "server/inspect_command.h"
-#include "server/perplexity_command.h"
+#include "server/cli/client_command.h"
+#include "server/cli/generate_command.h"
+#include "server/cli/inspect_command.h"
+#include "server/cli/perplexity_command.h"
 #include "server/serve_command.h"
-#include "server/tpla_calibrate_command.h"
+#include "server/cli/tpla_calibrate_command.h"
 #include "server/worker_command.h"
 
 int main(int argc, char** argv) {

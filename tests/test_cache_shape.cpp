@@ -7,7 +7,7 @@
 
 #include "models/cache_shape.h"
 #include "models/variant_inference.h"
-#include "server/inspect_command.h"
+#include "server/cli/inspect_command.h"
 #include "tests/checkpoint_test_util.h"
 
 using namespace mlra;

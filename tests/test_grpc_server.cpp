@@ -11,7 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "grpc_test_server.h"
-#include "server/grpc_probe.h"
+#include "server/cli/grpc_probe.h"
 
 using namespace mlra;
 using namespace mlra::testing;

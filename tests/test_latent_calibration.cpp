@@ -22,7 +22,7 @@
 #include "models/local_runner.h"
 #include "models/perplexity.h"
 #include "models/tpla.h"
-#include "server/tpla_calibrate_command.h"
+#include "server/cli/tpla_calibrate_command.h"
 #include "step_builder.h"
 
 using namespace mlra;

@@ -17,7 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "metered_test_server.h"
-#include "server/http_get.h"
+#include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
 #include "server/request_log.h"
 

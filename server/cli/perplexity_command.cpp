@@ -1,5 +1,5 @@
 // perplexity: windows of --context tokens, positions restarting at 0 (models/perplexity.h).
-#include "server/perplexity_command.h"
+#include "server/cli/perplexity_command.h"
 
 #include <cmath>
 #include <string>

@@ -3,7 +3,7 @@
 //   ServerReflectionRequest {string list_services = 7}
 //   ServerReflectionResponse {ListServiceResponse list_services_response = 6}
 //   ListServiceResponse {repeated ServiceResponse service = 1}; ServiceResponse {string name = 1}
-#include "server/grpc_probe.h"
+#include "server/cli/grpc_probe.h"
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>

@@ -1,6 +1,6 @@
 // client: one channel, one call per invocation. Text goes to stdout unbuffered as it streams;
 // everything else (finish reason, usage, errors) goes to stderr, so stdout is just the answer.
-#include "server/client_command.h"
+#include "server/cli/client_command.h"
 
 #include <cstdio>
 #include <memory>
@@ -14,8 +14,8 @@
 #include <grpcpp/security/credentials.h>
 
 #include "proto/mlra.grpc.pb.h"
-#include "server/grpc_probe.h"
-#include "server/sampling_flags.h"
+#include "server/cli/grpc_probe.h"
+#include "server/cli/sampling_flags.h"
 
 namespace mlra {
 namespace {

@@ -1,6 +1,6 @@
 // inspect: load (or just parse) a model and report what serving it costs per GPU. The cache
 // table comes from models/cache_shape, the same function the TP runtime sizes its pages with.
-#include "server/inspect_command.h"
+#include "server/cli/inspect_command.h"
 
 #include <fstream>
 #include <iostream>

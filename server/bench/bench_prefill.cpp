@@ -5,7 +5,7 @@
 // Useful FLOPs: products 2 x (rank's weight elements without the embedding) per token plus the
 // lm_head once per chunk; attention 2 x (q.k + p.v dims) x heads per causal (query, key) pair,
 // as the kernel computes it (absorbed form for the latent family).
-#include "server/bench_prefill.h"
+#include "server/bench/bench_prefill.h"
 
 #include <algorithm>
 #include <chrono>
@@ -23,7 +23,7 @@
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
-#include "server/bench_command.h"
+#include "server/bench/bench_command.h"
 
 namespace mlra {
 namespace {

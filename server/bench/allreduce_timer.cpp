@@ -1,6 +1,6 @@
 // See allreduce_timer.h. Times whole group calls from the host (launch + completion on every
 // device), which is what a decode step waits for between layers.
-#include "server/allreduce_timer.h"
+#include "server/bench/allreduce_timer.h"
 
 #include <algorithm>
 #include <chrono>

@@ -1,7 +1,7 @@
 // tpla-calibrate: inputs are validated first (one-line errors, exit 2), then the model runs and
 // the transform file is written; a JSON summary with each layer's energy per slice goes to
 // stdout.
-#include "server/tpla_calibrate_command.h"
+#include "server/cli/tpla_calibrate_command.h"
 
 #include <algorithm>
 #include <fstream>

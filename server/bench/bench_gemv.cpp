@@ -3,15 +3,15 @@
 // graph over enough weight copies to exceed L2 three times, timed with events after warm-up
 // (median of replays, divided by the copies). GB/s counts weights + x + y bytes. Inputs are random
 // bf16 (never zeros); each shape also reports the rel. L2 difference of the two outputs.
-#include "server/bench_gemv.h"
+#include "server/bench/bench_gemv.h"
 
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "server/bench_command.h"
-#include "server/bench_cuda_util.h"
+#include "server/bench/bench_command.h"
+#include "server/bench/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

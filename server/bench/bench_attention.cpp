@@ -3,7 +3,7 @@
 // graph of attention+merge runs rotating over enough cache copies to exceed L2, timed with events
 // after warm-up (median of replays); achieved GB/s counts the cache bytes the kernel must read.
 // Inputs are random bf16 (never zeros); page tables are shuffled so pages are not contiguous.
-#include "server/bench_attention.h"
+#include "server/bench/bench_attention.h"
 
 #include <cmath>
 #include <cstdio>
@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "server/bench_command.h"
-#include "server/bench_cuda_util.h"
+#include "server/bench/bench_command.h"
+#include "server/bench/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
 

@@ -1,6 +1,6 @@
 // generate: the engine callback only pushes into a ChunkQueue; the main thread prints, so a slow
 // stdout never stalls the engine thread (the same hand-off the gRPC service uses).
-#include "server/generate_command.h"
+#include "server/cli/generate_command.h"
 
 #include <cstdio>
 #include <memory>
@@ -13,7 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/chunk_queue.h"
-#include "server/sampling_flags.h"
+#include "server/cli/sampling_flags.h"
 #include "server/serving_stack.h"
 
 namespace mlra {

@@ -3,7 +3,7 @@
 // --step-us (a spin, standing in for device time). The runner records when each execute()
 // starts and ends; the gap between one step's end and the next one's start is host time in
 // which the device would be idle. Only steps where every sequence decodes one token count.
-#include "server/bench_engine.h"
+#include "server/bench/bench_engine.h"
 
 #include <algorithm>
 #include <atomic>
@@ -21,7 +21,7 @@
 #include "engine/engine.h"
 #include "engine/model_runner.h"
 #include "models/gpt2_tokenizer.h"
-#include "server/bench_command.h"
+#include "server/bench/bench_command.h"
 
 namespace mlra {
 namespace {

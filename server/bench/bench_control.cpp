@@ -1,7 +1,7 @@
 // Control-channel benchmark. Ranks are threads with their own socketpair ends: the kernel path
 // (copy into the socket buffer, wake-up, copy out) is the same as for worker processes, while the
 // ranks do no model work, so the times are the channel's overhead alone.
-#include "server/bench_control.h"
+#include "server/bench/bench_control.h"
 
 #include <algorithm>
 #include <cstdio>

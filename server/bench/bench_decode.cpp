@@ -6,7 +6,7 @@
 // this bench timed before: 51 MB per step at batch 256, which the server never copies). The cache
 // content is whatever the allocator returned: timing only. The roofline adds the measured NCCL
 // all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
-#include "server/bench_decode.h"
+#include "server/bench/bench_decode.h"
 
 #include <algorithm>
 #include <chrono>
@@ -24,9 +24,9 @@
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
 #include "models/transformer.h"
-#include "server/allreduce_timer.h"
-#include "server/bench_command.h"
-#include "server/bench_cuda_util.h"
+#include "server/bench/allreduce_timer.h"
+#include "server/bench/bench_command.h"
+#include "server/bench/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif

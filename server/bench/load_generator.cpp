@@ -1,6 +1,6 @@
 // Load generator: request plan (seeded), one ClientReadReactor per stream, a main thread that
 // keeps `concurrency` streams open, then the contract checks and the report (header).
-#include "server/load_generator.h"
+#include "server/bench/load_generator.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
 // See bench_cuda_util.h.
-#include "server/bench_cuda_util.h"
+#include "server/bench/bench_cuda_util.h"
 
 #ifdef MLRA_HAVE_CUDA
 #include "kernels/cuda_ops.h"

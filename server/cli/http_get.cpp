@@ -1,5 +1,5 @@
 // http_get: getaddrinfo + connect + one request + read to EOF under a poll() deadline (header).
-#include "server/http_get.h"
+#include "server/cli/http_get.h"
 
 #include <netdb.h>
 #include <poll.h>

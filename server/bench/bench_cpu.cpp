@@ -1,6 +1,6 @@
 // CPU throughput: prefill `prompt` tokens per sequence, then `steps` decode steps of the whole
 // batch; wall-clock tokens/s for both phases (median over repeats).
-#include "server/bench_cpu.h"
+#include "server/bench/bench_cpu.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,7 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "models/local_runner.h"
-#include "server/bench_command.h"
+#include "server/bench/bench_command.h"
 
 namespace mlra {
 namespace {

@@ -1,6 +1,6 @@
 // Flag registration and the copy into the wire message; `generate` converts the wire message
 // with to_sampling_params, so the defaults live in one place (engine/request.h).
-#include "server/sampling_flags.h"
+#include "server/cli/sampling_flags.h"
 
 namespace mlra {
 

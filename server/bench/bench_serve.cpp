@@ -1,6 +1,6 @@
 // mlra-bench serve: flags -> LoadOptions, run, report; optional /metrics scrapes before and
 // after the run, differenced so only this run's activity is reported (header).
-#include "server/bench_serve.h"
+#include "server/bench/bench_serve.h"
 
 #include <cstdio>
 #include <memory>
@@ -9,9 +9,9 @@
 
 #include <fmt/format.h>
 
-#include "server/bench_command.h"
-#include "server/http_get.h"
-#include "server/load_generator.h"
+#include "server/bench/bench_command.h"
+#include "server/cli/http_get.h"
+#include "server/bench/load_generator.h"
 #include "server/prometheus_text.h"
 
 namespace mlra {

@@ -1,14 +1,14 @@
 // mlra-bench: benchmarks as CLI11 subcommands, each registered from its own file.
 #include <CLI/CLI.hpp>
 
-#include "server/bench_attention.h"
-#include "server/bench_control.h"
-#include "server/bench_cpu.h"
-#include "server/bench_decode.h"
-#include "server/bench_engine.h"
-#include "server/bench_gemv.h"
-#include "server/bench_prefill.h"
-#include "server/bench_serve.h"
+#include "server/bench/bench_attention.h"
+#include "server/bench/bench_control.h"
+#include "server/bench/bench_cpu.h"
+#include "server/bench/bench_decode.h"
+#include "server/bench/bench_engine.h"
+#include "server/bench/bench_gemv.h"
+#include "server/bench/bench_prefill.h"
+#include "server/bench/bench_serve.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mlra-bench: mlra-serve benchmarks"};
