@@ -243,7 +243,7 @@ struct FieldReader {
 
 template <class Io, class M>
 void init_fields(Io& io, M& m) {
-  io(m.model_dir, m.variant, m.backend, m.device, m.page_size, m.num_pages, m.shm_name, m.tpla,
+  io(m.model_dir, m.variant, m.backend, m.tp_devices, m.page_size, m.num_pages, m.shm_name, m.tpla,
      m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.latent_prefill,
      m.latent_prefill_scratch_bytes, m.gpu_memory_fraction, m.reserve_bytes,
      m.cuda_graph_max_batch);
@@ -252,7 +252,7 @@ void init_fields(Io& io, M& m) {
 template <class Io, class M>
 void ready_fields(Io& io, M& m) {
   io(m.rank, m.pid, m.weight_bytes, m.cache_bytes_per_token, m.cache_values_per_token_per_layer,
-     m.num_pages, m.backend);
+     m.num_pages, m.backend, m.communicator);
 }
 
 template <class Io, class M>

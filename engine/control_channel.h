@@ -175,11 +175,11 @@ class ByteReader {
 struct WorkerInit {
   std::string model_dir;
   std::string variant;
-  std::string backend = "cpu";  // "cpu" | "cuda"
-  int32_t device = 0;           // GPU ordinal for cuda
+  std::string backend = "cpu";      // "cpu" | "cuda"
+  std::vector<int32_t> tp_devices;  // device of every rank (its own: [rank]); shared -> host-staged
   int32_t page_size = 64;
   int64_t num_pages = 0;
-  std::string shm_name;  // CPU all-reduce segment (empty for cuda)
+  std::string shm_name;  // shared-memory segment of CPU and host-staged ranks (empty for NCCL)
   bool tpla = false;     // MLA checkpoints: TPLA instead of a replicated latent
   std::string tpla_transform;
   bool tpla_pd_separation = true;
@@ -204,6 +204,7 @@ struct WorkerReady {
   int64_t cache_values_per_token_per_layer = 0;
   int64_t num_pages = 0;  // allocated, or (GPU-sized cache) the most that fit
   std::string backend;
+  std::string communicator;  // communicator_kind_name() of the rank's all-reduce
 };
 
 // What a worker answers a Step with: ranks > 0 always Ack; rank 0 samples (Tokens: only ids

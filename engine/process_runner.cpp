@@ -48,6 +48,13 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
       load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp, o.latent_prefill);
   if (o.backend != "cpu" && o.backend != "cuda")
     throw RunnerError("unknown backend '" + o.backend + "'");
+  try {
+    devices_ = tp_device_list(o.tp_devices, o.first_device, o.tp);
+  } catch (const std::invalid_argument& e) {
+    throw RunnerError(e.what());
+  }
+  comm_kind_ =
+      communicator_kind(o.backend == "cuda" ? DeviceKind::kCuda : DeviceKind::kCpu, devices_);
   // Page ids are shared by all ranks, so the page count fits the widest rank's budget (f32
   // values on CPU workers, bf16 on GPU workers). A GPU-sized cache is settled after loading.
   const bool gpu_sized = o.gpu_memory_fraction > 0;
@@ -66,7 +73,8 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   for (auto& s : env_storage_) envp_.push_back(s.data());
   envp_.push_back(nullptr);
 
-  if (o.backend == "cpu") shm_ = std::make_unique<ShmSegment>(o.tp);
+  if (comm_kind_ == CommunicatorKind::kSharedMemory || comm_kind_ == CommunicatorKind::kHostStaged)
+    shm_ = std::make_unique<ShmSegment>(o.tp);
   workers_.reserve(size_t(o.tp));
   try {
     for (int r = 0; r < o.tp; ++r) spawn(r);
@@ -93,10 +101,10 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
       o.max_context ? o.max_context : (config_.block_size ? config_.block_size : 2048);
   for (const WorkerReady& r : ready_)
     spdlog::info(
-        "tp rank {} (pid {}, {}): weights {:.1f} MB, cache {} values/token/layer = {} "
-        "bytes/token, {} pages x {}",
-        r.rank, r.pid, r.backend, r.weight_bytes / 1e6, r.cache_values_per_token_per_layer,
-        r.cache_bytes_per_token, r.num_pages, o.page_size);
+        "tp rank {} (pid {}, {}, device {}, {} all-reduce): weights {:.1f} MB, cache {} "
+        "values/token/layer = {} bytes/token, {} pages x {}",
+        r.rank, r.pid, r.backend, devices_[size_t(r.rank)], r.communicator, r.weight_bytes / 1e6,
+        r.cache_values_per_token_per_layer, r.cache_bytes_per_token, r.num_pages, o.page_size);
 }
 
 void ProcessRunner::spawn(int rank) {
@@ -141,7 +149,7 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.model_dir = std::filesystem::absolute(o.model_dir).string();
     init.variant = o.variant;
     init.backend = o.backend;
-    init.device = o.first_device + w.rank;
+    init.tp_devices = devices_;
     init.page_size = o.page_size;
     init.num_pages = num_pages;
     init.shm_name = shm_ ? shm_->name() : "";
@@ -157,7 +165,7 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.cuda_graph_max_batch = o.backend == "cuda" ? o.cuda_graph_max_batch : 0;
     guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, encode(init), deadline); });
   }
-  if (o.backend == "cuda" && o.tp > 1) {
+  if (comm_kind_ == CommunicatorKind::kNccl) {
     Message id;
     Worker& w0 = workers_[0];
     guarded(w0, "NcclId", [&] {

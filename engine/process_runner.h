@@ -1,6 +1,7 @@
 // Multi-process tensor-parallel ModelRunner: spawns one worker process per rank (fork + exec of
 // `<binary> worker --rank r --tp N --fd K`), each building its own Transformer shard (weights and
-// cache pages) on its own device, and drives them in explicit lockstep over control channels.
+// cache pages) on its device (tp_devices; ranks may share one, then they sum through host
+// memory: kernels/host_staged_communicator.h), and drives them in lockstep over control channels.
 // Rank 0's worker samples its logits where they are, so a step returns token ids (and asked-for
 // logprobs), not [rows, vocab] floats; raw-logits steps remain for tools and tests.
 // Any lost worker (exit, crash, EOF, timeout, error) is fatal: all workers are killed and reaped,
@@ -18,6 +19,7 @@
 #include "engine/control_channel.h"
 #include "engine/model_runner.h"
 #include "engine/runner_factory.h"
+#include "kernels/communicator.h"
 
 namespace mlra {
 
@@ -73,6 +75,8 @@ class ProcessRunner final : public ModelRunner {
   std::vector<Worker> workers_;
   std::vector<pid_t> pids_;  // fixed after spawning: healthy() reads it from other threads
   std::vector<WorkerReady> ready_;
+  std::vector<int32_t> devices_;  // device of each rank
+  CommunicatorKind comm_kind_ = CommunicatorKind::kSingleRank;
   std::unique_ptr<ShmSegment> shm_;
   std::vector<char*> envp_;
   std::vector<std::string> env_storage_;

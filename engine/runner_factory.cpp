@@ -3,6 +3,7 @@
 
 #include "engine/process_runner.h"
 #include "engine/server_config.h"
+#include "kernels/communicator.h"
 #include "models/local_runner.h"
 
 namespace mlra {
@@ -13,6 +14,7 @@ RunnerOptions runner_options(const ServerConfig& c) {
   o.variant = c.variant;
   o.backend = c.backend;
   o.tp = c.tp;
+  o.tp_devices = c.tp_devices;
   o.page_size = c.page_size;
   o.num_pages = c.num_pages;
   o.cache_memory_bytes = c.cache_memory_bytes;
@@ -30,12 +32,18 @@ RunnerOptions runner_options(const ServerConfig& c) {
 
 std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
   if (o.tp == 1 || o.in_process) {
+    std::vector<int32_t> devices;
+    try {
+      devices = tp_device_list(o.tp_devices, o.first_device, o.tp);
+    } catch (const std::invalid_argument& e) {
+      throw RunnerError(e.what());
+    }
     LocalRunnerOptions l;
     l.model_dir = o.model_dir;
     l.variant = o.variant;
     l.backend = o.backend;
     l.tp = o.tp;
-    l.device = o.first_device;
+    l.device = devices[0];  // in-process ranks share one backend device
     l.page_size = o.page_size;
     l.num_pages = o.num_pages;
     l.cache_memory_bytes = o.cache_memory_bytes;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/model_runner.h"
 
@@ -20,6 +21,7 @@ struct RunnerOptions {
   std::string backend = "cpu";  // "cpu" | "cuda": worker r uses GPU first_device + r
   int32_t tp = 1;
   int32_t first_device = 0;
+  std::vector<int32_t> tp_devices;  // device of each rank instead (ranks may share one)
   int32_t page_size = 64;
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
   int64_t cache_memory_bytes = 256LL << 20;  // per rank

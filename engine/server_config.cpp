@@ -20,26 +20,48 @@ using Setter = std::function<void(ServerConfig&, const std::string& key, const J
                                   const std::filesystem::path&)>;
 
 template <typename T>
+T value_of(const std::string& key, const Json& v);
+
+template <typename T>
+constexpr bool kIsVector = false;
+template <typename T>
+constexpr bool kIsVector<std::vector<T>> = true;
+
+// A JSON array whose every element is a T (e.g. [0, 0, 0, 0] for tp_devices).
+template <typename V>
+V vector_of(const std::string& key, const Json& v) {
+  if (!v.is_array())
+    throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
+  V out;
+  for (const Json& e : v) out.push_back(value_of<typename V::value_type>(key, e));
+  return out;
+}
+
+template <typename T>
 T value_of(const std::string& key, const Json& v) {
-  const bool ok = [&] {
-    if constexpr (std::is_same_v<T, bool>)
-      return v.is_boolean();
-    else if constexpr (std::is_integral_v<T>)
-      return v.is_number_integer();
-    else if constexpr (std::is_floating_point_v<T>)
-      return v.is_number();
-    else
-      return v.is_string();
-  }();
-  if (!ok) throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    const auto x = v.get<int64_t>();
-    if (x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) {
-      throw ConfigError(fmt::format("config key '{}': {} out of range", key, x));
-    }
-    return static_cast<T>(x);
+  if constexpr (kIsVector<T>) {
+    return vector_of<T>(key, v);
   } else {
-    return v.get<T>();
+    const bool ok = [&] {
+      if constexpr (std::is_same_v<T, bool>)
+        return v.is_boolean();
+      else if constexpr (std::is_integral_v<T>)
+        return v.is_number_integer();
+      else if constexpr (std::is_floating_point_v<T>)
+        return v.is_number();
+      else
+        return v.is_string();
+    }();
+    if (!ok) throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      const auto x = v.get<int64_t>();
+      if (x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) {
+        throw ConfigError(fmt::format("config key '{}': {} out of range", key, x));
+      }
+      return static_cast<T>(x);
+    } else {
+      return v.get<T>();
+    }
   }
 }
 
@@ -62,6 +84,7 @@ const std::map<std::string, Setter>& setters() {
       {"dtype", field(&ServerConfig::dtype)},
       {"tp", field(&ServerConfig::tp)},
       {"device", field(&ServerConfig::device)},
+      {"tp_devices", field(&ServerConfig::tp_devices)},
       {"mla_tp_mode", field(&ServerConfig::mla_tp_mode)},
       {"tpla_transform",
        // A transform file's relative path resolves like model_dir: against the config's folder
@@ -167,6 +190,10 @@ void validate_server_config(const ServerConfig& c) {
                       c.dtype));
   require(c.tp >= 1 && c.tp <= 64, "tp", "must be in [1, 64]");
   require(c.device >= 0, "device", "must be >= 0");
+  require(c.tp_devices.empty() || int32_t(c.tp_devices.size()) == c.tp, "tp_devices",
+          fmt::format("lists {} devices for tp {}: one per rank (ranks may share one)",
+                      c.tp_devices.size(), c.tp));
+  for (int32_t d : c.tp_devices) require(d >= 0, "tp_devices", "devices must be >= 0");
   require(one_of(c.mla_tp_mode, {"replicate", "tpla"}), "mla_tp_mode", "must be replicate or tpla");
   require(!c.tpla_transform.empty(), "tpla_transform", "must not be empty");
   require(c.tpla_slices >= 0, "tpla_slices", "must be >= 0");
@@ -204,6 +231,7 @@ Json to_json(const ServerConfig& c) {
               {"dtype", c.dtype},
               {"tp", c.tp},
               {"device", c.device},
+              {"tp_devices", c.tp_devices},
               {"mla_tp_mode", c.mla_tp_mode},
               {"tpla_transform", c.tpla_transform},
               {"tpla_pd_separation", c.tpla_pd_separation},

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -22,6 +23,7 @@ struct ServerConfig {
   std::string dtype = "auto";               // "auto" | "fp32" (cpu) | "bf16" (cuda); see below
   int32_t tp = 1;                           // tensor-parallel degree
   int32_t device = 0;                       // first CUDA device (backend "cuda")
+  std::vector<int32_t> tp_devices;          // device of each rank (empty: device + rank)
   std::string mla_tp_mode = "replicate";    // MLA checkpoints: "replicate" | "tpla"
   std::string tpla_transform = "hadamard";  // "identity" | "hadamard" | path of a PCA transform
   bool tpla_pd_separation = true;           // prefill exact MLA, decode TPLA

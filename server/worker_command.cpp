@@ -16,6 +16,7 @@
 #include "engine/control_channel.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
+#include "kernels/host_staged_communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
 #include "models/checkpoint.h"
@@ -32,18 +33,37 @@ namespace {
 
 constexpr auto kForever = Clock::time_point::max();
 
-std::unique_ptr<Backend> make_worker_backend(const WorkerInit& init) {
+std::unique_ptr<Backend> make_worker_backend(const WorkerInit& init, [[maybe_unused]] int device) {
   if (init.backend == "cpu") return make_cpu_backend();
 #ifdef MLRA_HAVE_CUDA
-  if (init.backend == "cuda") return make_cuda_backend(init.device);
+  if (init.backend == "cuda") return make_cuda_backend(device);
 #endif
   throw std::runtime_error("backend '" + init.backend + "' is not available in this build");
 }
 
-std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank, int tp,
-                                               Backend& backend, ControlChannel& channel) {
-  if (tp == 1) return make_single_rank_communicator();
-  if (init.backend == "cpu") return open_shm_communicator(init.shm_name, rank, tp);
+std::unique_ptr<HostStaging> make_worker_staging(Backend& backend) {
+  if (backend.kind() == DeviceKind::kCpu) return make_host_memory_staging();
+#ifdef MLRA_HAVE_CUDA
+  return make_cuda_host_staging(backend);
+#else
+  throw std::runtime_error("no host staging for backend " + backend.name());
+#endif
+}
+
+std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, CommunicatorKind kind,
+                                               int rank, int tp, Backend& backend,
+                                               ControlChannel& channel) {
+  switch (kind) {
+    case CommunicatorKind::kSingleRank:
+      return make_single_rank_communicator();
+    case CommunicatorKind::kSharedMemory:
+      return open_shm_communicator(init.shm_name, rank, tp);
+    case CommunicatorKind::kHostStaged:
+      return make_host_staged_communicator(open_shm_communicator(init.shm_name, rank, tp),
+                                           make_worker_staging(backend));
+    case CommunicatorKind::kNccl:
+      break;
+  }
 #ifdef MLRA_HAVE_CUDA
   std::vector<char> id;
   if (rank == 0) {
@@ -52,12 +72,21 @@ std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank,
   } else {
     id = channel.expect(kForever, 0, MessageType::kNcclId, MessageType::kNcclId).payload;
   }
-  return make_nccl_communicator(id, rank, tp, init.device, backend);
+  return make_nccl_communicator(id, rank, tp, init.tp_devices[size_t(rank)], backend);
 #else
-  (void)backend;
   (void)channel;
   throw std::runtime_error("no communicator for backend '" + init.backend + "'");
 #endif
+}
+
+// Ranks sharing a device measure its free memory only once every one of them holds its weights:
+// an all-reduce of one value is the barrier.
+void wait_for_peers(Communicator& comm, Backend& backend) {
+  Tensor one = backend.alloc({1}, DType::kF32);
+  const float zero = 0.0f;
+  backend.upload_f32(one, &zero);
+  comm.all_reduce_sum(one.data, 1, DType::kF32);
+  backend.synchronize();
 }
 
 // Serves Step messages until Shutdown; returns the exit code.
@@ -111,16 +140,23 @@ int run_worker(int rank, int tp, int fd) {
             parse_latent_prefill(init.latent_prefill).value_or(LatentPrefill::kAuto),
             init.latent_prefill_scratch_bytes});
     const ShardPlan plan = make_shard_plan(config, tp, rank);
-    auto backend = make_worker_backend(init);
-    auto comm = make_worker_comm(init, rank, tp, *backend, channel);
+    if (int(init.tp_devices.size()) != tp)
+      throw ProtocolError("worker: Init lists " + std::to_string(init.tp_devices.size()) +
+                          " devices for tp " + std::to_string(tp));
+    auto backend = make_worker_backend(init, init.tp_devices[size_t(rank)]);
+    const CommunicatorKind kind = communicator_kind(backend->kind(), init.tp_devices);
+    auto comm = make_worker_comm(init, kind, rank, tp, *backend, channel);
     auto ckpt = Checkpoint::open(init.model_dir);
     const bool gpu_sized = init.gpu_memory_fraction > 0;
     Transformer model(config, plan, *ckpt, *backend, *comm,
                       CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
     int64_t num_pages = init.num_pages;
     if (gpu_sized) {
+      // Every rank joins the barrier (a collective), also one alone on its device.
+      if (kind == CommunicatorKind::kHostStaged) wait_for_peers(*comm, *backend);
       num_pages = gpu_cache_pages(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes,
-                                  model.cache_bytes_per_token(), init.page_size);
+                                  model.cache_bytes_per_token(), init.page_size,
+                                  ranks_sharing_device(init.tp_devices, rank));
     }
     if (init.cuda_graph_max_batch > 0 && backend->supports_capture())
       model.enable_decode_graphs(init.cuda_graph_max_batch);
@@ -132,6 +168,7 @@ int run_worker(int rank, int tp, int fd) {
     ready.cache_values_per_token_per_layer = plan.cache_width;
     ready.num_pages = num_pages;
     ready.backend = backend->name();
+    ready.communicator = communicator_kind_name(kind);
     channel.send(MessageType::kReady, 0, encode(ready));
     if (gpu_sized) {
       const Message m = channel.expect(kForever, 0, MessageType::kAllocate, MessageType::kAllocate);

@@ -1,8 +1,13 @@
 // Ranks sharing a device, without a GPU: the host-staged all-reduce (its CPU analogue: plain
 // memory staging over the shared-memory communicator) against the host sum for f32 and bf16 over
-// many chunks, bf16 rounding, the communicator chosen from a device list, and the per-rank share
-// of a shared device's memory budget.
+// many chunks, bf16 rounding, the communicator chosen from a device list, the per-rank share of a
+// shared device's memory budget, tp_devices in the server config, and CPU workers placed by
+// tp_devices (host-staged) against the in-process TP1 runner, plus a killed worker.
 #include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -10,10 +15,17 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/process_runner.h"
+#include "engine/runner_factory.h"
+#include "engine/server_config.h"
 #include "kernels/communicator.h"
 #include "kernels/host_staged_communicator.h"
 #include "kernels/shm_communicator.h"
 #include "models/local_runner.h"
+#include "models/shard_plan.h"
+#include "tp_test_script.h"
 
 using namespace mlra;
 
@@ -39,6 +51,23 @@ void on_ranks(int size, size_t staging_bytes, Fn fn) {
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+namespace fs = std::filesystem;
+
+// CPU workers for a tiny checkpoint, every rank on `devices` (empty: the default placement).
+RunnerOptions cpu_workers(const std::string& variant, int tp, std::vector<int32_t> devices) {
+  RunnerOptions o;
+  o.model_dir = fs::path(MLRA_TEST_DATA) / "tiny" / variant;
+  o.variant = variant;
+  o.tp = tp;
+  o.tp_devices = std::move(devices);
+  o.page_size = testing::kTpPageSize;
+  o.num_pages = testing::kTpNumPages;
+  o.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
+  o.load_timeout_s = 60;
+  o.step_timeout_s = 30;
+  return o;
 }
 
 uint32_t bits(float f) {
@@ -164,4 +193,118 @@ TEST_CASE("device lists choose the communicator and each rank's share of its dev
   CHECK(ranks_sharing_device(devices, 2) == 1);
   CHECK(ranks_sharing_device(devices, 5) == 2);
   CHECK_THROWS_AS(ranks_sharing_device(devices, 6), std::invalid_argument);
+}
+
+TEST_CASE("ranks sharing a device split the fraction of it the server may use",
+          "[tp][tp_devices]") {
+  const DeviceMemory m{72'000'000'000, 80'000'000'000};  // 8 GB already used
+  const int64_t reserve = 1'000'000'000;
+  // 0.85 of 80 GB is 68 GB; 60 GB of it free, 15 GB per rank of four, less each one's reserve.
+  CHECK(gpu_cache_bytes(m, 0.85, reserve) == 59'000'000'000);
+  CHECK(gpu_cache_bytes(m, 0.85, reserve, 4) == 14'000'000'000);
+  CHECK(gpu_cache_bytes(m, 0.05, reserve, 4) < 0);  // the fraction is spent already
+  CHECK_THROWS_AS(gpu_cache_bytes(m, 0.85, reserve, 0), std::invalid_argument);
+  // 14 GB per rank at 1000 bytes per token, pages of 1000 tokens: 14000 fit, one kept back.
+  CHECK(gpu_cache_pages(m, 0.85, reserve, 1000, 1000, 4) == 13999);
+  CHECK(gpu_cache_pages(m, 0.85, reserve, 1000, 1000) == 58999);
+}
+
+TEST_CASE("tp_devices in the server config: one device per rank", "[tp][tp_devices]") {
+  using nlohmann::json;
+  const fs::path base = "/base";
+  const ServerConfig c =
+      parse_server_config(json{{"model_dir", "m"}, {"tp", 4}, {"tp_devices", {0, 0, 0, 0}}}, base);
+  CHECK(c.tp_devices == std::vector<int32_t>{0, 0, 0, 0});
+  CHECK(to_json(c)["tp_devices"] == json({0, 0, 0, 0}));
+  CHECK(runner_options(c).tp_devices == c.tp_devices);
+  CHECK(parse_server_config(json{{"model_dir", "m"}, {"tp", 2}}, base).tp_devices.empty());
+  CHECK_THROWS_WITH(
+      parse_server_config(json{{"model_dir", "m"}, {"tp", 4}, {"tp_devices", {0, 0}}}, base),
+      Catch::Contains("tp_devices") && Catch::Contains("one per rank"));
+  CHECK_THROWS_WITH(
+      parse_server_config(json{{"model_dir", "m"}, {"tp", 2}, {"tp_devices", {0, -1}}}, base),
+      Catch::Contains("tp_devices") && Catch::Contains(">= 0"));
+  for (const json& bad :
+       {json("0,0"), json({0.5, 1}), json({"0", "1"}), json({int64_t(1) << 40, 0})})
+    CHECK_THROWS_WITH(
+        parse_server_config(json{{"model_dir", "m"}, {"tp", 2}, {"tp_devices", bad}}, base),
+        Catch::Contains("tp_devices"));
+  ServerConfig o = c;
+  apply_config_override(o, "tp_devices=[1,1,0,0]");
+  CHECK(o.tp_devices == std::vector<int32_t>{1, 1, 0, 0});
+}
+
+TEST_CASE("CPU workers sharing a device sum host-staged and match the TP1 runner",
+          "[tp][tp_devices]") {
+  struct Case {
+    std::string variant;
+    bool tpla = false;
+  };
+  const std::vector<Case> cases = {{"mlra4"}, {"mlra2"}, {"mla"}, {"mla", true},
+                                   {"gla2"},  {"gqa"},   {"mha"}};
+  int runs = 0;
+  for (const Case& c : cases) {
+    RunnerOptions one = cpu_workers(c.variant, 1, {});
+    if (c.tpla) one.mla_tp_mode = LatentTpMode::kTpla;  // one slice: exact MLA
+    auto reference = make_runner(one);
+    const auto steps = testing::tp_script(reference->config().vocab_size, 17);
+    const auto want = testing::run_tp_script(*reference, steps);
+    for (int tp : {2, 4, 8}) {
+      if (!unsupported_tp_reason(reference->config(), tp).empty()) continue;
+      INFO(c.variant << (c.tpla ? " tpla" : "") << " tp " << tp);
+      RunnerOptions o = cpu_workers(c.variant, tp, std::vector<int32_t>(size_t(tp), 0));
+      o.mla_tp_mode = one.mla_tp_mode;
+      ProcessRunner runner(o);
+      for (const WorkerReady& r : runner.rank_info()) CHECK(r.communicator == "host-staged");
+      std::vector<std::vector<float>> expect = want;
+      if (c.tpla) {  // sliced TPLA is not TP1 math: its reference is in-process at the same TP
+        RunnerOptions in_process = o;
+        in_process.in_process = true;
+        expect = testing::run_tp_script(*make_runner(in_process), steps);
+      }
+      const auto got = testing::run_tp_script(runner, steps);
+      for (size_t i = 0; i < steps.size(); ++i) {
+        INFO("step " << i);
+        REQUIRE(got[i].size() == expect[i].size());
+        CHECK(testing::rel_l2(got[i], expect[i]) < 1e-5);
+      }
+      ++runs;
+    }
+  }
+  CHECK(runs >= 2 * int(cases.size()));  // TP2 and TP4 fit every tiny variant's plan
+}
+
+TEST_CASE("CPU workers: distinct devices keep the shared-memory sum, a bad list is refused",
+          "[tp][tp_devices]") {
+  ProcessRunner distinct(cpu_workers("mlra4", 2, {3, 5}));
+  for (const WorkerReady& r : distinct.rank_info()) CHECK(r.communicator == "shared-memory");
+  ProcessRunner placed_by_default(cpu_workers("mlra4", 2, {}));
+  for (const WorkerReady& r : placed_by_default.rank_info())
+    CHECK(r.communicator == "shared-memory");
+  ProcessRunner mixed(cpu_workers("mlra4", 4, {0, 0, 1, 2}));  // one pair shares: all host-staged
+  for (const WorkerReady& r : mixed.rank_info()) CHECK(r.communicator == "host-staged");
+  CHECK_THROWS_WITH(ProcessRunner(cpu_workers("mlra4", 2, {0})),
+                    Catch::Contains("one device per rank"));
+  CHECK_THROWS_WITH(make_runner(cpu_workers("mlra4", 1, {0, 0})),
+                    Catch::Contains("one device per rank"));
+}
+
+TEST_CASE("CPU workers sharing a device: a killed worker fails the next step fast",
+          "[tp][tp_devices][fault]") {
+  auto runner = std::make_unique<ProcessRunner>(cpu_workers("mlra4", 4, {0, 0, 0, 0}));
+  const auto steps = testing::tp_script(runner->config().vocab_size, 23);
+  std::vector<float> logits;
+  runner->execute(steps[0], logits);
+  const auto pids = runner->worker_pids();
+  REQUIRE(pids.size() == 4);
+  REQUIRE(::kill(pids[2], SIGKILL) == 0);
+  const auto t0 = Clock::now();
+  // The other ranks block in the shared-memory barrier of the step's first all-reduce.
+  CHECK_THROWS_WITH(runner->execute(steps[1], logits), Catch::Contains("rank 2"));
+  CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 5.0);
+  CHECK_FALSE(runner->healthy());
+  for (pid_t pid : pids) {
+    int status = 0;
+    CHECK((::waitpid(pid, &status, WNOHANG) < 0 && errno == ECHILD));
+  }
 }

@@ -20,7 +20,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "../step_builder.h"
+#include "../tp_test_script.h"
 #include "engine/process_runner.h"
 #include "gpu_test_util.h"
 #include "kernels/host_staged_communicator.h"
@@ -32,13 +32,13 @@
 
 using namespace mlra;
 namespace fs = std::filesystem;
-using testing::build_step;
-using testing::SeqChunk;
+using testing::kTpNumPages;
+using testing::kTpPageSize;
+using testing::run_tp_script;
+using testing::tp_script;
 
 namespace {
 
-constexpr int32_t kPage = 16;
-constexpr int32_t kPagesPerSeq = 16;
 constexpr double kTol = 2e-2;  // bf16 GPU logits against either reference (tiny models)
 
 fs::path serve_binary() {
@@ -48,50 +48,6 @@ fs::path serve_binary() {
 
 fs::path tiny(const std::string& v) {
   return fs::path(MLRA_TEST_DATA) / "tiny" / v;
-}
-
-std::vector<int32_t> tokens(std::mt19937& rng, size_t n, int64_t vocab) {
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = int32_t(rng() % uint32_t(vocab));
-  return t;
-}
-
-// Sequence `index` of the step reads sequence 0's first page instead of its own: a prefix that
-// another sequence cached (what the prefix cache hands out).
-void share_first_page(StepBatch& s, int index) {
-  s.page_indices[size_t(s.page_indptr[size_t(index)])] = 0;
-}
-
-// Step 0: seq 0's prompt (29 tokens, every logit) and the first 21 tokens of seq 1. Step 1: seq
-// 1's next 17 tokens over its cached 21 (every logit), a decode of seq 0, and seq 2 prefilling
-// from position 16 over seq 0's first page. Steps 2-5: pure decodes of all three (graphs).
-std::vector<StepBatch> tp_script(int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  const auto p0 = tokens(rng, 29, vocab), p1 = tokens(rng, 38, vocab), p2 = tokens(rng, 13, vocab);
-  std::vector<StepBatch> steps;
-  steps.push_back(
-      build_step({SeqChunk{0, 0, p0, true}, SeqChunk{1, 0, {p1.begin(), p1.begin() + 21}, false}},
-                 kPage, kPagesPerSeq));
-  steps.push_back(
-      build_step({SeqChunk{0, 29, tokens(rng, 1, vocab)},
-                  SeqChunk{1, 21, {p1.begin() + 21, p1.end()}, true}, SeqChunk{2, 16, p2, true}},
-                 kPage, kPagesPerSeq));
-  share_first_page(steps.back(), 2);
-  for (int32_t k = 0; k < 4; ++k) {
-    steps.push_back(build_step(
-        {SeqChunk{0, 30 + k, tokens(rng, 1, vocab)}, SeqChunk{1, 38 + k, tokens(rng, 1, vocab)},
-         SeqChunk{2, 29 + k, tokens(rng, 1, vocab)}},
-        kPage, kPagesPerSeq));
-    share_first_page(steps.back(), 2);
-  }
-  for (size_t i = 0; i < steps.size(); ++i) steps[i].step = int64_t(i);
-  return steps;
-}
-
-std::vector<std::vector<float>> run_script(ModelRunner& r, const std::vector<StepBatch>& steps) {
-  std::vector<std::vector<float>> out(steps.size());
-  for (size_t i = 0; i < steps.size(); ++i) r.execute(steps[i], out[i]);
-  return out;
 }
 
 struct TpCase {
@@ -106,8 +62,8 @@ LocalRunnerOptions local_options(const TpCase& c, const std::string& backend, in
   o.variant = c.variant;
   o.backend = backend;
   o.tp = tp;
-  o.page_size = kPage;
-  o.num_pages = 3 * kPagesPerSeq;
+  o.page_size = kTpPageSize;
+  o.num_pages = kTpNumPages;
   o.cuda_graph_max_batch = backend == "cuda" ? 8 : 0;
   if (c.tpla) {
     o.mla_tp_mode = LatentTpMode::kTpla;
@@ -140,8 +96,9 @@ fs::path write_pca_transform() {
   const fs::path dir = fs::temp_directory_path() / ("mlra-tp-shared-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::mt19937 rng(5);
-  const LatentMoments m = collect_latent_moments(tiny("mla"), *parse_variant("mla"),
-                                                 tokens(rng, 300, 512), CalibrationOptions{100});
+  const LatentMoments m =
+      collect_latent_moments(tiny("mla"), *parse_variant("mla"), testing::tp_tokens(rng, 300, 512),
+                             CalibrationOptions{100});
   std::vector<std::vector<float>> per_layer;
   for (int64_t l = 0; l < m.layers(); ++l)
     per_layer.push_back(pca_transform(m.second_moment(l), m.width()));
@@ -292,11 +249,11 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
     const auto steps = tp_script(cpu1->config().vocab_size, 101);
     // TPLA slices the latent by the TP degree, so its reference is the CPU at the same degree
     // (in-process ranks); TPLA has no GPU TP1 counterpart to compare with.
-    const auto want_cpu1 = run_script(*cpu1, steps);
+    const auto want_cpu1 = run_tp_script(*cpu1, steps);
     std::vector<std::vector<float>> want_gpu1;
     if (!c.tpla) {
       auto gpu1 = make_local_runner(local_options(c, "cuda", 1));
-      want_gpu1 = run_script(*gpu1, steps);
+      want_gpu1 = run_tp_script(*gpu1, steps);
       check_steps(c.label + " gpu tp1 vs cpu tp1", want_gpu1, want_cpu1);
     }
     for (int tp : {2, 4, 8}) {
@@ -312,11 +269,11 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
         CHECK(ready.cache_values_per_token_per_layer ==
               make_shard_plan(runner.config(), tp, r).cache_width);
       }
-      const auto got = run_script(runner, steps);
+      const auto got = run_tp_script(runner, steps);
       const std::string what = c.label + " tp" + std::to_string(tp);
       if (c.tpla) {
         auto cpu_k = make_local_runner(local_options(c, "cpu", tp));
-        check_steps(what + " vs cpu tp" + std::to_string(tp), got, run_script(*cpu_k, steps));
+        check_steps(what + " vs cpu tp" + std::to_string(tp), got, run_tp_script(*cpu_k, steps));
       } else {
         check_steps(what + " vs cpu tp1", got, want_cpu1);
         check_steps(what + " vs gpu tp1", got, want_gpu1);
@@ -354,8 +311,8 @@ TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
 
   auto cpu1 = make_local_runner(local_options(c, "cpu", 1));
   const auto steps = tp_script(cpu1->config().vocab_size, 202);
-  check_steps("mlra4 tp4 gpu-sized cache vs cpu tp1", run_script(runner, steps),
-              run_script(*cpu1, steps));
+  check_steps("mlra4 tp4 gpu-sized cache vs cpu tp1", run_tp_script(runner, steps),
+              run_tp_script(*cpu1, steps));
 }
 
 TEST_CASE("tp on one GPU: a killed worker fails the next step fast", "[gpu][tp_shared][fault]") {
