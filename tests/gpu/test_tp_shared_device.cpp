@@ -233,14 +233,14 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
           "[gpu][tp_shared]") {
   const fs::path pca = write_pca_transform();
   const std::vector<TpCase> cases = {
-      {"mlra4", "mlra4"},
-      {"mlra2", "mlra2"},
-      {"mla (replicated latent)", "mla"},
+      {"mlra4", "mlra4", false, ""},
+      {"mlra2", "mlra2", false, ""},
+      {"mla (replicated latent)", "mla", false, ""},
       {"mla as tpla, hadamard", "mla", true, "hadamard"},
       {"mla as tpla, pca", "mla", true, pca.string()},
-      {"gla2", "gla2"},
-      {"gqa", "gqa"},
-      {"mha", "mha"},
+      {"gla2", "gla2", false, ""},
+      {"gqa", "gqa", false, ""},
+      {"mha", "mha", false, ""},
   };
   int runs = 0;
   for (const TpCase& c : cases) {
@@ -288,7 +288,7 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
 
 TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
           "[gpu][tp_shared][graphs]") {
-  const TpCase c{"mlra4", "mlra4"};
+  const TpCase c{"mlra4", "mlra4", false, ""};
   RunnerOptions o = shared_options(c, 4);
   o.num_pages = 0;
   o.gpu_memory_fraction = 0.6;
@@ -316,7 +316,7 @@ TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
 }
 
 TEST_CASE("tp on one GPU: a killed worker fails the next step fast", "[gpu][tp_shared][fault]") {
-  auto runner = std::make_unique<ProcessRunner>(shared_options({"mlra4", "mlra4"}, 4));
+  auto runner = std::make_unique<ProcessRunner>(shared_options({"mlra4", "mlra4", false, ""}, 4));
   const auto steps = tp_script(runner->config().vocab_size, 303);
   std::vector<float> logits;
   runner->execute(steps[0], logits);
