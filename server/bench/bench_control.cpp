@@ -116,7 +116,7 @@ struct Timings {
   std::vector<double> encode_us, ack_us, total_us;
 };
 
-// One mode's loop: tokens back (the serving path) or raw logits back (tools; the old protocol).
+// One mode's loop: tokens back (the serving path) or raw logits back (perplexity, golden tests).
 Timings measure(const Options& o, std::vector<ControlChannel>& front, const StepBatch& step,
                 const SamplingBatch& sampling, StepReply reply, int64_t& seq, size_t& reply_bytes) {
   Timings t;
