@@ -191,7 +191,7 @@ int run(const Options& o) {
   row("serialize plan (+ rank-0 sampling rows)", stats(sampled.encode_us));
   row("serialize + send + decode + Ack (ranks > 0)", stats(sampled.ack_us));
   row("... + rank-0 token ids back (total per step)", stats(sampled.total_us));
-  row("old protocol: ... + rank-0 logits back (total)", stats(raw.total_us));
+  row("raw-logits step: ... + rank-0 logits back (total)", stats(raw.total_us));
   return 0;
 }
 
