@@ -1,4 +1,4 @@
-// K/V-cache attention for the baselines (variants.md 4.1-4.5), one TP rank.
+// K/V-cache attention for the baselines (models/VARIANTS.md 4.1-4.5), one TP rank.
 #include "models/kv_attention.h"
 
 #include <stdexcept>

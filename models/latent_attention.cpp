@@ -1,6 +1,6 @@
 // MLA / GLA-2 / GLA-4 / MLRA-2 / MLRA-4 attention of one TP rank, in the absorbed form
-// (variants.md 5.2-5.4). The cache row of a token is [c_l for each local latent | roped k_pe];
-// W_UK is folded into the query (q~ = W_UK^T q_nope) and W_UV applied after attention, per
+// (models/VARIANTS.md 5.2-5.4). The cache row of a token is [c_l for each local latent | roped
+// k_pe]; W_UK is folded into the query (q~ = W_UK^T q_nope) and W_UV applied after attention, per
 // (latent, head) pair, so attention reads only the latent cache: the layout the GPU serves.
 // Each unit (latent l, heads S) contributes o_h += attn_output_scale * W_UV z for h in S; a
 // head's branches from different latents are separate softmaxes summed afterwards (MLRA).

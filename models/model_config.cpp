@@ -1,4 +1,4 @@
-// config.json parsing, validation and the derived constants of variants.md 2.4.
+// config.json parsing, validation and the derived constants of models/VARIANTS.md 2.4.
 #include "models/model_config.h"
 
 #include <cmath>

@@ -1,6 +1,6 @@
-// Tensor-parallel sharding plans as pure functions (variants.md section 6): for a variant, a TP
-// degree and a rank, which query heads, KV heads, latent heads and MLP rows the rank owns.
-// Every rank's partial attention and MLP outputs sum (all-reduce) to the TP=1 result.
+// Tensor-parallel sharding plans as pure functions (models/VARIANTS.md section 6): for a variant, a
+// TP degree and a rank, which query heads, KV heads, latent heads and MLP rows the rank owns. Every
+// rank's partial attention and MLP outputs sum (all-reduce) to the TP=1 result.
 //
 // Latent family: the model is a list of "units" (latent l, the query heads reading it). Units
 // are dealt out contiguously when tp <= #units; when tp > #units each unit's heads are split

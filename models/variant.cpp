@@ -1,4 +1,4 @@
-// Variant names and which gated / no_scale siblings exist (variants.md 4.11, flag F11).
+// Variant names and which gated / no_scale siblings exist (models/VARIANTS.md 4.11, flag F11).
 #include "models/variant.h"
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// The attention variants of the MLRA release and their siblings (variants.md sections 2 and 4).
-// config.json never names the variant, so our server config does ("mlra4", "mla_gated", ...),
+// The attention variants of the MLRA release and their siblings (models/VARIANTS.md sections 2 and
+// 4). config.json never names the variant, so our server config does ("mlra4", "mla_gated", ...),
 // and the checkpoint loader cross-checks it against tensor names and shapes.
 #pragma once
 

@@ -160,7 +160,7 @@ MLRA_LATENT_KERNEL=split MLRA_PREFILL_KERNEL=0 timeout 200 "$B/mlra_gpu_tests" "
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
-# The issue's grid: batch 1..256 x context 1K..128K (points whose cache exceeds 60 GB skipped: fits an H100).
+# The decode grid: batch 1..256 x context 1K..128K (points whose cache exceeds 60 GB skipped: fits an H100).
 timeout 500 "$B/mlra-bench" decode --batch 1 8 64 256 --context 1024 32768 131072 --iters 10 \
   --max-cache-gb 60 2>&1 \
   | tee "$OUT/bench_decode.log"

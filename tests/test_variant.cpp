@@ -27,7 +27,7 @@ static nlohmann::json latent_2p9b() {
           {"kv_lora_rank", 512}, {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64}};
 }
 
-TEST_CASE("2.9B parameter counts match variants.md 2.2") {
+TEST_CASE("2.9B parameter counts match models/VARIANTS.md 2.2") {
   auto j = latent_2p9b();
   CHECK(parse_model_config(j, *parse_variant("mlra4")).param_count() == 2873220096LL);
   j["intermediate_size"] = 10048;
