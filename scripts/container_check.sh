@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the CPU image from docker/Dockerfile with podman and checks the running container from
-# outside, the way a user runs it. No Docker engine or image registry is needed: the base is a
-# Debian bookworm minbase made with mmdebstrap from the host's apt mirror and loaded with
-# `podman import` (the tarball is cached), and the image takes the bundle of the build the tests
-# already made (Dockerfile BUNDLE=prebuilt) instead of compiling again. Checks:
+# The deployment checks of the README's test command: the Kubernetes manifests
+# (scripts/k8s_check.sh), then the image. Builds the CPU image from docker/Dockerfile with podman
+# and checks the running container from outside, the way a user runs it. No Docker engine or
+# image registry is needed: the base is a Debian bookworm minbase made with mmdebstrap from the
+# host's apt mirror and loaded with `podman import` (the tarball is cached), and the image takes
+# the bundle of the build the tests already made (Dockerfile BUNDLE=prebuilt) instead of
+# compiling again. Checks:
 #   the image keeps its HEALTHCHECK (docker format) and runs as a non-root USER;
 #   `podman healthcheck run` reports healthy; grpc.health.v1 is SERVING on the published port;
 #   a generation streams through the published port (mlra-serve client); /metrics answers;
@@ -14,8 +16,8 @@
 # Podman settings this host needs: runtime runc (crun fails on hybrid cgroups), --format=docker
 # (the OCI format drops HEALTHCHECK), --ulimit nofile/nproc (the default file limit exceeds the
 # host's), --init (so SIGTERM reaches the server), health checks run on demand (no systemd).
-# Skips (one line, exit 0) where podman cannot run here; any failed check exits 1.
-# Environment: MLRA_CONTAINER_CHECK=0 skips it; MLRA_BUILD_DIR (default build/cpu);
+# The image part skips (one line, exit 0) where podman cannot run here; any failed check exits 1.
+# Environment: MLRA_CONTAINER_CHECK=0 skips the image part; MLRA_BUILD_DIR (default build/cpu);
 # MLRA_CACHE_DIR (base tarball, default ~/.cache/mlra); MLRA_BASE_MAX_AGE_DAYS (remake the base
 # after this many days, default 30); MLRA_DEBIAN_MIRROR (mirror URL or sources file for
 # mmdebstrap; default: the host's Debian apt sources).
@@ -27,6 +29,7 @@ skip() {
   echo "container_check: SKIPPED: $*"
   exit 0
 }
+bash scripts/k8s_check.sh
 
 [[ "${MLRA_CONTAINER_CHECK:-1}" == 0 ]] && skip "MLRA_CONTAINER_CHECK=0"
 build="${MLRA_BUILD_DIR:-build/cpu}"
@@ -188,13 +191,14 @@ health="$("$client" client --addr "$grpc_addr" --health --timeout-s 5 2>&1)" ||
 log "grpc.health.v1 SERVING through $grpc_addr"
 
 n=16
-out="$("$client" client --addr "$grpc_addr" --prompt "Once upon a time" -n "$n" \
-  --temperature 0.8 --top-p 0.95 --seed 7 --ignore-eos --stream --timeout-s 120 2>"$work/gen.err")" ||
+sampling=(--temperature 0.8 --top-p 0.95 --seed 7 --ignore-eos)
+out="$("$client" client --addr "$grpc_addr" --prompt "Once upon a time" -n "$n" "${sampling[@]}" \
+  --stream --timeout-s 120 2>"$work/gen.err")" ||
   die "mlra-serve client --stream failed: $(cat "$work/gen.err")"
 grep -q "completion_tokens=$n " "$work/gen.err" ||
   die "the stream did not end with $n tokens: $(cat "$work/gen.err")"
 [[ -n "${out//[[:space:]]/}" ]] || die "the streamed text is empty"
-log "streamed $n tokens through $grpc_addr:${out//$'\n'/ }"
+log "streamed $n tokens through $grpc_addr: ${out//$'\n'/ }"
 
 metrics="$(/usr/bin/python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5).read().decode())' \
@@ -225,8 +229,8 @@ log "every process runs as uid 10001 ($(wc -l <<<"$procs") processes)"
 grace=30
 pid1="$(pm inspect --format '{{.State.Pid}}' "$name")"
 t0=$SECONDS
-"${SUDO[@]}" /usr/bin/python3 scripts/stream_drain_check.py --addr "$grpc_addr" --signal-pid "$pid1" ||
-  die "SIGTERM drain check failed"
+"${SUDO[@]}" /usr/bin/python3 scripts/stream_drain_check.py --addr "$grpc_addr" --max-tokens 128 \
+  --signal-pid "$pid1" || die "SIGTERM drain check failed"
 code="$(timeout $((grace + 10)) "${SUDO[@]}" podman wait "$name" 2>/dev/null)" ||
   die "the container did not exit within $((grace + 10)) s of SIGTERM"
 elapsed=$((SECONDS - t0))
