@@ -12,7 +12,8 @@
 #   the model is served from a read-only mount given by --model-dir (metrics model_name,
 #   log line, and a write into it fails); every process in the container runs as uid 10001;
 #   SIGTERM to the container's PID 1 mid-stream drains that stream and the server exits 0 within
-#   its grace period (scripts/stream_drain_check.py).
+#   its grace period (scripts/stream_drain_check.py); a second container serves with --tp 2 (two
+#   worker processes, all uid 10001, answering a stream) and `podman stop` ends it with status 0.
 # Podman settings this host needs: runtime runc (crun fails on hybrid cgroups), --format=docker
 # (the OCI format drops HEALTHCHECK), --ulimit nofile/nproc (the default file limit exceeds the
 # host's), --init (so SIGTERM reaches the server), health checks run on demand (no systemd).
@@ -73,21 +74,20 @@ limits=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 work="$(mktemp -d -t mlra-container.XXXXXX)"
 mkdir -p build/container
 tree="$(mktemp -d build/container/tree.XXXXXX)"
-name="mlra-check-$$"
 image="localhost/mlra-serve:check-$$"
 base_image="localhost/mlra-base:bookworm"
-container_up=0
+containers=()  # started by this run, removed on exit; the last one is the one being checked
 cleanup() {
-  if ((container_up)); then pm rm -f -t 0 "$name" >/dev/null 2>&1 || true; fi
+  for c in "${containers[@]}"; do pm rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
   pm rmi -f "$image" >/dev/null 2>&1 || true
   rm -rf "$work" "$tree"
 }
 trap cleanup EXIT
 die() {
   echo "container_check: FAILED: $*" >&2
-  if ((container_up)); then
-    echo "--- container log (last 40 lines) ---" >&2
-    pm logs "$name" 2>&1 | tail -40 >&2 || true
+  if ((${#containers[@]})); then
+    echo "--- log of ${containers[-1]} (last 40 lines) ---" >&2
+    pm logs "${containers[-1]}" 2>&1 | tail -40 >&2 || true
   fi
   exit 1
 }
@@ -155,35 +155,64 @@ health_test="$(pm image inspect --format '{{json .Config.Healthcheck.Test}}' "$i
 user="$(pm image inspect --format '{{.Config.User}}' "$image")"
 [[ -n "$user" && "$user" != root && "$user" != 0 ]] || die "the image runs as '$user', not non-root"
 
-# The model folder is the tree's copy of models/default, mounted read-only under another name so
-# the metrics label and the log show that the mount is what is served.
-mount_name="mounted-default"
-container_up=1
-pm run -d --name "$name" --init "${limits[@]}" \
-  -p 127.0.0.1::50051 -p 127.0.0.1::9464 \
-  -v "$PWD/$tree/models/default:/models/$mount_name:ro" \
-  "$image" serve --config /opt/mlra-serve/configs/default.json \
-  --model-dir "/models/$mount_name" --metrics-port 9464 >/dev/null || die "podman run failed"
+# Starts container $1 from the image with the serve arguments that follow (published ports,
+# --init, the ulimits), waits until `podman healthcheck run` passes, and sets grpc_addr and
+# metrics_addr to the published ports.
+start_container() {
+  local name="$1"
+  shift
+  containers+=("$name")
+  pm run -d --name "$name" --init "${limits[@]}" -p 127.0.0.1::50051 -p 127.0.0.1::9464 \
+    "$@" >/dev/null || die "podman run failed"
+  local t0=$SECONDS state status
+  for _ in $(seq 1 180); do
+    state="$(pm inspect --format '{{.State.Status}}' "$name")"
+    [[ "$state" == running ]] || die "$name stopped during start-up (state $state)"
+    if pm healthcheck run "$name" >/dev/null 2>&1; then
+      status="$(pm inspect --format '{{.State.Health.Status}}' "$name")"
+      [[ "$status" == healthy ]] || die "health status '$status' after a passing health check"
+      log "$name: HEALTHCHECK healthy after $((SECONDS - t0)) s"
+      grpc_addr="$(pm port "$name" 50051/tcp)"
+      metrics_addr="$(pm port "$name" 9464/tcp)"
+      [[ -n "$grpc_addr" && -n "$metrics_addr" ]] || die "ports not published"
+      return 0
+    fi
+    sleep 1
+  done
+  die "$name: HEALTHCHECK did not pass within 180 s"
+}
 
-t0=$SECONDS
-healthy=0
-for _ in $(seq 1 180); do
-  state="$(pm inspect --format '{{.State.Status}}' "$name")"
-  [[ "$state" == running ]] || die "the container stopped during start-up (state $state)"
-  if pm healthcheck run "$name" >/dev/null 2>&1; then
-    healthy=1
-    break
+# Streams a seeded generation of $1 tokens through grpc_addr with the host's client.
+stream_tokens() {
+  local n="$1" out
+  out="$("$client" client --addr "$grpc_addr" --prompt "Once upon a time" -n "$n" \
+    --temperature 0.8 --top-p 0.95 --seed 7 --ignore-eos --stream --timeout-s 120 \
+    2>"$work/gen.err")" || die "mlra-serve client --stream failed: $(cat "$work/gen.err")"
+  grep -q "completion_tokens=$n " "$work/gen.err" ||
+    die "the stream did not end with $n tokens: $(cat "$work/gen.err")"
+  [[ -n "${out//[[:space:]]/}" ]] || die "the streamed text is empty"
+  log "streamed $n tokens through $grpc_addr:${out//$'\n'/ }"
+}
+
+# Checks that container $1 runs exactly $2 processes (init, server, TP workers), all as 10001.
+check_processes() {
+  local procs
+  procs="$(pm top "$1" huser args | tail -n +2)"
+  grep -q "mlra-serve serve" <<<"$procs" || die "no mlra-serve serve process in: $procs"
+  [[ "$(wc -l <<<"$procs")" == "$2" ]] || die "expected $2 processes, found: $procs"
+  if awk '$1 != "10001"' <<<"$procs" | grep -q .; then
+    die "processes not running as uid 10001: $procs"
   fi
-  sleep 1
-done
-((healthy)) || die "HEALTHCHECK did not pass within 180 s"
-status="$(pm inspect --format '{{.State.Health.Status}}' "$name")"
-[[ "$status" == healthy ]] || die "health status '$status' after a passing health check"
-log "HEALTHCHECK healthy after $((SECONDS - t0)) s"
+  log "$1: all $2 processes run as uid 10001"
+}
 
-grpc_addr="$(pm port "$name" 50051/tcp)"
-metrics_addr="$(pm port "$name" 9464/tcp)"
-[[ -n "$grpc_addr" && -n "$metrics_addr" ]] || die "ports not published ($grpc_addr, $metrics_addr)"
+# TP1 with the model folder from a read-only mount: the tree's copy of models/default under
+# another name, so the metrics label and the log show that the mount is what is served.
+mount_name="mounted-default"
+name="mlra-check-$$"
+start_container "$name" -v "$PWD/$tree/models/default:/models/$mount_name:ro" "$image" \
+  serve --config /opt/mlra-serve/configs/default.json --model-dir "/models/$mount_name" \
+  --metrics-port 9464
 
 health="$("$client" client --addr "$grpc_addr" --health --timeout-s 5 2>&1)" ||
   die "grpc.health.v1 check through $grpc_addr failed: $health"
@@ -191,14 +220,7 @@ health="$("$client" client --addr "$grpc_addr" --health --timeout-s 5 2>&1)" ||
 log "grpc.health.v1 SERVING through $grpc_addr"
 
 n=16
-sampling=(--temperature 0.8 --top-p 0.95 --seed 7 --ignore-eos)
-out="$("$client" client --addr "$grpc_addr" --prompt "Once upon a time" -n "$n" "${sampling[@]}" \
-  --stream --timeout-s 120 2>"$work/gen.err")" ||
-  die "mlra-serve client --stream failed: $(cat "$work/gen.err")"
-grep -q "completion_tokens=$n " "$work/gen.err" ||
-  die "the stream did not end with $n tokens: $(cat "$work/gen.err")"
-[[ -n "${out//[[:space:]]/}" ]] || die "the streamed text is empty"
-log "streamed $n tokens through $grpc_addr: ${out//$'\n'/ }"
+stream_tokens "$n"
 
 metrics="$(/usr/bin/python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5).read().decode())' \
@@ -217,12 +239,7 @@ fi
 [[ "$write" == *"Read-only file system"* ]] || die "write into the mount failed oddly: $write"
 log "model served from the read-only mount /models/$mount_name (--model-dir)"
 
-procs="$(pm top "$name" huser args | tail -n +2)"
-grep -q "mlra-serve serve" <<<"$procs" || die "no mlra-serve serve process in: $procs"
-if awk '$1 != "10001"' <<<"$procs" | grep -q .; then
-  die "processes not running as uid 10001: $procs"
-fi
-log "every process runs as uid 10001 ($(wc -l <<<"$procs") processes)"
+check_processes "$name" 2
 
 # SIGTERM goes to PID 1 (the --init process), as `docker stop` sends it; the server must drain
 # the in-flight stream and exit 0 within its grace period (serve --grace-s, default 30 s).
@@ -238,5 +255,19 @@ elapsed=$((SECONDS - t0))
 ((elapsed <= grace)) || die "SIGTERM to exit took $elapsed s (grace $grace s)"
 pm logs "$name" 2>&1 | grep -q "stopped cleanly" || die "the server did not log a clean stop"
 log "SIGTERM: stream drained, exit status 0 after $elapsed s (grace $grace s)"
+
+# TP2 on the CPU backend: the frontend starts two worker processes in the container (the
+# multi-GPU layout, with the shared-memory all-reduce in the container's /dev/shm); then
+# `podman stop`, the runtime's own stop path, must end all of them with status 0.
+name="mlra-check-tp2-$$"
+start_container "$name" "$image" serve --config /opt/mlra-serve/configs/default.json --tp 2 \
+  --metrics-port 9464
+stream_tokens "$n"
+check_processes "$name" 4
+t0=$SECONDS
+pm stop -t $((grace + 10)) "$name" >/dev/null || die "podman stop failed"
+code="$(pm inspect --format '{{.State.ExitCode}}' "$name")"
+[[ "$code" == 0 ]] || die "the TP2 container exited with status $code after podman stop"
+log "TP2: podman stop ended it with status 0 after $((SECONDS - t0)) s"
 
 log "passed in $((SECONDS - started)) s"
