@@ -124,13 +124,16 @@ if [[ ! -s "$base_tar" || -n "$(find "$base_tar" -mtime "+${MLRA_BASE_MAX_AGE_DA
   "${SUDO[@]}" mv "$base_tar.tmp" "$base_tar"
   log "base tarball made in $((SECONDS - t0)) s ($base_tar)"
 fi
-# Imported again whenever the tarball is newer than the image (the label records which one).
+# Imported again whenever the tarball is newer than the image (the label records which one);
+# the image it replaces is removed unless a container still uses it.
 stamp="$(stat -c %Y "$base_tar")"
 if [[ "$(pm image inspect --format '{{index .Labels "org.mlra.base-stamp"}}' "$base_image" \
   2>/dev/null)" != "$stamp" ]]; then
+  old_base="$(pm image inspect --format '{{.Id}}' "$base_image" 2>/dev/null || true)"
   pm import --change 'CMD ["/bin/bash"]' --change "LABEL org.mlra.base-stamp=$stamp" \
     "$base_tar" "$base_image" >"$work/import.log" 2>&1 ||
     die "podman import of $base_tar failed: $(tail -3 "$work/import.log")"
+  [[ -z "$old_base" ]] || pm rmi "$old_base" >/dev/null 2>&1 || true
 fi
 flock -u 9
 
