@@ -21,11 +21,13 @@ struct RunnerConfig {
   std::string variant = "mlra4";    // attention variant name (models/variant.h)
   std::string backend = "cpu";      // "cpu" | "cuda"
   int32_t tp = 1;                   // tensor-parallel degree
-  // Device placement: rank r runs on rank_device(config, r), the one place that reads it.
-  int32_t device = 0;  // backend cuda: the first device; rank r uses device + r
+  // Device placement: rank_device() alone maps a rank to its device ordinal (device + rank).
+  int32_t device = 0;                                   // backend cuda: the first device
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
-  TplaOptions tpla;
-  LatentPrefillOptions latent_prefill;       // MLA / GLA prefill chunks: absorbed or expanded
+  TplaOptions tpla;  // keys tpla_transform, tpla_pd_separation, tpla_seed, tpla_slices
+  // MLA / GLA prefill chunks, absorbed or expanded: keys latent_prefill (the mode) and
+  // latent_prefill_scratch_bytes.
+  LatentPrefillOptions latent_prefill;
   int32_t page_size = 64;                    // tokens per cache page
   int64_t cache_memory_bytes = 256LL << 20;  // cache budget per rank
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
@@ -38,7 +40,7 @@ struct RunnerConfig {
   bool operator==(const RunnerConfig&) const = default;
 };
 
-// The device ordinal of TP rank `rank`.
+// The device ordinal TP rank `rank` runs on: device + rank.
 int32_t rank_device(const RunnerConfig& config, int rank);
 
 // Sets the field of config key `key` (ConfigError naming the key on a wrong type or value).
