@@ -28,6 +28,16 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
+std::optional<LatentTpMode> parse_latent_tp_mode(const std::string& name) {
+  if (name == "replicate") return LatentTpMode::kReplicate;
+  if (name == "tpla") return LatentTpMode::kTpla;
+  return std::nullopt;
+}
+
+const char* latent_tp_mode_name(LatentTpMode mode) {
+  return mode == LatentTpMode::kTpla ? "tpla" : "replicate";
+}
+
 std::optional<LatentPrefill> parse_latent_prefill(const std::string& name) {
   if (name == "auto") return LatentPrefill::kAuto;
   if (name == "absorbed") return LatentPrefill::kAbsorbed;

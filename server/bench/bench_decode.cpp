@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/sampling_batch.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
