@@ -17,7 +17,7 @@ namespace {
 std::unique_ptr<Backend> make_rank_backend(const RunnerConfig& config, int device) {
   if (config.backend == "cpu") return make_cpu_backend();
 #ifdef MLRA_HAVE_CUDA
-  if (config.backend == "cuda") return make_cuda_backend(device);
+  if (config.backend == "cuda") return make_cuda_backend(device, config.kernels);
 #endif
   (void)device;
   throw RunnerError("backend '" + config.backend + "' is not available in this build");
