@@ -17,13 +17,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/cache_budget.h"
+#include "engine/local_runner.h"
 #include "engine/process_runner.h"
 #include "engine/runner_factory.h"
 #include "engine/server_config.h"
 #include "kernels/communicator.h"
 #include "kernels/host_staged_communicator.h"
 #include "kernels/shm_communicator.h"
-#include "models/local_runner.h"
 #include "models/shard_plan.h"
 #include "tp_test_script.h"
 
@@ -55,19 +56,24 @@ void on_ranks(int size, size_t staging_bytes, Fn fn) {
 
 namespace fs = std::filesystem;
 
-// CPU workers for a tiny checkpoint, every rank on `devices` (empty: the default placement).
-RunnerOptions cpu_workers(const std::string& variant, int tp, std::vector<int32_t> devices) {
-  RunnerOptions o;
+// A tiny checkpoint's runner config with rank r on devices[r] (empty: the default placement).
+RunnerConfig cpu_workers(const std::string& variant, int tp, std::vector<int32_t> devices) {
+  RunnerConfig o;
   o.model_dir = fs::path(MLRA_TEST_DATA) / "tiny" / variant;
   o.variant = variant;
   o.tp = tp;
   o.tp_devices = std::move(devices);
   o.page_size = testing::kTpPageSize;
   o.num_pages = testing::kTpNumPages;
-  o.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  o.load_timeout_s = 60;
-  o.step_timeout_s = 30;
   return o;
+}
+
+WorkerProcessOptions workers() {
+  WorkerProcessOptions p;
+  p.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
+  p.load_timeout_s = 60;
+  p.step_timeout_s = 30;
+  return p;
 }
 
 uint32_t bits(float f) {
@@ -214,13 +220,23 @@ TEST_CASE("tp_devices in the server config: one device per rank", "[tp][tp_devic
   const fs::path base = "/base";
   const ServerConfig c =
       parse_server_config(json{{"model_dir", "m"}, {"tp", 4}, {"tp_devices", {0, 0, 0, 0}}}, base);
-  CHECK(c.tp_devices == std::vector<int32_t>{0, 0, 0, 0});
+  CHECK(c.runner.tp_devices == std::vector<int32_t>{0, 0, 0, 0});
   CHECK(to_json(c)["tp_devices"] == json({0, 0, 0, 0}));
-  CHECK(runner_options(c).tp_devices == c.tp_devices);
-  CHECK(parse_server_config(json{{"model_dir", "m"}, {"tp", 2}}, base).tp_devices.empty());
-  CHECK_THROWS_WITH(
-      parse_server_config(json{{"model_dir", "m"}, {"tp", 4}, {"tp_devices", {0, 0}}}, base),
-      Catch::Contains("tp_devices") && Catch::Contains("one per rank"));
+  CHECK(runner_config_from_json(to_json(c.runner), base) == c.runner);  // the workers' copy
+  CHECK(rank_devices(c.runner) == std::vector<int32_t>{0, 0, 0, 0});
+  CHECK(rank_communicator(c.runner) == CommunicatorKind::kHostStaged);
+  const ServerConfig d =
+      parse_server_config(json{{"model_dir", "m"}, {"tp", 2}, {"device", 3}}, base);
+  CHECK(d.runner.tp_devices.empty());
+  CHECK(rank_devices(d.runner) == std::vector<int32_t>{3, 4});
+  CHECK(rank_device(d.runner, 1) == 4);
+  CHECK(rank_communicator(d.runner) == CommunicatorKind::kSharedMemory);
+  // tp and tp_devices may come as two overrides in either order: the count is checked where
+  // the runner starts.
+  const ServerConfig short_list =
+      parse_server_config(json{{"model_dir", "m"}, {"tp", 4}, {"tp_devices", {0, 0}}}, base);
+  CHECK_THROWS_WITH(rank_devices(short_list.runner),
+                    Catch::Contains("tp_devices") && Catch::Contains("one device per rank"));
   CHECK_THROWS_WITH(
       parse_server_config(json{{"model_dir", "m"}, {"tp", 2}, {"tp_devices", {0, -1}}}, base),
       Catch::Contains("tp_devices") && Catch::Contains(">= 0"));
@@ -231,7 +247,12 @@ TEST_CASE("tp_devices in the server config: one device per rank", "[tp][tp_devic
         Catch::Contains("tp_devices"));
   ServerConfig o = c;
   apply_config_override(o, "tp_devices=[1,1,0,0]");
-  CHECK(o.tp_devices == std::vector<int32_t>{1, 1, 0, 0});
+  CHECK(o.runner.tp_devices == std::vector<int32_t>{1, 1, 0, 0});
+  CHECK(rank_device(o.runner, 2) == 0);
+  ServerConfig two = parse_server_config(json{{"model_dir", "m"}}, base);
+  apply_config_override(two, "tp_devices=[0,0]");  // before tp: no error yet
+  apply_config_override(two, "tp=2");
+  CHECK(rank_devices(two.runner) == std::vector<int32_t>{0, 0});
 }
 
 TEST_CASE("CPU workers sharing a device sum host-staged and match the TP1 runner",
@@ -244,24 +265,24 @@ TEST_CASE("CPU workers sharing a device sum host-staged and match the TP1 runner
                                    {"gla2"},  {"gqa"},   {"mha"}};
   int runs = 0;
   for (const Case& c : cases) {
-    RunnerOptions one = cpu_workers(c.variant, 1, {});
+    RunnerConfig one = cpu_workers(c.variant, 1, {});
     if (c.tpla) one.mla_tp_mode = LatentTpMode::kTpla;  // one slice: exact MLA
-    auto reference = make_runner(one);
+    auto reference = make_runner(one, workers());
     const auto steps = testing::tp_script(reference->config().vocab_size, 17);
     const auto want = testing::run_tp_script(*reference, steps);
     for (int tp : {2, 4, 8}) {
       if (!unsupported_tp_reason(reference->config(), tp).empty()) continue;
       INFO(c.variant << (c.tpla ? " tpla" : "") << " tp " << tp);
-      RunnerOptions o = cpu_workers(c.variant, tp, std::vector<int32_t>(size_t(tp), 0));
+      RunnerConfig o = cpu_workers(c.variant, tp, std::vector<int32_t>(size_t(tp), 0));
       o.mla_tp_mode = one.mla_tp_mode;
-      ProcessRunner runner(o);
-      for (const WorkerReady& r : runner.rank_info()) CHECK(r.communicator == "host-staged");
-      std::vector<std::vector<float>> expect = want;
-      if (c.tpla) {  // sliced TPLA is not TP1 math: its reference is in-process at the same TP
-        RunnerOptions in_process = o;
-        in_process.in_process = true;
-        expect = testing::run_tp_script(*make_runner(in_process), steps);
+      ProcessRunner runner(o, workers());
+      for (const RankInfo& r : runner.info().ranks) {
+        CHECK(r.communicator == "host-staged");
+        CHECK(r.device == 0);
       }
+      std::vector<std::vector<float>> expect = want;
+      if (c.tpla)  // sliced TPLA is not TP1 math: its reference is in-process at the same TP
+        expect = testing::run_tp_script(*make_local_runner(o), steps);
       const auto got = testing::run_tp_script(runner, steps);
       for (size_t i = 0; i < steps.size(); ++i) {
         INFO("step " << i);
@@ -276,22 +297,23 @@ TEST_CASE("CPU workers sharing a device sum host-staged and match the TP1 runner
 
 TEST_CASE("CPU workers: distinct devices keep the shared-memory sum, a bad list is refused",
           "[tp][tp_devices]") {
-  ProcessRunner distinct(cpu_workers("mlra4", 2, {3, 5}));
-  for (const WorkerReady& r : distinct.rank_info()) CHECK(r.communicator == "shared-memory");
-  ProcessRunner placed_by_default(cpu_workers("mlra4", 2, {}));
-  for (const WorkerReady& r : placed_by_default.rank_info())
-    CHECK(r.communicator == "shared-memory");
-  ProcessRunner mixed(cpu_workers("mlra4", 4, {0, 0, 1, 2}));  // one pair shares: all host-staged
-  for (const WorkerReady& r : mixed.rank_info()) CHECK(r.communicator == "host-staged");
-  CHECK_THROWS_WITH(ProcessRunner(cpu_workers("mlra4", 2, {0})),
-                    Catch::Contains("one device per rank"));
-  CHECK_THROWS_WITH(make_runner(cpu_workers("mlra4", 1, {0, 0})),
-                    Catch::Contains("one device per rank"));
+  ProcessRunner distinct(cpu_workers("mlra4", 2, {3, 5}), workers());
+  CHECK(distinct.info().ranks[1].device == 5);
+  for (const RankInfo& r : distinct.info().ranks) CHECK(r.communicator == "shared-memory");
+  ProcessRunner placed_by_default(cpu_workers("mlra4", 2, {}), workers());
+  for (const RankInfo& r : placed_by_default.info().ranks) CHECK(r.communicator == "shared-memory");
+  // One pair shares a device: every rank sums host-staged.
+  ProcessRunner mixed(cpu_workers("mlra4", 4, {0, 0, 1, 2}), workers());
+  for (const RankInfo& r : mixed.info().ranks) CHECK(r.communicator == "host-staged");
+  CHECK_THROWS_WITH(ProcessRunner(cpu_workers("mlra4", 2, {0}), workers()),
+                    Catch::Contains("tp_devices") && Catch::Contains("one device per rank"));
+  CHECK_THROWS_WITH(make_runner(cpu_workers("mlra4", 1, {0, 0}), workers()),
+                    Catch::Contains("tp_devices") && Catch::Contains("one device per rank"));
 }
 
 TEST_CASE("CPU workers sharing a device: a killed worker fails the next step fast",
           "[tp][tp_devices][fault]") {
-  auto runner = std::make_unique<ProcessRunner>(cpu_workers("mlra4", 4, {0, 0, 0, 0}));
+  auto runner = std::make_unique<ProcessRunner>(cpu_workers("mlra4", 4, {0, 0, 0, 0}), workers());
   const auto steps = testing::tp_script(runner->config().vocab_size, 23);
   std::vector<float> logits;
   runner->execute(steps[0], logits);

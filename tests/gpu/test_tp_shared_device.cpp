@@ -21,12 +21,13 @@
 #include <thread>
 
 #include "../tp_test_script.h"
+#include "engine/cache_budget.h"
+#include "engine/local_runner.h"
 #include "engine/process_runner.h"
 #include "gpu_test_util.h"
 #include "kernels/host_staged_communicator.h"
 #include "kernels/shm_communicator.h"
 #include "models/latent_calibration.h"
-#include "models/local_runner.h"
 #include "models/shard_plan.h"
 #include "models/tpla.h"
 
@@ -56,8 +57,8 @@ struct TpCase {
   std::string transform;  // TPLA: "hadamard" or a PCA transform file
 };
 
-LocalRunnerOptions local_options(const TpCase& c, const std::string& backend, int tp) {
-  LocalRunnerOptions o;
+RunnerConfig local_options(const TpCase& c, const std::string& backend, int tp) {
+  RunnerConfig o;
   o.model_dir = tiny(c.variant);
   o.variant = c.variant;
   o.backend = backend;
@@ -72,23 +73,19 @@ LocalRunnerOptions local_options(const TpCase& c, const std::string& backend, in
   return o;
 }
 
-RunnerOptions shared_options(const TpCase& c, int tp) {
-  const LocalRunnerOptions l = local_options(c, "cuda", tp);
-  RunnerOptions o;
-  o.model_dir = l.model_dir;
-  o.variant = l.variant;
-  o.backend = "cuda";
-  o.tp = tp;
+// Every rank on GPU 0.
+RunnerConfig shared_options(const TpCase& c, int tp) {
+  RunnerConfig o = local_options(c, "cuda", tp);
   o.tp_devices.assign(size_t(tp), 0);
-  o.page_size = l.page_size;
-  o.num_pages = l.num_pages;
-  o.cuda_graph_max_batch = 8;
-  o.mla_tp_mode = l.mla_tp_mode;
-  o.tpla = l.tpla;
-  o.worker_binary = serve_binary();
-  o.load_timeout_s = 180;
-  o.step_timeout_s = 60;
   return o;
+}
+
+WorkerProcessOptions workers() {
+  WorkerProcessOptions p;
+  p.worker_binary = serve_binary();
+  p.load_timeout_s = 180;
+  p.step_timeout_s = 60;
+  return p;
 }
 
 // A PCA transform of the tiny MLA checkpoint's latents on random calibration tokens.
@@ -262,10 +259,11 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
         continue;
       }
       INFO("tp " << tp);
-      ProcessRunner runner(shared_options(c, tp));
+      ProcessRunner runner(shared_options(c, tp), workers());
       for (int r = 0; r < tp; ++r) {
-        const WorkerReady& ready = runner.rank_info()[size_t(r)];
+        const RankInfo& ready = runner.info().ranks[size_t(r)];
         CHECK(ready.communicator == "host-staged");
+        CHECK(ready.device == 0);
         CHECK(ready.cache_values_per_token_per_layer ==
               make_shard_plan(runner.config(), tp, r).cache_width);
       }
@@ -289,10 +287,10 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
 TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
           "[gpu][tp_shared][graphs]") {
   const TpCase c{"mlra4", "mlra4", false, ""};
-  RunnerOptions o = shared_options(c, 4);
+  RunnerConfig o = shared_options(c, 4);
   o.num_pages = 0;
   o.gpu_memory_fraction = 0.6;
-  ProcessRunner runner(o);
+  ProcessRunner runner(o, workers());
   size_t free_b = 0, total_b = 0;
   REQUIRE(cudaMemGetInfo(&free_b, &total_b) == cudaSuccess);
   // Every rank measured the device once all four had loaded, took a quarter of what the fraction
@@ -307,7 +305,7 @@ TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
       total_b / 1e9, (long long)runner.info().num_pages, used / 1e9, budget / 1e9);
   CHECK(used <= budget + slack);
   CHECK(used >= budget - slack);
-  for (const WorkerReady& r : runner.rank_info()) CHECK(r.num_pages == runner.info().num_pages);
+  for (const RankInfo& r : runner.info().ranks) CHECK(r.num_pages == runner.info().num_pages);
 
   auto cpu1 = make_local_runner(local_options(c, "cpu", 1));
   const auto steps = tp_script(cpu1->config().vocab_size, 202);
@@ -316,7 +314,8 @@ TEST_CASE("tp on one GPU: ranks sharing a device split its memory fraction",
 }
 
 TEST_CASE("tp on one GPU: a killed worker fails the next step fast", "[gpu][tp_shared][fault]") {
-  auto runner = std::make_unique<ProcessRunner>(shared_options({"mlra4", "mlra4", false, ""}, 4));
+  auto runner =
+      std::make_unique<ProcessRunner>(shared_options({"mlra4", "mlra4", false, ""}, 4), workers());
   const auto steps = tp_script(runner->config().vocab_size, 303);
   std::vector<float> logits;
   runner->execute(steps[0], logits);
