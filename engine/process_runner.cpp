@@ -44,7 +44,7 @@ std::string status_text(int status) {
 
 ProcessRunner::ProcessRunner(const RunnerConfig& c, const WorkerProcessOptions& process)
     : run_config_(c), process_(process) {
-  // Workers may run in another working directory's terms: they get absolute paths.
+  // The config travels as text: an absolute model_dir names the same folder to every reader.
   run_config_.model_dir = std::filesystem::absolute(c.model_dir);
   config_ = runner_model_config(run_config_);
   int64_t num_pages = shared_page_count(run_config_, config_);  // refuses a bad budget early

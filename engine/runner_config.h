@@ -23,12 +23,15 @@ struct RunnerConfig {
   std::string variant = "mlra4";    // attention variant name (models/variant.h)
   std::string backend = "cpu";      // "cpu" | "cuda"
   int32_t tp = 1;                   // tensor-parallel degree
-  // Device placement: rank r runs on rank_device(config, r), the one place that reads it.
-  int32_t device = 0;               // backend cuda: the first device; rank r uses device + r
-  std::vector<int32_t> tp_devices;  // or: each rank's device, one entry per rank (may repeat)
+  // Device placement: rank_device() alone maps a rank to its device ordinal (tp_devices[rank]
+  // when listed, else device + rank).
+  int32_t device = 0;               // backend cuda: the first device
+  std::vector<int32_t> tp_devices;  // or each rank's device, one entry per rank (may repeat)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
-  TplaOptions tpla;
-  LatentPrefillOptions latent_prefill;       // MLA / GLA prefill chunks: absorbed or expanded
+  TplaOptions tpla;  // keys tpla_transform, tpla_pd_separation, tpla_seed, tpla_slices
+  // MLA / GLA prefill chunks, absorbed or expanded: keys latent_prefill (the mode) and
+  // latent_prefill_scratch_bytes.
+  LatentPrefillOptions latent_prefill;
   int32_t page_size = 64;                    // tokens per cache page
   int64_t cache_memory_bytes = 256LL << 20;  // cache budget per rank
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
@@ -41,7 +44,7 @@ struct RunnerConfig {
   bool operator==(const RunnerConfig&) const = default;
 };
 
-// The device ordinal of TP rank `rank`: tp_devices[rank] when listed, else device + rank.
+// The device ordinal TP rank `rank` runs on: tp_devices[rank] when listed, else device + rank.
 int32_t rank_device(const RunnerConfig& config, int rank);
 // Every rank's device (ConfigError unless tp_devices is empty or lists one per rank), and the
 // communicator the ranks use with it: ranks that share a device (NCCL refuses two on one) sum
