@@ -14,6 +14,7 @@
 #include "kernels/thread_communicator.h"
 #include "models/checkpoint.h"
 #include "models/latent_expansion.h"
+#include "models/model_loader.h"
 #include "models/transformer.h"
 
 namespace mlra {
@@ -24,7 +25,7 @@ class LocalRunner final : public ModelRunner {
   explicit LocalRunner(const LocalRunnerOptions& o) {
     config_ =
         load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp, o.latent_prefill);
-    ckpt_ = Checkpoint::open(o.model_dir);
+    ckpt_ = open_checked_checkpoint(o.model_dir, config_);
     comms_ =
         o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{} : make_thread_communicators(o.tp);
     if (o.tp == 1) comms_.push_back(make_single_rank_communicator());

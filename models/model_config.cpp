@@ -196,6 +196,10 @@ ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant) 
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path, const Variant& variant) {
+  std::error_code ec;
+  const auto type = std::filesystem::status(path, ec).type();
+  if (type != std::filesystem::file_type::regular && type != std::filesystem::file_type::not_found)
+    throw ConfigError(path.string() + ": not a regular file");
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot open " + path.string());
   nlohmann::json j;

@@ -21,6 +21,7 @@
 #include "models/checkpoint.h"
 #include "models/local_runner.h"
 #include "models/model_config.h"
+#include "models/model_loader.h"
 #include "models/shard_plan.h"
 #include "models/transformer.h"
 #ifdef MLRA_HAVE_CUDA
@@ -113,7 +114,7 @@ int run_worker(int rank, int tp, int fd) {
     const ShardPlan plan = make_shard_plan(config, tp, rank);
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
-    auto ckpt = Checkpoint::open(init.model_dir);
+    auto ckpt = open_checked_checkpoint(init.model_dir, config, rank, tp);
     const bool gpu_sized = init.gpu_memory_fraction > 0;
     Transformer model(config, plan, *ckpt, *backend, *comm,
                       CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
