@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets of tests/fuzz/ (pickle, zip, safetensors, config, tokenizer) for a
 # given time each, starting from the checked-in corpus (tests/fuzz/corpus/<target>, copied, so
-# the checkout is never written). Builds them first with clang (Debian clang +
+# the checkout is never written), after replaying tests/fuzz/regressions/<target> (inputs that once
+# crashed or hung a reader). Builds them first with clang (Debian clang +
 # libclang-rt-14-dev, installed by scripts/setup.sh). Exits non-zero when any target finds a
 # crash, leak or timeout; the reproducer is left in build/fuzz/artifacts/<target>/.
 #
@@ -23,6 +24,14 @@ cmake --build "$BUILD" -j "${FUZZ_BUILD_JOBS:-2}" >/dev/null
 
 failed=()
 for t in "${TARGETS[@]}"; do
+  # Inputs that once crashed or hung a reader must keep passing.
+  if [ -d "$ROOT/tests/fuzz/regressions/$t" ]; then
+    if ! "$BUILD/fuzz_$t" -timeout=10 -rss_limit_mb=2048 "$ROOT/tests/fuzz/regressions/$t/"* \
+        >"$BUILD/regressions_$t.log" 2>&1; then
+      failed+=("$t(regressions)")
+      tail -n 40 "$BUILD/regressions_$t.log"
+    fi
+  fi
   work="$BUILD/work/$t"
   rm -rf "$work" && mkdir -p "$work/corpus" "$BUILD/artifacts/$t"
   cp "$ROOT/tests/fuzz/corpus/$t/"* "$work/corpus/"
