@@ -3,6 +3,8 @@
 // service, and the ordered shutdown sequence.
 #include "server/grpc_server.h"
 
+#include <malloc.h>
+
 #include <stdexcept>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -16,6 +18,7 @@ namespace mlra {
 namespace {
 
 constexpr int kMaxMetadataBytes = 16 << 10;  // request headers; the API key is one of them
+constexpr auto kTrimInterval = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -65,7 +68,14 @@ void GrpcServer::set_serving(bool serving) {
 
 void GrpcServer::monitor_health() {
   std::unique_lock lock(mutex_);
+  auto last_trim = std::chrono::steady_clock::now();
   while (!stopping_) {
+    // Return the heap pages a burst of large requests left free to the OS (glibc keeps them
+    // otherwise), so RSS comes back down after a flood.
+    if (std::chrono::steady_clock::now() - last_trim > kTrimInterval) {
+      ::malloc_trim(0);
+      last_trim = std::chrono::steady_clock::now();
+    }
     const bool healthy = engine_.healthy();
     set_serving(service_.admitting() && healthy);
     if (!healthy) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <malloc.h>
+
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -102,6 +104,10 @@ int run_serve(const ServeArgs& args) {
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  // Blocks of 1 MiB and more (request messages, their parsed token arrays) are mmapped and go
+  // back to the OS when freed: glibc's adaptive threshold would otherwise rise after the first
+  // large free and keep a flood's buffers in the heap for good.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   install_signal_handlers();
   try {
     PortReservation grpc_port(config.host, config.port, "gRPC");
