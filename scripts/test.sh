@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh cpu
 ctest --preset cpu -j "$(nproc)" --label-exclude gpu
+bash scripts/fuzz.sh 20
