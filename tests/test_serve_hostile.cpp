@@ -156,6 +156,38 @@ TEST_CASE("serve: a TP worker killed under load -> clear statuses, NOT_SERVING, 
   CHECK(not_serving < exiting);
 }
 
+TEST_CASE("serve: the API key from MLRA_API_KEY is required and never logged",
+          "[process][e2e][auth]") {
+  mlra::test::ScratchDir dir("serve_key");
+  const std::string key = "sekrit-d41d8cd9";
+  ::setenv("MLRA_API_KEY", key.c_str(), 1);
+  const int port = free_tcp_port();
+  const std::string target = "127.0.0.1:" + std::to_string(port);
+  auto args = tiny_args(port);
+  args.back() = "trace";  // the most verbose log level
+  ServeProcess server(args, dir / "serve.log");
+  ::unsetenv("MLRA_API_KEY");
+  REQUIRE(wait_serving(target, 60s));  // health needs no key
+  auto stub = v1::Mlra::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  for (const std::string& sent : {std::string(), std::string("Bearer wrong"), "Bearer " + key}) {
+    grpc::ClientContext ctx;
+    if (!sent.empty()) ctx.AddMetadata("authorization", sent);
+    auto reader = stub->Generate(&ctx, token_request({1, 2, 3}, 4));
+    v1::GenerateResponse chunk;
+    while (reader->Read(&chunk)) {
+    }
+    CHECK(reader->Finish().error_code() ==
+          (sent == "Bearer " + key ? grpc::StatusCode::OK : grpc::StatusCode::UNAUTHENTICATED));
+  }
+  server.signal(SIGTERM);
+  CHECK(server.wait_exit(30s) == 0);
+  const std::string log = server.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("API key required"));
+  CHECK_THAT(log, Contains("method=Generate"));
+  CHECK_THAT(log, !Contains(key));
+}
+
 TEST_CASE("the default config listens on loopback only", "[config]") {
   CHECK(ServerConfig().host == "127.0.0.1");
   const auto shipped =
