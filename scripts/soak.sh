@@ -34,8 +34,12 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 PORT=$(free_port)
 METRICS=$(free_port)
 WORK=$(mktemp -d /tmp/mlra_soak.XXXXXX)
+# A 32 MiB cache (--tiny: 2048 pages, 9 MB): every page is written within the first seconds, so RSS is flat from then on
+# unless something leaks (a larger cache's pages are first touched over minutes and would read
+# as growth). More streams than it holds also keeps preemption busy.
 "$BUILD/server/mlra-serve" serve "${MODEL[@]}" --host 127.0.0.1 --port "$PORT" \
-  --metrics-port "$METRICS" --set max_running_seqs=256 --log-level warn >"$WORK/serve.log" 2>&1 &
+  --metrics-port "$METRICS" --set max_running_seqs=256 --set cache_memory_bytes=33554432 \
+  --log-level warn >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 cleanup() {
   kill "$SERVER" 2>/dev/null || true
@@ -235,7 +239,9 @@ status=0
 if ! kill -0 "$SERVER" 2>/dev/null; then
   echo "soak: the server died"; tail -n 30 "$WORK/serve.log"; status=1
 fi
-if [ -s "$WORK/verdict" ]; then echo "soak: NOT flat / failed checks:"; cat "$WORK/verdict"; status=1; fi
+if [ -s "$WORK/verdict" ]; then
+  echo "soak: NOT flat / failed checks:"; cat "$WORK/verdict"; echo; status=1
+fi
 if [ -s "$WORK/failures" ]; then echo "soak: bench runs failed:"; cat "$WORK/failures"; status=1; fi
 runs=$(cat "$WORK/bench_runs" 2>/dev/null || echo 0)
 echo "soak: ${DURATION}s, $runs bench runs of 720 streams (180 at once, 20% cancelled) beside 20 invalid-request clients"
