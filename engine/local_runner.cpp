@@ -10,6 +10,7 @@
 #include "engine/rank.h"
 #include "kernels/sampling.h"
 #include "kernels/thread_communicator.h"
+#include "models/model_loader.h"
 
 namespace mlra {
 namespace {
@@ -22,7 +23,7 @@ class LocalRunner final : public ModelRunner {
       throw RunnerError("in-process tp " + std::to_string(c.tp) +
                         " runs on the cpu backend only; backend '" + c.backend +
                         "' takes one worker process per rank");
-    const std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(c.model_dir);
+    const std::shared_ptr<Checkpoint> checkpoint = open_checked_checkpoint(c.model_dir, config_);
     std::vector<std::unique_ptr<Communicator>> comms;
     if (c.tp == 1)
       comms.push_back(make_single_rank_communicator());

@@ -20,6 +20,7 @@
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
+#include "models/model_loader.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
@@ -99,7 +100,8 @@ int run_worker(int rank, int fd) {
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = runner_model_config(init.config);
-    Rank self(init.config, config, *Checkpoint::open(init.config.model_dir), rank,
+    Rank self(init.config, config,
+              *open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp), rank,
               [&](Backend& backend) { return make_worker_comm(init, rank, backend, channel); });
     channel.send(MessageType::kReady, 0, encode(self.info()));
     if (init.config.gpu_memory_fraction > 0) {
