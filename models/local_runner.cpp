@@ -25,7 +25,8 @@ class LocalRunner final : public ModelRunner {
   explicit LocalRunner(const LocalRunnerOptions& o) {
     config_ =
         load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp, o.latent_prefill);
-    ckpt_ = open_checked_checkpoint(o.model_dir, config_);
+    CheckedCheckpoint checked = open_checked_checkpoint(o.model_dir, config_);
+    ckpt_ = checked.checkpoint;
     comms_ =
         o.tp == 1 ? std::vector<std::unique_ptr<Communicator>>{} : make_thread_communicators(o.tp);
     if (o.tp == 1) comms_.push_back(make_single_rank_communicator());
@@ -46,6 +47,7 @@ class LocalRunner final : public ModelRunner {
     for (int r = 0; r < o.tp; ++r)
       ranks_.push_back(std::make_unique<Transformer>(config_, plans_[r], *ckpt_, *backends_[r],
                                                      *comms_[r], cache));
+    checked.checksums->wait();
     if (gpu_sized) {
       // Every rank gets the page count the tightest GPU can hold (the page tables are shared).
       const int64_t reserve = activation_reserve_bytes(config_, o.cuda_graph_max_batch);

@@ -114,10 +114,11 @@ int run_worker(int rank, int tp, int fd) {
     const ShardPlan plan = make_shard_plan(config, tp, rank);
     auto backend = make_worker_backend(init);
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
-    auto ckpt = open_checked_checkpoint(init.model_dir, config, rank, tp);
+    auto checked = open_checked_checkpoint(init.model_dir, config, rank, tp);
     const bool gpu_sized = init.gpu_memory_fraction > 0;
-    Transformer model(config, plan, *ckpt, *backend, *comm,
+    Transformer model(config, plan, *checked.checkpoint, *backend, *comm,
                       CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
+    checked.checksums->wait();
     int64_t num_pages = init.num_pages;
     if (gpu_sized) {
       num_pages = gpu_cache_pages(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes,
