@@ -1,5 +1,6 @@
 // load_model: config.json -> Checkpoint::open (progress on a tty) -> check_variant -> validate
-// -> CRC-32. open_checked_checkpoint: the same checks for a config the runner already read.
+// -> CRC-32. open_checked_checkpoint: the same checks for a config the runner already read, the
+// CRC-32 pass running in the background while the runner loads the weights.
 // The variant check runs before shape validation so a wrong --attention gets the message that
 // says what the checkpoint holds instead of a list of missing tensors.
 #include "models/model_loader.h"
