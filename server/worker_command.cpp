@@ -100,9 +100,11 @@ int run_worker(int rank, int fd) {
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = runner_model_config(init.config);
-    Rank self(init.config, config,
-              *open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp), rank,
+    const CheckedCheckpoint checked =
+        open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp);
+    Rank self(init.config, config, *checked.checkpoint, rank,
               [&](Backend& backend) { return make_worker_comm(init, rank, backend, channel); });
+    checked.checksums->wait();  // this rank's share of the zip CRCs, verified beside the upload
     channel.send(MessageType::kReady, 0, encode(self.info()));
     if (init.config.gpu_memory_fraction > 0) {
       const Message m = channel.expect(kForever, 0, MessageType::kAllocate, MessageType::kAllocate);
