@@ -21,6 +21,7 @@
 #include "kernels/host_staged_communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
+#include "models/model_loader.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
@@ -119,9 +120,12 @@ int run_worker(int rank, int fd) {
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = runner_model_config(init.config);
+    const CheckedCheckpoint checked =
+        open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp);
     const CommunicatorKind kind = rank_communicator(init.config);
-    Rank self(init.config, config, *Checkpoint::open(init.config.model_dir), rank,
+    Rank self(init.config, config, *checked.checkpoint, rank,
               [&](Backend& b) { return make_worker_comm(init, kind, rank, b, channel); });
+    checked.checksums->wait();  // this rank's share of the zip CRCs, verified beside the upload
     RankInfo ready = self.info();
     ready.communicator = communicator_kind_name(kind);
     channel.send(MessageType::kReady, 0, encode(ready));
