@@ -120,9 +120,9 @@ int run_worker(int rank, int fd) {
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = runner_model_config(init.config);
+    const CommunicatorKind kind = rank_communicator(init.config);
     const CheckedCheckpoint checked =
         open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp);
-    const CommunicatorKind kind = rank_communicator(init.config);
     Rank self(init.config, config, *checked.checkpoint, rank,
               [&](Backend& b) { return make_worker_comm(init, kind, rank, b, channel); });
     checked.checksums->wait();  // this rank's share of the zip CRCs, verified beside the upload
