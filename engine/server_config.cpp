@@ -91,6 +91,13 @@ const std::map<std::string, Setter>& setters() {
       {"port", field(&ServerConfig::port)},
       {"max_rpc_threads", field(&ServerConfig::max_rpc_threads)},
       {"metrics_port", field(&ServerConfig::metrics_port)},
+      {"http_port", field(&ServerConfig::http_port)},
+      {"chat_template",
+       [](ServerConfig& c, const std::string& key, const Json& v,
+          const std::filesystem::path& base) {
+         std::filesystem::path p = value_of<std::string>(key, v);
+         c.chat_template = p.empty() || p.is_absolute() ? p : (base / p).lexically_normal();
+       }},
       {"log_level", field(&ServerConfig::log_level)},
       {"log_prompts", field(&ServerConfig::log_prompts)},
   };
@@ -189,6 +196,7 @@ void validate_server_config(const ServerConfig& c) {
   require(c.max_rpc_threads >= 16 && c.max_rpc_threads <= 65536, "max_rpc_threads",
           "must be in [16, 65536]");
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
+  require(c.http_port >= 0 && c.http_port <= 65535, "http_port", "must be in [0, 65535]");
   require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}),
           "log_level", fmt::format("'{}' is not a spdlog level", c.log_level));
 }
@@ -224,6 +232,8 @@ Json to_json(const ServerConfig& c) {
               {"port", c.port},
               {"max_rpc_threads", c.max_rpc_threads},
               {"metrics_port", c.metrics_port},
+              {"http_port", c.http_port},
+              {"chat_template", c.chat_template.string()},
               {"log_level", c.log_level},
               {"log_prompts", c.log_prompts}};
 }

@@ -1,5 +1,5 @@
-// GrpcServer: ServerBuilder setup (limits, health, reflection), a small thread that mirrors
-// Engine::healthy() into the health service, and the ordered shutdown sequence.
+// GrpcServer: ServerBuilder setup (limits, memory quota, health, reflection), a small thread that
+// mirrors Engine::healthy() into the health service, and the ordered shutdown sequence.
 #include "server/grpc_server.h"
 
 #include <stdexcept>
@@ -14,9 +14,16 @@
 namespace mlra {
 
 GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions options)
+    : GrpcServer(engine,
+                 std::make_shared<RequestGateway>(engine, std::move(codec), options.service),
+                 options) {}
+
+GrpcServer::GrpcServer(Engine& engine, std::shared_ptr<RequestGateway> gateway,
+                       GrpcServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
-      service_(engine, std::move(codec), options_.service) {
+      gateway_(std::move(gateway)),
+      service_(*gateway_) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -26,6 +33,7 @@ GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions option
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   grpc::ResourceQuota quota("mlra-serve");
   quota.SetMaxThreads(options_.max_threads);
+  if (options_.memory_quota_bytes > 0) quota.Resize(size_t(options_.memory_quota_bytes));
   builder.SetResourceQuota(quota);
   builder.RegisterService(&service_);
   server_ = builder.BuildAndStart();
@@ -53,7 +61,7 @@ void GrpcServer::set_serving(bool serving) {
 void GrpcServer::monitor_health() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    set_serving(service_.admitting() && engine_.healthy());
+    set_serving(gateway_->admitting() && engine_.healthy());
     stop_cv_.wait_for(lock, options_.health_poll);
   }
 }
@@ -67,12 +75,12 @@ void GrpcServer::shutdown(std::chrono::milliseconds grace) {
   }
   stop_cv_.notify_all();
   if (health_thread_.joinable()) health_thread_.join();
-  service_.stop_admitting();
+  gateway_->stop_admitting();
   set_serving(false);
   const auto deadline = std::chrono::steady_clock::now() + grace;
-  if (!service_.wait_idle(deadline)) {
+  if (!gateway_->wait_idle(deadline)) {
     spdlog::warn("shutdown: {} request(s) still in flight after the grace period; aborting",
-                 service_.in_flight());
+                 gateway_->in_flight());
   }
   // Aborts what is left; each such call gets its final chunk and ends UNAVAILABLE.
   engine_.shutdown(false);

@@ -1,7 +1,9 @@
-// The running gRPC server: the Mlra service, the standard grpc.health.v1.Health service (SERVING
+// The running gRPC server: the Mlra service (callback API: a bounded number of gRPC threads
+// whatever the number of open streams), the standard grpc.health.v1.Health service (SERVING
 // while admitting and the engine is healthy, NOT_SERVING otherwise) and server reflection, on
 // one listening port. shutdown() is the graceful path SIGTERM takes: stop admitting, let calls
-// in flight finish for a grace period, abort the rest through the engine, stop the server.
+// in flight (on every frontend sharing the gateway) finish for a grace period, abort the rest
+// through the engine, stop the server.
 #pragma once
 
 #include <chrono>
@@ -15,6 +17,7 @@
 
 #include "engine/engine.h"
 #include "server/mlra_service.h"
+#include "server/request_gateway.h"
 #include "server/text_codec.h"
 
 namespace mlra {
@@ -22,21 +25,28 @@ namespace mlra {
 struct GrpcServerOptions {
   std::string address = "0.0.0.0:50051";    // "host:0" picks a free port
   int max_receive_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
-  int max_threads = 512;  // one per active call (sync API); beyond: RESOURCE_EXHAUSTED
+  int max_threads = 512;                    // gRPC's thread quota
+  // Memory gRPC may use for buffers (the resource quota): bounds what many large requests in
+  // flight at once can take. 0: gRPC's default (no bound).
+  int64_t memory_quota_bytes = int64_t(512) << 20;
   std::chrono::milliseconds health_poll{100};
-  ServiceOptions service;
+  GatewayOptions service;  // for the gateway the server builds itself (first constructor)
 };
 
 class GrpcServer {
  public:
-  // Builds, binds and starts serving; throws std::runtime_error when the address cannot be bound.
+  // Builds its own RequestGateway over `engine` and `codec`, then binds and starts serving.
+  // Throws std::runtime_error when the address cannot be bound.
   GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions options);
+  // Serves through a gateway shared with other frontends (the HTTP server).
+  GrpcServer(Engine& engine, std::shared_ptr<RequestGateway> gateway, GrpcServerOptions options);
   ~GrpcServer();  // shutdown(0) if not done yet
   GrpcServer(const GrpcServer&) = delete;
   GrpcServer& operator=(const GrpcServer&) = delete;
 
   int port() const { return port_; }
   MlraService& service() { return service_; }
+  RequestGateway& gateway() { return *gateway_; }
 
   // Stops admitting (health NOT_SERVING, new calls UNAVAILABLE), waits up to `grace` for calls
   // in flight, then shuts the engine down (aborting what is left: those calls end UNAVAILABLE)
@@ -49,6 +59,7 @@ class GrpcServer {
 
   Engine& engine_;
   GrpcServerOptions options_;
+  std::shared_ptr<RequestGateway> gateway_;
   MlraService service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
