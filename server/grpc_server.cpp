@@ -30,6 +30,11 @@ GrpcServer::GrpcServer(Engine& engine, std::shared_ptr<RequestGateway> gateway,
   builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
   // Without this, gRPC sets SO_REUSEPORT and a second server on a busy port starts silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Receive windows stay small and fixed (no BDP growth), so a large request is read only as
+  // fast as the memory quota lets the transport buffer it; over the quota gRPC refuses streams
+  // (RESOURCE_EXHAUSTED) instead of buffering them.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, options_.stream_window_bytes);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   grpc::ResourceQuota quota("mlra-serve");
   quota.SetMaxThreads(options_.max_threads);

@@ -204,17 +204,23 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   }
 
   void client_gone() {
-    std::lock_guard lock(mutex_);
-    if (gone_) return;
-    gone_ = true;
-    for (Choice& c : choices_) {
-      if (c.handle) gateway_.engine().cancel(*c.handle);
+    {
+      std::lock_guard lock(mutex_);
+      if (gone_) return;
+      gone_ = true;
+      for (Choice& c : choices_) {
+        if (c.handle) gateway_.engine().cancel(*c.handle);
+      }
     }
+    // A pump that saw a write in flight left output in the channels (which then do not wake
+    // us again): drain them now that nothing is written any more.
+    exchange_->post([s = shared_from_this()] { s->pump(); });
   }
 
   void pump() {
     if (!admitted_ || ended_) return;
-    if (streaming_ && exchange_->writing()) return;  // on_drained pumps again; channels merge
+    // on_drained (or client_gone) pumps again; meanwhile the channels merge.
+    if (streaming_ && exchange_->writing() && !exchange_->client_gone()) return;
     std::string events;
     for (Choice& c : choices_) {
       // Until take() comes back empty: only then does the channel wake us for the next output.
