@@ -33,11 +33,11 @@ printf '%s\n' "$SSE" | awk 'NF == 0 {next} !/^data: / {bad = 1} END {exit bad}' 
   || fail "an SSE line that is not 'data: ': $SSE"
 [ "$(printf '%s\n' "$SSE" | grep -c '^data: {')" -ge 2 ] || fail "too few SSE events: $SSE"
 [ "$(printf '%s\n' "$SSE" | grep -v '^$' | tail -1)" = "data: [DONE]" ] || fail "no final [DONE]: $SSE"
-printf '%s' "$SSE" | grep -q $'\n\n' || fail "SSE events are not separated by blank lines"
+[[ "$SSE" == *$'}\n\ndata: '* ]] || fail "SSE events are not separated by blank lines"
 HEADERS=$(curl -sN -D - -o /dev/null "$URL/completions" -H 'Content-Type: application/json' \
   -d '{"prompt": "a", "max_tokens": 2, "stream": true}')
-echo "$HEADERS" | grep -qi '^content-type: text/event-stream' || fail "SSE content type: $HEADERS"
-echo "$HEADERS" | grep -qi '^transfer-encoding: chunked' || fail "SSE not chunked: $HEADERS"
+grep -qi '^content-type: text/event-stream' <<<"$HEADERS" || fail "SSE content type: $HEADERS"
+grep -qi '^transfer-encoding: chunked' <<<"$HEADERS" || fail "SSE not chunked: $HEADERS"
 # Malformed JSON and HTTP.
 CODE=$(curl -s -o /dev/null -w '%{http_code}' "$URL/completions" -H 'Content-Type: application/json' -d '{"prompt": ')
 [ "$CODE" = 400 ] || fail "malformed JSON answered $CODE"
@@ -45,7 +45,8 @@ CODE=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$URL/completions")
 [ "$CODE" = 405 ] || fail "PUT answered $CODE"
 CODE=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health")
 [ "$CODE" = 200 ] || fail "/health answered $CODE"
-curl -s "$BASE/metrics" | grep -q 'mlra:requests_total{.*protocol="http"' || fail "/metrics lacks protocol=\"http\""
+METRICS=$(curl -s "$BASE/metrics")
+grep -q 'mlra:requests_total{.*protocol="http"' <<<"$METRICS" || fail "/metrics lacks protocol=\"http\""
 echo "run.sh: curl checks passed"
 
 cd "$HERE"
