@@ -1,4 +1,5 @@
-// RMSNorm on the GPU, f32 math (variants.md 1.4): out = w * (x * rsqrt(mean(x^2) + eps)) * scale.
+// RMSNorm on the GPU, f32 math (models/VARIANTS.md 1.4):
+// out = w * (x * rsqrt(mean(x^2) + eps)) * scale.
 // One block per (row, column group): a row may hold several independently normed groups (the
 // latents of MLRA/GLA, one launch for all), and the residual form first adds a delta into the
 // f32 residual row (acc += delta) and norms the sum (one launch where add + norm took two).

@@ -1,5 +1,5 @@
-// In-place half-split ("rotate-half", NeoX) RoPE on sub-vectors of each row (variants.md 1.6):
-// element k pairs with k + rot_dim/2, theta = pos * base^(-2k/rot_dim) in f32 and cos/sin in
+// In-place half-split ("rotate-half", NeoX) RoPE on sub-vectors of each row (models/VARIANTS.md
+// 1.6): element k pairs with k + rot_dim/2, theta = pos * base^(-2k/rot_dim) in f32 and cos/sin in
 // f32 with full range reduction (positions reach 1M), exactly as the CPU reference computes them.
 // One thread per (row, head, k < rot_dim/2) pair.
 #include "kernels/cuda_check.h"

@@ -1,6 +1,6 @@
-// Per-GPU KV-cache width under tensor parallelism (variants.md 6.1/6.2): how many cached values
-// per token per layer each rank stores. Pure functions of the config, shared by `inspect` and
-// the TP runtime, which sizes each rank's cache pages with them.
+// Per-GPU KV-cache width under tensor parallelism (models/VARIANTS.md 6.1/6.2): how many cached
+// values per token per layer each rank stores. Pure functions of the config, shared by `inspect`
+// and the TP runtime, which sizes each rank's cache pages with them.
 // Invariant: a TP degree a variant cannot take is refused with a reason, never rounded.
 #pragma once
 

@@ -1,6 +1,6 @@
 // MLA / GLA-2 / GLA-4 / MLRA-2 / MLRA-4 attention of one TP rank, in the absorbed form
-// (variants.md 5.2-5.4). The cache row of a token is [c_l for each local latent | roped k_pe];
-// W_UK is folded into the query (q~ = W_UK^T q_nope) and W_UV applied after attention, per
+// (models/VARIANTS.md 5.2-5.4). The cache row of a token is [c_l for each local latent | roped
+// k_pe]; W_UK is folded into the query (q~ = W_UK^T q_nope) and W_UV applied after attention, per
 // (latent, head) pair, so attention reads only the latent cache: the layout the GPU serves.
 // Each unit (latent l, heads S) contributes o_h += attn_output_scale * W_UV z for h in S; a
 // head's branches from different latents are separate softmaxes summed afterwards (MLRA).
@@ -9,6 +9,8 @@
 #include "models/latent_attention.h"
 
 #include <stdexcept>
+
+#include "models/variant_traits.h"
 
 namespace mlra {
 namespace {
@@ -128,6 +130,7 @@ Tensor LatentAttention::attend(const std::vector<Unit>& units, int64_t width, co
   const int64_t dr = config_.qk_rope_head_dim, n_virt = count_virtual_heads(units);
   Tensor z = b.alloc({step.num_tokens, n_virt * width}, b.act_dtype());
   PagedAttentionArgs a;
+  a.kernel = traits(config_.variant.kind).kernel;
   a.q = qv.data;
   a.q_dtype = qv.dtype;
   a.q_token_stride = n_virt * (width + dr);

@@ -71,8 +71,8 @@ class LatentAttention final : public AttentionLayer {
   Tensor c_proj_;            // [d, n_local * dn]
 };
 
-// W_UK and W_UV of heads [head_begin, head_end) reading latent l, from the checkpoint's
-// variant-specific up-projection layout (variants.md table 5.3); each [heads, dn, dc] row-major.
+// W_UK and W_UV ([heads, dn, dc] row-major each) of heads [head_begin, head_end) reading latent l,
+// from the checkpoint's variant-specific up-projection layout (models/VARIANTS.md table 5.3).
 void read_up_projections(const ModelConfig& config, const WeightLoader& w,
                          const std::string& prefix, const LatentUnit& unit,
                          std::vector<float>& w_uk, std::vector<float>& w_uv);

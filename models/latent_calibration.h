@@ -57,7 +57,7 @@ void observe_calibration_run(const std::filesystem::path& model_dir, const Model
 // default: each slice runs its own softmax, and with the top components in slice 0 that slice's
 // partial score is nearly the full one while the rest carry little energy to misweight. Dealing
 // the top components round-robin splits every score into comparable parts, each softmax then
-// sees a flattened score, which measured worse than plain slicing (models/README.md, TPLA).
+// sees a flattened score, which measured worse than plain slicing (README.md, Benchmarks).
 enum class SliceOrder {
   kDescending,   // slice 0 gets the top w components, slice 1 the next w, ...
   kInterleaved,  // component k goes to slice k % slices: every slice gets a share of the top

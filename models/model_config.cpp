@@ -1,4 +1,4 @@
-// config.json parsing, validation and the derived constants of variants.md 2.4.
+// config.json parsing, validation and the derived constants of models/VARIANTS.md 2.4.
 #include "models/model_config.h"
 
 #include <cmath>
@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/tensor_layout.h"
+#include "models/variant_traits.h"
 
 namespace mlra {
 namespace {
@@ -27,6 +28,16 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
+std::optional<LatentTpMode> parse_latent_tp_mode(const std::string& name) {
+  if (name == "replicate") return LatentTpMode::kReplicate;
+  if (name == "tpla") return LatentTpMode::kTpla;
+  return std::nullopt;
+}
+
+const char* latent_tp_mode_name(LatentTpMode mode) {
+  return mode == LatentTpMode::kTpla ? "tpla" : "replicate";
+}
+
 std::optional<LatentPrefill> parse_latent_prefill(const std::string& name) {
   if (name == "auto") return LatentPrefill::kAuto;
   if (name == "absorbed") return LatentPrefill::kAbsorbed;
@@ -46,26 +57,20 @@ const char* latent_prefill_name(LatentPrefill mode) {
 }
 
 int64_t ModelConfig::num_kv_heads() const {
-  switch (variant.kind) {
-    case AttentionKind::kMha: return n_head;
-    case AttentionKind::kGqa:
-    case AttentionKind::kMqa:
-    case AttentionKind::kGta: return n_head / group_size;
-    case AttentionKind::kMfa: return 1;
-    case AttentionKind::kTpa: return n_head;
+  switch (traits(variant.kind).kv_heads) {
+    case KvHeadMap::kPerHead:
+      return n_head;
+    case KvHeadMap::kGrouped:
+      return group_size > 0 ? n_head / group_size : 0;
+    case KvHeadMap::kShared:
+      return 1;
     default: return 0;
   }
 }
 
+// GLA-4 and MLRA's 4 are hard-coded in the reference (flag F10).
 int64_t ModelConfig::num_latents() const {
-  switch (variant.kind) {
-    case AttentionKind::kMla: return 1;
-    case AttentionKind::kGla2: return 2;
-    case AttentionKind::kGla4:
-    case AttentionKind::kMlra2:
-    case AttentionKind::kMlra4: return 4;  // hard-coded in the reference (flag F10)
-    default: return 0;
-  }
+  return traits(variant.kind).num_latents;
 }
 
 int64_t ModelConfig::latent_dim() const {
@@ -92,13 +97,11 @@ float ModelConfig::softmax_scale() const {
 }
 
 int64_t ModelConfig::cache_values_per_token() const {
-  switch (variant.kind) {
-    case AttentionKind::kMha:
-    case AttentionKind::kGqa:
-    case AttentionKind::kMqa:
-    case AttentionKind::kTpa: return 2 * head_dim * num_kv_heads();
-    case AttentionKind::kGta: return head_dim * num_kv_heads() + head_dim / 2;
-    case AttentionKind::kMfa: return 2 * head_dim;
+  switch (traits(variant.kind).cache) {
+    case CacheLayout::kKvHeads:
+      return 2 * head_dim * num_kv_heads();
+    case CacheLayout::kTiedRope:
+      return head_dim * num_kv_heads() + head_dim / 2;
     default: return kv_lora_rank + qk_rope_head_dim;
   }
 }
@@ -111,6 +114,29 @@ int64_t ModelConfig::param_count() const {
 }
 
 void ModelConfig::validate() const {
+  // Upper bounds far above any real model keep every product of dimensions (tensor sizes,
+  // parameter counts) inside int64 and a hostile config.json from sizing huge tables.
+  const struct {
+    const char* name;
+    int64_t value, max;
+  } kBounds[] = {{"n_layer", n_layer, 1 << 10},
+                 {"n_head", n_head, 1 << 10},
+                 {"n_embd", n_embd, 1 << 16},
+                 {"intermediate_size", intermediate_size, 1 << 20},
+                 {"vocab_size", vocab_size, 1 << 22},
+                 {"block_size", block_size, 1 << 24},
+                 {"head_dim", head_dim, 1 << 12},
+                 {"group_size", group_size, 1 << 10},
+                 {"share_q_dim", share_q_dim, 1 << 16},
+                 {"rank", rank, 1 << 12},
+                 {"q_rank", q_rank, 1 << 12},
+                 {"q_lora_rank", q_lora_rank, 1 << 16},
+                 {"kv_lora_rank", kv_lora_rank, 1 << 16},
+                 {"qk_nope_head_dim", qk_nope_head_dim, 1 << 12},
+                 {"qk_rope_head_dim", qk_rope_head_dim, 1 << 12}};
+  for (const auto& b : kBounds)
+    require(b.value >= 0 && b.value <= b.max, std::string(b.name) + " " + std::to_string(b.value) +
+                                                  " outside [0, " + std::to_string(b.max) + "]");
   require(n_layer > 0, "n_layer must be positive");
   require(n_head > 0, "n_head must be positive");
   require(n_embd > 0, "n_embd must be positive");
@@ -196,6 +222,10 @@ ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant) 
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path, const Variant& variant) {
+  std::error_code ec;
+  const auto type = std::filesystem::status(path, ec).type();
+  if (type != std::filesystem::file_type::regular && type != std::filesystem::file_type::not_found)
+    throw ConfigError(path.string() + ": not a regular file");
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot open " + path.string());
   nlohmann::json j;

@@ -22,6 +22,10 @@ struct ConfigError : std::runtime_error {
 // How an MLA checkpoint is split across TP ranks (serving option, not in config.json).
 enum class LatentTpMode { kReplicate, kTpla };
 
+// "replicate" / "tpla"; nullopt for anything else.
+std::optional<LatentTpMode> parse_latent_tp_mode(const std::string& name);
+const char* latent_tp_mode_name(LatentTpMode mode);
+
 struct TplaOptions {
   // "identity" (plain slicing), "hadamard" (random-sign, data-free, power-of-two widths),
   // "random" (Haar-random rotation, data-free, any width) or the path of a PCA
@@ -30,6 +34,8 @@ struct TplaOptions {
   bool pd_separation = true;  // prefill runs exact MLA, decode runs TPLA on the same cache
   uint64_t seed = 0x5eed;     // Hadamard sign seed
   int slices = 0;             // latent slices; 0 = the TP degree
+
+  bool operator==(const TplaOptions&) const = default;
 };
 
 // How the prefill chunks of MLA / GLA models attend (serving option, not in config.json).
@@ -45,6 +51,8 @@ struct LatentPrefillOptions {
   // Scratch memory of one step's expanded sequences per rank (their up-projected K/V and gathered
   // latents): sequences past it stay absorbed. Part of the activation reserve.
   int64_t scratch_bytes = int64_t(512) << 20;
+
+  bool operator==(const LatentPrefillOptions&) const = default;
 };
 
 // "auto" / "absorbed" / "expanded"; nullopt for anything else.
@@ -79,7 +87,7 @@ struct ModelConfig {
   int64_t eot_token = 50256;
   int64_t text_vocab_size = 50257;  // rows >= this are padding and never sampled
 
-  // Derived quantities (variants.md 2.4 and 5.6).
+  // Derived quantities (models/VARIANTS.md 2.4 and 5.6).
   int64_t num_kv_heads() const;      // MHA-family KV heads (GQA 6, MQA 1, MHA n_head)
   int64_t num_latents() const;       // 1 MLA, 2 GLA-2, 4 GLA-4/MLRA
   int64_t latent_dim() const;        // d_c = kv_lora_rank / num_latents
@@ -88,7 +96,7 @@ struct ModelConfig {
   float kv_scale() const;            // sqrt(d / d_c), 1 for no_scale
   float attn_output_scale() const;   // MLRA-2 1/sqrt2, MLRA-4 1/2, else 1
   float softmax_scale() const;       // FA3 default of the reference forward
-  int64_t cache_values_per_token() const;  // per layer at TP=1 (variants.md 5.6)
+  int64_t cache_values_per_token() const;  // per layer at TP=1 (models/VARIANTS.md 5.6)
   bool tpla() const { return mla_tp_mode == LatentTpMode::kTpla && variant.kind == AttentionKind::kMla; }
   int64_t param_count() const;       // tied embedding counted once
 

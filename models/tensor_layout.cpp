@@ -1,4 +1,4 @@
-// Per-variant parameter names and shapes, transcribed from variants.md section 4.
+// Per-variant parameter names and shapes, transcribed from models/VARIANTS.md section 4.
 #include "models/tensor_layout.h"
 
 namespace mlra {
@@ -21,7 +21,7 @@ std::string layer_prefix(int64_t layer) { return "transformer.h." + std::to_stri
 std::vector<TensorSpec> attention_tensors(const ModelConfig& c) {
   const int64_t d = c.n_embd, h = c.n_head, hd = c.head_dim;
   Specs s;
-  // Gate: first attention key, after the bare kv_b_proj of mlra*_gated (variants.md 4.11).
+  // Gate: first attention key, after the bare kv_b_proj of mlra*_gated (models/VARIANTS.md 4.11).
   auto gate = [&](const char* name) {
     if (c.variant.gated) s.push_back({name, {d, d}});
   };

@@ -1,4 +1,4 @@
-// The exact state_dict of each variant (variants.md sections 3 and 4): names, shapes, order.
+// The exact state_dict of each variant (models/VARIANTS.md sections 3 and 4): names, shapes, order.
 // Used to validate checkpoints (missing / extra / mis-shaped tensors), to count parameters, and
 // by scripts that write test checkpoints.
 #pragma once

@@ -1,5 +1,5 @@
-// The attention variants of the MLRA release and their siblings (variants.md sections 2 and 4).
-// config.json never names the variant, so our server config does ("mlra4", "mla_gated", ...),
+// The attention variants of the MLRA release and their siblings (models/VARIANTS.md sections 2 and
+// 4). config.json never names the variant, so our server config does ("mlra4", "mla_gated", ...),
 // and the checkpoint loader cross-checks it against tensor names and shapes.
 #pragma once
 
@@ -17,8 +17,8 @@ struct Variant {
   bool gated = false;     // sigmoid gate on head outputs before c_proj
   bool no_scale = false;  // q_scale/kv_scale (and MLRA-2's branch scale) removed
 
-  bool is_latent() const;      // MLA, GLA-2, GLA-4, MLRA-2, MLRA-4
-  std::string name() const;    // canonical name, e.g. "mlra2_gated"
+  bool is_latent() const;    // latent family (variant_traits.h): MLA, GLA-2/4, MLRA-2/4
+  std::string name() const;  // canonical name, e.g. "mlra2_gated"
   bool operator==(const Variant&) const = default;
 };
 

@@ -1,5 +1,5 @@
-// Tells the attention variant from a checkpoint's key names and shapes (variants.md flag F1),
-// because config.json never names it and mla/gla/mlra share identical config fields.
+// Tells the attention variant from a checkpoint's key names and shapes (models/VARIANTS.md flag
+// F1), because config.json never names it and mla/gla/mlra share identical config fields.
 // Only the base kind and the gated flag are visible in a checkpoint: no_scale and
 // normal-initialisation siblings have identical tensors, so they can never be inferred.
 #pragma once

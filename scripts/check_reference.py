@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Self-checks of the float64 reference (scripts/reference_model.py) on the tiny checkpoints in
 tests/data/tiny (run scripts/make_tiny_checkpoints.py first). Not part of ctest; a few seconds.
- (a) incremental decode with the section-4 caches (absorbed latent form, variants.md 5.4) equals
-     the full-prefix forward at every position, all 19 variants (rel err < 1e-10);
- (b) simulated tensor parallelism for the latent variants (variants.md 6.1/6.2): per-rank partial
-     attention and MLP outputs, computed only from that rank's weight slices, summed (the
+ (a) incremental decode with the section-4 caches (absorbed latent form, models/VARIANTS.md
+     5.4) equals the full-prefix forward at every position, all 19 variants (rel err < 1e-10);
+ (b) simulated tensor parallelism for the latent variants (models/VARIANTS.md 6.1/6.2): per-rank
+     partial attention and MLP outputs, computed only from that rank's weight slices, summed (the
      all-reduce) give the full logits at TP 2, 4 and 8; each (latent, head) pair on one rank;
  (c) the stored golden logits still equal the reference (to float32 rounding).
 Run: /usr/bin/python3 scripts/check_reference.py
@@ -38,7 +38,7 @@ def check_decode(ref, ids):
 
 # ------------------------------------------------------------------------------- TP simulation
 def tp_plan(spec, tp):
-    """Per rank: list of (latent l, [query heads]) it owns (variants.md 6.1 table and 6.2).
+    """Per rank: list of (latent l, [query heads]) it owns (models/VARIANTS.md 6.1 table and 6.2).
     Units are ordered by (first head, latent) so that MLRA-2 at TP=2 gives rank r latents {r, r+2}
     (pure head split); with more ranks than latents each latent's heads are split in blocks."""
     units = sorted(spec.latent_units(), key=lambda u: (u[1], u[0]))

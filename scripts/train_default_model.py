@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trains a small MLRA-4 / MLA / GQA model (scripts/small_gpt.py) on the default corpus
 (scripts/prepare_corpus.sh), evaluates held-out perplexity like eval_ppl.py, samples a few
-continuations and saves the model exactly as the release does (docs/variants.md 3.2/3.3):
+continuations and saves the model exactly as the release does (models/VARIANTS.md 3.2/3.3):
 config.json + pytorch_model.bin or HF-style shards + index, tied wte/lm_head in one storage.
 Invariant: the perplexity reported is that of the saved weights (rounded to the stored dtype).
 Runs on torch 1.13 CPU (smoke tests) and torch 2.x CUDA (bf16 autocast)."""
@@ -36,7 +36,7 @@ def load_tokens(path):
 
 
 def model_config(args, variant):
-    """GPTConfig fields as the release's train_<family>.py passes them (variants.md 2.1)."""
+    """GPTConfig fields as the release's train_<family>.py passes them (models/VARIANTS.md 2.1)."""
     cfg = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                block_size=args.block_size, bias=False, vocab_size=50304, dropout=args.dropout)
     head = args.n_embd // args.n_head

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Trains the default MLRA-4 model and its MLA and GQA siblings on the GPU machine (issue 10) in
-# one run of about 8 minutes, then packs the three release-format folders for the trip back:
-# one tar.xz split into parts of < 15 MiB (the device returns at most 8 files of 16 MiB each).
-# Needs .device/train/ (scripts/prepare_corpus.sh) carried along. Writes everything into $OUT.
+# Trains the default MLRA-4 model and its MLA and GQA siblings on the GPU machine in one run (a time
+# budget per model, TRAIN_BUDGET_S), then packs the three release-format folders for the trip back:
+# one tar.xz split into parts of < 15 MiB (the device returns at most 8 files of 16 MiB each). Needs
+# .device/train/ (scripts/prepare_corpus.sh) carried along. Writes everything into $OUT.
 # Rejoin here: cat models.tar.xz.part* | xz -d | tar x -C DEST
 set -euo pipefail
 cd "$(dirname "$0")/.."

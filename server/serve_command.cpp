@@ -1,6 +1,10 @@
 // serve: signals reach the main thread through a self-pipe (the handler only write()s), so the
 // shutdown sequence runs as ordinary code. After the first signal the default disposition is
-// restored: a second Ctrl-C ends the process at once.
+// restored: a second Ctrl-C ends the process at once. An engine failure (runner error, lost
+// worker) comes through the same pipe and ends the process with kExitEngineFailed, so a
+// supervisor (Docker, Kubernetes) restarts it. Before the model loads, the listening ports are
+// reserved and the config is checked against the model and the machine, so those mistakes fail
+// at once.
 #include "server/serve_command.h"
 
 #include <csignal>
@@ -8,6 +12,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <malloc.h>
 
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -19,8 +25,10 @@
 #include "server/http/http_server.h"
 #include "server/http/openai_api.h"
 #include "server/metrics_endpoint.h"
+#include "server/port_reservation.h"
 #include "server/prometheus_metrics.h"
 #include "server/serving_stack.h"
+#include "server/startup_checks.h"
 
 namespace mlra {
 namespace {
@@ -35,6 +43,8 @@ struct ServeArgs {
 };
 
 int g_signal_pipe[2] = {-1, -1};
+constexpr char kEngineFailed = 0;  // written to the pipe instead of a signal number
+constexpr int kExitEngineFailed = 3;
 
 void on_signal(int signal_number) {
   const char c = static_cast<char>(signal_number);
@@ -61,10 +71,7 @@ int wait_for_signal() {
 }
 
 ServerConfig resolve_config(const ServeArgs& a) {
-  std::filesystem::path file =
-      a.config.empty() ? find_default_config() : std::filesystem::path(a.config);
-  if (file.empty()) throw ConfigError("no --config given and configs/default.json not found");
-  ServerConfig config = load_server_config(file);
+  ServerConfig config = load_config_or_default(a.config);
   auto set = [&](const char* key, const std::string& json_value) {
     apply_config_override(config, fmt::format("{}={}", key, json_value));
   };
@@ -82,9 +89,11 @@ ServerConfig resolve_config(const ServeArgs& a) {
   if (a.log_prompts) set("log_prompts", "true");
   for (const auto& o : a.overrides) apply_config_override(config, o);
   validate_server_config(config);
-  if (!std::filesystem::is_directory(config.model_dir)) {
-    throw ConfigError(fmt::format("model_dir '{}' is not a folder", config.model_dir.string()));
+  if (!std::filesystem::is_directory(config.runner.model_dir)) {
+    throw ConfigError(
+        fmt::format("model_dir '{}' is not a folder", config.runner.model_dir.string()));
   }
+  check_config_against_model(config);
   return config;
 }
 
@@ -100,14 +109,21 @@ void raise_descriptor_limit() {
 // The HTTP listener (OpenAI API, /health, /metrics) over the shared gateway.
 std::unique_ptr<http::Server> start_http(const ServerConfig& config,
                                          std::shared_ptr<RequestGateway> gateway,
-                                         std::shared_ptr<PrometheusMetrics> metrics) {
+                                         std::shared_ptr<PrometheusMetrics> metrics,
+                                         const std::string& api_key) {
   auto api = std::make_shared<http::ApiContext>();
   api->gateway = gateway;
-  api->model_name = config.model_dir.filename().string();
-  if (!config.chat_template.empty())
+  api->model_name = config.runner.model_dir.filename().string();
+  if (!config.chat_template.empty()) {
     api->chat_template = http::load_chat_template(config.chat_template);
+  }
   http::ApiRoutes routes;
   routes.api = api;
+  if (!api_key.empty()) {
+    routes.authorize = [auth = std::make_shared<ApiKeyAuth>(api_key)](std::string_view header) {
+      return auth->api_key_matches(header);
+    };
+  }
   Engine& engine = gateway->engine();
   routes.metrics = [metrics, &engine] {
     return scrape_metrics(*metrics->registry(),
@@ -118,9 +134,10 @@ std::unique_ptr<http::Server> start_http(const ServerConfig& config,
   options.port = config.http_port;
   auto server = std::make_unique<http::Server>(options, http::make_api_handler(std::move(routes)));
   spdlog::info(
-      "serving the OpenAI-compatible HTTP API on http://{}:{}/v1 (model '{}', chat template: {})",
+      "serving the OpenAI-compatible HTTP API on http://{}:{}/v1 (model '{}', chat template: {}{})",
       config.host, server->port(), api->model_name,
-      config.chat_template.empty() ? "none" : config.chat_template.string());
+      config.chat_template.empty() ? "none" : config.chat_template,
+      api_key.empty() ? "" : ", API key required");
   return server;
 }
 
@@ -133,17 +150,31 @@ int run_serve(const ServeArgs& args) {
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  // Blocks of 1 MiB and more (request messages, their parsed token arrays) are mmapped and go
+  // back to the OS when freed: glibc's adaptive threshold would otherwise rise after the first
+  // large free and keep a flood's buffers in the heap for good.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   install_signal_handlers();
   raise_descriptor_limit();
   try {
+    PortReservation grpc_port(config.host, config.port, "gRPC");
+    std::optional<PortReservation> metrics_port;
+    if (config.metrics_port > 0) metrics_port.emplace(config.host, config.metrics_port, "metrics");
+    std::optional<PortReservation> http_port;
+    if (config.http_port > 0) http_port.emplace(config.host, config.http_port, "HTTP");
     std::shared_ptr<PrometheusMetrics> metrics;
     if (config.metrics_port > 0 || config.http_port > 0) {
-      metrics = std::make_shared<PrometheusMetrics>(config.model_dir.filename().string());
+      metrics = std::make_shared<PrometheusMetrics>(config.runner.model_dir.filename().string());
     }
     ServingStack stack = build_serving_stack(config, metrics);
     GrpcServerOptions options;
-    options.address = fmt::format("{}:{}", config.host, config.port);
+    options.address = fmt::format("{}:{}", config.host, grpc_port.port());
     options.max_threads = config.max_rpc_threads;
+    options.memory_quota_bytes = config.grpc_memory_bytes;
+    options.auth = {resolve_api_key(config.api_key), config.tls_cert_file, config.tls_key_file};
+    options.on_engine_failure = [](const std::string&) {
+      [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &kEngineFailed, 1);
+    };
     options.service.labels = stack.labels;
     options.service.log_prompts = config.log_prompts;
     // Declared after the stack: stops serving scrapes before the engine it reads goes away.
@@ -152,6 +183,7 @@ int run_serve(const ServeArgs& args) {
       metrics->describe(metrics_model_info(*stack.engine, stack.labels.dtype));
       Engine& engine = *stack.engine;
       if (config.metrics_port > 0) {
+        metrics_port->release();
         endpoint = std::make_unique<MetricsEndpoint>(
             MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
             metrics->registry(),
@@ -165,19 +197,37 @@ int run_serve(const ServeArgs& args) {
     // One gateway for both frontends: one admission path, one in-flight count to drain.
     auto gateway = std::make_shared<RequestGateway>(
         *stack.engine, gpt2_text_codec(*stack.tokenizer), options.service);
+    grpc_port.release();
     GrpcServer server(*stack.engine, gateway, options);
     std::unique_ptr<http::Server> http_server;
-    if (config.http_port > 0) http_server = start_http(config, gateway, metrics);
-    spdlog::info("serving mlra.v1.Mlra on {}:{} (max context {}, {} cache tokens)", config.host,
-                 server.port(), stack.engine->options().max_context,
+    if (http_port) {
+      http_port->release();
+      http_server = start_http(config, gateway, metrics, options.auth.api_key);
+    }
+    spdlog::info("serving mlra.v1.Mlra on {}:{} ({}{}, max context {}, {} cache tokens)",
+                 config.host, server.port(), options.auth.tls() ? "TLS" : "plaintext",
+                 options.auth.api_key.empty() ? "" : ", API key required",
+                 stack.engine->options().max_context,
                  stack.engine->options().num_pages * stack.engine->options().page_size);
     const int signal_number = wait_for_signal();
+    if (signal_number == kEngineFailed) {
+      spdlog::error("exiting with status {} after the engine failure, for a supervisor to restart",
+                    kExitEngineFailed);
+      server.shutdown(std::chrono::milliseconds(0));
+      return kExitEngineFailed;
+    }
     spdlog::info("signal {}: stopping admissions, draining for up to {} s", signal_number,
                  args.grace_s);
     server.shutdown(std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000)));
     if (http_server) http_server->stop();
     stack.engine->shutdown(false);
     spdlog::info("stopped cleanly");
+  } catch (const std::bad_alloc&) {
+    spdlog::error(
+        "out of memory while loading the model or allocating its cache "
+        "(cache_memory_bytes {}, num_pages {}, tp {})",
+        config.runner.cache_memory_bytes, config.runner.num_pages, config.runner.tp);
+    return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

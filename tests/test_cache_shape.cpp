@@ -1,6 +1,6 @@
-// [checkpoint][inspect] the 2.9B configs under configs/2.9b: parameter counts (variants.md 2.2),
-// per-GPU cache widths at TP 1/2/4/8 (variants.md 6.1), inspect's printed table, refused TP
-// degrees, and variant inference from 2.9B-shaped tensor lists (flag F1) for every variant.
+// [checkpoint][inspect] the 2.9B configs under configs/2.9b: parameter counts (models/VARIANTS.md
+// 2.2), per-GPU cache widths at TP 1/2/4/8 (models/VARIANTS.md 6.1), inspect's printed table,
+// refused TP degrees, and variant inference from 2.9B-shaped tensor lists (flag F1), every variant.
 #include <catch2/catch.hpp>
 
 #include <sstream>
@@ -19,7 +19,7 @@ struct Expect {
   const char* dir;
   const char* variant;
   int64_t params;
-  // min/max values per GPU at TP 1, 2, 4, 8 (variants.md 6.1 table)
+  // min/max values per GPU at TP 1, 2, 4, 8 (models/VARIANTS.md 6.1 table)
   std::array<std::pair<int64_t, int64_t>, 4> cache;
 };
 
@@ -29,7 +29,7 @@ const Expect kExpect[] = {
     {"mqa", "mqa", 2872003584, {{{256, 256}, {256, 256}, {256, 256}, {256, 256}}}},
     {"gta", "gta", 2872003584, {{{832, 832}, {448, 448}, {320, 320}, {192, 320}}}},
     {"mfa", "mfa", 2873232384, {{{512, 512}, {512, 512}, {512, 512}, {512, 512}}}},
-    // Our TPA caches each head's full K and V (variants.md 6.1's factored form would be
+    // Our TPA caches each head's full K and V (models/VARIANTS.md 6.1's factored form would be
     // 608/560/536/524): the widths are what the server allocates, read off the shard plan.
     {"tpa", "tpa", 2873183232, {{{6144, 6144}, {3072, 3072}, {1536, 1536}, {768, 768}}}},
     {"mla", "mla", 2872052736, {{{576, 576}, {576, 576}, {576, 576}, {576, 576}}}},
@@ -89,7 +89,7 @@ TEST_CASE("2.9B configs: parameter counts and per-GPU cache widths", "[checkpoin
   }
 }
 
-TEST_CASE("GQA TP 4 and 8 duplicate straddling KV heads as variants.md 6.1 lists",
+TEST_CASE("GQA TP 4 and 8 duplicate straddling KV heads as models/VARIANTS.md 6.1 lists",
           "[checkpoint][inspect]") {
   const ModelConfig c = load_model_config(config_path("gqa"), *parse_variant("gqa"));
   // TP=8: KV heads {0}, {0,1}, {1,2}, {2}, {3}, {3,4}, {4,5}, {5} -> 1,2,2,1,1,2,2,1 heads.

@@ -209,7 +209,7 @@ TEST_CASE("malformed HTTP and gRPC input leave both ports answering", "[metrics]
       c.send_bytes("GET /" + std::string(100000, '%') + " HTTP/1.1\r\n\r\n");
       CHECK(c.closed_within(5s));
     }
-    // civetweb 1.15's own error page crashed on these (we used it before metrics_endpoint.cpp).
+    // civetweb 1.15's error page crashes on these targets, one reason the listener is our own.
     for (const char* target : {"/%%%%", "/metrics%%%%", "/%s%n%s%n", "/%00"}) {
       HttpResponse r = http_get(s.metrics_target(), target, 10s);
       CHECK(r.status == 404);

@@ -1,5 +1,5 @@
-// Sharding plans: per-rank cache widths of the 2.9B configs equal variants.md 6.1, every head and
-// latent is covered, and unsupported TP degrees are refused with a reason.
+// Sharding plans: per-rank cache widths of the 2.9B configs equal models/VARIANTS.md 6.1, every
+// head and latent is covered, and unsupported TP degrees are refused with a reason.
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -41,7 +41,7 @@ std::pair<int64_t, int64_t> width_range(const ModelConfig& c, int tp) {
 
 }  // namespace
 
-TEST_CASE("per-rank cache widths match variants.md 6.1 for the 2.9B configs", "[shard]") {
+TEST_CASE("per-rank cache widths match models/VARIANTS.md 6.1 for the 2.9B configs", "[shard]") {
   using W = std::pair<int64_t, int64_t>;
   const std::map<std::string, std::vector<W>> expected = {
       {"mha", {{6144, 6144}, {3072, 3072}, {1536, 1536}, {768, 768}}},

@@ -116,7 +116,7 @@ struct Timings {
   std::vector<double> encode_us, ack_us, total_us;
 };
 
-// One mode's loop: tokens back (the serving path) or raw logits back (tools; the old protocol).
+// One mode's loop: tokens back (the serving path) or raw logits back (perplexity, golden tests).
 Timings measure(const Options& o, std::vector<ControlChannel>& front, const StepBatch& step,
                 const SamplingBatch& sampling, StepReply reply, int64_t& seq, size_t& reply_bytes) {
   Timings t;
@@ -191,7 +191,7 @@ int run(const Options& o) {
   row("serialize plan (+ rank-0 sampling rows)", stats(sampled.encode_us));
   row("serialize + send + decode + Ack (ranks > 0)", stats(sampled.ack_us));
   row("... + rank-0 token ids back (total per step)", stats(sampled.total_us));
-  row("old protocol: ... + rank-0 logits back (total)", stats(raw.total_us));
+  row("raw-logits step: ... + rank-0 logits back (total)", stats(raw.total_us));
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // `mlra-bench control`: per-step overhead of the TP control channel for a decode step (default
 // batch 64): step-plan serialisation (with rank 0's sampling rows), send to every rank, decode on
 // the rank, and the replies (Ack from ranks > 0, sampled token ids from rank 0) back to the
-// frontend; for comparison also the old raw-logits reply ([batch, vocab] float32 from rank 0).
+// frontend; for comparison the raw-logits reply tools use ([batch, vocab] float32 from rank 0).
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -8,9 +8,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "engine/perplexity.h"
 #include "engine/runner_factory.h"
 #include "engine/server_config.h"
-#include "models/perplexity.h"
+#include "server/serving_stack.h"
 
 namespace mlra {
 namespace {
@@ -27,11 +28,10 @@ int run_perplexity(const PerplexityArgs& a) {
   ServerConfig config;
   std::vector<int32_t> tokens;
   try {
-    if (!a.config.empty()) config = load_server_config(a.config);
+    config = load_config_or_default(a.config);
     if (!a.model_dir.empty()) apply_config_override(config, "model_dir=" + a.model_dir);
     if (!a.attention.empty()) apply_config_override(config, "variant=" + a.attention);
     for (const auto& o : a.overrides) apply_config_override(config, o);
-    if (config.model_dir.empty()) throw ConfigError("--model-dir (or --config) is required");
     validate_server_config(config);
     tokens = read_token_file(a.tokens);
   } catch (const std::exception& e) {
@@ -40,10 +40,10 @@ int run_perplexity(const PerplexityArgs& a) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   try {
-    RunnerOptions o = runner_options(config);
-    const int64_t pages = (a.context + o.page_size - 1) / o.page_size;
-    if (o.num_pages < pages) o.num_pages = pages;
-    auto runner = make_runner(o);
+    RunnerConfig run = config.runner;
+    const int64_t pages = (a.context + run.page_size - 1) / run.page_size;
+    if (run.num_pages < pages) run.num_pages = pages;  // one window's pages are all it needs
+    auto runner = make_runner(run);
     const PerplexityResult r =
         evaluate_perplexity(*runner, tokens, a.context, a.max_windows, a.prefill);
     const std::string continuation =
@@ -56,7 +56,7 @@ int run_perplexity(const PerplexityArgs& a) {
         "{{\"variant\": \"{}\", \"backend\": \"{}\", \"tp\": {}, \"mla_tp_mode\": \"{}\", "
         "\"windows\": {}, \"tokens\": {}, \"loss\": {:.6f}, \"ppl\": {:.4f}, "
         "\"loss_masked\": {:.6f}, \"ppl_masked\": {:.4f}{}}}\n",
-        config.variant, config.backend, config.tp, config.mla_tp_mode, r.windows, r.tokens,
+        run.variant, run.backend, run.tp, latent_tp_mode_name(run.mla_tp_mode), r.windows, r.tokens,
         r.mean_nll, r.perplexity(), r.mean_nll_masked, r.perplexity_masked(), continuation);
     return 0;
   } catch (const std::exception& e) {
@@ -70,9 +70,10 @@ int run_perplexity(const PerplexityArgs& a) {
 void register_perplexity_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<PerplexityArgs>();
   CLI::App* cmd = app.add_subcommand("perplexity", "held-out perplexity on a token file");
-  cmd->add_option("--config", args->config, "server config JSON to start from");
-  cmd->add_option("--model-dir", args->model_dir, "checkpoint folder");
-  cmd->add_option("--attention", args->attention, "attention variant (mlra4, mla, gqa, ...)");
+  cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
+  cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--attention,--variant", args->attention,
+                  "override the attention variant (mlra4, mla, gqa, ...)");
   cmd->add_option("--tokens", args->tokens, "token file (release .bin format)")->required();
   cmd->add_option("--context", args->context, "window length")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--max-windows", args->max_windows, "evaluate at most this many windows")
