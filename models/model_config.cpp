@@ -58,20 +58,15 @@ const char* latent_prefill_name(LatentPrefill mode) {
 
 int64_t ModelConfig::num_kv_heads() const {
   switch (traits(variant.kind).kv_heads) {
-    case KvHeadMap::kPerHead:
-      return n_head;
-    case KvHeadMap::kGrouped:
-      return group_size > 0 ? n_head / group_size : 0;
-    case KvHeadMap::kShared:
-      return 1;
+    case KvHeadMap::kPerHead: return n_head;
+    case KvHeadMap::kGrouped: return group_size > 0 ? n_head / group_size : 0;
+    case KvHeadMap::kShared: return 1;
     default: return 0;
   }
 }
 
 // GLA-4 and MLRA's 4 are hard-coded in the reference (flag F10).
-int64_t ModelConfig::num_latents() const {
-  return traits(variant.kind).num_latents;
-}
+int64_t ModelConfig::num_latents() const { return traits(variant.kind).num_latents; }
 
 int64_t ModelConfig::latent_dim() const {
   return num_latents() ? kv_lora_rank / num_latents() : 0;
@@ -98,10 +93,8 @@ float ModelConfig::softmax_scale() const {
 
 int64_t ModelConfig::cache_values_per_token() const {
   switch (traits(variant.kind).cache) {
-    case CacheLayout::kKvHeads:
-      return 2 * head_dim * num_kv_heads();
-    case CacheLayout::kTiedRope:
-      return head_dim * num_kv_heads() + head_dim / 2;
+    case CacheLayout::kKvHeads: return 2 * head_dim * num_kv_heads();
+    case CacheLayout::kTiedRope: return head_dim * num_kv_heads() + head_dim / 2;
     default: return kv_lora_rank + qk_rope_head_dim;
   }
 }
