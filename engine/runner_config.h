@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "kernels/communicator.h"
 #include "kernels/kernel_options.h"
 #include "models/model_config.h"
 
@@ -21,13 +23,12 @@ struct RunnerConfig {
   std::string variant = "mlra4";    // attention variant name (models/variant.h)
   std::string backend = "cpu";      // "cpu" | "cuda"
   int32_t tp = 1;                   // tensor-parallel degree
-  // Device placement: rank_device() alone maps a rank to its device ordinal (device + rank).
-  int32_t device = 0;                                   // backend cuda: the first device
+  // Device placement: rank r runs on rank_device(config, r), the one place that reads it.
+  int32_t device = 0;               // backend cuda: the first device; rank r uses device + r
+  std::vector<int32_t> tp_devices;  // or: each rank's device, one entry per rank (may repeat)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
-  TplaOptions tpla;  // keys tpla_transform, tpla_pd_separation, tpla_seed, tpla_slices
-  // MLA / GLA prefill chunks, absorbed or expanded: keys latent_prefill (the mode) and
-  // latent_prefill_scratch_bytes.
-  LatentPrefillOptions latent_prefill;
+  TplaOptions tpla;
+  LatentPrefillOptions latent_prefill;       // MLA / GLA prefill chunks: absorbed or expanded
   int32_t page_size = 64;                    // tokens per cache page
   int64_t cache_memory_bytes = 256LL << 20;  // cache budget per rank
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
@@ -40,8 +41,13 @@ struct RunnerConfig {
   bool operator==(const RunnerConfig&) const = default;
 };
 
-// The device ordinal TP rank `rank` runs on: device + rank.
+// The device ordinal of TP rank `rank`: tp_devices[rank] when listed, else device + rank.
 int32_t rank_device(const RunnerConfig& config, int rank);
+// Every rank's device (ConfigError unless tp_devices is empty or lists one per rank), and the
+// communicator the ranks use with it: ranks that share a device (NCCL refuses two on one) sum
+// host-staged, kernels/host_staged_communicator.h.
+std::vector<int32_t> rank_devices(const RunnerConfig& config);
+CommunicatorKind rank_communicator(const RunnerConfig& config);
 
 // Sets the field of config key `key` (ConfigError naming the key on a wrong type or value).
 // Returns false when `key` is not a runner key. Relative model_dir and tpla_transform paths

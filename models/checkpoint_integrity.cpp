@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <thread>
+
+#include <spdlog/spdlog.h>
 
 namespace mlra {
 namespace {
@@ -72,8 +75,8 @@ std::vector<size_t> regions_of_part(const std::vector<ChecksummedRegion>& region
   return mine;
 }
 
-void verify_regions(const std::vector<ChecksummedRegion>& regions, int part, int parts,
-                    int threads) {
+void verify_regions(const std::vector<ChecksummedRegion>& regions, int part, int parts, int threads,
+                    const std::atomic<bool>* stop) {
   const std::vector<size_t> mine = regions_of_part(regions, part, parts);
   std::vector<Chunk> chunks;
   for (size_t r : mine) {
@@ -88,6 +91,7 @@ void verify_regions(const std::vector<ChecksummedRegion>& regions, int part, int
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t c; (c = next.fetch_add(1)) < chunks.size();) {
+      if (stop && *stop) return;
       const Chunk& k = chunks[c];
       crcs[c] = crc32_of(regions[k.region].bytes.subspan(k.offset, k.size));
     }
@@ -96,6 +100,7 @@ void verify_regions(const std::vector<ChecksummedRegion>& regions, int part, int
   for (int t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
+  if (stop && *stop) return;
   // Chunks of one region are consecutive and in order.
   for (size_t c = 0; c < chunks.size();) {
     const size_t r = chunks[c].region;
@@ -109,6 +114,36 @@ void verify_regions(const std::vector<ChecksummedRegion>& regions, int part, int
 
 void verify_checkpoint_checksums(const Checkpoint& ckpt, int part, int parts, int threads) {
   verify_regions(ckpt.checksummed_regions(), part, parts, threads);
+}
+
+BackgroundChecksums::BackgroundChecksums(std::shared_ptr<const Checkpoint> ckpt, int part,
+                                         int parts)
+    : ckpt_(std::move(ckpt)) {
+  // One hardware thread stays with the loader.
+  const int threads =
+      std::max(1, (int(std::thread::hardware_concurrency()) - parts) / std::max(parts, 1));
+  thread_ = std::thread([this, part, parts, threads] {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      verify_regions(ckpt_->checksummed_regions(), part, parts, threads, &stop_);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    spdlog::debug(
+        "{}: CRC-32 of share {} of {} checked on {} threads in {:.0f} ms", ckpt_->dir().string(),
+        part, parts, threads,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  });
+}
+
+BackgroundChecksums::~BackgroundChecksums() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void BackgroundChecksums::wait() {
+  if (thread_.joinable()) thread_.join();
+  if (error_) std::rethrow_exception(error_);
 }
 
 }  // namespace mlra

@@ -1,5 +1,6 @@
 // load_model: config.json -> Checkpoint::open (progress on a tty) -> check_variant -> validate
-// -> CRC-32. open_checked_checkpoint: the same checks for a config the runner already read.
+// -> CRC-32. open_checked_checkpoint: the same checks for a config the runner already read, the
+// CRC-32 pass running in the background while the runner loads the weights.
 // The variant check runs before shape validation so a wrong --attention gets the message that
 // says what the checkpoint holds instead of a list of missing tensors.
 #include "models/model_loader.h"
@@ -44,18 +45,14 @@ LoadedModel load_model(const std::filesystem::path& dir, const Variant& variant)
   return m;
 }
 
-std::shared_ptr<Checkpoint> open_checked_checkpoint(const std::filesystem::path& dir,
-                                                    const ModelConfig& config, int rank,
-                                                    int ranks) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto ckpt = Checkpoint::open(dir);
-  check_variant(*ckpt, config);
-  validate_checkpoint(*ckpt, config);
-  verify_checkpoint_checksums(*ckpt, rank, ranks);
-  spdlog::debug(
-      "{}: shapes and checksums (share {} of {}) verified in {:.0f} ms", dir.string(), rank, ranks,
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  return ckpt;
+CheckedCheckpoint open_checked_checkpoint(const std::filesystem::path& dir,
+                                          const ModelConfig& config, int rank, int ranks) {
+  CheckedCheckpoint c;
+  c.checkpoint = Checkpoint::open(dir);
+  check_variant(*c.checkpoint, config);
+  validate_checkpoint(*c.checkpoint, config);
+  c.checksums = std::make_unique<BackgroundChecksums>(c.checkpoint, rank, ranks);
+  return c;
 }
 
 }  // namespace mlra

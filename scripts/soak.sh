@@ -245,6 +245,6 @@ fi
 if [ -s "$WORK/failures" ]; then echo "soak: bench runs failed:"; cat "$WORK/failures"; status=1; fi
 runs=$(cat "$WORK/bench_runs" 2>/dev/null || echo 0)
 echo "soak: ${DURATION}s, $runs bench runs of 720 streams (180 at once, 20% cancelled) beside 20 invalid-request clients"
-[ $status -eq 0 ] && echo "soak: PASS (logs in $WORK)" || echo "soak: FAIL (logs in $WORK)"
+[ $status -eq 0 ] && echo "soak: PASS" || echo "soak: FAIL (logs in $WORK)"
 [ $status -eq 0 ] && rm -rf "$WORK"
 exit $status

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -17,6 +18,7 @@
 #include "server/bench/load_generator_idle.h"
 #include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
+#include "server/request_log.h"
 
 namespace mlra {
 namespace {
@@ -29,7 +31,15 @@ struct ServeBenchArgs {
   int server_pid = 0;
   LoadOptions load;
   double deadline_s = 300;
+  std::vector<std::string> tolerate;  // gRPC status names that count as a clean end
+  bool no_cache_check = false;
 };
+
+grpc::StatusCode status_code_named(const std::string& name) {
+  for (int c = 0; c <= grpc::StatusCode::UNAUTHENTICATED; ++c)
+    if (name == status_code_name(grpc::StatusCode(c))) return grpc::StatusCode(c);
+  throw std::runtime_error(fmt::format("--tolerate: '{}' is not a gRPC status name", name));
+}
 
 MetricsScrape scrape(const std::string& host_port) {
   HttpResponse r = http_get(host_port, "/metrics", std::chrono::seconds(10));
@@ -81,6 +91,8 @@ std::string comparison(const std::vector<LoadReport>& reports) {
 
 int run_serve_bench(ServeBenchArgs& a) {
   a.load.stream_deadline = std::chrono::milliseconds(static_cast<int64_t>(a.deadline_s * 1000));
+  for (const std::string& name : a.tolerate) a.load.tolerated.push_back(status_code_named(name));
+  a.load.check_cache_free = !a.no_cache_check;
   if (!a.idle.empty()) {
     if (a.server_pid <= 0) throw std::runtime_error("--idle needs --server-pid");
     fmt::print("mlra-bench serve --idle: server threads and memory with open streams\n{}",
@@ -141,6 +153,11 @@ void register_bench_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o.seed, "seed of prompts, lengths, cancellations and sampling");
   cmd->add_option("--channels", o.channels, "TCP connections")->check(CLI::PositiveNumber);
   cmd->add_option("--deadline-s", args->deadline_s, "a stream still open after this is hung");
+  cmd->add_option("--tolerate", args->tolerate,
+                  "a gRPC status (e.g. INTERNAL, UNAVAILABLE) that ends a stream cleanly, for "
+                  "runs that inject a fault (repeatable)");
+  cmd->add_flag("--no-cache-check", args->no_cache_check,
+                "skip the Stats check afterwards (for runs in which the server goes away)");
   bench::on_run(
       cmd, exit_code, [args] { return run_serve_bench(*args); }, 2);
 }
