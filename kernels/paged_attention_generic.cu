@@ -20,9 +20,8 @@ constexpr int max_group() {
 }
 
 template <int kVpl>
-__global__ void __launch_bounds__(kWarps * 32) generic_attention_kernel(AttentionParams p,
-                                                                        HeadTiles tiles,
-                                                                        SplitKvPlan plan) {
+__global__ void __launch_bounds__(kWarps * 32)
+    generic_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   constexpr int kG = max_group<kVpl>();
   extern __shared__ float smem[];
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -139,11 +138,16 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
 
 int generic_max_group(int values_per_lane) {
   switch (values_per_lane) {
-    case 1: return max_group<1>();
-    case 2: return max_group<2>();
-    case 4: return max_group<4>();
-    case 8: return max_group<8>();
-    default: return max_group<16>();
+    case 1:
+      return max_group<1>();
+    case 2:
+      return max_group<2>();
+    case 4:
+      return max_group<4>();
+    case 8:
+      return max_group<8>();
+    default:
+      return max_group<16>();
   }
 }
 
@@ -155,12 +159,18 @@ void launch_generic_attention(const AttentionParams& p, const HeadTiles& tiles,
                  "generic attention: head tile too large");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   switch (values_per_lane) {
-    case 1: return launch<1>(p, tiles, plan, stream);
-    case 2: return launch<2>(p, tiles, plan, stream);
-    case 4: return launch<4>(p, tiles, plan, stream);
-    case 8: return launch<8>(p, tiles, plan, stream);
-    case 16: return launch<16>(p, tiles, plan, stream);
-    default: MLRA_REQUIRE(false, "generic attention: values_per_lane must be 1, 2, 4, 8 or 16");
+    case 1:
+      return launch<1>(p, tiles, plan, stream);
+    case 2:
+      return launch<2>(p, tiles, plan, stream);
+    case 4:
+      return launch<4>(p, tiles, plan, stream);
+    case 8:
+      return launch<8>(p, tiles, plan, stream);
+    case 16:
+      return launch<16>(p, tiles, plan, stream);
+    default:
+      MLRA_REQUIRE(false, "generic attention: values_per_lane must be 1, 2, 4, 8 or 16");
   }
 }
 

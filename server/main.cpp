@@ -8,8 +8,8 @@
 #include "server/cli/generate_command.h"
 #include "server/cli/inspect_command.h"
 #include "server/cli/perplexity_command.h"
-#include "server/serve_command.h"
 #include "server/cli/tpla_calibrate_command.h"
+#include "server/serve_command.h"
 #include "server/worker_command.h"
 
 int main(int argc, char** argv) {

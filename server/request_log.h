@@ -21,7 +21,7 @@ namespace mlra {
 struct RequestOutcome {
   std::string protocol = "grpc";  // "grpc" | "http"
   std::string method;             // "Generate" | "Complete" | "completions" | "chat.completions"
-  std::string request_id;  // empty when rejected before an id was assigned
+  std::string request_id;         // empty when rejected before an id was assigned
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string error_message;                         // the status message when code != OK

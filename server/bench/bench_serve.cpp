@@ -25,8 +25,8 @@ namespace {
 
 struct ServeBenchArgs {
   std::string addr = "localhost:50051";
-  std::string metrics;  // host:port of the /metrics endpoint; empty: none
-  std::string http;     // host:port of the HTTP listener; empty: gRPC only
+  std::string metrics;        // host:port of the /metrics endpoint; empty: none
+  std::string http;           // host:port of the HTTP listener; empty: gRPC only
   std::vector<int32_t> idle;  // stream counts for the idle measurement
   int server_pid = 0;
   LoadOptions load;
