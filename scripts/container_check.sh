@@ -220,10 +220,11 @@ def call(path, body=None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://{addr}{path}", data=data,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        if response.status != 200:
-            sys.exit(f"{path}: HTTP {response.status}")
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as e:  # refused, HTTP error status, timeout, not JSON
+        sys.exit(f"{path}: {e}")
 
 
 def check(ok, what, reply):
