@@ -144,7 +144,9 @@ TEST_CASE("a relative tpla_transform file resolves against the config's folder",
 TEST_CASE("runner keys fill the runner config and survive a round trip", "[engine][config]") {
   ServerConfig c = parse_server_config({{"model_dir", "/m"}}, "/");
   CHECK(c.runner.latent_prefill.mode == LatentPrefill::kAuto);
-  CHECK(c.runner == RunnerConfig{.model_dir = "/m"});  // every other field at its default
+  RunnerConfig defaults;
+  defaults.model_dir = "/m";
+  CHECK(c.runner == defaults);  // every other field at its default
   apply_config_override(c, "latent_prefill=absorbed");
   apply_config_override(c, "latent_prefill_scratch_bytes=1048576");
   apply_config_override(c, "device=3");
@@ -185,7 +187,8 @@ TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
   const RunnerConfig back = runner_config_from_json(to_json(c), "/");
   CHECK(back == c);
   // Each field on its own: a field the JSON dropped would come back as its default.
-  const RunnerConfig plain{.model_dir = "/models/x"};
+  RunnerConfig plain;
+  plain.model_dir = "/models/x";
   const nlohmann::json full = to_json(c), base = to_json(plain);
   size_t differing = 0;
   for (const auto& [key, value] : full.items()) {
