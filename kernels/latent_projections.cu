@@ -1,4 +1,5 @@
-// The per-head projections of absorbed latent attention, one launch each, for one-token steps:
+// The per-head projections of absorbed latent attention, one launch each, for steps of up to 8
+// tokens (templated on the token count rounded up to 1, 2, 4 or 8; rows past it are zero):
 // queries (q~ = W_UK^T q_nope for every virtual head, q_pe = RoPE(W_rope c_q) once per head and
 // copied to each of its virtual heads) and the up-projection (o_h = alpha * sum over the head's
 // units of W_UV z). The reference composes 2U + 1 and U launches of linear_batched/rope (Backend
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(256) latent_up_kernel(LatentProjParams p) {
       load8(w + c * 8, f);
 #pragma unroll
       for (int t = 0; t < T; ++t) {
+        if (t >= p.tokens) break;  // T is the token count rounded up: no z rows past it
         float zt[8];
         load8(p.z + t * p.z_ld + int64_t(v) * p.width + c * 8, zt);
 #pragma unroll
@@ -154,23 +156,46 @@ __global__ void __launch_bounds__(256) latent_up_kernel(LatentProjParams p) {
   }
 }
 
+// The kernels' token count: p.tokens rounded up to 1, 2, 4 or 8.
+int token_tile(int tokens) {
+  return tokens <= 1 ? 1 : tokens <= 2 ? 2 : tokens <= 4 ? 4 : 8;
+}
+
 }  // namespace
 
 size_t latent_queries_smem(const LatentProjParams& p) {
-  return sizeof(float) * size_t(kMaxLatentTokens) * size_t(std::max(p.dn, p.r_q + p.dr));
+  return sizeof(float) * size_t(token_tile(p.tokens)) * size_t(std::max(p.dn, p.r_q + p.dr));
 }
 
 void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream) {
-  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent queries: one token");
+  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent queries: 1..8 tokens");
   const dim3 grid{unsigned(p.n_virt + p.heads)};
-  launch_pdl(latent_queries_kernel<kMaxLatentTokens>, grid, kThreads, latent_queries_smem(p),
-             stream, p);
+  const size_t smem = latent_queries_smem(p);
+  switch (token_tile(p.tokens)) {
+    case 1:
+      return launch_pdl(latent_queries_kernel<1>, grid, kThreads, smem, stream, p);
+    case 2:
+      return launch_pdl(latent_queries_kernel<2>, grid, kThreads, smem, stream, p);
+    case 4:
+      return launch_pdl(latent_queries_kernel<4>, grid, kThreads, smem, stream, p);
+    default:
+      return launch_pdl(latent_queries_kernel<8>, grid, kThreads, smem, stream, p);
+  }
 }
 
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream) {
-  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent up-projection: one token");
+  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent up-projection: 1..8 tokens");
   const dim3 grid{unsigned(p.heads), unsigned((p.dn + 7) / 8)};
-  launch_pdl(latent_up_kernel<kMaxLatentTokens>, grid, 256, 0, stream, p);
+  switch (token_tile(p.tokens)) {
+    case 1:
+      return launch_pdl(latent_up_kernel<1>, grid, 256, 0, stream, p);
+    case 2:
+      return launch_pdl(latent_up_kernel<2>, grid, 256, 0, stream, p);
+    case 4:
+      return launch_pdl(latent_up_kernel<4>, grid, 256, 0, stream, p);
+    default:
+      return launch_pdl(latent_up_kernel<8>, grid, 256, 0, stream, p);
+  }
 }
 
 }  // namespace mlra::cuda
