@@ -44,6 +44,9 @@ struct LatentProjParams {
   float alpha = 1.0f;
 };
 
+// What the fused kernels take: 1..8 tokens and units, width = 8 * (a divisor of 32), dn within a
+// thread's loads, even dr, r_q % 8 == 0, and latent_queries_smem(p) <= 48 KB.
+bool latent_projections_support(const LatentProjParams& p);
 size_t latent_queries_smem(const LatentProjParams& p);
 void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream);
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream);

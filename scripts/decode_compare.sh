@@ -18,11 +18,11 @@ B="$PWD/.device/bundle/bin"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/device.txt"
 
-timeout 130 "$B/mlra_gpu_tests" "[mma],[small_batch],[gemv],[fused],[latent],[pdl]" 2>&1 \
+timeout 120 "$B/mlra_gpu_tests" "[mma],[small_batch],[gemv],[fused],[latent],[pdl]" 2>&1 \
   | tee "$OUT/tests.log" | tail -n 15
 tests_rc=${PIPESTATUS[0]}
 
-timeout 100 "$B/mlra-bench" gemv --rows 1 2 4 8 --replays 20 2>&1 | tee "$OUT/gemv.log"
+timeout 110 "$B/mlra-bench" gemv --rows 1 2 4 8 --tp 1 4 --replays 20 2>&1 | tee "$OUT/gemv.log"
 
 timeout 280 "$B/mlra-bench" decode --variants mlra_4 mla --tp 1 4 --batch 1 8 64 \
   --context 1024 32768 --iters 10 --config-dir configs/2.9b \

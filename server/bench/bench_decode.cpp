@@ -8,14 +8,20 @@
 // The cache content is whatever the allocator returned: timing only. The roofline adds the
 // measured NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs. Where
 // MLRA-4 and MLA both ran, their time ratio is printed beside the ratio their bytes allow.
+// Device time per op class (dev_ms = mm_ms + attn_ms + the rest: norms, rope, cache writes,
+// latent projections, embedding, LM-head gather) comes from one eager step enqueued behind a
+// gate: the stream waits in a host function until the whole step is enqueued, so the events
+// around each op measure device time, not host launch gaps (sampling excluded).
 #include "server/bench/bench_decode.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -24,6 +30,7 @@
 #include "engine/sampling_batch.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
+#include "kernels/cuda_backend.h"
 #include "kernels/sampling.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
@@ -53,6 +60,52 @@ struct DecodeArgs {
 };
 
 #ifdef MLRA_HAVE_CUDA
+
+// Device time of one eager step and its matrix products and attention: the stream is held by a
+// host function until `enqueue` returned (or 2 s passed, should the launch queue fill: then
+// `gated` is false and the figures include host gaps).
+struct DeviceTimes {
+  double total_ms = 0.0, matmul_ms = 0.0, attention_ms = 0.0;
+  bool gated = true;
+};
+
+template <class Enqueue>
+DeviceTimes gated_device_times(Backend& backend, Enqueue enqueue) {
+  cudaStream_t stream = cuda_stream_of(backend);
+  backend.synchronize();
+  std::atomic<bool> open{false}, enqueued{false};
+  MLRA_CUDA_CHECK(cudaLaunchHostFunc(
+      stream,
+      [](void* flag) {
+        while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::yield();
+      },
+      &open));
+  cudaEvent_t start, stop;
+  MLRA_CUDA_CHECK(cudaEventCreate(&start));
+  MLRA_CUDA_CHECK(cudaEventCreate(&stop));
+  MLRA_CUDA_CHECK(cudaEventRecord(start, stream));
+  std::thread watchdog([&] {
+    for (int i = 0; i < 2000 && !enqueued.load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    open = true;
+  });
+  backend.set_op_timing(true);
+  enqueue();
+  MLRA_CUDA_CHECK(cudaEventRecord(stop, stream));
+  DeviceTimes t;
+  t.gated = !open.load();
+  enqueued = true;
+  watchdog.join();
+  const Backend::OpTimes op = backend.take_op_times();
+  backend.set_op_timing(false);
+  MLRA_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0.0f;
+  MLRA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  t.total_ms = ms, t.matmul_ms = op.matmul_ms, t.attention_ms = op.attention_ms;
+  return t;
+}
 
 // One measured point: the best of eager and graph time, and its roofline.
 struct Point {
@@ -107,9 +160,9 @@ int run_decode(const DecodeArgs& a) {
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
   fmt::print(
       "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} "
-      "{:>7}\n",
+      "{:>7} {:>7} {:>7}\n",
       "variant", "tp", "batch", "ctx", "k", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
-      "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms");
+      "roof_ms", "x_roof", "cacheGB", "dev_ms", "mm_ms", "attn_ms", "rest_ms");
   std::map<PointKey, Point> points;
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
@@ -182,13 +235,10 @@ int run_decode(const DecodeArgs& a) {
             const double eager = time_steps(0);
             const bool graphs = a.graph_max_batch >= b;
             const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
-            // Where an eager step's device time goes: matrix products and attention (each op
-            // bracketed by events, so launch gaps fall outside both).
+            // Where an eager step's device time goes (gated: no host launch gaps).
             model.enable_decode_graphs(0);
-            backend->set_op_timing(true);
-            step();
-            const Backend::OpTimes op = backend->take_op_times();
-            backend->set_op_timing(false);
+            const DeviceTimes dev =
+                gated_device_times(*backend, [&] { model.forward(s, [](const MatView&) {}); });
             const double cache_bytes = double(b) * ctx * double(bytes_per_token);
             const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
             const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
@@ -197,18 +247,23 @@ int run_decode(const DecodeArgs& a) {
             points[{v, tp, b, ctx, k}] = {best, roof};
             fmt::print(
                 "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} "
-                "{:>7.2f} {:>8.2f} {:>7.3f} {:>7.3f}\n",
+                "{:>7.2f} {:>8.2f} {:>7} {:>7.3f} {:>7.3f} {:>7.3f}\n",
                 v, tp, b, ctx, k, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
                 graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
                 tp == 1     ? "0"
                 : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
                             : "n/a",
-                roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
+                roof, best / roof, cache_bytes / 1e9,
+                fmt::format("{:.3f}{}", dev.total_ms, dev.gated ? "" : "*"), dev.matmul_ms,
+                dev.attention_ms, dev.total_ms - dev.matmul_ms - dev.attention_ms);
             std::fflush(stdout);
           }
       }
     }
   }
+  fmt::print(
+      "dev_ms with *: the launch queue filled before the step was enqueued (host gaps "
+      "included)\n");
   print_comparisons(points, option_sets.size());
   return 0;
 }

@@ -1,5 +1,6 @@
 // `mlra-bench gemv`: (1) device-to-device copy bandwidth (as `mlra-bench attention` measures it);
-// (2) per shape of the 2.9B MLRA-4 model's ranks (TP1 and TP4) and row count: our two GEMV
+// (2) per product of a 2.9B model's rank 0 (--variant, --tp: shapes from its shard plan) and row
+// count: our two GEMV
 // kernels (FMA and tensor-core) and cuBLAS (the backend's call), each recorded in a CUDA graph
 // over enough weight copies to exceed L2 three times, timed with events after warm-up (median of
 // replays, divided by the copies). GB/s counts weights + x + y bytes. SwiGLU rows run our fused
@@ -21,10 +22,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
+#include "models/model_config.h"
+#include "models/shard_plan.h"
 #endif
 
 namespace mlra {
@@ -34,6 +38,9 @@ struct BenchOptions {
   int device = 0;
   int replays = 30;
   std::vector<int> rows = {1, 2, 4, 8};
+  std::string variant = "mlra_4";
+  std::vector<int> tps = {1, 4};
+  std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -42,7 +49,7 @@ struct BenchOptions {
 // row like the model's per-head slices (x [M, batch*K], y [M, batch*N]), weights back to back.
 // glu: y [M, N] = silu(x . W1^T) * (x . W2^T), w = [W1; W2] ([2N, K]).
 struct Shape {
-  const char* name;
+  std::string name;
   int64_t k, n, batch;
   bool out_by_in, glu;
 };
@@ -159,6 +166,35 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
   return r;
 }
 
+// Rank 0's products of the model at each TP degree (latent family: x_proj = [W_qa; latents; k_pe],
+// q_b_nope, W_UV / W_UK of the first unit; every family: c_proj, the SwiGLU MLP), then lm_head.
+std::vector<Shape> model_shapes(const BenchOptions& o) {
+  const ModelConfig c = load_model_config(
+      std::filesystem::path(o.config_dir) / o.variant / "config.json", *parse_variant(o.variant));
+  const int64_t d = c.n_embd, dn = c.qk_nope_head_dim;
+  std::vector<Shape> shapes;
+  for (int tp : o.tps) {
+    if (!unsupported_tp_reason(c, tp).empty()) continue;
+    const ShardPlan plan = make_shard_plan(c, tp, 0);
+    const std::string at = "tp" + std::to_string(tp) + " ";
+    const int64_t heads = int64_t(plan.heads.size()), ff = plan.ff_end - plan.ff_begin;
+    if (!plan.units.empty() && !c.tpla()) {
+      const int64_t lat = int64_t(plan.latents.size()) * plan.latent_width;
+      const int64_t unit_heads = plan.units.front().num_heads(), w = plan.latent_width;
+      shapes.push_back(
+          {at + "x_proj", d, c.q_lora_rank + lat + c.qk_rope_head_dim, 1, true, false});
+      shapes.push_back({at + "q_b_nope", c.q_lora_rank, heads * dn, 1, true, false});
+      shapes.push_back({at + "w_uk", dn, w, unit_heads, false, false});
+      shapes.push_back({at + "w_uv", w, dn, unit_heads, true, false});
+    }
+    shapes.push_back({at + "c_proj", heads * dn, d, 1, true, false});
+    shapes.push_back({at + "fc12 glu", d, ff, 1, true, true});
+    shapes.push_back({at + "mlp_proj", ff, d, 1, true, false});
+  }
+  shapes.push_back({"lm_head", d, c.vocab_size, 1, true, false});
+  return shapes;
+}
+
 int run_bench(const BenchOptions& o) {
   MLRA_CUDA_CHECK(cudaSetDevice(o.device));
   cudaDeviceProp prop{};
@@ -180,15 +216,7 @@ int run_bench(const BenchOptions& o) {
       "bf16 x, w, y; alpha 1, beta 0; per-call time of a graph over L2-exceeding weight "
       "copies; %%: of the copy bandwidth; best/cub: cuBLAS time over our faster kernel's\n\n");
 
-  // The 2.9B MLRA-4 model's products per rank (MLA's differ only in W_UK / W_UV's latent width).
-  const std::vector<Shape> shapes = {
-      {"tp1 x_proj", 3072, 1600, 1, true, false},   {"tp1 q_b_nope", 1024, 3072, 1, true, false},
-      {"tp1 c_proj", 3072, 3072, 1, true, false},   {"tp1 fc12 glu", 3072, 9880, 1, true, true},
-      {"tp1 mlp_proj", 9880, 3072, 1, true, false}, {"tp4 x_proj", 3072, 1216, 1, true, false},
-      {"tp4 q_b_nope", 1024, 768, 1, true, false},  {"tp4 c_proj", 768, 3072, 1, true, false},
-      {"tp4 fc12 glu", 3072, 2470, 1, true, true},  {"tp4 mlp_proj", 2470, 3072, 1, true, false},
-      {"w_uv (unit)", 128, 128, 24, true, false},   {"w_uk (unit)", 128, 128, 24, false, false},
-      {"lm_head", 3072, 50304, 1, true, false}};
+  const std::vector<Shape> shapes = model_shapes(o);
   std::printf("%-14s %-20s %2s %8s %8s %9s %6s %6s %6s %8s %8s\n", "product",
               "batch x K x N (layout)", "M", "fma_us", "mma_us", "cublas_us", "%fma", "%mma",
               "%cubl", "best/cub", "rel_diff");
@@ -206,8 +234,8 @@ int run_bench(const BenchOptions& o) {
                                   : "k,n");
       std::snprintf(mma, sizeof mma, "%.2f", r.mma_us);
       std::snprintf(mma_pct, sizeof mma_pct, "%.1f", pct(r.mma_us));
-      std::printf("%-14s %-20s %2d %8.2f %8s %9.2f %6.1f %6s %6.1f %7.2fx %8.1e\n", s.name, name, m,
-                  r.fma_us, r.mma_us > 0 ? mma : "-", r.cublas_us, pct(r.fma_us),
+      std::printf("%-14s %-20s %2d %8.2f %8s %9.2f %6.1f %6s %6.1f %7.2fx %8.1e\n", s.name.c_str(),
+                  name, m, r.fma_us, r.mma_us > 0 ? mma : "-", r.cublas_us, pct(r.fma_us),
                   r.mma_us > 0 ? mma_pct : "-", pct(r.cublas_us), r.cublas_us / best, r.diff);
       std::fflush(stdout);
     }
@@ -232,6 +260,9 @@ void register_bench_gemv(CLI::App& app, int& exit_code) {
   sub->add_option("--device", opts->device, "CUDA device ordinal");
   sub->add_option("--replays", opts->replays, "timed graph replays per configuration");
   sub->add_option("--rows", opts->rows, "row counts M (1..8), e.g. decode batch sizes");
+  sub->add_option("--variant", opts->variant, "2.9B config whose rank-0 products run");
+  sub->add_option("--tp", opts->tps, "TP degrees of the products");
+  sub->add_option("--config-dir", opts->config_dir, "folder of 2.9B configs");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 
