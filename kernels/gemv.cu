@@ -4,7 +4,8 @@
 // memory, never by a second kernel or atomics, so results are deterministic and graph capturable.
 // Two layouts: out_by_in (w [N, K], k contiguous: a thread group per row) and in_by_out
 // (w [K, N], n contiguous: a thread per 8 columns walking k). The SwiGLU form of out_by_in gives
-// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh).
+// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh);
+// out_by_in blocks prefetch their first weights into L2 before the wait.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -61,6 +62,11 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
+#pragma unroll
+  for (int u = 0; u < U; ++u)  // the first pass's weights into L2 while the previous op ends
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (kl + u * tpr < chunks) prefetch_l2(wrow[r] + (kl + u * tpr) * 8);
   pdl_wait();
 
   float acc[M][R] = {};

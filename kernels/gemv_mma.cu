@@ -11,8 +11,8 @@
 //   logical k {2t, 2t+1} -> 8t + 4s + {0, 1},  logical k {2t+8, 2t+9} -> 8t + 4s + {2, 3}
 // (s = 0, 1 the MMA). The warps of a block split K (double-buffered 16-byte loads, kBlocks 32-k
 // blocks per stage) and add their 16 x 8 tiles in shared memory: deterministic, no atomics, one
-// launch. Weights never change during a step, so a block issues its first weight loads before
-// pdl_wait(), overlapping the previous kernel's tail (pdl.cuh).
+// launch. Before pdl_wait() a block prefetches its first stage of weights into L2 (safe for any
+// operand, gemv_device.cuh), overlapping the previous kernel's tail (pdl.cuh).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -47,6 +47,17 @@ __device__ __forceinline__ void load_stage(Stage& s, const __nv_bfloat16* wa,
     s.a[u] = in ? load_stream(wa + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
     s.b[u] = in ? load_stream(wb + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
   }
+}
+
+// L2 prefetch of the lines load_stage(kb) will read.
+__device__ __forceinline__ void prefetch_stage(const __nv_bfloat16* wa, const __nv_bfloat16* wb,
+                                               int kb, int k_end, int k_lane) {
+#pragma unroll
+  for (int u = 0; u < kBlocks; ++u)
+    if ((kb + u) * 32 + k_lane < k_end) {
+      prefetch_l2(wa + (kb + u) * 32);
+      prefetch_l2(wb + (kb + u) * 32);
+    }
 }
 
 // c += the stage's weights . x (x row g of this lane; zero rows past M).
@@ -88,8 +99,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32) gemv_mma_kernel(GemvParams p, 
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   Stage s0, s1;
   int kb = warp * kBlocks;
-  if (kb < nkb) load_stage(s0, wa, wb, kb, p.k, k_lane);  // constants: before pdl_wait()
-  pdl_wait();  // x is the previous kernel's output; y may be read by it
+  if (kb < nkb) prefetch_stage(wa, wb, kb, p.k, k_lane);
+  pdl_wait();  // every operand may be an earlier op's output; y may be read by it
+  if (kb < nkb) load_stage(s0, wa, wb, kb, p.k, k_lane);
   // Two stages in flight: the next one's loads are issued before this one's MMAs wait for it.
   while (kb < nkb) {
     if (kb + step < nkb) load_stage(s1, wa, wb, kb + step, p.k, k_lane);

@@ -4,8 +4,9 @@
 // virtual heads) and the up-projection (o_h = alpha * sum over the head's units of W_UV z). The
 // reference composes 2U + 1 and U launches of linear_batched/rope (Backend defaults); at decode
 // batches those small launches cost more than the bytes they move. Both kernels are built for
-// memory-level parallelism: every thread issues all its 16-byte weight loads at once (before
-// pdl_wait(): weights never change during a step), then multiplies them with the T token rows
+// memory-level parallelism: every thread prefetches its weights into L2 before pdl_wait() (safe
+// for any operand: L2 is coherent), then issues all its 16-byte loads at once, multiplies them
+// with the T token rows
 // (T FMAs per weight, cheap beside the load), and the partial sums meet in registers and shared
 // memory in a fixed order (deterministic). f32 accumulation; q_pe is roped before its one bf16
 // rounding.
@@ -37,6 +38,10 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
   }
 }
 
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 __device__ __forceinline__ uint4 ldg16(const bf16* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
@@ -63,13 +68,16 @@ __device__ void q_tilde_block(const LatentProjParams& p, int v, float* smem) {
   const int ct = p.width / 8, slices = kThreads / ct;  // ct divides 32 (launcher checks)
   const int c = int(threadIdx.x) % ct, slice = int(threadIdx.x) / ct;
   const bf16* w = p.unit[u].w_uk + int64_t(v - p.unit[u].v0) * p.dn * p.width + 8 * c;
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j)
+    if (slice + j * slices < p.dn) prefetch_l2(w + int64_t(slice + j * slices) * p.width);
+  pdl_wait();  // q_nope comes from the previous op
   uint4 wv[kLoads];
 #pragma unroll
   for (int j = 0; j < kLoads; ++j) {
     const int k = slice + j * slices;
     wv[j] = k < p.dn ? ldg16(w + int64_t(k) * p.width) : make_uint4(0, 0, 0, 0);
   }
-  pdl_wait();  // q_nope comes from the previous op
   float* xs = smem;
   for (int i = threadIdx.x; i < T * p.dn; i += kThreads) {
     const int t = i / p.dn, k = i % p.dn;
@@ -136,21 +144,25 @@ __device__ void q_pe_block(const LatentProjParams& p, int h, int pair0) {
   const int chunks = p.r_q / 8;
   float acc[T][4] = {};
   uint4 wv[4][kPerRow];
-  auto load = [&](int c0) {
+  const bf16* w = p.rope_w + int64_t(h) * p.dr * p.rope_ld + 8 * lane;
+  auto load = [&](int c0, bool prefetch) {
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int j = 0; j < kPerRow; ++j) {
         const int c = c0 + j * 32 + lane;
-        wv[r][j] = on[r] && c < chunks
-                       ? ldg16(p.rope_w + (int64_t(h) * p.dr + row[r]) * p.rope_ld + 8 * c)
-                       : make_uint4(0, 0, 0, 0);
+        const bf16* at = w + int64_t(row[r]) * p.rope_ld + 8 * (c0 + j * 32);
+        if (prefetch) {
+          if (on[r] && c < chunks) prefetch_l2(at);
+        } else {
+          wv[r][j] = on[r] && c < chunks ? ldg16(at) : make_uint4(0, 0, 0, 0);
+        }
       }
   };
-  load(0);
+  load(0, true);
   pdl_wait();  // c_q and positions come from earlier ops
   for (int c0 = 0; c0 < chunks; c0 += 32 * kPerRow) {
-    if (c0 > 0) load(c0);
+    load(c0, false);
 #pragma unroll
     for (int j = 0; j < kPerRow; ++j) {
       const int c = c0 + j * 32 + lane;
@@ -226,7 +238,7 @@ __global__ void __launch_bounds__(kThreads) latent_up_kernel(LatentProjParams p)
   float acc[T] = {};
   uint4 wv[kUpItems];
   int zcol[kUpItems];
-  auto load = [&](int e0) {
+  auto load = [&](int e0, bool prefetch) {
 #pragma unroll
     for (int j = 0; j < kUpItems; ++j) {
       const int e = e0 + j * 32 + lane, u = e / chunks, c = e % chunks;
@@ -236,14 +248,19 @@ __global__ void __launch_bounds__(kThreads) latent_up_kernel(LatentProjParams p)
       const LatentUnitDev& un = p.unit[u];
       if (h < un.head0 || h >= un.head0 + un.n_heads) continue;
       const int vh = h - un.head0;
-      wv[j] = ldg16(un.w_uv + (int64_t(vh) * p.dn + i) * p.width + 8 * c);
+      const bf16* at = un.w_uv + (int64_t(vh) * p.dn + i) * p.width + 8 * c;
+      if (prefetch) {
+        prefetch_l2(at);
+        continue;
+      }
+      wv[j] = ldg16(at);
       zcol[j] = (un.v0 + vh) * p.width + 8 * c;
     }
   };
-  load(0);
+  load(0, true);
   pdl_wait();  // z is the attention's output
   for (int e0 = 0; e0 < items; e0 += 32 * kUpItems) {
-    if (e0 > 0) load(e0);
+    load(e0, false);
 #pragma unroll
     for (int j = 0; j < kUpItems; ++j) {
       if (zcol[j] < 0) continue;
