@@ -30,7 +30,6 @@
 #include "engine/sampling_batch.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
-#include "kernels/cuda_backend.h"
 #include "kernels/sampling.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
@@ -41,6 +40,8 @@
 #include "server/bench/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include "kernels/cuda_backend.h"
 #endif
 
 namespace mlra {
