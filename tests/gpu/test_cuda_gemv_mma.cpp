@@ -68,8 +68,9 @@ void check_case(const Case& c, cuda::GemvKernel kernel, std::mt19937& rng) {
   INFO("m " << c.m << " n " << c.n << " k " << c.k << " batch " << c.batch << " x_shared "
             << c.x_shared << " y " << dtype_name(c.yt) << " alpha " << c.alpha << " beta " << c.beta
             << " kernel " << int(kernel));
-  // f32 y: only the f32 accumulation order differs from the reference.
-  CHECK(rel_l2(got_out, want_out) < (c.yt == DType::kBF16 ? kBf16Tol : 2e-5));
+  // f32 y: only the f32 accumulation differs from the reference (the tensor cores' adds may
+  // truncate: up to ~1e-5 over K ~ 8K; any indexing error is O(1)).
+  CHECK(rel_l2(got_out, want_out) < (c.yt == DType::kBF16 ? kBf16Tol : 1e-4));
   CHECK(touched == 0);
 }
 
