@@ -28,7 +28,7 @@ double value(const MetricsScrape& s, const char* name, std::map<std::string, std
 
 }  // namespace
 
-TEST_CASE("load: 200 streams, 20% cancelled, tiny MLRA-4; /metrics agrees with the clients",
+TEST_CASE("load: 200 streams, 20% cancelled, tiny MLRA-4 - /metrics agrees with the clients",
           "[load][e2e][tiny]") {
   MeteredServer s(tiny_mlra4_runner());
   // Scrapes while the load runs: each must parse and hold the gauges' invariants.
