@@ -57,8 +57,8 @@ TEST_CASE("Integrity::kSkip skips the shape, CRC-32 and finiteness checks and no
   CHECK(std::isfinite(w[3 * 32 + 4]));
 
   // The variant check is not an integrity check: kSkip keeps it.
-  const ModelConfig mha = load_model_config(d / "config.json", *parse_variant("mha"));
-  CHECK_THROWS_AS(open_checked_checkpoint(d.path(), mha, 0, 1, Integrity::kSkip), CheckpointError);
+  const ModelConfig mla = load_model_config(d / "config.json", *parse_variant("mla"));
+  CHECK_THROWS_AS(open_checked_checkpoint(d.path(), mla, 0, 1, Integrity::kSkip), CheckpointError);
 }
 
 TEST_CASE("nothing on the serving path can name Integrity, so every served load verifies",
