@@ -64,6 +64,15 @@ load_run() {
     "$@" > "$log" 2>&1
 }
 
+# wait_gone PID SECONDS: returns once PID has exited or SECONDS have passed.
+wait_gone() {
+  local i
+  for i in $(seq $(($2 * 2))); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.5
+  done
+}
+
 health() {
   timeout 10 "$B/mlra-serve" client --addr localhost:$port --health --timeout-s 5 2>&1 | tail -n 1
 }
@@ -116,18 +125,12 @@ if [ "$mode" = serve-shared ]; then
   rc=$?
   tail -n 20 "$OUT/load_kill.log"
   verdict "load with a killed worker (every stream ended once, none hung)" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL (mlra-bench exit $rc)")"
-  for i in $(seq 120); do
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.5
-  done
+  wait_gone $pid 60
   if kill -0 $pid 2>/dev/null; then
     echo "server still running 60 s after the worker failure: sending SIGTERM" | tee -a "$OUT/fault.txt"
     kill -TERM $pid
   fi
-  for i in $(seq 120); do
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.5
-  done
+  wait_gone $pid 60
   if kill -0 $pid 2>/dev/null; then
     echo "server still running 60 s after SIGTERM: hung, sending SIGKILL" | tee -a "$OUT/fault.txt"
     kill -KILL $pid

@@ -1,5 +1,5 @@
 """Our own PyTorch implementation of the release's GPT skeleton with MLRA-4, MLA and GQA
-attention (models/VARIANTS.md sections 1, 4.2, 4.6, 4.10), used to train the small default model.
+attention (models/VARIANTS.md sections 1, 4.2, 4.6, 4.10); it trains the default model.
 Parameter names, shapes and state_dict order are exactly the release's (section 3.1), including
 the bare input-major attn.kv_b_proj [4, d_c, n_head * 2 * d_n] of MLRA-4; wte and lm_head are one
 Parameter. Runs on torch 1.13 (CPU, no SDPA) and torch 2.x (CUDA, SDPA)."""

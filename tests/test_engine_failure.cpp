@@ -13,6 +13,7 @@
 #include "engine/process_runner.h"
 #include "grpc_test_server.h"
 #include "server/cli/grpc_probe.h"
+#include "worker_processes.h"
 
 using namespace mlra;
 using namespace mlra::testing;
@@ -48,9 +49,7 @@ TEST_CASE("a TP worker killed while the engine is idle turns health NOT_SERVING"
   o.tp = 2;
   o.page_size = 16;
   o.num_pages = 64;
-  WorkerProcessOptions process;
-  process.worker_binary = std::filesystem::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  process.load_timeout_s = 60;
+  const WorkerProcessOptions process = testing::test_worker_processes();
   auto runner = std::make_unique<ProcessRunner>(o, process);
   const std::vector<pid_t> workers = runner->worker_pids();
   REQUIRE(workers.size() == 2);

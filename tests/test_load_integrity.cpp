@@ -21,6 +21,7 @@
 #include "models/model_loader.h"
 #include "models/torch_bin_file.h"
 #include "tests/checkpoint_test_util.h"
+#include "worker_processes.h"
 
 using namespace mlra;
 using namespace mlra::test;
@@ -124,9 +125,7 @@ TEST_CASE("a config.json that disagrees with the tensors is refused by both runn
   o.tp = 2;
   o.page_size = 16;
   o.num_pages = 8;
-  WorkerProcessOptions process;
-  process.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  process.load_timeout_s = 60;
+  const WorkerProcessOptions process = testing::test_worker_processes();
   CHECK_THROWS_WITH(make_runner(o, process), Contains("transformer.wte.weight") &&
                                                  Contains("[50304,192]") &&
                                                  Contains("[60000,192]"));

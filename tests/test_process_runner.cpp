@@ -24,6 +24,7 @@
 #include "kernels/shm_communicator.h"
 #include "models/shard_plan.h"
 #include "step_builder.h"
+#include "worker_processes.h"
 
 using namespace mlra;
 namespace fs = std::filesystem;
@@ -54,11 +55,7 @@ RunnerConfig tiny_options(const fs::path& dir, int tp) {
 }
 
 WorkerProcessOptions workers() {
-  WorkerProcessOptions p;
-  p.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  p.load_timeout_s = 60;
-  p.step_timeout_s = 30;
-  return p;
+  return testing::test_worker_processes();
 }
 
 std::vector<int32_t> random_tokens(std::mt19937& rng, int n, int vocab) {

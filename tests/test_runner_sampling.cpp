@@ -16,6 +16,7 @@
 #include "engine/runner_factory.h"
 #include "engine/sampling_batch_builder.h"
 #include "step_builder.h"
+#include "worker_processes.h"
 
 using namespace mlra;
 namespace fs = std::filesystem;
@@ -154,10 +155,7 @@ TEST_CASE("runners sample what the cpu sampler picks from their own logits", "[t
     o.tp = mode == 0 ? 1 : 2;
     o.page_size = kPageSize;
     o.num_pages = 3 * kPagesPerSeq;
-    WorkerProcessOptions workers;
-    workers.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-    workers.load_timeout_s = 60;
-    workers.step_timeout_s = 30;
+    const WorkerProcessOptions workers = testing::test_worker_processes();
     INFO("tp " << o.tp << (mode == 1 ? " in-process" : ""));
     auto runner = mode == 1 ? make_local_runner(o) : make_runner(o, workers);
     const int vocab = int(runner->config().vocab_size),

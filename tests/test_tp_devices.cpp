@@ -27,6 +27,7 @@
 #include "kernels/shm_communicator.h"
 #include "models/shard_plan.h"
 #include "tp_test_script.h"
+#include "worker_processes.h"
 
 using namespace mlra;
 
@@ -69,11 +70,7 @@ RunnerConfig cpu_workers(const std::string& variant, int tp, std::vector<int32_t
 }
 
 WorkerProcessOptions workers() {
-  WorkerProcessOptions p;
-  p.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  p.load_timeout_s = 60;
-  p.step_timeout_s = 30;
-  return p;
+  return testing::test_worker_processes();
 }
 
 uint32_t bits(float f) {
