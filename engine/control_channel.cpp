@@ -246,7 +246,7 @@ void init_fields(Io& io, M& m) {
   io(m.model_dir, m.variant, m.backend, m.device, m.page_size, m.num_pages, m.shm_name, m.tpla,
      m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.latent_prefill,
      m.latent_prefill_scratch_bytes, m.gpu_memory_fraction, m.reserve_bytes,
-     m.cuda_graph_max_batch);
+     m.cuda_graph_max_batch, m.kv_cache_dtype);
 }
 
 template <class Io, class M>

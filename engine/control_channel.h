@@ -179,6 +179,7 @@ struct WorkerInit {
   int32_t device = 0;           // GPU ordinal for cuda
   int32_t page_size = 64;
   int64_t num_pages = 0;
+  std::string kv_cache_dtype = "auto";  // CacheEncoding by kv_cache_dtype name
   std::string shm_name;  // CPU all-reduce segment (empty for cuda)
   bool tpla = false;     // MLA checkpoints: TPLA instead of a replicated latent
   std::string tpla_transform;

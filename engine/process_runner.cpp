@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "kernels/shm_communicator.h"
+#include "models/cache_shape.h"
 #include "models/local_runner.h"
 #include "models/shard_plan.h"
 
@@ -53,12 +54,12 @@ ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
   const bool gpu_sized = o.gpu_memory_fraction > 0;
   if (gpu_sized && o.backend != "cuda")
     throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
-  const int64_t widest = widest_cache_width(config_, o.tp);
   const int64_t value_bytes = o.backend == "cuda" ? 2 : 4;
+  const int64_t widest_bytes =
+      cache_row_bytes_per_rank(config_, o.tp, o.kv_cache, value_bytes).max_values;
   int64_t num_pages = gpu_sized ? 0 : o.num_pages;
   if (!gpu_sized && num_pages == 0)
-    num_pages =
-        pages_for_budget(o.cache_memory_bytes, widest * config_.n_layer * value_bytes, o.page_size);
+    num_pages = pages_for_budget(o.cache_memory_bytes, widest_bytes * config_.n_layer, o.page_size);
   if (!gpu_sized && num_pages <= 0) throw RunnerError("cache memory budget holds no page");
 
   for (char** e = environ; *e; ++e) env_storage_.emplace_back(*e);
@@ -144,6 +145,7 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
     init.device = o.first_device + w.rank;
     init.page_size = o.page_size;
     init.num_pages = num_pages;
+    init.kv_cache_dtype = kv_cache_dtype_name(o.kv_cache);
     init.shm_name = shm_ ? shm_->name() : "";
     init.tpla = o.mla_tp_mode == LatentTpMode::kTpla;
     init.tpla_transform = o.tpla.transform;

@@ -3,6 +3,7 @@
 
 #include "engine/process_runner.h"
 #include "engine/server_config.h"
+#include "models/cache_shape.h"
 #include "models/local_runner.h"
 
 namespace mlra {
@@ -16,6 +17,7 @@ RunnerOptions runner_options(const ServerConfig& c) {
   o.page_size = c.page_size;
   o.num_pages = c.num_pages;
   o.cache_memory_bytes = c.cache_memory_bytes;
+  o.kv_cache = parse_kv_cache_dtype(c.kv_cache_dtype).value_or(CacheEncoding::kPlain);
   o.max_context = c.max_context;
   o.gpu_memory_fraction = c.gpu_memory_fraction;
   o.cuda_graph_max_batch = c.cuda_graph_max_batch;
@@ -39,6 +41,7 @@ std::unique_ptr<ModelRunner> make_runner(const RunnerOptions& o) {
     l.page_size = o.page_size;
     l.num_pages = o.num_pages;
     l.cache_memory_bytes = o.cache_memory_bytes;
+    l.kv_cache = o.kv_cache;
     l.max_context = o.max_context;
     l.gpu_memory_fraction = o.gpu_memory_fraction;
     l.cuda_graph_max_batch = o.cuda_graph_max_batch;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/model_runner.h"
+#include "kernels/paged_attention.h"
 
 namespace mlra {
 
@@ -23,6 +24,7 @@ struct RunnerOptions {
   int32_t page_size = 64;
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
+  CacheEncoding kv_cache = CacheEncoding::kPlain;  // kv_cache_dtype
   int64_t max_context = 0;                   // 0: the model's block_size (2048 if absent)
   double gpu_memory_fraction = 0;            // cuda, > 0: cache = this share of each GPU's memory
                                              // minus weights and a workspace reserve

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "models/cache_shape.h"
 #include "models/variant.h"
 
 namespace mlra {
@@ -80,6 +81,7 @@ const std::map<std::string, Setter>& setters() {
       {"page_size", field(&ServerConfig::page_size)},
       {"cache_memory_bytes", field(&ServerConfig::cache_memory_bytes)},
       {"num_pages", field(&ServerConfig::num_pages)},
+      {"kv_cache_dtype", field(&ServerConfig::kv_cache_dtype)},
       {"gpu_memory_fraction", field(&ServerConfig::gpu_memory_fraction)},
       {"cuda_graph_max_batch", field(&ServerConfig::cuda_graph_max_batch)},
       {"max_running_seqs", field(&ServerConfig::max_running_seqs)},
@@ -176,6 +178,8 @@ void validate_server_config(const ServerConfig& c) {
   require(c.page_size >= 1 && c.page_size <= 4096, "page_size", "must be in [1, 4096]");
   require(c.cache_memory_bytes > 0, "cache_memory_bytes", "must be > 0");
   require(c.num_pages >= 0, "num_pages", "must be >= 0 (0: from cache_memory_bytes)");
+  require(parse_kv_cache_dtype(c.kv_cache_dtype).has_value(), "kv_cache_dtype",
+          fmt::format("'{}' is not auto or fp8_e4m3", c.kv_cache_dtype));
   require(c.gpu_memory_fraction >= 0 && c.gpu_memory_fraction < 1, "gpu_memory_fraction",
           "must be in [0, 1) (0: size the cache by cache_memory_bytes)");
   require(c.cuda_graph_max_batch >= 0 && c.cuda_graph_max_batch <= 512, "cuda_graph_max_batch",
@@ -213,6 +217,7 @@ Json to_json(const ServerConfig& c) {
               {"page_size", c.page_size},
               {"cache_memory_bytes", c.cache_memory_bytes},
               {"num_pages", c.num_pages},
+              {"kv_cache_dtype", c.kv_cache_dtype},
               {"gpu_memory_fraction", c.gpu_memory_fraction},
               {"cuda_graph_max_batch", c.cuda_graph_max_batch},
               {"max_running_seqs", c.max_running_seqs},

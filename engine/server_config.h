@@ -33,6 +33,7 @@ struct ServerConfig {
   int32_t page_size = 64;
   int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
   int64_t num_pages = 0;                     // 0: derived from cache_memory_bytes
+  std::string kv_cache_dtype = "auto";       // "auto" | "fp8_e4m3" (models/cache_shape.h)
   double gpu_memory_fraction = 0;            // cuda: > 0 sizes the cache to this share of each GPU
   int32_t cuda_graph_max_batch = 256;        // cuda: decode steps up to this batch replay graphs
   int32_t max_running_seqs = 64;

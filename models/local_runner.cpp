@@ -12,6 +12,7 @@
 #include "kernels/backend.h"
 #include "kernels/sampling.h"
 #include "kernels/thread_communicator.h"
+#include "models/cache_shape.h"
 #include "models/checkpoint.h"
 #include "models/latent_expansion.h"
 #include "models/transformer.h"
@@ -36,9 +37,12 @@ class LocalRunner final : public ModelRunner {
     const bool gpu_sized = o.gpu_memory_fraction > 0;
     if (gpu_sized && backends_[0]->memory().total_bytes == 0)
       throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
-    CacheOptions cache{o.page_size, gpu_sized ? 0 : o.num_pages};
+    CacheOptions cache{o.page_size, gpu_sized ? 0 : o.num_pages, o.kv_cache};
     const int64_t bytes_per_token =
-        widest * config_.n_layer * int64_t(dtype_size(backends_[0]->cache_dtype()));
+        cache_row_bytes_per_rank(config_, o.tp, o.kv_cache,
+                                 int64_t(dtype_size(backends_[0]->cache_dtype())))
+            .max_values *
+        config_.n_layer;
     if (!gpu_sized && cache.num_pages == 0)
       cache.num_pages = pages_for_budget(o.cache_memory_bytes, bytes_per_token, o.page_size);
     if (!gpu_sized && cache.num_pages <= 0) throw RunnerError("cache memory budget holds no page");

@@ -22,6 +22,7 @@ struct LocalRunnerOptions {
   int32_t page_size = 64;
   int64_t num_pages = 0;                     // if 0: from cache_memory_bytes
   int64_t cache_memory_bytes = 256LL << 20;  // per rank
+  CacheEncoding kv_cache = CacheEncoding::kPlain;  // kv_cache_dtype: plain or FP8
   int64_t max_context = 0;                   // 0: config block_size (or 2048 if absent)
   double gpu_memory_fraction = 0;            // cuda, > 0: cache sized by gpu_cache_bytes() instead
   int32_t cuda_graph_max_batch = 0;  // cuda at TP=1: pure decode steps up to this batch use graphs

@@ -53,6 +53,7 @@ ServingStack build_serving_stack(const ServerConfig& config,
   stack.engine = std::make_unique<Engine>(std::move(runner), *stack.tokenizer, options);
   stack.labels.mla_tp_mode = config.mla_tp_mode;
   stack.labels.dtype = effective_dtype(config);
+  stack.labels.kv_cache_dtype = config.kv_cache_dtype;
   return stack;
 }
 

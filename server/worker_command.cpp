@@ -18,6 +18,7 @@
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
+#include "models/cache_shape.h"
 #include "models/checkpoint.h"
 #include "models/local_runner.h"
 #include "models/model_config.h"
@@ -115,8 +116,10 @@ int run_worker(int rank, int tp, int fd) {
     auto comm = make_worker_comm(init, rank, tp, *backend, channel);
     auto ckpt = Checkpoint::open(init.model_dir);
     const bool gpu_sized = init.gpu_memory_fraction > 0;
+    const auto kv_cache = parse_kv_cache_dtype(init.kv_cache_dtype);
+    if (!kv_cache) throw ProtocolError("worker: unknown kv_cache_dtype " + init.kv_cache_dtype);
     Transformer model(config, plan, *ckpt, *backend, *comm,
-                      CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages});
+                      CacheOptions{init.page_size, gpu_sized ? 0 : init.num_pages, *kv_cache});
     int64_t num_pages = init.num_pages;
     if (gpu_sized) {
       num_pages = gpu_cache_pages(backend->memory(), init.gpu_memory_fraction, init.reserve_bytes,
