@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace mlra {
 namespace {
 
@@ -242,17 +244,9 @@ struct FieldReader {
 };
 
 template <class Io, class M>
-void init_fields(Io& io, M& m) {
-  io(m.model_dir, m.variant, m.backend, m.device, m.page_size, m.num_pages, m.shm_name, m.tpla,
-     m.tpla_transform, m.tpla_pd_separation, m.tpla_seed, m.tpla_slices, m.latent_prefill,
-     m.latent_prefill_scratch_bytes, m.gpu_memory_fraction, m.reserve_bytes,
-     m.cuda_graph_max_batch, m.kv_cache_dtype);
-}
-
-template <class Io, class M>
 void ready_fields(Io& io, M& m) {
-  io(m.rank, m.pid, m.weight_bytes, m.cache_bytes_per_token, m.cache_values_per_token_per_layer,
-     m.num_pages, m.backend);
+  io(m.rank, m.device, m.pid, m.backend, m.weight_bytes, m.cache_bytes_per_token,
+     m.cache_values_per_token_per_layer, m.num_pages);
 }
 
 template <class Io, class M>
@@ -302,20 +296,33 @@ void check_as_protocol(const char* what, Check check) {
 }  // namespace
 
 std::vector<char> encode(const WorkerInit& m) {
-  return write_message(m, [](auto& io, auto& x) { init_fields(io, x); });
+  FieldWriter io;
+  io(to_json(m.config).dump(), m.shm_name);
+  return std::move(io.w.bytes());
 }
 
 WorkerInit decode_worker_init(const std::vector<char>& payload) {
-  return read_message<WorkerInit>(
-      payload, [](auto& io, auto& x) { init_fields(io, x); }, "Init");
+  FieldReader io{ByteReader(payload)};
+  std::string config;
+  WorkerInit m;
+  io(config, m.shm_name);
+  if (!io.r.done()) throw ProtocolError("Init: trailing bytes");
+  const nlohmann::json j = nlohmann::json::parse(config, nullptr, false);
+  if (j.is_discarded()) throw ProtocolError("Init: the runner config is not JSON");
+  try {
+    m.config = runner_config_from_json(j, std::filesystem::current_path());
+  } catch (const ConfigError& e) {
+    throw ProtocolError(std::string("Init: ") + e.what());
+  }
+  return m;
 }
 
-std::vector<char> encode(const WorkerReady& m) {
+std::vector<char> encode(const RankInfo& m) {
   return write_message(m, [](auto& io, auto& x) { ready_fields(io, x); });
 }
 
-WorkerReady decode_worker_ready(const std::vector<char>& payload) {
-  return read_message<WorkerReady>(
+RankInfo decode_rank_info(const std::vector<char>& payload) {
+  return read_message<RankInfo>(
       payload, [](auto& io, auto& x) { ready_fields(io, x); }, "Ready");
 }
 

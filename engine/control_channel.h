@@ -14,14 +14,16 @@
 #include <utility>
 #include <vector>
 
-#include "engine/step_batch.h"
-#include "kernels/sampling.h"
+#include "engine/model_runner.h"
+#include "engine/runner_config.h"
+#include "engine/sampling_batch.h"
+#include "models/step_batch.h"
 
 namespace mlra {
 
 enum class MessageType : uint32_t {
   kInit = 1,  // frontend -> worker: WorkerInit
-  kReady,     // worker -> frontend: WorkerReady
+  kReady,     // worker -> frontend: RankInfo
   kNcclId,    // rank 0 -> frontend -> other ranks: the opaque NCCL unique id bytes
   kStep,      // frontend -> worker: StepMessage (the plan; rank 0's also says how to answer)
   kLogits,    // rank 0 -> frontend: [rows, vocab] float32 (raw-logits steps only)
@@ -171,40 +173,11 @@ class ByteReader {
   const char* end_;
 };
 
-// What a worker needs to build its rank of the model.
+// What a worker needs to build its rank of the model: the runner's config, whole (sent as its
+// JSON, engine/runner_config.h), and the CPU all-reduce segment. The rank comes from argv.
 struct WorkerInit {
-  std::string model_dir;
-  std::string variant;
-  std::string backend = "cpu";  // "cpu" | "cuda"
-  int32_t device = 0;           // GPU ordinal for cuda
-  int32_t page_size = 64;
-  int64_t num_pages = 0;
-  std::string kv_cache_dtype = "auto";  // CacheEncoding by kv_cache_dtype name
-  std::string shm_name;  // CPU all-reduce segment (empty for cuda)
-  bool tpla = false;     // MLA checkpoints: TPLA instead of a replicated latent
-  std::string tpla_transform;
-  bool tpla_pd_separation = true;
-  uint64_t tpla_seed = 0;
-  int32_t tpla_slices = 0;
-  std::string latent_prefill = "auto";  // LatentPrefill by name
-  int64_t latent_prefill_scratch_bytes = 0;
-  // GPU-sized cache: when > 0 the worker loads its weights, reports in Ready how many pages fit
-  // under this share of its GPU (less reserve_bytes), and allocates the count that Allocate
-  // names (the minimum over ranks, since page ids are shared).
-  double gpu_memory_fraction = 0;
-  int64_t reserve_bytes = 0;
-  int32_t cuda_graph_max_batch = 0;  // decode graphs up to this batch (cuda), 0: none
-};
-
-// What a worker reports once its shard is loaded.
-struct WorkerReady {
-  int32_t rank = 0;
-  int64_t pid = 0;
-  int64_t weight_bytes = 0;
-  int64_t cache_bytes_per_token = 0;  // all layers
-  int64_t cache_values_per_token_per_layer = 0;
-  int64_t num_pages = 0;  // allocated, or (GPU-sized cache) the most that fit
-  std::string backend;
+  RunnerConfig config;
+  std::string shm_name;  // empty for cuda (NCCL)
 };
 
 // What a worker answers a Step with: ranks > 0 always Ack; rank 0 samples (Tokens: only ids
@@ -220,14 +193,14 @@ struct StepMessage {
 };
 
 std::vector<char> encode(const WorkerInit& m);
-std::vector<char> encode(const WorkerReady& m);
+std::vector<char> encode(const RankInfo& m);
 std::vector<char> encode(const StepBatch& m);
 // `sampling` is written only for StepReply::kTokens.
 std::vector<char> encode_step_message(const StepBatch& step, StepReply reply,
                                       const SamplingBatch* sampling);
 std::vector<char> encode(const SampledTokens& m);
 WorkerInit decode_worker_init(const std::vector<char>& payload);
-WorkerReady decode_worker_ready(const std::vector<char>& payload);
+RankInfo decode_rank_info(const std::vector<char>& payload);
 StepBatch decode_step_batch(const std::vector<char>& payload);
 StepMessage decode_step_message(const std::vector<char>& payload);
 SampledTokens decode_sampled_tokens(const std::vector<char>& payload);

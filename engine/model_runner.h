@@ -6,24 +6,38 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "engine/step_batch.h"
-#include "kernels/sampling.h"
+#include "engine/sampling_batch.h"
 #include "models/model_config.h"
+#include "models/step_batch.h"
 
 namespace mlra {
 
+// What one TP rank reports once its shard is loaded.
+struct RankInfo {
+  int32_t rank = 0;
+  int32_t device = 0;   // the device ordinal the rank was given (the cuda backend runs there)
+  int64_t pid = 0;      // the process that holds the rank
+  std::string backend;  // the backend's own name, e.g. "cpu" or "cuda:1 (<GPU name>)"
+  int64_t weight_bytes = 0;
+  int64_t cache_bytes_per_token = 0;  // all layers
+  int64_t cache_values_per_token_per_layer = 0;
+  int64_t num_pages = 0;  // allocated, or (GPU-sized cache, before allocation) the most that fit
+};
+
 struct RunnerInfo {
-  std::string backend;                 // "cpu", "cuda"
+  std::string backend;  // "cpu", "cuda"
   int32_t tp = 1;
   int32_t page_size = 64;
-  int64_t num_pages = 0;               // pages every rank holds (same page ids on all ranks)
-  int64_t cache_bytes_per_token = 0;   // per rank, all layers
-  int64_t cache_values_per_token_per_layer = 0;  // per rank
-  int64_t weight_bytes_per_rank = 0;
+  int64_t num_pages = 0;              // pages every rank holds (same page ids on all ranks)
+  int64_t cache_bytes_per_token = 0;  // per rank (the widest), all layers
+  int64_t cache_values_per_token_per_layer = 0;  // per rank (the widest)
+  int64_t weight_bytes_per_rank = 0;             // the largest rank's
   int64_t max_context = 0;
+  std::vector<RankInfo> ranks;  // index = rank
 };
 
 struct RunnerError : std::runtime_error {
@@ -39,7 +53,8 @@ class ModelRunner {
   // (sampling.size() == step.logit_rows.size()); `out` gets one token per row. The result is
   // what the CPU Sampler would pick from the same logits.
   // Throws RunnerError when a worker died or hung (the engine fails in-flight requests then).
-  virtual void execute(const StepBatch& step, const SamplingBatch& sampling, SampledTokens& out) = 0;
+  virtual void execute(const StepBatch& step, const SamplingBatch& sampling,
+                       SampledTokens& out) = 0;
   // Runs `step` and returns the raw logits instead, step.logit_rows.size() rows of
   // config().vocab_size floats, on the host (perplexity, golden-logit tests, benchmarks).
   virtual void execute(const StepBatch& step, std::vector<float>& logits) = 0;

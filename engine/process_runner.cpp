@@ -18,10 +18,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "engine/rank.h"
 #include "kernels/shm_communicator.h"
-#include "models/cache_shape.h"
-#include "models/local_runner.h"
-#include "models/shard_plan.h"
 
 extern char** environ;
 
@@ -44,70 +42,46 @@ std::string status_text(int status) {
 
 }  // namespace
 
-ProcessRunner::ProcessRunner(const RunnerOptions& o) : options_(o) {
-  config_ =
-      load_runner_config(o.model_dir, o.variant, o.mla_tp_mode, o.tpla, o.tp, o.latent_prefill);
-  if (o.backend != "cpu" && o.backend != "cuda")
-    throw RunnerError("unknown backend '" + o.backend + "'");
-  // Page ids are shared by all ranks, so the page count fits the widest rank's budget (f32
-  // values on CPU workers, bf16 on GPU workers). A GPU-sized cache is settled after loading.
-  const bool gpu_sized = o.gpu_memory_fraction > 0;
-  if (gpu_sized && o.backend != "cuda")
-    throw RunnerError("gpu_memory_fraction needs the cuda backend (backend '" + o.backend + "')");
-  const int64_t value_bytes = o.backend == "cuda" ? 2 : 4;
-  const int64_t widest_bytes =
-      cache_row_bytes_per_rank(config_, o.tp, o.kv_cache, value_bytes).max_values;
-  int64_t num_pages = gpu_sized ? 0 : o.num_pages;
-  if (!gpu_sized && num_pages == 0)
-    num_pages = pages_for_budget(o.cache_memory_bytes, widest_bytes * config_.n_layer, o.page_size);
-  if (!gpu_sized && num_pages <= 0) throw RunnerError("cache memory budget holds no page");
+ProcessRunner::ProcessRunner(const RunnerConfig& c, const WorkerProcessOptions& process)
+    : run_config_(c), process_(process) {
+  // The config travels as text: an absolute model_dir names the same folder to every reader.
+  run_config_.model_dir = std::filesystem::absolute(c.model_dir);
+  config_ = runner_model_config(run_config_);
+  int64_t num_pages = shared_page_count(run_config_, config_);  // refuses a bad budget early
 
   for (char** e = environ; *e; ++e) env_storage_.emplace_back(*e);
   if (!std::getenv("NCCL_NVLS_ENABLE")) env_storage_.emplace_back("NCCL_NVLS_ENABLE=0");
   for (auto& s : env_storage_) envp_.push_back(s.data());
   envp_.push_back(nullptr);
 
-  if (o.backend == "cpu") shm_ = std::make_unique<ShmSegment>(o.tp);
-  workers_.reserve(size_t(o.tp));
+  if (c.backend == "cpu") shm_ = std::make_unique<ShmSegment>(c.tp);
+  workers_.reserve(size_t(c.tp));
   try {
-    for (int r = 0; r < o.tp; ++r) spawn(r);
+    for (int r = 0; r < c.tp; ++r) spawn(r);
   } catch (const std::exception& e) {
     healthy_ = false;
     kill_all();
     throw RunnerError(std::string("cannot start workers: ") + e.what());
   }
-  load(o, num_pages);
-  if (gpu_sized) num_pages = allocate_gpu_sized_cache(o);
+  load();
+  if (c.gpu_memory_fraction > 0) num_pages = allocate_gpu_sized_cache();
   if (shm_) shm_->unlink();
 
-  info_.backend = o.backend;
-  info_.tp = o.tp;
-  info_.page_size = o.page_size;
-  info_.num_pages = num_pages;
-  for (const WorkerReady& r : ready_) {
-    info_.cache_values_per_token_per_layer =
-        std::max(info_.cache_values_per_token_per_layer, r.cache_values_per_token_per_layer);
-    info_.cache_bytes_per_token = std::max(info_.cache_bytes_per_token, r.cache_bytes_per_token);
-    info_.weight_bytes_per_rank = std::max(info_.weight_bytes_per_rank, r.weight_bytes);
-  }
-  info_.max_context =
-      o.max_context ? o.max_context : (config_.block_size ? config_.block_size : 2048);
-  for (const WorkerReady& r : ready_)
+  info_ = runner_info(run_config_, config_, ready_, num_pages);
+  for (const RankInfo& r : info_.ranks)
     spdlog::info(
-        "tp rank {} (pid {}, {}): weights {:.1f} MB, cache {} values/token/layer = {} "
+        "tp rank {} (pid {}, {}, device {}): weights {:.1f} MB, cache {} values/token/layer = {} "
         "bytes/token, {} pages x {}",
-        r.rank, r.pid, r.backend, r.weight_bytes / 1e6, r.cache_values_per_token_per_layer,
-        r.cache_bytes_per_token, r.num_pages, o.page_size);
+        r.rank, r.pid, r.backend, r.device, r.weight_bytes / 1e6,
+        r.cache_values_per_token_per_layer, r.cache_bytes_per_token, r.num_pages, c.page_size);
 }
 
 void ProcessRunner::spawn(int rank) {
   auto [parent_fd, child_fd] = make_socket_pair();
   const std::string binary =
-      options_.worker_binary.empty() ? "/proc/self/exe" : options_.worker_binary.string();
-  std::vector<std::string> args = {binary,   "worker",
-                                   "--rank", std::to_string(rank),
-                                   "--tp",   std::to_string(options_.tp),
-                                   "--fd",   std::to_string(child_fd)};
+      process_.worker_binary.empty() ? "/proc/self/exe" : process_.worker_binary.string();
+  std::vector<std::string> args = {
+      binary, "worker", "--rank", std::to_string(rank), "--fd", std::to_string(child_fd)};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -135,31 +109,12 @@ void ProcessRunner::spawn(int rank) {
   pids_.push_back(pid);
 }
 
-void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
-  const auto deadline = deadline_in(o.load_timeout_s);
-  for (Worker& w : workers_) {
-    WorkerInit init;
-    init.model_dir = std::filesystem::absolute(o.model_dir).string();
-    init.variant = o.variant;
-    init.backend = o.backend;
-    init.device = o.first_device + w.rank;
-    init.page_size = o.page_size;
-    init.num_pages = num_pages;
-    init.kv_cache_dtype = kv_cache_dtype_name(o.kv_cache);
-    init.shm_name = shm_ ? shm_->name() : "";
-    init.tpla = o.mla_tp_mode == LatentTpMode::kTpla;
-    init.tpla_transform = o.tpla.transform;
-    init.tpla_pd_separation = o.tpla.pd_separation;
-    init.tpla_seed = o.tpla.seed;
-    init.tpla_slices = o.tpla.slices;
-    init.latent_prefill = latent_prefill_name(o.latent_prefill.mode);
-    init.latent_prefill_scratch_bytes = o.latent_prefill.scratch_bytes;
-    init.gpu_memory_fraction = o.gpu_memory_fraction;
-    init.reserve_bytes = activation_reserve_bytes(config_, o.cuda_graph_max_batch);
-    init.cuda_graph_max_batch = o.backend == "cuda" ? o.cuda_graph_max_batch : 0;
-    guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, encode(init), deadline); });
-  }
-  if (o.backend == "cuda" && o.tp > 1) {
+void ProcessRunner::load() {
+  const auto deadline = deadline_in(process_.load_timeout_s);
+  const std::vector<char> init = encode(WorkerInit{run_config_, shm_ ? shm_->name() : ""});
+  for (Worker& w : workers_)
+    guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, init, deadline); });
+  if (run_config_.backend == "cuda" && run_config_.tp > 1) {
     Message id;
     Worker& w0 = workers_[0];
     guarded(w0, "NcclId", [&] {
@@ -172,19 +127,24 @@ void ProcessRunner::load(const RunnerOptions& o, int64_t num_pages) {
   ready_.resize(workers_.size());
   wait_all(0, deadline, "loading", [&](Worker& w) {
     const Message m = w.channel.expect(deadline, 0, MessageType::kReady, MessageType::kReady);
-    ready_[size_t(w.rank)] = decode_worker_ready(m.payload);
+    RankInfo r = decode_rank_info(m.payload);
+    if (r.rank != w.rank)
+      throw ProtocolError("Ready from rank " + std::to_string(r.rank) + " on rank " +
+                          std::to_string(w.rank) + "'s channel");
+    ready_[size_t(w.rank)] = std::move(r);
   });
 }
 
-int64_t ProcessRunner::allocate_gpu_sized_cache(const RunnerOptions& o) {
-  int64_t pages = std::numeric_limits<int64_t>::max();
-  for (const WorkerReady& r : ready_) pages = std::min(pages, r.num_pages);
-  if (pages <= 0) {
+int64_t ProcessRunner::allocate_gpu_sized_cache() {
+  int64_t pages = 0;
+  try {
+    pages = settle_gpu_pages(run_config_, ready_);
+  } catch (const RunnerError&) {
+    healthy_ = false;
     kill_all();
-    throw RunnerError("gpu_memory_fraction " + std::to_string(o.gpu_memory_fraction) +
-                      " leaves no room for the cache after the weights");
+    throw;
   }
-  const auto deadline = deadline_in(o.load_timeout_s);
+  const auto deadline = deadline_in(process_.load_timeout_s);
   ByteWriter w;
   w.put(pages);
   for (Worker& worker : workers_)
@@ -193,7 +153,6 @@ int64_t ProcessRunner::allocate_gpu_sized_cache(const RunnerOptions& o) {
   wait_all(0, deadline, "Allocate", [&](Worker& worker) {
     worker.channel.expect(deadline, 0, MessageType::kAck, MessageType::kAck);
   });
-  for (WorkerReady& r : ready_) r.num_pages = pages;
   return pages;
 }
 
@@ -236,7 +195,7 @@ void ProcessRunner::run_step(const StepBatch& step, StepReply reply, const Sampl
                                                       Clock::time_point)>& read_rank0) {
   if (!healthy_) throw RunnerError("model runner is not healthy: " + failure_);
   const int64_t seq = next_step_++;
-  const auto deadline = deadline_in(options_.step_timeout_s);
+  const auto deadline = deadline_in(process_.step_timeout_s);
   const std::vector<char> to_rank0 = encode_step_message(step, reply, sampling);
   const std::vector<char> to_others = workers_.size() > 1
                                           ? encode_step_message(step, StepReply::kAck, nullptr)
@@ -347,7 +306,7 @@ ProcessRunner::~ProcessRunner() {
       } catch (const std::exception&) {
       }
     }
-    const auto deadline = deadline_in(options_.shutdown_timeout_s);
+    const auto deadline = deadline_in(process_.shutdown_timeout_s);
     for (Worker& w : workers_) {
       while (w.pid > 0) {
         int status = 0;

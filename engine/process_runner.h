@@ -1,6 +1,7 @@
 // Multi-process tensor-parallel ModelRunner: spawns one worker process per rank (fork + exec of
-// `<binary> worker --rank r --tp N --fd K`), each building its own Transformer shard (weights and
-// cache pages) on its own device, and drives them in explicit lockstep over control channels.
+// `<binary> worker --rank r --fd K`), sends each the RunnerConfig whole, and each builds its Rank
+// (engine/rank.h: Transformer shard, weights and cache pages) on its own device; then drives
+// them in explicit lockstep over control channels.
 // Rank 0's worker samples its logits where they are, so a step returns token ids (and asked-for
 // logprobs), not [rows, vocab] floats; raw-logits steps remain for tools and tests.
 // Any lost worker (exit, crash, EOF, timeout, error) is fatal: all workers are killed and reaped,
@@ -26,7 +27,7 @@ class ShmSegment;
 class ProcessRunner final : public ModelRunner {
  public:
   // Spawns and loads all workers; throws RunnerError (after reaping them) if any fails.
-  explicit ProcessRunner(const RunnerOptions& options);
+  explicit ProcessRunner(const RunnerConfig& config, const WorkerProcessOptions& process = {});
   // Sends Shutdown, waits up to shutdown_timeout_s, then kills and reaps what is left.
   ~ProcessRunner() override;
 
@@ -36,8 +37,6 @@ class ProcessRunner final : public ModelRunner {
   void execute(const StepBatch& step, std::vector<float>& logits) override;
   bool healthy() const override;
 
-  // What each rank reported when it finished loading (index = rank).
-  const std::vector<WorkerReady>& rank_info() const { return ready_; }
   std::vector<pid_t> worker_pids() const;  // for tests and logs
 
  private:
@@ -47,17 +46,17 @@ class ProcessRunner final : public ModelRunner {
     ControlChannel channel;
   };
   void spawn(int rank);
-  void load(const RunnerOptions& o, int64_t num_pages);
+  // Sends every worker the config, relays the NCCL id, and collects each rank's report.
+  void load();
   // Sends the step to every rank (rank 0 answers with `reply`) and waits for all answers;
   // read_rank0 consumes rank 0's reply once its header passed the lockstep check.
   void run_step(const StepBatch& step, StepReply reply, const SamplingBatch* sampling,
                 const std::function<void(ControlChannel&, const MessageHeader&, Clock::time_point)>&
                     read_rank0);
+  // GPU-sized cache: every rank allocates the settled count (settle_gpu_pages). Returns it.
+  int64_t allocate_gpu_sized_cache();
   // Calls handle(w) for each worker as soon as its socket is readable, until all were handled;
   // fails on timeout.
-  // GPU-sized cache: the smallest page count any rank reported fits everywhere; every rank
-  // allocates it. Returns the count.
-  int64_t allocate_gpu_sized_cache(const RunnerOptions& o);
   void wait_all(int64_t seq, Clock::time_point deadline, const std::string& what,
                 const std::function<void(Worker&)>& handle);
   // Runs fn; a channel or protocol error becomes fail() naming the worker.
@@ -67,12 +66,13 @@ class ProcessRunner final : public ModelRunner {
   void kill_all();
   std::string describe_exit(Worker& w);  // reaps w if it exited
 
-  RunnerOptions options_;
+  RunnerConfig run_config_;
+  WorkerProcessOptions process_;
   ModelConfig config_;
   RunnerInfo info_;
   std::vector<Worker> workers_;
-  std::vector<pid_t> pids_;  // fixed after spawning: healthy() reads it from other threads
-  std::vector<WorkerReady> ready_;
+  std::vector<pid_t> pids_;      // fixed after spawning: healthy() reads it from other threads
+  std::vector<RankInfo> ready_;  // what each rank reported when it finished loading
   std::unique_ptr<ShmSegment> shm_;
   std::vector<char*> envp_;
   std::vector<std::string> env_storage_;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/request.h"
-#include "kernels/sampling.h"
+#include "engine/sampling_batch.h"
 
 namespace mlra {
 

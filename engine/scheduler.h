@@ -11,7 +11,7 @@
 
 #include "engine/block_manager.h"
 #include "engine/sequence.h"
-#include "engine/step_batch.h"
+#include "models/step_batch.h"
 
 namespace mlra {
 
@@ -28,8 +28,8 @@ struct ScheduledSeq {
 
 struct ScheduledStep {
   StepBatch batch;
-  std::vector<ScheduledSeq> seqs;     // in batch order; logit_rows follow the sampled ones
-  std::vector<Sequence*> preempted;   // sequences preempted while planning this step
+  std::vector<ScheduledSeq> seqs;    // in batch order; logit_rows follow the sampled ones
+  std::vector<Sequence*> preempted;  // sequences preempted while planning this step
   bool empty() const { return seqs.empty(); }
 };
 

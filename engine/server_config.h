@@ -1,6 +1,7 @@
 // Server configuration: one JSON file under configs/ plus command-line overrides ("key=value").
-// Unknown keys are errors naming the key; a relative model_dir is resolved against the folder
-// of the config file, so configs/default.json works from any working directory.
+// The file's keys are flat: the server's own below, and the runner's (engine/runner_config.h),
+// which fill `runner`. Unknown keys are errors naming the key; a relative model_dir is resolved
+// against the folder of the config file, so configs/default.json works from any working directory.
 #pragma once
 
 #include <cstdint>
@@ -11,34 +12,16 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "engine/engine.h"
+#include "engine/runner_config.h"
 #include "models/model_config.h"
 
 namespace mlra {
 
 struct ServerConfig {
-  std::filesystem::path model_dir;          // folder with config.json + weights
-  std::string variant = "mlra4";            // attention variant name (models/variant.h)
-  std::string backend = "cpu";              // "cpu" | "cuda"
-  std::string dtype = "auto";               // "auto" | "fp32" (cpu) | "bf16" (cuda); see below
-  int32_t tp = 1;                           // tensor-parallel degree
-  int32_t device = 0;                       // first CUDA device (backend "cuda")
-  std::string mla_tp_mode = "replicate";    // MLA checkpoints: "replicate" | "tpla"
-  std::string tpla_transform = "hadamard";  // "identity" | "hadamard" | path of a PCA transform
-  bool tpla_pd_separation = true;           // prefill exact MLA, decode TPLA
-  int32_t tpla_slices = 0;                  // 0: the TP degree
-  // MLA / GLA prefill chunks: "auto" (expanded where it saves FLOPs) | "absorbed" | "expanded"
-  // (models/model_config.h LatentPrefill); scratch bytes per rank and step for the expanded form.
-  std::string latent_prefill = "auto";
-  int64_t latent_prefill_scratch_bytes = int64_t(512) << 20;
-  int32_t page_size = 64;
-  int64_t cache_memory_bytes = 256LL << 20;  // latent/KV cache budget per rank
-  int64_t num_pages = 0;                     // 0: derived from cache_memory_bytes
-  std::string kv_cache_dtype = "auto";       // "auto" | "fp8_e4m3" (models/cache_shape.h)
-  double gpu_memory_fraction = 0;            // cuda: > 0 sizes the cache to this share of each GPU
-  int32_t cuda_graph_max_batch = 256;        // cuda: decode steps up to this batch replay graphs
+  RunnerConfig runner;         // the model, its backend, TP, devices and cache (its keys)
+  std::string dtype = "auto";  // "auto" | "fp32" (cpu) | "bf16" (cuda); see below
   int32_t max_running_seqs = 64;
   int32_t max_step_tokens = 512;
-  int64_t max_context = 0;  // 0: the model's block_size
   int32_t max_waiting = 1024;
   bool prefix_cache = true;
   std::string host = "0.0.0.0";
@@ -61,7 +44,8 @@ void validate_server_config(const ServerConfig& config);  // throws ConfigError
 std::string effective_dtype(const ServerConfig& config);
 nlohmann::json to_json(const ServerConfig& config);
 
-// Engine limits from the config; page_size / num_pages / max_context come from the runner.
+// Engine limits from the config; page_size / num_pages come from the runner, and max_context is
+// capped by what it reports.
 EngineOptions engine_options(const ServerConfig& config);
 
 }  // namespace mlra

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernel_options.h"
 #include "kernels/paged_attention.h"
 #include "kernels/tensor.h"
 
@@ -111,7 +112,7 @@ class Backend {
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
   // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch
-  // for one-token steps over four or more units (MLRA_FUSED_LATENT sets the token limit).
+  // for one-token steps over four or more units.
   struct LatentUnitView {
     Tensor w_uk, w_uv;
     int64_t head0 = 0, n_heads = 0, v0 = 0;
@@ -148,7 +149,9 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend();
 #ifdef MLRA_HAVE_CUDA
-std::unique_ptr<Backend> make_cuda_backend(int device);
+// The options choose among the CUDA kernels (kernels/kernel_options.h); out-of-range options
+// throw std::invalid_argument naming the field.
+std::unique_ptr<Backend> make_cuda_backend(int device, const KernelOptions& options = {});
 #endif
 
 }  // namespace mlra

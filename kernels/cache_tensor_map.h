@@ -9,9 +9,8 @@
 
 namespace mlra::cuda {
 
-// Whether the driver offers cuTensorMapEncodeTiled (looked up once, through the runtime).
-bool tensor_maps_available();
-// Encodes p.cache (p.row_width, p.cache_rows, p.box_rows) into map; false when it cannot.
+// Encodes p.cache (p.row_width, p.cache_rows, p.box_rows) into map; false when it cannot (the
+// driver lacks cuTensorMapEncodeTiled, or the cache breaks TMA's alignment rules).
 bool make_cache_map(const AttentionParams& p, CUtensorMap& map);
 
 }  // namespace mlra::cuda

@@ -23,10 +23,6 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 }  // namespace
 
-bool tensor_maps_available() {
-  return tensor_map_encoder() != nullptr;
-}
-
 bool make_cache_map(const AttentionParams& p, CUtensorMap& map) {
   auto encode = tensor_map_encoder();
   if (!encode) return false;

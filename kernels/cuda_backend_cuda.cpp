@@ -18,7 +18,6 @@
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
-#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
 #include "kernels/latent_projections.h"
 #include "kernels/paged_attention_cuda.h"
@@ -91,21 +90,9 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
   return static_cast<const __nv_bfloat16*>(v.data);
 }
 
-// Most tokens a step may have for the fused latent projections (MLRA_FUSED_LATENT=N, 0..8, read
-// once; default 1). Their per-head blocks do T times the FMAs per weight byte: from T = 2 on they
-// lose to the composed path (H200, MLRA-4 TP1 1K graph step: b1 3.32 fused vs 3.65 ms composed,
-// b2 4.48 vs 4.16, b8 5.49 vs 4.22).
-int64_t fused_latent_tokens() {
-  static const int64_t n = [] {
-    return int64_t(std::clamp<long>(env_long("MLRA_FUSED_LATENT", 1), 0, cuda::kMaxLatentTokens));
-  }();
-  return n;
-}
-
-// Units the fused latent kernels take: at most kMaxLatentUnits, bf16 weights, 8-wide rows.
-// Fusing pays where several units share q_pe and sum into one output: measured on the H200 (1K
-// graph step, b1) MLRA-4 TP1 (4 units) 3.31 fused vs 3.62 ms composed; MLRA-4 TP2 (2 units) 2.82 vs
-// 2.63; GLA-2 TP1 (2 units) 3.30 vs 3.27; MLRA-4 TP4 (1 unit) 2.53 vs 2.13. Hence 4+ units only.
+// Units the fused latent kernels take: at most kMaxLatentUnits, bf16 weights, 8-wide rows, and
+// at least 4. Fusing pays where several units share q_pe and sum into one output; with one or two
+// units the composed launches are faster (kernels/README.md, fused ops).
 bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
                         int64_t width, cuda::LatentProjParams& p) {
   if (units.size() < 4 || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0)
@@ -125,27 +112,6 @@ bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64
   return true;
 }
 
-// Most rows a product may have to take our GEMV instead of cuBLAS: MLRA_GEMV=N (0..8, read once
-// per process; 0 = always cuBLAS). Default 1: on H200 (`mlra-bench gemv`) the GEMV beats cuBLAS
-// at M = 1 (1.0-2.0x) but not yet at M >= 2 (0.3-1.8x; its FMA inner loop grows with M).
-int64_t gemv_max_rows() {
-  static const int64_t rows = [] {
-    return int64_t(std::clamp<long>(env_long("MLRA_GEMV", 1), 0, cuda::kGemvMaxRows));
-  }();
-  return rows;
-}
-
-// MLRA_FUSED_SWIGLU=0 / MLRA_FUSED_CACHE_WRITE=0 (read once) send linear_swiglu and
-// latent_cache_write to their composed defaults (A/B switches).
-bool fused_swiglu() {
-  static const bool on = env_long("MLRA_FUSED_SWIGLU", 1) != 0;
-  return on;
-}
-bool fused_cache_write() {
-  static const bool on = env_long("MLRA_FUSED_CACHE_WRITE", 1) != 0;
-  return on;
-}
-
 uint16_t f32_to_bf16_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -156,7 +122,10 @@ uint16_t f32_to_bf16_bits(float f) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : state_(std::make_shared<StreamState>()), attention_(device) {
+  CudaBackend(int device, const KernelOptions& options)
+      : gemv_max_rows_(options.gemv_max_rows),
+        state_(std::make_shared<StreamState>()),
+        attention_(device, options) {
     state_->device = device;
     MLRA_CUDA_CHECK(cudaSetDevice(device));
     MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
@@ -301,14 +270,10 @@ class CudaBackend final : public Backend {
     // Few rows over bf16 weights (decode): our GEMV reads each weight byte once, where cuBLAS
     // picks split-K kernels plus a reduction launch. It reads an f32 x (and writes f32 or bf16 y)
     // directly, so no conversion copies; an f32 x is not rounded to bf16 as below.
-    if (x.rows <= gemv_max_rows() &&
+    if (x.rows <= gemv_max_rows_ &&
         cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)) {
-      if (x.rows >= 2 && cuda::gemv_mma_enabled() &&
-          cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch))
-        cuda::launch_gemv_mma(x, x_stride, w, w_stride, y, y_stride, batch, alpha, beta, stream());
-      else
-        cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
-                          stream());
+      cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
+                        stream());
       return;
     }
     // Mixed operands: bring an f32 operand to bf16 (the other is bf16) so cuBLAS sees one type.
@@ -374,8 +339,7 @@ class CudaBackend final : public Backend {
   // The GEMV's SwiGLU form where the product would take the GEMV anyway (decode-sized steps).
   void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) override {
     activate();
-    if (fused_swiglu() && x.rows >= 1 && x.rows <= gemv_max_rows() &&
-        cuda::gemv_swiglu_supports(x, w12, out)) {
+    if (x.rows >= 1 && x.rows <= gemv_max_rows_ && cuda::gemv_swiglu_supports(x, w12, out)) {
       const TimedOp timed(this, &OpTimes::matmul_ms);
       return cuda::launch_gemv_swiglu(x, w12, out, stream());
     }
@@ -402,9 +366,6 @@ class CudaBackend final : public Backend {
                           float scale, int64_t rot_dim, const int32_t* positions, float rope_base,
                           const int32_t* slots, const PagedCacheView& cache) override {
     activate();
-    if (!fused_cache_write())
-      return Backend::latent_cache_write(row, w, groups, eps, scale, rot_dim, positions, rope_base,
-                                         slots, cache);
     MLRA_REQUIRE(groups == 0 || w.numel() == row.cols - rot_dim, "latent_cache_write weight size");
     cuda::launch_latent_cache_write(row, w.data, w.dtype, groups, eps, scale, rot_dim, positions,
                                     rope_base, slots, cache, stream());
@@ -416,7 +377,7 @@ class CudaBackend final : public Backend {
     activate();
     cuda::LatentProjParams p;
     const bool ok = fused_latent_units(units, dn, width, p) &&
-                    q_nope.rows <= fused_latent_tokens() && all_bf16({q_nope, cq, rope_w, qv}) &&
+                    q_nope.rows <= cuda::kMaxLatentTokens && all_bf16({q_nope, cq, rope_w, qv}) &&
                     cq.cols % 8 == 0 && rope_w.ld % 8 == 0 && aligned16(rope_w.data) &&
                     rope_w.rows % dr == 0 && dr % 2 == 0;
     if (ok) {
@@ -444,7 +405,7 @@ class CudaBackend final : public Backend {
                          int64_t width, float alpha, const MatView& o) override {
     activate();
     cuda::LatentProjParams p;
-    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= fused_latent_tokens() &&
+    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= cuda::kMaxLatentTokens &&
                     all_bf16({z, o}) && width % 8 == 0 && z.ld % 8 == 0 && aligned16(z.data) &&
                     o.cols % dn == 0;
     if (!ok || z.rows == 0) return Backend::latent_up_project(z, units, dn, width, alpha, o);
@@ -569,6 +530,7 @@ class CudaBackend final : public Backend {
 
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
+  int64_t gemv_max_rows_ = 1;  // KernelOptions::gemv_max_rows
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
@@ -584,8 +546,10 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
-  return std::make_unique<CudaBackend>(device);
+std::unique_ptr<Backend> make_cuda_backend(int device, const KernelOptions& options) {
+  if (const std::string why = kernel_options_error(options); !why.empty())
+    throw std::invalid_argument("cuda backend: kernel options: " + why);
+  return std::make_unique<CudaBackend>(device, options);
 }
 
 cudaStream_t cuda_stream_of(Backend& b) {

@@ -15,15 +15,83 @@
 #include <type_traits>
 
 #include "kernels/cuda_check.h"
-#include "kernels/env_switch.h"
 #include "kernels/gemv.h"
-#include "kernels/gemv_device.cuh"
 #include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
 namespace {
 
-using namespace gemv_detail;
+struct GemvParams {
+  const void* x;  // [M, K] per batch entry, x_ld apart
+  int64_t x_ld, x_stride;
+  const __nv_bfloat16* w;  // [N, K] or [K, N]
+  int64_t w_ld, w_stride;
+  void* y;  // [M, N]
+  int64_t y_ld, y_stride;
+  int n, k;
+  float alpha, beta;
+};
+
+// The parameters of y = alpha * x . op(w) + beta * y (operand b at b * stride), n x k product.
+GemvParams gemv_params(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                       const MatView& y, int64_t y_stride, int64_t n, int64_t k, float alpha,
+                       float beta) {
+  GemvParams p{};
+  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
+  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
+  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
+  p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
+  return p;
+}
+
+// Eight bf16 packed in 16 bytes -> f32 (exact: a bf16 is the top half of an f32).
+__device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(u[i] << 16);
+    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  }
+}
+
+// Weights are streamed: read-only path, no L1 allocation (L1 keeps x).
+__device__ __forceinline__ uint4 load_stream(const __nv_bfloat16* p) {
+  uint4 v;
+  asm("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
+      "ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// x[0..8) as f32; p is 16-byte aligned.
+__device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&f)[8]) {
+  unpack_bf16x8(__ldg(reinterpret_cast<const uint4*>(p)), f);
+}
+__device__ __forceinline__ void load_x8(const float* p, float (&f)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+  f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+__device__ __forceinline__ float to_f32(float v) {
+  return v;
+}
+
+// *y = alpha * acc + beta * *y; y is read only when beta != 0, so NaN in y never leaks.
+template <class YT>
+__device__ __forceinline__ void store_y(YT* y, float acc, float alpha, float beta) {
+  float v = alpha * acc;
+  if (beta != 0.0f) v += beta * to_f32(*y);
+  if constexpr (std::is_same_v<YT, float>)
+    *y = v;
+  else
+    *y = __float2bfloat16(v);
+}
 
 constexpr int kRowBlock = 128;  // threads per out_by_in block
 constexpr int kColBlock = 256;  // threads per in_by_out block
@@ -61,18 +129,6 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
-  // The weights are never written during a step: their first loads may start while the previous
-  // kernel still runs (this block launched early under PDL). Nothing else is touched before the
-  // wait: x is the previous kernel's output and y may still be read by it. (An L2 prefetch is a
-  // hint through the coherent L2: it could not return stale data even for fresh weights.)
-  for (int i = 0; i < p.prefetch; ++i)
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = kl + (i * U + u) * tpr;
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (c < chunks) prefetch_l2(wrow[r] + c * 8);
-    }
   pdl_wait();
 
   float acc[M][R] = {};
@@ -266,7 +322,7 @@ void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream) {
   constexpr int kOut = kGlu ? R / 2 : R;
   const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT, kGlu>;
   static const int per_sm = resident_blocks(kernel, kRowBlock);
-  // Measured on H200: more rows per thread (M > 2) do better with fewer, fuller blocks.
+  // More rows per thread (M > 2) do better with fewer, fuller blocks.
   const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
   const int chunks = p.k / 8;
   const auto blocks = [&](int l) {
@@ -320,15 +376,6 @@ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
-// MLRA_GEMV_PREFETCH=N (0..4, read once; default 0 = off): weight loop iterations of out_by_in
-// blocks prefetched to L2 before their PDL wait. Off: on the H200 (MLRA-4 decode graph step,
-// same run) N = 1 lost at batch 1 (TP1 1K 3.054 -> 3.209 ms, TP4 1K 1.952 -> 2.108) and won
-// only at TP4 batch 8 (1K 3.014 -> 2.863, 32K 3.627 -> 3.510).
-int prefetch_iterations() {
-  static const int n = int(std::clamp<long>(env_long("MLRA_GEMV_PREFETCH", 0), 0, 4));
-  return n;
-}
-
 }  // namespace
 
 bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
@@ -355,7 +402,6 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
                "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
   GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
-  p.prefetch = prefetch_iterations();
   kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in ? Layout::kOutByIn : Layout::kInByOut, batch,
                       stream);
 }
@@ -372,7 +418,6 @@ void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
                "gemv swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
   const int64_t f = w12.rows / 2;
   GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
-  p.prefetch = prefetch_iterations();
   kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);
 }
 

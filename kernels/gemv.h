@@ -8,11 +8,13 @@
 
 #include <cstdint>
 
+#include "kernels/kernel_options.h"
 #include "kernels/tensor.h"
 
 namespace mlra::cuda {
 
 constexpr int64_t kGemvMaxRows = 8;
+static_assert(kGemvMaxRows == KernelOptions::kMaxGemvRows);
 
 // True when launch_gemv handles these operands: 1 <= x.rows <= 8, w bf16, x bf16/f32, y
 // f32/bf16, 1 <= batch <= 65535, and the 16-byte vector loads line up: w's data, ld and
@@ -36,15 +38,5 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
 bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y);
 void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
                         cudaStream_t stream);
-
-// Tensor-core variant for w [N, K] (gemv_mma.cu): same operands and results (an f32 x is rounded
-// to bf16 first), meant for 2..8 rows where the FMA kernels fall behind the memory.
-bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
-                       bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch);
-void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
-                     const MatView& y, int64_t y_stride, int64_t batch, float alpha, float beta,
-                     cudaStream_t stream);
-// MLRA_GEMV_MMA=1: the backend sends 2..MLRA_GEMV rows over w [N, K] to launch_gemv_mma.
-bool gemv_mma_enabled();
 
 }  // namespace mlra::cuda

@@ -1,8 +1,14 @@
-// Hopper (sm_90/sm_90a) PTX primitives our tensor-core kernels share: cp.async, ldmatrix,
-// mma.sync, named barriers, mbarriers + TMA tensor loads, the 128-byte shared-memory swizzle, and
-// (when the device code is built for sm_90a: MLRA_LATENT_WGMMA) wgmma with its shared-memory
-// descriptors. Thin wrappers, one instruction each; the layouts they assume are documented here.
+// Hopper (sm_90a) PTX primitives our tensor-core kernels share: cp.async, ldmatrix, mma.sync,
+// named barriers, mbarriers + TMA tensor loads, the 128-byte shared-memory swizzle, and wgmma with
+// its shared-memory descriptors. Thin wrappers, one instruction each; the layouts they assume are
+// documented here. The device code is built for sm_90a only (kernels/CMakeLists.txt): the wgmma
+// wrappers exist in that pass (MLRA_LATENT_WGMMA), and the host pass sees kernel bodies without
+// them.
 #pragma once
+
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "kernels/ needs sm_90a device code (wgmma, TMA): CMAKE_CUDA_ARCHITECTURES=90a"
+#endif
 
 #include <cuda_bf16.h>
 

@@ -1,13 +1,29 @@
 // Kernel choices of the CUDA backend: one value handed to make_cuda_backend() when a rank's
 // backend is made, and from there to every kernel family. The defaults are the measured winners;
-// a field exists only where a measured case favours the alternative. Settable per test and per
-// benchmark; the server config carries it under the key "kernels" (engine/kernel_options_json.h).
+// a field exists only where a measured case favours another value (kernels/README.md, "Kernel
+// options", names the case). Settable per test and per benchmark; the server config carries it
+// under the key "kernels" (engine/kernel_options_json.h).
 #pragma once
+
+#include <string>
 
 namespace mlra {
 
 struct KernelOptions {
+  static constexpr int kMaxGemvRows = 8;      // the GEMV's row limit (kernels/gemv.h)
+  static constexpr int kMaxKvSplitPerSm = 2;  // K/V decode CTAs resident per SM
+
+  // Most rows a linear may have to go to our small-M GEMV instead of cuBLAS (0: cuBLAS only);
+  // linear_swiglu fuses SwiGLU into the GEMV for the same row counts.
+  int gemv_max_rows = 1;
+  // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
+  // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
+  int kv_split_per_sm = 0;
+
   bool operator==(const KernelOptions&) const = default;
 };
+
+// Empty when every field is in range, else "<field> must be ..." for the first one that is not.
+std::string kernel_options_error(const KernelOptions& options);
 
 }  // namespace mlra

@@ -2,31 +2,27 @@
 // share one KV head (a HeadTile, <= 16 rows, padded to 16) are scored together, so every cached
 // K and V row is read from HBM once per tile. Decode is memory-bound (one K and one V row of
 // 256 B per position against 16 query rows), so the kernel is shaped to keep loads in flight:
-// 64-position tiles (K 16 KB + V 16 KB) stream through a kStages-deep shared-memory ring, by TMA
-// (one thread, boxes of 64 dims, an mbarrier per stage) or by every thread's 16-byte cp.async
-// (MLRA_KV_ATTENTION=cpasync); two CTAs fit on an SM, the split-KV target aims at one per SM
-// (kv_split_target).
+// 64-position tiles (K 16 KB + V 16 KB) stream through a kStages-deep shared-memory ring by TMA
+// (one thread, boxes of 64 dims, an mbarrier per stage); two CTAs fit on an SM, the split-KV
+// target aims at one per SM (kv_split_target).
 // Warp w of the 4 owns positions 16w..16w+15 of each tile: scores Q.K^T and P.V on tensor cores
 // (mma.sync m16n8k16 bf16, Q fragments held in registers, K and V through ldmatrix from the
 // 128-byte-swizzled tiles), f32 accumulators, its own online softmax in the exp2 domain. The four
 // warp states are combined in shared memory at the end into the final output or the split-KV
 // partial (o, lse in log2) that launch_split_kv_merge combines, exactly as the other kernels do.
-// Rows past the chunk's end are zero-filled (cp.async) or zeroed after arrival (TMA), and their
-// scores masked, so stale shared memory or garbage past a sequence's end never meets P.V.
-// Rows are token-major (token, head) pairs (split_kv_plan.h: one token per item in decode; query
-// packing puts several tokens of one sequence in an item, each row masked at its own end).
+// Rows past the chunk's end are zeroed after arrival and their scores masked, so stale shared
+// memory or garbage past a sequence's end never meets P.V. Rows are token-major (token, head) pairs
+// (split_kv_plan.h); decode plans have one token per item (multi-token steps run on the prefill
+// kernel), but a packed row would be masked at its own token's end.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
-#include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
@@ -60,7 +56,6 @@ static_assert(KvConfig::kBN == kPlanTile, "chunks start on tile boundaries");
 static_assert(KvConfig::kCombineBytes <= KvConfig::kStages * KvConfig::kStageBytes,
               "the epilogue reuses the ring");
 
-template <bool kTma>
 __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     kv_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                         const __grid_constant__ CUtensorMap cache_map) {
@@ -78,7 +73,6 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
 
   const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
   const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
-  const bf16* cache = static_cast<const bf16*>(p.cache);
   const RowMap rows{t0, tile.rows};
 
   // Query rows (zero past the tile's rows): their own cp.async group, first.
@@ -86,7 +80,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   cp_async_commit();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
-  // TMA: thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
+  // Thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
   // then V low/high). Boxes wholly past the end are not requested; rows past it are zeroed later.
   auto tma_tile = [&](int j, int stage) {
     tma_request_tile<C::kBN, 4>(
@@ -94,39 +88,11 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
         item.kv_begin + j * C::kBN, item.kv_end,
         [&](int kb) { return (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64; });
   };
-  // cp.async: chunk index fastest, so 8 consecutive threads copy one 128 B line; each thread
-  // keeps one chunk column (tid % 32) and walks positions tid / 32, + 4, ...
-  auto load_tile = [&](int j, int stage) {
-    const int start = item.kv_begin + j * C::kBN;
-    const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
-    const int ch = tid % C::kChunks, half = ch / (C::kD / 8), c8 = (ch % (C::kD / 8)) * 8;
-    const int col = (half == 0 ? tile.a_offset : tile.v_offset) + c8;
-#pragma unroll 4
-    for (int r = tid / C::kChunks; r < C::kBN; r += C::kThreads / C::kChunks) {
-      const uint32_t dst = base + half * C::kHalfBytes + swizzled_offset<C::kBN>(r, c8);
-      const int pos = start + r;
-      if (pos < item.kv_end) {
-        const int64_t row = paged_row(pages, pos, p.page_shift);
-        cp_async16(dst, cache + row * p.row_width + col, 16);
-      } else {
-        cp_async16(dst, cache, 0);
-      }
-    }
-  };
-  if constexpr (kTma) {
-    init_stage_barriers(full_bar, C::kStages);
-    __syncthreads();
-    if (tid == 0)
-      for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
-    cp_async_wait<0>();
-  } else {
-#pragma unroll
-    for (int s = 0; s < C::kStages - 1; ++s) {
-      if (s < n_tiles) load_tile(s, s);
-      cp_async_commit();
-    }
-    cp_async_wait<C::kStages - 1>();  // the query group
-  }
+  init_stage_barriers(full_bar, C::kStages);
+  __syncthreads();
+  if (tid == 0)
+    for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
+  cp_async_wait<0>();
   __syncthreads();
 
   // Q as mma A fragments (16 rows x 128 dims: 8 k-steps), held for the whole chunk.
@@ -154,26 +120,17 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages;
-    if constexpr (kTma) {
-      const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
-      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-      if (valid < C::kBN) {
-        // Rows past the end hold stale shared memory or other tokens' rows: zero them so that
-        // the masked (zero) probabilities never meet a NaN or Inf in P.V.
-        const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
-        zero_tail_rows<C::kBN>(base, valid, C::kChunks, tid, C::kThreads);
-      }
-    } else {
-      cp_async_wait<C::kStages - 2>();
+    const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
+    mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    if (valid < C::kBN) {
+      // Rows past the end hold stale shared memory or other tokens' rows: zero them so that the
+      // masked (zero) probabilities never meet a NaN or Inf in P.V.
+      const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
+      zero_tail_rows<C::kBN>(base, valid, C::kChunks, tid, C::kThreads);
     }
     __syncthreads();  // tile j visible to all; everyone is done with tile j - 1's stage
     const int next = j + C::kStages - 1;
-    if constexpr (kTma) {
-      if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
-    } else {
-      if (next < n_tiles) load_tile(next, next % C::kStages);
-      cp_async_commit();
-    }
+    if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
     const uint32_t kt = smem_addr(ring + stage * C::kStageBytes), vt = kt + C::kHalfBytes;
 
     // Scores of this warp's 16 positions: s[nb] = positions 16w + 8nb .. +7.
@@ -201,8 +158,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       mma_bf16(o[2 * np + 1], pa, b[2], b[3]);
     }
   }
-  cp_async_wait<0>();
-  __syncthreads();  // the ring is free: every load landed and every warp is past its last tile
+  __syncthreads();  // the ring is free: every tile arrived and every warp is past its last tile
 
   // Combine the four warps: warp w's state of row r at st + (w * kM + r) * (kOStride + 2):
   // [m, l, o (unnormalized)...].
@@ -251,41 +207,14 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   }
 }
 
-template <bool kTma>
-void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-            const CUtensorMap& map, cudaStream_t stream) {
-  launch_plan_grid(kv_attention_kernel<kTma>, plan, tiles, KvConfig::kThreads, KvConfig::kSmem,
-                   stream, p, tiles, plan, map);
-}
-
-// MLRA_KV_ATTENTION, read once per process: "generic" keeps K/V caches on the generic kernel,
-// "cpasync" loads this kernel's tiles with cp.async; anything else (unset): TMA when available.
-const std::string& kv_mode() {
-  static const std::string mode = env_value("MLRA_KV_ATTENTION");
-  return mode;
-}
-
 }  // namespace
 
-bool kv_attention_enabled() {
-  return kv_mode() != "generic";
-}
-
-bool kv_uses_tma() {
-  static const bool use = kv_mode() != "cpasync" && tensor_maps_available();
-  return use;
-}
-
-int kv_split_target(int num_sms, int n_tiles, int num_tokens) {
-  // MLRA_KV_SPLIT=n: aim at n CTAs per SM (A/B runs of the split).
-  static const int forced = env_per_sm("MLRA_KV_SPLIT");
+int kv_split_target(int num_sms, int n_tiles, int num_tokens, int per_sm) {
   n_tiles = std::max(1, n_tiles);
-  if (forced) return std::max(1, num_sms * forced / n_tiles);
-  // One CTA per SM keeps HBM busy once every SM has one (its two tiles in flight: H200 GQA TP8
-  // 128K b16 95.0% of copy bandwidth at one per SM, 93.9% at two), and fewer chunks shorten the
-  // merge, which combines a token's partials serially (b1 128K: 34.2 us at one per SM, 42.1 at
-  // two). But a token count that does not divide the SMs can leave many idle (MHA TP8 b16: 96 of
-  // 132 busy, 72% at 128K against 96.9% at two per SM): then take the fewest chunks per token
+  if (per_sm > 0) return std::max(1, num_sms * per_sm / n_tiles);
+  // One CTA per SM keeps HBM busy once every SM has one (its two tiles in flight), and fewer
+  // chunks mean fewer partials for the merge. But a token count that does not divide the SMs can
+  // leave many idle (MHA TP8 batch 16: 96 of 132 busy): then take the fewest chunks per token
   // that busy every SM (<= 2 CTAs per SM, both resident).
   // A step with at least a CTA per SM without any split (prefill, big batches) keeps the
   // one-per-SM target, under which nothing splits (a target of tokens x chunks would overflow
@@ -309,9 +238,12 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
                  "kv attention: head tile too large");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   CUtensorMap map{};
-  if (kv_uses_tma() && p.box_rows > 0 && p.cache_rows > 0 && make_cache_map(p, map))
-    return launch<true>(p, tiles, plan, map, stream);
-  return launch<false>(p, tiles, plan, map, stream);
+  MLRA_REQUIRE(p.box_rows > 0 && KvConfig::kBN % p.box_rows == 0,
+               "kv attention: TMA box rows must divide the tile");
+  MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
+               "kv attention: no tensor map for the cache");
+  launch_plan_grid(kv_attention_kernel, plan, tiles, KvConfig::kThreads, KvConfig::kSmem, stream, p,
+                   tiles, plan, map);
 }
 
 }  // namespace mlra::cuda

@@ -1,9 +1,9 @@
-// The per-head projections of absorbed latent attention, one launch each, for decode-sized steps
-// (T <= 8 tokens): queries (q~ = W_UK^T q_nope for every virtual head, q_pe = RoPE(W_rope c_q)
-// once per head and copied to each of its virtual heads) and the up-projection (o_h = alpha *
-// sum over the head's units of W_UV z). The reference composes 2U + 1 and U launches of
-// linear_batched/rope (Backend defaults); at batch 1 those tiny launches cost more than the
-// bytes they move. f32 accumulation; q_pe is roped before its one bf16 rounding.
+// The per-head projections of absorbed latent attention, one launch each, for one-token steps:
+// queries (q~ = W_UK^T q_nope for every virtual head, q_pe = RoPE(W_rope c_q) once per head and
+// copied to each of its virtual heads) and the up-projection (o_h = alpha * sum over the head's
+// units of W_UV z). The reference composes 2U + 1 and U launches of linear_batched/rope (Backend
+// defaults); at batch 1 those tiny launches cost more than the bytes they move. f32 accumulation;
+// q_pe is roped before its one bf16 rounding.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -157,29 +157,20 @@ __global__ void __launch_bounds__(256) latent_up_kernel(LatentProjParams p) {
 }  // namespace
 
 size_t latent_queries_smem(const LatentProjParams& p) {
-  const int t = p.tokens <= 1 ? 1 : p.tokens <= 4 ? 4 : 8;
-  return sizeof(float) * size_t(t) * size_t(std::max(p.dn, p.r_q + p.dr));
+  return sizeof(float) * size_t(kMaxLatentTokens) * size_t(std::max(p.dn, p.r_q + p.dr));
 }
 
 void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream) {
-  const size_t smem = latent_queries_smem(p);
+  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent queries: one token");
   const dim3 grid{unsigned(p.n_virt + p.heads)};
-  if (p.tokens <= 1)
-    launch_pdl(latent_queries_kernel<1>, grid, kThreads, smem, stream, p);
-  else if (p.tokens <= 4)
-    launch_pdl(latent_queries_kernel<4>, grid, kThreads, smem, stream, p);
-  else
-    launch_pdl(latent_queries_kernel<8>, grid, kThreads, smem, stream, p);
+  launch_pdl(latent_queries_kernel<kMaxLatentTokens>, grid, kThreads, latent_queries_smem(p),
+             stream, p);
 }
 
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream) {
+  MLRA_REQUIRE(p.tokens >= 1 && p.tokens <= kMaxLatentTokens, "latent up-projection: one token");
   const dim3 grid{unsigned(p.heads), unsigned((p.dn + 7) / 8)};
-  if (p.tokens <= 1)
-    launch_pdl(latent_up_kernel<1>, grid, 256, 0, stream, p);
-  else if (p.tokens <= 4)
-    launch_pdl(latent_up_kernel<4>, grid, 256, 0, stream, p);
-  else
-    launch_pdl(latent_up_kernel<8>, grid, 256, 0, stream, p);
+  launch_pdl(latent_up_kernel<kMaxLatentTokens>, grid, 256, 0, stream, p);
 }
 
 }  // namespace mlra::cuda

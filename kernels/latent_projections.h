@@ -11,7 +11,9 @@
 namespace mlra::cuda {
 
 constexpr int kMaxLatentUnits = 8;
-constexpr int kMaxLatentTokens = 8;
+// One-token steps only: each per-head block does T times the FMAs per weight byte, and from two
+// tokens on the composed launches are faster (kernels/README.md, fused ops).
+constexpr int kMaxLatentTokens = 1;
 
 struct LatentUnitDev {
   const __nv_bfloat16* w_uk = nullptr;  // [n_heads, dn, width]

@@ -5,11 +5,10 @@
 //   publishes the bf16 probabilities and the rows' rescale factors in shared memory, then
 //   multiplies P into value columns [0, d_c/2);
 // - warpgroup 1 rescales its accumulators and multiplies the same P into columns [d_c/2, d_c).
-// Why: the single-warpgroup-per-column-slice kernel (latent_decode_attention.cu) needs d_c/128
-// warpgroups to each score a slice and sum the slices through shared memory (128 KB of shared
-// traffic per 32-row MLA tile), 218 KB of shared memory, and redundant softmaxes; ncu showed it
-// latency-bound at 39% DRAM utilisation for MLA. Here the per-tile work is one S chain plus two
-// P.V halves that run concurrently, and each warpgroup holds a 64 x d_c/2 f32 accumulator.
+// Why not d_c/128 warpgroups that each score a slice of the key dims: they must sum the slices
+// through shared memory (128 KB of shared traffic per 32-row MLA tile) and repeat the softmax, and
+// such a kernel ran latency-bound at 39% DRAM utilisation for MLA. Here the per-tile work is one S
+// chain plus two P.V halves that run concurrently; each warpgroup holds a 64 x d_c/2 accumulator.
 // Tiles arrive by TMA (thread 0, one mbarrier per stage, the 128-byte swizzle); a stage is refilled
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
@@ -20,7 +19,6 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
-#include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/plan_grid_launch.cuh"
@@ -289,7 +287,7 @@ __global__ void __launch_bounds__(256, 1)
     }
   }
 #else
-  __trap();  // never launched: latent_wide_enabled() requires the sm_90a build
+  __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
 }
 
@@ -308,15 +306,8 @@ int latent_wide_tile_rows(int d_c) {
   return d_c == 256 ? WideConfig<256>::kBN : WideConfig<512>::kBN;
 }
 
-bool latent_wide_enabled(int d_c) {
-  static const bool on = env_value("MLRA_LATENT_KERNEL") != "split" && latent_uses_tma();
-  return (d_c == 256 || d_c == 512) && on;
-}
-
 void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
                         int d_c, const CUtensorMap& map, cudaStream_t stream) {
-  MLRA_REQUIRE(p.box_rows > 0 && latent_wide_tile_rows(d_c) % p.box_rows == 0,
-               "latent attention: TMA box rows must divide the tile");
   if (d_c == 512) return launch<512>(p, tiles, plan, map, stream);
   MLRA_REQUIRE(d_c == 256, "latent wide attention: d_c must be 256 or 512");
   launch<256>(p, tiles, plan, map, stream);

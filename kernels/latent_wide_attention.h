@@ -9,11 +9,10 @@
 
 namespace mlra::cuda {
 
-// Whether d_c goes to this kernel: 256 or 512, tiles arriving by TMA with wgmma (latent_uses_tma),
-// and MLRA_LATENT_KERNEL != "split" (the single-warpgroup-per-column-slice kernel, for A/B runs).
-bool latent_wide_enabled(int d_c);
 // Cached rows per tile of this kernel: 64 for d_c 512, 128 for d_c 256.
 int latent_wide_tile_rows(int d_c);
+// Called by launch_latent_attention for d_c 256 and 512, which checked the arguments and made
+// the cache's tensor map (p.box_rows divides the tile).
 void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
                         int d_c, const CUtensorMap& map, cudaStream_t stream);
 

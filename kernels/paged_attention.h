@@ -7,6 +7,9 @@
 //    v = [s | u].
 // Token t attends to positions 0..token_pos[t] of sequence token_seq[t] (causal, absolute
 // positions), so prefill, chunked prefill, decode and mixed batches are one call.
+// The caller names the kernel family its layout was made for (models/ take it from the variant's
+// traits); the CUDA backend runs that family where its preconditions hold and the generic kernel
+// otherwise. The CPU reference computes the formula above for every family.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +39,18 @@ struct PagedCacheView {
   Fp8CacheLayout fp8 = {};  // FP8 only; fp8.values() == row_width
 };
 
+// Kernel families of paged attention (the CUDA kernels behind each: kernels/README.md).
+enum class AttentionKernel {
+  kGeneric,  // any layout (GTA, MFA's 256-dim heads, test dims, f32 operands)
+  kLatent,   // absorbed latent: a == v = the latent (d_c 128, 256 or 512), r = a shared 64-dim rope
+  kKv,       // K and V of each head's KV head at their own columns, head dim 128, no r part
+  // Expanded latent prefill: per-head K_nope and V (128 each) at their own columns plus a shared
+  // 64-dim rope key; served by the prefill kernel only (multi-token steps).
+  kKvSharedRope,
+};
+
 struct PagedAttentionArgs {
+  AttentionKernel kernel = AttentionKernel::kGeneric;
   // q row of (token t, head h): q + t * q_token_stride + h * q_head_stride; a part then r part.
   const void* q = nullptr;
   DType q_dtype = DType::kF32;

@@ -1,13 +1,11 @@
-// Host side of CUDA paged attention: argument validation, path choice (latent or K/V tensor-core
-// kernel, or generic kernel), grouping of heads that share a cache segment into CTA tiles,
-// workspace sizing and the split-KV plan, then the attention + merge launches (see
-// paged_attention_cuda.h).
+// Host side of CUDA paged attention: argument validation, path choice (the requested family's
+// tensor-core kernel where its preconditions hold, else the generic kernel), grouping of heads that
+// share a cache segment into CTA tiles, workspace sizing and the split-KV plan, then the attention
+// + merge launches (see paged_attention_cuda.h).
 #include "kernels/paged_attention_cuda.h"
-#include "kernels/env_switch.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -90,26 +88,10 @@ const char* attention_path_name(AttentionPath p) {
   }
 }
 
-namespace {
-
-// Split-KV target of the latent kernel in CTAs per SM: as many as stay resident, unless
-// MLRA_LATENT_SPLIT=n (A/B runs: fewer chunks mean fewer partials to merge at batch 1).
-int latent_split_per_sm(int d_c) {
-  static const int forced = env_per_sm("MLRA_LATENT_SPLIT");
-  return forced ? forced : latent_ctas_per_sm(d_c);
-}
-
-}  // namespace
-
-bool query_packing_default() {
-  // On (H200, 2.9B TP1 prefill, packed vs one token per CTA: MLRA-4 32K 5.19 -> 2.92 s, MLA
-  // 7.85 -> 4.15 s, GLA-2 5.99 -> 1.53 s, GQA 4.44 -> 1.41 s); MLRA_QUERY_PACKING=0 turns it
-  // off for every instance (A/B runs).
-  static const bool on = env_value("MLRA_QUERY_PACKING") != "0";
-  return on;
-}
-
-CudaPagedAttention::CudaPagedAttention(int device) : query_packing_(query_packing_default()) {
+CudaPagedAttention::CudaPagedAttention(int device, const KernelOptions& options)
+    : kv_split_per_sm_(options.kv_split_per_sm) {
+  if (const std::string why = kernel_options_error(options); !why.empty())
+    throw std::invalid_argument("paged attention: kernel options: " + why);
   MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
 }
 
@@ -119,39 +101,39 @@ CudaPagedAttention::~CudaPagedAttention() {
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
-  // Expanded latent prefill: per-head K_nope and V at their own columns, k_pe shared.
-  const bool split_rope =
-      a.r_dim == 64 && a.a_dim == 128 && a.v_dim == 128 && a.num_heads > 0 &&
-      std::all_of(a.a_offset.begin(), a.a_offset.end(), [&](int32_t o) { return o % 8 == 0; });
-  const bool dims =
-      a.r_dim == 64 && a.a_dim == a.v_dim && (a.a_dim == 128 || a.a_dim == 256 || a.a_dim == 512);
-  // MHA/GQA/MQA: K and V of a KV head at their own columns, head dim 128.
-  const bool kv_dims = a.r_dim == 0 && a.a_dim == 128 && a.v_dim == 128 && kv_attention_enabled();
-  if (!(dims || kv_dims) || a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16)
-    return AttentionPath::kGeneric;
-  // 16-byte cp.async of q rows and cache segments.
-  if (!aligned16(a.q) || !aligned16(a.cache.data) || a.q_token_stride % 8 || a.q_head_stride % 8 ||
+  if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0) return AttentionPath::kGeneric;
+  // Every tensor-core kernel: bf16 operands, 16-byte aligned q rows (cp.async) and cache segments
+  // (the TMA tensor map: 16-byte aligned base and row pitch, 64-dim boxes at 8-element columns).
+  if (a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16 || !aligned16(a.q) ||
+      !aligned16(a.cache.data) || a.q_token_stride % 8 || a.q_head_stride % 8 ||
       a.cache.row_width % 8 || a.r_offset % 8)
     return AttentionPath::kGeneric;
-  if (kv_dims) {
+  for (int h = 0; h < a.num_heads; ++h)
+    if (a.a_offset[h] % 8 || a.v_offset[h] % 8) return AttentionPath::kGeneric;
+  // Whether every head reads its values at its key segment (latent) or apart from it (K/V).
+  auto values_at_keys = [&](bool same) {
     for (int h = 0; h < a.num_heads; ++h)
-      if (a.a_offset[h] == a.v_offset[h] || a.a_offset[h] % 8 || a.v_offset[h] % 8)
+      if ((a.a_offset[h] == a.v_offset[h]) != same) return false;
+    return true;
+  };
+  switch (a.kernel) {
+    case AttentionKernel::kLatent:
+      if (a.r_dim != 64 || a.a_dim != a.v_dim || !values_at_keys(true))
         return AttentionPath::kGeneric;
-    return AttentionPath::kKv128;
-  }
-  bool separate = split_rope;
-  for (int h = 0; h < a.num_heads; ++h)
-    separate = separate && a.a_offset[h] != a.v_offset[h] && a.v_offset[h] % 8 == 0;
-  if (separate) return AttentionPath::kKvRope128;
-  for (int h = 0; h < a.num_heads; ++h)
-    if (a.a_offset[h] != a.v_offset[h] || a.a_offset[h] % 8) return AttentionPath::kGeneric;
-  switch (a.a_dim) {
-    case 128:
-      return AttentionPath::kLatent128;
-    case 256:
-      return AttentionPath::kLatent256;
+      if (a.a_dim == 128) return AttentionPath::kLatent128;
+      if (a.a_dim == 256) return AttentionPath::kLatent256;
+      if (a.a_dim == 512) return AttentionPath::kLatent512;
+      return AttentionPath::kGeneric;
+    case AttentionKernel::kKv:
+      return a.r_dim == 0 && a.a_dim == 128 && a.v_dim == 128 && values_at_keys(false)
+                 ? AttentionPath::kKv128
+                 : AttentionPath::kGeneric;
+    case AttentionKernel::kKvSharedRope:
+      return a.r_dim == 64 && a.a_dim == 128 && a.v_dim == 128 && values_at_keys(false)
+                 ? AttentionPath::kKvRope128
+                 : AttentionPath::kGeneric;
     default:
-      return AttentionPath::kLatent512;
+      return AttentionPath::kGeneric;
   }
 }
 
@@ -168,10 +150,12 @@ void CudaPagedAttention::reserve(size_t bytes, cudaStream_t stream) {
 void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) {
   validate(a);
   path_ = choose_path(a);
-  // Steps whose sequences bring several tokens (prefill chunks) go to the 128-row prefill kernel
-  // (K/V head dim 128 and 128-wide latents) when query packing is on; decode steps to the decode
-  // kernels.
-  prefill_ = a.num_tokens > a.num_seqs && query_packing_ && prefill_kernel_enabled(path_);
+  // Steps whose sequences bring several tokens (prefill chunks) of the 128-dim paths go to the
+  // 128-row prefill kernel, decode steps to the decode kernels. The expanded-prefill layout has no
+  // decode kernel.
+  const bool multi_token = a.num_tokens > a.num_seqs;
+  prefill_ = multi_token && (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kLatent128 ||
+                             path_ == AttentionPath::kKvRope128);
   if (path_ == AttentionPath::kKvRope128 && !prefill_) path_ = AttentionPath::kGeneric;
   int ctas = num_sms_;
   if (path_ == AttentionPath::kGeneric) {
@@ -180,11 +164,9 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
     ctas = num_sms_ * 4;
   } else if (path_ == AttentionPath::kKv128) {
     rows_max_ = prefill_ ? kPrefillRows : kKvMaxRows;
-    kv_uses_tma();  // probe now: run() may be captured into a graph
   } else {
     rows_max_ = prefill_ ? kPrefillRows : 64;
-    ctas = prefill_ ? num_sms_ : num_sms_ * latent_split_per_sm(a.a_dim);
-    latent_uses_tma();  // probe now (and the MMA mode): run() may be captured into a graph
+    ctas = prefill_ ? num_sms_ : num_sms_ * latent_ctas_per_sm(a.a_dim);
   }
   tiles_ = group_heads(a, rows_max_);
   const int n_tiles = int(tiles_.size());
@@ -193,13 +175,13 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   SplitKvShape shape;
   shape.num_tokens = a.num_tokens;
   shape.target_chunks = path_ == AttentionPath::kKv128 && !prefill_
-                            ? kv_split_target(num_sms_, n_tiles, a.num_tokens)
+                            ? kv_split_target(num_sms_, n_tiles, a.num_tokens, kv_split_per_sm_)
                             : std::max(1, ctas / std::max(1, n_tiles));
   shape.min_chunk_tiles = 2;
-  // Query packing for the latent kernel when some sequence brings several tokens (prefill
-  // chunks): as many tokens per CTA as its 64 rows hold, so each cache tile loaded feeds all of
-  // them (MLRA-4 / MLA at 24 heads: 2 tokens, 48 rows).
-  if (path_ != AttentionPath::kGeneric && a.num_tokens > a.num_seqs && query_packing_) {
+  // Query packing when some sequence brings several tokens (prefill chunks): as many tokens per
+  // CTA as its rows hold, so each cache tile loaded feeds all of them (24 heads: 5 tokens in the
+  // prefill kernel's 128 rows, 2 in the wide latent kernel's 64).
+  if (path_ != AttentionPath::kGeneric && multi_token) {
     int widest = 1;
     for (const HeadTile& t : tiles_) widest = std::max(widest, int(t.rows));
     shape.tokens_per_item = std::max(1, rows_max_ / widest);

@@ -1,7 +1,8 @@
-// CUDA paged attention: dispatch between the absorbed-latent tensor-core kernel (MLA/GLA/MLRA:
-// r_dim 64, a == v segment, d_c in {128, 256, 512}), the K/V decode tensor-core kernel
-// (MHA/GQA/MQA with head dim 128: K and V segments of one KV head) and the generic SIMT kernel
-// (any other layout: MFA/GTA and the tiny test dims), with split-KV plan + merge around them.
+// CUDA paged attention: runs the kernel family the caller asks for (PagedAttentionArgs::kernel) on
+// its tensor-core kernels where the family's preconditions hold (dims, bf16, 16-byte aligned
+// rows), else on the generic SIMT kernel; split-KV plan + merge around them. Multi-token steps of
+// the 128-dim families go to the prefill kernel (prefill_attention.h), decode steps to the latent
+// (latent_decode_attention.cu, latent_wide_attention.cu) or K/V (kv_decode_attention.cu) kernels.
 // plan() sizes and fills the split-KV plan and workspace (no allocation happens in run(), so run()
 // can be captured in a CUDA graph and replayed per layer); run() launches attention and merge.
 // Invariant: run() uses the plan of the last plan() call, which must see the same step metadata.
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernel_options.h"
 #include "kernels/paged_attention.h"
 #include "kernels/split_kv_plan.h"
 
@@ -81,33 +83,23 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
 int generic_max_group(int values_per_lane);
 // CTAs the latent kernel keeps resident per SM (sizes the split target).
 int latent_ctas_per_sm(int d_c);
-// Which tensor-core instructions the latent kernel uses: wgmma for scores and P.V when the device
-// code was built for sm_90a (MLRA_LATENT_MMA=scores: wgmma scores only; =mma: mma.sync only).
-enum class LatentMma { kWgmma, kWgmmaScores, kMmaSync };
-LatentMma latent_mma();
-const char* latent_mma_name(LatentMma m);
-// Whether latent cache tiles arrive by TMA (wgmma build, driver offers tensor maps, and
-// MLRA_LATENT_LOAD != "cpasync"); else every thread copies with cp.async.
-bool latent_uses_tma();
-// Cached rows per latent kernel tile (64; 32 for d_c 512 on the split-slice kernel).
+// Cached rows per latent kernel tile (64 for d_c 128 and 512, 128 for d_c 256).
 int latent_tile_rows(int d_c);
-// K/V decode kernel (kv_decode_attention.cu): query rows per CTA (heads of one KV head, padded),
-// its split-KV target (items) for a step of num_tokens over n_tiles head tiles, whether it serves
-// K/V caches at all (MLRA_KV_ATTENTION=generic: no, for A/B runs) and whether its tiles arrive by
-// TMA (MLRA_KV_ATTENTION=cpasync: cp.async instead).
+// K/V decode kernel (kv_decode_attention.cu): query rows per CTA (heads of one KV head, padded)
+// and its split-KV target (items) for a step of num_tokens over n_tiles head tiles; per_sm > 0
+// overrides the rule with that many CTAs per SM (KernelOptions::kv_split_per_sm).
 constexpr int kKvMaxRows = 16;
-int kv_split_target(int num_sms, int n_tiles, int num_tokens);
-bool kv_attention_enabled();
-bool kv_uses_tma();
+int kv_split_target(int num_sms, int n_tiles, int num_tokens, int per_sm);
 
 class CudaPagedAttention {
  public:
-  explicit CudaPagedAttention(int device);
+  CudaPagedAttention(int device, const KernelOptions& options);
   ~CudaPagedAttention();
   CudaPagedAttention(const CudaPagedAttention&) = delete;
   CudaPagedAttention& operator=(const CudaPagedAttention&) = delete;
 
-  // Which kernel serves these arguments.
+  // Which kernel serves these arguments: a.kernel's where its preconditions hold, else generic
+  // (the expanded-prefill family runs on the prefill kernel only, see plan()).
   static AttentionPath choose_path(const PagedAttentionArgs& a);
   // Validates, groups heads into tiles, grows the workspace and computes the split plan.
   void plan(const PagedAttentionArgs& a, cudaStream_t stream);
@@ -121,15 +113,19 @@ class CudaPagedAttention {
   int64_t plans_computed() const { return plans_computed_; }
   // Query tokens per CTA in the current plan (split_kv_plan.h: query packing).
   int32_t tokens_per_item() const { return plan_.shape.tokens_per_item; }
+  // Most CTAs (items) per head tile the current plan aims at (the split-KV target).
+  int32_t target_chunks() const { return plan_.shape.target_chunks; }
+  // The path the current plan runs (choose_path's, or generic for the expanded-prefill layout in
+  // a decode step).
+  AttentionPath path() const { return path_; }
   // Whether the current plan runs on the 128-row prefill kernel (prefill_attention.h).
   bool uses_prefill_kernel() const { return prefill_; }
-  // Query packing of multi-token sequences on the latent path (default: query_packing_default()).
-  void set_query_packing(bool on) { query_packing_ = on; }
 
  private:
   void reserve(size_t bytes, cudaStream_t stream);
 
   int num_sms_ = 0;
+  int kv_split_per_sm_ = 0;  // KernelOptions::kv_split_per_sm
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   // Outgrown workspaces stay allocated until destruction: a recorded graph may still point at
@@ -153,11 +149,7 @@ class CudaPagedAttention {
   bool plan_valid_ = false;  // plan_ was computed inside the current step for plan_key_
   PlanKey plan_key_;
   int64_t plans_computed_ = 0;
-  bool query_packing_ = false;
   bool prefill_ = false;  // the current plan runs on the prefill kernel
 };
-
-// Whether new instances pack queries (see plan()): yes unless MLRA_QUERY_PACKING=0.
-bool query_packing_default();
 
 }  // namespace mlra::cuda

@@ -8,7 +8,6 @@
 // covers every earlier op. After a non-PDL op (cuBLAS, NCCL, a copy) the launch is an ordinary
 // dependency and pdl_wait() returns at once; the same holds for a launch without the attribute.
 // pdl_launch_dependents() lets the next PDL kernel start launching; it never affects correctness.
-// MLRA_PDL=0 launches without the attribute (A/B switch, read once per process).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,7 +15,6 @@
 #include <utility>
 
 #include "kernels/cuda_check.h"
-#include "kernels/env_switch.h"
 
 namespace mlra::cuda {
 
@@ -32,14 +30,8 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// MLRA_PDL (default 1; 0 = ordinary launches).
-inline bool pdl_enabled() {
-  static const bool on = env_long("MLRA_PDL", 1) != 0;
-  return on;
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when enabled; checks the
-// launch. The kernel must call pdl_wait() first (see above).
+// kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute; checks the launch. The
+// kernel must call pdl_wait() first (see above).
 template <class... Params, class... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                 Args&&... args) {
@@ -52,7 +44,7 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = 1;
   MLRA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 

@@ -22,7 +22,6 @@
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
-#include "kernels/env_switch.h"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/plan_grid_launch.cuh"
@@ -71,7 +70,7 @@ struct PrefillConfig {
 template <PrefillLayout L, bool kPacked>
 __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
     prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                   const __grid_constant__ CUtensorMap cache_map, bool longest_first) {
+                   const __grid_constant__ CUtensorMap cache_map) {
 #ifdef MLRA_LATENT_WGMMA
   using C = PrefillConfig<L>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -80,7 +79,7 @@ __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
   if (int(blockIdx.x) >= num_items) return;
   // Items are in token order, so a sequence's longest causal rows come last; CTAs start in
   // blockIdx order, and starting those first keeps them out of the last wave (tail effect).
-  const SplitKvItem item = plan.items[longest_first ? num_items - 1 - int(blockIdx.x) : blockIdx.x];
+  const SplitKvItem item = plan.items[num_items - 1 - int(blockIdx.x)];
   const HeadTile tile = tiles.tile[blockIdx.y];
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   unsigned char* ring = smem + C::kQBytes;
@@ -195,26 +194,11 @@ __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
       write_row(p, tiles, item, tile, rows, my_row[i], o, i, (lane % 4) * 2, m_r[i], l_r[i],
                 lane % 4 == 0);
 #else
-  __trap();  // never launched: prefill_kernel_enabled() requires the sm_90a build
+  __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
 }
 
 }  // namespace
-
-bool prefill_kernel_enabled(AttentionPath path) {
-  // MLRA_PREFILL_KERNEL=0 keeps prefill on the decode kernels (A/B runs).
-  static const bool on =
-      env_value("MLRA_PREFILL_KERNEL") != "0" && latent_mma() == LatentMma::kWgmma;
-  switch (path) {
-    case AttentionPath::kKv128:
-      return on && kv_attention_enabled() && kv_uses_tma();
-    case AttentionPath::kLatent128:
-    case AttentionPath::kKvRope128:
-      return on && latent_uses_tma();
-    default:
-      return false;
-  }
-}
 
 template <PrefillLayout L>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
@@ -222,10 +206,7 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   using C = PrefillConfig<L>;
   auto* kernel =
       plan.shape.tokens_per_item > 1 ? prefill_kernel<L, true> : prefill_kernel<L, false>;
-  // MLRA_PREFILL_ORDER=forward: items in plan order (A/B runs).
-  static const bool longest_first = env_value("MLRA_PREFILL_ORDER") != "forward";
-  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map,
-                   longest_first);
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map);
 }
 
 void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,

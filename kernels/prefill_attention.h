@@ -10,10 +10,7 @@ namespace mlra::cuda {
 
 // Query rows per CTA of the prefill kernel (the plan's rows_max on that path).
 constexpr int kPrefillRows = 128;
-// Whether multi-token steps of this path (kKv128, kLatent128 or kKvRope128) go to the prefill
-// kernel: sm_90a build (wgmma), tiles by TMA, and MLRA_PREFILL_KERNEL != "0". kKvRope128 has no
-// decode kernel: where this is false it runs on the generic kernel.
-bool prefill_kernel_enabled(AttentionPath path);
+// Multi-token steps (prefill chunks) of kKv128, kLatent128 and kKvRope128 run here.
 void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
                               const SplitKvPlan& plan, AttentionPath path, cudaStream_t stream);
 

@@ -7,7 +7,7 @@
 
 namespace mlra {
 
-void SamplingBatch::check() const {
+void SamplingView::check() const {
   const size_t r = rows.size();
   if (penalty_indptr.size() != r + 1 || penalty_indptr.front() != 0)
     throw std::invalid_argument("sampling batch: penalty_indptr must have rows + 1 entries from 0");

@@ -3,12 +3,13 @@
 // version (sampling.cu, sampling_cuda.cpp) implement TokenSampler with the same semantics, so with
 // identical logits both pick the same token: the draw is uniform_from(seed, index)
 // (counter_rng.h), candidates are ordered by (logit desc, token id asc), and only columns below
-// text_vocab are ever chosen. The plain-data batch types here are also the wire format of the
-// step plan's sampling part (engine/control_channel.cpp).
+// text_vocab are ever chosen. The op reads a step's sampling rows through SamplingView; the
+// owning batch type belongs to the caller (the engine's step plan).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -43,24 +44,17 @@ struct SamplingRow {
 };
 static_assert(std::is_trivially_copyable_v<SamplingRow>);
 
-// The sampling part of a step plan: row r samples logits row r. Penalty history of row r is
-// entries [penalty_indptr[r], penalty_indptr[r + 1]): distinct token ids, each with how often it
-// was generated. The repetition penalty applies to every listed token (the engine lists prompt +
-// generated tokens when it is on), frequency/presence to those with count > 0. Rows without
-// penalties list nothing, so the plan carries only the history a row's parameters need.
-struct SamplingBatch {
-  std::vector<SamplingRow> rows;           // [R]
-  std::vector<int32_t> penalty_indptr{0};  // [R + 1]
-  std::vector<int32_t> penalty_tokens;     // [E]
-  std::vector<int32_t> penalty_counts;     // [E]
+// The sampling rows of a step as the op reads them: row r samples logits row r. Penalty history
+// of row r is entries [penalty_indptr[r], penalty_indptr[r + 1]): distinct token ids, each with
+// how often it was generated. The repetition penalty applies to every listed token, frequency /
+// presence to those with count > 0. A view: the arrays belong to the caller.
+struct SamplingView {
+  std::span<const SamplingRow> rows;        // [R]
+  std::span<const int32_t> penalty_indptr;  // [R + 1]
+  std::span<const int32_t> penalty_tokens;  // [E]
+  std::span<const int32_t> penalty_counts;  // [E]
 
   int64_t size() const { return int64_t(rows.size()); }
-  void clear() {
-    rows.clear();
-    penalty_indptr.assign(1, 0);
-    penalty_tokens.clear();
-    penalty_counts.clear();
-  }
   // Throws std::invalid_argument when the arrays disagree (decoded or hand-built batches).
   void check() const;
 };
@@ -91,7 +85,7 @@ class TokenSampler {
   virtual ~TokenSampler() = default;
   // logits: [R, cols >= text_vocab] f32 where this sampler's device reads (host memory for the
   // CPU sampler, the GPU for the CUDA one); R == batch.size(). Replaces `out`.
-  virtual void sample(const MatView& logits, const SamplingBatch& batch, SampledTokens& out) = 0;
+  virtual void sample(const MatView& logits, const SamplingView& batch, SampledTokens& out) = 0;
 };
 
 std::unique_ptr<TokenSampler> make_cpu_token_sampler(int64_t text_vocab);

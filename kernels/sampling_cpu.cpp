@@ -20,7 +20,7 @@ class CpuTokenSampler final : public TokenSampler {
  public:
   explicit CpuTokenSampler(int64_t text_vocab) : row_(text_vocab) {}
 
-  void sample(const MatView& logits, const SamplingBatch& batch, SampledTokens& out) override {
+  void sample(const MatView& logits, const SamplingView& batch, SampledTokens& out) override {
     batch.check();
     if (logits.dtype != DType::kF32) throw std::invalid_argument("cpu sampler: logits must be f32");
     if (logits.rows != batch.size() || logits.cols < row_.text_vocab())

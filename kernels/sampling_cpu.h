@@ -1,6 +1,6 @@
 // CPU reference of the sampling op: one row at a time on host logits, with scratch buffers kept
 // between calls. The engine's Sampler wraps it for single rows, the CPU TokenSampler runs it over
-// a SamplingBatch, and the CUDA sampler is tested against it token for token.
+// a SamplingView, and the CUDA sampler is tested against it token for token.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +16,7 @@ class CpuRowSampler {
   explicit CpuRowSampler(int64_t text_vocab);
 
   // logits: [>= text_vocab] raw scores; penalty_tokens / penalty_counts: [E] the row's distinct
-  // history (SamplingBatch). Appends the row's token (and logprobs when row.logprobs >= 0) to out.
+  // history (SamplingView). Appends the row's token (and logprobs when row.logprobs >= 0) to out.
   int32_t sample(std::span<const float> logits, const SamplingRow& row,
                  std::span<const int32_t> penalty_tokens, std::span<const int32_t> penalty_counts,
                  SampledTokens& out);

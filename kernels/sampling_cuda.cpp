@@ -30,7 +30,7 @@ class CudaTokenSampler final : public TokenSampler {
     if (vocab_ <= 0) throw std::invalid_argument("cuda sampler needs a positive vocabulary size");
   }
 
-  void sample(const MatView& logits, const SamplingBatch& batch, SampledTokens& out) override {
+  void sample(const MatView& logits, const SamplingView& batch, SampledTokens& out) override {
     batch.check();
     if (logits.dtype != DType::kF32)
       throw std::invalid_argument("cuda sampler: logits must be f32");

@@ -3,12 +3,9 @@
 // Chunk length = the smallest (>= min_chunk tiles) for which the step has at most target_chunks
 // items, so the step runs in one wave; each token's tiles are spread evenly over its chunks.
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
-#include "kernels/env_switch.h"
 #include "kernels/paged_attention_cuda.h"
 #include "kernels/split_kv_plan.h"
 
@@ -161,7 +158,7 @@ __device__ float block_reduce(float v, bool is_max, float* red) {
 // threads, then sums the groups in shared memory in a fixed order.
 template <int kVec>
 __global__ void __launch_bounds__(kMergeThreads)
-    merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan, int max_pgroups) {
+    merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   extern __shared__ float smem[];  // weights [max_partials], then sums [pgroups][v_dim]
   __shared__ float red[kMergeThreads / 32];
   const int ti = blockIdx.y, row = blockIdx.z;
@@ -193,7 +190,7 @@ __global__ void __launch_bounds__(kMergeThreads)
   const float* po = p.partial_o + slot_row(0) * p.v_dim;
   const int64_t step = int64_t(tiles.count) * p.rows_max * p.v_dim;  // next slot, same row
   const int units = p.v_dim / kVec;                                  // kVec columns each
-  const int pgroups = max(1, min(max_pgroups, kMergeThreads / units));
+  const int pgroups = max(1, kMergeThreads / units);
   for (int u0 = 0; u0 < units; u0 += kMergeThreads) {  // more than 256 units: several passes
     const int unit = u0 + int(threadIdx.x) % units, pg = int(threadIdx.x) / units;
     float acc[kVec] = {};
@@ -266,13 +263,10 @@ void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,
 void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
                            const SplitKvPlan& plan, cudaStream_t stream) {
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  // MLRA_MERGE=serial: one thread per column walks all partials (the previous merge; A/B runs).
-  static const bool serial = env_value("MLRA_MERGE") == "serial";
   // Weights, then one v_dim row of sums per partial group (<= 256 groups, v_dim <= 512).
-  const bool vec4 = p.v_dim % 4 == 0 && !serial;
+  const bool vec4 = p.v_dim % 4 == 0;
   const int units = p.v_dim / (vec4 ? 4 : 1);
-  const int max_pgroups = serial ? 1 : kMergeThreads;
-  const int pgroups = std::max(1, std::min(max_pgroups, kMergeThreads / units));
+  const int pgroups = std::max(1, kMergeThreads / units);
   const size_t smem =
       sizeof(float) * (size_t(plan.shape.max_partials()) + size_t(pgroups) * size_t(p.v_dim));
   MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
@@ -280,9 +274,9 @@ void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
   for (int i = 0; i < tiles.count; ++i) rows = std::max(rows, int(tiles.tile[i].rows));
   const dim3 grid(unsigned(plan.shape.max_merges()), unsigned(tiles.count), unsigned(rows));
   if (vec4)
-    merge_kernel<4><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan, max_pgroups);
+    merge_kernel<4><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan);
   else
-    merge_kernel<1><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan, max_pgroups);
+    merge_kernel<1><<<grid, kMergeThreads, smem, stream>>>(p, tiles, plan);
   MLRA_CUDA_LAUNCH_CHECK();
 }
 

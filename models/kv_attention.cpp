@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "models/tensor_layout.h"
+#include "models/variant_traits.h"
 
 namespace mlra {
 
@@ -39,15 +40,19 @@ KvAttention::KvAttention(const ModelConfig& c, const ShardPlan& plan, int64_t la
       break;
     case AttentionKind::kTpa: {
       const std::string f = p + "attn.c_qkv.";
-      a_q_ = w.load(f + "W_A_q.weight", {{head_begin_ * c.q_rank, (head_begin_ + n_local) * c.q_rank}, {0, d}});
-      a_k_ = w.load(f + "W_A_k.weight", {{head_begin_ * c.rank, (head_begin_ + n_local) * c.rank}, {0, d}});
-      a_v_ = w.load(f + "W_A_v.weight", {{head_begin_ * c.rank, (head_begin_ + n_local) * c.rank}, {0, d}});
+      a_q_ = w.load(f + "W_A_q.weight",
+                    {{head_begin_ * c.q_rank, (head_begin_ + n_local) * c.q_rank}, {0, d}});
+      a_k_ = w.load(f + "W_A_k.weight",
+                    {{head_begin_ * c.rank, (head_begin_ + n_local) * c.rank}, {0, d}});
+      a_v_ = w.load(f + "W_A_v.weight",
+                    {{head_begin_ * c.rank, (head_begin_ + n_local) * c.rank}, {0, d}});
       b_q_ = w.load(f + "W_B_q.weight");
       b_k_ = w.load(f + "W_B_k.weight");
       b_v_ = w.load(f + "W_B_v.weight");
       break;
     }
-    default: throw std::logic_error("KvAttention: not a K/V-cache variant");
+    default:
+      throw std::logic_error("KvAttention: not a K/V-cache variant");
   }
   c_proj_ = w.load(p + "attn.c_proj.weight", {{0, d}, head_rows});
 }
@@ -81,10 +86,12 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
   const int64_t n_kv = int64_t(plan_.kv_heads.size());
   const DType act = b.act_dtype();
   const AttentionKind kind = c.variant.kind;
+  const VariantTraits& t = traits(kind);
   Tensor q = b.alloc({T, n_local * hd}, act);
   const MatView q_mat = as_mat(q, n_local * hd);
 
   PagedAttentionArgs a;
+  a.kernel = t.kernel;
   a.q = q.data;
   a.q_dtype = act;
   a.q_token_stride = n_local * hd;
@@ -94,7 +101,7 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
   a.scale = c.softmax_scale();
   const int kv_base = plan_.kv_heads.front();
 
-  if (kind == AttentionKind::kGta) {
+  if (t.cache == CacheLayout::kTiedRope) {
     // q_h = [a_h | RoPE(b_h)]; cache row [s|u per KV head | RoPE(r)]; K_h = [s|r], V_h = [s|u].
     const int64_t half = hd / 2, width = n_kv * hd + half;
     b.linear(x, as_mat(q_, c.n_embd), q_mat, 1.0f, 0.0f);
@@ -110,7 +117,7 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
     a.v_dim = int32_t(hd);
     a.r_offset = int32_t(n_kv * hd);
     for (int h : plan_.heads) {
-      const int kv = h / int(c.group_size) - kv_base;
+      const int kv = kv_head_of(c, h) - kv_base;
       a.a_offset.push_back(int32_t(kv * hd));
       a.v_offset.push_back(int32_t(kv * hd));
     }
@@ -122,7 +129,8 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
       if (kind == AttentionKind::kMfa) {
         Tensor cq_raw = b.alloc({T, c.share_q_dim}, act), cq = b.alloc({T, c.share_q_dim}, act);
         b.linear(x, as_mat(mfa_cq_, c.n_embd), as_mat(cq_raw, c.share_q_dim), 1.0f, 0.0f);
-        b.rms_norm(as_mat(cq_raw, c.share_q_dim), mfa_norm_, c.norm_eps, 1.0f, as_mat(cq, c.share_q_dim));
+        b.rms_norm(as_mat(cq_raw, c.share_q_dim), mfa_norm_, c.norm_eps, 1.0f,
+                   as_mat(cq, c.share_q_dim));
         b.linear(as_mat(cq, c.share_q_dim), as_mat(q_, c.share_q_dim), q_mat, 1.0f, 0.0f);
       } else {
         b.linear(x, as_mat(q_, c.n_embd), q_mat, 1.0f, 0.0f);
@@ -137,9 +145,7 @@ void KvAttention::forward(const MatView& x, const StepContext& step, const Paged
     a.a_dim = int32_t(hd);
     a.v_dim = int32_t(hd);
     for (int h : plan_.heads) {
-      int kv = 0;
-      if (kind == AttentionKind::kMha || kind == AttentionKind::kTpa) kv = h - kv_base;
-      else if (kind == AttentionKind::kGqa || kind == AttentionKind::kMqa) kv = h / int(c.group_size) - kv_base;
+      const int kv = kv_head_of(c, h) - kv_base;
       a.a_offset.push_back(int32_t(kv * hd));
       a.v_offset.push_back(int32_t((n_kv + kv) * hd));
     }

@@ -10,6 +10,8 @@
 
 #include <stdexcept>
 
+#include "models/variant_traits.h"
+
 namespace mlra {
 namespace {
 
@@ -128,6 +130,7 @@ Tensor LatentAttention::attend(const std::vector<Unit>& units, int64_t width, co
   const int64_t dr = config_.qk_rope_head_dim, n_virt = count_virtual_heads(units);
   Tensor z = b.alloc({step.num_tokens, n_virt * width}, b.act_dtype());
   PagedAttentionArgs a;
+  a.kernel = traits(config_.variant.kind).kernel;
   a.q = qv.data;
   a.q_dtype = qv.dtype;
   a.q_token_stride = n_virt * (width + dr);

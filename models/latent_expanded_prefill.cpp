@@ -54,6 +54,7 @@ void LatentAttention::expanded_prefill(const MatView& cq, const StepContext& ste
   }
 
   PagedAttentionArgs a;
+  a.kernel = AttentionKernel::kKvSharedRope;  // the expanded form's own scratch layout
   a.q = q.data;
   a.q_dtype = q.dtype;
   a.q_token_stride = H * qw;

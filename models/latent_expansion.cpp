@@ -5,19 +5,13 @@
 #include <algorithm>
 
 #include "models/shard_plan.h"
+#include "models/variant_traits.h"
 
 namespace mlra {
 
 bool latent_expansion_supported(const ModelConfig& c) {
-  switch (c.variant.kind) {
-    case AttentionKind::kMla:
-      return !c.tpla();
-    case AttentionKind::kGla2:
-    case AttentionKind::kGla4:
-      return true;
-    default:
-      return false;
-  }
+  // TPLA's slices are no single latent to up-project per head.
+  return traits(c.variant.kind).prefill == PrefillForm::kAbsorbedOrExpanded && !c.tpla();
 }
 
 int64_t latent_expansion_row_bytes(const ModelConfig& c, int tp) {

@@ -11,9 +11,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/step_batch.h"
 #include "kernels/backend.h"
 #include "models/model_config.h"
+#include "models/step_batch.h"
 
 namespace mlra {
 

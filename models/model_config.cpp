@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/tensor_layout.h"
+#include "models/variant_traits.h"
 
 namespace mlra {
 namespace {
@@ -27,6 +28,16 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
+std::optional<LatentTpMode> parse_latent_tp_mode(const std::string& name) {
+  if (name == "replicate") return LatentTpMode::kReplicate;
+  if (name == "tpla") return LatentTpMode::kTpla;
+  return std::nullopt;
+}
+
+const char* latent_tp_mode_name(LatentTpMode mode) {
+  return mode == LatentTpMode::kTpla ? "tpla" : "replicate";
+}
+
 std::optional<LatentPrefill> parse_latent_prefill(const std::string& name) {
   if (name == "auto") return LatentPrefill::kAuto;
   if (name == "absorbed") return LatentPrefill::kAbsorbed;
@@ -46,27 +57,16 @@ const char* latent_prefill_name(LatentPrefill mode) {
 }
 
 int64_t ModelConfig::num_kv_heads() const {
-  switch (variant.kind) {
-    case AttentionKind::kMha: return n_head;
-    case AttentionKind::kGqa:
-    case AttentionKind::kMqa:
-    case AttentionKind::kGta: return n_head / group_size;
-    case AttentionKind::kMfa: return 1;
-    case AttentionKind::kTpa: return n_head;
+  switch (traits(variant.kind).kv_heads) {
+    case KvHeadMap::kPerHead: return n_head;
+    case KvHeadMap::kGrouped: return group_size > 0 ? n_head / group_size : 0;
+    case KvHeadMap::kShared: return 1;
     default: return 0;
   }
 }
 
-int64_t ModelConfig::num_latents() const {
-  switch (variant.kind) {
-    case AttentionKind::kMla: return 1;
-    case AttentionKind::kGla2: return 2;
-    case AttentionKind::kGla4:
-    case AttentionKind::kMlra2:
-    case AttentionKind::kMlra4: return 4;  // hard-coded in the reference (flag F10)
-    default: return 0;
-  }
-}
+// GLA-4 and MLRA's 4 are hard-coded in the reference (flag F10).
+int64_t ModelConfig::num_latents() const { return traits(variant.kind).num_latents; }
 
 int64_t ModelConfig::latent_dim() const {
   return num_latents() ? kv_lora_rank / num_latents() : 0;
@@ -92,13 +92,9 @@ float ModelConfig::softmax_scale() const {
 }
 
 int64_t ModelConfig::cache_values_per_token() const {
-  switch (variant.kind) {
-    case AttentionKind::kMha:
-    case AttentionKind::kGqa:
-    case AttentionKind::kMqa:
-    case AttentionKind::kTpa: return 2 * head_dim * num_kv_heads();
-    case AttentionKind::kGta: return head_dim * num_kv_heads() + head_dim / 2;
-    case AttentionKind::kMfa: return 2 * head_dim;
+  switch (traits(variant.kind).cache) {
+    case CacheLayout::kKvHeads: return 2 * head_dim * num_kv_heads();
+    case CacheLayout::kTiedRope: return head_dim * num_kv_heads() + head_dim / 2;
     default: return kv_lora_rank + qk_rope_head_dim;
   }
 }

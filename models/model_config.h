@@ -22,6 +22,10 @@ struct ConfigError : std::runtime_error {
 // How an MLA checkpoint is split across TP ranks (serving option, not in config.json).
 enum class LatentTpMode { kReplicate, kTpla };
 
+// "replicate" / "tpla"; nullopt for anything else.
+std::optional<LatentTpMode> parse_latent_tp_mode(const std::string& name);
+const char* latent_tp_mode_name(LatentTpMode mode);
+
 struct TplaOptions {
   // "identity" (plain slicing), "hadamard" (random-sign, data-free, power-of-two widths),
   // "random" (Haar-random rotation, data-free, any width) or the path of a PCA
@@ -30,6 +34,8 @@ struct TplaOptions {
   bool pd_separation = true;  // prefill runs exact MLA, decode runs TPLA on the same cache
   uint64_t seed = 0x5eed;     // Hadamard sign seed
   int slices = 0;             // latent slices; 0 = the TP degree
+
+  bool operator==(const TplaOptions&) const = default;
 };
 
 // How the prefill chunks of MLA / GLA models attend (serving option, not in config.json).
@@ -45,6 +51,8 @@ struct LatentPrefillOptions {
   // Scratch memory of one step's expanded sequences per rank (their up-projected K/V and gathered
   // latents): sequences past it stay absorbed. Part of the activation reserve.
   int64_t scratch_bytes = int64_t(512) << 20;
+
+  bool operator==(const LatentPrefillOptions&) const = default;
 };
 
 // "auto" / "absorbed" / "expanded"; nullopt for anything else.

@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <set>
+#include <stdexcept>
+
+#include "models/variant_traits.h"
 
 namespace mlra {
 namespace {
@@ -12,7 +15,9 @@ int index_of(const std::vector<int>& v, int x) {
   return (it != v.end() && *it == x) ? int(it - v.begin()) : -1;
 }
 
-int tpla_slices(const ModelConfig& c, int tp) { return c.tpla_options.slices > 0 ? c.tpla_options.slices : tp; }
+int tpla_slices(const ModelConfig& c, int tp) {
+  return c.tpla_options.slices > 0 ? c.tpla_options.slices : tp;
+}
 
 std::vector<LatentUnit> deal_units(const ModelConfig& c, int tp, int rank) {
   const std::vector<LatentUnit> all = latent_units(c, tp);
@@ -48,37 +53,47 @@ void plan_latent(const ModelConfig& c, ShardPlan& p) {
 void plan_heads(const ModelConfig& c, ShardPlan& p) {
   const int per = int(c.n_head) / p.tp;
   for (int h = p.rank * per; h < (p.rank + 1) * per; ++h) p.heads.push_back(h);
-  const int64_t hd = c.head_dim;
-  switch (c.variant.kind) {
-    case AttentionKind::kMha:
-    case AttentionKind::kTpa:
-      p.kv_heads = p.heads;
-      p.cache_width = 2 * hd * int64_t(p.kv_heads.size());
+  std::set<int> kv;
+  for (int h : p.heads) kv.insert(kv_head_of(c, h));
+  p.kv_heads.assign(kv.begin(), kv.end());
+  const int64_t hd = c.head_dim, n_kv = int64_t(p.kv_heads.size());
+  switch (traits(c.variant.kind).cache) {
+    case CacheLayout::kKvHeads:
+      p.cache_width = 2 * hd * n_kv;
       break;
-    case AttentionKind::kGqa:
-    case AttentionKind::kMqa:
-    case AttentionKind::kGta: {
-      std::set<int> kv;
-      for (int h : p.heads) kv.insert(h / int(c.group_size));
-      p.kv_heads.assign(kv.begin(), kv.end());
-      p.cache_width = c.variant.kind == AttentionKind::kGta
-                          ? hd * int64_t(p.kv_heads.size()) + hd / 2
-                          : 2 * hd * int64_t(p.kv_heads.size());
+    case CacheLayout::kTiedRope:
+      p.cache_width = hd * n_kv + hd / 2;
       break;
-    }
-    case AttentionKind::kMfa:
-      p.kv_heads = {0};
-      p.cache_width = 2 * hd;
-      break;
-    default: break;
+    case CacheLayout::kLatentRope:
+      throw std::logic_error("plan_heads: a latent cache has no KV heads");
   }
 }
 
 }  // namespace
 
-int ShardPlan::local_head(int h) const { return index_of(heads, h); }
-int ShardPlan::local_latent(int l) const { return index_of(latents, l); }
-int ShardPlan::local_kv_head(int k) const { return index_of(kv_heads, k); }
+int ShardPlan::local_head(int h) const {
+  return index_of(heads, h);
+}
+int ShardPlan::local_latent(int l) const {
+  return index_of(latents, l);
+}
+int ShardPlan::local_kv_head(int k) const {
+  return index_of(kv_heads, k);
+}
+
+int kv_head_of(const ModelConfig& c, int query_head) {
+  switch (traits(c.variant.kind).kv_heads) {
+    case KvHeadMap::kPerHead:
+      return query_head;
+    case KvHeadMap::kGrouped:
+      return query_head / int(c.group_size);
+    case KvHeadMap::kShared:
+      return 0;
+    case KvHeadMap::kNone:
+      break;
+  }
+  throw std::logic_error("kv_head_of: " + c.variant.name() + " has no KV heads");
+}
 
 std::vector<LatentUnit> latent_units(const ModelConfig& c, int tp) {
   const int h = int(c.n_head);
@@ -87,19 +102,16 @@ std::vector<LatentUnit> latent_units(const ModelConfig& c, int tp) {
     for (int r = 0; r < tpla_slices(c, tp); ++r) slices.push_back({r, 0, h});
     return slices;
   }
-  switch (c.variant.kind) {
-    case AttentionKind::kMla: return {{0, 0, h}};
-    case AttentionKind::kGla2: return {{0, 0, h / 2}, {1, h / 2, h}};
-    case AttentionKind::kGla4: {
-      const int q = h / 4;
-      return {{0, 0, q}, {1, q, 2 * q}, {2, 2 * q, 3 * q}, {3, 3 * q, h}};
-    }
-    // Branch A = latents {0,1}, branch B = {2,3}; latent l serves head half (l mod 2). Ordered
-    // so that TP=2 gives each rank one head half with both of its branches (pure head split).
-    case AttentionKind::kMlra2: return {{0, 0, h / 2}, {2, 0, h / 2}, {1, h / 2, h}, {3, h / 2, h}};
-    case AttentionKind::kMlra4: return {{0, 0, h}, {1, 0, h}, {2, 0, h}, {3, 0, h}};
-    default: return {};
-  }
+  // Latent l serves head group l % groups. Units are ordered by head group, so TP = groups gives
+  // each rank one group with all of its latents (MLRA-2 TP2: one head half with both branches, a
+  // pure head split).
+  const VariantTraits& t = traits(c.variant.kind);
+  const int groups = t.latent_head_groups;
+  std::vector<LatentUnit> units;
+  for (int g = 0; g < groups; ++g)
+    for (int l = g; l < t.num_latents; l += groups)
+      units.push_back({l, h / groups * g, g + 1 == groups ? h : h / groups * (g + 1)});
+  return units;
 }
 
 std::string unsupported_tp_reason(const ModelConfig& c, int tp) {

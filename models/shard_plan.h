@@ -26,14 +26,14 @@ struct LatentUnit {
 struct ShardPlan {
   int tp = 1;
   int rank = 0;
-  std::vector<int> heads;       // local query heads (global ids, ascending)
+  std::vector<int> heads;         // local query heads (global ids, ascending)
   std::vector<LatentUnit> units;  // latent family: this rank's units, in compute order
-  std::vector<int> latents;     // latent family: local latent heads, ascending (cache order)
-  int64_t latent_width = 0;     // width of one cached latent (d_c; d_c / slices under TPLA)
-  std::vector<int> kv_heads;    // MHA family: local KV heads (global ids, ascending)
-  int64_t ff_begin = 0;         // MLP rows [ff_begin, ff_end) of c_fc1/c_fc2, cols of c_proj
+  std::vector<int> latents;       // latent family: local latent heads, ascending (cache order)
+  int64_t latent_width = 0;       // width of one cached latent (d_c; d_c / slices under TPLA)
+  std::vector<int> kv_heads;      // MHA family: local KV heads (global ids, ascending)
+  int64_t ff_begin = 0;           // MLP rows [ff_begin, ff_end) of c_fc1/c_fc2, cols of c_proj
   int64_t ff_end = 0;
-  int64_t cache_width = 0;      // cache values per token per layer on this rank
+  int64_t cache_width = 0;  // cache values per token per layer on this rank
 
   int local_head(int global_head) const;  // index into heads, -1 if absent
   int local_latent(int latent) const;     // index into latents, -1 if absent
@@ -49,6 +49,8 @@ struct ShardError : std::runtime_error {
 //
 // All units of a latent-family model at TP=1, in the order ranks take them.
 std::vector<LatentUnit> latent_units(const ModelConfig& config, int tp = 1);
+// K/V family: the KV head query head `query_head` reads (variant_traits.h: KvHeadMap).
+int kv_head_of(const ModelConfig& config, int query_head);
 // Throws ShardError with the reason when the variant cannot be split tp ways.
 ShardPlan make_shard_plan(const ModelConfig& config, int tp, int rank);
 // Empty when `tp` is supported, else the reason.

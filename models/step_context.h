@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-#include "engine/step_batch.h"
 #include "kernels/backend.h"
 #include "models/latent_observer.h"
+#include "models/step_batch.h"
 
 namespace mlra {
 
@@ -16,14 +16,14 @@ struct LatentExpansion;
 struct StepContext {
   int32_t num_tokens = 0;
   int32_t num_seqs = 0;
-  const int32_t* tokens = nullptr;        // [T]
-  const int32_t* positions = nullptr;     // [T]
-  const int32_t* token_seq = nullptr;     // [T]
-  const int32_t* slots = nullptr;         // [T]
-  const int32_t* page_indptr = nullptr;   // [S+1]
-  const int32_t* page_indices = nullptr;  // [page_indptr[S]]
-  const StepBatch* host = nullptr;        // the same step on the host
-  LatentObserver* latent_observer = nullptr;  // calibration tap on latent cache rows (eager only)
+  const int32_t* tokens = nullptr;             // [T]
+  const int32_t* positions = nullptr;          // [T]
+  const int32_t* token_seq = nullptr;          // [T]
+  const int32_t* slots = nullptr;              // [T]
+  const int32_t* page_indptr = nullptr;        // [S+1]
+  const int32_t* page_indices = nullptr;       // [page_indptr[S]]
+  const StepBatch* host = nullptr;             // the same step on the host
+  LatentObserver* latent_observer = nullptr;   // calibration tap on latent cache rows (eager only)
   const LatentExpansion* expansion = nullptr;  // MLA / GLA prefill chunks in the expanded form
 };
 

@@ -9,13 +9,13 @@
 #include <memory>
 #include <vector>
 
-#include "engine/step_batch.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "models/attention_layer.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
+#include "models/step_batch.h"
 #include "models/step_context.h"
 
 namespace mlra {

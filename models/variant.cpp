@@ -1,33 +1,13 @@
-// Variant names and which gated / no_scale siblings exist (models/VARIANTS.md 4.11, flag F11).
+// Variant names and siblings, read off the traits table (variant_traits.cpp; models/VARIANTS.md 4.11).
 #include "models/variant.h"
 
 #include <algorithm>
 #include <cctype>
 
+#include "models/variant_traits.h"
+
 namespace mlra {
 namespace {
-
-struct KindName {
-  AttentionKind kind;
-  const char* name;
-  bool has_gated;
-  bool has_no_scale;
-};
-
-constexpr KindName kKinds[] = {
-    {AttentionKind::kMha, "mha", false, false},   {AttentionKind::kGqa, "gqa", true, false},
-    {AttentionKind::kMqa, "mqa", false, false},   {AttentionKind::kGta, "gta", false, false},
-    {AttentionKind::kMfa, "mfa", false, false},   {AttentionKind::kTpa, "tpa", false, false},
-    {AttentionKind::kMla, "mla", true, true},     {AttentionKind::kGla2, "gla2", true, true},
-    {AttentionKind::kGla4, "gla4", false, false}, {AttentionKind::kMlra2, "mlra2", true, true},
-    {AttentionKind::kMlra4, "mlra4", true, false},
-};
-
-const KindName& entry(AttentionKind kind) {
-  for (const auto& k : kKinds)
-    if (k.kind == kind) return k;
-  return kKinds[0];
-}
 
 // Lowercase, drop '-' and the '_' that separates a digit ("mlra_4" -> "mlra4").
 std::string normalise(std::string_view s) {
@@ -52,12 +32,12 @@ bool strip_suffix(std::string& s, std::string_view suffix) {
 }  // namespace
 
 bool Variant::is_latent() const {
-  return kind == AttentionKind::kMla || kind == AttentionKind::kGla2 ||
-         kind == AttentionKind::kGla4 || kind == AttentionKind::kMlra2 ||
-         kind == AttentionKind::kMlra4;
+  return traits(kind).family == AttentionFamily::kLatent;
 }
 
-std::string kind_name(AttentionKind kind) { return entry(kind).name; }
+std::string kind_name(AttentionKind kind) {
+  return traits(kind).name;
+}
 
 std::string Variant::name() const {
   std::string n = kind_name(kind);
@@ -71,7 +51,7 @@ std::optional<Variant> parse_variant(std::string_view name) {
   Variant v;
   v.no_scale = strip_suffix(s, "_noscale") || strip_suffix(s, "_no_scale");
   v.gated = strip_suffix(s, "_gated");
-  for (const auto& k : kKinds) {
+  for (const VariantTraits& k : all_variant_traits()) {
     if (s != k.name) continue;
     if (v.gated && !k.has_gated) return std::nullopt;
     if (v.no_scale && !k.has_no_scale) return std::nullopt;
@@ -84,7 +64,7 @@ std::optional<Variant> parse_variant(std::string_view name) {
 
 std::vector<Variant> all_variants() {
   std::vector<Variant> out;
-  for (const auto& k : kKinds) {
+  for (const VariantTraits& k : all_variant_traits()) {
     out.push_back({k.kind, false, false});
     if (k.has_gated) out.push_back({k.kind, true, false});
     if (k.has_no_scale) out.push_back({k.kind, false, true});

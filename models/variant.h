@@ -17,8 +17,8 @@ struct Variant {
   bool gated = false;     // sigmoid gate on head outputs before c_proj
   bool no_scale = false;  // q_scale/kv_scale (and MLRA-2's branch scale) removed
 
-  bool is_latent() const;      // MLA, GLA-2, GLA-4, MLRA-2, MLRA-4
-  std::string name() const;    // canonical name, e.g. "mlra2_gated"
+  bool is_latent() const;    // latent family (variant_traits.h): MLA, GLA-2/4, MLRA-2/4
+  std::string name() const;  // canonical name, e.g. "mlra2_gated"
   bool operator==(const Variant&) const = default;
 };
 

@@ -3,18 +3,21 @@
 # release tarball, a Docker stage): bin/ (wrappers that set LD_LIBRARY_PATH) and bin/.real/ (the
 # binaries), lib/ (every shared library ldd lists, except CUDA's and glibc's, which the target
 # provides), share/ (model assets and test data). Usage:
-#   scripts/bundle.sh [--no-share] [--tar] [build_dir] [out_dir]
+#   scripts/bundle.sh [--no-share] [--tar] [--no-limit] [build_dir] [out_dir]
 # --no-share leaves share/ out (when the repository checkout travels with the bundle anyway);
+# --no-limit drops the 60 MB check, which guards the device carry (an image has no such limit);
 # --tar also writes out_dir.tar.xz (Debian's OpenBLAS alone is 36 MB uncompressed: the folder
 # exceeds 60 MB once mlra-serve's gRPC/OpenSSL come along; the .tar.xz is about 14 MB).
 set -euo pipefail
 
 with_share=1
 with_tar=0
+with_limit=1
 while [[ "${1:-}" == --* ]]; do
   case "$1" in
     --no-share) with_share=0 ;;
     --tar) with_tar=1 ;;
+    --no-limit) with_limit=0 ;;
     *) echo "bundle: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +67,7 @@ if (( with_tar )); then
   exit 0
 fi
 size_mb=$(du -sm "$out" | cut -f1)
-if (( size_mb > 60 )); then
+if (( with_limit && size_mb > 60 )); then
   echo "bundle: $out is ${size_mb} MB (limit 60); use --tar for a compressed bundle" >&2
   exit 1
 fi

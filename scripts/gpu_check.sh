@@ -54,15 +54,12 @@ if [ "$mode" = multi ]; then
   exit 0
 fi
 timeout 400 "$B/mlra_gpu_tests" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
-# The model tests again with query packing off (the one-token-per-CTA path stays selectable), and
-# the attention tests on the paths the defaults replaced (split-slice latent kernel for d_c
-# 256/512, decode kernels for prefill).
-MLRA_QUERY_PACKING=0 timeout 200 "$B/mlra_gpu_tests" "[model]" 2>&1 | tee "$OUT/gpu_tests_packing.log" | tail -n 3
-MLRA_LATENT_KERNEL=split MLRA_PREFILL_KERNEL=0 timeout 200 "$B/mlra_gpu_tests" "[attention],[latent_prefill]" 2>&1 \
-  | tee "$OUT/gpu_tests_older_kernels.log" | tail -n 3
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
+# The kept kernel option's case (kernels/README.md): the K/V split at two CTAs per SM.
+timeout 200 "$B/mlra-bench" attention --variants "MHA TP8" --kernels '{"kv_split_per_sm":2}' 2>&1 \
+  | tee "$OUT/bench_attention_kv_split2.log" | tail -n 25
 # The decode grid: batch 1..256 x context 1K..128K (points whose cache exceeds 60 GB skipped: fits an H100).
 timeout 500 "$B/mlra-bench" decode --batch 1 8 64 256 --context 1024 32768 131072 --iters 10 \
   --max-cache-gb 60 2>&1 \
@@ -70,8 +67,6 @@ timeout 500 "$B/mlra-bench" decode --batch 1 8 64 256 --context 1024 32768 13107
 # Prefill: MLA / GLA-2 in the absorbed and the expanded form (same run).
 timeout 300 "$B/mlra-bench" prefill --variants mla gla_2 --latent-prefill absorbed expanded \
   --tokens 8192 32768 --iters 2 2>&1 | tee "$OUT/bench_prefill_forms.log"
-# Prefill: attention vs matrix products, query packing off and on (same run).
-for pk in 0 1; do
-  MLRA_QUERY_PACKING=$pk timeout 300 "$B/mlra-bench" prefill --variants mlra_4 mla gla_2 gqa \
-    --tokens 2048 8192 32768 --iters 2 2>&1 | tee "$OUT/bench_prefill_pk$pk.log"
-done
+# Prefill: attention vs matrix products.
+timeout 300 "$B/mlra-bench" prefill --variants mlra_4 mla gla_2 gqa --tokens 2048 8192 32768 \
+  --iters 2 2>&1 | tee "$OUT/bench_prefill.log"

@@ -58,10 +58,7 @@ int wait_for_signal() {
 }
 
 ServerConfig resolve_config(const ServeArgs& a) {
-  std::filesystem::path file =
-      a.config.empty() ? find_default_config() : std::filesystem::path(a.config);
-  if (file.empty()) throw ConfigError("no --config given and configs/default.json not found");
-  ServerConfig config = load_server_config(file);
+  ServerConfig config = load_config_or_default(a.config);
   auto set = [&](const char* key, const std::string& json_value) {
     apply_config_override(config, fmt::format("{}={}", key, json_value));
   };
@@ -78,8 +75,9 @@ ServerConfig resolve_config(const ServeArgs& a) {
   if (a.log_prompts) set("log_prompts", "true");
   for (const auto& o : a.overrides) apply_config_override(config, o);
   validate_server_config(config);
-  if (!std::filesystem::is_directory(config.model_dir)) {
-    throw ConfigError(fmt::format("model_dir '{}' is not a folder", config.model_dir.string()));
+  if (!std::filesystem::is_directory(config.runner.model_dir)) {
+    throw ConfigError(
+        fmt::format("model_dir '{}' is not a folder", config.runner.model_dir.string()));
   }
   return config;
 }
@@ -97,7 +95,7 @@ int run_serve(const ServeArgs& args) {
   try {
     std::shared_ptr<PrometheusMetrics> metrics;
     if (config.metrics_port > 0) {
-      metrics = std::make_shared<PrometheusMetrics>(config.model_dir.filename().string());
+      metrics = std::make_shared<PrometheusMetrics>(config.runner.model_dir.filename().string());
     }
     ServingStack stack = build_serving_stack(config, metrics);
     GrpcServerOptions options;

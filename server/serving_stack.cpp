@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/runner_factory.h"
+#include "models/cache_shape.h"
 
 namespace mlra {
 
@@ -33,27 +34,36 @@ std::filesystem::path find_default_config() {
   return {};
 }
 
+ServerConfig load_config_or_default(const std::string& file) {
+  const std::filesystem::path path =
+      file.empty() ? find_default_config() : std::filesystem::path(file);
+  if (path.empty()) throw ConfigError("no --config given and configs/default.json not found");
+  return load_server_config(path);
+}
+
 ServingStack build_serving_stack(const ServerConfig& config,
                                  std::shared_ptr<EngineMetrics> metrics) {
   ServingStack stack;
-  const std::filesystem::path tok_dir = tokenizer_dir_for(config.model_dir);
+  const RunnerConfig& run = config.runner;
+  const std::filesystem::path tok_dir = tokenizer_dir_for(run.model_dir);
   stack.tokenizer = std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load(tok_dir));
   spdlog::info("tokenizer: {} ({} ids)", tok_dir.string(), stack.tokenizer->vocab_size());
 
-  spdlog::info("loading {} from {} (backend {}, tp {})", config.variant, config.model_dir.string(),
-               config.backend, config.tp);
-  std::unique_ptr<ModelRunner> runner = make_runner(runner_options(config));
+  spdlog::info("loading {} from {} (backend {}, tp {}, device {})", run.variant,
+               run.model_dir.string(), run.backend, run.tp, run.device);
+  std::unique_ptr<ModelRunner> runner = make_runner(run);
   const RunnerInfo info = runner->info();
   spdlog::info(
-      "model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
-      "bytes/rank",
-      info.num_pages, info.page_size, info.cache_bytes_per_token, info.weight_bytes_per_rank);
+      "model loaded: {} pages of {} tokens, {} cache bytes/token/rank (kv_cache_dtype {}), {} "
+      "weight bytes/rank",
+      info.num_pages, info.page_size, info.cache_bytes_per_token, kv_cache_dtype_name(run.kv_cache),
+      info.weight_bytes_per_rank);
   EngineOptions options = engine_options(config);
   options.metrics = std::move(metrics);
   stack.engine = std::make_unique<Engine>(std::move(runner), *stack.tokenizer, options);
-  stack.labels.mla_tp_mode = config.mla_tp_mode;
+  stack.labels.mla_tp_mode = latent_tp_mode_name(run.mla_tp_mode);
   stack.labels.dtype = effective_dtype(config);
-  stack.labels.kv_cache_dtype = config.kv_cache_dtype;
+  stack.labels.kv_cache_dtype = kv_cache_dtype_name(run.kv_cache);
   return stack;
 }
 

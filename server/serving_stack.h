@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "engine/engine.h"
 #include "engine/server_config.h"
@@ -32,5 +33,9 @@ std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir);
 // configs/default.json: in the working directory, else in the source or install tree that holds
 // this executable. Empty path when none is found.
 std::filesystem::path find_default_config();
+
+// The config a command starts from before its overrides: `file`, or configs/default.json when
+// `file` is empty (serve, generate and perplexity alike). Throws ConfigError when neither exists.
+ServerConfig load_config_or_default(const std::string& file);
 
 }  // namespace mlra

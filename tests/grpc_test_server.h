@@ -12,8 +12,8 @@
 #include <grpcpp/security/credentials.h>
 
 #include "engine/engine.h"
+#include "engine/local_runner.h"
 #include "fake_model_runner.h"
-#include "models/local_runner.h"
 #include "proto/mlra.grpc.pb.h"
 #include "server/grpc_server.h"
 
@@ -65,7 +65,7 @@ inline std::filesystem::path tiny_mlra4_dir() {
 
 // The real CPU runner on the tiny MLRA-4 checkpoint (2 layers, vocab 512, context 256).
 inline std::unique_ptr<ModelRunner> tiny_mlra4_runner() {
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = tiny_mlra4_dir();
   o.variant = "mlra4";
   o.backend = "cpu";

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/step_batch.h"
+#include "models/step_batch.h"
 
 namespace mlra::testing {
 

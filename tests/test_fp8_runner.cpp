@@ -1,6 +1,7 @@
-// kv_cache_dtype from the server config to the ranks' caches: the key's values and errors, the
-// runners' page budget in FP8 bytes, worker processes (TP 2) holding FP8 caches whose logits equal
-// the in-process runner's, ModelInfo's field, and the evaluation tokens of `perplexity --text`.
+// kv_cache_dtype from the server config to the ranks' caches: the key's values and errors, its
+// wire encoding, the runners' page budget in FP8 bytes, worker processes (TP 2) holding FP8
+// caches whose logits equal the in-process runner's, ModelInfo's field, and the evaluation tokens
+// of `perplexity --text`.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -31,30 +32,37 @@ fs::path tiny(const std::string& v) {
   return fs::path(MLRA_TEST_DATA) / "tiny" / v;
 }
 
-RunnerOptions tiny_options(const std::string& v, int tp, CacheEncoding kv_cache) {
-  RunnerOptions o;
+RunnerConfig tiny_config(const std::string& v, int tp, CacheEncoding kv_cache) {
+  RunnerConfig o;
   o.model_dir = tiny(v);
   o.variant = v;
   o.tp = tp;
   o.page_size = 8;
   o.num_pages = 24;
   o.kv_cache = kv_cache;
-  o.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  o.load_timeout_s = 60;
-  o.step_timeout_s = 30;
   return o;
+}
+
+std::unique_ptr<ModelRunner> runner(const RunnerConfig& config) {
+  WorkerProcessOptions p;
+  p.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
+  p.load_timeout_s = 60;
+  p.step_timeout_s = 30;
+  return make_runner(config, p);
 }
 
 }  // namespace
 
-TEST_CASE("kv_cache_dtype is auto or fp8_e4m3 and reaches the runner options", "[fp8][config]") {
+TEST_CASE("kv_cache_dtype is auto or fp8_e4m3 and reaches the runner config", "[fp8][config]") {
   ServerConfig c;
-  c.model_dir = "/m";
-  CHECK(c.kv_cache_dtype == "auto");
-  CHECK(runner_options(c).kv_cache == CacheEncoding::kPlain);
+  c.runner.model_dir = "/m";
+  CHECK(c.runner.kv_cache == CacheEncoding::kPlain);
+  CHECK(to_json(c).at("kv_cache_dtype") == "auto");
   apply_config_override(c, "kv_cache_dtype=fp8_e4m3");
-  CHECK(runner_options(c).kv_cache == CacheEncoding::kFp8E4M3);
+  CHECK(c.runner.kv_cache == CacheEncoding::kFp8E4M3);
   CHECK(to_json(c).at("kv_cache_dtype") == "fp8_e4m3");
+  // The workers' copy: the runner config's wire encoding.
+  CHECK(runner_config_from_json(to_json(c.runner), "/").kv_cache == CacheEncoding::kFp8E4M3);
   CHECK_THROWS_WITH(apply_config_override(c, "kv_cache_dtype=fp8"),
                     Contains("kv_cache_dtype") && Contains("auto or fp8_e4m3"));
   CHECK_THROWS_WITH(apply_config_override(c, "kv_cache_dtype=8"), Contains("kv_cache_dtype"));
@@ -63,10 +71,10 @@ TEST_CASE("kv_cache_dtype is auto or fp8_e4m3 and reaches the runner options", "
 TEST_CASE("an fp8 cache budget holds the pages its smaller rows allow", "[fp8]") {
   // MLRA-4 tiny: 4 latents of 8 + k_pe 4 per layer; f32 rows 144 bytes, FP8 rows 32 + 16 + 8.
   auto budget = [](CacheEncoding e) {
-    RunnerOptions o = tiny_options("mlra4", 1, e);
+    RunnerConfig o = tiny_config("mlra4", 1, e);
     o.num_pages = 0;
     o.cache_memory_bytes = 2 * 8 * 144 * 10;  // ten f32 pages of 8 tokens, 2 layers
-    return make_runner(o)->info();
+    return runner(o)->info();
   };
   const RunnerInfo plain = budget(CacheEncoding::kPlain), fp8 = budget(CacheEncoding::kFp8E4M3);
   CHECK(plain.cache_bytes_per_token == 2 * 144);
@@ -79,9 +87,9 @@ TEST_CASE("worker processes hold fp8 caches: TP 2 logits equal the in-process ru
           "[fp8][process][tp]") {
   for (const std::string v : {"mlra4", "gqa", "mla"}) {
     INFO(v);
-    auto local = make_runner(tiny_options(v, 1, CacheEncoding::kFp8E4M3));
-    auto workers = make_runner(tiny_options(v, 2, CacheEncoding::kFp8E4M3));
-    auto plain = make_runner(tiny_options(v, 1, CacheEncoding::kPlain));
+    auto local = runner(tiny_config(v, 1, CacheEncoding::kFp8E4M3));
+    auto workers = runner(tiny_config(v, 2, CacheEncoding::kFp8E4M3));
+    auto plain = runner(tiny_config(v, 1, CacheEncoding::kPlain));
     CHECK(workers->info().cache_bytes_per_token < plain->info().cache_bytes_per_token);
     std::mt19937 rng(3);
     std::vector<int32_t> toks(19);

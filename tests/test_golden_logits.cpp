@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/local_runner.h"
+#include "engine/local_runner.h"
 #include "step_builder.h"
 
 using namespace mlra;
@@ -28,7 +28,7 @@ std::vector<float> read_floats(const std::filesystem::path& p, size_t n) {
 }
 
 std::unique_ptr<ModelRunner> runner(const std::filesystem::path& dir, const std::string& v) {
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = dir;
   o.variant = v;
   o.page_size = 16;

@@ -16,11 +16,11 @@
 #include <random>
 #include <string>
 
+#include "engine/local_runner.h"
+#include "engine/perplexity.h"
 #include "engine/server_config.h"
 #include "models/checkpoint.h"
 #include "models/latent_calibration.h"
-#include "models/local_runner.h"
-#include "models/perplexity.h"
 #include "models/tpla.h"
 #include "server/cli/tpla_calibrate_command.h"
 #include "step_builder.h"
@@ -220,7 +220,7 @@ TEST_CASE("tpla-calibrate writes an orthogonal PCA transform that is exact unsli
 
   // Unsliced (TP1, one slice) the transform folds away exactly: logits equal plain MLA.
   auto runner = [&](bool tpla) {
-    LocalRunnerOptions o;
+    RunnerConfig o;
     o.model_dir = tiny("mla");
     o.variant = "mla";
     o.page_size = 8;
@@ -351,14 +351,14 @@ TEST_CASE("the example TPLA config names a transform file and validates", "[tpla
   const ServerConfig c =
       load_server_config(fs::path(MLRA_SOURCE_DIR) / "configs" / "mla_tpla_pca.json");
   CHECK_NOTHROW(validate_server_config(c));
-  CHECK(c.mla_tp_mode == "tpla");
-  CHECK(fs::path(c.tpla_transform).is_absolute());  // relative paths would follow the cwd
+  CHECK(c.runner.mla_tp_mode == LatentTpMode::kTpla);
+  CHECK(fs::path(c.runner.tpla.transform).is_absolute());  // relative paths would follow the cwd
 }
 
 TEST_CASE("perplexity --prefill measures TPLA decode under pd separation", "[tpla][calibration]") {
   const auto tokens = random_tokens(2 * 40 + 1, 17);
   auto ppl = [&](bool tpla, bool pd_sep, int32_t prefill) {
-    LocalRunnerOptions o;
+    RunnerConfig o;
     o.model_dir = tiny("mla");
     o.variant = "mla";
     o.page_size = 8;

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <random>
 
+#include "engine/local_runner.h"
 #include "models/latent_expansion.h"
-#include "models/local_runner.h"
 #include "models/model_config.h"
 #include "step_builder.h"
 
@@ -122,7 +122,7 @@ TEST_CASE("expanded latent prefill gives the absorbed form's logits (CPU referen
     for (int tp : {1, 2}) {
       INFO(v << " tp " << tp);
       auto runner = [&](LatentPrefill mode) {
-        LocalRunnerOptions o;
+        RunnerConfig o;
         o.model_dir = tiny(v);
         o.variant = v;
         o.tp = tp;

@@ -1,7 +1,9 @@
 // Multi-process TP runtime: control-channel framing and lockstep checks, the shared-memory
 // all-reduce against a host sum, ProcessRunner logits against the in-process TP=1 runner for every
-// tiny variant at TP 2 and 4, per-rank cache widths against the shard plan, and fault handling
-// (killed or stopped worker -> RunnerError fast, unhealthy, no zombies, prompt destructor).
+// tiny variant at TP 2 and 4, per-rank cache widths against the shard plan, fault handling
+// (killed or stopped worker -> RunnerError fast, unhealthy, no zombies, prompt destructor), and
+// the one runner configuration: sent whole in Init, placing rank r on device + r, and set up by
+// the same rank code in threads and in worker processes.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -12,11 +14,14 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/control_channel.h"
+#include "engine/local_runner.h"
 #include "engine/process_runner.h"
 #include "engine/runner_factory.h"
+#include "engine/server_config.h"
 #include "kernels/shm_communicator.h"
-#include "models/local_runner.h"
 #include "models/shard_plan.h"
 #include "step_builder.h"
 
@@ -38,17 +43,22 @@ std::vector<fs::path> tiny_models() {
   return dirs;
 }
 
-RunnerOptions tiny_options(const fs::path& dir, int tp) {
-  RunnerOptions o;
+RunnerConfig tiny_options(const fs::path& dir, int tp) {
+  RunnerConfig o;
   o.model_dir = dir;
   o.variant = dir.filename().string();
   o.tp = tp;
   o.page_size = kPageSize;
   o.num_pages = 3 * kPagesPerSeq;
-  o.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-  o.load_timeout_s = 60;
-  o.step_timeout_s = 30;
   return o;
+}
+
+WorkerProcessOptions workers() {
+  WorkerProcessOptions p;
+  p.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
+  p.load_timeout_s = 60;
+  p.step_timeout_s = 30;
+  return p;
 }
 
 std::vector<int32_t> random_tokens(std::mt19937& rng, int n, int vocab) {
@@ -171,7 +181,7 @@ TEST_CASE("process runner: TP logits equal the TP=1 in-process runner", "[tp]") 
   const auto models = tiny_models();
   REQUIRE(!models.empty());
   for (const fs::path& dir : models) {
-    const RunnerOptions base = tiny_options(dir, 1);
+    const RunnerConfig base = tiny_options(dir, 1);
     auto reference = make_runner(base);
     const ModelConfig& config = reference->config();
     std::mt19937 rng(std::hash<std::string>{}(dir.filename().string()) % 100000);
@@ -184,17 +194,20 @@ TEST_CASE("process runner: TP logits equal the TP=1 in-process runner", "[tp]") 
     for (int tp : {2, 4}) {
       if (!unsupported_tp_reason(config, tp).empty()) continue;
       INFO(dir.filename().string() << " tp=" << tp);
-      ProcessRunner runner(tiny_options(dir, tp));
+      ProcessRunner runner(tiny_options(dir, tp), workers());
       CHECK(runner.healthy());
       const RunnerInfo info = runner.info();
       CHECK(info.tp == tp);
+      REQUIRE(info.ranks.size() == size_t(tp));
       int64_t widest = 0;
       for (int r = 0; r < tp; ++r) {
+        const RankInfo& rank = info.ranks[size_t(r)];
         const int64_t width = make_shard_plan(config, tp, r).cache_width;
-        CHECK(runner.rank_info()[size_t(r)].cache_values_per_token_per_layer == width);
-        CHECK(runner.rank_info()[size_t(r)].cache_bytes_per_token ==
-              width * config.n_layer * int64_t(sizeof(float)));
-        CHECK(runner.rank_info()[size_t(r)].weight_bytes > 0);
+        CHECK(rank.rank == r);
+        CHECK(rank.cache_values_per_token_per_layer == width);
+        CHECK(rank.cache_bytes_per_token == width * config.n_layer * int64_t(sizeof(float)));
+        CHECK(rank.weight_bytes > 0);
+        CHECK(rank.num_pages == 3 * kPagesPerSeq);
         widest = std::max(widest, width);
       }
       CHECK(info.cache_values_per_token_per_layer == widest);
@@ -212,8 +225,8 @@ TEST_CASE("process runner: TP logits equal the TP=1 in-process runner", "[tp]") 
 TEST_CASE("process runner: refuses a TP degree the variant cannot take", "[tp]") {
   const auto models = tiny_models();
   REQUIRE(!models.empty());
-  RunnerOptions o = tiny_options(models.front(), 5);  // 24 heads: 5 never divides
-  CHECK_THROWS_AS(ProcessRunner(o), RunnerError);
+  RunnerConfig o = tiny_options(models.front(), 5);  // 24 heads: 5 never divides
+  CHECK_THROWS_AS(ProcessRunner(o, workers()), RunnerError);
 }
 
 TEST_CASE("process runner: a killed worker fails the next step fast", "[tp][fault]") {
@@ -221,7 +234,7 @@ TEST_CASE("process runner: a killed worker fails the next step fast", "[tp][faul
   REQUIRE(!models.empty());
   const fs::path dir = models.front();
   std::mt19937 rng(3);
-  auto runner = std::make_unique<ProcessRunner>(tiny_options(dir, 2));
+  auto runner = std::make_unique<ProcessRunner>(tiny_options(dir, 2), workers());
   const auto steps = script(rng, int(runner->config().vocab_size), 2);
   std::vector<float> logits;
   runner->execute(steps[0], logits);
@@ -242,7 +255,7 @@ TEST_CASE("process runner: a killed worker fails the next step fast", "[tp][faul
 TEST_CASE("process runner: health turns false when an idle worker dies", "[tp][fault]") {
   const auto models = tiny_models();
   REQUIRE(!models.empty());
-  ProcessRunner runner(tiny_options(models.front(), 2));
+  ProcessRunner runner(tiny_options(models.front(), 2), workers());
   REQUIRE(runner.healthy());
   const pid_t victim = runner.worker_pids()[0];
   REQUIRE(::kill(victim, SIGKILL) == 0);
@@ -255,9 +268,9 @@ TEST_CASE("process runner: health turns false when an idle worker dies", "[tp][f
 TEST_CASE("process runner: a hung worker times out and everything is reaped", "[tp][fault]") {
   const auto models = tiny_models();
   REQUIRE(!models.empty());
-  RunnerOptions o = tiny_options(models.front(), 2);
-  o.step_timeout_s = 0.5;
-  auto runner = std::make_unique<ProcessRunner>(o);
+  WorkerProcessOptions quick = workers();
+  quick.step_timeout_s = 0.5;
+  auto runner = std::make_unique<ProcessRunner>(tiny_options(models.front(), 2), quick);
   std::mt19937 rng(5);
   const auto steps = script(rng, int(runner->config().vocab_size), 1);
   const auto pids = runner->worker_pids();
@@ -274,7 +287,7 @@ TEST_CASE("process runner: a hung worker times out and everything is reaped", "[
 TEST_CASE("process runner: orderly shutdown reaps every worker", "[tp][fault]") {
   const auto models = tiny_models();
   REQUIRE(!models.empty());
-  auto runner = std::make_unique<ProcessRunner>(tiny_options(models.front(), 2));
+  auto runner = std::make_unique<ProcessRunner>(tiny_options(models.front(), 2), workers());
   const auto pids = runner->worker_pids();
   const auto t0 = Clock::now();
   runner.reset();
@@ -285,15 +298,13 @@ TEST_CASE("process runner: orderly shutdown reaps every worker", "[tp][fault]") 
 TEST_CASE("process runner: workers take the latent prefill form", "[tp][latent_prefill]") {
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
   REQUIRE(fs::exists(dir / "config.json"));
-  RunnerOptions o = tiny_options(dir, 2);
+  RunnerConfig o = tiny_options(dir, 2);
   o.latent_prefill.mode = LatentPrefill::kExpanded;
-  RunnerOptions in_process = o, absorbed = o;
-  in_process.in_process = true;
-  absorbed.in_process = true;
+  RunnerConfig absorbed = o;
   absorbed.latent_prefill.mode = LatentPrefill::kAbsorbed;
-  auto reference = make_runner(in_process);
-  auto absorbed_runner = make_runner(absorbed);
-  ProcessRunner runner(o);
+  auto reference = make_local_runner(o);
+  auto absorbed_runner = make_local_runner(absorbed);
+  ProcessRunner runner(o, workers());
   std::mt19937 rng(31);
   double from_absorbed = 0.0;
   for (const StepBatch& step : script(rng, int(runner.config().vocab_size), 2)) {
@@ -313,12 +324,10 @@ TEST_CASE("process runner: workers take the latent prefill form", "[tp][latent_p
 TEST_CASE("process runner: MLA with TPLA equals the in-process TPLA runner", "[tp]") {
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
   REQUIRE(fs::exists(dir / "config.json"));
-  RunnerOptions o = tiny_options(dir, 2);
+  RunnerConfig o = tiny_options(dir, 2);
   o.mla_tp_mode = LatentTpMode::kTpla;
-  RunnerOptions in_process = o;
-  in_process.in_process = true;
-  auto reference = make_runner(in_process);
-  ProcessRunner runner(o);
+  auto reference = make_local_runner(o);
+  ProcessRunner runner(o, workers());
   std::mt19937 rng(29);
   for (const StepBatch& step : script(rng, int(runner.config().vocab_size), 2)) {
     std::vector<float> want, got;
@@ -328,16 +337,113 @@ TEST_CASE("process runner: MLA with TPLA equals the in-process TPLA runner", "[t
     CHECK(testing::rel_l2(got, want) < 1e-6);
   }
   for (int r = 0; r < 2; ++r)
-    CHECK(runner.rank_info()[size_t(r)].cache_values_per_token_per_layer ==
+    CHECK(runner.info().ranks[size_t(r)].cache_values_per_token_per_layer ==
           make_shard_plan(runner.config(), 2, r).cache_width);
 }
 
 TEST_CASE("process runner: a worker that cannot start fails construction", "[tp][fault]") {
   const auto models = tiny_models();
   REQUIRE(!models.empty());
-  RunnerOptions o = tiny_options(models.front(), 2);
-  o.worker_binary = "/nonexistent/mlra-serve";
+  WorkerProcessOptions missing = workers();
+  missing.worker_binary = "/nonexistent/mlra-serve";
   const auto t0 = Clock::now();
-  CHECK_THROWS_WITH(ProcessRunner(o), Catch::Contains("status 127"));
+  CHECK_THROWS_WITH(ProcessRunner(tiny_options(models.front(), 2), missing),
+                    Catch::Contains("status 127"));
   CHECK(seconds_since(t0) < 5.0);
+}
+
+TEST_CASE("runner config: rank r is given device + r on both runners", "[tp][config]") {
+  const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
+  REQUIRE(fs::exists(dir / "config.json"));
+  // From the config file's keys, as `serve` reads them.
+  const nlohmann::json file = {
+      {"model_dir", dir.string()}, {"variant", "mlra4"}, {"device", 3}, {"page_size", kPageSize}};
+  ServerConfig server = parse_server_config(file, "/");
+  CHECK(server.runner.device == 3);
+  auto single = make_runner(server.runner);
+  REQUIRE(single->info().ranks.size() == 1);
+  CHECK(single->info().ranks[0].device == 3);
+
+  apply_config_override(server, "tp=2");
+  apply_config_override(server, "device=5");
+  auto threads = make_local_runner(server.runner);
+  ProcessRunner processes(server.runner, workers());
+  for (const ModelRunner* runner : {static_cast<const ModelRunner*>(threads.get()),
+                                    static_cast<const ModelRunner*>(&processes)}) {
+    const RunnerInfo info = runner->info();
+    REQUIRE(info.ranks.size() == 2);
+    CHECK(info.ranks[0].device == 5);
+    CHECK(info.ranks[1].device == 6);
+  }
+  // The workers report their own pids: they really are other processes.
+  CHECK(processes.info().ranks[1].pid == int64_t(processes.worker_pids()[1]));
+}
+
+TEST_CASE("rank setup: in-process and worker ranks report the same shards", "[tp][config]") {
+  for (const char* v : {"mla", "gqa", "mlra4"}) {
+    const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / v;
+    REQUIRE(fs::exists(dir / "config.json"));
+    RunnerConfig o = tiny_options(dir, 2);
+    o.num_pages = 0;  // both derive the count from the byte budget
+    o.cache_memory_bytes = 1 << 20;
+    auto threads = make_local_runner(o);
+    ProcessRunner processes(o, workers());
+    const RunnerInfo a = threads->info(), b = processes.info();
+    INFO(v);
+    CHECK(a.num_pages > 0);
+    CHECK(a.num_pages == b.num_pages);
+    CHECK(a.max_context == b.max_context);
+    CHECK(a.cache_bytes_per_token == b.cache_bytes_per_token);
+    CHECK(a.weight_bytes_per_rank == b.weight_bytes_per_rank);
+    REQUIRE(a.ranks.size() == b.ranks.size());
+    for (size_t r = 0; r < a.ranks.size(); ++r) {
+      CHECK(a.ranks[r].rank == b.ranks[r].rank);
+      CHECK(a.ranks[r].backend == b.ranks[r].backend);
+      CHECK(a.ranks[r].weight_bytes == b.ranks[r].weight_bytes);
+      CHECK(a.ranks[r].cache_bytes_per_token == b.ranks[r].cache_bytes_per_token);
+      CHECK(a.ranks[r].cache_values_per_token_per_layer ==
+            b.ranks[r].cache_values_per_token_per_layer);
+      CHECK(a.ranks[r].num_pages == a.num_pages);
+    }
+  }
+}
+
+TEST_CASE("control channel: Init carries the runner config whole", "[tp][channel][config]") {
+  WorkerInit init;
+  RunnerConfig& c = init.config;
+  c.model_dir = "/models/x";
+  c.variant = "mla_gated";
+  c.backend = "cuda";
+  c.tp = 4;
+  c.device = 2;
+  c.mla_tp_mode = LatentTpMode::kTpla;
+  c.tpla = TplaOptions{"/t/pca.tpla", false, 0xfeedbeefcafe1234ULL, 2};
+  c.latent_prefill = LatentPrefillOptions{LatentPrefill::kExpanded, 12345};
+  c.page_size = 32;
+  c.cache_memory_bytes = 777;
+  c.num_pages = 99;
+  c.gpu_memory_fraction = 0.5;
+  c.cuda_graph_max_batch = 17;
+  c.max_context = 4096;
+  init.shm_name = "/mlra-shm-test";
+  const WorkerInit back = decode_worker_init(encode(init));
+  CHECK(back.config == init.config);
+  CHECK(back.shm_name == init.shm_name);
+  CHECK_FALSE(RunnerConfig{} == init.config);  // every field above differs from its default
+
+  // A payload a worker cannot trust is a protocol error naming what is wrong.
+  auto with_json = [&](const std::string& json) {
+    ByteWriter w;
+    w.put_string(json);
+    w.put_string(std::string("/shm"));
+    return w.bytes();
+  };
+  CHECK_THROWS_WITH(decode_worker_init(with_json("{not json")), Catch::Contains("not JSON"));
+  CHECK_THROWS_WITH(decode_worker_init(with_json(R"({"model_dir": "/m", "bogus": 1})")),
+                    Catch::Contains("'bogus'"));
+  CHECK_THROWS_WITH(decode_worker_init(with_json(R"({"model_dir": "/m", "device": -1})")),
+                    Catch::Contains("'device'"));
+  std::vector<char> trailing = encode(init);
+  trailing.push_back(0);
+  CHECK_THROWS_AS(decode_worker_init(trailing), ProtocolError);
 }

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <random>
 
-#include "models/local_runner.h"
+#include "engine/local_runner.h"
 #include "models/shard_plan.h"
 #include "models/variant.h"
 #include "step_builder.h"
@@ -32,7 +32,7 @@ std::filesystem::path tiny_dir(const std::string& v) {
 }
 
 std::unique_ptr<ModelRunner> runner(const std::string& v, int tp = 1, int32_t page_size = 8) {
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = tiny_dir(v);
   o.variant = v;
   o.tp = tp;

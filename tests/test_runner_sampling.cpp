@@ -11,6 +11,7 @@
 #include <random>
 
 #include "engine/control_channel.h"
+#include "engine/local_runner.h"
 #include "engine/process_runner.h"
 #include "engine/runner_factory.h"
 #include "engine/sampling_batch_builder.h"
@@ -147,18 +148,18 @@ TEST_CASE("runners sample what the cpu sampler picks from their own logits", "[t
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
   REQUIRE(fs::exists(dir / "config.json"));
   for (int mode = 0; mode < 3; ++mode) {
-    RunnerOptions o;
+    RunnerConfig o;
     o.model_dir = dir;
     o.variant = "mlra4";
     o.tp = mode == 0 ? 1 : 2;
-    o.in_process = mode == 1;
     o.page_size = kPageSize;
     o.num_pages = 3 * kPagesPerSeq;
-    o.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
-    o.load_timeout_s = 60;
-    o.step_timeout_s = 30;
-    INFO("tp " << o.tp << (o.in_process ? " in-process" : ""));
-    auto runner = make_runner(o);
+    WorkerProcessOptions workers;
+    workers.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
+    workers.load_timeout_s = 60;
+    workers.step_timeout_s = 30;
+    INFO("tp " << o.tp << (mode == 1 ? " in-process" : ""));
+    auto runner = mode == 1 ? make_local_runner(o) : make_runner(o, workers);
     const int vocab = int(runner->config().vocab_size),
               text = int(runner->config().text_vocab_size);
     std::mt19937 rng(13 + mode);

@@ -1,12 +1,13 @@
 // Server config: configs/default.json parses, relative model_dir resolves against the file's
-// folder, unknown keys / wrong types / bad values are errors naming the key, overrides apply.
+// folder, unknown keys / wrong types / bad values are errors naming the key, overrides apply, and
+// the runner part (RunnerConfig) survives its JSON round trip with every field.
 #include <catch2/catch.hpp>
 
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
-#include "engine/runner_factory.h"
+#include "engine/runner_config.h"
 #include "engine/server_config.h"
 
 using namespace mlra;
@@ -32,15 +33,16 @@ TEST_CASE("the default config parses and points at the default model", "[engine]
   std::ifstream in(file);
   const std::string raw = nlohmann::json::parse(in).at("model_dir").get<std::string>();
   REQUIRE(std::filesystem::path(raw).is_relative());
-  CHECK(c.model_dir == (file.parent_path() / raw).lexically_normal());
-  CHECK(c.model_dir.is_absolute());
-  CHECK(c.page_size == 64);
-  CHECK(parse_server_config(to_json(c), "/elsewhere").model_dir == c.model_dir);  // absolute stays
+  CHECK(c.runner.model_dir == (file.parent_path() / raw).lexically_normal());
+  CHECK(c.runner.model_dir.is_absolute());
+  CHECK(c.runner.page_size == 64);
+  // absolute stays
+  CHECK(parse_server_config(to_json(c), "/elsewhere").runner.model_dir == c.runner.model_dir);
 }
 
 TEST_CASE("config errors name the offending key", "[engine][config]") {
   const nlohmann::json base = {{"model_dir", "m"}};
-  CHECK(parse_server_config(base, "/base").model_dir == "/base/m");
+  CHECK(parse_server_config(base, "/base").runner.model_dir == "/base/m");
   auto with = [&](const char* key, nlohmann::json v) {
     auto j = base;
     j[key] = v;
@@ -64,6 +66,14 @@ TEST_CASE("config errors name the offending key", "[engine][config]") {
   CHECK(with("latent_prefill", "expanded").empty());
   CHECK(with("latent_prefill_scratch_bytes", -1).find("'latent_prefill_scratch_bytes'") !=
         std::string::npos);
+  CHECK(with("mla_tp_mode", "shard").find("'mla_tp_mode'") != std::string::npos);
+  CHECK(with("mla_tp_mode", "tpla").empty());
+  CHECK(with("device", -1).find("'device'") != std::string::npos);
+  CHECK(with("device", "0").find("'device'") != std::string::npos);
+  CHECK(with("tpla_seed", -1).find("'tpla_seed'") != std::string::npos);
+  CHECK(with("kernels", 1).find("'kernels'") != std::string::npos);
+  CHECK(with("kernels", {{"nope", 1}}).find("'kernels.nope'") != std::string::npos);
+  CHECK(with("kernels", nlohmann::json::object()).empty());
   // dtype follows the backend: auto, or the backend's own.
   CHECK(with("dtype", "fp16").find("'dtype'") != std::string::npos);
   CHECK(with("dtype", "bf16").find("needs backend cuda") != std::string::npos);
@@ -83,7 +93,7 @@ TEST_CASE("the effective dtype is the backend's", "[engine][config]") {
   ServerConfig c;
   CHECK(c.dtype == "auto");
   CHECK(effective_dtype(c) == "fp32");
-  c.backend = "cuda";
+  c.runner.backend = "cuda";
   CHECK(effective_dtype(c) == "bf16");
 }
 
@@ -97,7 +107,7 @@ TEST_CASE("overrides apply key=value with JSON or plain-string values", "[engine
   apply_config_override(c, "metrics_port=9464");
   CHECK(c.port == 1234);
   CHECK_FALSE(c.prefix_cache);
-  CHECK(c.variant == "mla_gated");
+  CHECK(c.runner.variant == "mla_gated");
   CHECK(c.host == "127.0.0.1");
   CHECK(c.log_prompts);
   CHECK(c.metrics_port == 9464);
@@ -113,28 +123,74 @@ TEST_CASE("a relative tpla_transform file resolves against the config's folder",
           "[engine][config]") {
   auto with = [](const std::string& t) {
     return parse_server_config({{"model_dir", "m"}, {"tpla_transform", t}}, "/base/configs")
-        .tpla_transform;
+        .runner.tpla.transform;
   };
   CHECK(with("../transforms/pca.tpla") == "/base/transforms/pca.tpla");
   CHECK(with("/abs/pca.tpla") == "/abs/pca.tpla");
   for (const char* name : {"identity", "hadamard", "random"}) CHECK(with(name) == name);
   ServerConfig c = parse_server_config({{"model_dir", "m"}}, "/base");
   apply_config_override(c, "tpla_transform=rel/pca.tpla");  // overrides: the working directory
-  CHECK(c.tpla_transform ==
+  CHECK(c.runner.tpla.transform ==
         (std::filesystem::current_path() / "rel/pca.tpla").lexically_normal().string());
 }
 
-TEST_CASE("latent_prefill reaches the runner options and survives a round trip",
-          "[engine][config]") {
+TEST_CASE("runner keys fill the runner config and survive a round trip", "[engine][config]") {
   ServerConfig c = parse_server_config({{"model_dir", "/m"}}, "/");
-  CHECK(c.latent_prefill == "auto");
-  CHECK(runner_options(c).latent_prefill.mode == LatentPrefill::kAuto);
+  CHECK(c.runner.latent_prefill.mode == LatentPrefill::kAuto);
+  CHECK(c.runner == RunnerConfig{.model_dir = "/m"});  // every other field at its default
   apply_config_override(c, "latent_prefill=absorbed");
   apply_config_override(c, "latent_prefill_scratch_bytes=1048576");
-  const RunnerOptions o = runner_options(c);
-  CHECK(o.latent_prefill.mode == LatentPrefill::kAbsorbed);
-  CHECK(o.latent_prefill.scratch_bytes == 1048576);
+  apply_config_override(c, "device=3");
+  apply_config_override(c, "tp=2");
+  apply_config_override(c, "mla_tp_mode=tpla");
+  apply_config_override(c, "tpla_seed=18446744073709551615");  // the whole uint64 range
+  apply_config_override(c, "max_context=1000");
+  CHECK(c.runner.latent_prefill.mode == LatentPrefill::kAbsorbed);
+  CHECK(c.runner.latent_prefill.scratch_bytes == 1048576);
+  CHECK(c.runner.device == 3);
+  CHECK(rank_device(c.runner, 0) == 3);
+  CHECK(rank_device(c.runner, 1) == 4);
+  CHECK(c.runner.mla_tp_mode == LatentTpMode::kTpla);
+  CHECK(c.runner.tpla.seed == 18446744073709551615ULL);
+  CHECK(engine_options(c).max_context == 1000);
   const ServerConfig back = parse_server_config(to_json(c), "/");
-  CHECK(back.latent_prefill == "absorbed");
-  CHECK(back.latent_prefill_scratch_bytes == 1048576);
+  CHECK(back.runner == c.runner);
+  CHECK(to_json(back) == to_json(c));
+}
+
+TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
+  RunnerConfig c;
+  c.model_dir = "/models/x";
+  c.variant = "gla2";
+  c.backend = "cuda";
+  c.tp = 8;
+  c.device = 1;
+  c.mla_tp_mode = LatentTpMode::kTpla;
+  c.tpla = TplaOptions{"random", false, 7, 4};
+  c.latent_prefill = LatentPrefillOptions{LatentPrefill::kExpanded, 1 << 20};
+  c.page_size = 16;
+  c.cache_memory_bytes = 1 << 30;
+  c.num_pages = 5;
+  c.gpu_memory_fraction = 0.75;
+  c.cuda_graph_max_batch = 0;
+  c.max_context = 512;
+  const RunnerConfig back = runner_config_from_json(to_json(c), "/");
+  CHECK(back == c);
+  // Each field on its own: a field the JSON dropped would come back as its default.
+  const RunnerConfig plain{.model_dir = "/models/x"};
+  const nlohmann::json full = to_json(c), base = to_json(plain);
+  size_t differing = 0;
+  for (const auto& [key, value] : full.items()) {
+    if (base.at(key) == value) continue;
+    ++differing;
+    nlohmann::json j = base;
+    j[key] = value;
+    INFO(key);
+    CHECK_FALSE(runner_config_from_json(j, "/") == plain);
+  }
+  CHECK(differing == full.size() - 2);  // all but model_dir and the default kernel options
+  CHECK_THROWS_WITH(runner_config_from_json({{"model_dir", "/m"}, {"port", 1}}, "/"),
+                    Catch::Contains("unknown config key 'port'"));
+  CHECK_THROWS_WITH(runner_config_from_json({{"model_dir", "/m"}, {"tp", 0}}, "/"),
+                    Catch::Contains("'tp'"));
 }

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <random>
 
-#include "models/local_runner.h"
+#include "engine/local_runner.h"
 #include "models/shard_plan.h"
 #include "models/tpla.h"
 #include "step_builder.h"
@@ -24,7 +24,7 @@ std::filesystem::path mla_dir() { return std::filesystem::path(MLRA_TEST_DATA) /
 
 std::unique_ptr<ModelRunner> mla_runner(int tp, bool tpla, const std::string& transform,
                                         int slices = 0, bool pd_sep = true) {
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = mla_dir();
   o.variant = "mla";
   o.tp = tp;

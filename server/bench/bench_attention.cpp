@@ -23,7 +23,6 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
-#include "kernels/latent_wide_attention.h"
 #include "kernels/paged_attention_cuda.h"
 #endif
 
@@ -38,6 +37,7 @@ struct BenchOptions {
   std::vector<int> batches = {1, 4, 16, 64};
   int page_size = 64;
   std::vector<std::string> variants;  // empty: all
+  std::string kernels;                // --kernels: the "kernels" config object
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -64,8 +64,8 @@ struct Result {
   std::string path;
 };
 
-Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_size,
-                 size_t l2_bytes, int replays, cudaStream_t stream) {
+Result bench_one(int device, const KernelOptions& kernels, const Variant& v, int64_t ctx, int batch,
+                 int page_size, size_t l2_bytes, int replays, cudaStream_t stream) {
   const int64_t width = v.row_width();
   const int64_t pages_per_seq = (ctx + page_size - 1) / page_size;
   const int64_t num_pages = pages_per_seq * batch;
@@ -102,6 +102,7 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   put(d_pos, pos);
 
   PagedAttentionArgs a;
+  a.kernel = v.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
   a.q = q.p;
   a.q_dtype = DType::kBF16;
   a.q_token_stride = int64_t(v.heads) * q_width;
@@ -129,7 +130,7 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   a.out_token_stride = int64_t(v.heads) * v.a_dim;
   a.out_head_stride = v.a_dim;
 
-  cuda::CudaPagedAttention attention(device);
+  cuda::CudaPagedAttention attention(device, kernels);
   attention.plan(a, stream);  // once per step, outside the timed graph
   attention.run(a, stream);   // first run sets kernel attributes before capture
   MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -152,11 +153,12 @@ Result bench_one(int device, const Variant& v, int64_t ctx, int batch, int page_
   r.us = ms * 1e3 / copies;
   const double bytes = double(ctx) * batch * double(width) * 2.0;
   r.gbs = bytes / (r.us * 1e-6) / 1e9;
-  r.path = cuda::attention_path_name(cuda::CudaPagedAttention::choose_path(a));
+  r.path = cuda::attention_path_name(attention.path());
   return r;
 }
 
 int run_bench(const BenchOptions& o) {
+  const KernelOptions kernels = bench::kernels_of(o.kernels);
   MLRA_CUDA_CHECK(cudaSetDevice(o.device));
   cudaDeviceProp prop{};
   MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
@@ -166,14 +168,7 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("latent kernel: %s, cache tiles by %s; d_c 256/512: %s\n",
-              cuda::latent_mma_name(cuda::latent_mma()),
-              cuda::latent_uses_tma() ? "TMA" : "cp.async",
-              cuda::latent_wide_enabled(512) ? "two-warpgroup (S + softmax | P.V halves)"
-                                             : "one warpgroup per 128-column slice");
-  std::printf("K/V kernel: %s\n\n", !cuda::kv_attention_enabled() ? "off (generic)"
-                                    : cuda::kv_uses_tma()         ? "mma.sync, tiles by TMA"
-                                                                  : "mma.sync, tiles by cp.async");
+  std::printf("kernel options: %s\n\n", bench::kernels_line(kernels).c_str());
 
   std::vector<Variant> variants;
   for (const Variant& v :
@@ -192,8 +187,8 @@ int run_bench(const BenchOptions& o) {
         const int64_t ctx = int64_t(ck) * 1024;
         const double gb = double(ctx) * b * v.row_width() * 2 / 1e9;
         if (gb > o.max_cache_gb) continue;
-        const Result r = bench_one(o.device, v, ctx, b, o.page_size, size_t(prop.l2CacheSize),
-                                   o.replays, stream);
+        const Result r = bench_one(o.device, kernels, v, ctx, b, o.page_size,
+                                   size_t(prop.l2CacheSize), o.replays, stream);
         std::string ratio = "";
         if (v.name == "MLRA-4 TP4") mlra_us[{ctx, b}] = r.us;
         if (v.name == "MLA" && mlra_us.count({ctx, b})) {
@@ -230,6 +225,7 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
   sub->add_option("--variants", opts->variants,
                   "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\" \"MHA TP8\"");
+  bench::add_kernels_option(sub, opts->kernels);
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 

@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "models/local_runner.h"
+#include "engine/local_runner.h"
 #include "server/bench/bench_command.h"
 
 namespace mlra {
@@ -52,7 +52,7 @@ int run_cpu(const CpuArgs& a) {
   for (int b : a.batches) {
     std::vector<double> pre, dec;
     for (int r = 0; r < a.repeats; ++r) {
-      LocalRunnerOptions o;
+      RunnerConfig o;
       o.model_dir = a.model_dir;
       o.variant = a.variant;
       o.page_size = ps;

@@ -2,10 +2,10 @@
 // synthetic checkpoint, fills page tables for `batch` sequences of `context` tokens, and times
 // forward() of one decode token per sequence as the server runs it (host step preparation, upload,
 // all layers, greedy sampling on the GPU and the download of the token ids), eagerly and replayed
-// from CUDA graphs in the same run. --full-logits downloads every row's f32 logits instead (what
-// this bench timed before: 51 MB per step at batch 256, which the server never copies). The cache
-// content is whatever the allocator returned: timing only. The roofline adds the measured NCCL
-// all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
+// from CUDA graphs in the same run. --full-logits downloads every row's f32 logits instead (51 MB
+// per step at batch 256, which the server never copies). --kernels sets the kernel options. The
+// cache content is whatever the allocator returned: timing only. The roofline adds the measured
+// NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
 #include "server/bench/bench_decode.h"
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/sampling_batch.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
@@ -44,11 +45,14 @@ struct DecodeArgs {
   int graph_max_batch = 256;  // 0: eager only
   bool full_logits = false;   // download [batch, vocab] f32 logits instead of sampling on device
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
+  std::string kernels;  // --kernels: the "kernels" config object
 };
 
 #ifdef MLRA_HAVE_CUDA
 
 int run_decode(const DecodeArgs& a) {
+  const KernelOptions kernels = bench::kernels_of(a.kernels);
+  fmt::print("kernel options: {}\n", bench::kernels_line(kernels));
   const double bw = bench::copy_bandwidth_gbs(nullptr);
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
@@ -77,7 +81,7 @@ int run_decode(const DecodeArgs& a) {
       const int32_t ps = 64;
       const int64_t bytes_per_token = plan.cache_width * c.n_layer * 2;
       max_tokens = std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
-      auto backend = make_cuda_backend(0);
+      auto backend = make_cuda_backend(0, kernels);
       auto comm = make_single_rank_communicator();
       Transformer model(c, plan, *ckpt, *backend, *comm, {ps, max_tokens / ps});
       for (int b : a.batches)
@@ -176,6 +180,7 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_flag("--full-logits", args->full_logits,
                 "download every row's f32 logits instead of sampling greedily on the device");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
+  bench::add_kernels_option(cmd, args->kernels);
   bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }
 

@@ -88,7 +88,6 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 struct Result {
   double ours_us = 0, cublas_us = 0, bytes = 0, diff = 0;
-  double mma_us = 0, mma_diff = 0;  // tensor-core GEMV (w [N, K] only; 0: not run)
 };
 
 Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStream_t stream,
@@ -102,8 +101,7 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
     cuda::launch_fill_random(ws.back()->p, DType::kBF16, w_elems, 101 + c, stream);
   }
   const int64_t x_ld = s.batch * s.k, y_ld = s.batch * s.n;
-  DeviceBuffer x(size_t(m * x_ld) * 2), y_ours(size_t(m * y_ld) * 2), y_blas(size_t(m * y_ld) * 2),
-      y_mma(size_t(m * y_ld) * 2);
+  DeviceBuffer x(size_t(m * x_ld) * 2), y_ours(size_t(m * y_ld) * 2), y_blas(size_t(m * y_ld) * 2);
   cuda::launch_fill_random(x.p, DType::kBF16, m * x_ld, 3, stream);
   const int64_t w_rows = s.out_by_in ? s.n : s.k, w_cols = s.out_by_in ? s.k : s.n;
   const int64_t x_stride = s.batch > 1 ? s.k : 0, w_stride = s.k * s.n, y_stride = s.n;
@@ -116,13 +114,6 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
     cuda::launch_gemv(xv, x_stride, wv, w_stride, s.out_by_in, yv, y_stride, s.batch, alpha, beta,
                       stream);
   });
-  const MatView ymv{y_mma.p, DType::kBF16, m, s.n, y_ld};
-  if (s.out_by_in)
-    r.mma_us = graph_us(stream, copies, replays, [&](int c) {
-      const MatView wv{ws[size_t(c)]->p, DType::kBF16, w_rows, w_cols, w_cols};
-      cuda::launch_gemv_mma(xv, x_stride, wv, w_stride, ymv, y_stride, s.batch, alpha, beta,
-                            stream);
-    });
   // The backend's cuBLAS call: column-major y^T [N, M] = op(w)^T [N, K] . x^T [K, M].
   r.cublas_us = graph_us(stream, copies, replays, [&](int c) {
     MLRA_CUDA_CHECK(cublasGemmStridedBatchedEx(
@@ -134,7 +125,6 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
   MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));  // both outputs hold the last copy's product
   const std::vector<float> blas_out = download_bf16(y_blas.p, size_t(m * y_ld));
   r.diff = rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), blas_out);
-  if (s.out_by_in) r.mma_diff = rel_diff(download_bf16(y_mma.p, size_t(m * y_ld)), blas_out);
   r.bytes = double(w_bytes) + double(m) * (x_ld + y_ld) * 2.0;
   return r;
 }
@@ -164,9 +154,9 @@ int run_bench(const BenchOptions& o) {
       {3072, 9880, 1, true},  {9880, 3072, 1, true}, {3072, 3072, 1, true},
       {3072, 1024, 1, true},  {1024, 3072, 1, true}, {3072, 576, 1, true},
       {3072, 50304, 1, true}, {128, 128, 24, true},  {128, 128, 24, false}};
-  std::printf("%-22s %4s %9s %10s %8s %9s %7s %10s %7s %9s %8s %7s %9s\n", "batch x K x N (layout)",
-              "M", "ours_us", "cublas_us", "speedup", "ours_GB/s", "%copy", "cublas_GB/s", "%copy",
-              "rel_diff", "mma_us", "%copy", "mma_diff");
+  std::printf("%-22s %4s %9s %10s %8s %9s %7s %10s %7s %9s\n", "batch x K x N (layout)", "M",
+              "ours_us", "cublas_us", "speedup", "ours_GB/s", "%copy", "cublas_GB/s", "%copy",
+              "rel_diff");
   for (int m : o.rows)
     for (const Shape& s : shapes) {
       if (m < 1 || m > cuda::kGemvMaxRows) continue;
@@ -176,15 +166,9 @@ int run_bench(const BenchOptions& o) {
       char name[64];
       std::snprintf(name, sizeof name, "%lldx%lldx%lld (%s)", (long long)s.batch, (long long)s.k,
                     (long long)s.n, s.out_by_in ? "n,k" : "k,n");
-      std::printf("%-22s %4d %9.2f %10.2f %7.2fx %9.0f %6.1f%% %10.0f %6.1f%% %9.1e", name, m,
+      std::printf("%-22s %4d %9.2f %10.2f %7.2fx %9.0f %6.1f%% %10.0f %6.1f%% %9.1e\n", name, m,
                   r.ours_us, r.cublas_us, r.cublas_us / r.ours_us, ours_gbs,
                   100.0 * ours_gbs / copy_gbs, blas_gbs, 100.0 * blas_gbs / copy_gbs, r.diff);
-      if (r.mma_us > 0) {
-        const double mma_gbs = r.bytes / (r.mma_us * 1e-6) / 1e9;
-        std::printf(" %8.2f %6.1f%% %9.1e\n", r.mma_us, 100.0 * mma_gbs / copy_gbs, r.mma_diff);
-      } else {
-        std::printf(" %8s %7s %9s\n", "-", "-", "-");
-      }
       std::fflush(stdout);
     }
   cublasDestroy(blas);

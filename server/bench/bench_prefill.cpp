@@ -4,7 +4,8 @@
 // A second pass with backend op timing gives the device time of matrix products and attention.
 // Useful FLOPs: products 2 x (rank's weight elements without the embedding) per token plus the
 // lm_head once per chunk; attention 2 x (q.k + p.v dims) x heads per causal (query, key) pair,
-// as the kernel computes it (absorbed form for the latent family).
+// as the kernel computes it (absorbed form for the latent family). --kernels sets the kernel
+// options.
 #include "server/bench/bench_prefill.h"
 
 #include <algorithm>
@@ -36,6 +37,7 @@ struct PrefillArgs {
   int iters = 3;
   std::vector<std::string> latent_prefill{"auto"};  // MLA / GLA prefill forms to time
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
+  std::string kernels;  // --kernels: the "kernels" config object
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -55,6 +57,8 @@ double attention_flops_per_pair(const ModelConfig& c, const ShardPlan& plan, boo
 }
 
 int run_prefill(const PrefillArgs& a) {
+  const KernelOptions kernels = bench::kernels_of(a.kernels);
+  fmt::print("kernel options: {}\n", bench::kernels_line(kernels));
   fmt::print("{:<7} {:<8} {:>3} {:>6} {:>6} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8}\n",
              "variant", "form", "tp", "tokens", "chunk", "total_ms", "tok/s", "attn%", "mm%",
              "other%", "attnTF/s", "mmTF/s", "attnF%");
@@ -78,7 +82,7 @@ int run_prefill(const PrefillArgs& a) {
         const ShardPlan plan = make_shard_plan(c, tp, 0);
         const int max_tokens = *std::max_element(a.tokens.begin(), a.tokens.end());
         const int32_t ps = 64;
-        auto backend = make_cuda_backend(0);
+        auto backend = make_cuda_backend(0, kernels);
         auto comm = make_single_rank_communicator();
         Transformer model(c, plan, *ckpt, *backend, *comm, {ps, (max_tokens + ps - 1) / ps + 1});
         const double embed_elems = double(c.vocab_size) * double(c.n_embd);
@@ -171,6 +175,7 @@ void register_bench_prefill(CLI::App& app, int& exit_code) {
   cmd->add_option("--latent-prefill", args->latent_prefill,
                   "MLA / GLA prefill forms, each timed: auto, absorbed, expanded");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
+  bench::add_kernels_option(cmd, args->kernels);
   bench::on_run(cmd, exit_code, [args] { return run_prefill(*args); });
 }
 

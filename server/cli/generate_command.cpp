@@ -20,7 +20,7 @@ namespace mlra {
 namespace {
 
 struct GenerateArgs {
-  std::string config;  // optional: start from this file instead of the built-in defaults
+  std::string config;  // the file to start from; empty: configs/default.json
   std::optional<std::string> model_dir, attention, backend, dtype;
   std::optional<int32_t> tp;
   std::vector<std::string> overrides;
@@ -30,8 +30,7 @@ struct GenerateArgs {
 };
 
 ServerConfig resolve_config(const GenerateArgs& a) {
-  ServerConfig config;
-  if (!a.config.empty()) config = load_server_config(a.config);
+  ServerConfig config = load_config_or_default(a.config);
   auto set = [&](const char* key, const std::string& value) {
     apply_config_override(config, fmt::format("{}={}", key, value));
   };
@@ -41,10 +40,10 @@ ServerConfig resolve_config(const GenerateArgs& a) {
   if (a.dtype) set("dtype", *a.dtype);
   if (a.tp) set("tp", std::to_string(*a.tp));
   for (const auto& o : a.overrides) apply_config_override(config, o);
-  if (config.model_dir.empty()) throw ConfigError("--model-dir (or --config) is required");
   validate_server_config(config);
-  if (!std::filesystem::is_directory(config.model_dir)) {
-    throw ConfigError(fmt::format("model_dir '{}' is not a folder", config.model_dir.string()));
+  if (!std::filesystem::is_directory(config.runner.model_dir)) {
+    throw ConfigError(
+        fmt::format("model_dir '{}' is not a folder", config.runner.model_dir.string()));
   }
   return config;
 }
@@ -105,12 +104,12 @@ int run_generate(const GenerateArgs& a) {
 void register_generate_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate offline (no server) to stdout");
-  cmd->add_option("--config,-c", args->config, "JSON config to start from (optional)");
-  cmd->add_option("--model-dir", args->model_dir, "folder with config.json + weights");
-  cmd->add_option("--attention,--variant", args->attention, "attention variant, e.g. mlra4");
-  cmd->add_option("--backend", args->backend, "cpu | cuda");
+  cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
+  cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
+  cmd->add_option("--backend", args->backend, "override backend: cpu | cuda");
   cmd->add_option("--dtype", args->dtype, "auto | fp32 (cpu) | bf16 (cuda)");
-  cmd->add_option("--tp", args->tp, "tensor-parallel degree");
+  cmd->add_option("--tp", args->tp, "override the tensor-parallel degree");
   cmd->add_option("--set", args->overrides, "any config key: --set key=value (repeatable)");
   cmd->add_option("--prompt", args->prompt, "prompt text")->required();
   add_sampling_flags(*cmd, args->sampling);

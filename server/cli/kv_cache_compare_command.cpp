@@ -11,10 +11,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "engine/perplexity.h"
 #include "engine/runner_factory.h"
 #include "engine/server_config.h"
-#include "models/perplexity.h"
+#include "models/cache_shape.h"
 #include "server/cli/perplexity_command.h"
+#include "server/serving_stack.h"
 
 namespace mlra {
 namespace {
@@ -110,23 +112,24 @@ struct Run {
   int64_t teacher_forced = 0;  // FP8 run only
 };
 
-Run run_one(const ServerConfig& config, const CompareArgs& a, const std::vector<int32_t>& tokens,
-            const Sequences& prompts, const Sequences* reference) {
-  RunnerOptions o = runner_options(config);
-  const int32_t ps = o.page_size;
+Run run_one(RunnerConfig run, CacheEncoding kv_cache, const CompareArgs& a,
+            const std::vector<int32_t>& tokens, const Sequences& prompts,
+            const Sequences* reference) {
+  run.kv_cache = kv_cache;
+  const int32_t ps = run.page_size;
   const int32_t pages_per_seq = (a.prompt_tokens + a.generate + ps - 1) / ps;
-  o.num_pages = std::max(
-      {o.num_pages, int64_t(a.prompts) * pages_per_seq, int64_t((a.context + ps - 1) / ps)});
-  auto runner = make_runner(o);
+  run.num_pages = std::max(
+      {run.num_pages, int64_t(a.prompts) * pages_per_seq, int64_t((a.context + ps - 1) / ps)});
+  auto runner = make_runner(run);
   if (a.prompt_tokens + a.generate > runner->info().max_context)
     throw std::invalid_argument(fmt::format("--prompt-tokens + --generate exceed the context of {}",
                                             runner->info().max_context));
-  Run run;
-  run.ppl = evaluate_perplexity(*runner, tokens, a.context, a.max_windows);
-  run.greedy = greedy_continuations(*runner, prompts, a.generate, pages_per_seq);
+  Run out;
+  out.ppl = evaluate_perplexity(*runner, tokens, a.context, a.max_windows);
+  out.greedy = greedy_continuations(*runner, prompts, a.generate, pages_per_seq);
   if (reference)
-    run.teacher_forced = teacher_forced_matches(*runner, prompts, *reference, pages_per_seq);
-  return run;
+    out.teacher_forced = teacher_forced_matches(*runner, prompts, *reference, pages_per_seq);
+  return out;
 }
 
 int run_compare(const CompareArgs& a) {
@@ -134,13 +137,12 @@ int run_compare(const CompareArgs& a) {
   std::vector<int32_t> tokens;
   Sequences prompts;
   try {
-    if (!a.config.empty()) config = load_server_config(a.config);
+    config = load_config_or_default(a.config);
     if (!a.model_dir.empty()) apply_config_override(config, "model_dir=" + a.model_dir);
     if (!a.attention.empty()) apply_config_override(config, "variant=" + a.attention);
     for (const auto& o : a.overrides) apply_config_override(config, o);
-    if (config.model_dir.empty()) throw ConfigError("--model-dir (or --config) is required");
     validate_server_config(config);
-    tokens = evaluation_tokens(a.tokens, a.text, config.model_dir);
+    tokens = evaluation_tokens(a.tokens, a.text, config.runner.model_dir);
     // Prompts spread evenly over the data.
     const int64_t stride = (int64_t(tokens.size()) - a.prompt_tokens) / a.prompts;
     if (stride < 1)
@@ -155,11 +157,9 @@ int run_compare(const CompareArgs& a) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   try {
-    ServerConfig plain = config, fp8 = config;
-    plain.kv_cache_dtype = "auto";
-    fp8.kv_cache_dtype = "fp8_e4m3";
-    const Run p = run_one(plain, a, tokens, prompts, nullptr);
-    const Run f = run_one(fp8, a, tokens, prompts, &p.greedy);
+    const RunnerConfig& run = config.runner;
+    const Run p = run_one(run, CacheEncoding::kPlain, a, tokens, prompts, nullptr);
+    const Run f = run_one(run, CacheEncoding::kFp8E4M3, a, tokens, prompts, &p.greedy);
     int64_t identical = 0, agreeing_prefix = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
       const auto& x = p.greedy[i];
@@ -175,8 +175,8 @@ int run_compare(const CompareArgs& a) {
         "\"ppl_change_pct\": {:.3f}, \"prompts\": {}, \"prompt_tokens\": {}, \"generated\": {}, "
         "\"greedy_identical\": {}, \"greedy_agreeing_prefix_mean\": {:.1f}, "
         "\"teacher_forced_agreement\": {:.4f}}}\n",
-        config.variant, config.backend, config.tp, config.mla_tp_mode, p.ppl.windows, p.ppl.tokens,
-        p.ppl.perplexity(), f.ppl.perplexity(),
+        run.variant, run.backend, run.tp, latent_tp_mode_name(run.mla_tp_mode), p.ppl.windows,
+        p.ppl.tokens, p.ppl.perplexity(), f.ppl.perplexity(),
         100.0 * (f.ppl.perplexity() / p.ppl.perplexity() - 1.0), a.prompts, a.prompt_tokens,
         a.generate, identical, double(agreeing_prefix) / a.prompts, double(f.teacher_forced) / n);
     return 0;
@@ -192,9 +192,10 @@ void register_kv_cache_compare_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<CompareArgs>();
   CLI::App* cmd = app.add_subcommand(
       "kv-cache-compare", "perplexity and greedy agreement, FP8 cache against the unquantized one");
-  cmd->add_option("--config", args->config, "server config JSON to start from");
-  cmd->add_option("--model-dir", args->model_dir, "checkpoint folder");
-  cmd->add_option("--attention", args->attention, "attention variant (mlra4, mla, gqa, ...)");
+  cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
+  cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--attention,--variant", args->attention,
+                  "override the attention variant (mlra4, mla, gqa, ...)");
   CLI::Option* tokens =
       cmd->add_option("--tokens", args->tokens, "token file (release .bin format)");
   cmd->add_option("--text", args->text,

@@ -1,4 +1,4 @@
-// perplexity: windows of --context tokens, positions restarting at 0 (models/perplexity.h).
+// perplexity: windows of --context tokens, positions restarting at 0 (engine/perplexity.h).
 #include "server/cli/perplexity_command.h"
 
 #include <cmath>
@@ -11,10 +11,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "engine/perplexity.h"
 #include "engine/runner_factory.h"
 #include "engine/server_config.h"
+#include "models/cache_shape.h"
 #include "models/gpt2_tokenizer.h"
-#include "models/perplexity.h"
 #include "models/utf8.h"
 #include "server/serving_stack.h"
 
@@ -33,23 +34,22 @@ int run_perplexity(const PerplexityArgs& a) {
   ServerConfig config;
   std::vector<int32_t> tokens;
   try {
-    if (!a.config.empty()) config = load_server_config(a.config);
+    config = load_config_or_default(a.config);
     if (!a.model_dir.empty()) apply_config_override(config, "model_dir=" + a.model_dir);
     if (!a.attention.empty()) apply_config_override(config, "variant=" + a.attention);
     for (const auto& o : a.overrides) apply_config_override(config, o);
-    if (config.model_dir.empty()) throw ConfigError("--model-dir (or --config) is required");
     validate_server_config(config);
-    tokens = evaluation_tokens(a.tokens, a.text, config.model_dir);
+    tokens = evaluation_tokens(a.tokens, a.text, config.runner.model_dir);
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlra-serve perplexity: {}\n", e.what());
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   try {
-    RunnerOptions o = runner_options(config);
-    const int64_t pages = (a.context + o.page_size - 1) / o.page_size;
-    if (o.num_pages < pages) o.num_pages = pages;
-    auto runner = make_runner(o);
+    RunnerConfig run = config.runner;
+    const int64_t pages = (a.context + run.page_size - 1) / run.page_size;
+    if (run.num_pages < pages) run.num_pages = pages;  // one window's pages are all it needs
+    auto runner = make_runner(run);
     const PerplexityResult r =
         evaluate_perplexity(*runner, tokens, a.context, a.max_windows, a.prefill);
     const std::string continuation =
@@ -62,9 +62,9 @@ int run_perplexity(const PerplexityArgs& a) {
         "{{\"variant\": \"{}\", \"backend\": \"{}\", \"tp\": {}, \"mla_tp_mode\": \"{}\", "
         "\"kv_cache_dtype\": \"{}\", \"windows\": {}, \"tokens\": {}, \"loss\": {:.6f}, "
         "\"ppl\": {:.4f}, \"loss_masked\": {:.6f}, \"ppl_masked\": {:.4f}{}}}\n",
-        config.variant, config.backend, config.tp, config.mla_tp_mode, config.kv_cache_dtype,
-        r.windows, r.tokens, r.mean_nll, r.perplexity(), r.mean_nll_masked, r.perplexity_masked(),
-        continuation);
+        run.variant, run.backend, run.tp, latent_tp_mode_name(run.mla_tp_mode),
+        kv_cache_dtype_name(run.kv_cache), r.windows, r.tokens, r.mean_nll, r.perplexity(),
+        r.mean_nll_masked, r.perplexity_masked(), continuation);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlra-serve perplexity: {}\n", e.what());
@@ -95,9 +95,10 @@ std::vector<int32_t> evaluation_tokens(const std::string& token_file, const std:
 void register_perplexity_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<PerplexityArgs>();
   CLI::App* cmd = app.add_subcommand("perplexity", "held-out perplexity on a token or text file");
-  cmd->add_option("--config", args->config, "server config JSON to start from");
-  cmd->add_option("--model-dir", args->model_dir, "checkpoint folder");
-  cmd->add_option("--attention", args->attention, "attention variant (mlra4, mla, gqa, ...)");
+  cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
+  cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--attention,--variant", args->attention,
+                  "override the attention variant (mlra4, mla, gqa, ...)");
   CLI::Option* tokens =
       cmd->add_option("--tokens", args->tokens, "token file (release .bin format)");
   cmd->add_option("--text", args->text,

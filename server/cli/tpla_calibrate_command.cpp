@@ -14,11 +14,11 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "engine/perplexity.h"
 #include "models/checkpoint.h"
 #include "models/gpt2_tokenizer.h"
 #include "models/latent_calibration.h"
 #include "models/model_config.h"
-#include "models/perplexity.h"
 #include "models/tpla.h"
 #include "models/variant_inference.h"
 #include "server/serving_stack.h"

@@ -1,9 +1,9 @@
 // The small-M GEMV (kernels/gemv.h) against a double-precision host reference: M 1..8, both
 // weight layouts, ragged N and K (out_by_in needs K % 8 == 0), padded leading dimensions, strided
 // and broadcast batches, alpha/beta, NaN-poisoned outputs and untouched padding. Then
-// The tensor-core variant (w [N, K], M 1..8) against the same reference. Then
-// Backend::linear_batched on the CUDA backend (GEMV and cuBLAS paths) against the CPU backend,
-// and a graph replay against its eager twin. Fresh random inputs, seed reported on failure.
+// Backend::linear_batched on the CUDA backend (GEMV and cuBLAS paths, the gemv_max_rows kernel
+// option choosing between them) against the CPU backend, and a graph replay against its eager
+// twin. Fresh random inputs, seed reported on failure.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -54,8 +54,7 @@ Layout layout_of(const Shape& s) {
 
 // Runs one GEMV on the device and checks it against the double reference: outputs within
 // tolerance, every other element of the y buffer unchanged (still NaN when poisoned).
-// mma: the tensor-core kernel (w [N, K] only), which rounds an f32 x to bf16.
-void check_direct(const Shape& s, std::mt19937& rng, bool mma = false) {
+void check_direct(const Shape& s, std::mt19937& rng) {
   const Layout l = layout_of(s);
   const auto x = rounded(random_vec(rng, size_t(l.x_elems)), s.xt);
   const auto w = rounded(random_vec(rng, size_t(l.w_elems)), DType::kBF16);
@@ -70,15 +69,8 @@ void check_direct(const Shape& s, std::mt19937& rng, bool mma = false) {
   const MatView yv{yg.data, s.yt, s.m, s.n, l.y_ld};
   REQUIRE(
       cuda::gemv_supports(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch));
-  if (mma) {
-    REQUIRE(cuda::gemv_mma_supports(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride,
-                                    s.batch));
-    cuda::launch_gemv_mma(xv, l.x_stride, wv, l.w_stride, yv, l.y_stride, s.batch, s.alpha, s.beta,
-                          cuda_stream_of(g));
-  } else {
-    cuda::launch_gemv(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch, s.alpha,
-                      s.beta, cuda_stream_of(g));
-  }
+  cuda::launch_gemv(xv, l.x_stride, wv, l.w_stride, s.out_by_in, yv, l.y_stride, s.batch, s.alpha,
+                    s.beta, cuda_stream_of(g));
   const auto got = download(g, {yg.data, s.yt, 1, l.y_elems, l.y_elems});
 
   std::vector<bool> is_out(size_t(l.y_elems), false);
@@ -100,13 +92,10 @@ void check_direct(const Shape& s, std::mt19937& rng, bool mma = false) {
   int64_t touched = 0;
   for (size_t i = 0; i < got.size(); ++i)
     if (!is_out[i] && !(poisoned ? std::isnan(got[i]) : got[i] == y0[i])) ++touched;
-  const double tol = s.yt == DType::kBF16 || (mma && s.xt == DType::kF32) ? kBf16Tol
-                     : mma                                                ? 1e-4
-                                                                          : 2e-5;
-  INFO("mma " << mma << " m " << s.m << " n " << s.n << " k " << s.k << " batch " << s.batch
-              << " out_by_in " << s.out_by_in << " x_shared " << s.x_shared << " x "
-              << dtype_name(s.xt) << " y " << dtype_name(s.yt) << " alpha " << s.alpha << " beta "
-              << s.beta);
+  const double tol = s.yt == DType::kBF16 ? kBf16Tol : 2e-5;
+  INFO("m " << s.m << " n " << s.n << " k " << s.k << " batch " << s.batch << " out_by_in "
+            << s.out_by_in << " x_shared " << s.x_shared << " x " << dtype_name(s.xt) << " y "
+            << dtype_name(s.yt) << " alpha " << s.alpha << " beta " << s.beta);
   CHECK(rel_l2(got_out, want_out) < tol);
   CHECK(touched == 0);
 }
@@ -142,40 +131,6 @@ TEST_CASE("gemv matches a double reference over M, layouts, ragged sizes and bat
         }
 }
 
-TEST_CASE("tensor-core gemv (w [N, K]) matches a double reference over M, ragged N and K",
-          "[gpu][gemv][mma]") {
-  const uint32_t seed = fresh_seed();
-  INFO("seed " << seed);
-  std::mt19937 rng(seed);
-  // K % 8 == 0 but not always % 32 (a ragged last block of 32 k), N not a multiple of 8, a
-  // single row, K shorter than one block, the 2.9B shapes' widths, and N >= 8192 (4 warps).
-  struct NK {
-    int64_t n, k;
-  };
-  const std::vector<NK> sizes = {{1, 8},       {131, 64}, {517, 200},  {37, 1032}, {3072, 24},
-                                 {1000, 3072}, {9, 9880}, {4099, 256}, {9881, 96}};
-  const float ab[3][2] = {{1.0f, 0.0f}, {0.75f, -1.25f}, {-1.5f, 0.5f}};
-  int i = 0;
-  for (int64_t m = 1; m <= 8; ++m)
-    for (const NK& nk : sizes) {
-      Shape s{};
-      s.m = m, s.n = nk.n, s.k = nk.k, s.out_by_in = true;
-      s.batch = i % 3 == 0 ? 1 : 3;
-      s.x_shared = i % 3 == 2;
-      s.xt = i & 1 ? DType::kF32 : DType::kBF16;
-      s.yt = i & 2 ? DType::kBF16 : DType::kF32;
-      s.alpha = ab[i % 3][0], s.beta = ab[i % 3][1];
-      ++i;
-      check_direct(s, rng, true);
-    }
-  // The kernel takes w [N, K] only.
-  Backend& g = gpu();
-  Tensor xg = g.alloc({2, 16}, DType::kBF16), wg = g.alloc({16, 16}, DType::kBF16);
-  Tensor yg = g.alloc({2, 16}, DType::kF32);
-  CHECK_FALSE(
-      cuda::gemv_mma_supports(as_mat(xg, 16), 0, as_mat(wg, 16), 0, false, as_mat(yg, 16), 0, 1));
-}
-
 TEST_CASE("gemv refuses what it cannot vectorize; the backend falls back to cuBLAS",
           "[gpu][gemv]") {
   const uint32_t seed = fresh_seed();
@@ -202,39 +157,55 @@ TEST_CASE("gemv refuses what it cannot vectorize; the backend falls back to cuBL
   CHECK(rel_l2(download(g, yv), download(cpu(), as_mat(yc, n))) < 1e-5);
 }
 
-TEST_CASE("cuda linear_batched on small M matches the cpu backend", "[gpu][gemv]") {
-  // M = 1 takes the GEMV by default, MLRA_GEMV=8 sends M <= 8 there too; 9 is always cuBLAS.
+TEST_CASE("cuda linear_batched on small M matches the cpu backend; gemv_max_rows routes it",
+          "[gpu][gemv][options]") {
+  // Rows up to the option take the GEMV (default 1; 0: cuBLAS only); 9 is always cuBLAS.
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
   const int64_t batch = 3, k = 96, n = 72;
-  for (int64_t m : {1, 4, 8, 9})
-    for (bool out_by_in : {true, false})
-      for (int64_t x_stride : {int64_t(0), k})
-        for (DType xt : {DType::kBF16, DType::kF32})
-          for (DType yt : {DType::kBF16, DType::kF32}) {
-            // x and y: batch blocks side by side in one row ([m, batch*k], [m, batch*n]).
-            const int64_t xw = batch * k, yw = batch * n;
-            const int64_t wr = out_by_in ? n : k, wc = out_by_in ? k : n;
-            const auto x = rounded(random_vec(rng, m * xw), xt);
-            const auto w = rounded(random_vec(rng, batch * wr * wc), DType::kBF16);
-            const auto y0 = rounded(random_vec(rng, m * yw), yt);
-            const float beta = x_stride ? -0.5f : 0.0f;
-            auto run = [&](Backend& b, DType xd, DType wd, DType yd) {
-              Tensor xt_ = make(b, {m, xw}, xd, x), wt = make(b, {batch * wr, wc}, wd, w);
-              Tensor yt_ = make(b, {m, yw}, yd, y0);
-              if (beta == 0.0f && b.kind() == DeviceKind::kCuda) poison(b, yt_);
-              b.linear_batched(as_mat(xt_, xw).cols_slice(0, k), x_stride,
-                               {wt.data, wd, wr, wc, wc}, wr * wc, out_by_in,
-                               as_mat(yt_, yw).cols_slice(0, n), n, batch, 1.5f, beta);
-              return download(b, as_mat(yt_, yw));
-            };
-            INFO("m " << m << " out_by_in " << out_by_in << " x_stride " << x_stride << " x "
-                      << dtype_name(xt) << " y " << dtype_name(yt));
-            const double tol = yt == DType::kF32 && xt == DType::kBF16 ? 1e-5 : kBf16Tol;
-            CHECK(rel_l2(run(gpu(), xt, DType::kBF16, yt),
-                         run(cpu(), DType::kF32, DType::kF32, DType::kF32)) < tol);
-          }
+  for (int rows : {1, 0, KernelOptions::kMaxGemvRows}) {
+    KernelOptions o;
+    o.gemv_max_rows = rows;
+    std::unique_ptr<Backend> own = make_cuda_backend(0, o);
+    for (int64_t m : {1, 4, 8, 9})
+      for (bool out_by_in : {true, false})
+        for (int64_t x_stride : {int64_t(0), k})
+          for (DType xt : {DType::kBF16, DType::kF32})
+            for (DType yt : {DType::kBF16, DType::kF32}) {
+              // x and y: batch blocks side by side in one row ([m, batch*k], [m, batch*n]).
+              const int64_t xw = batch * k, yw = batch * n;
+              const int64_t wr = out_by_in ? n : k, wc = out_by_in ? k : n;
+              const auto x = rounded(random_vec(rng, m * xw), xt);
+              const auto w = rounded(random_vec(rng, batch * wr * wc), DType::kBF16);
+              const auto y0 = rounded(random_vec(rng, m * yw), yt);
+              const float beta = x_stride ? -0.5f : 0.0f;
+              // direct: the GEMV kernel itself, bypassing the backend's choice.
+              auto run = [&](Backend& b, DType xd, DType wd, DType yd, bool direct) {
+                Tensor xt_ = make(b, {m, xw}, xd, x), wt = make(b, {batch * wr, wc}, wd, w);
+                Tensor yt_ = make(b, {m, yw}, yd, y0);
+                if (beta == 0.0f && b.kind() == DeviceKind::kCuda) poison(b, yt_);
+                const MatView xv = as_mat(xt_, xw).cols_slice(0, k), wv{wt.data, wd, wr, wc, wc};
+                const MatView yv = as_mat(yt_, yw).cols_slice(0, n);
+                if (direct)
+                  cuda::launch_gemv(xv, x_stride, wv, wr * wc, out_by_in, yv, n, batch, 1.5f, beta,
+                                    cuda_stream_of(b));
+                else
+                  b.linear_batched(xv, x_stride, wv, wr * wc, out_by_in, yv, n, batch, 1.5f, beta);
+                return download(b, as_mat(yt_, yw));
+              };
+              INFO("gemv_max_rows " << rows << " m " << m << " out_by_in " << out_by_in
+                                    << " x_stride " << x_stride << " x " << dtype_name(xt) << " y "
+                                    << dtype_name(yt));
+              const double tol = yt == DType::kF32 && xt == DType::kBF16 ? 1e-5 : kBf16Tol;
+              const auto got = run(*own, xt, DType::kBF16, yt, false);
+              CHECK(rel_l2(got, run(cpu(), DType::kF32, DType::kF32, DType::kF32, false)) < tol);
+              // f32 x and y: cuBLAS sees x rounded to bf16, the GEMV reads it as is, so the two
+              // paths differ and the result shows which one ran.
+              if (xt == DType::kF32 && yt == DType::kF32 && m <= cuda::kGemvMaxRows)
+                CHECK((got == run(*own, xt, DType::kBF16, yt, true)) == (m <= rows));
+            }
+  }
 }
 
 TEST_CASE("gemv in a CUDA graph replays what the eager call computes", "[gpu][gemv]") {

@@ -200,7 +200,7 @@ TEST_CASE("cuda cache_write scatters rows to page slots", "[gpu][ops]") {
   CHECK(rel_l2(run(*gpu, DType::kBF16), run(*cpu, DType::kF32)) == 0.0);
 }
 
-TEST_CASE("cuda latent_queries and latent_up_project (fused, and composed past 8 tokens) match cpu",
+TEST_CASE("cuda latent_queries and latent_up_project (fused at one token, else composed) match cpu",
           "[gpu][ops][latent]") {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();
@@ -208,7 +208,7 @@ TEST_CASE("cuda latent_queries and latent_up_project (fused, and composed past 8
   std::mt19937 rng(seed);
   const int64_t dn = 32, dr = 16, width = 64, r_q = 96, heads = 6;
   // MLRA-like: 4 units over all heads; TPLA/GLA-like: two halves, then two units over all (the
-  // backend fuses one-token steps over 4+ units; MLRA_FUSED_LATENT=8 fuses the other sizes too).
+  // backend fuses one-token steps over 4+ units, composes the rest).
   const std::vector<std::vector<std::pair<int64_t, int64_t>>> layouts = {
       {{0, 6}, {0, 6}, {0, 6}, {0, 6}}, {{0, 3}, {3, 3}, {0, 6}, {0, 6}}};
   for (const auto& layout : layouts)

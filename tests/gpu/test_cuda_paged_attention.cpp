@@ -1,11 +1,13 @@
-// CUDA paged attention (latent and K/V tensor-core paths and generic path, split-KV plan + merge)
-// against the CPU reference: random bf16 cache behind shuffled page tables, lengths on and just
-// past page boundaries, single tokens, several query tokens per sequence, 100K contexts, odd head
-// counts, NaN-poisoned outputs, and batched output equal to each sequence run alone.
+// CUDA paged attention (latent, K/V and prefill tensor-core paths and the generic path, split-KV
+// plan + merge) against the CPU reference: random bf16 cache behind shuffled page tables, lengths
+// on and just past page boundaries, single tokens, several query tokens per sequence, 100K
+// contexts, odd head counts, NaN-poisoned outputs, batched output equal to each sequence run
+// alone, each requested kernel family's fallback to the generic kernel, and the K/V split option.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 #include "gpu_test_util.h"
 #include "kernels/cuda_check.h"
@@ -19,6 +21,7 @@ using cuda::AttentionPath;
 namespace {
 
 struct Layout {
+  AttentionKernel kernel = AttentionKernel::kGeneric;  // the family the layout asks for
   int heads = 1, a_dim = 0, r_dim = 0, v_dim = 0, row_width = 0, r_offset = 0, page_size = 64;
   std::vector<int32_t> a_off, v_off;
   float scale = 0.1f;
@@ -28,6 +31,7 @@ struct Layout {
 // Absorbed latent layout: `latents` latents of d_c, heads_per_latent heads each, rope after.
 Layout latent(int latents, int heads_per_latent, int d_c, int page_size) {
   Layout l;
+  l.kernel = AttentionKernel::kLatent;
   l.heads = latents * heads_per_latent;
   l.a_dim = l.v_dim = d_c;
   l.r_dim = 64;
@@ -45,6 +49,7 @@ Layout latent(int latents, int heads_per_latent, int d_c, int page_size) {
 // K/V layout: kv_heads of [K | V] with d each, q heads grouped over them (MHA/GQA/MQA/MFA).
 Layout kv(int q_heads, int kv_heads, int d, int page_size) {
   Layout l;
+  l.kernel = AttentionKernel::kKv;
   l.heads = q_heads;
   l.a_dim = l.v_dim = d;
   l.row_width = 2 * kv_heads * d;
@@ -73,6 +78,7 @@ Layout kv_split(int q_heads, int kv_heads, int d, int page_size) {
 // every head | k_pe], keys [K_nope | k_pe] (192), values V (128).
 Layout expanded(int heads, int page_size) {
   Layout l;
+  l.kernel = AttentionKernel::kKvSharedRope;
   l.heads = heads;
   l.a_dim = l.v_dim = 128;
   l.r_dim = 64;
@@ -87,9 +93,9 @@ Layout expanded(int heads, int page_size) {
   return l;
 }
 
-// The path K/V caches with head dim 128 take: the K/V kernel unless MLRA_KV_ATTENTION=generic.
-AttentionPath kv_path() {
-  return cuda::kv_attention_enabled() ? AttentionPath::kKv128 : AttentionPath::kGeneric;
+// The path K/V caches with head dim 128 take.
+constexpr AttentionPath kv_path() {
+  return AttentionPath::kKv128;
 }
 
 struct Problem {
@@ -159,6 +165,7 @@ Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
          &indices = bd.indices = make_i32(b, h.indices);
   bd.out_t = out_t;
   PagedAttentionArgs& a = bd.a;
+  a.kernel = l.kernel;
   a.q = q.data;
   a.q_dtype = q_t;
   a.q_token_stride = l.heads * qw;
@@ -190,41 +197,40 @@ std::vector<float> download_out(Backend& b, const Layout& l, const Host& h, cons
   return download(b, {bd.out.data, bd.out_t, h.num_tokens, w, w});
 }
 
-// Packing::kDefault runs through the backend; kOn / kOff through an own instance with query
-// packing set so (the backend's instance follows MLRA_QUERY_PACKING).
-enum class Packing { kDefault, kOn, kOff };
-
+// Runs through the backend, or (CUDA, `own` set) through an own instance with these kernel
+// options, which also reports whether the prefill kernel ran.
 Run run(Backend& b, const Layout& l, const Host& h, int num_seqs,
-        Packing packing = Packing::kDefault) {
+        const KernelOptions* own = nullptr) {
   Bound bd = bind(b, l, h, num_seqs);
   bool used_prefill = false;
-  if (packing == Packing::kDefault || b.kind() != DeviceKind::kCuda) {
+  AttentionPath path = cuda::CudaPagedAttention::choose_path(bd.a);
+  if (!own || b.kind() != DeviceKind::kCuda) {
     b.paged_attention(bd.a);
   } else {
     b.synchronize();  // the buffers were filled on the backend's stream
-    cuda::CudaPagedAttention attn(0);
-    attn.set_query_packing(packing == Packing::kOn);
+    cuda::CudaPagedAttention attn(0, *own);
     attn.plan(bd.a, nullptr);
     attn.run(bd.a, nullptr);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
     used_prefill = attn.uses_prefill_kernel();
+    path = attn.path();
   }
   Run r;
   r.prefill = used_prefill;
   r.out = download_out(b, l, h, bd);
-  r.path = cuda::CudaPagedAttention::choose_path(bd.a);
+  r.path = path;
   return r;
 }
 
 void check_against_cpu(const Layout& l, const Problem& p, AttentionPath expected,
-                       Packing packing = Packing::kDefault) {
+                       const KernelOptions* own = nullptr) {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed << " heads " << l.heads << " a " << l.a_dim << " r " << l.r_dim << " v "
                << l.v_dim << " page " << l.page_size << " queries/seq " << p.queries_per_seq);
   std::mt19937 rng(seed);
   const Host h = build(l, p, rng);
-  const Run g = run(*gpu, l, h, int(p.seq_len.size()), packing);
+  const Run g = run(*gpu, l, h, int(p.seq_len.size()), own);
   const Run c = run(*cpu, l, h, int(p.seq_len.size()));
   CHECK(std::string(cuda::attention_path_name(g.path)) == cuda::attention_path_name(expected));
   CHECK(all_finite(g.out));
@@ -320,9 +326,9 @@ TEST_CASE("kv attention: several query tokens per sequence", "[gpu][attention][k
   check_against_cpu(kv(8, 1, 128, 64), {{70, 900, 5}, 7}, kv_path());
   check_against_cpu(kv_split(12, 3, 128, 16), {{129, 3000}, 5}, kv_path());
   check_against_cpu(kv(3, 3, 128, 256), {{600, 256}, 17}, kv_path());
-  // Query packing (opt-in): 2 tokens of 8 heads per CTA, rows masked at their own causal end.
-  check_against_cpu(kv(8, 1, 128, 64), {{1101, 300, 65}, 33}, kv_path(), Packing::kOn);
-  check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path(), Packing::kOn);
+  // Packed rows: 16 tokens of 8 heads per prefill CTA, rows masked at their own causal end.
+  check_against_cpu(kv(8, 1, 128, 64), {{1101, 300, 65}, 33}, kv_path());
+  check_against_cpu(kv(5, 1, 128, 16), {{4097, 77}, 9}, kv_path());
 }
 
 TEST_CASE(
@@ -362,10 +368,11 @@ TEST_CASE(
                  << " page " << c.l.page_size << " queries/seq " << c.p.queries_per_seq);
     std::mt19937 rng(seed);
     const Host h = build(c.l, c.p, rng);
-    const Run g = run(*gpu, c.l, h, int(c.p.seq_len.size()), Packing::kOn);
+    const KernelOptions defaults;
+    const Run g = run(*gpu, c.l, h, int(c.p.seq_len.size()), &defaults);
     const Run r = run(*cpu, c.l, h, int(c.p.seq_len.size()));
     CHECK(g.path == c.path);
-    CHECK(g.prefill == cuda::prefill_kernel_enabled(c.path));
+    CHECK(g.prefill);
     CHECK(all_finite(g.out));
     CHECK(rel_l2(g.out, r.out) < kBf16Tol);
   }
@@ -461,7 +468,7 @@ TEST_CASE("split-KV plan: computed once per step, reused by every layer, recompu
   layer2.a.page_indptr = layer1.a.page_indptr;
   layer2.a.page_indices = layer1.a.page_indices;
   gpu->synchronize();
-  cuda::CudaPagedAttention attn(0);
+  cuda::CudaPagedAttention attn(0, KernelOptions{});
   auto layer = [&](Bound& bd) {
     attn.plan(bd.a, nullptr);
     attn.run(bd.a, nullptr);
@@ -492,57 +499,75 @@ TEST_CASE("split-KV plan: computed once per step, reused by every layer, recompu
 
 TEST_CASE("latent attention: query packing (prefill chunks share each cache tile)",
           "[gpu][attention][latent][packing]") {
-  const auto on = Packing::kOn;
-  // 24 heads per latent (the 2.9B models at TP1): 2 tokens per CTA. Chunks start on odd and
-  // even positions, so groups of 1 and 2 tokens occur; a whole prompt from position 0 too.
-  check_against_cpu(latent(1, 24, 128, 64), {{1101, 300, 65}, 300}, AttentionPath::kLatent128, on);
+  // 24 heads per latent (the 2.9B models at TP1): 5 tokens per prefill CTA. Chunks start on odd
+  // and even positions, so groups of every size occur; a whole prompt from position 0 too.
+  check_against_cpu(latent(1, 24, 128, 64), {{1101, 300, 65}, 300}, AttentionPath::kLatent128);
   // MLRA-4 at TP1 (4 latents x 24 heads) with long contexts and few tokens: packed groups are
   // split into chunks, so the merge finds each token's rows at its place in the group.
-  check_against_cpu(latent(4, 24, 128, 64), {{20000, 9001}, 5}, AttentionPath::kLatent128, on);
+  check_against_cpu(latent(4, 24, 128, 64), {{20000, 9001}, 5}, AttentionPath::kLatent128);
   // d_c 256 (16 heads: 4 tokens per CTA) and 512 (24 heads), page size 16 and 128.
-  check_against_cpu(latent(1, 16, 256, 16), {{700, 2}, 37}, AttentionPath::kLatent256, on);
-  check_against_cpu(latent(1, 24, 512, 128), {{5000, 130}, 19}, AttentionPath::kLatent512, on);
-  // 5 heads: 12 tokens per CTA, 60 of 64 rows.
-  check_against_cpu(latent(2, 5, 128, 64), {{4097, 77}, 45}, AttentionPath::kLatent128, on);
+  check_against_cpu(latent(1, 16, 256, 16), {{700, 2}, 37}, AttentionPath::kLatent256);
+  check_against_cpu(latent(1, 24, 512, 128), {{5000, 130}, 19}, AttentionPath::kLatent512);
+  // 5 heads: 25 tokens per prefill CTA, 125 of 128 rows.
+  check_against_cpu(latent(2, 5, 128, 64), {{4097, 77}, 45}, AttentionPath::kLatent128);
 }
 
-TEST_CASE("query packing: the plan packs multi-token sequences only; packed equals unpacked",
+// The same query tokens as one-token sequences over the same pages: a decode step.
+Host as_decode(const Host& h) {
+  Host d = h;
+  d.token_seq.clear();
+  d.indptr = {0};
+  d.indices.clear();
+  for (int t = 0; t < h.num_tokens; ++t) {
+    const int s = h.token_seq[t];
+    d.token_seq.push_back(t);
+    d.indices.insert(d.indices.end(), h.indices.begin() + h.indptr[s],
+                     h.indices.begin() + h.indptr[s + 1]);
+    d.indptr.push_back(int32_t(d.indices.size()));
+  }
+  return d;
+}
+
+TEST_CASE("query packing: the plan packs multi-token sequences only; packed equals one per step",
           "[gpu][attention][packing]") {
   auto& [cpu, gpu] = backends();
   (void)cpu;
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  const Layout l = latent(4, 24, 128, 64);
-  cuda::CudaPagedAttention attn(0);
-  attn.set_query_packing(true);
-  const Host prefill = build(l, {{300, 4000}, 300}, rng);
-  Bound a = bind(*gpu, l, prefill, 2);
-  gpu->synchronize();
-  attn.plan(a.a, nullptr);
-  // 24-head tiles: 5 tokens in the prefill kernel's 128 rows, else 2 in the decode kernel's 64.
-  CHECK(attn.tokens_per_item() ==
-        (cuda::prefill_kernel_enabled(AttentionPath::kLatent128) ? 5 : 2));
-  const Host decode = build(l, {{300, 5, 70}, 1}, rng);
-  Bound b = bind(*gpu, l, decode, 3);
-  gpu->synchronize();
-  attn.plan(b.a, nullptr);
-  CHECK(attn.tokens_per_item() == 1);
-  MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-  // Same inputs, packed and one token per CTA: the same sums in another grouping (bf16 output).
-  const Run packed = run(*gpu, l, prefill, 2, Packing::kOn);
-  const Run single = run(*gpu, l, prefill, 2, Packing::kOff);
-  CHECK(all_finite(packed.out));
-  CHECK(rel_l2(packed.out, single.out) < 5e-3);
+  for (const Layout& l : {latent(4, 24, 128, 64), latent(1, 24, 512, 64), kv(8, 1, 128, 64)}) {
+    cuda::CudaPagedAttention attn(0, KernelOptions{});
+    const Host prefill = build(l, {{300, 4000}, 300}, rng);
+    Bound a = bind(*gpu, l, prefill, 2);
+    gpu->synchronize();
+    attn.plan(a.a, nullptr);
+    // 24-head latent tiles: 5 tokens in the prefill kernel's 128 rows, 2 in the wide kernel's
+    // 64; one 8-head K/V tile: 16 tokens.
+    const int want = l.kernel == AttentionKernel::kKv ? 16 : l.a_dim == 128 ? 5 : 2;
+    CHECK(attn.tokens_per_item() == want);
+    CHECK(attn.uses_prefill_kernel() == (l.a_dim == 128));
+    const Host decode = as_decode(prefill);
+    Bound b = bind(*gpu, l, decode, decode.num_tokens);
+    gpu->synchronize();
+    attn.plan(b.a, nullptr);
+    CHECK(attn.tokens_per_item() == 1);
+    CHECK_FALSE(attn.uses_prefill_kernel());
+    attn.run(b.a, nullptr);
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    // Same inputs, packed and one token per CTA: the same sums in another grouping (bf16 output).
+    const std::vector<float> single = download_out(*gpu, l, decode, b);
+    const Run packed = run(*gpu, l, prefill, 2);
+    CHECK(all_finite(packed.out));
+    CHECK(all_finite(single));
+    CHECK(rel_l2(packed.out, single) < 5e-3);
+  }
 }
 
 TEST_CASE("K/V attention: a long prefill chunk (thousands of tokens of one sequence)",
           "[gpu][attention][kv]") {
-  // 1,500 query tokens x 4 KV heads: far more CTAs than SMs without any split (the split target
-  // once grew with the token count and overflowed the merge's partial list).
-  const AttentionPath want = kv_path();
-  check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want);
-  check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, want, Packing::kOn);
+  // 1,500 query tokens x 4 KV heads: far more CTAs than SMs without any split (a split target
+  // growing with the token count would overflow the merge's partial list).
+  check_against_cpu(kv(8, 4, 128, 64), {{3000}, 1500}, kv_path());
 }
 
 TEST_CASE("split-KV merge: head dims that are not a multiple of 4, and wider than 256",
@@ -550,4 +575,91 @@ TEST_CASE("split-KV merge: head dims that are not a multiple of 4, and wider tha
   // Long enough to split, so the merge's scalar path (and its two column passes for v 258) runs.
   check_against_cpu(kv(2, 1, 6, 16), {{20000, 300}}, AttentionPath::kGeneric);
   check_against_cpu(kv(2, 1, 258, 16), {{5000}, 2}, AttentionPath::kGeneric);
+}
+
+TEST_CASE("requested kernel families fall back to the generic kernel where they do not fit",
+          "[gpu][attention][generic]") {
+  // A layout a tensor-core kernel could serve, asked for as generic, stays generic.
+  Layout asked_generic = latent(1, 16, 128, 64);
+  asked_generic.kernel = AttentionKernel::kGeneric;
+  check_against_cpu(asked_generic, {{700, 3}}, AttentionPath::kGeneric);
+  Layout kv_generic = kv(8, 1, 128, 64);
+  kv_generic.kernel = AttentionKernel::kGeneric;
+  check_against_cpu(kv_generic, {{700, 3}, 2}, AttentionPath::kGeneric);
+  // Latent with a latent width no tensor-core kernel has (TPLA slices of 64) and K/V with head
+  // dim 64: the family's preconditions fail.
+  check_against_cpu(latent(2, 8, 64, 64), {{500, 65}}, AttentionPath::kGeneric);
+  check_against_cpu(kv(4, 2, 64, 32), {{300, 31}}, AttentionPath::kGeneric);
+  // A latent layout asked for as K/V (values at the keys' columns) and K/V asked for as latent.
+  Layout latent_as_kv = latent(1, 8, 128, 64);
+  latent_as_kv.kernel = AttentionKernel::kKv;
+  latent_as_kv.r_dim = 0;
+  latent_as_kv.row_width = 128;
+  latent_as_kv.scale = 0.1f;
+  check_against_cpu(latent_as_kv, {{400, 2}}, AttentionPath::kGeneric);
+  Layout kv_as_latent = kv(8, 1, 128, 64);
+  kv_as_latent.kernel = AttentionKernel::kLatent;
+  check_against_cpu(kv_as_latent, {{400, 2}}, AttentionPath::kGeneric);
+  // Misaligned cache segments (a 4-element offset breaks the 16-byte rows TMA needs).
+  Layout shifted = latent(1, 8, 128, 64);
+  shifted.row_width += 4;
+  for (auto& o : shifted.a_off) o += 4;
+  for (auto& o : shifted.v_off) o += 4;
+  shifted.r_offset += 4;
+  check_against_cpu(shifted, {{333, 64}}, AttentionPath::kGeneric);
+  // The expanded-prefill layout in a decode step (one token per sequence): no decode kernel.
+  const KernelOptions defaults;
+  check_against_cpu(expanded(6, 64), {{900, 17, 64}}, AttentionPath::kGeneric, &defaults);
+}
+
+TEST_CASE("kernel option kv_split_per_sm: the K/V decode split target, checked against the cpu",
+          "[gpu][attention][kv][options]") {
+  auto& [cpu, gpu] = backends();
+  int sms = 0;
+  MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  // The MHA TP8 shape (3 KV heads of one query head each) and GQA TP8 at batch 1..4, long enough
+  // contexts that every target splits them.
+  const std::vector<std::pair<Layout, Problem>> cases = {
+      {kv_split(3, 3, 128, 64), {{30000, 20001, 12000, 7000}}},
+      {kv_split(8, 1, 128, 64), {{100000}}},
+      {kv_split(8, 2, 128, 16), {{30000, 129}}},
+  };
+  for (const auto& [l, p] : cases) {
+    const uint32_t seed = fresh_seed();
+    std::mt19937 rng(seed);
+    const Host h = build(l, p, rng);
+    const int seqs = int(p.seq_len.size());
+    const std::vector<float> want = run(*cpu, l, h, seqs).out;
+    const int n_tiles = int(std::set<int32_t>(l.a_off.begin(), l.a_off.end()).size());
+    for (int per_sm = 0; per_sm <= KernelOptions::kMaxKvSplitPerSm; ++per_sm) {
+      INFO("seed " << seed << " per_sm " << per_sm << " heads " << l.heads << " batch " << seqs);
+      KernelOptions o;
+      o.kv_split_per_sm = per_sm;
+      const Run g = run(*gpu, l, h, seqs, &o);
+      CHECK(g.path == AttentionPath::kKv128);
+      CHECK(all_finite(g.out));
+      CHECK(rel_l2(g.out, want) < kBf16Tol);
+      // The option reaches the plan.
+      Bound bd = bind(*gpu, l, h, seqs);
+      gpu->synchronize();
+      cuda::CudaPagedAttention attn(0, o);
+      attn.plan(bd.a, nullptr);
+      MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+      CHECK(attn.target_chunks() == cuda::kv_split_target(sms, n_tiles, seqs, per_sm));
+      if (per_sm > 0) CHECK(attn.target_chunks() == std::max(1, sms * per_sm / n_tiles));
+    }
+  }
+  // Through a backend made with the option, as a runner makes it.
+  KernelOptions two;
+  two.kv_split_per_sm = 2;
+  auto gpu2 = make_cuda_backend(0, two);
+  std::mt19937 rng(fresh_seed());
+  const Layout l = kv_split(3, 3, 128, 64);
+  const Host h = build(l, {{50000, 7000, 1}}, rng);
+  CHECK(rel_l2(run(*gpu2, l, h, 3).out, run(*cpu, l, h, 3).out) < kBf16Tol);
+  // Out-of-range options are refused with the field's name.
+  KernelOptions bad;
+  bad.kv_split_per_sm = 3;
+  CHECK_THROWS_WITH(make_cuda_backend(0, bad), Catch::Contains("kv_split_per_sm"));
+  CHECK_THROWS_WITH(cuda::CudaPagedAttention(0, bad), Catch::Contains("kv_split_per_sm"));
 }

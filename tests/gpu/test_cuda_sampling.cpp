@@ -13,9 +13,10 @@
 #include <set>
 
 #include "../step_builder.h"
+#include "engine/local_runner.h"
+#include "engine/sampling_batch.h"
 #include "gpu_test_util.h"
 #include "kernels/sampling.h"
-#include "models/local_runner.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -272,7 +273,7 @@ TEST_CASE("cuda local runner samples on the device what the cpu sampler picks fr
           "[gpu][sampling]") {
   for (int graphs : {0, 8}) {
     INFO("cuda_graph_max_batch " << graphs);
-    LocalRunnerOptions o;
+    RunnerConfig o;
     o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
     o.variant = "mlra4";
     o.backend = "cuda";

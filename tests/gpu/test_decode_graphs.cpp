@@ -11,10 +11,10 @@
 #include <set>
 
 #include "../step_builder.h"
+#include "engine/local_runner.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "models/checkpoint.h"
-#include "models/local_runner.h"
 #include "models/shard_plan.h"
 #include "models/transformer.h"
 
@@ -127,7 +127,7 @@ TEST_CASE("decode graphs replay what the eager path computes", "[gpu][graphs]") 
 
 TEST_CASE("gpu_memory_fraction caps the memory the cache may take", "[gpu][graphs]") {
   const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = dir;
   o.variant = "mlra4";
   o.backend = "cuda";

@@ -10,9 +10,9 @@
 #include <random>
 
 #include "../step_builder.h"
+#include "engine/local_runner.h"
 #include "kernels/communicator.h"
 #include "models/checkpoint.h"
-#include "models/local_runner.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
@@ -25,12 +25,13 @@ using mlra::testing::rel_l2;
 namespace {
 
 std::unique_ptr<ModelRunner> tiny_runner(const std::string& v, const std::string& backend) {
-  LocalRunnerOptions o;
+  RunnerConfig o;
   o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
   o.variant = v;
   o.backend = backend;
   o.page_size = 16;
   o.num_pages = 64;
+  o.cuda_graph_max_batch = 0;  // eager; decode graphs have their own tests (test_decode_graphs)
   return make_local_runner(o);
 }
 

@@ -15,10 +15,10 @@
 #include <thread>
 
 #include "../step_builder.h"
+#include "engine/local_runner.h"
 #include "engine/process_runner.h"
 #include "gpu_test_util.h"
 #include "kernels/nccl_communicator.h"
-#include "models/local_runner.h"
 
 using namespace mlra;
 namespace fs = std::filesystem;
@@ -30,9 +30,13 @@ int gpu_count() {
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
-fs::path serve_binary() {
+WorkerProcessOptions worker_process() {
+  WorkerProcessOptions p;
   // mlra_gpu_tests lives in <build>/tests, mlra-serve in <build>/server.
-  return fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "server" / "mlra-serve";
+  p.worker_binary =
+      fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "server" / "mlra-serve";
+  p.load_timeout_s = 120;
+  return p;
 }
 
 }  // namespace
@@ -105,7 +109,7 @@ TEST_CASE("nccl communicator: ProcessRunner on GPUs matches the CPU TP=1 runner"
   }
   for (const char* v : {"mlra4", "gla2", "gqa"}) {
     const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / v;
-    LocalRunnerOptions lo;
+    RunnerConfig lo;
     lo.model_dir = dir;
     lo.variant = v;
     lo.page_size = 16;
@@ -122,16 +126,15 @@ TEST_CASE("nccl communicator: ProcessRunner on GPUs matches the CPU TP=1 runner"
     for (int tp : {2, 4}) {
       if (tp > gpus) continue;
       INFO(v << " tp=" << tp);
-      RunnerOptions o;
+      RunnerConfig o;
       o.model_dir = dir;
       o.variant = v;
       o.backend = "cuda";
       o.tp = tp;
       o.page_size = 16;
       o.num_pages = 32;
-      o.worker_binary = serve_binary();
-      o.load_timeout_s = 120;
-      ProcessRunner runner(o);
+      o.cuda_graph_max_batch = 0;
+      ProcessRunner runner(o, worker_process());
       std::vector<float> got;
       runner.execute(prefill, got);
       CHECK(testing::rel_l2(got, want_prefill) < 2e-2);
@@ -152,13 +155,13 @@ TEST_CASE(
     return;
   }
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
-  LocalRunnerOptions lo;
+  RunnerConfig lo;
   lo.model_dir = dir;
   lo.variant = "mlra4";
   lo.page_size = 16;
   lo.num_pages = 64;
   auto cpu = make_local_runner(lo);
-  RunnerOptions o;
+  RunnerConfig o;
   o.model_dir = dir;
   o.variant = "mlra4";
   o.backend = "cuda";
@@ -168,9 +171,7 @@ TEST_CASE(
   // earlier tests' pools), so ask for most of each GPU.
   o.gpu_memory_fraction = 0.9;
   o.cuda_graph_max_batch = 8;
-  o.worker_binary = serve_binary();
-  o.load_timeout_s = 120;
-  ProcessRunner runner(o);
+  ProcessRunner runner(o, worker_process());
   CAPTURE(runner.info().num_pages);
   CHECK(runner.info().num_pages > 10000);  // tiny-model pages: millions of tokens fit
 
@@ -213,7 +214,7 @@ TEST_CASE("nccl communicator: TPLA-served MLA on GPU workers matches the CPU TPL
   const fs::path dir = fs::path(MLRA_TEST_DATA) / "tiny" / "mla";
   for (bool pd_separation : {false, true}) {
     INFO("pd_separation " << pd_separation);
-    LocalRunnerOptions lo;  // in-process CPU TP2 with the same transform: the oracle
+    RunnerConfig lo;  // in-process CPU TP2 with the same transform: the oracle
     lo.model_dir = dir;
     lo.variant = "mla";
     lo.tp = 2;
@@ -223,18 +224,10 @@ TEST_CASE("nccl communicator: TPLA-served MLA on GPU workers matches the CPU TPL
     lo.tpla.transform = "random";
     lo.tpla.pd_separation = pd_separation;
     auto cpu = make_local_runner(lo);
-    RunnerOptions o;
-    o.model_dir = dir;
-    o.variant = "mla";
+    RunnerConfig o = lo;
     o.backend = "cuda";
-    o.tp = 2;
-    o.page_size = 16;
-    o.num_pages = 32;
-    o.mla_tp_mode = LatentTpMode::kTpla;
-    o.tpla = lo.tpla;
-    o.worker_binary = serve_binary();
-    o.load_timeout_s = 120;
-    ProcessRunner gpu(o);
+    o.cuda_graph_max_batch = 0;
+    ProcessRunner gpu(o, worker_process());
     CHECK(gpu.info().cache_values_per_token_per_layer ==
           cpu->info().cache_values_per_token_per_layer);
     std::mt19937 rng(31);

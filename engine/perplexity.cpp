@@ -1,6 +1,6 @@
 // Perplexity over contiguous windows; each window is one prefill step with logits for every
 // position, using the same pages again for the next window (positions restart at 0).
-#include "models/perplexity.h"
+#include "engine/perplexity.h"
 
 #include <cmath>
 #include <cstring>
@@ -21,8 +21,12 @@ double log_sum_exp(const float* logits, int64_t n) {
 
 }  // namespace
 
-double PerplexityResult::perplexity() const { return std::exp(mean_nll); }
-double PerplexityResult::perplexity_masked() const { return std::exp(mean_nll_masked); }
+double PerplexityResult::perplexity() const {
+  return std::exp(mean_nll);
+}
+double PerplexityResult::perplexity_masked() const {
+  return std::exp(mean_nll_masked);
+}
 
 std::vector<int32_t> read_token_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -30,13 +34,15 @@ std::vector<int32_t> read_token_file(const std::filesystem::path& path) {
   int32_t header[256];
   if (!in.read(reinterpret_cast<char*>(header), sizeof(header)))
     throw std::runtime_error(path.string() + ": shorter than the 1024-byte header");
-  if (header[0] != 20240520) throw std::runtime_error(path.string() + ": bad magic (want 20240520)");
+  if (header[0] != 20240520)
+    throw std::runtime_error(path.string() + ": bad magic (want 20240520)");
   if (header[1] != 1) throw std::runtime_error(path.string() + ": unsupported version");
   const int64_t n = header[2];
   if (n < 0) throw std::runtime_error(path.string() + ": negative token count");
   std::vector<uint16_t> raw(static_cast<size_t>(n));
   if (!in.read(reinterpret_cast<char*>(raw.data()), std::streamsize(n * 2)))
-    throw std::runtime_error(path.string() + ": truncated (header says " + std::to_string(n) + " tokens)");
+    throw std::runtime_error(path.string() + ": truncated (header says " + std::to_string(n) +
+                             " tokens)");
   return {raw.begin(), raw.end()};
 }
 
@@ -46,7 +52,8 @@ PerplexityResult evaluate_perplexity(ModelRunner& runner, const std::vector<int3
   const int64_t V = runner.config().vocab_size, Vt = runner.config().text_vocab_size;
   const int32_t ps = info.page_size;
   const int32_t pages = (context + ps - 1) / ps;
-  if (pages > info.num_pages) throw std::invalid_argument("perplexity: context does not fit in the cache");
+  if (pages > info.num_pages)
+    throw std::invalid_argument("perplexity: context does not fit in the cache");
   if (context < 1 || int64_t(tokens.size()) < context + 1)
     throw std::invalid_argument("perplexity: need at least context + 1 tokens");
   if (prefill < 0 || prefill >= context)

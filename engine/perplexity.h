@@ -16,8 +16,8 @@
 namespace mlra {
 
 struct PerplexityResult {
-  double mean_nll = 0;        // nats per token, full vocabulary softmax
-  double mean_nll_masked = 0; // softmax restricted to rows < text_vocab_size
+  double mean_nll = 0;         // nats per token, full vocabulary softmax
+  double mean_nll_masked = 0;  // softmax restricted to rows < text_vocab_size
   int64_t tokens = 0;
   int64_t windows = 0;
   double mean_nll_continuation = 0;  // over the tokens after the prefill part (prefill > 0)

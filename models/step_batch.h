@@ -1,6 +1,7 @@
-// The plan of one forward step, built by the scheduler and identical on every TP rank.
-// Tokens are grouped by sequence (sequence-major); every token's cache entry is written at its
-// slot before attention runs, and token t attends to positions 0..positions[t] of its sequence.
+// The plan of one forward step, built by the engine's scheduler and identical on every TP rank.
+// It is defined here, below the engine, because the forward reads it. Tokens are grouped by
+// sequence (sequence-major); every token's cache entry is written at its slot before attention
+// runs, and token t attends to positions 0..positions[t] of its sequence.
 #pragma once
 
 #include <cstddef>

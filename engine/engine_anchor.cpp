@@ -1,1 +1,0 @@
-// Keeps the engine library non-empty while it has no other sources of its own.

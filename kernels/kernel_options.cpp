@@ -1,0 +1,15 @@
+// Range checks of KernelOptions; see kernel_options.h.
+#include "kernels/kernel_options.h"
+
+namespace mlra {
+
+std::string kernel_options_error(const KernelOptions& o) {
+  if (o.gemv_max_rows < 0 || o.gemv_max_rows > KernelOptions::kMaxGemvRows)
+    return "gemv_max_rows must be in 0.." + std::to_string(KernelOptions::kMaxGemvRows);
+  if (o.kv_split_per_sm < 0 || o.kv_split_per_sm > KernelOptions::kMaxKvSplitPerSm)
+    return "kv_split_per_sm must be in 0.." + std::to_string(KernelOptions::kMaxKvSplitPerSm) +
+           " (0: automatic)";
+  return "";
+}
+
+}  // namespace mlra

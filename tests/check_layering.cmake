@@ -1,0 +1,70 @@
+# The floors of the house: server -> engine -> models -> kernels, includes point down only.
+#   cmake -DROOT=<repository> -P check_layering.cmake  fails listing every models/ file that
+#     includes an engine/ or server/ header and every kernels/ file that includes an engine/,
+#     server/ or models/ header.
+#   cmake -DSELF_TEST=ON -DWORK=<scratch folder> -P check_layering.cmake  checks the check: a
+#     planted include of each forbidden kind must fail it, a downward one must pass.
+cmake_minimum_required(VERSION 3.25)
+
+set(MLRA_FLOORS "models:engine|server" "kernels:engine|server|models")
+
+function(check_root root out_violations out_files)
+  set(bad "")
+  set(count 0)
+  foreach(rule IN LISTS MLRA_FLOORS)
+    string(REPLACE ":" ";" parts "${rule}")
+    list(GET parts 0 floor)
+    list(GET parts 1 above)
+    file(GLOB_RECURSE files "${root}/${floor}/*.h" "${root}/${floor}/*.cpp" "${root}/${floor}/*.cu"
+         "${root}/${floor}/*.cuh")
+    list(LENGTH files n)
+    math(EXPR count "${count} + ${n}")
+    foreach(f IN LISTS files)
+      file(STRINGS "${f}" lines REGEX "^[ \t]*#[ \t]*include[ \t]*[\"<](${above})/")
+      foreach(line IN LISTS lines)
+        file(RELATIVE_PATH rel "${root}" "${f}")
+        string(APPEND bad "\n  ${rel}: ${line}")
+      endforeach()
+    endforeach()
+  endforeach()
+  set(${out_violations} "${bad}" PARENT_SCOPE)
+  set(${out_files} ${count} PARENT_SCOPE)
+endfunction()
+
+if(SELF_TEST)
+  set(cases "models:engine" "models:server" "kernels:engine" "kernels:server" "kernels:models"
+            "models:kernels=ok" "engine:models=ok" "server:engine=ok")
+  foreach(c IN LISTS cases)
+    string(REGEX MATCH "^([a-z]+):([a-z]+)(=ok)?$" _ "${c}")
+    set(floor "${CMAKE_MATCH_1}")
+    set(target "${CMAKE_MATCH_2}")
+    set(allowed "${CMAKE_MATCH_3}")
+    set(root "${WORK}/layering_${floor}_${target}")
+    file(REMOVE_RECURSE "${root}")
+    file(WRITE "${root}/models/plain.h" "#include \"kernels/tensor.h\"\n")
+    file(WRITE "${root}/kernels/plain.h" "#include <vector>\n")
+    file(WRITE "${root}/${floor}/planted.h" "// planted\n  #  include \"${target}/x.h\"\n")
+    check_root("${root}" bad n)
+    if(allowed AND bad)
+      message(FATAL_ERROR "self test: a ${floor}/ -> ${target}/ include was refused:${bad}")
+    elseif(NOT allowed AND NOT bad)
+      message(FATAL_ERROR "self test: a ${floor}/ -> ${target}/ include was not caught")
+    endif()
+    file(REMOVE_RECURSE "${root}")
+  endforeach()
+  message(STATUS "layering check self test: ok")
+  return()
+endif()
+
+if(NOT ROOT)
+  message(FATAL_ERROR "usage: cmake -DROOT=<repository> -P check_layering.cmake")
+endif()
+check_root("${ROOT}" bad n)
+if(n EQUAL 0)
+  message(FATAL_ERROR "no models/ or kernels/ sources under ${ROOT}")
+endif()
+if(bad)
+  message(FATAL_ERROR "lower floors include upper ones (server -> engine -> models -> kernels):"
+                      "${bad}")
+endif()
+message(STATUS "layering: ${n} models/ and kernels/ files include only downward")

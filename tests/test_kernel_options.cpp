@@ -1,0 +1,97 @@
+// KernelOptions and the server config's "kernels" object: defaults are the measured winners,
+// every field round-trips through JSON, unknown keys and out-of-range or mistyped values are
+// errors naming "kernels.<key>", and the range check the CUDA backend applies agrees.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/kernel_options_json.h"
+#include "kernels/kernel_options.h"
+#include "models/model_config.h"
+
+using namespace mlra;
+using nlohmann::json;
+
+namespace {
+
+std::string error_of(const json& j) {
+  try {
+    parse_kernel_options(j);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options]") {
+  const KernelOptions o = parse_kernel_options(json::object());
+  CHECK(o == KernelOptions{});
+  CHECK(o.gemv_max_rows == 1);
+  CHECK(o.kv_split_per_sm == 0);
+  CHECK(kernel_options_error(o).empty());
+}
+
+TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
+  const json defaults = to_json(KernelOptions{});
+  CHECK(defaults == json{{"gemv_max_rows", 1}, {"kv_split_per_sm", 0}});
+  for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
+    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split) {
+      KernelOptions o;
+      o.gemv_max_rows = rows;
+      o.kv_split_per_sm = split;
+      const json j = to_json(o);
+      CHECK(j.size() == 2);
+      CHECK(parse_kernel_options(j) == o);
+      CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers get it
+    }
+  // A partial object sets its keys and leaves the rest at their defaults.
+  const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
+  CHECK(partial.kv_split_per_sm == 2);
+  CHECK(partial.gemv_max_rows == KernelOptions{}.gemv_max_rows);
+}
+
+TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
+          "[kernel_options]") {
+  CHECK(error_of(json{{"gemv_rows", 2}}) == "unknown config key 'kernels.gemv_rows'");
+  // Switches that lost every measurement are not options.
+  for (const char* gone : {"pdl", "query_packing", "merge", "latent_kernel", "gemv_mma"})
+    CHECK(error_of(json{{gone, 0}}) == std::string("unknown config key 'kernels.") + gone + "'");
+  CHECK(error_of(json::array()) == "config key 'kernels' must be a JSON object");
+  CHECK(error_of(json(3)) == "config key 'kernels' must be a JSON object");
+  CHECK(error_of(json(nullptr)) == "config key 'kernels' must be a JSON object");
+}
+
+TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kernel_options]") {
+  CHECK(error_of(json{{"gemv_max_rows", 9}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got 9");
+  CHECK(error_of(json{{"gemv_max_rows", -1}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got -1");
+  CHECK(error_of(json{{"kv_split_per_sm", 3}}) ==
+        "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 3");
+  CHECK(error_of(json{{"kv_split_per_sm", 1.5}}) ==
+        "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 1.5");
+  CHECK(error_of(json{{"gemv_max_rows", true}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
+  CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got \"4\"");
+  CHECK(error_of(json{{"gemv_max_rows", 18446744073709551615ull}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got 18446744073709551615");
+  CHECK(error_of(json{{"gemv_max_rows", 4294967297ll}}) ==
+        "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got 4294967297");
+  // Edges are accepted.
+  CHECK(error_of(json{{"gemv_max_rows", 0}, {"kv_split_per_sm", 2}}).empty());
+  CHECK(error_of(json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}}).empty());
+}
+
+TEST_CASE("kernel options: the backend's range check names the field", "[kernel_options]") {
+  KernelOptions o;
+  o.gemv_max_rows = 9;
+  CHECK(kernel_options_error(o) == "gemv_max_rows must be in 0..8");
+  o = KernelOptions{};
+  o.kv_split_per_sm = -1;
+  CHECK(kernel_options_error(o) == "kv_split_per_sm must be in 0..2 (0: automatic)");
+  o.kv_split_per_sm = KernelOptions::kMaxKvSplitPerSm;
+  CHECK(kernel_options_error(o).empty());
+}
