@@ -35,16 +35,16 @@ TEST_CASE("every server config under configs/ parses, validates and names a vari
     INFO(file.string());
     ServerConfig c;
     REQUIRE_NOTHROW(c = load_server_config(file));
-    CHECK(parse_variant(c.variant).has_value());
-    CHECK(c.model_dir.is_absolute());
+    CHECK(parse_variant(c.runner.variant).has_value());
+    CHECK(c.runner.model_dir.is_absolute());
   }
 }
 
 TEST_CASE("the default config's model loads as its variant, in the release's format", "[config]") {
   const ServerConfig c = load_server_config(kConfigs / "default.json");
-  const auto variant = parse_variant(c.variant);
+  const auto variant = parse_variant(c.runner.variant);
   REQUIRE(variant.has_value());
-  const LoadedModel m = load_model(c.model_dir, *variant);  // variant check + every name/shape
+  const LoadedModel m = load_model(c.runner.model_dir, *variant);  // variant check + every name/shape
   CHECK(m.config.param_count() == 11'717'568);
   CHECK(m.checkpoint->format() == "pytorch-bin");
   CHECK(m.checkpoint->files().size() == 2);
