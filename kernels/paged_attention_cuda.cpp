@@ -40,8 +40,12 @@ void validate(const PagedAttentionArgs& a) {
   if (!is_pow2(a.cache.page_size)) fail("page size must be a power of two");
   if (a.v_dim < 1 || a.v_dim > 512) fail("v_dim must be in 1..512");
   if (a.a_dim + a.r_dim < 1 || a.a_dim + a.r_dim > 1024) fail("a_dim + r_dim must be in 1..1024");
-  for (DType t : {a.q_dtype, a.out_dtype, a.cache.dtype})
+  const bool fp8 = a.cache.encoding == CacheEncoding::kFp8E4M3;
+  for (DType t : {a.q_dtype, a.out_dtype, fp8 ? DType::kF32 : a.cache.dtype})
     if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) fail("float dtypes only");
+  if (fp8 && (a.cache.fp8.values() != a.cache.row_width ||
+              int64_t(a.cache.page_size) * a.cache.fp8.quantized() % 4 != 0))
+    fail("FP8 cache layout must fill the row and keep its scales 4-byte aligned");
 }
 
 bool aligned16(const void* p) {
@@ -101,7 +105,10 @@ CudaPagedAttention::~CudaPagedAttention() {
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
-  if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0) return AttentionPath::kGeneric;
+  // The tensor-core kernels read bf16 caches; an FP8 cache goes to the generic kernel.
+  if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0 ||
+      a.cache.encoding != CacheEncoding::kPlain)
+    return AttentionPath::kGeneric;
   // Every tensor-core kernel: bf16 operands, 16-byte aligned q rows (cp.async) and cache segments
   // (the TMA tensor map: 16-byte aligned base and row pitch, 64-dim boxes at 8-element columns).
   if (a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16 || !aligned16(a.q) ||
@@ -225,6 +232,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.q_head_stride = a.q_head_stride;
   p.cache = a.cache.data;
   p.cache_dtype = a.cache.dtype;
+  p.fp8_cache = a.cache.encoding == CacheEncoding::kFp8E4M3;
+  p.fp8 = a.cache.fp8;
   p.page_shift = log2_int(a.cache.page_size);
   p.cache_rows = a.cache.num_pages * a.cache.page_size;
   if (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kKvRope128)
