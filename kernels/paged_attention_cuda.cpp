@@ -52,6 +52,22 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+// An FP8 cache takes the latent-128 decode kernel (codes and k_pe by TMA, dequantized in shared
+// memory) when each head reads one whole 128-wide group and its k_pe tail, and every plane keeps
+// TMA's 16-byte alignment; every other FP8 case runs on the generic kernel.
+AttentionPath choose_fp8_path(const PagedAttentionArgs& a) {
+  const Fp8CacheLayout& l = a.cache.fp8;
+  const int64_t ps = a.cache.page_size;
+  bool ok = a.kernel == AttentionKernel::kLatent && a.q_dtype == DType::kBF16 && aligned16(a.q) &&
+            aligned16(a.cache.data) && a.q_token_stride % 8 == 0 && a.q_head_stride % 8 == 0 &&
+            a.a_dim == 128 && a.v_dim == 128 && a.r_dim == 64 && l.group_width == 128 &&
+            l.tail == 64 && a.r_offset == l.quantized() && l.quantized() % 16 == 0 &&
+            l.page_bytes(ps) % 16 == 0 && l.tail_at(ps, 0) % 16 == 0 && ps >= 8;
+  for (int h = 0; ok && h < a.num_heads; ++h)
+    ok = a.a_offset[h] % 128 == 0 && a.v_offset[h] == a.a_offset[h];
+  return ok ? AttentionPath::kLatent128 : AttentionPath::kGeneric;
+}
+
 // Runs of consecutive heads with identical segments, cut into tiles of at most max_rows.
 std::vector<HeadTile> group_heads(const PagedAttentionArgs& a, int max_rows) {
   std::vector<HeadTile> tiles;
@@ -105,10 +121,8 @@ CudaPagedAttention::~CudaPagedAttention() {
 }
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
-  // The tensor-core kernels read bf16 caches; an FP8 cache goes to the generic kernel.
-  if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0 ||
-      a.cache.encoding != CacheEncoding::kPlain)
-    return AttentionPath::kGeneric;
+  if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0) return AttentionPath::kGeneric;
+  if (a.cache.encoding == CacheEncoding::kFp8E4M3) return choose_fp8_path(a);
   // Every tensor-core kernel: bf16 operands, 16-byte aligned q rows (cp.async) and cache segments
   // (the TMA tensor map: 16-byte aligned base and row pitch, 64-dim boxes at 8-element columns).
   if (a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16 || !aligned16(a.q) ||
@@ -161,6 +175,8 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   // 128-row prefill kernel, decode steps to the decode kernels. The expanded-prefill layout has no
   // decode kernel.
   const bool multi_token = a.num_tokens > a.num_seqs;
+  // The prefill kernel reads bf16 caches: FP8 prefill steps run on the generic kernel.
+  if (multi_token && a.cache.encoding == CacheEncoding::kFp8E4M3) path_ = AttentionPath::kGeneric;
   prefill_ = multi_token && (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kLatent128 ||
                              path_ == AttentionPath::kKvRope128);
   if (path_ == AttentionPath::kKvRope128 && !prefill_) path_ = AttentionPath::kGeneric;

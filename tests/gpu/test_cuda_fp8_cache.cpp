@@ -17,6 +17,7 @@
 #include "fp8_device_codec.h"
 #include "gpu_test_util.h"
 #include "kernels/fp8_e4m3.h"
+#include "kernels/paged_attention_cuda.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -185,56 +186,75 @@ TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the sam
         slots.push_back(indices[size_t(indptr[q] + p / ps)] * ps + p % ps);
     const int64_t n = int64_t(slots.size()), pages = int64_t(indices.size());
     Fp8Pair cache(s.layout, ps, pages);
+    // Unwritten rows hold NaN codes and NaN scales: kernels must never let them into a result.
+    std::memset(cache.cpu.data, 0xFF, cache.cpu.bytes());
     const std::vector<float> rows = spanning_rows(rng, n, W, s.layout.group_width);
     Tensor src = make(cpu, {n, W}, DType::kF32, rows);
     cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
     REQUIRE(cudaMemcpy(cache.gpu.data, cache.cpu.data, cache.cpu.bytes(), cudaMemcpyHostToDevice) ==
             cudaSuccess);
-    // A prefill chunk's tokens of the first sequence, then decode rows of the other two.
-    std::vector<int32_t> token_seq = {0, 0, 0, 0, 0, 1, 2},
-                         token_pos = {190, 191, 192, 193, 199, 76, 0};
-    const int32_t T = int32_t(token_seq.size()), qw = s.a_dim + s.r_dim;
-    const std::vector<float> q = rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
-    auto run = [&](Backend& b, const PagedCacheView& view, DType act) {
-      Tensor qt = make(b, {T, s.heads * qw}, act, q), out = b.alloc({T, s.heads * s.v_dim}, act);
-      Tensor ts = make_i32(b, token_seq), tp = make_i32(b, token_pos);
-      Tensor ip = make_i32(b, indptr), ix = make_i32(b, indices);
-      PagedAttentionArgs a;
-      a.q = qt.data;
-      a.q_dtype = act;
-      a.q_token_stride = s.heads * qw;
-      a.q_head_stride = qw;
-      a.num_tokens = T;
-      a.num_heads = s.heads;
-      a.a_dim = s.a_dim;
-      a.r_dim = s.r_dim;
-      a.v_dim = s.v_dim;
-      for (int32_t h = 0; h < s.heads; ++h) {
-        const int32_t kv = s.latent ? 0 : h % 2;
-        a.a_offset.push_back(kv * s.a_dim);
-        a.v_offset.push_back(s.latent ? 0 : (2 + kv) * s.v_dim);
-      }
-      a.r_offset = int32_t(s.layout.quantized());
-      a.cache = view;
-      a.token_seq = ts.as<int32_t>();
-      a.token_pos = tp.as<int32_t>();
-      a.page_indptr = ip.as<int32_t>();
-      a.page_indices = ix.as<int32_t>();
-      a.num_seqs = int32_t(lens.size());
-      a.scale = 0.07f;
-      a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
-      a.out = out.data;
-      a.out_dtype = act;
-      a.out_token_stride = s.heads * s.v_dim;
-      a.out_head_stride = s.v_dim;
-      b.paged_attention(a);
-      return download(b, as_mat(out, s.heads * s.v_dim));
-    };
-    const auto want = run(cpu, cache.view(cache.cpu), DType::kF32);
-    const auto got = run(gpu, cache.view(cache.gpu), DType::kBF16);
-    INFO("W " << W);
-    CHECK(all_finite(got));
-    CHECK(rel_l2(got, want) < kBf16Tol);
+    // A decode step (one token per sequence: the latent-128 kernel takes the MLRA-4 shape), then
+    // a prefill chunk of the first sequence with decode rows of the others (the generic kernel).
+    for (const bool decode : {true, false}) {
+      INFO((decode ? "decode step" : "mixed step"));
+      const std::vector<int32_t> token_seq =
+          decode ? std::vector<int32_t>{0, 1, 2} : std::vector<int32_t>{0, 0, 0, 0, 0, 1, 2};
+      const std::vector<int32_t> token_pos =
+          decode ? std::vector<int32_t>{199, 76, 0}
+                 : std::vector<int32_t>{190, 191, 192, 193, 199, 76, 0};
+      const int32_t T = int32_t(token_seq.size()), qw = s.a_dim + s.r_dim;
+      const std::vector<float> q = rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
+      auto args = [&](Backend& b, const PagedCacheView& view, DType act,
+                      std::vector<Tensor>& keep) {
+        keep = {make(b, {T, s.heads * qw}, act, q),
+                b.alloc({T, s.heads * s.v_dim}, act),
+                make_i32(b, token_seq),
+                make_i32(b, token_pos),
+                make_i32(b, indptr),
+                make_i32(b, indices)};
+        PagedAttentionArgs a;
+        a.q = keep[0].data;
+        a.q_dtype = act;
+        a.q_token_stride = s.heads * qw;
+        a.q_head_stride = qw;
+        a.num_tokens = T;
+        a.num_heads = s.heads;
+        a.a_dim = s.a_dim;
+        a.r_dim = s.r_dim;
+        a.v_dim = s.v_dim;
+        for (int32_t h = 0; h < s.heads; ++h) {
+          const int32_t kv = s.latent ? 0 : h % 2;
+          a.a_offset.push_back(kv * s.a_dim);
+          a.v_offset.push_back(s.latent ? 0 : (2 + kv) * s.v_dim);
+        }
+        a.r_offset = int32_t(s.layout.quantized());
+        a.cache = view;
+        a.token_seq = keep[2].as<int32_t>();
+        a.token_pos = keep[3].as<int32_t>();
+        a.page_indptr = keep[4].as<int32_t>();
+        a.page_indices = keep[5].as<int32_t>();
+        a.num_seqs = int32_t(lens.size());
+        a.scale = 0.07f;
+        a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
+        a.out = keep[1].data;
+        a.out_dtype = act;
+        a.out_token_stride = s.heads * s.v_dim;
+        a.out_head_stride = s.v_dim;
+        return a;
+      };
+      std::vector<Tensor> keep_c, keep_g;
+      const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
+      const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
+      if (decode && W == 192)
+        CHECK(cuda::CudaPagedAttention::choose_path(ag) == cuda::AttentionPath::kLatent128);
+      cpu.paged_attention(ac);
+      gpu.paged_attention(ag);
+      const auto want = download(cpu, as_mat(keep_c[1], s.heads * s.v_dim));
+      const auto got = download(gpu, as_mat(keep_g[1], s.heads * s.v_dim));
+      INFO("W " << W);
+      CHECK(all_finite(got));
+      CHECK(rel_l2(got, want) < kBf16Tol);
+    }
   }
 }
 
