@@ -17,16 +17,19 @@ int64_t cache_value_bytes(const std::string& backend);
 // Pages that fit in `bytes` for a rank caching `bytes_per_token` bytes per token.
 int64_t pages_for_budget(int64_t bytes, int64_t bytes_per_token, int32_t page_size);
 
-// Cache bytes a GPU can give when the server may use `fraction` of its memory in all: what is
-// still free under that cap (weights are already resident) minus a reserve for activations,
-// workspaces and recorded graphs. Negative when nothing is left.
-int64_t gpu_cache_bytes(const DeviceMemory& after_weights, double fraction, int64_t reserve_bytes);
+// Cache bytes a GPU can give one rank when the server may use `fraction` of its memory in all:
+// what is still free under that cap (weights are already resident), split evenly between the
+// `sharing_ranks` ranks on that GPU, minus the rank's reserve for activations, workspaces and
+// recorded graphs. Negative when nothing is left. Ranks sharing a GPU measure it once all of them
+// hold their weights, so each sees the same `used`.
+int64_t gpu_cache_bytes(const DeviceMemory& after_weights, double fraction, int64_t reserve_bytes,
+                        int sharing_ranks = 1);
 // The reserve: 1 GiB for a step's activations and the attention workspace, room for decode
 // graphs' logits buffers, and the expanded latent prefill's scratch (MLA / GLA).
 int64_t activation_reserve_bytes(const ModelConfig& config, int32_t cuda_graph_max_batch);
-// Pages one GPU can hold under that cap (one fewer than fit: the cache keeps a scratch page past
+// Pages one rank can hold under that cap (one fewer than fit: the cache keeps a scratch page past
 // the shared ones); <= 0 when none.
 int64_t gpu_cache_pages(const DeviceMemory& after_weights, double fraction, int64_t reserve_bytes,
-                        int64_t bytes_per_token, int32_t page_size);
+                        int64_t bytes_per_token, int32_t page_size, int sharing_ranks = 1);
 
 }  // namespace mlra

@@ -246,7 +246,7 @@ struct FieldReader {
 template <class Io, class M>
 void ready_fields(Io& io, M& m) {
   io(m.rank, m.device, m.pid, m.backend, m.weight_bytes, m.cache_bytes_per_token,
-     m.cache_values_per_token_per_layer, m.num_pages);
+     m.cache_values_per_token_per_layer, m.num_pages, m.communicator);
 }
 
 template <class Io, class M>

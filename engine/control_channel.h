@@ -177,7 +177,7 @@ class ByteReader {
 // JSON, engine/runner_config.h), and the CPU all-reduce segment. The rank comes from argv.
 struct WorkerInit {
   RunnerConfig config;
-  std::string shm_name;  // empty for cuda (NCCL)
+  std::string shm_name;  // shared-memory segment of CPU and host-staged ranks (empty for NCCL)
 };
 
 // What a worker answers a Step with: ranks > 0 always Ack; rank 0 samples (Tokens: only ids

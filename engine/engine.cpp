@@ -118,6 +118,7 @@ struct Engine::Impl {
   uint64_t next_handle = 1;
   std::mt19937_64 seed_rng;
   EngineStats snapshot;
+  std::function<void(const std::string&)> on_failure;
   std::atomic<bool> healthy{true};
   std::mutex join_mu;  // serialises concurrent shutdown() calls around join
   std::thread thread;
@@ -194,11 +195,14 @@ void Engine::Impl::step() {
   } catch (const std::exception& e) {
     spdlog::error("engine: runner failed at step {}: {}", plan.batch.step, e.what());
     healthy = false;
+    std::function<void(const std::string&)> report;
     {
       std::lock_guard lock(mu);
       stop_requested = true;
       drain = false;
+      report = on_failure;
     }
+    if (report) report(e.what());
     finish_all(FinishReason::kError, fmt::format("unavailable: {}", e.what()));
     return;
   }
@@ -383,7 +387,15 @@ EngineStats Engine::stats() const {
   return impl_->snapshot;
 }
 
-bool Engine::healthy() const { return impl_->healthy; }
+// The runner's own view catches a worker lost while the engine is idle (no step to fail).
+bool Engine::healthy() const {
+  return impl_->healthy && impl_->runner->healthy();
+}
+
+void Engine::set_failure_callback(std::function<void(const std::string&)> callback) {
+  std::lock_guard lock(impl_->mu);
+  impl_->on_failure = std::move(callback);
+}
 
 void Engine::shutdown(bool drain) {
   {

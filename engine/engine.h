@@ -73,6 +73,9 @@ class Engine {
 
   EngineStats stats() const;
   bool healthy() const;  // false after a RunnerError or when the runner reports unhealthy
+  // Called once, on the engine thread, when the runner fails, before the requests in flight get
+  // their error chunks: health can read NOT_SERVING before any client sees the failure.
+  void set_failure_callback(std::function<void(const std::string& why)> callback);
   // Stops admitting. drain: finish in-flight requests first; otherwise abort them (kAborted).
   // Blocks until the engine thread exits. Idempotent.
   void shutdown(bool drain);

@@ -10,6 +10,7 @@
 #include "engine/rank.h"
 #include "kernels/sampling.h"
 #include "kernels/thread_communicator.h"
+#include "models/model_loader.h"
 
 namespace mlra {
 namespace {
@@ -22,7 +23,8 @@ class LocalRunner final : public ModelRunner {
       throw RunnerError("in-process tp " + std::to_string(c.tp) +
                         " runs on the cpu backend only; backend '" + c.backend +
                         "' takes one worker process per rank");
-    const std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(c.model_dir);
+    const CheckedCheckpoint checked = open_checked_checkpoint(c.model_dir, config_);
+    const std::shared_ptr<Checkpoint> checkpoint = checked.checkpoint;
     std::vector<std::unique_ptr<Communicator>> comms;
     if (c.tp == 1)
       comms.push_back(make_single_rank_communicator());
@@ -34,6 +36,7 @@ class LocalRunner final : public ModelRunner {
           c, config_, *checkpoint, r, [&](Backend&) { return std::move(comms[size_t(r)]); }));
       reports.push_back(ranks_.back()->info());
     }
+    checked.checksums->wait();  // the zip CRCs, verified beside the weight upload
     int64_t pages = shared_page_count(c, config_);
     if (c.gpu_memory_fraction > 0) {
       pages = settle_gpu_pages(c, reports);

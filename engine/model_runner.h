@@ -25,7 +25,8 @@ struct RankInfo {
   int64_t weight_bytes = 0;
   int64_t cache_bytes_per_token = 0;  // all layers
   int64_t cache_values_per_token_per_layer = 0;
-  int64_t num_pages = 0;  // allocated, or (GPU-sized cache, before allocation) the most that fit
+  int64_t num_pages = 0;     // allocated, or (GPU-sized cache, before allocation) the most that fit
+  std::string communicator;  // a worker's all-reduce (communicator_kind_name); empty in-process
 };
 
 struct RunnerInfo {

@@ -54,7 +54,9 @@ ProcessRunner::ProcessRunner(const RunnerConfig& c, const WorkerProcessOptions& 
   for (auto& s : env_storage_) envp_.push_back(s.data());
   envp_.push_back(nullptr);
 
-  if (c.backend == "cpu") shm_ = std::make_unique<ShmSegment>(c.tp);
+  comm_kind_ = rank_communicator(run_config_);
+  if (comm_kind_ == CommunicatorKind::kSharedMemory || comm_kind_ == CommunicatorKind::kHostStaged)
+    shm_ = std::make_unique<ShmSegment>(c.tp);
   workers_.reserve(size_t(c.tp));
   try {
     for (int r = 0; r < c.tp; ++r) spawn(r);
@@ -70,9 +72,9 @@ ProcessRunner::ProcessRunner(const RunnerConfig& c, const WorkerProcessOptions& 
   info_ = runner_info(run_config_, config_, ready_, num_pages);
   for (const RankInfo& r : info_.ranks)
     spdlog::info(
-        "tp rank {} (pid {}, {}, device {}): weights {:.1f} MB, cache {} values/token/layer = {} "
-        "bytes/token, {} pages x {}",
-        r.rank, r.pid, r.backend, r.device, r.weight_bytes / 1e6,
+        "tp rank {} (pid {}, {}, device {}, {} all-reduce): weights {:.1f} MB, cache {} "
+        "values/token/layer = {} bytes/token, {} pages x {}",
+        r.rank, r.pid, r.backend, r.device, r.communicator, r.weight_bytes / 1e6,
         r.cache_values_per_token_per_layer, r.cache_bytes_per_token, r.num_pages, c.page_size);
 }
 
@@ -114,7 +116,7 @@ void ProcessRunner::load() {
   const std::vector<char> init = encode(WorkerInit{run_config_, shm_ ? shm_->name() : ""});
   for (Worker& w : workers_)
     guarded(w, "Init", [&] { w.channel.send(MessageType::kInit, 0, init, deadline); });
-  if (run_config_.backend == "cuda" && run_config_.tp > 1) {
+  if (comm_kind_ == CommunicatorKind::kNccl) {
     Message id;
     Worker& w0 = workers_[0];
     guarded(w0, "NcclId", [&] {

@@ -1,7 +1,8 @@
 // Multi-process tensor-parallel ModelRunner: spawns one worker process per rank (fork + exec of
 // `<binary> worker --rank r --fd K`), sends each the RunnerConfig whole, and each builds its Rank
-// (engine/rank.h: Transformer shard, weights and cache pages) on its own device; then drives
-// them in explicit lockstep over control channels.
+// (engine/rank.h: Transformer shard, weights and cache pages) on its device (ranks may share one:
+// then they sum through host memory, kernels/host_staged_communicator.h); then drives them in
+// explicit lockstep over control channels.
 // Rank 0's worker samples its logits where they are, so a step returns token ids (and asked-for
 // logprobs), not [rows, vocab] floats; raw-logits steps remain for tools and tests.
 // Any lost worker (exit, crash, EOF, timeout, error) is fatal: all workers are killed and reaped,
@@ -19,6 +20,7 @@
 #include "engine/control_channel.h"
 #include "engine/model_runner.h"
 #include "engine/runner_factory.h"
+#include "kernels/communicator.h"
 
 namespace mlra {
 
@@ -73,6 +75,7 @@ class ProcessRunner final : public ModelRunner {
   std::vector<Worker> workers_;
   std::vector<pid_t> pids_;      // fixed after spawning: healthy() reads it from other threads
   std::vector<RankInfo> ready_;  // what each rank reported when it finished loading
+  CommunicatorKind comm_kind_ = CommunicatorKind::kSingleRank;
   std::unique_ptr<ShmSegment> shm_;
   std::vector<char*> envp_;
   std::vector<std::string> env_storage_;

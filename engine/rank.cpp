@@ -24,6 +24,16 @@ std::unique_ptr<Backend> make_rank_backend(const RunnerConfig& config, int devic
   throw RunnerError("backend '" + config.backend + "' is not available in this build");
 }
 
+// Ranks sharing a device measure its free memory only once every one of them holds its weights:
+// an all-reduce of one value is the barrier.
+void wait_for_peers(Communicator& comm, Backend& backend) {
+  Tensor one = backend.alloc({1}, DType::kF32);
+  const float zero = 0.0f;
+  backend.upload_f32(one, &zero);
+  comm.all_reduce_sum(one.data, 1, DType::kF32);
+  backend.synchronize();
+}
+
 }  // namespace
 
 ModelConfig runner_model_config(const RunnerConfig& config) {
@@ -36,6 +46,7 @@ ModelConfig runner_model_config(const RunnerConfig& config) {
   if (config.mla_tp_mode == LatentTpMode::kTpla && variant.kind != AttentionKind::kMla)
     throw RunnerError("mla_tp_mode tpla applies to MLA checkpoints only, not " + variant.name());
   if (auto why = unsupported_tp_reason(model, config.tp); !why.empty()) throw RunnerError(why);
+  rank_devices(config);  // one device per rank, or a ConfigError naming tp_devices
   return model;
 }
 
@@ -111,11 +122,16 @@ Rank::Rank(const RunnerConfig& config, const ModelConfig& model, const Checkpoin
   info_.weight_bytes = model_->weight_bytes();
   info_.cache_bytes_per_token = model_->cache_bytes_per_token();
   info_.cache_values_per_token_per_layer = plan.cache_width;
-  info_.num_pages =
-      gpu_sized ? gpu_cache_pages(backend_->memory(), config.gpu_memory_fraction,
-                                  activation_reserve_bytes(model, config.cuda_graph_max_batch),
-                                  info_.cache_bytes_per_token, config.page_size)
-                : shared;
+  info_.num_pages = shared;
+  if (gpu_sized) {
+    // A collective: every rank joins, also one alone on its device.
+    if (rank_communicator(config) == CommunicatorKind::kHostStaged)
+      wait_for_peers(*comm_, *backend_);
+    info_.num_pages = gpu_cache_pages(backend_->memory(), config.gpu_memory_fraction,
+                                      activation_reserve_bytes(model, config.cuda_graph_max_batch),
+                                      info_.cache_bytes_per_token, config.page_size,
+                                      ranks_sharing_device(rank_devices(config), rank));
+  }
   if (config.cuda_graph_max_batch > 0 && backend_->supports_capture())
     model_->enable_decode_graphs(config.cuda_graph_max_batch);
 }

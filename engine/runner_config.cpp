@@ -71,6 +71,14 @@ const std::map<std::string, Key>& keys() {
       {"backend", field(&RunnerConfig::backend)},
       {"tp", field(&RunnerConfig::tp)},
       {"device", field(&RunnerConfig::device)},
+      {"tp_devices",
+       {[](RunnerConfig& c, const std::string& key, const Json& v, const fs::path&) {
+          if (!v.is_array())
+            throw ConfigError(fmt::format("config key '{}': wrong type ({})", key, v.dump()));
+          c.tp_devices.clear();
+          for (const Json& d : v) c.tp_devices.push_back(config_value<int32_t>(key, d));
+        },
+        [](const RunnerConfig& c) { return Json(c.tp_devices); }}},
       {"mla_tp_mode", named(
                           [](auto& c) -> auto& { return c.mla_tp_mode; }, parse_latent_tp_mode,
                           latent_tp_mode_name, "replicate or tpla")},
@@ -118,7 +126,20 @@ void require(bool ok, const std::string& key, const std::string& why) {
 }  // namespace
 
 int32_t rank_device(const RunnerConfig& config, int rank) {
-  return config.device + rank;
+  return rank_devices(config).at(size_t(rank));
+}
+
+std::vector<int32_t> rank_devices(const RunnerConfig& config) {
+  try {
+    return tp_device_list(config.tp_devices, config.device, config.tp);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(fmt::format("config key 'tp_devices': {}", e.what()));
+  }
+}
+
+CommunicatorKind rank_communicator(const RunnerConfig& config) {
+  return communicator_kind(config.backend == "cuda" ? DeviceKind::kCuda : DeviceKind::kCpu,
+                           rank_devices(config));
 }
 
 bool set_runner_key(RunnerConfig& config, const std::string& key, const Json& value,
@@ -137,6 +158,9 @@ void validate_runner_config(const RunnerConfig& c) {
           fmt::format("'{}' is not cpu or cuda", c.backend));
   require(c.tp >= 1 && c.tp <= 64, "tp", "must be in [1, 64]");
   require(c.device >= 0, "device", "must be >= 0");
+  // One entry per rank is checked where the runner starts (rank_devices): tp and tp_devices
+  // may arrive as two overrides, in either order.
+  for (int32_t d : c.tp_devices) require(d >= 0, "tp_devices", "devices must be >= 0");
   require(!c.tpla.transform.empty(), "tpla_transform", "must not be empty");
   require(c.tpla.slices >= 0, "tpla_slices", "must be >= 0");
   require(c.latent_prefill.scratch_bytes >= 0, "latent_prefill_scratch_bytes", "must be >= 0");

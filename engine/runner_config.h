@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "kernels/communicator.h"
 #include "kernels/kernel_options.h"
 #include "kernels/paged_attention.h"
 #include "models/model_config.h"
@@ -22,8 +24,10 @@ struct RunnerConfig {
   std::string variant = "mlra4";    // attention variant name (models/variant.h)
   std::string backend = "cpu";      // "cpu" | "cuda"
   int32_t tp = 1;                   // tensor-parallel degree
-  // Device placement: rank_device() alone maps a rank to its device ordinal (device + rank).
-  int32_t device = 0;                                   // backend cuda: the first device
+  // Device placement: rank_device() alone maps a rank to its device ordinal (tp_devices[rank]
+  // when listed, else device + rank).
+  int32_t device = 0;               // backend cuda: the first device
+  std::vector<int32_t> tp_devices;  // or each rank's device, one entry per rank (may repeat)
   LatentTpMode mla_tp_mode = LatentTpMode::kReplicate;  // MLA checkpoints: replicate or TPLA
   TplaOptions tpla;  // keys tpla_transform, tpla_pd_separation, tpla_seed, tpla_slices
   // MLA / GLA prefill chunks, absorbed or expanded: keys latent_prefill (the mode) and
@@ -43,8 +47,13 @@ struct RunnerConfig {
   bool operator==(const RunnerConfig&) const = default;
 };
 
-// The device ordinal TP rank `rank` runs on: device + rank.
+// The device ordinal TP rank `rank` runs on: tp_devices[rank] when listed, else device + rank.
 int32_t rank_device(const RunnerConfig& config, int rank);
+// Every rank's device (ConfigError unless tp_devices is empty or lists one per rank), and the
+// communicator the ranks use with it: ranks that share a device (NCCL refuses two on one) sum
+// host-staged, kernels/host_staged_communicator.h.
+std::vector<int32_t> rank_devices(const RunnerConfig& config);
+CommunicatorKind rank_communicator(const RunnerConfig& config);
 
 // Sets the field of config key `key` (ConfigError naming the key on a wrong type or value).
 // Returns false when `key` is not a runner key. Relative model_dir and tpla_transform paths

@@ -26,6 +26,15 @@ Setter field(T ServerConfig::*member) {
                   const std::filesystem::path&) { c.*member = config_value<T>(key, v); };
 }
 
+// A file path that resolves like model_dir: relative to the config file's folder.
+Setter path_field(std::string ServerConfig::*member) {
+  return [member](ServerConfig& c, const std::string& key, const Json& v,
+                  const std::filesystem::path& base) {
+    const std::filesystem::path p = config_value<std::string>(key, v);
+    c.*member = p.empty() || p.is_absolute() ? p.string() : (base / p).lexically_normal().string();
+  };
+}
+
 const std::map<std::string, Setter>& setters() {
   static const std::map<std::string, Setter> table = {
       {"dtype", field(&ServerConfig::dtype)},
@@ -39,6 +48,10 @@ const std::map<std::string, Setter>& setters() {
       {"metrics_port", field(&ServerConfig::metrics_port)},
       {"log_level", field(&ServerConfig::log_level)},
       {"log_prompts", field(&ServerConfig::log_prompts)},
+      {"api_key", field(&ServerConfig::api_key)},
+      {"tls_cert_file", path_field(&ServerConfig::tls_cert_file)},
+      {"tls_key_file", path_field(&ServerConfig::tls_key_file)},
+      {"grpc_memory_bytes", field(&ServerConfig::grpc_memory_bytes)},
   };
   return table;
 }
@@ -118,6 +131,10 @@ void validate_server_config(const ServerConfig& c) {
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
   require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}),
           "log_level", fmt::format("'{}' is not a spdlog level", c.log_level));
+  require(c.tls_cert_file.empty() == c.tls_key_file.empty(), "tls_cert_file",
+          "tls_cert_file and tls_key_file go together");
+  require(c.grpc_memory_bytes == 0 || c.grpc_memory_bytes >= (int64_t(16) << 20),
+          "grpc_memory_bytes", "must be 0 (gRPC's default) or at least 16 MiB");
 }
 
 std::string effective_dtype(const ServerConfig& c) {
@@ -135,7 +152,10 @@ Json to_json(const ServerConfig& c) {
                 {"max_rpc_threads", c.max_rpc_threads},
                 {"metrics_port", c.metrics_port},
                 {"log_level", c.log_level},
-                {"log_prompts", c.log_prompts}};
+                {"log_prompts", c.log_prompts},
+                {"tls_cert_file", c.tls_cert_file},
+                {"tls_key_file", c.tls_key_file},
+                {"grpc_memory_bytes", c.grpc_memory_bytes}};  // api_key: never written out
   j.update(to_json(c.runner));
   return j;
 }

@@ -24,12 +24,18 @@ struct ServerConfig {
   int32_t max_step_tokens = 512;
   int32_t max_waiting = 1024;
   bool prefix_cache = true;
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";  // loopback only; "0.0.0.0" (or an interface) to expose
   int32_t port = 50051;
   int32_t max_rpc_threads = 2048;  // gRPC threads: one per in-flight Generate/Complete
   int32_t metrics_port = 0;        // 0: no metrics endpoint
   std::string log_level = "info";  // spdlog level name
   bool log_prompts = false;        // request log lines carry the prompt text
+  // Authentication (server/auth.h): the key every call must send as "authorization: Bearer
+  // <key>" (empty: MLRA_API_KEY from the environment, or none); never logged nor written out.
+  std::string api_key;
+  std::string tls_cert_file;  // PEM; with tls_key_file: gRPC over TLS
+  std::string tls_key_file;
+  int64_t grpc_memory_bytes = 256LL << 20;  // gRPC's buffer memory quota (0: gRPC's default)
 };
 
 // Throws ConfigError naming the offending key (unknown key, wrong type, out of range).

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -41,6 +42,14 @@ struct TensorInfo {
   }
 };
 
+// Bytes of a shard whose CRC-32 the file declares (a zip member of a torch.save .bin), checked by
+// verify_checkpoint_checksums (models/checkpoint_integrity.h).
+struct ChecksummedRegion {
+  std::string where;  // "<file>: zip entry '<name>'"
+  std::span<const std::byte> bytes;
+  uint32_t crc32 = 0;
+};
+
 // A half-open index range [begin, end) along one dimension.
 using Range = std::pair<int64_t, int64_t>;
 
@@ -63,8 +72,11 @@ class Checkpoint {
   virtual std::string format() const = 0;  // "pytorch-bin" or "safetensors"
   virtual std::vector<std::string> files() const = 0;
   virtual uint64_t total_bytes() const = 0;  // mapped bytes over all shards
+  // Every region whose CRC-32 the shards declare, in file order (none for safetensors).
+  virtual const std::vector<ChecksummedRegion>& checksummed_regions() const;
 
-  // The whole tensor, converted to float32, row-major contiguous.
+  // The whole tensor, converted to float32, row-major contiguous. Every value read is checked
+  // finite: a NaN or infinity throws CheckpointError naming the tensor and the element.
   std::vector<float> read_f32(const std::string& name) const;
   // A hyper-rectangle: one Range per dimension; result is row-major contiguous float32.
   std::vector<float> read_f32(const std::string& name, const std::vector<Range>& ranges) const;

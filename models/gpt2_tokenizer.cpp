@@ -25,6 +25,7 @@ namespace {
 constexpr std::string_view kEotText = "<|endoftext|>";
 constexpr size_t kMaxCachedWordBytes = 64;
 constexpr size_t kMaxCachedWords = 1 << 17;
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
 
 // GPT-2's pattern with \s spelled out as Unicode White_Space, the class tiktoken's regex engine
 // and Python's `regex` use. PCRE2's UCP \s would also match U+180E, and JavaScript's \s (npm
@@ -83,6 +84,10 @@ std::string unspell(const std::string& spelled) {
 }
 
 std::string read_text(const fs::path& path) {
+  std::error_code ec;
+  const auto type = fs::status(path, ec).type();
+  if (type != fs::file_type::regular && type != fs::file_type::not_found)
+    throw TokenizerError("tokenizer file " + path.string() + " is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw TokenizerError("cannot open tokenizer file " + path.string());
   std::ostringstream ss;
@@ -90,19 +95,19 @@ std::string read_text(const fs::path& path) {
   return ss.str();
 }
 
-nlohmann::json parse_json(const fs::path& path) {
+nlohmann::json parse_json(std::string_view text, const std::string& what) {
   try {
-    return nlohmann::json::parse(read_text(path));
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw TokenizerError(path.string() + ": invalid JSON: " + e.what());
+    throw TokenizerError(what + ": invalid JSON: " + e.what());
   }
 }
 
 using MergePairs = std::vector<std::pair<std::string, std::string>>;
 
 // vocab.bpe / merges.txt: an optional "#version" line, then "left right" per line, rank = order.
-MergePairs parse_merges_text(const fs::path& path) {
-  std::istringstream in(read_text(path));
+MergePairs parse_merges_text(std::string_view text, const std::string& what) {
+  std::istringstream in{std::string(text)};
   MergePairs pairs;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
@@ -110,11 +115,23 @@ MergePairs parse_merges_text(const fs::path& path) {
     if (line.empty() || (line_no == 1 && line.starts_with("#"))) continue;
     const size_t space = line.find(' ');
     if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-      throw TokenizerError(path.string() + ":" + std::to_string(line_no) +
-                           ": expected 'left right', got '" + line + "'");
+      throw TokenizerError(what + ":" + std::to_string(line_no) + ": expected 'left right', got '" +
+                           line + "'");
     pairs.emplace_back(line.substr(0, space), line.substr(space + 1));
   }
   return pairs;
+}
+
+// A token id from a JSON value, inside [0, kMaxVocab): a hostile file must not size the
+// vocabulary table (one string per id) to billions of entries.
+int32_t token_id(const nlohmann::json& id, const std::string& what, const std::string& token) {
+  if (!id.is_number_integer())
+    throw TokenizerError(what + ": id of '" + token + "' is not an integer");
+  const int64_t v = id.get<int64_t>();
+  if (v < 0 || v >= kMaxVocab)
+    throw TokenizerError(what + ": id " + std::to_string(v) + " of '" + token + "' outside [0, " +
+                         std::to_string(kMaxVocab) + ")");
+  return static_cast<int32_t>(v);
 }
 
 struct RegexDeleter {
@@ -204,10 +221,7 @@ SpelledVocab vocab_from_json(const nlohmann::json& j, const std::string& what) {
   if (!j.is_object()) throw TokenizerError(what + ": expected an object of token -> id");
   SpelledVocab vocab;
   vocab.reserve(j.size());
-  for (const auto& [token, id] : j.items()) {
-    if (!id.is_number_integer()) throw TokenizerError(what + ": id of '" + token + "' not an int");
-    vocab.emplace_back(token, id.get<int32_t>());
-  }
+  for (const auto& [token, id] : j.items()) vocab.emplace_back(token, token_id(id, what, token));
   return vocab;
 }
 
@@ -217,10 +231,9 @@ Gpt2Tokenizer Gpt2Tokenizer::load(const fs::path& dir) {
   const std::pair<const char*, const char*> kPairs[] = {{"encoder.json", "vocab.bpe"},
                                                         {"vocab.json", "merges.txt"}};
   for (const auto& [vocab_file, merges_file] : kPairs) {
-    if (fs::exists(dir / vocab_file) && fs::exists(dir / merges_file)) {
-      const auto vocab = vocab_from_json(parse_json(dir / vocab_file), (dir / vocab_file).string());
-      return Gpt2Tokenizer(build_state(vocab, parse_merges_text(dir / merges_file), {}));
-    }
+    if (fs::exists(dir / vocab_file) && fs::exists(dir / merges_file))
+      return parse_bpe(read_text(dir / vocab_file), read_text(dir / merges_file),
+                       (dir / vocab_file).string(), (dir / merges_file).string());
   }
   if (fs::exists(dir / "tokenizer.json")) return load_hf_json(dir / "tokenizer.json");
   throw TokenizerError("no tokenizer files in " + dir.string() +
@@ -229,9 +242,19 @@ Gpt2Tokenizer Gpt2Tokenizer::load(const fs::path& dir) {
 }
 
 Gpt2Tokenizer Gpt2Tokenizer::load_hf_json(const fs::path& file) {
-  const nlohmann::json j = parse_json(file);
-  const std::string what = file.string();
-  if (!j.contains("model") || !j["model"].is_object())
+  return parse_hf_json(read_text(file), file.string());
+}
+
+Gpt2Tokenizer Gpt2Tokenizer::parse_bpe(std::string_view vocab_json, std::string_view merges,
+                                       const std::string& vocab_label,
+                                       const std::string& merges_label) {
+  const auto vocab = vocab_from_json(parse_json(vocab_json, vocab_label), vocab_label);
+  return Gpt2Tokenizer(build_state(vocab, parse_merges_text(merges, merges_label), {}));
+}
+
+Gpt2Tokenizer Gpt2Tokenizer::parse_hf_json(std::string_view text, const std::string& what) {
+  const nlohmann::json j = parse_json(text, what);
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     throw TokenizerError(what + ": no 'model' object");
   const auto& model = j["model"];
   if (model.contains("type") && model["type"] != "BPE")
@@ -252,8 +275,13 @@ Gpt2Tokenizer Gpt2Tokenizer::load_hf_json(const fs::path& file) {
   }
   SpelledVocab specials;
   if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (const auto& t : j["added_tokens"])
-      specials.emplace_back(t.at("content").get<std::string>(), t.at("id").get<int32_t>());
+    for (const auto& t : j["added_tokens"]) {
+      if (!t.is_object() || !t.contains("content") || !t["content"].is_string() ||
+          !t.contains("id"))
+        throw TokenizerError(what + ": malformed added token " + t.dump());
+      const std::string content = t["content"].get<std::string>();
+      specials.emplace_back(content, token_id(t["id"], what, content));
+    }
   return Gpt2Tokenizer(build_state(vocab_from_json(model["vocab"], what), merges, specials));
 }
 

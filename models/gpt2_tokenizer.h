@@ -27,6 +27,12 @@ class Gpt2Tokenizer {
   static Gpt2Tokenizer load(const std::filesystem::path& dir);
   // A HuggingFace tokenizer.json (model.type "BPE", byte-level). Throws TokenizerError.
   static Gpt2Tokenizer load_hf_json(const std::filesystem::path& file);
+  // The same from file contents already in memory; the labels name them in errors.
+  static Gpt2Tokenizer parse_bpe(std::string_view vocab_json, std::string_view merges,
+                                 const std::string& vocab_label = "vocabulary",
+                                 const std::string& merges_label = "merges");
+  static Gpt2Tokenizer parse_hf_json(std::string_view text,
+                                     const std::string& label = "tokenizer.json");
 
   // Text -> ids; special tokens are not parsed ("<|endoftext|>" becomes ordinary text, like
   // tiktoken's encode_ordinary). Throws TokenizerError on invalid UTF-8.

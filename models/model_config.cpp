@@ -107,6 +107,29 @@ int64_t ModelConfig::param_count() const {
 }
 
 void ModelConfig::validate() const {
+  // Upper bounds far above any real model keep every product of dimensions (tensor sizes,
+  // parameter counts) inside int64 and a hostile config.json from sizing huge tables.
+  const struct {
+    const char* name;
+    int64_t value, max;
+  } kBounds[] = {{"n_layer", n_layer, 1 << 10},
+                 {"n_head", n_head, 1 << 10},
+                 {"n_embd", n_embd, 1 << 16},
+                 {"intermediate_size", intermediate_size, 1 << 20},
+                 {"vocab_size", vocab_size, 1 << 22},
+                 {"block_size", block_size, 1 << 24},
+                 {"head_dim", head_dim, 1 << 12},
+                 {"group_size", group_size, 1 << 10},
+                 {"share_q_dim", share_q_dim, 1 << 16},
+                 {"rank", rank, 1 << 12},
+                 {"q_rank", q_rank, 1 << 12},
+                 {"q_lora_rank", q_lora_rank, 1 << 16},
+                 {"kv_lora_rank", kv_lora_rank, 1 << 16},
+                 {"qk_nope_head_dim", qk_nope_head_dim, 1 << 12},
+                 {"qk_rope_head_dim", qk_rope_head_dim, 1 << 12}};
+  for (const auto& b : kBounds)
+    require(b.value >= 0 && b.value <= b.max, std::string(b.name) + " " + std::to_string(b.value) +
+                                                  " outside [0, " + std::to_string(b.max) + "]");
   require(n_layer > 0, "n_layer must be positive");
   require(n_head > 0, "n_head must be positive");
   require(n_embd > 0, "n_embd must be positive");
@@ -192,6 +215,10 @@ ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant) 
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path, const Variant& variant) {
+  std::error_code ec;
+  const auto type = std::filesystem::status(path, ec).type();
+  if (type != std::filesystem::file_type::regular && type != std::filesystem::file_type::not_found)
+    throw ConfigError(path.string() + ": not a regular file");
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot open " + path.string());
   nlohmann::json j;

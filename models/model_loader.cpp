@@ -1,4 +1,6 @@
-// load_model: config.json -> Checkpoint::open (progress on a tty) -> check_variant -> validate.
+// load_model: config.json -> Checkpoint::open (progress on a tty) -> check_variant -> validate
+// -> CRC-32. open_checked_checkpoint: the same checks for a config the runner already read, the
+// CRC-32 pass running in the background while the runner loads the weights.
 // The variant check runs before shape validation so a wrong --attention gets the message that
 // says what the checkpoint holds instead of a list of missing tensors.
 #include "models/model_loader.h"
@@ -10,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "models/checkpoint_integrity.h"
 #include "models/checkpoint_validator.h"
 #include "models/variant_inference.h"
 
@@ -31,6 +34,7 @@ LoadedModel load_model(const std::filesystem::path& dir, const Variant& variant)
   if (tty) std::fputc('\n', stderr);
   check_variant(*m.checkpoint, m.config);
   validate_checkpoint(*m.checkpoint, m.config);
+  verify_checkpoint_checksums(*m.checkpoint);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info(
@@ -39,6 +43,16 @@ LoadedModel load_model(const std::filesystem::path& dir, const Variant& variant)
       m.checkpoint->names().size(), m.checkpoint->total_bytes() / 1e9, variant.name(),
       m.config.param_count(), ms);
   return m;
+}
+
+CheckedCheckpoint open_checked_checkpoint(const std::filesystem::path& dir,
+                                          const ModelConfig& config, int rank, int ranks) {
+  CheckedCheckpoint c;
+  c.checkpoint = Checkpoint::open(dir);
+  check_variant(*c.checkpoint, config);
+  validate_checkpoint(*c.checkpoint, config);
+  c.checksums = std::make_unique<BackgroundChecksums>(c.checkpoint, rank, ranks);
+  return c;
 }
 
 }  // namespace mlra

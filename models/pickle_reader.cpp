@@ -238,6 +238,12 @@ Value* Unpickler::rebuild_tensor(const std::vector<Value*>& a) {
     throw error("tensor reaches element " + std::to_string(static_cast<int64_t>(last)) +
                 " of storage '" + t->tensor.storage.key + "' holding only " +
                 std::to_string(t->tensor.storage.numel));
+  // More elements than its storage means a view overlapping itself (stride 0, expand()): a
+  // handful of stored bytes would unfold into terabytes on read.
+  if (numel > t->tensor.storage.numel - t->tensor.storage_offset)
+    throw error("tensor of " + std::to_string(static_cast<int64_t>(numel)) +
+                " elements overlaps itself in storage '" + t->tensor.storage.key + "' of " +
+                std::to_string(t->tensor.storage.numel) + " elements");
   return t;
 }
 

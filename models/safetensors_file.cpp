@@ -10,6 +10,7 @@ namespace mlra {
 namespace {
 
 constexpr uint64_t kMaxHeader = 100u << 20;
+constexpr uint64_t kMaxElements = uint64_t{1} << 50;
 
 DType parse_dtype(const std::string& s, const std::string& where) {
   if (s == "F32") return DType::kF32;
@@ -20,8 +21,8 @@ DType parse_dtype(const std::string& s, const std::string& where) {
 
 }  // namespace
 
-std::vector<TensorInfo> index_safetensors(const MappedFile& file, const std::string& label) {
-  const auto bytes = file.bytes();
+std::vector<TensorInfo> index_safetensors(std::span<const std::byte> bytes,
+                                          const std::string& label) {
   if (bytes.size() < 8) throw CheckpointError(label + ": truncated safetensors file (no header)");
   const uint64_t header_len = load_u64(bytes.data());
   if (header_len > kMaxHeader || header_len > bytes.size() - 8)
@@ -52,11 +53,13 @@ std::vector<TensorInfo> index_safetensors(const MappedFile& file, const std::str
     if (e["shape"].size() > 8) throw CheckpointError(where + ": rank above 8");
     uint64_t numel = 1;
     for (const auto& d : e["shape"]) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t{1} << 40))
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > kMaxElements)
         throw CheckpointError(where + ": bad shape");
-      t.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
-      if (numel > (uint64_t{1} << 50)) throw CheckpointError(where + ": tensor too large");
+      const uint64_t n = d.get<uint64_t>();
+      t.shape.push_back(static_cast<int64_t>(n));
+      // Checked before multiplying: [2^40, 2^40] would wrap to 0 elements.
+      if (n != 0 && numel > kMaxElements / n) throw CheckpointError(where + ": tensor too large");
+      numel *= n;
     }
     t.strides.assign(t.shape.size(), 1);
     for (size_t k = t.shape.size(); k-- > 1;) t.strides[k - 1] = t.strides[k] * t.shape[k];

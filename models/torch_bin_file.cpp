@@ -5,13 +5,14 @@
 
 #include <map>
 
+#include "models/checkpoint_integrity.h"
 #include "models/pickle_reader.h"
 #include "models/zip_archive.h"
 
 namespace mlra {
 
-std::vector<TensorInfo> index_torch_bin(const MappedFile& file, const std::string& label) {
-  ZipArchive zip(file.bytes(), label);
+TorchBinIndex index_torch_bin(std::span<const std::byte> file_bytes, const std::string& label) {
+  ZipArchive zip(file_bytes, label);
   std::string prefix;
   int found = 0;
   for (const auto& name : zip.names()) {
@@ -30,9 +31,11 @@ std::vector<TensorInfo> index_torch_bin(const MappedFile& file, const std::strin
       throw CheckpointError(label + ": big-endian torch.save files are not supported");
   }
 
+  zip.verify(prefix + "data.pkl");
   const auto pickled = unpickle_state_dict(zip.entry(prefix + "data.pkl"), label);
   std::map<std::string, DType> storage_dtype;  // one storage must have one dtype
-  std::vector<TensorInfo> out;
+  TorchBinIndex index;
+  std::vector<TensorInfo>& out = index.tensors;
   out.reserve(pickled.size());
   for (const auto& p : pickled) {
     const std::string entry = prefix + "data/" + p.storage.key;
@@ -59,7 +62,12 @@ std::vector<TensorInfo> index_torch_bin(const MappedFile& file, const std::strin
     t.storage_id = label + ":" + p.storage.key;
     out.push_back(std::move(t));
   }
-  return out;
+  for (const auto& name : zip.names()) {
+    if (name == prefix + "data.pkl") continue;
+    const ZipEntry& e = zip.entry_info(name);
+    index.regions.push_back({label + ": zip entry '" + name + "'", e.data, e.crc32});
+  }
+  return index;
 }
 
 }  // namespace mlra

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "models/checkpoint.h"
+#include "models/checkpoint_integrity.h"
 #include "models/le_bytes.h"
 
 namespace mlra {
@@ -35,14 +36,23 @@ ZipArchive::ZipArchive(std::span<const std::byte> bytes, std::string label)
 }
 
 std::span<const std::byte> ZipArchive::entry(const std::string& name) const {
+  return entry_info(name).data;
+}
+
+const ZipEntry& ZipArchive::entry_info(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw CheckpointError(label_ + ": zip entry '" + name + "' not found");
   return it->second;
 }
 
+void ZipArchive::verify(const std::string& name) const {
+  const ZipEntry& e = entry_info(name);
+  check_crc32(e.data, e.crc32, label_ + ": zip entry '" + name + "'");
+}
+
 std::vector<std::string> ZipArchive::names() const {
   std::vector<std::string> out;
-  for (const auto& [name, span] : entries_) out.push_back(name);
+  for (const auto& [name, e] : entries_) out.push_back(name);
   return out;
 }
 
@@ -87,6 +97,7 @@ void ZipArchive::read_directory() {
       throw fail("bad central directory header #" + std::to_string(i));
     const uint16_t flags = load_u16(base + p + 8);
     const uint16_t method = load_u16(base + p + 10);
+    const uint32_t crc = load_u32(base + p + 16);
     uint64_t comp = load_u32(base + p + 20);
     uint64_t uncomp = load_u32(base + p + 24);
     const uint64_t name_len = load_u16(base + p + 28);
@@ -133,7 +144,7 @@ void ZipArchive::read_directory() {
                     base + p + kCentralSize))
       throw fail("local header name of '" + name + "' differs from the central directory");
     if (!inside(data, comp)) throw fail("data of '" + name + "' lies outside the file");
-    if (!entries_.emplace(name, std::span<const std::byte>(base + data, comp)).second)
+    if (!entries_.emplace(name, ZipEntry{{base + data, comp}, crc}).second)
       throw fail("duplicate entry '" + name + "'");
     p += kCentralSize + var_len;
   }

@@ -7,6 +7,9 @@ into a temporary folder at start-up, so the stubs always match the proto in this
 
   scripts/client.py --prompt "Hello" --max-tokens 32 --stream
   scripts/client.py --health | --info | --stats
+  scripts/client.py --api-key KEY --tls-ca server.pem --addr host:50051 --prompt "Hi"
+A server that requires an API key gets it as metadata "authorization: Bearer KEY" (--api-key,
+default $MLRA_API_KEY); --tls-ca names the PEM certificate(s) to trust for a TLS server.
 Exit codes: 0 ok (health: SERVING), 1 RPC failure or not SERVING, 2 bad arguments.
 """
 import argparse
@@ -36,12 +39,12 @@ def load_stubs():
     return importlib.import_module("mlra_pb2"), importlib.import_module("mlra_pb2_grpc"), out
 
 
-def health_check(grpc, channel, timeout):
+def health_check(grpc, channel, timeout, metadata):
     """grpc.health.v1.Health/Check for the whole server, with hand-encoded messages: the request
     is empty (service ""), the response is field 1 (varint status). Returns the status name."""
     check = channel.unary_unary("/grpc.health.v1.Health/Check",
                                 request_serializer=lambda b: b, response_deserializer=lambda b: b)
-    raw = check(b"", timeout=timeout)
+    raw = check(b"", timeout=timeout, metadata=metadata)
     status = raw[1] if len(raw) >= 2 and raw[0] == 0x08 else 0
     return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status,
                                                                                  "UNKNOWN")
@@ -74,16 +77,16 @@ def summary(pb, request_id, reason, usage, ids, show_ids):
         print(f"[token_ids={','.join(map(str, ids))}]", file=sys.stderr)
 
 
-def generate(pb, stub, args):
+def generate(pb, stub, args, metadata):
     request = build_request(pb, args)
     if not args.stream:
-        r = stub.Complete(request, timeout=args.timeout_s)
+        r = stub.Complete(request, timeout=args.timeout_s, metadata=metadata)
         sys.stdout.write(r.text)
         sys.stdout.flush()
         summary(pb, r.request_id, r.finish_reason, r.usage, list(r.token_ids), args.show_ids)
         return 0
     ids, last = [], None
-    for chunk in stub.Generate(request, timeout=args.timeout_s):
+    for chunk in stub.Generate(request, timeout=args.timeout_s, metadata=metadata):
         ids.extend(chunk.token_ids)
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
@@ -118,6 +121,9 @@ def parse_args():
     p.add_argument("--stream", "-s", action="store_true")
     p.add_argument("--show-ids", action="store_true", help="print generated token ids (stderr)")
     p.add_argument("--timeout-s", type=float, default=600.0)
+    p.add_argument("--api-key", default=os.environ.get("MLRA_API_KEY", ""),
+                   help="sent as 'authorization: Bearer KEY' (default: $MLRA_API_KEY)")
+    p.add_argument("--tls-ca", help="PEM certificate(s) to trust: connect over TLS")
     return p.parse_args()
 
 
@@ -127,20 +133,27 @@ def main():
     from google.protobuf import json_format
     pb, pb_grpc, stub_dir = load_stubs()
     try:
-        channel = grpc.insecure_channel(args.addr)
+        if args.tls_ca:
+            with open(args.tls_ca, "rb") as f:
+                channel = grpc.secure_channel(args.addr, grpc.ssl_channel_credentials(f.read()))
+        else:
+            channel = grpc.insecure_channel(args.addr)
+        metadata = [("authorization", "Bearer " + args.api_key)] if args.api_key else None
         if args.health:
-            status = health_check(grpc, channel, args.timeout_s)
+            status = health_check(grpc, channel, args.timeout_s, metadata)
             print(status)
             return 0 if status == "SERVING" else 1
         stub = pb_grpc.MlraStub(channel)
         if args.info or args.stats:
-            message = (stub.ModelInfo(pb.ModelInfoRequest(), timeout=args.timeout_s) if args.info
-                       else stub.Stats(pb.StatsRequest(), timeout=args.timeout_s))
+            message = (stub.ModelInfo(pb.ModelInfoRequest(), timeout=args.timeout_s,
+                                      metadata=metadata) if args.info
+                       else stub.Stats(pb.StatsRequest(), timeout=args.timeout_s,
+                                       metadata=metadata))
             print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True,
                                                        including_default_value_fields=True),
                              indent=1))
             return 0
-        return generate(pb, stub, args)
+        return generate(pb, stub, args, metadata)
     except grpc.RpcError as e:
         print(f"client.py: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1

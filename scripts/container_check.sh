@@ -214,7 +214,7 @@ check_processes() {
 mount_name="mounted-default"
 name="mlra-check-$$"
 start_container "$name" -v "$PWD/$tree/models/default:/models/$mount_name:ro" "$image" \
-  serve --config /opt/mlra-serve/configs/default.json --model-dir "/models/$mount_name" \
+  serve --config /opt/mlra-serve/configs/default.json --host 0.0.0.0 --model-dir "/models/$mount_name" \
   --metrics-port 9464
 
 health="$("$client" client --addr "$grpc_addr" --health --timeout-s 5 2>&1)" ||
@@ -263,7 +263,7 @@ log "SIGTERM: stream drained, exit status 0 after $elapsed s (grace $grace s)"
 # multi-GPU layout, with the shared-memory all-reduce in the container's /dev/shm); then
 # `podman stop`, the runtime's own stop path, must end all of them with status 0.
 name="mlra-check-tp2-$$"
-start_container "$name" "$image" serve --config /opt/mlra-serve/configs/default.json --tp 2 \
+start_container "$name" "$image" serve --config /opt/mlra-serve/configs/default.json --host 0.0.0.0 --tp 2 \
   --metrics-port 9464
 stream_tokens "$n"
 check_processes "$name" 4

@@ -2,9 +2,15 @@
 # Runs on the GPU machine (device tool) from the repository root: unpacks the bundle carried in
 # .device/bundle.tar.xz (scripts/bundle.sh --no-share --tar), runs the GPU tests, the GPU
 # perplexity of the default model, and the benchmarks; logs go to $OUT, a short summary last.
-# Usage: bash scripts/gpu_check.sh [single|multi|serve]
+# Usage: bash scripts/gpu_check.sh [single|multi|tp-shared|serve|serve-shared]
+#   tp-shared: the GPU tests of TP2/4/8 with every rank on GPU 0 ([tp_shared]; single skips them).
 #   serve: a random-weight 2.9B MLRA-4 checkpoint in the release format (make_release_checkpoint.py),
 #   served at TP=2 on CUDA, and the load generator at 1,000 concurrent streams against it.
+#   serve-shared: the same checkpoint at TP=4 with every rank on GPU 0 (tp_devices [0,0,0,0]:
+#   host-staged all-reduce), the load (1,000 streams, 10% cancels, cache free afterwards), then
+#   the load again with rank 2's worker killed mid-run: every stream must end with one terminal
+#   status, health must leave SERVING, the server must exit with status 3 (engine failure) and
+#   leave no worker behind. Exits 1 on a failed check.
 #   METRICS_PORT=N also serves /metrics and has the load generator scrape it.
 set -uo pipefail
 mode="${1:-single}"
@@ -17,15 +23,24 @@ mkdir -p .device/bundle/bin/server && ln -sfn ../.real/mlra-serve .device/bundle
 B="$PWD/.device/bundle/bin"
 export MLRA_TOKENIZER_DIR="$PWD/models/assets/gpt2"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
-if [ "$mode" = serve ]; then
-  ck=/tmp/ckpt/mlra4
+port=50151
+ck=/tmp/ckpt/mlra4
+
+write_checkpoint() {
   python3 scripts/make_release_checkpoint.py --config configs/2.9b/mlra_4/config.json --variant mlra4 \
     --out "$ck" --dtype "${CKPT_DTYPE:-float32}" 2>&1 | tee "$OUT/make_checkpoint.log"
-  port=50151
+}
+
+# start_server TP [--set key=value ...]: starts mlra-serve in the background (pid in $pid) and
+# waits until it serves or dies.
+start_server() {
+  local tp=$1
+  shift
+  local start
   start=$(date +%s%N)
-  "$B/mlra-serve" serve --model-dir "$ck" --attention mlra4 --backend cuda --tp "${TP:-2}" --port $port ${METRICS_PORT:+--metrics-port $METRICS_PORT} \
+  "$B/mlra-serve" serve --model-dir "$ck" --attention mlra4 --backend cuda --tp "$tp" --port $port ${METRICS_PORT:+--metrics-port $METRICS_PORT} \
     --set gpu_memory_fraction=0.85 --set max_running_seqs=256 \
-    --set max_step_tokens=4096 --set max_waiting=4096 --set max_context=2048 \
+    --set max_step_tokens=4096 --set max_waiting=4096 --set max_context=2048 "$@" \
     --log-level info > "$OUT/serve.log" 2>&1 &
   pid=$!
   for i in $(seq 600); do
@@ -34,16 +49,102 @@ if [ "$mode" = serve ]; then
     sleep 0.5
   done
   echo "server up after $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee "$OUT/load_time.txt"
-  tail -n 5 "$OUT/serve.log"
+  tail -n 8 "$OUT/serve.log"
   nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv | tee "$OUT/memory.txt"
-  timeout 400 "$B/mlra-bench" serve --addr localhost:$port ${METRICS_PORT:+--metrics localhost:$METRICS_PORT} \
+}
+
+# load_run LOG [extra mlra-bench flags]: the load generator at $STREAMS concurrent streams.
+load_run() {
+  local log=$1
+  shift
+  timeout 450 "$B/mlra-bench" serve --addr localhost:$port ${METRICS_PORT:+--metrics localhost:$METRICS_PORT} \
     --concurrency "${STREAMS:-1000}" --requests "${REQUESTS:-2000}" --min-prompt 16 --max-prompt 512 \
-    --min-output 16 --max-output 256 --cancel 0.1 --deadline-s 360 2>&1 | tee "$OUT/load.log" | tail -n 40
+    --min-output 16 --max-output 256 --cancel 0.1 "$@" > "$log" 2>&1
+}
+
+health() {
+  timeout 10 "$B/mlra-serve" client --addr localhost:$port --health --timeout-s 5 2>&1 | tail -n 1
+}
+
+if [ "$mode" = serve ]; then
+  write_checkpoint
+  start_server "${TP:-2}"
+  load_run "$OUT/load.log" --deadline-s 360
+  tail -n 40 "$OUT/load.log"
   kill -TERM $pid
   wait $pid
   echo "server exit code $?" | tee -a "$OUT/load.log"
   grep -c "request " "$OUT/serve.log" > "$OUT/request_log_lines.txt" || true
   exit 0
+fi
+if [ "$mode" = serve-shared ]; then
+  : "${REQUESTS:=1000}"
+  summary="$OUT/summary.txt"
+  : > "$summary"
+  verdict() { echo "$1: $2" | tee -a "$summary"; [ "$2" = PASS ] || failed=1; }
+  failed=0
+  write_checkpoint
+  start_server 4 --set 'tp_devices=[0,0,0,0]'
+  grep -E "tp rank|host-staged" "$OUT/serve.log" | tee "$OUT/ranks.txt"
+  load_run "$OUT/load.log" --deadline-s 360
+  rc=$?
+  tail -n 20 "$OUT/load.log"
+  verdict "load at TP4 on one GPU (one terminal status each, cache free)" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL (mlra-bench exit $rc)")"
+  h=$(health)
+  verdict "health before the fault ($h)" "$([ "$h" = SERVING ] && echo PASS || echo FAIL)"
+  # Streams cut short by the failure end INTERNAL (in flight), UNAVAILABLE (refused, or the
+  # server gone) or CANCELLED (accepted by gRPC, not yet handled, at shutdown); each must still
+  # end, once.
+  load_run "$OUT/load_kill.log" --deadline-s 120 --tolerate INTERNAL --tolerate UNAVAILABLE \
+    --tolerate CANCELLED --no-cache-check &
+  load_pid=$!
+  sleep "${KILL_AFTER_S:-15}"
+  # Health as seen from outside, every 0.1 s until the server is gone.
+  ( while kill -0 $pid 2>/dev/null; do echo "$(date +%T.%N) $(health)"; sleep 0.1; done ) \
+    > "$OUT/health.log" 2>&1 &
+  poll_pid=$!
+  victim=$(pgrep -P $pid -f "worker --rank 2 ")
+  echo "killing rank 2 (pid $victim) at $(date +%T.%N)" | tee "$OUT/fault.txt"
+  kill -KILL $victim
+  wait $load_pid
+  rc=$?
+  tail -n 20 "$OUT/load_kill.log"
+  verdict "load with a killed worker (every stream ended once, none hung)" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL (mlra-bench exit $rc)")"
+  for i in $(seq 120); do
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 $pid 2>/dev/null; then
+    echo "server still running 60 s after the worker failure: sending SIGTERM" | tee -a "$OUT/fault.txt"
+    kill -TERM $pid
+  fi
+  for i in $(seq 120); do
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 $pid 2>/dev/null; then
+    echo "server still running 60 s after SIGTERM: hung, sending SIGKILL" | tee -a "$OUT/fault.txt"
+    kill -KILL $pid
+  fi
+  wait $pid
+  code=$?
+  wait $poll_pid
+  echo "server exit code $code" | tee -a "$OUT/fault.txt"
+  tail -n 15 "$OUT/serve.log"
+  seen=$(grep -c " NOT_SERVING$" "$OUT/health.log")
+  last=$(tail -n 1 "$OUT/health.log")
+  echo "health polls: $(wc -l < "$OUT/health.log"), NOT_SERVING in $seen, last: $last" | tee -a "$OUT/fault.txt"
+  verdict "health leaves SERVING after the kill (NOT_SERVING polled $seen times)" "$(tail -n 1 "$OUT/health.log" | grep -q " SERVING$" && echo FAIL || echo PASS)"
+  left=$(pgrep -c -f "/proc/self/exe worker --rank")
+  verdict "no worker left after the server exited ($left)" "$([ "$left" = 0 ] && echo PASS || echo FAIL)"
+  # server/README.md, Failures: an engine failure while serving ends the process with status 3.
+  verdict "server exits with status 3 after the worker failure (exit $code)" "$([ $code -eq 3 ] && echo PASS || echo FAIL)"
+  cat "$summary"
+  exit $failed
+fi
+if [ "$mode" = tp-shared ]; then
+  timeout 580 "$B/mlra_gpu_tests" "[tp_shared]" 2>&1 | tee "$OUT/tp_shared_tests.log" | tail -n 15
+  exit "${PIPESTATUS[0]}"
 fi
 if [ "$mode" = multi ]; then
   timeout 300 "$B/mlra_gpu_tests" "[nccl]" 2>&1 | tee "$OUT/nccl_tests.log" | tail -n 15
@@ -53,7 +154,7 @@ if [ "$mode" = multi ]; then
     --backend cpu --prompt "Once upon a time" --max-tokens 40 -t 0 2>&1 | tail -n 3
   exit 0
 fi
-timeout 400 "$B/mlra_gpu_tests" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
+timeout 400 "$B/mlra_gpu_tests" "~[tp_shared]" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
 # The FP8 cache against the bf16 one: perplexity on held-out text and greedy agreement.

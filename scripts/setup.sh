@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libcli11-dev
-  libopenblas-dev libpcre2-dev prometheus-cpp-dev
+  libopenblas-dev libpcre2-dev prometheus-cpp-dev zlib1g-dev openssl clang libclang-rt-14-dev
   python3 python3-torch python3-numpy python3-grpcio python3-protobuf
 )
 missing=()

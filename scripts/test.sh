@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh cpu
 ctest --preset cpu -j "$(nproc)" --label-exclude gpu
+bash scripts/fuzz.sh 20
 bash scripts/container_check.sh  # Kubernetes manifests, then the image (docker/README.md)

@@ -1,11 +1,14 @@
 // The running gRPC server: the Mlra service, the standard grpc.health.v1.Health service (SERVING
-// while admitting and the engine is healthy, NOT_SERVING otherwise) and server reflection, on
-// one listening port. shutdown() is the graceful path SIGTERM takes: stop admitting, let calls
-// in flight finish for a grace period, abort the rest through the engine, stop the server.
+// while admitting and the engine is healthy, NOT_SERVING otherwise: at once when the engine
+// reports a failure, else within one health poll) and server reflection, on one listening port,
+// plaintext or TLS, with an optional API key (server/auth.h). shutdown() is the graceful path
+// SIGTERM takes: stop admitting, let calls in flight finish for a grace period, abort the rest
+// through the engine, stop the server.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,16 +17,24 @@
 #include <grpcpp/server.h>
 
 #include "engine/engine.h"
+#include "server/auth.h"
 #include "server/mlra_service.h"
 #include "server/text_codec.h"
 
 namespace mlra {
 
 struct GrpcServerOptions {
-  std::string address = "0.0.0.0:50051";    // "host:0" picks a free port
+  std::string address = "127.0.0.1:50051";  // "host:0" picks a free port
   int max_receive_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
   int max_threads = 512;  // one per active call (sync API); beyond: RESOURCE_EXHAUSTED
+  // gRPC's memory quota for its buffers (ResourceQuota::Resize): under pressure gRPC shrinks
+  // flow-control windows and stops reading from sockets instead of buffering. 0: gRPC's default.
+  int64_t memory_quota_bytes = 0;
   std::chrono::milliseconds health_poll{100};
+  AuthOptions auth;  // API key and TLS (server/auth.h); empty: plaintext, no key
+  // Called once when the engine fails (runner error, lost worker), after health turned
+  // NOT_SERVING; `serve` uses it to exit non-zero so a supervisor restarts the server.
+  std::function<void(const std::string& why)> on_engine_failure;
   ServiceOptions service;
 };
 
@@ -46,6 +57,7 @@ class GrpcServer {
  private:
   void monitor_health();
   void set_serving(bool serving);
+  void engine_failed(const std::string& why);
 
   Engine& engine_;
   GrpcServerOptions options_;
@@ -56,7 +68,9 @@ class GrpcServer {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   bool stopped_ = false;
+  std::mutex health_mutex_;  // set_serving runs on the health, engine and shutdown threads
   int serving_ = -1;  // last status published: -1 none, 0 NOT_SERVING, 1 SERVING
+  bool engine_failed_ = false;
   std::thread health_thread_;
 };
 

@@ -1,6 +1,10 @@
 // serve: signals reach the main thread through a self-pipe (the handler only write()s), so the
 // shutdown sequence runs as ordinary code. After the first signal the default disposition is
-// restored: a second Ctrl-C ends the process at once.
+// restored: a second Ctrl-C ends the process at once. An engine failure (runner error, lost
+// worker) comes through the same pipe and ends the process with kExitEngineFailed, so a
+// supervisor (Docker, Kubernetes) restarts it. Before the model loads, the listening ports are
+// reserved and the config is checked against the model and the machine, so those mistakes fail
+// at once.
 #include "server/serve_command.h"
 
 #include <csignal>
@@ -9,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <malloc.h>
+
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -16,8 +22,10 @@
 
 #include "server/grpc_server.h"
 #include "server/metrics_endpoint.h"
+#include "server/port_reservation.h"
 #include "server/prometheus_metrics.h"
 #include "server/serving_stack.h"
+#include "server/startup_checks.h"
 
 namespace mlra {
 namespace {
@@ -32,6 +40,8 @@ struct ServeArgs {
 };
 
 int g_signal_pipe[2] = {-1, -1};
+constexpr char kEngineFailed = 0;  // written to the pipe instead of a signal number
+constexpr int kExitEngineFailed = 3;
 
 void on_signal(int signal_number) {
   const char c = static_cast<char>(signal_number);
@@ -79,6 +89,7 @@ ServerConfig resolve_config(const ServeArgs& a) {
     throw ConfigError(
         fmt::format("model_dir '{}' is not a folder", config.runner.model_dir.string()));
   }
+  check_config_against_model(config);
   return config;
 }
 
@@ -91,16 +102,28 @@ int run_serve(const ServeArgs& args) {
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  // Blocks of 1 MiB and more (request messages, their parsed token arrays) are mmapped and go
+  // back to the OS when freed: glibc's adaptive threshold would otherwise rise after the first
+  // large free and keep a flood's buffers in the heap for good.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   install_signal_handlers();
   try {
+    PortReservation grpc_port(config.host, config.port, "gRPC");
+    std::optional<PortReservation> metrics_port;
+    if (config.metrics_port > 0) metrics_port.emplace(config.host, config.metrics_port, "metrics");
     std::shared_ptr<PrometheusMetrics> metrics;
     if (config.metrics_port > 0) {
       metrics = std::make_shared<PrometheusMetrics>(config.runner.model_dir.filename().string());
     }
     ServingStack stack = build_serving_stack(config, metrics);
     GrpcServerOptions options;
-    options.address = fmt::format("{}:{}", config.host, config.port);
+    options.address = fmt::format("{}:{}", config.host, grpc_port.port());
     options.max_threads = config.max_rpc_threads;
+    options.memory_quota_bytes = config.grpc_memory_bytes;
+    options.auth = {resolve_api_key(config.api_key), config.tls_cert_file, config.tls_key_file};
+    options.on_engine_failure = [](const std::string&) {
+      [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &kEngineFailed, 1);
+    };
     options.service.labels = stack.labels;
     options.service.log_prompts = config.log_prompts;
     // Declared after the stack: stops serving scrapes before the engine it reads goes away.
@@ -108,6 +131,7 @@ int run_serve(const ServeArgs& args) {
     if (metrics) {
       metrics->describe(metrics_model_info(*stack.engine, stack.labels.dtype));
       Engine& engine = *stack.engine;
+      metrics_port->release();
       endpoint = std::make_unique<MetricsEndpoint>(
           MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
           metrics->registry(),
@@ -117,16 +141,31 @@ int run_serve(const ServeArgs& args) {
       };
       spdlog::info("metrics on http://{}:{}/metrics", config.host, endpoint->port());
     }
+    grpc_port.release();
     GrpcServer server(*stack.engine, gpt2_text_codec(*stack.tokenizer), options);
-    spdlog::info("serving mlra.v1.Mlra on {}:{} (max context {}, {} cache tokens)", config.host,
-                 server.port(), stack.engine->options().max_context,
+    spdlog::info("serving mlra.v1.Mlra on {}:{} ({}{}, max context {}, {} cache tokens)",
+                 config.host, server.port(), options.auth.tls() ? "TLS" : "plaintext",
+                 options.auth.api_key.empty() ? "" : ", API key required",
+                 stack.engine->options().max_context,
                  stack.engine->options().num_pages * stack.engine->options().page_size);
     const int signal_number = wait_for_signal();
+    if (signal_number == kEngineFailed) {
+      spdlog::error("exiting with status {} after the engine failure, for a supervisor to restart",
+                    kExitEngineFailed);
+      server.shutdown(std::chrono::milliseconds(0));
+      return kExitEngineFailed;
+    }
     spdlog::info("signal {}: stopping admissions, draining for up to {} s", signal_number,
                  args.grace_s);
     server.shutdown(std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000)));
     stack.engine->shutdown(false);
     spdlog::info("stopped cleanly");
+  } catch (const std::bad_alloc&) {
+    spdlog::error(
+        "out of memory while loading the model or allocating its cache "
+        "(cache_memory_bytes {}, num_pages {}, tp {})",
+        config.runner.cache_memory_bytes, config.runner.num_pages, config.runner.tp);
+    return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

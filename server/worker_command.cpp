@@ -18,8 +18,10 @@
 #include "engine/rank.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
+#include "kernels/host_staged_communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
+#include "models/model_loader.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
@@ -32,13 +34,33 @@ namespace {
 
 constexpr auto kForever = Clock::time_point::max();
 
-// The rank's all-reduce: shared memory between CPU workers, NCCL between GPU workers (rank 0
-// makes the unique id, the frontend relays it).
-std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank, Backend& backend,
+std::unique_ptr<HostStaging> make_worker_staging(Backend& backend) {
+  if (backend.kind() == DeviceKind::kCpu) return make_host_memory_staging();
+#ifdef MLRA_HAVE_CUDA
+  return make_cuda_host_staging(backend);
+#else
+  throw std::runtime_error("no host staging for backend " + backend.name());
+#endif
+}
+
+// The rank's all-reduce, of the kind rank_communicator() picks: shared memory between CPU
+// workers, host-staged between workers that share a device, NCCL between GPU workers on distinct
+// devices (rank 0 makes the unique id, the frontend relays it).
+std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, CommunicatorKind kind,
+                                               int rank, Backend& backend,
                                                ControlChannel& channel) {
   const int tp = init.config.tp;
-  if (tp == 1) return make_single_rank_communicator();
-  if (init.config.backend == "cpu") return open_shm_communicator(init.shm_name, rank, tp);
+  switch (kind) {
+    case CommunicatorKind::kSingleRank:
+      return make_single_rank_communicator();
+    case CommunicatorKind::kSharedMemory:
+      return open_shm_communicator(init.shm_name, rank, tp);
+    case CommunicatorKind::kHostStaged:
+      return make_host_staged_communicator(open_shm_communicator(init.shm_name, rank, tp),
+                                           make_worker_staging(backend));
+    case CommunicatorKind::kNccl:
+      break;
+  }
 #ifdef MLRA_HAVE_CUDA
   std::vector<char> id;
   if (rank == 0) {
@@ -49,7 +71,6 @@ std::unique_ptr<Communicator> make_worker_comm(const WorkerInit& init, int rank,
   }
   return make_nccl_communicator(id, rank, tp, rank_device(init.config, rank), backend);
 #else
-  (void)backend;
   (void)channel;
   throw std::runtime_error("no communicator for backend '" + init.config.backend + "'");
 #endif
@@ -99,9 +120,15 @@ int run_worker(int rank, int fd) {
     if (first.type != MessageType::kInit) throw ProtocolError("worker: expected Init");
     const WorkerInit init = decode_worker_init(first.payload);
     const ModelConfig config = runner_model_config(init.config);
-    Rank self(init.config, config, *Checkpoint::open(init.config.model_dir), rank,
-              [&](Backend& backend) { return make_worker_comm(init, rank, backend, channel); });
-    channel.send(MessageType::kReady, 0, encode(self.info()));
+    const CommunicatorKind kind = rank_communicator(init.config);
+    const CheckedCheckpoint checked =
+        open_checked_checkpoint(init.config.model_dir, config, rank, init.config.tp);
+    Rank self(init.config, config, *checked.checkpoint, rank,
+              [&](Backend& b) { return make_worker_comm(init, kind, rank, b, channel); });
+    checked.checksums->wait();  // this rank's share of the zip CRCs, verified beside the upload
+    RankInfo ready = self.info();
+    ready.communicator = communicator_kind_name(kind);
+    channel.send(MessageType::kReady, 0, encode(ready));
     if (init.config.gpu_memory_fraction > 0) {
       const Message m = channel.expect(kForever, 0, MessageType::kAllocate, MessageType::kAllocate);
       ByteReader r(m.payload);

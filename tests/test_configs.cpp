@@ -44,7 +44,8 @@ TEST_CASE("the default config's model loads as its variant, in the release's for
   const ServerConfig c = load_server_config(kConfigs / "default.json");
   const auto variant = parse_variant(c.runner.variant);
   REQUIRE(variant.has_value());
-  const LoadedModel m = load_model(c.runner.model_dir, *variant);  // variant check + every name/shape
+  const LoadedModel m =
+      load_model(c.runner.model_dir, *variant);  // variant check + every name/shape
   CHECK(m.config.param_count() == 11'717'568);
   CHECK(m.checkpoint->format() == "pytorch-bin");
   CHECK(m.checkpoint->files().size() == 2);

@@ -165,6 +165,7 @@ TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
   c.backend = "cuda";
   c.tp = 8;
   c.device = 1;
+  c.tp_devices = {1, 1, 2, 2, 3, 3, 4, 4};  // ranks may share a device
   c.mla_tp_mode = LatentTpMode::kTpla;
   c.tpla = TplaOptions{"random", false, 7, 4};
   c.latent_prefill = LatentPrefillOptions{LatentPrefill::kExpanded, 1 << 20};

@@ -6,13 +6,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "server/bench/bench_command.h"
-#include "server/cli/http_get.h"
 #include "server/bench/load_generator.h"
+#include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
+#include "server/request_log.h"
 
 namespace mlra {
 namespace {
@@ -22,7 +24,15 @@ struct ServeBenchArgs {
   std::string metrics;  // host:port of the /metrics endpoint; empty: none
   LoadOptions load;
   double deadline_s = 300;
+  std::vector<std::string> tolerate;  // gRPC status names that count as a clean end
+  bool no_cache_check = false;
 };
+
+grpc::StatusCode status_code_named(const std::string& name) {
+  for (int c = 0; c <= grpc::StatusCode::UNAUTHENTICATED; ++c)
+    if (name == status_code_name(grpc::StatusCode(c))) return grpc::StatusCode(c);
+  throw std::runtime_error(fmt::format("--tolerate: '{}' is not a gRPC status name", name));
+}
 
 MetricsScrape scrape(const std::string& host_port) {
   HttpResponse r = http_get(host_port, "/metrics", std::chrono::seconds(10));
@@ -54,6 +64,8 @@ std::string server_side(const MetricsScrape& before, const MetricsScrape& after)
 
 int run_serve_bench(ServeBenchArgs& a) {
   a.load.stream_deadline = std::chrono::milliseconds(static_cast<int64_t>(a.deadline_s * 1000));
+  for (const std::string& name : a.tolerate) a.load.tolerated.push_back(status_code_named(name));
+  a.load.check_cache_free = !a.no_cache_check;
   std::optional<MetricsScrape> before;
   if (!a.metrics.empty()) before = scrape(a.metrics);
   const LoadReport report = run_load(a.addr, a.load);
@@ -88,6 +100,11 @@ void register_bench_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o.seed, "seed of prompts, lengths, cancellations and sampling");
   cmd->add_option("--channels", o.channels, "TCP connections")->check(CLI::PositiveNumber);
   cmd->add_option("--deadline-s", args->deadline_s, "a stream still open after this is hung");
+  cmd->add_option("--tolerate", args->tolerate,
+                  "a gRPC status (e.g. INTERNAL, UNAVAILABLE) that ends a stream cleanly, for "
+                  "runs that inject a fault (repeatable)");
+  cmd->add_flag("--no-cache-check", args->no_cache_check,
+                "skip the Stats check afterwards (for runs in which the server goes away)");
   bench::on_run(
       cmd, exit_code, [args] { return run_serve_bench(*args); }, 2);
 }
