@@ -22,8 +22,8 @@ uint64_t mix64(uint64_t x) {
 BlockManager::BlockManager(int64_t num_pages, int32_t page_size, bool enable_prefix_cache)
     : page_size_(page_size), enable_prefix_cache_(enable_prefix_cache) {
   if (num_pages <= 0 || page_size <= 0) {
-    throw std::invalid_argument(
-        fmt::format("BlockManager needs pages > 0 and page_size > 0 (got {}, {})", num_pages, page_size));
+    throw std::invalid_argument(fmt::format(
+        "BlockManager needs pages > 0 and page_size > 0 (got {}, {})", num_pages, page_size));
   }
   pages_.resize(static_cast<size_t>(num_pages));
   plain_free_.reserve(pages_.size());
@@ -34,7 +34,9 @@ int64_t BlockManager::num_free() const {
   return static_cast<int64_t>(plain_free_.size() + cached_free_.size());
 }
 
-int64_t BlockManager::num_cached() const { return static_cast<int64_t>(cached_free_.size()); }
+int64_t BlockManager::num_cached() const {
+  return static_cast<int64_t>(cached_free_.size());
+}
 
 int32_t BlockManager::pages_for(int64_t num_tokens) const {
   return static_cast<int32_t>((num_tokens + page_size_ - 1) / page_size_);
@@ -58,7 +60,8 @@ std::vector<int32_t> BlockManager::match_prefix(std::span<const int32_t> tokens,
     auto it = by_hash_.find(h);
     if (it == by_hash_.end()) break;
     const Page& page = pages_[it->second];
-    if (page.parent_hash != parent || !std::equal(content.begin(), content.end(), page.tokens.begin())) {
+    if (page.parent_hash != parent ||
+        !std::equal(content.begin(), content.end(), page.tokens.begin())) {
       break;  // hash collision: treat as a miss
     }
     matched.push_back(it->second);
@@ -129,11 +132,13 @@ bool BlockManager::reserve(BlockTable& table, int64_t num_tokens) {
   return true;
 }
 
-void BlockManager::commit(BlockTable& table, std::span<const int32_t> tokens, int32_t num_computed) {
+void BlockManager::commit(BlockTable& table, std::span<const int32_t> tokens,
+                          int32_t num_computed) {
   if (!enable_prefix_cache_) return;
   const int32_t full = std::min<int32_t>(num_computed / page_size_, table.size());
   for (int32_t i = table.num_hashed; i < full; ++i) {
-    auto content = tokens.subspan(static_cast<size_t>(i) * page_size_, static_cast<size_t>(page_size_));
+    auto content =
+        tokens.subspan(static_cast<size_t>(i) * page_size_, static_cast<size_t>(page_size_));
     const uint64_t h = chain_hash(table.last_hash, content);
     Page& p = pages_[table.pages[i]];
     if (!p.hashed && by_hash_.find(h) == by_hash_.end()) {
@@ -157,7 +162,7 @@ void BlockManager::fork(const BlockTable& src, BlockTable& dst, int64_t num_toke
     dst.pages.push_back(src.pages[i]);
   }
   dst.num_hashed = std::min(full, src.num_hashed);
-  dst.last_hash = dst.num_hashed == 0 ? 0
+  dst.last_hash = dst.num_hashed == 0                ? 0
                   : dst.num_hashed == src.num_hashed ? src.last_hash
                                                      : pages_[src.pages[dst.num_hashed - 1]].hash;
 }
@@ -210,7 +215,8 @@ std::string BlockManager::check_invariants(const std::vector<const BlockTable*>&
     }
   }
   for (const auto& [hash, p] : by_hash_) {
-    if (!pages_[p].hashed || pages_[p].hash != hash) return fmt::format("stale hash entry for page {}", p);
+    if (!pages_[p].hashed || pages_[p].hash != hash)
+      return fmt::format("stale hash entry for page {}", p);
   }
   return "";
 }

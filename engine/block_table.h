@@ -9,8 +9,8 @@ namespace mlra {
 
 struct BlockTable {
   std::vector<int32_t> pages;
-  int32_t num_hashed = 0;   // leading pages registered under their content-chain hash
-  uint64_t last_hash = 0;   // chain hash of page num_hashed - 1 (0 when none)
+  int32_t num_hashed = 0;  // leading pages registered under their content-chain hash
+  uint64_t last_hash = 0;  // chain hash of page num_hashed - 1 (0 when none)
 
   int32_t size() const { return static_cast<int32_t>(pages.size()); }
 };

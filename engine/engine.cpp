@@ -29,11 +29,13 @@ namespace {
 EngineOptions resolve_options(EngineOptions o, const RunnerInfo& info) {
   if (o.page_size == 0) o.page_size = info.page_size;
   if (o.page_size != info.page_size) {
-    throw std::invalid_argument(fmt::format("engine page_size {} differs from the runner's {}", o.page_size, info.page_size));
+    throw std::invalid_argument(fmt::format("engine page_size {} differs from the runner's {}",
+                                            o.page_size, info.page_size));
   }
   if (o.num_pages == 0) o.num_pages = info.num_pages;
   if (o.num_pages <= 0 || o.num_pages > info.num_pages) {
-    throw std::invalid_argument(fmt::format("engine num_pages {} not in [1, {}]", o.num_pages, info.num_pages));
+    throw std::invalid_argument(
+        fmt::format("engine num_pages {} not in [1, {}]", o.num_pages, info.num_pages));
   }
   if (o.max_context == 0) o.max_context = info.max_context;
   // A lone sequence must always fit, or the scheduler could wait forever.
@@ -66,7 +68,8 @@ struct Engine::Impl {
         config(runner->config()),
         info(runner->info()),
         options(resolve_options(o, info)),
-        limits{config.text_vocab_size, options.max_context, options.max_stop_strings, options.max_logprobs},
+        limits{config.text_vocab_size, options.max_context, options.max_stop_strings,
+               options.max_logprobs},
         blocks(options.num_pages, options.page_size, options.enable_prefix_cache),
         scheduler(blocks, SchedulerOptions{options.max_running_seqs, options.max_step_tokens}),
         sampling(config.text_vocab_size),
@@ -101,7 +104,7 @@ struct Engine::Impl {
   Scheduler scheduler;
   SamplingBatchBuilder sampling;  // this step's sampling rows, shipped with the plan
   std::unordered_map<uint64_t, Active> active;
-  SampledTokens sampled;          // the runner's tokens for them
+  SampledTokens sampled;  // the runner's tokens for them
   int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0;
   int32_t idle_steps = 0;
   std::shared_ptr<EngineMetrics> metrics;  // never null (base class = no-op)
@@ -131,7 +134,9 @@ void Engine::Impl::run() {
     bool stopping, draining;
     {
       std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || stop_requested || scheduler.has_work(); });
+      cv.wait(lock, [&] {
+        return !inbox.empty() || !cancels.empty() || stop_requested || scheduler.has_work();
+      });
       incoming.swap(inbox);
       cancelled.swap(cancels);
       stopping = stop_requested;
@@ -162,7 +167,8 @@ void Engine::Impl::admit(Pending&& p) {
   seq->times.arrival = p.arrival;
   prompt_tokens += seq->num_prompt;
   Active a;
-  a.output = std::make_unique<OutputStream>(seq->params, static_cast<int32_t>(config.eot_token), make_decoder());
+  a.output = std::make_unique<OutputStream>(seq->params, static_cast<int32_t>(config.eot_token),
+                                            make_decoder());
   a.seq = std::move(seq);
   a.request_id = std::move(p.request.request_id);
   a.on_chunk = std::move(p.on_chunk);
@@ -222,7 +228,8 @@ void Engine::Impl::process_sampled(Sequence* seq, int64_t row) {
   seq->tokens.push_back(token);
   ++generated_tokens;
   Active& a = active.at(seq->id);
-  GenerationChunk chunk = a.output->on_token(token, seq->num_generated(), want_logprobs ? &lp : nullptr);
+  GenerationChunk chunk =
+      a.output->on_token(token, seq->num_generated(), want_logprobs ? &lp : nullptr);
   if (chunk.finish_reason != FinishReason::kNone) {
     finish(seq->id, std::move(chunk));
   } else {
@@ -232,7 +239,8 @@ void Engine::Impl::process_sampled(Sequence* seq, int64_t row) {
 
 void Engine::Impl::emit(Active& a, GenerationChunk&& chunk) {
   // A final chunk's token was timed by report_finished().
-  if (chunk.finish_reason == FinishReason::kNone && !chunk.token_ids.empty()) note_token_time(*a.seq);
+  if (chunk.finish_reason == FinishReason::kNone && !chunk.token_ids.empty())
+    note_token_time(*a.seq);
   try {
     a.on_chunk(std::move(chunk));
   } catch (const std::exception& e) {
@@ -285,7 +293,8 @@ StepMetrics Engine::Impl::begin_step_metrics(const ScheduledStep& plan) {
     if (s.num_tokens == 1) {
       ++m.num_decode_seqs;
       // The new token attends to every cached position before it and to itself.
-      m.decode_cache_bytes_read_per_rank += (int64_t{s.seq->num_computed} + 1) * info.cache_bytes_per_token;
+      m.decode_cache_bytes_read_per_rank +=
+          (int64_t{s.seq->num_computed} + 1) * info.cache_bytes_per_token;
     }
   }
   return m;
@@ -347,12 +356,15 @@ void Engine::Impl::publish_stats() {
   snapshot = s;
 }
 
-Engine::Engine(std::unique_ptr<ModelRunner> runner, TokenStreamDecoderFactory make_decoder, EngineOptions options)
+Engine::Engine(std::unique_ptr<ModelRunner> runner, TokenStreamDecoderFactory make_decoder,
+               EngineOptions options)
     : impl_(std::make_unique<Impl>(std::move(runner), std::move(make_decoder), options)) {
   impl_->thread = std::thread([this] { impl_->run(); });
 }
 
-Engine::~Engine() { shutdown(false); }
+Engine::~Engine() {
+  shutdown(false);
+}
 
 std::optional<RequestError> Engine::validate(const GenerationRequest& request) const {
   return validate_request(request, impl_->limits);
@@ -362,7 +374,8 @@ uint64_t Engine::submit(GenerationRequest request, ChunkCallback on_chunk) {
   if (auto error = validate(request)) throw *error;
   std::lock_guard lock(impl_->mu);
   if (impl_->stop_requested || !impl_->healthy) {
-    throw RequestError(ErrorCode::kUnavailable, impl_->healthy ? "server is shutting down" : "engine is unavailable");
+    throw RequestError(ErrorCode::kUnavailable,
+                       impl_->healthy ? "server is shutting down" : "engine is unavailable");
   }
   const int64_t queued = static_cast<int64_t>(impl_->inbox.size()) + impl_->snapshot.waiting;
   if (queued >= impl_->options.max_waiting) {
@@ -371,7 +384,8 @@ uint64_t Engine::submit(GenerationRequest request, ChunkCallback on_chunk) {
   }
   const uint64_t handle = impl_->next_handle++;
   const uint64_t seed = request.params.seed ? *request.params.seed : impl_->seed_rng();
-  impl_->inbox.push_back({handle, std::move(request), std::move(on_chunk), seed, Impl::Clock::now()});
+  impl_->inbox.push_back(
+      {handle, std::move(request), std::move(on_chunk), seed, Impl::Clock::now()});
   impl_->cv.notify_one();
   return handle;
 }
@@ -409,8 +423,14 @@ void Engine::shutdown(bool drain) {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-const ModelConfig& Engine::model_config() const { return impl_->config; }
-RunnerInfo Engine::runner_info() const { return impl_->info; }
-const EngineOptions& Engine::options() const { return impl_->options; }
+const ModelConfig& Engine::model_config() const {
+  return impl_->config;
+}
+RunnerInfo Engine::runner_info() const {
+  return impl_->info;
+}
+const EngineOptions& Engine::options() const {
+  return impl_->options;
+}
 
 }  // namespace mlra

@@ -20,12 +20,12 @@ class Gpt2Tokenizer;
 
 struct EngineOptions {
   int32_t max_running_seqs = 64;
-  int32_t max_step_tokens = 512;   // per-step token budget (decodes + prefill chunks)
-  int32_t page_size = 0;           // 0: RunnerInfo.page_size; otherwise must equal it
-  int64_t num_pages = 0;           // 0: RunnerInfo.num_pages; otherwise at most that
-  int64_t max_context = 0;         // 0: RunnerInfo.max_context; clamped to num_pages*page_size
+  int32_t max_step_tokens = 512;  // per-step token budget (decodes + prefill chunks)
+  int32_t page_size = 0;          // 0: RunnerInfo.page_size; otherwise must equal it
+  int64_t num_pages = 0;          // 0: RunnerInfo.num_pages; otherwise at most that
+  int64_t max_context = 0;        // 0: RunnerInfo.max_context; clamped to num_pages*page_size
   bool enable_prefix_cache = true;
-  int32_t max_waiting = 1024;      // queued (not yet running) requests before kResourceExhausted
+  int32_t max_waiting = 1024;  // queued (not yet running) requests before kResourceExhausted
   int32_t max_stop_strings = 16;
   int32_t max_logprobs = 20;
   std::shared_ptr<EngineMetrics> metrics;  // null: nothing reported (engine_metrics.h)
@@ -34,18 +34,18 @@ struct EngineOptions {
 struct EngineStats {
   int64_t running = 0;
   int64_t waiting = 0;
-  int64_t pages_used = 0;         // referenced by at least one sequence
-  int64_t pages_cached = 0;       // free but still holding a reusable prefix page
+  int64_t pages_used = 0;    // referenced by at least one sequence
+  int64_t pages_cached = 0;  // free but still holding a reusable prefix page
   int64_t pages_total = 0;
   int64_t page_size = 0;
-  int64_t prefix_hit_tokens = 0;  // prompt tokens not recomputed thanks to the prefix cache
+  int64_t prefix_hit_tokens = 0;    // prompt tokens not recomputed thanks to the prefix cache
   int64_t prefix_query_tokens = 0;  // tokens looked up in the prefix cache at admissions
-  int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
+  int64_t prompt_tokens = 0;        // prompt tokens of admitted requests
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
   int64_t steps = 0;
   int64_t requests_finished = 0;
-  int64_t max_context = 0;        // effective limit used by validate()
+  int64_t max_context = 0;  // effective limit used by validate()
 };
 
 class Engine {

@@ -12,7 +12,8 @@ namespace {
 
 class Gpt2StreamDecoder : public TokenStreamDecoder {
  public:
-  explicit Gpt2StreamDecoder(const Gpt2Tokenizer& tokenizer) : tokenizer_(tokenizer), detok_(tokenizer) {}
+  explicit Gpt2StreamDecoder(const Gpt2Tokenizer& tokenizer)
+      : tokenizer_(tokenizer), detok_(tokenizer) {}
   std::string feed(int32_t token) override {
     // The sampler only picks text-vocabulary ids; anything else has no text.
     return tokenizer_.contains(token) ? detok_.push(token) : std::string();
@@ -26,9 +27,10 @@ class Gpt2StreamDecoder : public TokenStreamDecoder {
 
 }  // namespace
 
-Engine::Engine(std::unique_ptr<ModelRunner> runner, const Gpt2Tokenizer& tokenizer, EngineOptions options)
-    : Engine(std::move(runner),
-             [&tokenizer] { return std::make_unique<Gpt2StreamDecoder>(tokenizer); },
-             options) {}
+Engine::Engine(std::unique_ptr<ModelRunner> runner, const Gpt2Tokenizer& tokenizer,
+               EngineOptions options)
+    : Engine(
+          std::move(runner),
+          [&tokenizer] { return std::make_unique<Gpt2StreamDecoder>(tokenizer); }, options) {}
 
 }  // namespace mlra

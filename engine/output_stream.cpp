@@ -20,7 +20,8 @@ void OutputStream::finish_text(GenerationChunk& chunk) {
   chunk.text += stop_.flush();
 }
 
-GenerationChunk OutputStream::on_token(int32_t token, int32_t num_generated, const TokenLogprobs* logprobs) {
+GenerationChunk OutputStream::on_token(int32_t token, int32_t num_generated,
+                                       const TokenLogprobs* logprobs) {
   GenerationChunk chunk;
   chunk.token_ids.push_back(token);
   if (logprobs != nullptr) chunk.logprobs.push_back(*logprobs);

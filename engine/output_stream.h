@@ -14,7 +14,8 @@ namespace mlra {
 
 class OutputStream {
  public:
-  OutputStream(const SamplingParams& params, int32_t eos_id, std::unique_ptr<TokenStreamDecoder> decoder);
+  OutputStream(const SamplingParams& params, int32_t eos_id,
+               std::unique_ptr<TokenStreamDecoder> decoder);
 
   // token: the newly sampled id, num_generated: generated tokens including it.
   GenerationChunk on_token(int32_t token, int32_t num_generated, const TokenLogprobs* logprobs);

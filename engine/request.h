@@ -12,23 +12,23 @@
 namespace mlra {
 
 struct SamplingParams {
-  int32_t max_tokens = 16;           // >= 1; generation stops with kLength after this many
-  float temperature = 1.0f;          // 0 = greedy argmax (penalties still apply)
-  int32_t top_k = 0;                 // 0 (or -1) = off
-  float top_p = 1.0f;                // (0, 1]
-  float min_p = 0.0f;                // [0, 1]; keep tokens with p >= min_p * p_max
-  float repetition_penalty = 1.0f;   // > 0; HF semantics over prompt + generated tokens
-  float frequency_penalty = 0.0f;    // [-2, 2]; OpenAI semantics over generated tokens
-  float presence_penalty = 0.0f;     // [-2, 2]; OpenAI semantics over generated tokens
-  std::optional<uint64_t> seed;      // unset: the engine draws one at submission
-  std::vector<std::string> stop;     // at most 16, none empty; matched text is not emitted
+  int32_t max_tokens = 16;          // >= 1; generation stops with kLength after this many
+  float temperature = 1.0f;         // 0 = greedy argmax (penalties still apply)
+  int32_t top_k = 0;                // 0 (or -1) = off
+  float top_p = 1.0f;               // (0, 1]
+  float min_p = 0.0f;               // [0, 1]; keep tokens with p >= min_p * p_max
+  float repetition_penalty = 1.0f;  // > 0; HF semantics over prompt + generated tokens
+  float frequency_penalty = 0.0f;   // [-2, 2]; OpenAI semantics over generated tokens
+  float presence_penalty = 0.0f;    // [-2, 2]; OpenAI semantics over generated tokens
+  std::optional<uint64_t> seed;     // unset: the engine draws one at submission
+  std::vector<std::string> stop;    // at most 16, none empty; matched text is not emitted
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
-  int32_t logprobs = 0;              // top-n alternatives per token, 0 = no logprobs, max 20
+  int32_t logprobs = 0;  // top-n alternatives per token, 0 = no logprobs, max 20
 };
 
 struct GenerationRequest {
-  std::string request_id;             // client-chosen, echoed in logs; may be empty
+  std::string request_id;              // client-chosen, echoed in logs; may be empty
   std::vector<int32_t> prompt_tokens;  // [P], P >= 1, each in [0, text_vocab_size)
   SamplingParams params;
 };

@@ -41,7 +41,8 @@ void Scheduler::preempt(Sequence* seq, ScheduledStep& out) {
 bool Scheduler::schedule_running(Sequence* seq, int32_t num_tokens, ScheduledStep& out) {
   while (!blocks_.reserve(seq->block_table, int64_t{seq->num_computed} + num_tokens)) {
     Sequence* victim = pick_victim(out);
-    if (victim == nullptr) throw std::logic_error("scheduler: no victim although seq is unscheduled");
+    if (victim == nullptr)
+      throw std::logic_error("scheduler: no victim although seq is unscheduled");
     preempt(victim, out);
     if (victim == seq) return false;
   }
@@ -53,7 +54,8 @@ bool Scheduler::try_admit(Sequence* seq, int32_t budget, ScheduledStep& out) {
   std::vector<int32_t> matched = blocks_.match_prefix(seq->tokens, seq->size() - 1);
   const int32_t cached_tokens = static_cast<int32_t>(matched.size()) * blocks_.page_size();
   const int32_t n = std::min(seq->size() - cached_tokens, budget);
-  const int64_t new_pages = blocks_.pages_for(int64_t{cached_tokens} + n) - static_cast<int64_t>(matched.size());
+  const int64_t new_pages =
+      blocks_.pages_for(int64_t{cached_tokens} + n) - static_cast<int64_t>(matched.size());
   if (blocks_.num_free_among(matched) + new_pages > blocks_.num_free()) return false;
 
   blocks_.acquire_prefix(seq->block_table, matched);

@@ -28,12 +28,12 @@ struct Sequence {
   uint64_t id = 0;
   std::vector<int32_t> tokens;  // [num_prompt + generated]
   int32_t num_prompt = 0;
-  int32_t num_computed = 0;     // tokens whose cache rows are written
+  int32_t num_computed = 0;        // tokens whose cache rows are written
   int32_t num_cached_prompt = -1;  // prefix-cache hit at first admission, -1 before admission
   SequenceStatus status = SequenceStatus::kWaiting;
   BlockTable block_table;
   SamplingParams params;
-  uint64_t seed = 0;            // resolved sampling seed (params.seed or drawn at submission)
+  uint64_t seed = 0;  // resolved sampling seed (params.seed or drawn at submission)
   int32_t num_preemptions = 0;
   SequenceTimes times;
 

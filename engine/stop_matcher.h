@@ -14,7 +14,7 @@ class StopMatcher {
   explicit StopMatcher(std::vector<std::string> stops);  // empty strings are ignored
 
   struct Result {
-    std::string text;     // safe to emit now
+    std::string text;  // safe to emit now
     bool stopped = false;
     std::string matched;  // the stop string found (when stopped)
   };

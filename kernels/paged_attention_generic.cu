@@ -1,9 +1,10 @@
 // Generic paged attention (any a/r/v dims, any per-head offsets, f32/bf16/f16 or FP8 storage
 // through fp8_cache.cuh): serves MHA/GQA/MQA (d 128), MFA (256), GTA's tied layout, the tiny test
 // dims and every FP8 cache. Heads that share a cache segment (a GQA group) form one tile and are
-// scored together, so each cached row is read once per tile. SIMT in f32: warp w of the CTA walks positions begin + w, + kWarps, ...; lanes
-// split the dot products and the value dims; each warp keeps its own online softmax, and the
-// warps' states are merged in shared memory at the end (final output or split-KV partial).
+// scored together, so each cached row is read once per tile. SIMT in f32: warp w of the CTA walks
+// positions begin + w, + kWarps, ...; lanes split the dot products and the value dims; each warp
+// keeps its own online softmax, and the warps' states are merged in shared memory at the end (final
+// output or split-KV partial).
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/fp8_cache.cuh"
@@ -27,9 +28,8 @@ constexpr int max_group() {
 }
 
 template <int kVpl>
-__global__ void __launch_bounds__(kWarps * 32) generic_attention_kernel(AttentionParams p,
-                                                                        HeadTiles tiles,
-                                                                        SplitKvPlan plan) {
+__global__ void __launch_bounds__(kWarps * 32)
+    generic_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
   constexpr int kG = max_group<kVpl>();
   extern __shared__ float smem[];
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -145,11 +145,16 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
 
 int generic_max_group(int values_per_lane) {
   switch (values_per_lane) {
-    case 1: return max_group<1>();
-    case 2: return max_group<2>();
-    case 4: return max_group<4>();
-    case 8: return max_group<8>();
-    default: return max_group<16>();
+    case 1:
+      return max_group<1>();
+    case 2:
+      return max_group<2>();
+    case 4:
+      return max_group<4>();
+    case 8:
+      return max_group<8>();
+    default:
+      return max_group<16>();
   }
 }
 
@@ -161,12 +166,18 @@ void launch_generic_attention(const AttentionParams& p, const HeadTiles& tiles,
                  "generic attention: head tile too large");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
   switch (values_per_lane) {
-    case 1: return launch<1>(p, tiles, plan, stream);
-    case 2: return launch<2>(p, tiles, plan, stream);
-    case 4: return launch<4>(p, tiles, plan, stream);
-    case 8: return launch<8>(p, tiles, plan, stream);
-    case 16: return launch<16>(p, tiles, plan, stream);
-    default: MLRA_REQUIRE(false, "generic attention: values_per_lane must be 1, 2, 4, 8 or 16");
+    case 1:
+      return launch<1>(p, tiles, plan, stream);
+    case 2:
+      return launch<2>(p, tiles, plan, stream);
+    case 4:
+      return launch<4>(p, tiles, plan, stream);
+    case 8:
+      return launch<8>(p, tiles, plan, stream);
+    case 16:
+      return launch<16>(p, tiles, plan, stream);
+    default:
+      MLRA_REQUIRE(false, "generic attention: values_per_lane must be 1, 2, 4, 8 or 16");
   }
 }
 

@@ -18,12 +18,18 @@ enum class DeviceKind : uint8_t { kCpu, kCuda };
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-    case DType::kU8: return 1;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }
@@ -43,7 +49,9 @@ struct Tensor {
   }
   size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
   template <class T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
 };
 
 // Row-major strided 2-D view: element (r, c) lives at data + (r * ld + c) * dtype_size(dtype).

@@ -22,12 +22,12 @@ class KvAttention final : public AttentionLayer {
   const ShardPlan& plan_;
   Backend& backend_;
   int head_begin_ = 0;
-  Tensor gate_;      // gqa_gated: [n_local * hd, d]
-  Tensor q_;         // [n_local * hd, d] (MFA: w_q rows [n_local * hd, share_q_dim])
-  Tensor k_, v_;     // [n_kv * hd, d]; GTA: k_ = kv_proj rows [n_kv * hd, d], v_ = W_rope_k
-  Tensor mfa_cq_, mfa_norm_;            // MFA shared query down-projection and its norm
+  Tensor gate_;   // gqa_gated: [n_local * hd, d]
+  Tensor q_;      // [n_local * hd, d] (MFA: w_q rows [n_local * hd, share_q_dim])
+  Tensor k_, v_;  // [n_kv * hd, d]; GTA: k_ = kv_proj rows [n_kv * hd, d], v_ = W_rope_k
+  Tensor mfa_cq_, mfa_norm_;                  // MFA shared query down-projection and its norm
   Tensor a_q_, a_k_, a_v_, b_q_, b_k_, b_v_;  // TPA factors (A sharded by head, B replicated)
-  Tensor c_proj_;    // [d, n_local * hd]
+  Tensor c_proj_;                             // [d, n_local * hd]
 };
 
 }  // namespace mlra

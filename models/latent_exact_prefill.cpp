@@ -17,7 +17,8 @@ void LatentAttention::exact_prefill(const Tensor& cq, const Tensor& q_nope,
   const int64_t T = step.num_tokens, dc = c.latent_dim(), dr = c.qk_rope_head_dim;
   constexpr int32_t kPage = 64;
   // Scratch layout: every sequence of the step gets fresh pages for its in-step tokens only.
-  std::vector<int32_t> indptr{0}, indices, pos(static_cast<size_t>(T)), slots(static_cast<size_t>(T));
+  std::vector<int32_t> indptr{0}, indices, pos(static_cast<size_t>(T)),
+      slots(static_cast<size_t>(T));
   int32_t next_page = 0;
   for (int32_t t = 0, seq = -1, index = 0, base = 0; t < T; ++t) {
     if (s.token_seq[size_t(t)] != seq) {
@@ -41,7 +42,8 @@ void LatentAttention::exact_prefill(const Tensor& cq, const Tensor& q_nope,
     b.upload(t, v.data(), v.size() * sizeof(int32_t));
     return t;
   };
-  Tensor d_pos = upload(pos), d_slots = upload(slots), d_indptr = upload(indptr), d_indices = upload(indices);
+  Tensor d_pos = upload(pos), d_slots = upload(slots), d_indptr = upload(indptr),
+         d_indices = upload(indices);
   StepContext scratch_step = step;
   scratch_step.positions = d_pos.as<int32_t>();
   scratch_step.slots = d_slots.as<int32_t>();
@@ -51,7 +53,8 @@ void LatentAttention::exact_prefill(const Tensor& cq, const Tensor& q_nope,
   const int64_t row = dc + dr;
   Tensor full = b.alloc({T, row}, b.act_dtype());
   const MatView full_mat = as_mat(full, row);
-  b.linear(as_mat(normed_latent, dc), as_mat(exact_proj_, dc), full_mat.cols_slice(0, dc), 1.0f, 0.0f);
+  b.linear(as_mat(normed_latent, dc), as_mat(exact_proj_, dc), full_mat.cols_slice(0, dc), 1.0f,
+           0.0f);
   b.linear(x, as_mat(kv_rope_, c.n_embd), full_mat.cols_slice(dc, dr), 1.0f, 0.0f);
   b.rope(full_mat, 1, row, dc, dr, step.positions, c.rope_base);
   Tensor scratch = b.alloc({next_page, kPage, row}, b.cache_dtype());
@@ -59,8 +62,9 @@ void LatentAttention::exact_prefill(const Tensor& cq, const Tensor& q_nope,
   b.cache_write(full_mat, scratch_step.slots, view, 0);
 
   const std::vector<Unit> units{exact_};
-  Tensor qe = virtual_queries(units, dc, as_mat(cq, c.q_lora_rank),
-                              as_mat(q_nope, int64_t(plan_.heads.size()) * c.qk_nope_head_dim), step);
+  Tensor qe =
+      virtual_queries(units, dc, as_mat(cq, c.q_lora_rank),
+                      as_mat(q_nope, int64_t(plan_.heads.size()) * c.qk_nope_head_dim), step);
   Tensor ze = attend(units, dc, qe, view, int32_t(dc), scratch_step);
   up_project(units, dc, ze, o_exact, 1.0f / float(plan_.tp));
 }

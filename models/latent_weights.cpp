@@ -14,10 +14,14 @@ namespace {
 int64_t group_index(const ModelConfig& c, int l, int h) {
   const int64_t H = c.n_head;
   switch (c.variant.kind) {
-    case AttentionKind::kGla2: return h - H / 2 * l;
-    case AttentionKind::kGla4: return h - H / 4 * l;
-    case AttentionKind::kMlra2: return h - H / 2 * (l % 2);
-    default: return h;  // MLA, MLRA-4
+    case AttentionKind::kGla2:
+      return h - H / 2 * l;
+    case AttentionKind::kGla4:
+      return h - H / 4 * l;
+    case AttentionKind::kMlra2:
+      return h - H / 2 * (l % 2);
+    default:
+      return h;  // MLA, MLRA-4
   }
 }
 
@@ -76,7 +80,8 @@ void LatentAttention::load_tpla(const WeightLoader& w, const std::string& p, int
   auto m_transposed = [&](int64_t c0, int64_t n) {
     std::vector<float> mt(static_cast<size_t>(n * dc));
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = 0; i < dc; ++i) mt[size_t(j * dc + i)] = g[size_t(i)] * u[size_t(i * dc + c0 + j)];
+      for (int64_t i = 0; i < dc; ++i)
+        mt[size_t(j * dc + i)] = g[size_t(i)] * u[size_t(i * dc + c0 + j)];
     return mt;
   };
   std::vector<float> slices;

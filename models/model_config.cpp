@@ -58,20 +58,28 @@ const char* latent_prefill_name(LatentPrefill mode) {
 
 int64_t ModelConfig::num_kv_heads() const {
   switch (traits(variant.kind).kv_heads) {
-    case KvHeadMap::kPerHead: return n_head;
-    case KvHeadMap::kGrouped: return group_size > 0 ? n_head / group_size : 0;
-    case KvHeadMap::kShared: return 1;
-    default: return 0;
+    case KvHeadMap::kPerHead:
+      return n_head;
+    case KvHeadMap::kGrouped:
+      return group_size > 0 ? n_head / group_size : 0;
+    case KvHeadMap::kShared:
+      return 1;
+    default:
+      return 0;
   }
 }
 
 // GLA-4 and MLRA's 4 are hard-coded in the reference (flag F10).
-int64_t ModelConfig::num_latents() const { return traits(variant.kind).num_latents; }
+int64_t ModelConfig::num_latents() const {
+  return traits(variant.kind).num_latents;
+}
 
 int64_t ModelConfig::latent_dim() const {
   return num_latents() ? kv_lora_rank / num_latents() : 0;
 }
-int64_t ModelConfig::q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+int64_t ModelConfig::q_head_dim() const {
+  return qk_nope_head_dim + qk_rope_head_dim;
+}
 
 float ModelConfig::q_scale() const {
   if (!variant.is_latent() || variant.no_scale) return 1.0f;
@@ -82,7 +90,8 @@ float ModelConfig::kv_scale() const {
   return static_cast<float>(std::sqrt(double(n_embd) / double(latent_dim())));
 }
 float ModelConfig::attn_output_scale() const {
-  if (variant.kind == AttentionKind::kMlra2) return variant.no_scale ? 1.0f : float(1 / std::sqrt(2.0));
+  if (variant.kind == AttentionKind::kMlra2)
+    return variant.no_scale ? 1.0f : float(1 / std::sqrt(2.0));
   if (variant.kind == AttentionKind::kMlra4) return 0.5f;
   return 1.0f;
 }
@@ -93,9 +102,12 @@ float ModelConfig::softmax_scale() const {
 
 int64_t ModelConfig::cache_values_per_token() const {
   switch (traits(variant.kind).cache) {
-    case CacheLayout::kKvHeads: return 2 * head_dim * num_kv_heads();
-    case CacheLayout::kTiedRope: return head_dim * num_kv_heads() + head_dim / 2;
-    default: return kv_lora_rank + qk_rope_head_dim;
+    case CacheLayout::kKvHeads:
+      return 2 * head_dim * num_kv_heads();
+    case CacheLayout::kTiedRope:
+      return head_dim * num_kv_heads() + head_dim / 2;
+    default:
+      return kv_lora_rank + qk_rope_head_dim;
   }
 }
 
@@ -164,8 +176,10 @@ void ModelConfig::validate() const {
     }
     if (variant.kind == AttentionKind::kMqa)
       require(group_size == n_head, "mqa needs group_size == n_head");
-    if (variant.kind == AttentionKind::kMfa) require(share_q_dim > 0, "share_q_dim must be positive");
-    if (variant.kind == AttentionKind::kTpa) require(rank > 0 && q_rank > 0, "rank/q_rank must be positive");
+    if (variant.kind == AttentionKind::kMfa)
+      require(share_q_dim > 0, "share_q_dim must be positive");
+    if (variant.kind == AttentionKind::kTpa)
+      require(rank > 0 && q_rank > 0, "rank/q_rank must be positive");
     if (variant.kind == AttentionKind::kMha || variant.kind == AttentionKind::kGqa ||
         variant.kind == AttentionKind::kMqa || variant.kind == AttentionKind::kGta ||
         variant.kind == AttentionKind::kTpa)
@@ -188,7 +202,9 @@ ModelConfig parse_model_config(const nlohmann::json& j, const Variant& variant) 
     throw ConfigError("config.json: bias=true is not supported (the release has no biases)");
   if (c.vocab_size < c.text_vocab_size) c.text_vocab_size = c.vocab_size;
   switch (variant.kind) {
-    case AttentionKind::kMha: c.head_dim = required_int(j, "head_dim", v); break;
+    case AttentionKind::kMha:
+      c.head_dim = required_int(j, "head_dim", v);
+      break;
     case AttentionKind::kGqa:
     case AttentionKind::kMqa:
     case AttentionKind::kGta:

@@ -88,17 +88,19 @@ struct ModelConfig {
   int64_t text_vocab_size = 50257;  // rows >= this are padding and never sampled
 
   // Derived quantities (models/VARIANTS.md 2.4 and 5.6).
-  int64_t num_kv_heads() const;      // MHA-family KV heads (GQA 6, MQA 1, MHA n_head)
-  int64_t num_latents() const;       // 1 MLA, 2 GLA-2, 4 GLA-4/MLRA
-  int64_t latent_dim() const;        // d_c = kv_lora_rank / num_latents
-  int64_t q_head_dim() const;        // latent family: d_n + d_r
-  float q_scale() const;             // sqrt(d / r_q), 1 for no_scale
-  float kv_scale() const;            // sqrt(d / d_c), 1 for no_scale
-  float attn_output_scale() const;   // MLRA-2 1/sqrt2, MLRA-4 1/2, else 1
-  float softmax_scale() const;       // FA3 default of the reference forward
+  int64_t num_kv_heads() const;            // MHA-family KV heads (GQA 6, MQA 1, MHA n_head)
+  int64_t num_latents() const;             // 1 MLA, 2 GLA-2, 4 GLA-4/MLRA
+  int64_t latent_dim() const;              // d_c = kv_lora_rank / num_latents
+  int64_t q_head_dim() const;              // latent family: d_n + d_r
+  float q_scale() const;                   // sqrt(d / r_q), 1 for no_scale
+  float kv_scale() const;                  // sqrt(d / d_c), 1 for no_scale
+  float attn_output_scale() const;         // MLRA-2 1/sqrt2, MLRA-4 1/2, else 1
+  float softmax_scale() const;             // FA3 default of the reference forward
   int64_t cache_values_per_token() const;  // per layer at TP=1 (models/VARIANTS.md 5.6)
-  bool tpla() const { return mla_tp_mode == LatentTpMode::kTpla && variant.kind == AttentionKind::kMla; }
-  int64_t param_count() const;       // tied embedding counted once
+  bool tpla() const {
+    return mla_tp_mode == LatentTpMode::kTpla && variant.kind == AttentionKind::kMla;
+  }
+  int64_t param_count() const;  // tied embedding counted once
 
   void validate() const;  // throws ConfigError naming the offending field
 };

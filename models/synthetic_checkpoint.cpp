@@ -36,7 +36,11 @@ class SyntheticCheckpoint final : public Checkpoint {
       if (s.name != "lm_head.weight") total += s.numel();
     arena_.resize(size_t(total));
     int64_t offset = 0;
-    struct Job { int64_t begin, n; float amplitude, center; uint64_t salt; };
+    struct Job {
+      int64_t begin, n;
+      float amplitude, center;
+      uint64_t salt;
+    };
     std::vector<Job> jobs;
     for (const auto& s : specs) {
       TensorInfo t;
@@ -45,7 +49,8 @@ class SyntheticCheckpoint final : public Checkpoint {
       t.dtype = DType::kBF16;
       t.shape = s.shape;
       t.strides.assign(s.shape.size(), 1);
-      for (int i = int(s.shape.size()) - 2; i >= 0; --i) t.strides[i] = t.strides[i + 1] * s.shape[i + 1];
+      for (int i = int(s.shape.size()) - 2; i >= 0; --i)
+        t.strides[i] = t.strides[i + 1] * s.shape[i + 1];
       if (s.name == "lm_head.weight") {
         t.data = infos_.at("transformer.wte.weight").data;
         t.storage_id = "wte";

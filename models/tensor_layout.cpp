@@ -16,7 +16,9 @@ void latent_q_path(const ModelConfig& c, Specs& s) {
 
 }  // namespace
 
-std::string layer_prefix(int64_t layer) { return "transformer.h." + std::to_string(layer) + "."; }
+std::string layer_prefix(int64_t layer) {
+  return "transformer.h." + std::to_string(layer) + ".";
+}
 
 std::vector<TensorSpec> attention_tensors(const ModelConfig& c) {
   const int64_t d = c.n_embd, h = c.n_head, hd = c.head_dim;
@@ -81,11 +83,12 @@ std::vector<TensorSpec> attention_tensors(const ModelConfig& c) {
     case AttentionKind::kGla4:
     case AttentionKind::kMlra2:
     case AttentionKind::kMlra4: {
-      const int64_t heads_per_latent = c.variant.kind == AttentionKind::kGla4   ? h / 4
+      const int64_t heads_per_latent = c.variant.kind == AttentionKind::kGla4    ? h / 4
                                        : c.variant.kind == AttentionKind::kMlra2 ? h / 2
                                                                                  : h;
       // Bare parameter, input-major [latent, d_c, out] (flag F3); first in state_dict order.
-      s.push_back({"attn.kv_b_proj", {4, c.latent_dim(), heads_per_latent * 2 * c.qk_nope_head_dim}});
+      s.push_back(
+          {"attn.kv_b_proj", {4, c.latent_dim(), heads_per_latent * 2 * c.qk_nope_head_dim}});
       gate("attn.gated_proj.weight");
       latent_q_path(c, s);
       for (int l = 0; l < 4; ++l)

@@ -23,7 +23,8 @@ std::vector<float> identity_transform(int64_t n) {
 }
 
 std::vector<float> hadamard_transform(int64_t n, uint64_t seed) {
-  if (n <= 0 || (n & (n - 1)) != 0) throw std::invalid_argument("hadamard: size must be a power of two");
+  if (n <= 0 || (n & (n - 1)) != 0)
+    throw std::invalid_argument("hadamard: size must be a power of two");
   std::mt19937_64 rng(seed);
   std::vector<float> sign(static_cast<size_t>(n));
   for (auto& s : sign) s = (rng() & 1) ? 1.0f : -1.0f;
@@ -32,7 +33,8 @@ std::vector<float> hadamard_transform(int64_t n, uint64_t seed) {
   // Sylvester: H[i][j] = (-1)^popcount(i & j); random signs on the rows keep it orthogonal.
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
-      u[size_t(i * n + j)] = sign[size_t(i)] * norm * ((__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0f : 1.0f);
+      u[size_t(i * n + j)] =
+          sign[size_t(i)] * norm * ((__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0f : 1.0f);
   return u;
 }
 
@@ -89,7 +91,8 @@ void save_transform_file(const std::filesystem::path& path,
   if (!out) throw std::runtime_error("write failed: " + path.string());
 }
 
-std::vector<float> load_transform_layer(const std::filesystem::path& path, int64_t layer, int64_t n) {
+std::vector<float> load_transform_layer(const std::filesystem::path& path, int64_t layer,
+                                        int64_t n) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("tpla: cannot open transform file " + path.string());
   char magic[8];

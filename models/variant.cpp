@@ -1,4 +1,5 @@
-// Variant names and siblings, read off the traits table (variant_traits.cpp; models/VARIANTS.md 4.11).
+// Variant names and siblings, read off the traits table (variant_traits.cpp;
+// models/VARIANTS.md 4.11).
 #include "models/variant.h"
 
 #include <algorithm>

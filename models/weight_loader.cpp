@@ -5,7 +5,8 @@
 
 namespace mlra {
 
-Tensor WeightLoader::upload(const std::vector<float>& data, const std::vector<int64_t>& shape) const {
+Tensor WeightLoader::upload(const std::vector<float>& data,
+                            const std::vector<int64_t>& shape) const {
   Tensor t = backend_.alloc(shape, backend_.weight_dtype());
   if (t.numel() != int64_t(data.size())) throw std::logic_error("WeightLoader: size mismatch");
   backend_.upload_f32(t, data.data());
@@ -23,7 +24,8 @@ Tensor WeightLoader::load(const std::string& name, const std::vector<Range>& ran
   return upload(ckpt_.read_f32(name, ranges), shape);
 }
 
-Tensor WeightLoader::load_rows(const std::string& name, const std::vector<Range>& row_ranges) const {
+Tensor WeightLoader::load_rows(const std::string& name,
+                               const std::vector<Range>& row_ranges) const {
   const auto& full = ckpt_.info(name).shape;
   std::vector<float> data;
   int64_t rows = 0;

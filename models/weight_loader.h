@@ -26,7 +26,9 @@ class WeightLoader {
   std::vector<float> read(const std::string& name) const { return ckpt_.read_f32(name); }
   // Host floats -> backend tensor of the weight dtype.
   Tensor upload(const std::vector<float>& data, const std::vector<int64_t>& shape) const;
-  const std::vector<int64_t>& shape(const std::string& name) const { return ckpt_.info(name).shape; }
+  const std::vector<int64_t>& shape(const std::string& name) const {
+    return ckpt_.info(name).shape;
+  }
   Backend& backend() const { return backend_; }
   int64_t bytes_loaded() const { return bytes_loaded_; }
 

@@ -69,7 +69,7 @@ class GrpcServer {
   bool stopping_ = false;
   bool stopped_ = false;
   std::mutex health_mutex_;  // set_serving runs on the health, engine and shutdown threads
-  int serving_ = -1;  // last status published: -1 none, 0 NOT_SERVING, 1 SERVING
+  int serving_ = -1;         // last status published: -1 none, 0 NOT_SERVING, 1 SERVING
   bool engine_failed_ = false;
   std::thread health_thread_;
 };

@@ -1,6 +1,6 @@
 // mlra-serve: command-line entry point (serve, generate, inspect, client, perplexity,
-// kv-cache-compare, tpla-calibrate, worker). A thin CLI11 dispatcher: every subcommand registers itself from its
-// own file, one line each.
+// kv-cache-compare, tpla-calibrate, worker). A thin CLI11 dispatcher: every subcommand registers
+// itself from its own file, one line each.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
@@ -9,8 +9,8 @@
 #include "server/cli/inspect_command.h"
 #include "server/cli/kv_cache_compare_command.h"
 #include "server/cli/perplexity_command.h"
-#include "server/serve_command.h"
 #include "server/cli/tpla_calibrate_command.h"
+#include "server/serve_command.h"
 #include "server/worker_command.h"
 
 int main(int argc, char** argv) {

@@ -31,8 +31,8 @@ using Clock = std::chrono::steady_clock;
 std::string response(int status, const char* reason, const std::string& content_type,
                      const std::string& body) {
   return fmt::format(
-      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", status,
-      reason, content_type, body.size(), body);
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+      status, reason, content_type, body.size(), body);
 }
 
 std::string plain(int status, const char* reason) {
@@ -63,7 +63,8 @@ int bind_listener(const std::string& host, int port, int* bound_port) {
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
   if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0)
-    throw std::runtime_error(fmt::format("metrics endpoint: cannot resolve {}: {}", host, gai_strerror(rc)));
+    throw std::runtime_error(
+        fmt::format("metrics endpoint: cannot resolve {}: {}", host, gai_strerror(rc)));
   std::string why = "no address";
   int fd = -1;
   for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
@@ -81,12 +82,15 @@ int bind_listener(const std::string& host, int port, int* bound_port) {
     }
   }
   ::freeaddrinfo(found);
-  if (fd < 0) throw std::runtime_error(fmt::format("metrics endpoint: cannot listen on {}:{} ({})", host, port, why));
+  if (fd < 0)
+    throw std::runtime_error(
+        fmt::format("metrics endpoint: cannot listen on {}:{} ({})", host, port, why));
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  *bound_port = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
-                                           : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  *bound_port = addr.ss_family == AF_INET6
+                    ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                    : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   return fd;
 }
 
@@ -161,7 +165,8 @@ class MetricsEndpoint::Listener {
         ::close(fd);
         continue;
       }
-      connections_.push_back({fd, {}, Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+      connections_.push_back(
+          {fd, {}, Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
     }
   }
 

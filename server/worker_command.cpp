@@ -21,9 +21,9 @@
 #include "kernels/host_staged_communicator.h"
 #include "kernels/sampling.h"
 #include "kernels/shm_communicator.h"
-#include "models/model_loader.h"
 #include "models/checkpoint.h"
 #include "models/model_config.h"
+#include "models/model_loader.h"
 #include "models/transformer.h"
 #ifdef MLRA_HAVE_CUDA
 #include "kernels/nccl_communicator.h"

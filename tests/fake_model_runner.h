@@ -29,11 +29,13 @@ inline uint64_t fake_mix(uint64_t x) {
 }
 
 // Logits of the next token after `history` ([n] token ids): independent of batching.
-inline void fake_logits(const std::vector<int32_t>& history, int64_t vocab, int64_t text_vocab, float* out) {
+inline void fake_logits(const std::vector<int32_t>& history, int64_t vocab, int64_t text_vocab,
+                        float* out) {
   uint64_t h = 0x1234;
   for (int32_t t : history) h = fake_mix(h ^ static_cast<uint32_t>(t));
   for (int64_t v = 0; v < vocab; ++v) {
-    const double u = static_cast<double>(fake_mix(h ^ (static_cast<uint64_t>(v) << 32)) >> 11) * 0x1.0p-53;
+    const double u =
+        static_cast<double>(fake_mix(h ^ (static_cast<uint64_t>(v) << 32)) >> 11) * 0x1.0p-53;
     // Padding rows score highest so a sampler that forgets to exclude them is caught.
     out[v] = v >= text_vocab ? 50.0f : static_cast<float>(6.0 * u - 3.0);
   }
@@ -46,8 +48,8 @@ struct FakeRunnerOptions {
   int32_t page_size = 4;
   int64_t num_pages = 64;
   int64_t max_context = 256;
-  int64_t fail_at_step = -1;          // throw RunnerError on the first call at or after this one...
-  int32_t fail_min_seqs = 0;          // ...whose batch holds at least this many sequences
+  int64_t fail_at_step = -1;  // throw RunnerError on the first call at or after this one...
+  int32_t fail_min_seqs = 0;  // ...whose batch holds at least this many sequences
   std::chrono::milliseconds delay{0};  // per execute(), to give other threads time
 };
 
@@ -76,13 +78,15 @@ class FakeModelRunner : public ModelRunner {
     if (sampling.size() != static_cast<int64_t>(step.logit_rows.size()))
       throw std::logic_error("fake runner: one sampling row per logit row");
     const auto rows = static_cast<int64_t>(step.logit_rows.size());
-    sampler_->sample(MatView{logits_.data(), DType::kF32, rows, o_.vocab_size, o_.vocab_size}, sampling, out);
+    sampler_->sample(MatView{logits_.data(), DType::kF32, rows, o_.vocab_size, o_.vocab_size},
+                     sampling, out);
   }
 
   void execute(const StepBatch& step, std::vector<float>& logits) override {
     if (o_.delay.count() > 0) std::this_thread::sleep_for(o_.delay);
     const int64_t call = calls_++;
-    if (o_.fail_at_step >= 0 && !failed_ && call >= o_.fail_at_step && step.num_seqs() >= o_.fail_min_seqs) {
+    if (o_.fail_at_step >= 0 && !failed_ && call >= o_.fail_at_step &&
+        step.num_seqs() >= o_.fail_min_seqs) {
       failed_ = true;
       throw RunnerError("fake worker died");
     }
@@ -124,14 +128,16 @@ class FakeModelRunner : public ModelRunner {
       }
       const int32_t pos = step.positions[t];
       const int32_t num_pages = step.page_indptr[s + 1] - step.page_indptr[s];
-      if (pos / o_.page_size >= num_pages) throw std::logic_error("fake runner: page table too short");
+      if (pos / o_.page_size >= num_pages)
+        throw std::logic_error("fake runner: page table too short");
       const int32_t page = step.page_indices[step.page_indptr[s] + pos / o_.page_size];
       if (step.slots[t] != page * o_.page_size + pos % o_.page_size) {
         throw std::logic_error("fake runner: slot does not match the page table");
       }
     }
     for (int32_t r : step.logit_rows) {
-      if (r < 0 || r >= static_cast<int32_t>(n)) throw std::logic_error("fake runner: bad logit row");
+      if (r < 0 || r >= static_cast<int32_t>(n))
+        throw std::logic_error("fake runner: bad logit row");
     }
   }
 

@@ -25,7 +25,8 @@ std::vector<const BlockTable*> live(const std::map<int, BlockTable>& tables) {
 
 }  // namespace
 
-TEST_CASE("block manager invariants hold under random alloc/commit/fork/free", "[engine][block_manager]") {
+TEST_CASE("block manager invariants hold under random alloc/commit/fork/free",
+          "[engine][block_manager]") {
   std::mt19937_64 rng(7);
   const int32_t ps = 4;
   BlockManager bm(37, ps, true);
@@ -44,7 +45,8 @@ TEST_CASE("block manager invariants hold under random alloc/commit/fork/free", "
       auto tail = random_tokens(rng, static_cast<int>(rng() % 9), 5);
       toks.insert(toks.end(), tail.begin(), tail.end());
       auto matched = bm.match_prefix(toks, static_cast<int32_t>(toks.size()) - 1);
-      const int64_t need = bm.pages_for(static_cast<int64_t>(toks.size())) - static_cast<int64_t>(matched.size());
+      const int64_t need =
+          bm.pages_for(static_cast<int64_t>(toks.size())) - static_cast<int64_t>(matched.size());
       if (bm.num_free_among(matched) + need > bm.num_free()) continue;
       BlockTable t;
       bm.acquire_prefix(t, matched);
@@ -152,7 +154,8 @@ TEST_CASE("cached pages are evicted least recently freed first, tails before hea
   REQUIRE(bm.check_invariants({&b}).empty());
 }
 
-TEST_CASE("prefix cache off: no matches, freed pages go back to the plain pool", "[engine][block_manager]") {
+TEST_CASE("prefix cache off: no matches, freed pages go back to the plain pool",
+          "[engine][block_manager]") {
   std::mt19937_64 rng(5);
   BlockManager bm(8, 4, false);
   auto p = random_tokens(rng, 9, 100);

@@ -84,12 +84,14 @@ std::vector<int32_t> random_prompt(std::mt19937_64& rng, int n, int64_t vocab) {
 }
 
 // Independent greedy reference over the fake logits, honouring EOS unless ignored.
-std::vector<int32_t> reference_greedy(std::vector<int32_t> history, const SamplingParams& p, const FakeRunnerOptions& o) {
+std::vector<int32_t> reference_greedy(std::vector<int32_t> history, const SamplingParams& p,
+                                      const FakeRunnerOptions& o) {
   std::vector<float> row(static_cast<size_t>(o.vocab_size));
   std::vector<int32_t> out;
   while (static_cast<int32_t>(out.size()) < p.max_tokens) {
     fake_logits(history, o.vocab_size, o.text_vocab_size, row.data());
-    const auto best = static_cast<int32_t>(std::max_element(row.begin(), row.begin() + o.text_vocab_size) - row.begin());
+    const auto best = static_cast<int32_t>(
+        std::max_element(row.begin(), row.begin() + o.text_vocab_size) - row.begin());
     out.push_back(best);
     history.push_back(best);
     if (best == o.eot_token && !p.ignore_eos) break;
@@ -112,7 +114,7 @@ TEST_CASE("32 concurrent requests give the same tokens as each alone", "[engine]
   FakeRunnerOptions o;
   o.num_pages = 40;  // 160 tokens for 32 requests: forces preemption and queueing
   o.max_context = 64;
-  o.eot_token = 5;   // reachable, so some requests end with EOS
+  o.eot_token = 5;  // reachable, so some requests end with EOS
   EngineOptions e;
   e.max_running_seqs = 12;
   e.max_step_tokens = 24;
@@ -121,7 +123,8 @@ TEST_CASE("32 concurrent requests give the same tokens as each alone", "[engine]
   for (int i = 0; i < 32; ++i) {
     GenerationRequest r;
     r.request_id = std::to_string(i);
-    r.prompt_tokens = i % 3 == 0 ? stem : random_prompt(rng, 1 + static_cast<int>(rng() % 20), o.text_vocab_size);
+    r.prompt_tokens =
+        i % 3 == 0 ? stem : random_prompt(rng, 1 + static_cast<int>(rng() % 20), o.text_vocab_size);
     r.prompt_tokens.push_back(static_cast<int32_t>(rng() % 200));
     r.params.max_tokens = 5 + static_cast<int32_t>(rng() % 25);
     r.params.ignore_eos = i % 2 == 0;
@@ -146,7 +149,8 @@ TEST_CASE("32 concurrent requests give the same tokens as each alone", "[engine]
     CHECK(together.tokens == alone.tokens);
     CHECK(together.text == alone.text);
     CHECK(together.reason == alone.reason);
-    if (reqs[i].params.temperature == 0.0f) CHECK(together.tokens == reference_greedy(reqs[i].prompt_tokens, reqs[i].params, o));
+    if (reqs[i].params.temperature == 0.0f)
+      CHECK(together.tokens == reference_greedy(reqs[i].prompt_tokens, reqs[i].params, o));
     CHECK(together.usage.completion_tokens == static_cast<int32_t>(together.tokens.size()));
     CHECK(together.usage.prompt_tokens == static_cast<int32_t>(reqs[i].prompt_tokens.size()));
   }
@@ -158,7 +162,8 @@ TEST_CASE("32 concurrent requests give the same tokens as each alone", "[engine]
   CHECK(s.requests_finished == 32);
 }
 
-TEST_CASE("engine stop strings cut the text across token boundaries", "[engine][engine_loop][stop]") {
+TEST_CASE("engine stop strings cut the text across token boundaries",
+          "[engine][engine_loop][stop]") {
   std::mt19937_64 rng(2);
   FakeRunnerOptions o;
   GenerationRequest r;
@@ -220,10 +225,15 @@ TEST_CASE("invalid requests are rejected with the right code and the engine keep
   CHECK(bad([](auto& r) { r.params.presence_penalty = -3.0f; }) == E::kInvalidArgument);
   CHECK(bad([](auto& r) { r.params.logprobs = 21; }) == E::kInvalidArgument);
   CHECK(bad([](auto& r) { r.params.stop_token_ids = {300}; }) == E::kInvalidArgument);
-  CHECK(bad([](auto& r) { r.params.stop = std::vector<std::string>(17, "x"); }) == E::kInvalidArgument);
+  CHECK(bad([](auto& r) { r.params.stop = std::vector<std::string>(17, "x"); }) ==
+        E::kInvalidArgument);
   CHECK(bad([](auto& r) { r.params.stop = {"a", ""}; }) == E::kInvalidArgument);
   CHECK_FALSE(bad([](auto& r) { r.params.stop = std::vector<std::string>(16, "x"); }).has_value());
-  auto err = engine->validate([&] { GenerationRequest r = ok; r.params.top_p = 2.0f; return r; }());
+  auto err = engine->validate([&] {
+    GenerationRequest r = ok;
+    r.params.top_p = 2.0f;
+    return r;
+  }());
   REQUIRE(err.has_value());
   CHECK(std::string(err->what()).find("top_p") != std::string::npos);
   CHECK_FALSE(code_of(ok).has_value());  // still serving
@@ -340,7 +350,8 @@ TEST_CASE("shutdown drains or aborts in-flight requests", "[engine][engine_loop]
     REQUIRE(c.wait(3, 1s));
     for (size_t i = 0; i < 3; ++i) {
       CHECK(c.get(i).finals == 1);
-      CHECK((c.get(i).reason == FinishReason::kAborted || c.get(i).reason == FinishReason::kLength));
+      CHECK(
+          (c.get(i).reason == FinishReason::kAborted || c.get(i).reason == FinishReason::kLength));
     }
   }
 }

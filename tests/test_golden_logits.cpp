@@ -38,7 +38,8 @@ std::unique_ptr<ModelRunner> runner(const std::filesystem::path& dir, const std:
 
 }  // namespace
 
-TEST_CASE("prefill logits and greedy continuations match the float64 reference", "[model][golden]") {
+TEST_CASE("prefill logits and greedy continuations match the float64 reference",
+          "[model][golden]") {
   const std::filesystem::path root = std::filesystem::path(MLRA_TEST_DATA) / "tiny";
   int checked = 0;
   for (const auto& entry : std::filesystem::directory_iterator(root)) {

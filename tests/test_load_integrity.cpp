@@ -15,9 +15,9 @@
 #include <spdlog/spdlog.h>
 #include <zlib.h>
 
+#include "engine/local_runner.h"
 #include "engine/runner_factory.h"
 #include "models/checkpoint_integrity.h"
-#include "engine/local_runner.h"
 #include "models/model_loader.h"
 #include "models/torch_bin_file.h"
 #include "tests/checkpoint_test_util.h"
@@ -127,8 +127,9 @@ TEST_CASE("a config.json that disagrees with the tensors is refused by both runn
   WorkerProcessOptions process;
   process.worker_binary = fs::path(MLRA_BINARY_DIR) / "server" / "mlra-serve";
   process.load_timeout_s = 60;
-  CHECK_THROWS_WITH(make_runner(o, process), Contains("transformer.wte.weight") && Contains("[50304,192]") &&
-                                        Contains("[60000,192]"));
+  CHECK_THROWS_WITH(make_runner(o, process), Contains("transformer.wte.weight") &&
+                                                 Contains("[50304,192]") &&
+                                                 Contains("[60000,192]"));
 }
 
 TEST_CASE("a shard with 4 KB overwritten is refused: CRC-32, or NaN where it shows first",

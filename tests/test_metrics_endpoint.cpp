@@ -11,10 +11,10 @@
 #include <sstream>
 #include <thread>
 
-#include <catch2/catch.hpp>
 #include <prometheus/text_serializer.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <catch2/catch.hpp>
 
 #include "metered_test_server.h"
 #include "server/cli/http_get.h"

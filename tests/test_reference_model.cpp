@@ -21,9 +21,10 @@ namespace {
 
 const std::vector<std::string>& tiny_variants() {
   static const std::vector<std::string> v = {
-      "mha",   "gqa",   "mqa",         "gta",       "mfa",        "tpa",          "mla",
-      "gla2",  "gla4",  "mlra2",       "mlra4",     "gqa_gated",  "mla_gated",    "gla2_gated",
-      "mlra2_gated", "mlra4_gated", "mla_no_scale", "gla2_no_scale", "mlra2_no_scale"};
+      "mha",         "gqa",          "mqa",           "gta",           "mfa",
+      "tpa",         "mla",          "gla2",          "gla4",          "mlra2",
+      "mlra4",       "gqa_gated",    "mla_gated",     "gla2_gated",    "mlra2_gated",
+      "mlra4_gated", "mla_no_scale", "gla2_no_scale", "mlra2_no_scale"};
   return v;
 }
 
@@ -96,10 +97,10 @@ TEST_CASE("a batch of mixed-length sequences equals each sequence alone", "[mode
     const std::vector<std::vector<int32_t>> prompts = {
         random_tokens(1, 1, vocab), random_tokens(9, 2, vocab), random_tokens(17, 3, vocab)};
     std::vector<float> batched;
-    r->execute(build_step({{0, 0, prompts[0], true}, {1, 0, prompts[1], true},
-                           {2, 0, prompts[2], true}},
-                          8, kPagesPerSeq),
-               batched);
+    r->execute(
+        build_step({{0, 0, prompts[0], true}, {1, 0, prompts[1], true}, {2, 0, prompts[2], true}},
+                   8, kPagesPerSeq),
+        batched);
     std::vector<float> alone;
     for (const auto& p : prompts) {
       auto single = prefill(*runner(v), p, 8);
@@ -108,16 +109,17 @@ TEST_CASE("a batch of mixed-length sequences equals each sequence alone", "[mode
     CHECK(rel_l2(batched, alone) < 1e-5);
     // Then one decode step of all three together equals three single decodes.
     std::vector<float> step_all, step_one;
-    r->execute(build_step({{0, 1, {5}, false}, {1, 9, {6}, false}, {2, 17, {7}, false}}, 8,
-                          kPagesPerSeq),
-               step_all);
+    r->execute(
+        build_step({{0, 1, {5}, false}, {1, 9, {6}, false}, {2, 17, {7}, false}}, 8, kPagesPerSeq),
+        step_all);
     std::vector<float> expect;
     int32_t tok = 5;
     for (const auto& p : prompts) {
       auto solo = runner(v);
       std::vector<float> ignored;
       solo->execute(build_step({{0, 0, p, false}}, 8, kPagesPerSeq), ignored);
-      solo->execute(build_step({{0, int32_t(p.size()), {tok++}, false}}, 8, kPagesPerSeq), step_one);
+      solo->execute(build_step({{0, int32_t(p.size()), {tok++}, false}}, 8, kPagesPerSeq),
+                    step_one);
       expect.insert(expect.end(), step_one.begin(), step_one.end());
     }
     CHECK(rel_l2(step_all, expect) < 1e-5);

@@ -62,7 +62,8 @@ std::vector<double> reference_probs(const std::vector<float>& l, const SamplingP
   return prob;
 }
 
-std::vector<double> empirical(Sampler& s, const std::vector<float>& l, const SamplingParams& p, int n) {
+std::vector<double> empirical(Sampler& s, const std::vector<float>& l, const SamplingParams& p,
+                              int n) {
   std::vector<double> freq(static_cast<size_t>(kVocab), 0.0);
   std::vector<int32_t> prompt = {1};
   for (int i = 0; i < n; ++i) {
@@ -74,7 +75,8 @@ std::vector<double> empirical(Sampler& s, const std::vector<float>& l, const Sam
 
 }  // namespace
 
-TEST_CASE("greedy, top_k=1, tiny top_p and min_p=1 all pick the argmax of text rows", "[engine][sampler]") {
+TEST_CASE("greedy, top_k=1, tiny top_p and min_p=1 all pick the argmax of text rows",
+          "[engine][sampler]") {
   std::mt19937_64 rng(1);
   Sampler s(kText);
   for (int trial = 0; trial < 200; ++trial) {
@@ -103,10 +105,12 @@ TEST_CASE("padding rows are never sampled, even at high temperature", "[engine][
   SamplingParams hot;
   hot.temperature = 5.0f;
   auto l = random_logits(rng);
-  for (int i = 0; i < 2000; ++i) CHECK(s.sample(l, {}, 0, hot, static_cast<uint64_t>(i), nullptr) < kText);
+  for (int i = 0; i < 2000; ++i)
+    CHECK(s.sample(l, {}, 0, hot, static_cast<uint64_t>(i), nullptr) < kText);
 }
 
-TEST_CASE("repetition, frequency and presence penalties follow the HF and OpenAI formulas", "[engine][sampler]") {
+TEST_CASE("repetition, frequency and presence penalties follow the HF and OpenAI formulas",
+          "[engine][sampler]") {
   std::mt19937_64 rng(3);
   Sampler s(kText);
   for (int trial = 0; trial < 50; ++trial) {
@@ -146,7 +150,8 @@ TEST_CASE("repetition, frequency and presence penalties follow the HF and OpenAI
   CHECK(s.sample(l, std::vector<int32_t>{0, 3}, 1, freq, 0, nullptr) == 5);
 }
 
-TEST_CASE("temperature, top_k, top_p and min_p give the reference distribution", "[engine][sampler]") {
+TEST_CASE("temperature, top_k, top_p and min_p give the reference distribution",
+          "[engine][sampler]") {
   std::mt19937_64 rng(4);
   Sampler s(kText);
   struct Case {
@@ -155,8 +160,9 @@ TEST_CASE("temperature, top_k, top_p and min_p give the reference distribution",
     float p;
     float min_p;
   };
-  for (Case c : {Case{1.0f, 0, 1.0f, 0.0f}, Case{0.5f, 0, 1.0f, 0.0f}, Case{1.5f, 5, 1.0f, 0.0f},
-                 Case{1.0f, 0, 0.7f, 0.0f}, Case{1.0f, 0, 1.0f, 0.2f}, Case{0.8f, 8, 0.9f, 0.05f}}) {
+  for (Case c :
+       {Case{1.0f, 0, 1.0f, 0.0f}, Case{0.5f, 0, 1.0f, 0.0f}, Case{1.5f, 5, 1.0f, 0.0f},
+        Case{1.0f, 0, 0.7f, 0.0f}, Case{1.0f, 0, 1.0f, 0.2f}, Case{0.8f, 8, 0.9f, 0.05f}}) {
     auto l = random_logits(rng, 1.5f);
     SamplingParams p;
     p.temperature = c.t;
@@ -203,7 +209,8 @@ TEST_CASE("top_p over a large vocabulary matches a full sort", "[engine][sampler
   }
 }
 
-TEST_CASE("seeded sampling is reproducible and depends on seed and token index", "[engine][sampler]") {
+TEST_CASE("seeded sampling is reproducible and depends on seed and token index",
+          "[engine][sampler]") {
   std::mt19937_64 rng(5);
   Sampler a(kText), b(kText);
   auto l = random_logits(rng, 1.0f);
@@ -223,7 +230,8 @@ TEST_CASE("seeded sampling is reproducible and depends on seed and token index",
   CHECK(uniform_from(1, 2) != uniform_from(2, 1));
 }
 
-TEST_CASE("logprobs are the raw model log-softmax with the top-n highest first", "[engine][sampler]") {
+TEST_CASE("logprobs are the raw model log-softmax with the top-n highest first",
+          "[engine][sampler]") {
   std::mt19937_64 rng(6);
   Sampler s(kText);
   auto l = random_logits(rng);

@@ -15,7 +15,8 @@ using namespace mlra::testing;
 
 namespace {
 
-std::vector<int32_t> reference_greedy(std::vector<int32_t> history, int n, const FakeRunnerOptions& o) {
+std::vector<int32_t> reference_greedy(std::vector<int32_t> history, int n,
+                                      const FakeRunnerOptions& o) {
   std::vector<float> row(static_cast<size_t>(o.vocab_size));
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) {
@@ -36,7 +37,11 @@ std::vector<int32_t> random_prompt(std::mt19937_64& rng, int n, int vocab) {
 // Scheduler + block manager + fake runner + greedy argmax, stepping like the engine does.
 struct Driver {
   Driver(FakeRunnerOptions o, SchedulerOptions so, bool prefix_cache = true)
-      : opts(o), runner(o), bm(o.num_pages, o.page_size, prefix_cache), sch(bm, so), budget(so.max_step_tokens) {}
+      : opts(o),
+        runner(o),
+        bm(o.num_pages, o.page_size, prefix_cache),
+        sch(bm, so),
+        budget(so.max_step_tokens) {}
 
   Sequence* add(std::vector<int32_t> prompt, int32_t max_tokens) {
     auto s = std::make_unique<Sequence>();
@@ -119,7 +124,8 @@ TEST_CASE("chunked prefill splits a long prompt under the token budget", "[engin
   CHECK(d.bm.num_used() == 0);
 }
 
-TEST_CASE("decodes are scheduled before prefills and the budget is never exceeded", "[engine][scheduler]") {
+TEST_CASE("decodes are scheduled before prefills and the budget is never exceeded",
+          "[engine][scheduler]") {
   std::mt19937_64 rng(2);
   FakeRunnerOptions o;
   Driver d(o, {8, 6});
@@ -145,7 +151,8 @@ TEST_CASE("decodes are scheduled before prefills and the budget is never exceede
   }
 }
 
-TEST_CASE("the running-sequence limit holds and admission is first come first served", "[engine][scheduler]") {
+TEST_CASE("the running-sequence limit holds and admission is first come first served",
+          "[engine][scheduler]") {
   std::mt19937_64 rng(3);
   FakeRunnerOptions o;
   Driver d(o, {2, 64});
@@ -156,7 +163,8 @@ TEST_CASE("the running-sequence limit holds and admission is first come first se
     CHECK(d.sch.running().size() <= 2);
     auto plan = d.step();
     for (const auto& s : plan.seqs) {
-      if (std::find(admission.begin(), admission.end(), s.seq->id) == admission.end()) admission.push_back(s.seq->id);
+      if (std::find(admission.begin(), admission.end(), s.seq->id) == admission.end())
+        admission.push_back(s.seq->id);
     }
   }
   CHECK(admission == std::vector<uint64_t>{0, 1, 2, 3, 4});
@@ -188,7 +196,8 @@ TEST_CASE("preemption by recompute resumes with identical output and frees every
   }
 }
 
-TEST_CASE("cancellation mid-prefill and mid-decode frees pages at once", "[engine][scheduler][cancel]") {
+TEST_CASE("cancellation mid-prefill and mid-decode frees pages at once",
+          "[engine][scheduler][cancel]") {
   std::mt19937_64 rng(5);
   FakeRunnerOptions o;
   Driver d(o, {8, 8});
@@ -214,7 +223,8 @@ TEST_CASE("cancellation mid-prefill and mid-decode frees pages at once", "[engin
   CHECK(d.sch.schedule().empty());
 }
 
-TEST_CASE("a shared prompt prefix is computed once and the output is unchanged", "[engine][scheduler][prefix]") {
+TEST_CASE("a shared prompt prefix is computed once and the output is unchanged",
+          "[engine][scheduler][prefix]") {
   std::mt19937_64 rng(6);
   FakeRunnerOptions o;
   Driver d(o, {8, 64});
@@ -248,7 +258,8 @@ TEST_CASE("a shared prompt prefix is computed once and the output is unchanged",
   CHECK(d.generated(c) == reference_greedy(stem, 2, o));
 }
 
-TEST_CASE("random workloads under memory pressure match the reference", "[engine][scheduler][preemption]") {
+TEST_CASE("random workloads under memory pressure match the reference",
+          "[engine][scheduler][preemption]") {
   std::mt19937_64 rng(8);
   FakeRunnerOptions o;
   o.num_pages = 24;

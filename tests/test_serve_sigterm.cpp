@@ -19,9 +19,9 @@
 #include <catch2/catch.hpp>
 
 #include "grpc_test_server.h"
+#include "server/bench/load_generator.h"
 #include "server/cli/grpc_probe.h"
 #include "server/cli/http_get.h"
-#include "server/bench/load_generator.h"
 #include "server/prometheus_text.h"
 
 extern char** environ;

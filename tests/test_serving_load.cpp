@@ -8,8 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include "metered_test_server.h"
-#include "server/cli/http_get.h"
 #include "server/bench/load_generator.h"
+#include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
 
 using namespace mlra;

@@ -15,15 +15,23 @@ using namespace mlra;
 namespace {
 
 ModelConfig config_2p9b(const std::string& name) {
-  nlohmann::json j = {{"n_layer", 24}, {"n_head", 24}, {"n_embd", 3072},
-                      {"intermediate_size", 9880}, {"vocab_size", 50304}};
+  nlohmann::json j = {{"n_layer", 24},
+                      {"n_head", 24},
+                      {"n_embd", 3072},
+                      {"intermediate_size", 9880},
+                      {"vocab_size", 50304}};
   const Variant v = *parse_variant(name);
   if (v.is_latent()) {
-    j.update({{"q_lora_rank", 1024}, {"kv_lora_rank", 512}, {"qk_nope_head_dim", 128},
+    j.update({{"q_lora_rank", 1024},
+              {"kv_lora_rank", 512},
+              {"qk_nope_head_dim", 128},
               {"qk_rope_head_dim", 64}});
   } else {
-    j.update({{"head_dim", v.kind == AttentionKind::kMfa ? 256 : 128}, {"group_size", 4},
-              {"share_q_dim", 2048}, {"rank", 2}, {"q_rank", 6}});
+    j.update({{"head_dim", v.kind == AttentionKind::kMfa ? 256 : 128},
+              {"group_size", 4},
+              {"share_q_dim", 2048},
+              {"rank", 2},
+              {"q_rank", 6}});
     if (v.kind == AttentionKind::kMqa) j["group_size"] = 24;
   }
   return parse_model_config(j, v);

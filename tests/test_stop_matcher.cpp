@@ -13,7 +13,8 @@ using namespace mlra;
 namespace {
 
 // Feeds pieces one by one; returns all released text and whether/what stopped.
-std::pair<std::string, std::string> run(std::vector<std::string> stops, const std::vector<std::string>& pieces) {
+std::pair<std::string, std::string> run(std::vector<std::string> stops,
+                                        const std::vector<std::string>& pieces) {
   StopMatcher m(std::move(stops));
   std::string out;
   for (const auto& p : pieces) {
@@ -26,7 +27,8 @@ std::pair<std::string, std::string> run(std::vector<std::string> stops, const st
 
 }  // namespace
 
-TEST_CASE("a stop string split over tokens is found and cut with everything after it", "[engine][stop]") {
+TEST_CASE("a stop string split over tokens is found and cut with everything after it",
+          "[engine][stop]") {
   auto [text, matched] = run({"END"}, {"hello E", "N", "D world"});
   CHECK(text == "hello ");
   CHECK(matched == "END");
@@ -57,7 +59,8 @@ TEST_CASE("random streams: output equals the text before the first match", "[eng
     std::vector<std::string> stops;
     for (int s = 0; s < 1 + static_cast<int>(rng() % 3); ++s) {
       std::string stop;
-      for (int i = 0; i < 2 + static_cast<int>(rng() % 4); ++i) stop += static_cast<char>('a' + rng() % 3);
+      for (int i = 0; i < 2 + static_cast<int>(rng() % 4); ++i)
+        stop += static_cast<char>('a' + rng() % 3);
       stops.push_back(stop);
     }
     size_t first = std::string::npos;
@@ -75,7 +78,8 @@ TEST_CASE("random streams: output equals the text before the first match", "[eng
   }
 }
 
-TEST_CASE("output stream finish reasons: EOS, stop token id, stop string, length", "[engine][stop]") {
+TEST_CASE("output stream finish reasons: EOS, stop token id, stop string, length",
+          "[engine][stop]") {
   using mlra::testing::fake_token_text;
   auto decoder = [] { return std::make_unique<mlra::testing::FakeStreamDecoder>(); };
   const int32_t eos = 99;

@@ -4,8 +4,8 @@
 // attention that slicing changes a lot); per-rank cache widths are 64 + 512/TP at 2.9B.
 #include <catch2/catch.hpp>
 
-#include <filesystem>
 #include <cmath>
+#include <filesystem>
 #include <random>
 
 #include "engine/local_runner.h"
@@ -20,7 +20,9 @@ using mlra::testing::SeqChunk;
 
 namespace {
 
-std::filesystem::path mla_dir() { return std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mla"; }
+std::filesystem::path mla_dir() {
+  return std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mla";
+}
 
 std::unique_ptr<ModelRunner> mla_runner(int tp, bool tpla, const std::string& transform,
                                         int slices = 0, bool pd_sep = true) {
@@ -47,7 +49,8 @@ std::vector<int32_t> prompt(int n) {
 }
 
 // Prefill `toks` then decode 4 tokens; returns (prefill logits, decode logits).
-std::pair<std::vector<float>, std::vector<float>> run(ModelRunner& r, const std::vector<int32_t>& toks) {
+std::pair<std::vector<float>, std::vector<float>> run(ModelRunner& r,
+                                                      const std::vector<int32_t>& toks) {
   std::vector<float> pre, dec, step;
   r.execute(build_step({{0, 0, toks, true}}, 8, 8), pre);
   for (int32_t k = 0; k < 4; ++k) {
@@ -128,8 +131,15 @@ TEST_CASE("TPLA prefill with pd separation equals MLA prefill; sliced decode run
 TEST_CASE("TPLA per-rank cache is 64 + 512/TP values at 2.9B", "[tpla]") {
   ModelConfig c;
   c.variant = *parse_variant("mla");
-  c.n_layer = 24; c.n_head = 24; c.n_embd = 3072; c.intermediate_size = 9448; c.vocab_size = 50304;
-  c.q_lora_rank = 1536; c.kv_lora_rank = 512; c.qk_nope_head_dim = 128; c.qk_rope_head_dim = 64;
+  c.n_layer = 24;
+  c.n_head = 24;
+  c.n_embd = 3072;
+  c.intermediate_size = 9448;
+  c.vocab_size = 50304;
+  c.q_lora_rank = 1536;
+  c.kv_lora_rank = 512;
+  c.qk_nope_head_dim = 128;
+  c.qk_rope_head_dim = 64;
   c.mla_tp_mode = LatentTpMode::kTpla;
   CHECK(make_shard_plan(c, 2, 1).cache_width == 320);
   CHECK(make_shard_plan(c, 4, 3).cache_width == 192);

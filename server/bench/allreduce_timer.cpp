@@ -39,8 +39,8 @@ double allreduce_median_us(int gpus, int64_t bytes, int iters) {
   auto once = [&] {
     ncclGroupStart();
     for (int i = 0; i < gpus; ++i)
-      ncclAllReduce(bufs[size_t(i)], bufs[size_t(i)], count, ncclBfloat16, ncclSum, comms[size_t(i)],
-                    streams[size_t(i)]);
+      ncclAllReduce(bufs[size_t(i)], bufs[size_t(i)], count, ncclBfloat16, ncclSum,
+                    comms[size_t(i)], streams[size_t(i)]);
     ncclGroupEnd();
     for (int i = 0; i < gpus; ++i) {
       cudaSetDevice(i);
@@ -52,7 +52,8 @@ double allreduce_median_us(int gpus, int64_t bytes, int iters) {
   for (int it = 0; it < iters; ++it) {
     const auto t0 = std::chrono::steady_clock::now();
     once();
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
   }
   for (int i = 0; i < gpus; ++i) {
     cudaSetDevice(i);
@@ -64,8 +65,12 @@ double allreduce_median_us(int gpus, int64_t bytes, int iters) {
   return us[us.size() / 2];
 }
 #else
-int visible_gpus() { return 0; }
-double allreduce_median_us(int, int64_t, int) { return -1; }
+int visible_gpus() {
+  return 0;
+}
+double allreduce_median_us(int, int64_t, int) {
+  return -1;
+}
 #endif
 
 }  // namespace mlra
