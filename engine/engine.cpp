@@ -16,6 +16,7 @@
 
 #include "engine/block_manager.h"
 #include "engine/output_stream.h"
+#include "engine/prompt_logprobs.h"
 #include "engine/request_validator.h"
 #include "engine/sampler.h"
 #include "engine/sampling_batch_builder.h"
@@ -60,6 +61,8 @@ struct Engine::Impl {
     std::string request_id;
     ChunkCallback on_chunk;
     std::unique_ptr<OutputStream> output;
+    std::vector<TokenLogprobs> prompt_logprobs;  // scored so far (params.prompt_logprobs >= 0)
+    bool prompt_logprobs_sent = false;
   };
 
   Impl(std::unique_ptr<ModelRunner> r, TokenStreamDecoderFactory factory, EngineOptions o)
@@ -86,6 +89,7 @@ struct Engine::Impl {
   void finish_all(FinishReason reason, const std::string& message);
   void emit(Active& a, GenerationChunk&& chunk);
   void publish_stats();
+  void keep_prompt_scores(const ScheduledStep& plan, std::vector<PromptScores>& scores);
   // Metrics hooks (engine thread): timestamps and per-step samples, reported once per step.
   StepMetrics begin_step_metrics(const ScheduledStep& plan);
   void end_step_metrics(StepMetrics& m, Clock::time_point execute_start);
@@ -105,6 +109,8 @@ struct Engine::Impl {
   SamplingBatchBuilder sampling;  // this step's sampling rows, shipped with the plan
   std::unordered_map<uint64_t, Active> active;
   SampledTokens sampled;  // the runner's tokens for them
+  std::unique_ptr<TokenSampler>
+      cpu_sampler;  // scoring steps sample on the host (prompt_logprobs.h)
   int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0;
   int32_t idle_steps = 0;
   std::shared_ptr<EngineMetrics> metrics;  // never null (base class = no-op)
@@ -194,8 +200,14 @@ void Engine::Impl::step() {
   sampling.clear();
   for (const ScheduledSeq& s : plan.seqs)
     if (s.sample) sampling.add(s.seq->tokens, s.seq->num_prompt, s.seq->params, s.seq->seed);
+  std::vector<PromptScores> scores;
   try {
-    runner->execute(plan.batch, sampling.batch(), sampled);
+    if (step_scores_prompts(plan)) {
+      if (!cpu_sampler) cpu_sampler = make_cpu_token_sampler(config.text_vocab_size);
+      scores = execute_scoring_step(*runner, *cpu_sampler, plan, sampling.batch(), sampled);
+    } else {
+      runner->execute(plan.batch, sampling.batch(), sampled);
+    }
     sampled.check(sampling.batch().size());
     if (!runner->healthy()) throw RunnerError("runner reports unhealthy");
   } catch (const std::exception& e) {
@@ -213,6 +225,7 @@ void Engine::Impl::step() {
     return;
   }
   step_clock = Clock::now();
+  keep_prompt_scores(plan, scores);
   scheduler.on_step_done(plan);
   int64_t row = 0;
   for (const ScheduledSeq& s : plan.seqs) {
@@ -221,7 +234,31 @@ void Engine::Impl::step() {
   end_step_metrics(step_metrics, execute_start);
 }
 
+void Engine::Impl::keep_prompt_scores(const ScheduledStep& plan,
+                                      std::vector<PromptScores>& scores) {
+  for (size_t i = 0; i < scores.size(); ++i) {
+    Active& a = active.at(plan.seqs[i].seq->id);
+    // A recomputed prompt (after preemption) scores again what was already kept: skip it.
+    const int32_t have = 1 + static_cast<int32_t>(a.prompt_logprobs.size());
+    const int32_t skip = have - scores[i].first_target;
+    if (a.prompt_logprobs_sent || skip < 0) continue;
+    auto& entries = scores[i].entries;
+    for (size_t k = static_cast<size_t>(skip); k < entries.size(); ++k) {
+      a.prompt_logprobs.push_back(std::move(entries[k]));
+    }
+  }
+}
+
 void Engine::Impl::process_sampled(Sequence* seq, int64_t row) {
+  Active& scored = active.at(seq->id);
+  if (seq->params.max_tokens == 0) {  // scoring only: the prompt's logprobs, no token
+    GenerationChunk chunk;
+    chunk.finish_reason = FinishReason::kLength;
+    chunk.prompt_logprobs = std::move(scored.prompt_logprobs);
+    scored.prompt_logprobs_sent = true;
+    finish(seq->id, std::move(chunk));
+    return;
+  }
   const bool want_logprobs = seq->params.logprobs > 0;
   TokenLogprobs lp = want_logprobs ? token_logprobs(sampled, row) : TokenLogprobs{};
   const int32_t token = sampled.tokens[size_t(row)];
@@ -230,6 +267,10 @@ void Engine::Impl::process_sampled(Sequence* seq, int64_t row) {
   Active& a = active.at(seq->id);
   GenerationChunk chunk =
       a.output->on_token(token, seq->num_generated(), want_logprobs ? &lp : nullptr);
+  if (seq->params.prompt_logprobs >= 0 && !a.prompt_logprobs_sent) {
+    chunk.prompt_logprobs = std::move(a.prompt_logprobs);
+    a.prompt_logprobs_sent = true;
+  }
   if (chunk.finish_reason != FinishReason::kNone) {
     finish(seq->id, std::move(chunk));
   } else {

@@ -12,7 +12,7 @@
 namespace mlra {
 
 struct SamplingParams {
-  int32_t max_tokens = 16;          // >= 1; generation stops with kLength after this many
+  int32_t max_tokens = 16;          // >= 1 (0 with prompt_logprobs); kLength after this many
   float temperature = 1.0f;         // 0 = greedy argmax (penalties still apply)
   int32_t top_k = 0;                // 0 (or -1) = off
   float top_p = 1.0f;               // (0, 1]
@@ -25,6 +25,9 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   int32_t logprobs = 0;  // top-n alternatives per token, 0 = no logprobs, max 20
+  // < 0: off; n >= 0: every prompt token's logprob after the first, with n alternatives (the
+  // prompt is then computed in full: no prefix-cache reuse). Allows max_tokens 0 (scoring only).
+  int32_t prompt_logprobs = -1;
 };
 
 struct GenerationRequest {
@@ -63,6 +66,9 @@ struct GenerationChunk {
   std::vector<int32_t> token_ids;
   std::string text;
   std::vector<TokenLogprobs> logprobs;  // one per token id when params.logprobs > 0
+  // With params.prompt_logprobs >= 0, on the first chunk: prompt tokens 1..P-1 (the first prompt
+  // token has no context to be predicted from), each as the model scored it at its position.
+  std::vector<TokenLogprobs> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kNone;
   std::string stop_string;    // the matched stop string when finish_reason == kStop by string
   std::string error_message;  // set when finish_reason == kError

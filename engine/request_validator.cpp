@@ -18,8 +18,10 @@ bool finite(float x) {
 }
 
 std::optional<RequestError> check_params(const SamplingParams& p, const RequestLimits& limits) {
-  if (p.max_tokens < 1)
-    return invalid(fmt::format("max_tokens must be >= 1 (got {})", p.max_tokens));
+  if (p.prompt_logprobs >= 0 ? p.max_tokens < 0 : p.max_tokens < 1) {
+    return invalid(fmt::format(
+        "max_tokens must be >= 1, or 0 when prompt logprobs are asked for (got {})", p.max_tokens));
+  }
   if (!finite(p.temperature) || p.temperature < 0.0f) {
     return invalid(fmt::format("temperature must be finite and >= 0 (got {})", p.temperature));
   }
@@ -58,6 +60,10 @@ std::optional<RequestError> check_params(const SamplingParams& p, const RequestL
   if (p.logprobs < 0 || p.logprobs > limits.max_logprobs) {
     return invalid(
         fmt::format("logprobs must be in [0, {}] (got {})", limits.max_logprobs, p.logprobs));
+  }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > limits.max_logprobs) {
+    return invalid(fmt::format("prompt_logprobs must be in [0, {}], or -1 for none (got {})",
+                               limits.max_logprobs, p.prompt_logprobs));
   }
   return std::nullopt;
 }

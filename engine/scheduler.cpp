@@ -51,7 +51,9 @@ bool Scheduler::schedule_running(Sequence* seq, int32_t num_tokens, ScheduledSte
 }
 
 bool Scheduler::try_admit(Sequence* seq, int32_t budget, ScheduledStep& out) {
-  std::vector<int32_t> matched = blocks_.match_prefix(seq->tokens, seq->size() - 1);
+  // Prompt logprobs need every prompt position computed: no prefix reuse for such a request.
+  const int32_t reusable = seq->params.prompt_logprobs >= 0 ? 0 : seq->size() - 1;
+  std::vector<int32_t> matched = blocks_.match_prefix(seq->tokens, reusable);
   const int32_t cached_tokens = static_cast<int32_t>(matched.size()) * blocks_.page_size();
   const int32_t n = std::min(seq->size() - cached_tokens, budget);
   const int64_t new_pages =

@@ -46,6 +46,8 @@ const std::map<std::string, Setter>& setters() {
       {"port", field(&ServerConfig::port)},
       {"max_rpc_threads", field(&ServerConfig::max_rpc_threads)},
       {"metrics_port", field(&ServerConfig::metrics_port)},
+      {"http_port", field(&ServerConfig::http_port)},
+      {"chat_template", path_field(&ServerConfig::chat_template)},
       {"log_level", field(&ServerConfig::log_level)},
       {"log_prompts", field(&ServerConfig::log_prompts)},
       {"api_key", field(&ServerConfig::api_key)},
@@ -129,6 +131,7 @@ void validate_server_config(const ServerConfig& c) {
   require(c.max_rpc_threads >= 16 && c.max_rpc_threads <= 65536, "max_rpc_threads",
           "must be in [16, 65536]");
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
+  require(c.http_port >= 0 && c.http_port <= 65535, "http_port", "must be in [0, 65535]");
   require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}),
           "log_level", fmt::format("'{}' is not a spdlog level", c.log_level));
   require(c.tls_cert_file.empty() == c.tls_key_file.empty(), "tls_cert_file",
@@ -151,6 +154,8 @@ Json to_json(const ServerConfig& c) {
                 {"port", c.port},
                 {"max_rpc_threads", c.max_rpc_threads},
                 {"metrics_port", c.metrics_port},
+                {"http_port", c.http_port},
+                {"chat_template", c.chat_template},
                 {"log_level", c.log_level},
                 {"log_prompts", c.log_prompts},
                 {"tls_cert_file", c.tls_cert_file},

@@ -26,8 +26,10 @@ struct ServerConfig {
   bool prefix_cache = true;
   std::string host = "127.0.0.1";  // loopback only; "0.0.0.0" (or an interface) to expose
   int32_t port = 50051;
-  int32_t max_rpc_threads = 2048;  // gRPC threads: one per in-flight Generate/Complete
+  int32_t max_rpc_threads = 2048;  // gRPC's thread quota (the callback API needs few)
   int32_t metrics_port = 0;        // 0: no metrics endpoint
+  int32_t http_port = 0;           // OpenAI-compatible HTTP API (+ /health, /metrics); 0: off
+  std::string chat_template;       // chat template file (server/http/chat_template.h); empty: none
   std::string log_level = "info";  // spdlog level name
   bool log_prompts = false;        // request log lines carry the prompt text
   // Authentication (server/auth.h): the key every call must send as "authorization: Bearer

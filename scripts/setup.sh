@@ -6,13 +6,18 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libcli11-dev
-  libopenblas-dev libpcre2-dev prometheus-cpp-dev zlib1g-dev openssl clang libclang-rt-14-dev
+  libopenblas-dev libpcre2-dev prometheus-cpp-dev zlib1g-dev openssl clang clang-format libclang-rt-14-dev
+  libboost-dev curl
   python3 python3-torch python3-numpy python3-grpcio python3-protobuf
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node + npm for the HTTP API's client test (the official openai npm client); a node already
+# installed from elsewhere (it may bring its own npm) is kept.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
   exit 0

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/check_format.sh  # the tree is as clang-format 14 writes it
 bash scripts/build.sh cpu
 ctest --preset cpu -j "$(nproc)" --label-exclude gpu
 bash scripts/fuzz.sh 20

@@ -1,6 +1,6 @@
-// GrpcServer: ServerBuilder setup (credentials, limits, memory quota, health, reflection), the
-// engine's failure callback and a small thread that mirror Engine::healthy() into the health
-// service, and the ordered shutdown sequence.
+// GrpcServer: ServerBuilder setup (credentials, limits, receive windows, memory quota, health,
+// reflection), the engine's failure callback and a small thread that mirror Engine::healthy()
+// into the health service, and the ordered shutdown sequence.
 #include "server/grpc_server.h"
 
 #include <malloc.h>
@@ -23,15 +23,27 @@ constexpr auto kTrimInterval = std::chrono::seconds(1);
 }  // namespace
 
 GrpcServer::GrpcServer(Engine& engine, TextCodec codec, GrpcServerOptions options)
+    : GrpcServer(engine,
+                 std::make_shared<RequestGateway>(engine, std::move(codec), options.service),
+                 options) {}
+
+GrpcServer::GrpcServer(Engine& engine, std::shared_ptr<RequestGateway> gateway,
+                       GrpcServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
-      service_(engine, std::move(codec), options_.service) {
+      gateway_(std::move(gateway)),
+      service_(*gateway_) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.address, make_server_credentials(options_.auth), &port_);
   // Without this, gRPC sets SO_REUSEPORT and a second server on a busy port starts silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Receive windows stay small and fixed (no BDP growth), so a large request is read only as
+  // fast as the memory quota lets the transport buffer it; over the quota gRPC refuses streams
+  // (RESOURCE_EXHAUSTED) instead of buffering them.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, options_.stream_window_bytes);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   grpc::ResourceQuota quota("mlra-serve");
   quota.SetMaxThreads(options_.max_threads);
@@ -77,7 +89,7 @@ void GrpcServer::monitor_health() {
       last_trim = std::chrono::steady_clock::now();
     }
     const bool healthy = engine_.healthy();
-    set_serving(service_.admitting() && healthy);
+    set_serving(gateway_->admitting() && healthy);
     if (!healthy) {
       lock.unlock();  // engine_failed may call back into whoever stops this server
       engine_failed("the model runner reports unhealthy (a worker was lost)");
@@ -108,12 +120,12 @@ void GrpcServer::shutdown(std::chrono::milliseconds grace) {
   stop_cv_.notify_all();
   if (health_thread_.joinable()) health_thread_.join();
   engine_.set_failure_callback(nullptr);  // the engine may outlive this server
-  service_.stop_admitting();
+  gateway_->stop_admitting();
   set_serving(false);
   const auto deadline = std::chrono::steady_clock::now() + grace;
-  if (!service_.wait_idle(deadline)) {
+  if (!gateway_->wait_idle(deadline)) {
     spdlog::warn("shutdown: {} request(s) still in flight after the grace period; aborting",
-                 service_.in_flight());
+                 gateway_->in_flight());
   }
   // Aborts what is left; each such call gets its final chunk and ends UNAVAILABLE.
   engine_.shutdown(false);

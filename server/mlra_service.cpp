@@ -1,12 +1,12 @@
-// MlraService: edge checks (prompt form, id, wire-only limits), Engine::validate on the RPC
-// thread, then submit and drain. A call that ends early always cancels its engine request and
-// waits (bounded) for the engine's final chunk, so "RPC finished" implies "pages freed".
+// MlraService: the small methods, each parse -> answer -> Finish on gRPC's default reactor; an
+// undecodable request of any method logs a request line and counts like a refused call.
 #include "server/mlra_service.h"
 
-#include <memory>
-
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
+#include <grpcpp/server_context.h>
+
+#include "server/grpc_generation_call.h"
+#include "server/utf8.h"
 
 namespace mlra {
 namespace {
@@ -15,255 +15,130 @@ grpc::Status invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-// The status a call ends with once the engine sent its final chunk.
-grpc::Status final_status(FinishReason reason, const std::string& error_message) {
-  switch (reason) {
-    case FinishReason::kCancelled:
-      return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
-    case FinishReason::kAborted:
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "request aborted: the server is shutting down");
-    case FinishReason::kError:
-      return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + error_message);
-    default:
-      return grpc::Status::OK;
+// Parses `raw` as Request, runs `answer(request, response)` and finishes the call; an
+// undecodable request ends INVALID_ARGUMENT and gets its log line.
+template <typename Request, typename Response, typename Answer>
+grpc::ServerUnaryReactor* unary(RequestGateway& gateway, grpc::CallbackServerContext* ctx,
+                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out,
+                                const char* method, const char* request_name, Answer answer) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  Request request;
+  if (!parse_message(*raw, request)) {
+    RequestOutcome outcome;
+    outcome.method = method;
+    const grpc::Status status = undecodable(request_name);
+    outcome.code = status.error_code();
+    outcome.error_message = status.error_message();
+    gateway.end_call(outcome);
+    reactor->Finish(status);
+    return reactor;
   }
+  Response response;
+  const grpc::Status status = answer(request, response);
+  if (status.ok()) serialize_message(response, out);
+  reactor->Finish(status);
+  return reactor;
 }
 
 }  // namespace
 
-MlraService::MlraService(Engine& engine, TextCodec codec, ServiceOptions options)
-    : engine_(engine), codec_(std::move(codec)), options_(std::move(options)) {}
-
-grpc::Status MlraService::to_request(const v1::GenerateRequest& proto,
-                                     GenerationRequest& out) const {
-  switch (proto.prompt_case()) {
-    case v1::GenerateRequest::kText:
-      if (proto.text().empty()) return invalid("prompt is empty");
-      try {
-        out.prompt_tokens = codec_.encode(proto.text());
-      } catch (const std::exception& e) {
-        return invalid(fmt::format("prompt text could not be tokenized: {}", e.what()));
-      }
-      break;
-    case v1::GenerateRequest::kTokenIds:
-      out.prompt_tokens.assign(proto.token_ids().ids().begin(), proto.token_ids().ids().end());
-      break;
-    default:
-      return invalid("prompt is empty: set either text or token_ids");
-  }
-  out.params = to_sampling_params(proto.sampling());
-  for (size_t i = 0; i < out.params.stop.size(); ++i) {
-    if (out.params.stop[i].size() > options_.max_stop_string_bytes) {
-      return invalid(fmt::format("stop string {} is {} bytes long (at most {})", i,
-                                 out.params.stop[i].size(), options_.max_stop_string_bytes));
-    }
-  }
-  return grpc::Status::OK;
+grpc::ServerWriteReactor<grpc::ByteBuffer>* MlraService::Generate(grpc::CallbackServerContext* ctx,
+                                                                  const grpc::ByteBuffer* request) {
+  return start_generate_call(gateway_, ctx, request);
 }
 
-grpc::Status MlraService::run(grpc::ServerContext* ctx, const v1::GenerateRequest& proto,
-                              RequestOutcome& outcome, const Emit& emit) {
-  if (!admitting_) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is shutting down and admits no new requests");
-  }
-  enter();
-  struct Leave {
-    MlraService* self;
-    ~Leave() { self->leave(); }
-  } leave_guard{this};
-
-  if (proto.request_id().size() > options_.max_request_id_bytes) {
-    return invalid(fmt::format("request_id is {} bytes long (at most {})",
-                               proto.request_id().size(), options_.max_request_id_bytes));
-  }
-  GenerationRequest request;
-  if (grpc::Status s = to_request(proto, request); !s.ok()) return s;
-  if (auto error = engine_.validate(request)) return to_grpc_status(*error);
-
-  const std::string id = proto.request_id().empty() ? registry_.next_id() : proto.request_id();
-  outcome.request_id = id;
-  request.request_id = id;
-  if (!registry_.reserve(id)) {
-    return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                        fmt::format("request_id '{}' is already in flight", id));
-  }
-  grpc::Status status = submit_and_drain(ctx, std::move(request), outcome, emit);
-  registry_.release(id);
-  return status;
+grpc::ServerUnaryReactor* MlraService::Complete(grpc::CallbackServerContext* ctx,
+                                                const grpc::ByteBuffer* request,
+                                                grpc::ByteBuffer* response) {
+  return start_complete_call(gateway_, ctx, request, response);
 }
 
-grpc::Status MlraService::submit_and_drain(grpc::ServerContext* ctx, GenerationRequest&& request,
-                                           RequestOutcome& outcome, const Emit& emit) {
-  const std::string& id = outcome.request_id;
-  // Shared with the engine's callback: the queue outlives this call if the engine is late.
-  auto queue = std::make_shared<ChunkQueue>();
-  uint64_t handle = 0;
-  try {
-    handle = engine_.submit(std::move(request),
-                            [queue](GenerationChunk&& chunk) { queue->push(std::move(chunk)); });
-  } catch (const RequestError& e) {
-    return to_grpc_status(e);
+grpc::ServerUnaryReactor* MlraService::Tokenize(grpc::CallbackServerContext* ctx,
+                                                const grpc::ByteBuffer* request,
+                                                grpc::ByteBuffer* response) {
+  v1::TokenizeRequest parsed;
+  if (!parse_message(*request, parsed)) {
+    return unary<v1::TokenizeRequest, v1::TokenizeResponse>(
+        gateway_, ctx, request, response, "Tokenize", "TokenizeRequest",
+        [](const auto&, auto&) { return grpc::Status::OK; });
   }
-  if (registry_.attach(id, handle)) engine_.cancel(handle);
-
-  bool abandoned = false;  // the client is gone: stop writing, wait for the engine's last chunk
-  auto give_up_at = std::chrono::steady_clock::time_point::max();
-  auto abandon = [&] {
-    engine_.cancel(handle);
-    abandoned = true;
-    give_up_at = std::chrono::steady_clock::now() + options_.cancel_wait;
-  };
-  for (;;) {
-    std::optional<GenerationChunk> chunk = queue->pop_for(options_.poll_interval);
-    if (!chunk) {
-      if (!abandoned && ctx->IsCancelled()) abandon();
-      if (abandoned && std::chrono::steady_clock::now() > give_up_at) {
-        spdlog::warn("request {}: engine did not confirm cancellation in time", id);
-        return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
-      }
-      continue;
+  // Tokenizing is bounded by the prompt byte limit but may still take milliseconds: off the
+  // gRPC thread.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  gateway_.post_admission([this, reactor, response, text = parsed.text()] {
+    v1::TokenizeResponse out;
+    std::vector<int32_t> ids;
+    grpc::Status status = gateway_.tokenize(text, ids);
+    if (status.ok()) {
+      for (int32_t t : ids) out.add_token_ids(t);
+      serialize_message(out, response);
     }
-    const FinishReason reason = chunk->finish_reason;
-    const std::string error = chunk->error_message;
-    if (outcome.ttft_s < 0 && !chunk->token_ids.empty()) {
-      outcome.ttft_s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - outcome.start).count();
-    }
-    if (reason != FinishReason::kNone) {
-      outcome.finish_reason = reason;
-      outcome.usage = chunk->usage;
-    }
-    if (!abandoned && !emit(std::move(*chunk))) abandon();
-    if (reason == FinishReason::kNone) continue;
-    if (abandoned) return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
-    return final_status(reason, error);
-  }
-}
-
-grpc::Status MlraService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* request,
-                                   grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  RequestOutcome outcome;
-  outcome.method = "Generate";
-  grpc::Status status = run(ctx, *request, outcome, [&](GenerationChunk&& chunk) {
-    v1::GenerateResponse response;
-    response.set_request_id(outcome.request_id);
-    append_chunk(chunk, &response);
-    return writer->Write(response);
+    reactor->Finish(status);
   });
-  return end_call(*request, outcome, std::move(status));
+  return reactor;
 }
 
-grpc::Status MlraService::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* request,
-                                   v1::CompleteResponse* response) {
-  RequestOutcome outcome;
-  outcome.method = "Complete";
-  v1::CompleteResponse collected;
-  grpc::Status status = run(ctx, *request, outcome, [&](GenerationChunk&& chunk) {
-    append_chunk(chunk, &collected);
-    return true;
-  });
-  if (status.ok()) {
-    *response = std::move(collected);
-    response->set_request_id(outcome.request_id);
-  }
-  return end_call(*request, outcome, std::move(status));
+grpc::ServerUnaryReactor* MlraService::Detokenize(grpc::CallbackServerContext* ctx,
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* response) {
+  return unary<v1::DetokenizeRequest, v1::DetokenizeResponse>(
+      gateway_, ctx, request, response, "Detokenize", "DetokenizeRequest",
+      [this](const v1::DetokenizeRequest& in, v1::DetokenizeResponse& out) {
+        const int64_t vocab = gateway_.engine().model_config().text_vocab_size;
+        std::vector<int32_t> ids(in.token_ids().begin(), in.token_ids().end());
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (ids[i] < 0 || ids[i] >= vocab) {
+            return invalid(fmt::format("token id {} at index {} is outside the vocabulary [0, {})",
+                                       ids[i], i, vocab));
+          }
+        }
+        try {
+          // Ids may split a character: a proto string must be UTF-8, so U+FFFD stands in.
+          out.set_text(valid_utf8(gateway_.codec().decode(ids)));
+        } catch (const std::exception& e) {
+          return invalid(fmt::format("token ids could not be decoded: {}", e.what()));
+        }
+        return grpc::Status::OK;
+      });
 }
 
-grpc::Status MlraService::end_call(const v1::GenerateRequest& proto, RequestOutcome& outcome,
-                                   grpc::Status status) {
-  outcome.code = status.error_code();
-  outcome.error_message = status.error_message();
-  outcome.duration_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - outcome.start).count();
-  if (outcome.request_id.empty()) {  // rejected before an id was assigned; ids may be oversized
-    outcome.request_id = proto.request_id().substr(0, options_.max_request_id_bytes);
-  }
-  if (options_.log_prompts && proto.prompt_case() == v1::GenerateRequest::kText) {
-    outcome.prompt_text = proto.text();
-  }
-  spdlog::info("{}", format_request_log(outcome));
-  if (options_.on_call_end) options_.on_call_end(outcome);
-  return status;
+grpc::ServerUnaryReactor* MlraService::ModelInfo(grpc::CallbackServerContext* ctx,
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return unary<v1::ModelInfoRequest, v1::ModelInfoResponse>(
+      gateway_, ctx, request, response, "ModelInfo", "ModelInfoRequest",
+      [this](const v1::ModelInfoRequest&, v1::ModelInfoResponse& out) {
+        fill_model_info(gateway_.engine(), gateway_.options().labels, &out);
+        return grpc::Status::OK;
+      });
 }
 
-grpc::Status MlraService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
-                                   v1::TokenizeResponse* response) {
-  try {
-    for (int32_t t : codec_.encode(request->text())) response->add_token_ids(t);
-  } catch (const std::exception& e) {
-    return invalid(fmt::format("text could not be tokenized: {}", e.what()));
-  }
-  return grpc::Status::OK;
+grpc::ServerUnaryReactor* MlraService::Cancel(grpc::CallbackServerContext* ctx,
+                                              const grpc::ByteBuffer* request,
+                                              grpc::ByteBuffer* response) {
+  return unary<v1::CancelRequest, v1::CancelResponse>(
+      gateway_, ctx, request, response, "Cancel", "CancelRequest",
+      [this](const v1::CancelRequest& in, v1::CancelResponse& out) {
+        if (in.request_id().empty()) return invalid("request_id is empty");
+        bool found = false;
+        if (std::optional<uint64_t> handle =
+                gateway_.registry().request_cancel(in.request_id(), found)) {
+          gateway_.engine().cancel(*handle);
+        }
+        out.set_found(found);
+        return grpc::Status::OK;
+      });
 }
 
-grpc::Status MlraService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
-                                     v1::DetokenizeResponse* response) {
-  const int64_t vocab = engine_.model_config().text_vocab_size;
-  std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab) {
-      return invalid(fmt::format("token id {} at index {} is outside the vocabulary [0, {})",
-                                 ids[i], i, vocab));
-    }
-  }
-  try {
-    response->set_text(codec_.decode(ids));
-  } catch (const std::exception& e) {
-    return invalid(fmt::format("token ids could not be decoded: {}", e.what()));
-  }
-  return grpc::Status::OK;
-}
-
-grpc::Status MlraService::ModelInfo(grpc::ServerContext*, const v1::ModelInfoRequest*,
-                                    v1::ModelInfoResponse* response) {
-  fill_model_info(engine_, options_.labels, response);
-  return grpc::Status::OK;
-}
-
-grpc::Status MlraService::Cancel(grpc::ServerContext*, const v1::CancelRequest* request,
-                                 v1::CancelResponse* response) {
-  if (request->request_id().empty()) return invalid("request_id is empty");
-  bool found = false;
-  if (std::optional<uint64_t> handle = registry_.request_cancel(request->request_id(), found)) {
-    engine_.cancel(*handle);
-  }
-  response->set_found(found);
-  return grpc::Status::OK;
-}
-
-grpc::Status MlraService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
-                                v1::StatsResponse* response) {
-  fill_stats(engine_.stats(), engine_.healthy(), response);
-  return grpc::Status::OK;
-}
-
-void MlraService::stop_admitting() {
-  admitting_ = false;
-}
-
-int64_t MlraService::in_flight() const {
-  std::lock_guard lock(flight_mutex_);
-  return in_flight_;
-}
-
-bool MlraService::wait_idle(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock lock(flight_mutex_);
-  return idle_.wait_until(lock, deadline, [this] { return in_flight_ == 0; });
-}
-
-void MlraService::enter() {
-  std::lock_guard lock(flight_mutex_);
-  ++in_flight_;
-}
-
-void MlraService::leave() {
-  {
-    std::lock_guard lock(flight_mutex_);
-    --in_flight_;
-  }
-  idle_.notify_all();
+grpc::ServerUnaryReactor* MlraService::Stats(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* request,
+                                             grpc::ByteBuffer* response) {
+  return unary<v1::StatsRequest, v1::StatsResponse>(
+      gateway_, ctx, request, response, "Stats", "StatsRequest",
+      [this](const v1::StatsRequest&, v1::StatsResponse& out) {
+        fill_stats(gateway_.engine().stats(), gateway_.engine().healthy(), &out);
+        return grpc::Status::OK;
+      });
 }
 
 }  // namespace mlra

@@ -119,12 +119,12 @@ PrometheusMetrics::PrometheusMetrics(std::string model_name)
     success_by_reason_[static_cast<size_t>(r)] =
         &success_->Add(labels({{"finished_reason", finish_reason_name(r)}}));
   }
-  rpc_ = &prometheus::BuildCounter()
-              .Name("mlra:grpc_requests_total")
-              .Help(
-                  "Generate/Complete calls by method and final gRPC status code (also those "
-                  "rejected before reaching the engine).")
-              .Register(*registry_);
+  calls_ = &prometheus::BuildCounter()
+                .Name("mlra:requests_total")
+                .Help(
+                    "Calls by protocol (grpc, http), method and final status (gRPC status names "
+                    "for both protocols), also those rejected before reaching the engine.")
+                .Register(*registry_);
 
   running_ = &gauge("mlra:num_requests_running", "Requests in the running batch.");
   waiting_ = &gauge("mlra:num_requests_waiting", "Requests queued for admission.");
@@ -186,8 +186,13 @@ void PrometheusMetrics::on_request_finished(const RequestMetrics& r) {
   if (r.time_per_output_token_s >= 0) tpot_->Observe(r.time_per_output_token_s);
 }
 
-void PrometheusMetrics::count_rpc(std::string_view method, std::string_view code) {
-  rpc_->Add(labels({{"method", std::string(method)}, {"code", std::string(code)}})).Increment();
+void PrometheusMetrics::count_call(std::string_view protocol, std::string_view method,
+                                   std::string_view code) {
+  calls_
+      ->Add(labels({{"protocol", std::string(protocol)},
+                    {"method", std::string(method)},
+                    {"code", std::string(code)}}))
+      .Increment();
 }
 
 void PrometheusMetrics::refresh(const EngineStats& s, bool healthy) {

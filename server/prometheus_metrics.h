@@ -3,7 +3,8 @@
 //  - the engine thread, through EngineMetrics (histogram observes and counter increments only);
 //  - scrape time, through refresh(): gauges and cumulative counters from an EngineStats snapshot,
 //    so the engine does nothing per step for them;
-//  - RPC threads, through count_rpc(): every Generate/Complete call by its final gRPC status.
+//  - the frontends, through count_call(): every generation call (gRPC Generate/Complete, HTTP
+//    completions/chat) by protocol, method and final status (gRPC status names for both).
 // The list of series and their meaning is in server/README.md.
 #pragma once
 
@@ -48,8 +49,8 @@ class PrometheusMetrics final : public EngineMetrics {
   void on_step(const StepMetrics& step) override;
   void on_request_finished(const RequestMetrics& request) override;
 
-  // A Generate/Complete call ended with this gRPC status code name ("OK", "CANCELLED", ...).
-  void count_rpc(std::string_view method, std::string_view code);
+  // A call ended with this status code name ("OK", "CANCELLED", ...); protocol "grpc" | "http".
+  void count_call(std::string_view protocol, std::string_view method, std::string_view code);
   // Scrape time: gauges and the engine's cumulative counters from a snapshot. Thread-safe.
   void refresh(const EngineStats& stats, bool healthy);
 
@@ -71,8 +72,8 @@ class PrometheusMetrics final : public EngineMetrics {
   prometheus::Family<prometheus::Counter>* success_;
   std::array<prometheus::Counter*, 7> success_by_reason_{};  // by FinishReason; kNone: null
 
-  // RPC threads (Family::Add is thread-safe).
-  prometheus::Family<prometheus::Counter>* rpc_;
+  // Frontend threads (Family::Add is thread-safe).
+  prometheus::Family<prometheus::Counter>* calls_;
 
   // Scrape time, under refresh_mutex_.
   std::mutex refresh_mutex_;

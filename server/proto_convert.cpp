@@ -2,13 +2,15 @@
 // template fills both.
 #include "server/proto_convert.h"
 
+#include "server/utf8.h"
+
 namespace mlra {
 namespace {
 
 template <typename Response>
 void append_chunk_impl(const GenerationChunk& chunk, Response* out) {
   for (int32_t t : chunk.token_ids) out->add_token_ids(t);
-  out->mutable_text()->append(chunk.text);
+  out->mutable_text()->append(valid_utf8(chunk.text));  // a proto string must be UTF-8
   for (const TokenLogprobs& lp : chunk.logprobs) {
     v1::TokenLogprob* p = out->add_logprobs();
     p->set_token_id(lp.token);

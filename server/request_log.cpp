@@ -97,9 +97,11 @@ const char* status_code_name(grpc::StatusCode code) {
 
 std::string format_request_log(const RequestOutcome& o) {
   std::string out = "request";
+  field(out, "protocol", o.protocol);
   field(out, "method", o.method);
   field(out, "id", o.request_id.empty() ? "-" : o.request_id);
   field(out, "status", status_code_name(o.code));
+  if (o.http_status != 0) field(out, "http_status", std::to_string(o.http_status));
   field(out, "finish", finish_reason_name(o.finish_reason));
   field(out, "prompt_tokens", std::to_string(o.usage.prompt_tokens));
   field(out, "completion_tokens", std::to_string(o.usage.completion_tokens));

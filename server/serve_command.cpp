@@ -18,9 +18,12 @@
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "server/grpc_server.h"
+#include "server/http/http_server.h"
+#include "server/http/openai_api.h"
 #include "server/metrics_endpoint.h"
 #include "server/port_reservation.h"
 #include "server/prometheus_metrics.h"
@@ -33,7 +36,7 @@ namespace {
 struct ServeArgs {
   std::string config;
   std::optional<std::string> model_dir, attention, backend, host, dtype, mla_tp_mode, log_level;
-  std::optional<int32_t> port, tp, metrics_port;
+  std::optional<int32_t> port, tp, metrics_port, http_port;
   bool log_prompts = false;
   std::vector<std::string> overrides;
   double grace_s = 30;
@@ -81,6 +84,7 @@ ServerConfig resolve_config(const ServeArgs& a) {
   if (a.port) set("port", std::to_string(*a.port));
   if (a.tp) set("tp", std::to_string(*a.tp));
   if (a.metrics_port) set("metrics_port", std::to_string(*a.metrics_port));
+  if (a.http_port) set("http_port", std::to_string(*a.http_port));
   if (a.log_level) set("log_level", *a.log_level);
   if (a.log_prompts) set("log_prompts", "true");
   for (const auto& o : a.overrides) apply_config_override(config, o);
@@ -91,6 +95,50 @@ ServerConfig resolve_config(const ServeArgs& a) {
   }
   check_config_against_model(config);
   return config;
+}
+
+// Thousands of idle streams are thousands of sockets: lift the soft descriptor limit to the hard.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+// The HTTP listener (OpenAI API, /health, /metrics) over the shared gateway.
+std::unique_ptr<http::Server> start_http(const ServerConfig& config,
+                                         std::shared_ptr<RequestGateway> gateway,
+                                         std::shared_ptr<PrometheusMetrics> metrics,
+                                         const std::string& api_key) {
+  auto api = std::make_shared<http::ApiContext>();
+  api->gateway = gateway;
+  api->model_name = config.runner.model_dir.filename().string();
+  if (!config.chat_template.empty()) {
+    api->chat_template = http::load_chat_template(config.chat_template);
+  }
+  http::ApiRoutes routes;
+  routes.api = api;
+  if (!api_key.empty()) {
+    routes.authorize = [auth = std::make_shared<ApiKeyAuth>(api_key)](std::string_view header) {
+      return auth->api_key_matches(header);
+    };
+  }
+  Engine& engine = gateway->engine();
+  routes.metrics = [metrics, &engine] {
+    return scrape_metrics(*metrics->registry(),
+                          [&] { metrics->refresh(engine.stats(), engine.healthy()); });
+  };
+  http::ServerOptions options;
+  options.host = config.host;
+  options.port = config.http_port;
+  auto server = std::make_unique<http::Server>(options, http::make_api_handler(std::move(routes)));
+  spdlog::info(
+      "serving the OpenAI-compatible HTTP API on http://{}:{}/v1 (model '{}', chat template: {}{})",
+      config.host, server->port(), api->model_name,
+      config.chat_template.empty() ? "none" : config.chat_template,
+      api_key.empty() ? "" : ", API key required");
+  return server;
 }
 
 int run_serve(const ServeArgs& args) {
@@ -107,12 +155,15 @@ int run_serve(const ServeArgs& args) {
   // large free and keep a flood's buffers in the heap for good.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
   install_signal_handlers();
+  raise_descriptor_limit();
   try {
     PortReservation grpc_port(config.host, config.port, "gRPC");
     std::optional<PortReservation> metrics_port;
     if (config.metrics_port > 0) metrics_port.emplace(config.host, config.metrics_port, "metrics");
+    std::optional<PortReservation> http_port;
+    if (config.http_port > 0) http_port.emplace(config.host, config.http_port, "HTTP");
     std::shared_ptr<PrometheusMetrics> metrics;
-    if (config.metrics_port > 0) {
+    if (config.metrics_port > 0 || config.http_port > 0) {
       metrics = std::make_shared<PrometheusMetrics>(config.runner.model_dir.filename().string());
     }
     ServingStack stack = build_serving_stack(config, metrics);
@@ -131,18 +182,28 @@ int run_serve(const ServeArgs& args) {
     if (metrics) {
       metrics->describe(metrics_model_info(*stack.engine, stack.labels.dtype));
       Engine& engine = *stack.engine;
-      metrics_port->release();
-      endpoint = std::make_unique<MetricsEndpoint>(
-          MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
-          metrics->registry(),
-          [metrics, &engine] { metrics->refresh(engine.stats(), engine.healthy()); });
+      if (config.metrics_port > 0) {
+        metrics_port->release();
+        endpoint = std::make_unique<MetricsEndpoint>(
+            MetricsEndpointOptions{.host = config.host, .port = config.metrics_port},
+            metrics->registry(),
+            [metrics, &engine] { metrics->refresh(engine.stats(), engine.healthy()); });
+        spdlog::info("metrics on http://{}:{}/metrics", config.host, endpoint->port());
+      }
       options.service.on_call_end = [metrics](const RequestOutcome& o) {
-        metrics->count_rpc(o.method, status_code_name(o.code));
+        metrics->count_call(o.protocol, o.method, status_code_name(o.code));
       };
-      spdlog::info("metrics on http://{}:{}/metrics", config.host, endpoint->port());
     }
+    // One gateway for both frontends: one admission path, one in-flight count to drain.
+    auto gateway = std::make_shared<RequestGateway>(
+        *stack.engine, gpt2_text_codec(*stack.tokenizer), options.service);
     grpc_port.release();
-    GrpcServer server(*stack.engine, gpt2_text_codec(*stack.tokenizer), options);
+    GrpcServer server(*stack.engine, gateway, options);
+    std::unique_ptr<http::Server> http_server;
+    if (http_port) {
+      http_port->release();
+      http_server = start_http(config, gateway, metrics, options.auth.api_key);
+    }
     spdlog::info("serving mlra.v1.Mlra on {}:{} ({}{}, max context {}, {} cache tokens)",
                  config.host, server.port(), options.auth.tls() ? "TLS" : "plaintext",
                  options.auth.api_key.empty() ? "" : ", API key required",
@@ -158,6 +219,7 @@ int run_serve(const ServeArgs& args) {
     spdlog::info("signal {}: stopping admissions, draining for up to {} s", signal_number,
                  args.grace_s);
     server.shutdown(std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000)));
+    if (http_server) http_server->stop();
     stack.engine->shutdown(false);
     spdlog::info("stopped cleanly");
   } catch (const std::bad_alloc&) {
@@ -177,7 +239,9 @@ int run_serve(const ServeArgs& args) {
 
 void register_serve_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<ServeArgs>();
-  CLI::App* cmd = app.add_subcommand("serve", "serve gRPC (mlra.v1.Mlra, health, reflection)");
+  CLI::App* cmd = app.add_subcommand(
+      "serve",
+      "serve gRPC (mlra.v1.Mlra, health, reflection) and, with --http-port, the OpenAI HTTP API");
   cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
   cmd->add_option("--model-dir", args->model_dir, "override model_dir");
   cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
@@ -189,6 +253,8 @@ void register_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tp", args->tp, "override the tensor-parallel degree");
   cmd->add_option("--metrics-port", args->metrics_port,
                   "override metrics_port: Prometheus /metrics over HTTP (0: off)");
+  cmd->add_option("--http-port", args->http_port,
+                  "override http_port: OpenAI-compatible HTTP API, /health, /metrics (0: off)");
   cmd->add_option("--log-level", args->log_level,
                   "override log_level: trace | debug | info | warn | error | critical | off");
   cmd->add_flag("--log-prompts", args->log_prompts,

@@ -15,6 +15,9 @@ namespace mlra {
 struct TextCodec {
   std::function<std::vector<int32_t>(std::string_view)> encode;
   std::function<std::string(const std::vector<int32_t>&)> decode;
+  // The most text bytes one token stands for: a text over max_context * max_token_bytes bytes
+  // cannot fit the context, so it is refused before it is tokenized. 0: no such bound known.
+  size_t max_token_bytes = 0;
 };
 
 class Gpt2Tokenizer;

@@ -35,10 +35,10 @@ inline TextCodec byte_codec() {
 
 struct ServerUnderTest {
   explicit ServerUnderTest(std::unique_ptr<ModelRunner> runner, EngineOptions engine_options = {},
-                           GrpcServerOptions server_options = {}) {
+                           GrpcServerOptions server_options = {}, TextCodec codec = byte_codec()) {
     engine = std::make_unique<Engine>(std::move(runner), fake_decoder_factory(), engine_options);
     server_options.address = "127.0.0.1:0";
-    server = std::make_unique<GrpcServer>(*engine, byte_codec(), server_options);
+    server = std::make_unique<GrpcServer>(*engine, std::move(codec), server_options);
     channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()),
                                   grpc::InsecureChannelCredentials());
     stub = v1::Mlra::NewStub(channel);

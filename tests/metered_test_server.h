@@ -20,7 +20,7 @@ struct MeteredServer {
     eo.max_running_seqs = 64;
     GrpcServerOptions so;
     so.service.on_call_end = [m = metrics](const RequestOutcome& o) {
-      m->count_rpc(o.method, status_code_name(o.code));
+      m->count_call(o.protocol, o.method, status_code_name(o.code));
     };
     server = std::make_unique<ServerUnderTest>(std::move(runner), eo, so);
     Engine& engine = *server->engine;

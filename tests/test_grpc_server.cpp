@@ -255,9 +255,9 @@ TEST_CASE("e2e: client cancellation aborts the request and frees its pages", "[e
   CHECK(s.engine->stats().generated_tokens < 200);
   // The client sees CANCELLED before the server's handler thread has returned; it must
   // deregister promptly.
-  for (int i = 0; i < 200 && s.server->service().in_flight() != 0; ++i)
+  for (int i = 0; i < 200 && s.server->gateway().in_flight() != 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  CHECK(s.server->service().in_flight() == 0);
+  CHECK(s.server->gateway().in_flight() == 0);
 }
 
 TEST_CASE("e2e: the Cancel RPC ends another client's stream with CANCELLED", "[e2e]") {

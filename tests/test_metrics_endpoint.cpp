@@ -136,7 +136,8 @@ TEST_CASE("request log line: logfmt fields, escaped values, prompt only when giv
   o.ttft_s = 0.0031;
   o.duration_s = 0.0528;
   CHECK(format_request_log(o) ==
-        "request method=Generate id=\"my id\" status=OK finish=length prompt_tokens=12 "
+        "request protocol=grpc method=Generate id=\"my id\" status=OK finish=length "
+        "prompt_tokens=12 "
         "completion_tokens=40 cached_prompt_tokens=8 ttft_ms=3.10 duration_ms=52.80");
   o.code = grpc::StatusCode::INVALID_ARGUMENT;
   o.error_message = "bad \"x\"\n";
@@ -172,13 +173,14 @@ TEST_CASE("a call logs one request line; the prompt text only with log_prompts",
   spdlog::set_default_logger(previous);
   const std::string log = captured.str();
   INFO(log);
-  CHECK_THAT(log, Catch::Contains("request method=Generate id=log-1 status=OK finish=length "
-                                  "prompt_tokens=13 completion_tokens=3"));
+  CHECK_THAT(
+      log, Catch::Contains("request protocol=grpc method=Generate id=log-1 status=OK finish=length "
+                           "prompt_tokens=13 completion_tokens=3"));
   CHECK_THAT(log, Catch::Contains("id=log-2 status=INVALID_ARGUMENT finish=none"));
   CHECK((log.find("private words") != std::string::npos) == log_prompts);
   size_t lines = 0;
-  for (size_t at = log.find("request method="); at != std::string::npos;
-       at = log.find("request method=", at + 1)) {
+  for (size_t at = log.find("request protocol="); at != std::string::npos;
+       at = log.find("request protocol=", at + 1)) {
     ++lines;
   }
   CHECK(lines == 2);

@@ -108,8 +108,9 @@ TEST_CASE("load: 200 streams, 20% cancelled, tiny MLRA-4; /metrics agrees with t
             value(m, "mlra:request_success_total", {{"finished_reason", "cancelled"}}) ==
         200);
   CHECK(value(m, "mlra:request_success_total", {{"finished_reason", "cancelled"}}) <= cancelled);
-  CHECK(value(m, "mlra:grpc_requests_total", {{"code", "OK"}}) == ok);
-  CHECK(value(m, "mlra:grpc_requests_total", {{"code", "CANCELLED"}}) == cancelled);
+  CHECK(value(m, "mlra:requests_total", {{"protocol", "grpc"}, {"code", "OK"}}) == ok);
+  CHECK(value(m, "mlra:requests_total", {{"protocol", "grpc"}, {"code", "CANCELLED"}}) ==
+        cancelled);
   // A client sees a first token iff the engine timed one (cancels come after >= 1 chunk).
   CHECK(value(m, "mlra:time_to_first_token_seconds_count") == with_first_token);
   CHECK(value(m, "mlra:request_queue_time_seconds_count") == 200);

@@ -1,5 +1,7 @@
 // mlra-bench serve: flags -> LoadOptions, run, report; optional /metrics scrapes before and
-// after the run, differenced so only this run's activity is reported (header).
+// after the run, differenced so only this run's activity is reported (header). With --http the
+// same plan also runs over the OpenAI HTTP API and one table sets the two protocols side by
+// side; with --idle it measures the server's threads and memory under many open streams.
 #include "server/bench/bench_serve.h"
 
 #include <cstdio>
@@ -12,6 +14,8 @@
 
 #include "server/bench/bench_command.h"
 #include "server/bench/load_generator.h"
+#include "server/bench/load_generator_http.h"
+#include "server/bench/load_generator_idle.h"
 #include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
 #include "server/request_log.h"
@@ -21,7 +25,10 @@ namespace {
 
 struct ServeBenchArgs {
   std::string addr = "localhost:50051";
-  std::string metrics;  // host:port of the /metrics endpoint; empty: none
+  std::string metrics;        // host:port of the /metrics endpoint; empty: none
+  std::string http;           // host:port of the HTTP listener; empty: gRPC only
+  std::vector<int32_t> idle;  // stream counts for the idle measurement
+  int server_pid = 0;
   LoadOptions load;
   double deadline_s = 300;
   std::vector<std::string> tolerate;  // gRPC status names that count as a clean end
@@ -62,17 +69,55 @@ std::string server_side(const MetricsScrape& before, const MetricsScrape& after)
   return out;
 }
 
+// One row per protocol: the figures the two frontends are compared on.
+std::string comparison(const std::vector<LoadReport>& reports) {
+  std::string out =
+      fmt::format("  {:<8} {:>14} {:>12} {:>12} {:>12} {:>8}\n", "protocol", "output tok/s",
+                  "TTFT p50 ms", "TTFT p90 ms", "ITL p50 ms", "checks");
+  for (const LoadReport& r : reports) {
+    std::vector<double> ttft, itl;
+    int64_t tokens = 0;
+    for (const StreamRecord& s : r.streams) {
+      if (s.ttft_s >= 0) ttft.push_back(s.ttft_s * 1e3);
+      for (double g : s.itl_s) itl.push_back(g * 1e3);
+      tokens += std::max(s.tokens, 0);
+    }
+    out += fmt::format("  {:<8} {:>14.1f} {:>12.2f} {:>12.2f} {:>12.2f} {:>8}\n", r.protocol,
+                       tokens / std::max(r.wall_s, 1e-9), percentile(ttft, 50),
+                       percentile(ttft, 90), percentile(itl, 50), r.ok() ? "PASS" : "FAIL");
+  }
+  return out;
+}
+
 int run_serve_bench(ServeBenchArgs& a) {
   a.load.stream_deadline = std::chrono::milliseconds(static_cast<int64_t>(a.deadline_s * 1000));
   for (const std::string& name : a.tolerate) a.load.tolerated.push_back(status_code_named(name));
   a.load.check_cache_free = !a.no_cache_check;
+  if (!a.idle.empty()) {
+    if (a.server_pid <= 0) throw std::runtime_error("--idle needs --server-pid");
+    fmt::print("mlra-bench serve --idle: server threads and memory with open streams\n{}",
+               format_idle_samples(measure_idle_streams(a.addr, a.http, a.server_pid, a.idle)));
+    return 0;
+  }
   std::optional<MetricsScrape> before;
   if (!a.metrics.empty()) before = scrape(a.metrics);
-  const LoadReport report = run_load(a.addr, a.load);
-  std::string text = format_report(report);
+  std::vector<LoadReport> reports = {run_load(a.addr, a.load)};
+  if (!a.http.empty()) {
+    // Same distribution, other prompts: the gRPC run's prompts sit in the prefix cache now.
+    LoadOptions http_options = a.load;
+    http_options.seed += 1;
+    reports.push_back(run_http_load(a.http, a.addr, http_options));
+  }
+  std::string text;
+  for (const LoadReport& r : reports) text += format_report(r);
   if (before) text += server_side(*before, scrape(a.metrics));
+  if (reports.size() > 1)
+    text += "  HTTP against gRPC (same server, same load shape):\n" + comparison(reports);
   fmt::print("{}", text);
-  return report.ok() ? 0 : 1;
+  for (const LoadReport& r : reports) {
+    if (!r.ok()) return 1;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -80,9 +125,17 @@ int run_serve_bench(ServeBenchArgs& a) {
 void register_bench_serve(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<ServeBenchArgs>();
   LoadOptions& o = args->load;
-  CLI::App* cmd = app.add_subcommand("serve", "gRPC load test against a running mlra-serve");
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "load test against a running mlra-serve (gRPC; --http: also HTTP)");
   cmd->add_option("--addr", args->addr, "server host:port");
   cmd->add_option("--metrics", args->metrics, "also scrape host:port/metrics before and after");
+  cmd->add_option("--http", args->http,
+                  "also run the same plan over the OpenAI HTTP API at host:port and compare");
+  cmd->add_option(
+         "--idle", args->idle,
+         "instead: server threads and RSS with this many open streams (e.g. 100,1000,10000)")
+      ->delimiter(',');
+  cmd->add_option("--server-pid", args->server_pid, "the server's process id (--idle reads /proc)");
   cmd->add_option("--concurrency,-n", o.concurrency, "streams open at once")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--requests", o.num_requests, "requests in total (0: --concurrency)");

@@ -125,12 +125,9 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   Clock::time_point start_, last_token_;
 };
 
-struct Plan {
-  std::vector<v1::GenerateRequest> requests;
-  std::vector<StreamRecord> records;
-};
+}  // namespace
 
-Plan make_plan(const LoadOptions& o, const v1::ModelInfoResponse& info) {
+LoadPlan make_load_plan(const LoadOptions& o, const v1::ModelInfoResponse& info) {
   const int32_t n = o.num_requests > 0 ? o.num_requests : o.concurrency;
   const int64_t context = info.max_context();
   if (o.min_prompt_tokens < 1 || o.max_prompt_tokens < o.min_prompt_tokens ||
@@ -149,7 +146,7 @@ Plan make_plan(const LoadOptions& o, const v1::ModelInfoResponse& info) {
   std::vector<int32_t> prefix(static_cast<size_t>(std::max(o.shared_prefix_tokens, 0)));
   for (int32_t& t : prefix) t = token(rng);
 
-  Plan plan;
+  LoadPlan plan;
   for (int32_t i = 0; i < n; ++i) {
     v1::GenerateRequest r;
     StreamRecord rec;
@@ -175,6 +172,8 @@ Plan make_plan(const LoadOptions& o, const v1::ModelInfoResponse& info) {
   return plan;
 }
 
+namespace {
+
 bool tolerated(const LoadOptions& o, grpc::StatusCode code) {
   return std::find(o.tolerated.begin(), o.tolerated.end(), code) != o.tolerated.end();
 }
@@ -185,6 +184,8 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& target, int index
   args.SetInt("mlra.load_channel", index);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
+
+}  // namespace
 
 void check_cache_free(v1::Mlra::Stub& stub, LoadReport& report) {
   const auto deadline = Clock::now() + report.options.cache_free_wait;
@@ -207,7 +208,26 @@ void check_cache_free(v1::Mlra::Stub& stub, LoadReport& report) {
                   stats.running(), stats.waiting(), stats.pages_used(), stats.pages_total()));
 }
 
-}  // namespace
+v1::ModelInfoResponse fetch_model_info(v1::Mlra::Stub& stub, const std::string& target) {
+  v1::ModelInfoResponse info;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  const grpc::Status s = stub.ModelInfo(&ctx, v1::ModelInfoRequest(), &info);
+  if (!s.ok()) {
+    throw std::runtime_error(fmt::format("ModelInfo on {}: {}", target, s.error_message()));
+  }
+  return info;
+}
+
+void check_streams(LoadReport& report) {
+  int32_t bad = 0;
+  for (size_t i = 0; i < report.streams.size(); ++i) {
+    const std::string problem = check_stream(report.streams[i], report.options);
+    if (problem.empty()) continue;
+    if (++bad <= 10) report.failures.push_back(fmt::format("request {}: {}", i, problem));
+  }
+  if (bad > 10) report.failures.push_back(fmt::format("... {} failing requests in all", bad));
+}
 
 std::string check_stream(const StreamRecord& s, const LoadOptions& o) {
   if (!s.done) return "never ended (hung)";
@@ -257,14 +277,8 @@ LoadReport run_load(const std::string& target, const LoadOptions& options) {
     channels.push_back(make_channel(target, c));
     stubs.push_back(v1::Mlra::NewStub(channels.back()));
   }
-  v1::ModelInfoResponse info;
-  grpc::ClientContext info_ctx;
-  info_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  const grpc::Status s = stubs[0]->ModelInfo(&info_ctx, v1::ModelInfoRequest(), &info);
-  if (!s.ok())
-    throw std::runtime_error(fmt::format("ModelInfo on {}: {}", target, s.error_message()));
-
-  Plan plan = make_plan(options, info);
+  const v1::ModelInfoResponse info = fetch_model_info(*stubs[0], target);
+  LoadPlan plan = make_load_plan(options, info);
   report.streams = std::move(plan.records);
   const int32_t total = static_cast<int32_t>(report.streams.size());
   Tracker tracker;
@@ -286,13 +300,7 @@ LoadReport run_load(const std::string& target, const LoadOptions& options) {
   if (!all_done) {
     for (auto& call : calls) call.release();  // still referenced by gRPC: leak, do not free
   }
-  int32_t bad = 0;
-  for (size_t i = 0; i < report.streams.size(); ++i) {
-    const std::string problem = check_stream(report.streams[i], options);
-    if (problem.empty()) continue;
-    if (++bad <= 10) report.failures.push_back(fmt::format("request {}: {}", i, problem));
-  }
-  if (bad > 10) report.failures.push_back(fmt::format("... {} failing requests in all", bad));
+  check_streams(report);
   if (options.check_cache_free && all_done) check_cache_free(*stubs[0], report);
   return report;
 }
@@ -326,10 +334,11 @@ std::string format_report(const LoadReport& r) {
   }
   const LoadOptions& o = r.options;
   std::string out = fmt::format(
-      "mlra-bench serve: {} requests, concurrency {}, {} channels, prompts {}-{} tokens, outputs "
-      "{}-{} tokens, {:.0f}% cancelled by the client, wall {:.2f} s\n",
-      r.streams.size(), o.concurrency, o.channels, o.min_prompt_tokens, o.max_prompt_tokens,
-      o.min_output_tokens, o.max_output_tokens, o.cancel_fraction * 100, r.wall_s);
+      "mlra-bench serve ({}): {} requests, concurrency {}, {} channels, prompts {}-{} tokens, "
+      "outputs {}-{} tokens, {:.0f}% cancelled by the client, wall {:.2f} s\n",
+      r.protocol, r.streams.size(), o.concurrency, o.channels, o.min_prompt_tokens,
+      o.max_prompt_tokens, o.min_output_tokens, o.max_output_tokens, o.cancel_fraction * 100,
+      r.wall_s);
   const double wall = std::max(r.wall_s, 1e-9);
   out += fmt::format("  throughput     {:10.1f} output tok/s   {:8.2f} req/s (completed)\n",
                      tokens / wall, ok / wall);

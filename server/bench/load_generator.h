@@ -15,7 +15,7 @@
 
 #include <grpcpp/support/status.h>
 
-#include "proto/mlra.pb.h"
+#include "proto/mlra.grpc.pb.h"
 
 namespace mlra {
 
@@ -57,6 +57,7 @@ struct StreamRecord {
 };
 
 struct LoadReport {
+  std::string protocol = "grpc";  // "grpc" | "http"
   LoadOptions options;
   std::vector<StreamRecord> streams;
   double wall_s = 0;
@@ -68,6 +69,18 @@ struct LoadReport {
 // Runs the load against `target` ("host:port"). Throws std::runtime_error when the server
 // cannot be reached or the options do not fit the model (ModelInfo).
 LoadReport run_load(const std::string& target, const LoadOptions& options);
+
+// The seeded requests of a run (both protocols send the same plan) and their empty records.
+struct LoadPlan {
+  std::vector<v1::GenerateRequest> requests;
+  std::vector<StreamRecord> records;
+};
+LoadPlan make_load_plan(const LoadOptions& options, const v1::ModelInfoResponse& info);
+v1::ModelInfoResponse fetch_model_info(v1::Mlra::Stub& stub, const std::string& target);
+// Adds a failure for every stream that broke the contract (at most ten named).
+void check_streams(LoadReport& report);
+// Polls Stats until nothing runs, waits or holds a page, or adds a failure.
+void check_cache_free(v1::Mlra::Stub& stub, LoadReport& report);
 
 // The problem with one finished stream, or "" when it kept the contract.
 std::string check_stream(const StreamRecord& s, const LoadOptions& options);
