@@ -11,15 +11,15 @@
 // and wgmma reads. Warp rg of the one warpgroup: rows 16rg..16rg+15, all 128 value columns.
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's 128 codes per row into the second latent
 // block of the stage and its bf16 k_pe as usual; the warpgroup then writes code value x row scale
-// as bf16 over both latent blocks (rows past the end as zeros), so the wgmma chain is unchanged.
+// as bf16 over both latent blocks (fp8_tile.cuh; rows past the end as zeros), so the wgmma chain is
+// unchanged.
 #include <cuda.h>
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
@@ -45,44 +45,7 @@ struct LatentConfig {
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 8 * kStages;
   static constexpr int kMinBlocks = 2;
-  static constexpr int kCodeOffset = kBN * 128;  // FP8 codes land in the second latent block
 };
-
-// Codes [kBN rows][128] at byte kCodeOffset of a stage -> bf16 code value x scale into the stage's
-// two swizzled latent blocks; rows at or past `valid` become zeros. Thread t converts half t % 2
-// of row t / 2; every thread reads its codes before any thread writes (the writes cover them).
-template <int kBN>
-__device__ __forceinline__ void fp8_tile_to_bf16(unsigned char* stage, int valid, float scale,
-                                                 int tid) {
-  const int r = tid / 2, h = tid % 2;
-  uint4 codes[4] = {};
-  if (r < valid)
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      codes[i] = *reinterpret_cast<const uint4*>(stage + kBN * 128 + r * 128 + h * 64 + i * 16);
-  __syncthreads();
-  const uint32_t base = smem_addr(stage);
-  const uint32_t* c32 = reinterpret_cast<const uint32_t*>(codes);
-#pragma unroll
-  for (int ch = 0; ch < 8; ++ch) {
-    uint32_t w[4] = {0, 0, 0, 0};
-    if (r < valid)
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const uint32_t x = c32[2 * ch + k];
-        const __half2_raw lo =
-            __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(x & 0xffffu), __NV_E4M3);
-        const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(x >> 16), __NV_E4M3);
-        const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-        w[2 * k] = pack_bf16(a.x * scale, a.y * scale);
-        w[2 * k + 1] = pack_bf16(b.x * scale, b.y * scale);
-      }
-    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(
-                     base + swizzled_offset<kBN>(r, h * 64 + ch * 8)),
-                 "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
-                 : "memory");
-  }
-}
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
@@ -132,14 +95,12 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR)), bar = full_bar + 8 * stage;
     const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
     if constexpr (kFp8) {
-      mbar_expect_tx(bar, uint32_t(boxes * 2 * br * 128));  // 128 codes + 64 bf16 per row
-      for (int b = 0; b < boxes; ++b) {
-        const int pos = start + b * br, page = __ldg(pages + (pos >> shift)), slot = pos & mask;
-        tma_load_3d(base + C::kCodeOffset + b * br * 128, &cache_map, tile.a_offset, slot, page,
-                    bar);
-        tma_load_3d(base + (D / 64) * C::kBN * 128 + b * br * 128, &tail_map,
-                    p.r_offset - int(p.fp8.quantized()), slot, page, bar);
-      }
+      // 128 codes (into the second latent block) + 64 bf16 per row.
+      mbar_expect_tx(bar, uint32_t(boxes * 2 * br * 128));
+      tma_fp8_codes<C::kBN, 1>(base + C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                               tile.a_offset);
+      tma_fp8_tail(base + (D / 64) * C::kBN * 128, bar, &tail_map, p, pages, start, boxes,
+                   p.r_offset - int(p.fp8.quantized()));
       return;
     }
     mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
@@ -155,13 +116,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   };
   // FP8: the scale of row tid / 2 of tile j (latent group tile.a_offset / 128), 0 past the end.
   auto row_scale = [&](int j) {
-    const int r = tid / 2, pos = item.kv_begin + j * C::kBN + r;
-    if (pos >= item.kv_end) return 0.0f;
-    const int64_t ps = int64_t(1) << shift;
-    const unsigned char* page = static_cast<const unsigned char*>(p.cache) +
-                                int64_t(__ldg(pages + (pos >> shift))) * p.fp8.page_bytes(ps);
-    return __ldg(reinterpret_cast<const float*>(page + p.fp8.scales_at(ps, pos & mask)) +
-                 tile.a_offset / 128);
+    return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / 2, item.kv_end,
+                         tile.a_offset / 128);
   };
   cp_async_commit();  // the query rows
   init_stage_barriers(full_bar, C::kStages);
@@ -183,11 +139,11 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    const float scale = kFp8 ? row_scale(j) : 0.0f;  // issued before the wait
+    const float scale[1] = {kFp8 ? row_scale(j) : 0.0f};  // issued before the wait
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     if constexpr (kFp8)
-      fp8_tile_to_bf16<C::kBN>(reinterpret_cast<unsigned char*>(k_s + stage * C::kBN * (D + C::kR)),
-                               valid, scale, tid);
+      fp8_tile_dequantize<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
+                                                     valid, scale, tid, [] { __syncthreads(); });
     if (valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens: zero them so that the masked
       // (zero) probabilities never meet a NaN or Inf in P.V (FP8: the latent part is zeroed by
@@ -289,9 +245,8 @@ int latent_tile_rows(int d_c) {
 void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                              const SplitKvPlan& plan, int d_c, cudaStream_t stream) {
   MLRA_REQUIRE(p.r_dim == 64 && p.a_dim == d_c && p.v_dim == d_c, "latent attention: dims");
-  MLRA_REQUIRE(
-      p.q_dtype == DType::kBF16 && (p.fp8_cache ? d_c == 128 : p.cache_dtype == DType::kBF16),
-      "latent attention: q must be bf16, the cache bf16 (or FP8 for d_c 128)");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && (p.fp8_cache || p.cache_dtype == DType::kBF16),
+               "latent attention: q must be bf16, the cache bf16 or FP8");
   MLRA_REQUIRE(p.rows_max == 64, "latent attention: 64 rows per tile");
   MLRA_REQUIRE(d_c != 128 || plan.shape.tokens_per_item == 1,
                "latent attention: multi-token steps of d_c 128 run on the prefill kernel");
@@ -306,11 +261,12 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                "latent attention: TMA box rows must divide the tile");
   if (p.fp8_cache) {
     for (int i = 0; i < tiles.count; ++i)
-      MLRA_REQUIRE(tiles.tile[i].a_offset % 128 == 0 && p.fp8.group_width == 128,
-                   "latent attention: an FP8 tile reads one 128-wide group");
+      MLRA_REQUIRE(tiles.tile[i].a_offset % d_c == 0 && p.fp8.group_width == d_c,
+                   "latent attention: an FP8 tile reads one d_c-wide group");
     CUtensorMap tail{};
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
+    if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
     return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
                             LatentConfig::kSmem, stream, p, tiles, plan, map, tail);
   }

@@ -52,20 +52,33 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// An FP8 cache takes the latent-128 decode kernel (codes and k_pe by TMA, dequantized in shared
-// memory) when each head reads one whole 128-wide group and its k_pe tail, and every plane keeps
+// An FP8 cache takes the tensor-core kernel of its family (codes by TMA, dequantized in shared
+// memory: fp8_tile.cuh) when every head reads whole groups (a latent: one group of a_dim values
+// and the 64-wide bf16 tail; K/V: one 128-wide group for K and one for V) and every plane keeps
 // TMA's 16-byte alignment; every other FP8 case runs on the generic kernel.
 AttentionPath choose_fp8_path(const PagedAttentionArgs& a) {
   const Fp8CacheLayout& l = a.cache.fp8;
   const int64_t ps = a.cache.page_size;
-  bool ok = a.kernel == AttentionKernel::kLatent && a.q_dtype == DType::kBF16 && aligned16(a.q) &&
-            aligned16(a.cache.data) && a.q_token_stride % 8 == 0 && a.q_head_stride % 8 == 0 &&
-            a.a_dim == 128 && a.v_dim == 128 && a.r_dim == 64 && l.group_width == 128 &&
-            l.tail == 64 && a.r_offset == l.quantized() && l.quantized() % 16 == 0 &&
-            l.page_bytes(ps) % 16 == 0 && l.tail_at(ps, 0) % 16 == 0 && ps >= 8;
-  for (int h = 0; ok && h < a.num_heads; ++h)
-    ok = a.a_offset[h] % 128 == 0 && a.v_offset[h] == a.a_offset[h];
-  return ok ? AttentionPath::kLatent128 : AttentionPath::kGeneric;
+  bool ok = a.q_dtype == DType::kBF16 && aligned16(a.q) && aligned16(a.cache.data) &&
+            a.q_token_stride % 8 == 0 && a.q_head_stride % 8 == 0 && l.quantized() % 16 == 0 &&
+            l.page_bytes(ps) % 16 == 0 && ps >= 8 && a.a_dim == a.v_dim && l.group_width == a.a_dim;
+  if (ok && a.kernel == AttentionKernel::kLatent) {
+    ok = a.r_dim == 64 && l.tail == 64 && a.r_offset == l.quantized() && l.tail_at(ps, 0) % 16 == 0;
+    for (int h = 0; ok && h < a.num_heads; ++h)
+      ok = a.a_offset[h] % a.a_dim == 0 && a.v_offset[h] == a.a_offset[h];
+    if (!ok) return AttentionPath::kGeneric;
+    if (a.a_dim == 128) return AttentionPath::kLatent128;
+    if (a.a_dim == 256) return AttentionPath::kLatent256;
+    if (a.a_dim == 512) return AttentionPath::kLatent512;
+    return AttentionPath::kGeneric;
+  }
+  if (ok && a.kernel == AttentionKernel::kKv) {
+    ok = a.r_dim == 0 && l.tail == 0 && a.a_dim == 128;
+    for (int h = 0; ok && h < a.num_heads; ++h)
+      ok = a.a_offset[h] % 128 == 0 && a.v_offset[h] % 128 == 0 && a.v_offset[h] != a.a_offset[h];
+    return ok ? AttentionPath::kKv128 : AttentionPath::kGeneric;
+  }
+  return AttentionPath::kGeneric;
 }
 
 // Runs of consecutive heads with identical segments, cut into tiles of at most max_rows.
@@ -175,8 +188,6 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
   // 128-row prefill kernel, decode steps to the decode kernels. The expanded-prefill layout has no
   // decode kernel.
   const bool multi_token = a.num_tokens > a.num_seqs;
-  // The prefill kernel reads bf16 caches: FP8 prefill steps run on the generic kernel.
-  if (multi_token && a.cache.encoding == CacheEncoding::kFp8E4M3) path_ = AttentionPath::kGeneric;
   prefill_ = multi_token && (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kLatent128 ||
                              path_ == AttentionPath::kKvRope128);
   if (path_ == AttentionPath::kKvRope128 && !prefill_) path_ = AttentionPath::kGeneric;

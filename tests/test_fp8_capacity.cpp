@@ -1,11 +1,13 @@
 // [fp8][inspect] FP8 cache sizes of the 2.9B configs: bytes per token per layer per GPU written
 // out from the layout rule (quantized values + one float32 scale per group + the bf16 RoPE tail),
 // the capacity targets (at the same cache memory, MLA holds >= 1.7x the tokens of bf16, MLRA-4 at
-// TP 4 >= 1.4x) and inspect's printed FP8 columns.
+// TP 4 >= 1.4x) and inspect's printed FP8 columns; the pages a rank's cache gets on a GPU at one
+// gpu_memory_fraction with either encoding (engine/cache_budget.h, as engine/rank.cpp sizes it).
 #include <catch2/catch.hpp>
 
 #include <sstream>
 
+#include "engine/cache_budget.h"
 #include "models/cache_shape.h"
 #include "server/cli/inspect_command.h"
 
@@ -85,4 +87,32 @@ TEST_CASE("the fp8 cache meets the capacity targets and inspect prints them", "[
     found = true;
   }
   CHECK(found);
+}
+
+TEST_CASE("at one gpu_memory_fraction the fp8 cache holds the target multiple of tokens",
+          "[fp8][capacity]") {
+  // An 80 GiB GPU per rank at TP 4 with 2 GiB in use (the rank's weights, the CUDA context),
+  // gpu_memory_fraction 0.9, pages of 64, decode graphs up to batch 256: the sizing engine/rank.cpp
+  // runs, once per cache encoding.
+  const DeviceMemory gpu{(80LL << 30) - (2LL << 30), 80LL << 30};  // free, total
+  struct Target {
+    const char* dir;
+    const char* variant;
+    int tp;
+    double at_least;
+  };
+  for (const Target& t : {Target{"mla", "mla", 4, 1.7}, Target{"mla", "mla", 1, 1.7},
+                          Target{"mlra_4", "mlra4", 4, 1.4}}) {
+    INFO(t.dir << " TP " << t.tp);
+    const ModelConfig c = config(t.dir, t.variant);
+    auto tokens = [&](CacheEncoding e) {
+      const int64_t per_token =
+          cache_row_bytes_per_rank(c, t.tp, e, cache_value_bytes("cuda")).max_values * c.n_layer;
+      return gpu_cache_pages(gpu, 0.9, activation_reserve_bytes(c, 256), per_token, 64) * 64;
+    };
+    const int64_t plain = tokens(CacheEncoding::kPlain), fp8 = tokens(CacheEncoding::kFp8E4M3);
+    UNSCOPED_INFO("tokens per rank: bf16 " << plain << ", fp8 " << fp8);
+    REQUIRE(plain > 0);
+    CHECK(double(fp8) / double(plain) >= t.at_least);
+  }
 }

@@ -5,14 +5,19 @@
 // from CUDA graphs in the same run. --full-logits downloads every row's f32 logits instead (51 MB
 // per step at batch 256, which the server never copies). --kernels sets the kernel options. The
 // cache content is whatever the allocator returned: timing only. The roofline adds the measured
-// NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
+// NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs. Points at
+// --fp8-min-context and longer run again with the FP8 cache (kv_cache_dtype fp8_e4m3), one row
+// each, with the bf16 row's best time over the FP8 row's.
 #include "server/bench/bench_decode.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -21,6 +26,7 @@
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
+#include "models/cache_shape.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
@@ -45,7 +51,8 @@ struct DecodeArgs {
   int graph_max_batch = 256;  // 0: eager only
   bool full_logits = false;   // download [batch, vocab] f32 logits instead of sampling on device
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
-  std::string kernels;  // --kernels: the "kernels" config object
+  std::string kernels;          // --kernels: the "kernels" config object
+  int fp8_min_context = 32768;  // FP8 cache rows from this context on; 0: none
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -57,9 +64,19 @@ int run_decode(const DecodeArgs& a) {
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
   fmt::print(
-      "{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7}\n",
-      "variant", "tp", "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
-      "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms");
+      "{:<7} {:>3} {:>6} {:>6} {:>5} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7} "
+      "{:>9}\n",
+      "variant", "tp", "batch", "ctx", "cache", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
+      "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms", "bf16/fp8");
+  // Each TP degree with the bf16 cache, then with the FP8 cache where some context reaches
+  // --fp8-min-context.
+  std::vector<std::pair<int, CacheEncoding>> runs;
+  for (int tp : a.tps) {
+    runs.push_back({tp, CacheEncoding::kPlain});
+    if (a.fp8_min_context > 0 &&
+        *std::max_element(a.contexts.begin(), a.contexts.end()) >= a.fp8_min_context)
+      runs.push_back({tp, CacheEncoding::kFp8E4M3});
+  }
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
     const bool tpla = v.ends_with("+tpla");
@@ -72,20 +89,23 @@ int run_decode(const DecodeArgs& a) {
       c.tpla_options.pd_separation = true;
     }
     auto ckpt = make_synthetic_checkpoint(c, 1234);
-    for (int tp : a.tps) {
+    std::map<std::tuple<int, int, int>, double> bf16_best;  // (tp, batch, context) -> best ms
+    for (const auto& [tp, enc] : runs) {
+      const bool fp8 = enc == CacheEncoding::kFp8E4M3;
       if (!unsupported_tp_reason(c, tp).empty()) continue;
       const ShardPlan plan = make_shard_plan(c, tp, 0);
       int64_t max_tokens = 0;
       for (int b : a.batches)
         for (int ctx : a.contexts) max_tokens = std::max<int64_t>(max_tokens, int64_t(b) * ctx);
       const int32_t ps = 64;
-      const int64_t bytes_per_token = plan.cache_width * c.n_layer * 2;
+      const int64_t bytes_per_token = cache_row_bytes(c, plan, enc, 2) * c.n_layer;
       max_tokens = std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
       auto backend = make_cuda_backend(0, kernels);
       auto comm = make_single_rank_communicator();
-      Transformer model(c, plan, *ckpt, *backend, *comm, {ps, max_tokens / ps});
+      Transformer model(c, plan, *ckpt, *backend, *comm, {ps, max_tokens / ps, enc});
       for (int b : a.batches)
         for (int ctx : a.contexts) {
+          if (fp8 && ctx < a.fp8_min_context) continue;
           const int64_t pages_per_seq = (ctx + ps - 1) / ps;
           if (int64_t(b) * pages_per_seq > max_tokens / ps) continue;
           StepBatch s;
@@ -141,15 +161,19 @@ int run_decode(const DecodeArgs& a) {
           const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
                               (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
           const double best = std::min(eager, graph);
+          if (!fp8) bf16_best[{tp, b, ctx}] = best;
+          const auto bf16 = bf16_best.find({tp, b, ctx});
           fmt::print(
-              "{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} "
-              "{:>8.2f} {:>7.3f} {:>7.3f}\n",
-              v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
+              "{:<7} {:>3} {:>6} {:>6} {:>5} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} "
+              "{:>8.2f} {:>7.3f} {:>7.3f} {:>9}\n",
+              v, tp, b, ctx, fp8 ? "fp8" : "bf16", eager,
+              graphs ? fmt::format("{:.3f}", graph) : "-",
               graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
               tp == 1     ? "0"
               : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
                           : "n/a",
-              roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
+              roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms,
+              fp8 && bf16 != bf16_best.end() ? fmt::format("{:.2f}", bf16->second / best) : "-");
           std::fflush(stdout);
         }
     }
@@ -180,6 +204,9 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_flag("--full-logits", args->full_logits,
                 "download every row's f32 logits instead of sampling greedily on the device");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
+  cmd->add_option("--fp8-min-context", args->fp8_min_context,
+                  "also time the FP8 cache (kv_cache_dtype fp8_e4m3) at this context and longer "
+                  "(0: never)");
   bench::add_kernels_option(cmd, args->kernels);
   bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }

@@ -1,9 +1,9 @@
 // The FP8 cache on the GPU against the CPU backend: the device codec equals the hardware's
 // float -> E4M3 conversion on every float32 and the host build of the same header; cache_write
 // (K and V groups apart, a latent row with its bf16 tail) and the fused latent write leave the
-// CPU's bytes bit for bit; the gather dequantizes to the CPU's values; attention over an FP8
-// cache matches the CPU reference over the same bytes; and every tiny variant's logits with the
-// FP8 cache match the CPU backend's FP8 logits.
+// CPU's bytes bit for bit; the gather dequantizes to the CPU's values; and every tiny variant's
+// logits with the FP8 cache match the CPU backend's FP8 logits (attention over an FP8 cache:
+// test_cuda_fp8_attention.cpp).
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime.h>
@@ -15,62 +15,13 @@
 #include "../step_builder.h"
 #include "engine/local_runner.h"
 #include "fp8_device_codec.h"
+#include "fp8_test_util.h"
 #include "gpu_test_util.h"
 #include "kernels/fp8_e4m3.h"
 #include "kernels/paged_attention_cuda.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
-
-namespace {
-
-// An FP8 cache of `pages` pages on both backends, zero-filled so untouched bytes compare equal.
-struct Fp8Pair {
-  Fp8CacheLayout layout;
-  int32_t page_size;
-  int64_t pages;
-  Tensor cpu, gpu;
-  Fp8Pair(Fp8CacheLayout l, int32_t ps, int64_t n) : layout(l), page_size(ps), pages(n) {
-    const int64_t bytes = n * l.page_bytes(ps);
-    cpu = backends().cpu->alloc({bytes}, DType::kU8);
-    gpu = backends().gpu->alloc({bytes}, DType::kU8);
-    std::memset(cpu.data, 0, size_t(bytes));
-    REQUIRE(cudaMemset(gpu.data, 0, size_t(bytes)) == cudaSuccess);
-  }
-  PagedCacheView view(const Tensor& t) const {
-    PagedCacheView v{t.data, DType::kU8, pages, page_size, int32_t(layout.values())};
-    v.encoding = CacheEncoding::kFp8E4M3;
-    v.fp8 = layout;
-    return v;
-  }
-  std::vector<uint8_t> gpu_bytes() const {
-    std::vector<uint8_t> out(gpu.bytes());
-    backends().gpu->synchronize();
-    REQUIRE(cudaMemcpy(out.data(), gpu.data, out.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
-    return out;
-  }
-  std::vector<uint8_t> cpu_bytes() const {
-    const auto* p = static_cast<const uint8_t*>(cpu.data);
-    return {p, p + cpu.bytes()};
-  }
-};
-
-// bf16-exact values spanning the range: normal, an outlier per row, tiny values, a zero group.
-std::vector<float> spanning_rows(std::mt19937& rng, int64_t rows, int64_t cols, int64_t gw) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      float x = normal(rng);
-      if (r % 3 == 1) x *= 1e-30f;         // tiny (E4M3 subnormals after scaling)
-      if (c == (r * 7) % cols) x *= 3e3f;  // an outlier
-      if (r % 4 == 2 && c < gw) x = 0.0f;  // an all-zero first group
-      v[size_t(r * cols + c)] = round_bf16(x);
-    }
-  return v;
-}
-
-}  // namespace
 
 TEST_CASE("cuda fp8 codec equals the hardware conversion and the host build", "[gpu][fp8]") {
   CHECK(fp8_encode_mismatches_vs_hardware(0, uint64_t(1) << 32) == 0);
@@ -155,106 +106,6 @@ TEST_CASE("cuda fused latent write quantizes the row it leaves, as the cpu write
     Tensor src = make(cpu, {T, W}, DType::kF32, left);
     cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
     CHECK(cache.gpu_bytes() == cache.cpu_bytes());
-  }
-}
-
-TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the same bytes",
-          "[gpu][fp8][attention]") {
-  const uint32_t seed = fresh_seed();
-  INFO("seed " << seed);
-  std::mt19937 rng(seed);
-  Backend& cpu = *backends().cpu;
-  Backend& gpu = *backends().gpu;
-  struct Shape {
-    Fp8CacheLayout layout;
-    int32_t a_dim, r_dim, v_dim, heads;
-    bool latent;
-  };
-  // MLRA-4 TP4-like (one latent of 128 + k_pe 64), MLA-like (512 + 64), K/V 128 (2 KV heads).
-  for (const Shape s :
-       {Shape{{1, 128, 64}, 128, 64, 128, 24, true}, Shape{{1, 512, 64}, 512, 64, 512, 8, true},
-        Shape{{4, 128, 0}, 128, 0, 128, 8, false}}) {
-    const int32_t W = int32_t(s.layout.values()), ps = 64;
-    const std::vector<int32_t> lens = {200, 77, 1};
-    std::vector<int32_t> indptr{0}, indices, slots;
-    for (int32_t n : lens) {
-      for (int32_t p = 0; p < (n + ps - 1) / ps; ++p) indices.push_back(int32_t(indices.size()));
-      indptr.push_back(int32_t(indices.size()));
-    }
-    for (size_t q = 0; q < lens.size(); ++q)
-      for (int32_t p = 0; p < lens[q]; ++p)
-        slots.push_back(indices[size_t(indptr[q] + p / ps)] * ps + p % ps);
-    const int64_t n = int64_t(slots.size()), pages = int64_t(indices.size());
-    Fp8Pair cache(s.layout, ps, pages);
-    // Unwritten rows hold NaN codes and NaN scales: kernels must never let them into a result.
-    std::memset(cache.cpu.data, 0xFF, cache.cpu.bytes());
-    const std::vector<float> rows = spanning_rows(rng, n, W, s.layout.group_width);
-    Tensor src = make(cpu, {n, W}, DType::kF32, rows);
-    cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
-    REQUIRE(cudaMemcpy(cache.gpu.data, cache.cpu.data, cache.cpu.bytes(), cudaMemcpyHostToDevice) ==
-            cudaSuccess);
-    // A decode step (one token per sequence: the latent-128 kernel takes the MLRA-4 shape), then
-    // a prefill chunk of the first sequence with decode rows of the others (the generic kernel).
-    for (const bool decode : {true, false}) {
-      INFO((decode ? "decode step" : "mixed step"));
-      const std::vector<int32_t> token_seq =
-          decode ? std::vector<int32_t>{0, 1, 2} : std::vector<int32_t>{0, 0, 0, 0, 0, 1, 2};
-      const std::vector<int32_t> token_pos =
-          decode ? std::vector<int32_t>{199, 76, 0}
-                 : std::vector<int32_t>{190, 191, 192, 193, 199, 76, 0};
-      const int32_t T = int32_t(token_seq.size()), qw = s.a_dim + s.r_dim;
-      const std::vector<float> q = rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
-      auto args = [&](Backend& b, const PagedCacheView& view, DType act,
-                      std::vector<Tensor>& keep) {
-        keep = {make(b, {T, s.heads * qw}, act, q),
-                b.alloc({T, s.heads * s.v_dim}, act),
-                make_i32(b, token_seq),
-                make_i32(b, token_pos),
-                make_i32(b, indptr),
-                make_i32(b, indices)};
-        PagedAttentionArgs a;
-        a.q = keep[0].data;
-        a.q_dtype = act;
-        a.q_token_stride = s.heads * qw;
-        a.q_head_stride = qw;
-        a.num_tokens = T;
-        a.num_heads = s.heads;
-        a.a_dim = s.a_dim;
-        a.r_dim = s.r_dim;
-        a.v_dim = s.v_dim;
-        for (int32_t h = 0; h < s.heads; ++h) {
-          const int32_t kv = s.latent ? 0 : h % 2;
-          a.a_offset.push_back(kv * s.a_dim);
-          a.v_offset.push_back(s.latent ? 0 : (2 + kv) * s.v_dim);
-        }
-        a.r_offset = int32_t(s.layout.quantized());
-        a.cache = view;
-        a.token_seq = keep[2].as<int32_t>();
-        a.token_pos = keep[3].as<int32_t>();
-        a.page_indptr = keep[4].as<int32_t>();
-        a.page_indices = keep[5].as<int32_t>();
-        a.num_seqs = int32_t(lens.size());
-        a.scale = 0.07f;
-        a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
-        a.out = keep[1].data;
-        a.out_dtype = act;
-        a.out_token_stride = s.heads * s.v_dim;
-        a.out_head_stride = s.v_dim;
-        return a;
-      };
-      std::vector<Tensor> keep_c, keep_g;
-      const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
-      const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
-      if (decode && W == 192)
-        CHECK(cuda::CudaPagedAttention::choose_path(ag) == cuda::AttentionPath::kLatent128);
-      cpu.paged_attention(ac);
-      gpu.paged_attention(ag);
-      const auto want = download(cpu, as_mat(keep_c[1], s.heads * s.v_dim));
-      const auto got = download(gpu, as_mat(keep_g[1], s.heads * s.v_dim));
-      INFO("W " << W);
-      CHECK(all_finite(got));
-      CHECK(rel_l2(got, want) < kBf16Tol);
-    }
   }
 }
 
