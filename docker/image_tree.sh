@@ -2,7 +2,7 @@
 # Lays out the image's /opt/mlra-serve from a build tree, so the Dockerfile's compile stage and a
 # bundle made outside the image (the `prebuilt` stage, scripts/container_check.sh) are the same:
 #   bin/, bin/.real/, lib/            scripts/bundle.sh (mlra-serve, mlra-bench where built)
-#   share/mlra-serve/gpt2/            the GPT-2 tokenizer (MLRA_TOKENIZER_DIR in the image)
+#   share/mlra-serve/gpt2/            the GPT-2 tokenizer, found beside bin/ (default_tokenizer_dir)
 #   configs/                          server configs; default.json serves models/default
 #   models/default/                   the small default model (models/default/README.md)
 # Usage: docker/image_tree.sh build_dir out_dir

@@ -6,11 +6,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <system_error>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/config_value.h"
+#include "models/gpt2_tokenizer.h"
 
 namespace mlra {
 
@@ -48,6 +50,7 @@ const std::map<std::string, Setter>& setters() {
       {"metrics_port", field(&ServerConfig::metrics_port)},
       {"http_port", field(&ServerConfig::http_port)},
       {"chat_template", path_field(&ServerConfig::chat_template)},
+      {"tokenizer_dir", path_field(&ServerConfig::tokenizer_dir)},
       {"log_level", field(&ServerConfig::log_level)},
       {"log_prompts", field(&ServerConfig::log_prompts)},
       {"api_key", field(&ServerConfig::api_key)},
@@ -132,6 +135,15 @@ void validate_server_config(const ServerConfig& c) {
           "must be in [16, 65536]");
   require(c.metrics_port >= 0 && c.metrics_port <= 65535, "metrics_port", "must be in [0, 65535]");
   require(c.http_port >= 0 && c.http_port <= 65535, "http_port", "must be in [0, 65535]");
+  if (!c.tokenizer_dir.empty()) {
+    std::error_code ec;
+    require(std::filesystem::is_directory(c.tokenizer_dir, ec), "tokenizer_dir",
+            fmt::format("'{}' is not a folder", c.tokenizer_dir));
+    require(has_tokenizer_files(c.tokenizer_dir), "tokenizer_dir",
+            fmt::format("'{}' holds no tokenizer files (encoder.json + vocab.bpe, vocab.json + "
+                        "merges.txt, or tokenizer.json)",
+                        c.tokenizer_dir));
+  }
   require(one_of(c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"}),
           "log_level", fmt::format("'{}' is not a spdlog level", c.log_level));
   require(c.tls_cert_file.empty() == c.tls_key_file.empty(), "tls_cert_file",
@@ -156,6 +168,7 @@ Json to_json(const ServerConfig& c) {
                 {"metrics_port", c.metrics_port},
                 {"http_port", c.http_port},
                 {"chat_template", c.chat_template},
+                {"tokenizer_dir", c.tokenizer_dir},
                 {"log_level", c.log_level},
                 {"log_prompts", c.log_prompts},
                 {"tls_cert_file", c.tls_cert_file},

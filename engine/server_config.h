@@ -30,6 +30,9 @@ struct ServerConfig {
   int32_t metrics_port = 0;        // 0: no metrics endpoint
   int32_t http_port = 0;           // OpenAI-compatible HTTP API (+ /health, /metrics); 0: off
   std::string chat_template;       // chat template file (server/http/chat_template.h); empty: none
+  // Folder of the tokenizer files (models/gpt2_tokenizer.h); empty: the model folder's own when
+  // it ships one, else the GPT-2 files installed with the binary (default_tokenizer_dir).
+  std::string tokenizer_dir;
   std::string log_level = "info";  // spdlog level name
   bool log_prompts = false;        // request log lines carry the prompt text
   // Authentication (server/auth.h): the key every call must send as "authorization: Bearer

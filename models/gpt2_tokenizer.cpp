@@ -8,7 +8,6 @@
 #include <pcre2.h>
 
 #include <array>
-#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -370,13 +369,30 @@ int32_t Gpt2Tokenizer::vocab_size() const {
   return static_cast<int32_t>(state_->token_bytes.size());
 }
 
+bool has_tokenizer_files(const fs::path& dir) {
+  std::error_code ec;
+  auto has = [&](const char* file) { return fs::is_regular_file(dir / file, ec); };
+  return (has("encoder.json") && has("vocab.bpe")) || (has("vocab.json") && has("merges.txt")) ||
+         has("tokenizer.json");
+}
+
+fs::path installed_tokenizer_dir(const fs::path& exe) {
+  fs::path dir = exe.parent_path();
+  for (int up = 0; up < 5 && !dir.empty(); ++up, dir = dir.parent_path()) {
+    for (const fs::path& candidate :
+         {dir / "share" / "mlra-serve" / "gpt2", dir / "models" / "assets" / "gpt2"}) {
+      if (has_tokenizer_files(candidate)) return candidate.lexically_normal();
+    }
+    if (dir == dir.parent_path()) break;
+  }
+  return {};
+}
+
 fs::path default_tokenizer_dir() {
-  if (const char* env = std::getenv("MLRA_TOKENIZER_DIR"); env && *env) return fs::path(env);
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    const fs::path bundled = (exe.parent_path() / ".." / "share" / "mlra-serve" / "gpt2");
-    if (fs::exists(bundled / "encoder.json", ec)) return bundled.lexically_normal();
+    if (fs::path installed = installed_tokenizer_dir(exe); !installed.empty()) return installed;
   }
   return fs::path(MLRA_SOURCE_DIR) / "models" / "assets" / "gpt2";
 }

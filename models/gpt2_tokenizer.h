@@ -57,9 +57,18 @@ class Gpt2Tokenizer {
   std::shared_ptr<State> state_;
 };
 
-// Where the bundled GPT-2 files live: $MLRA_TOKENIZER_DIR if set, else
-// <executable>/../share/mlra-serve/gpt2 if it exists (relocatable bundles), else the source tree's
-// models/assets/gpt2.
+// True when `dir` holds a set of files load() reads: encoder.json + vocab.bpe, vocab.json +
+// merges.txt, or tokenizer.json.
+bool has_tokenizer_files(const std::filesystem::path& dir);
+
+// The GPT-2 files installed with the executable `exe`: the first of <d>/share/mlra-serve/gpt2 and
+// <d>/models/assets/gpt2 holding them, for d = exe's folder and the four folders above it (an
+// image or bundle: <prefix>/bin/.real/<exe>; a build tree: <source>/build/<preset>/server/<exe>).
+// Empty when none does.
+std::filesystem::path installed_tokenizer_dir(const std::filesystem::path& exe);
+
+// The GPT-2 files of this executable (installed_tokenizer_dir of /proc/self/exe), else the source
+// tree's models/assets/gpt2. The server's config key tokenizer_dir overrides it.
 std::filesystem::path default_tokenizer_dir();
 
 }  // namespace mlra

@@ -8,12 +8,17 @@
 # compiling again. Checks:
 #   the image keeps its HEALTHCHECK (docker format) and runs as a non-root USER;
 #   `podman healthcheck run` reports healthy; grpc.health.v1 is SERVING on the published port;
-#   a generation streams through the published port (mlra-serve client); /metrics answers;
+#   a generation streams through the published port (mlra-serve client); the OpenAI HTTP API on
+#   port 8000: /health, /v1/models and a /v1/completions request answer through the published
+#   port; the tokenizer is the image's share/mlra-serve/gpt2, found
+#   beside the binary; /metrics answers and counts the gRPC and HTTP calls;
 #   the model is served from a read-only mount given by --model-dir (metrics model_name,
 #   log line, and a write into it fails); every process in the container runs as uid 10001;
 #   SIGTERM to the container's PID 1 mid-stream drains that stream and the server exits 0 within
-#   its grace period (scripts/stream_drain_check.py); a second container serves with --tp 2 (two
-#   worker processes, all uid 10001, answering a stream) and `podman stop` ends it with status 0.
+#   its grace period (scripts/stream_drain_check.py); a container of the image's CMD as it is
+#   answers the HTTP checks on port 8000; a container serving with --tp 2 (two worker processes,
+#   all uid 10001) answers a gRPC stream and an HTTP completion; `podman stop` ends both with
+#   status 0.
 # Podman settings this host needs: runtime runc (crun fails on hybrid cgroups), --format=docker
 # (the OCI format drops HEALTHCHECK), --ulimit nofile/nproc (the default file limit exceeds the
 # host's), --init (so SIGTERM reaches the server), health checks run on demand (no systemd).
@@ -159,14 +164,14 @@ user="$(pm image inspect --format '{{.Config.User}}' "$image")"
 [[ -n "$user" && "$user" != root && "$user" != 0 ]] || die "the image runs as '$user', not non-root"
 
 # Starts container $1 from the image with the serve arguments that follow (published ports,
-# --init, the ulimits), waits until `podman healthcheck run` passes, and sets grpc_addr and
-# metrics_addr to the published ports.
+# --init, the ulimits), waits until `podman healthcheck run` passes, and sets grpc_addr,
+# metrics_addr and http_addr to the published ports.
 start_container() {
   local name="$1"
   shift
   containers+=("$name")
   pm run -d --name "$name" --init "${limits[@]}" -p 127.0.0.1::50051 -p 127.0.0.1::9464 \
-    "$@" >/dev/null || die "podman run failed"
+    -p 127.0.0.1::8000 "$@" >/dev/null || die "podman run failed"
   local t0=$SECONDS state status
   for _ in $(seq 1 180); do
     state="$(pm inspect --format '{{.State.Status}}' "$name")"
@@ -177,7 +182,8 @@ start_container() {
       log "$name: HEALTHCHECK healthy after $((SECONDS - t0)) s"
       grpc_addr="$(pm port "$name" 50051/tcp)"
       metrics_addr="$(pm port "$name" 9464/tcp)"
-      [[ -n "$grpc_addr" && -n "$metrics_addr" ]] || die "ports not published"
+      http_addr="$(pm port "$name" 8000/tcp)"
+      [[ -n "$grpc_addr" && -n "$metrics_addr" && -n "$http_addr" ]] || die "ports not published"
       return 0
     fi
     sleep 1
@@ -195,6 +201,55 @@ stream_tokens() {
     die "the stream did not end with $n tokens: $(cat "$work/gen.err")"
   [[ -n "${out//[[:space:]]/}" ]] || die "the streamed text is empty"
   log "streamed $n tokens through $grpc_addr:${out//$'\n'/ }"
+}
+
+# Through http_addr (the published port 8000) with the host's Python: GET /health is 200,
+# GET /v1/models lists model $1 alone, and POST /v1/completions returns a greedy completion of
+# exactly $2 tokens of "Once upon a time" (4 prompt tokens) under that model name.
+http_checks() {
+  local model="$1" n="$2" out
+  out="$(/usr/bin/python3 - "$http_addr" "$model" "$n" 2>&1 <<'PY'
+import json
+import sys
+import urllib.request
+
+addr, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def call(path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{addr}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as e:  # refused, HTTP error status, timeout, not JSON
+        sys.exit(f"{path}: {e}")
+
+
+def check(ok, what, reply):
+    if not ok:
+        sys.exit(f"{what}: {json.dumps(reply)[:400]}")
+
+
+call("/health")
+models = call("/v1/models")
+check(models.get("object") == "list" and [m.get("id") for m in models.get("data", [])] == [model],
+      f"/v1/models does not list {model} alone", models)
+reply = call("/v1/completions", {"model": model, "prompt": "Once upon a time", "max_tokens": n,
+                                 "temperature": 0, "ignore_eos": True})
+check(reply.get("object") == "text_completion" and reply.get("model") == model,
+      "/v1/completions: not a text_completion of " + model, reply)
+choices = reply.get("choices", [])
+check(len(choices) == 1 and choices[0].get("text", "").strip(), "/v1/completions: no text", reply)
+usage = reply.get("usage", {})
+check(usage.get("prompt_tokens") == 4 and usage.get("completion_tokens") == n,
+      f"/v1/completions: usage is not 4 prompt + {n} completion tokens", reply)
+print(choices[0]["text"].replace("\n", " "))
+PY
+  )" || die "HTTP API through $http_addr: $out"
+  log "HTTP through $http_addr: /health 200, /v1/models lists $model, /v1/completions gave $n" \
+    "tokens:$out"
 }
 
 # Checks that container $1 runs exactly $2 processes (init, server, TP workers), all as 10001.
@@ -215,7 +270,7 @@ mount_name="mounted-default"
 name="mlra-check-$$"
 start_container "$name" -v "$PWD/$tree/models/default:/models/$mount_name:ro" "$image" \
   serve --config /opt/mlra-serve/configs/default.json --host 0.0.0.0 --model-dir "/models/$mount_name" \
-  --metrics-port 9464
+  --metrics-port 9464 --http-port 8000
 
 health="$("$client" client --addr "$grpc_addr" --health --timeout-s 5 2>&1)" ||
   die "grpc.health.v1 check through $grpc_addr failed: $health"
@@ -224,15 +279,25 @@ log "grpc.health.v1 SERVING through $grpc_addr"
 
 n=16
 stream_tokens "$n"
+http_checks "$mount_name" "$n"
+pm logs "$name" 2>&1 | grep -q "tokenizer: /opt/mlra-serve/share/mlra-serve/gpt2 " ||
+  die "the log does not show the tokenizer loaded from /opt/mlra-serve/share/mlra-serve/gpt2"
+log "tokenizer loaded from the image's /opt/mlra-serve/share/mlra-serve/gpt2"
 
 metrics="$(/usr/bin/python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5).read().decode())' \
   "$metrics_addr")" || die "GET http://$metrics_addr/metrics failed"
 for series in "mlra:engine_healthy{model_name=\"$mount_name\"} 1" \
-  "mlra:generation_tokens_total{model_name=\"$mount_name\"} $n"; do
+  "mlra:generation_tokens_total{model_name=\"$mount_name\"} $((2 * n))"; do
   grep -qF "$series" <<<"$metrics" || die "/metrics lacks '$series'"
 done
-log "/metrics answers through $metrics_addr (model_name=\"$mount_name\", $n tokens counted)"
+for protocol in grpc http; do
+  awk -v p="protocol=\"$protocol\"" 'index($0, "mlra:requests_total{") == 1 && index($0, p) &&
+    index($0, "code=\"OK\"") && $NF == "1" { found = 1 } END { exit !found }' <<<"$metrics" ||
+    die "/metrics does not count one OK $protocol call"
+done
+log "/metrics answers through $metrics_addr (model_name=\"$mount_name\", $((2 * n)) tokens and" \
+  "one OK call per protocol counted)"
 
 pm logs "$name" 2>&1 | grep -q "loading mlra4 from /models/$mount_name " ||
   die "the log does not show the model loaded from /models/$mount_name"
@@ -259,13 +324,23 @@ elapsed=$((SECONDS - t0))
 pm logs "$name" 2>&1 | grep -q "stopped cleanly" || die "the server did not log a clean stop"
 log "SIGTERM: stream drained, exit status 0 after $elapsed s (grace $grace s)"
 
+# The image's CMD as it is (no arguments): the bundled default model, with the HTTP API on 8000.
+name="mlra-check-cmd-$$"
+start_container "$name" "$image"
+http_checks default "$n"
+pm stop -t $((grace + 10)) "$name" >/dev/null || die "podman stop failed"
+code="$(pm inspect --format '{{.State.ExitCode}}' "$name")"
+[[ "$code" == 0 ]] || die "the CMD container exited with status $code after podman stop"
+log "the image's CMD serves the HTTP API on 8000; podman stop ended it with status 0"
+
 # TP2 on the CPU backend: the frontend starts two worker processes in the container (the
 # multi-GPU layout, with the shared-memory all-reduce in the container's /dev/shm); then
 # `podman stop`, the runtime's own stop path, must end all of them with status 0.
 name="mlra-check-tp2-$$"
 start_container "$name" "$image" serve --config /opt/mlra-serve/configs/default.json --host 0.0.0.0 --tp 2 \
-  --metrics-port 9464
+  --metrics-port 9464 --http-port 8000
 stream_tokens "$n"
+http_checks default "$n"
 check_processes "$name" 4
 t0=$SECONDS
 pm stop -t $((grace + 10)) "$name" >/dev/null || die "podman stop failed"

@@ -14,8 +14,9 @@ mkdir -p "$OUT"
 tar -C .device -xJf .device/bundle.tar.xz
 mkdir -p /work && ln -sfn "$PWD" /work/main  # tests find their data at the build-time path
 mkdir -p .device/bundle/bin/server && ln -sfn ../.real/mlra-serve .device/bundle/bin/server/mlra-serve
+# The binaries in .device/bundle/bin/.real find the GPT-2 tokenizer four folders up, in this
+# checkout's models/assets/gpt2 (default_tokenizer_dir).
 B="$PWD/.device/bundle/bin"
-export MLRA_TOKENIZER_DIR="$PWD/models/assets/gpt2"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
 summary="$OUT/summary.txt"
 : > "$summary"

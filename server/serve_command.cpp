@@ -35,7 +35,8 @@ namespace {
 
 struct ServeArgs {
   std::string config;
-  std::optional<std::string> model_dir, attention, backend, host, dtype, mla_tp_mode, log_level;
+  std::optional<std::string> model_dir, tokenizer_dir, attention, backend, host, dtype, mla_tp_mode,
+      log_level;
   std::optional<int32_t> port, tp, metrics_port, http_port;
   bool log_prompts = false;
   std::vector<std::string> overrides;
@@ -76,6 +77,7 @@ ServerConfig resolve_config(const ServeArgs& a) {
     apply_config_override(config, fmt::format("{}={}", key, json_value));
   };
   if (a.model_dir) set("model_dir", *a.model_dir);
+  if (a.tokenizer_dir) set("tokenizer_dir", *a.tokenizer_dir);
   if (a.attention) set("variant", *a.attention);
   if (a.backend) set("backend", *a.backend);
   if (a.dtype) set("dtype", *a.dtype);
@@ -244,6 +246,8 @@ void register_serve_command(CLI::App& app, int& exit_code) {
       "serve gRPC (mlra.v1.Mlra, health, reflection) and, with --http-port, the OpenAI HTTP API");
   cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
   cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--tokenizer-dir", args->tokenizer_dir,
+                  "override tokenizer_dir (default: the model folder's own, else GPT-2)");
   cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
   cmd->add_option("--backend", args->backend, "override backend: cpu | cuda");
   cmd->add_option("--dtype", args->dtype, "auto | fp32 (cpu) | bf16 (cuda)");

@@ -11,7 +11,9 @@
 
 namespace mlra {
 
-std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir) {
+std::filesystem::path tokenizer_dir_for(const std::string& configured,
+                                        const std::filesystem::path& model_dir) {
+  if (!configured.empty()) return configured;
   for (const char* file : {"encoder.json", "vocab.json", "tokenizer.json"}) {
     if (std::filesystem::exists(model_dir / file)) return model_dir;
   }
@@ -45,7 +47,7 @@ ServingStack build_serving_stack(const ServerConfig& config,
                                  std::shared_ptr<EngineMetrics> metrics) {
   ServingStack stack;
   const RunnerConfig& run = config.runner;
-  const std::filesystem::path tok_dir = tokenizer_dir_for(run.model_dir);
+  const std::filesystem::path tok_dir = tokenizer_dir_for(config.tokenizer_dir, run.model_dir);
   stack.tokenizer = std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load(tok_dir));
   spdlog::info("tokenizer: {} ({} ids)", tok_dir.string(), stack.tokenizer->vocab_size());
 

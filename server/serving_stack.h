@@ -21,14 +21,17 @@ struct ServingStack {
   ServingLabels labels;
 };
 
-// Loads the tokenizer (the model folder's own files if it has any, else the bundled GPT-2
-// files), loads the model and starts the engine thread, reporting to `metrics` if given.
-// Throws on any failure.
+// Loads the tokenizer (tokenizer_dir_for), loads the model and starts the engine thread,
+// reporting to `metrics` if given. Throws on any failure.
 ServingStack build_serving_stack(const ServerConfig& config,
                                  std::shared_ptr<EngineMetrics> metrics = nullptr);
 
-// The tokenizer folder used for `model_dir`.
-std::filesystem::path tokenizer_dir_for(const std::filesystem::path& model_dir);
+// The tokenizer folder to load: `configured` (the config key tokenizer_dir) when set, else
+// `model_dir` when it ships tokenizer files (any of encoder.json, vocab.json, tokenizer.json;
+// Gpt2Tokenizer::load then names what is missing), else the GPT-2 files installed with the
+// binary (default_tokenizer_dir).
+std::filesystem::path tokenizer_dir_for(const std::string& configured,
+                                        const std::filesystem::path& model_dir);
 
 // configs/default.json: in the working directory, else in the source or install tree that holds
 // this executable. Empty path when none is found.

@@ -1,10 +1,12 @@
 // `mlra-serve generate` and `perplexity` with no model arguments start from configs/default.json,
 // as `serve` does: the working directory's, else the one of the source tree holding the binary.
+// The tokenizer_dir key (flag, override, config file) picks the tokenizer those commands load.
 // Runs the real binary as a subprocess ([process]).
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -128,4 +130,49 @@ TEST_CASE("generate and perplexity fall back to the source tree's configs/defaul
   const Run missing = run_in(cwd.path, "generate --config nowhere.json --prompt a");
   CHECK(missing.code == 2);
   CHECK(missing.output.find("nowhere.json") != std::string::npos);
+}
+
+TEST_CASE("serve and generate load the tokenizer the config key tokenizer_dir names",
+          "[cli][process]") {
+  ScratchDir cwd("mlra_cli_tokenizer_dir");
+  const fs::path source = fs::path(MLRA_SOURCE_DIR).lexically_normal();
+  const fs::path assets = source / "models" / "assets" / "gpt2";
+  fs::create_directories(cwd.path / "tok");
+  for (const char* file : {"encoder.json", "vocab.bpe"}) fs::copy(assets / file, cwd.path / "tok");
+
+  // Without the key: the default model ships no tokenizer, so the source tree's GPT-2 files.
+  const Run plain = run_in(cwd.path, "generate --prompt Hello -n 2 -t 0");
+  INFO(plain.output);
+  CHECK(plain.code == 0);
+  CHECK(plain.output.find("tokenizer: " + assets.string() + " (50257 ids)") != std::string::npos);
+
+  // The flag, the override and a config file (relative to its folder) all name the copy.
+  const std::string copy = "tokenizer: " + (cwd.path / "tok").string() + " (50257 ids)";
+  for (const std::string& args :
+       {"generate --tokenizer-dir tok --prompt Hello -n 2 -t 0"s,
+        "generate --set tokenizer_dir=" + (cwd.path / "tok").string() + " --prompt Hello -n 2 -t 0",
+        "generate --config configs/tok.json --prompt Hello -n 2 -t 0"s}) {
+    if (args.find("configs/tok.json") != std::string::npos) {
+      fs::create_directories(cwd.path / "configs");
+      std::ofstream(cwd.path / "configs" / "tok.json") << nlohmann::json{
+          {"model_dir", (source / "models" / "default").string()},
+          {"tokenizer_dir", "../tok"}}.dump();
+    }
+    const Run r = run_in(cwd.path, args);
+    INFO(args << "\n" << r.output);
+    CHECK(r.code == 0);
+    CHECK(r.output.find(copy) != std::string::npos);
+    CHECK(r.output.find("completion_tokens=2") != std::string::npos);
+  }
+
+  // A folder without tokenizer files: one line naming the key, exit 2, before any model loads.
+  fs::create_directories(cwd.path / "empty");
+  for (const char* command : {"generate --prompt Hello", "serve --port 0"}) {
+    const Run bad = run_in(cwd.path, command + " --tokenizer-dir empty"s);
+    INFO(command << "\n" << bad.output);
+    CHECK(bad.code == 2);
+    CHECK(bad.output.find("config key 'tokenizer_dir': '" + (cwd.path / "empty").string() +
+                          "' holds no tokenizer files") != std::string::npos);
+    CHECK(std::count(bad.output.begin(), bad.output.end(), '\n') == 1);
+  }
 }

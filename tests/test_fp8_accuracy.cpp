@@ -29,7 +29,7 @@ fs::path default_model() {
 
 const std::vector<int32_t>& heldout_tokens() {
   static const std::vector<int32_t> t = evaluation_tokens(
-      "", (fs::path(MLRA_TEST_DATA) / "heldout" / "austen.txt").string(), default_model());
+      "", (fs::path(MLRA_TEST_DATA) / "heldout" / "austen.txt").string(), "", default_model());
   return t;
 }
 

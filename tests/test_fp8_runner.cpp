@@ -125,7 +125,7 @@ TEST_CASE("perplexity --text tokenizes like the held-out token files", "[fp8][to
   std::ofstream(file) << "It is a truth universally acknowledged.<|endoftext|>Emma Woodhouse, "
                          "handsome, clever, and rich.";
   const fs::path model = tiny("mlra4");
-  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(tokenizer_dir_for(model));
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(tokenizer_dir_for("", model));
   std::vector<int32_t> want{tok.eot_id()};
   for (const auto& doc : {std::string("It is a truth universally acknowledged."),
                           std::string("Emma Woodhouse, handsome, clever, and rich.")}) {
@@ -133,15 +133,15 @@ TEST_CASE("perplexity --text tokenizes like the held-out token files", "[fp8][to
     const auto ids = tok.encode(doc);
     want.insert(want.end(), ids.begin(), ids.end());
   }
-  CHECK(evaluation_tokens("", file.string(), model) == want);
+  CHECK(evaluation_tokens("", file.string(), "", model) == want);
   std::ofstream(dir / "bad.txt") << "caf\xe9";  // Latin-1, not UTF-8
-  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "bad.txt").string(), model),
+  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "bad.txt").string(), "", model),
                     Contains("not valid UTF-8"));
   std::ofstream(dir / "empty.txt") << "";
-  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "empty.txt").string(), model),
+  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "empty.txt").string(), "", model),
                     Contains("no text"));
-  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "missing.txt").string(), model),
+  CHECK_THROWS_WITH(evaluation_tokens("", (dir / "missing.txt").string(), "", model),
                     Contains("cannot open"));
-  CHECK_THROWS(evaluation_tokens("a.bin", file.string(), model));
+  CHECK_THROWS(evaluation_tokens("a.bin", file.string(), "", model));
   fs::remove_all(dir);
 }

@@ -299,6 +299,7 @@ TEST_CASE("interleaved order deals components round-robin to slices", "[tpla][ca
 TEST_CASE("tpla-calibrate rejects bad inputs with one line", "[tpla][calibration]") {
   const fs::path dir = scratch_dir();
   std::ofstream(dir / "empty.txt").close();
+  std::ofstream(dir / "text.txt") << "Once upon a time";
   write_token_file(dir / "big_ids.bin", {1, 2, 40000});
   write_token_file(dir / "ok.bin", random_tokens(50, 1));
   TplaCalibrateArgs base;
@@ -318,6 +319,12 @@ TEST_CASE("tpla-calibrate rejects bad inputs with one line", "[tpla][calibration
       {"empty text", [&](auto& a) { a.text_files = {(dir / "empty.txt").string()}; }, "is empty"},
       {"unreadable text", [&](auto& a) { a.text_files = {(dir / "missing.txt").string()}; },
        "cannot read"},
+      {"tokenizer folder",
+       [&](auto& a) {
+         a.text_files = {(dir / "text.txt").string()};
+         a.tokenizer_dir = dir.string();
+       },
+       "holds no tokenizer files"},
       {"unreadable tokens", [&](auto& a) { a.token_files = {(dir / "missing.bin").string()}; },
        "cannot open"},
       {"no input", [&](auto& a) { a.token_files.clear(); }, "no calibration input"},

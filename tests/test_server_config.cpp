@@ -1,14 +1,21 @@
 // Server config: configs/default.json parses, relative model_dir resolves against the file's
 // folder, unknown keys / wrong types / bad values are errors naming the key, overrides apply, and
-// the runner part (RunnerConfig) survives its JSON round trip with every field.
+// the runner part (RunnerConfig) survives its JSON round trip with every field; tokenizer_dir
+// resolves, round-trips and is checked for tokenizer files.
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/runner_config.h"
 #include "engine/server_config.h"
+#include "models/gpt2_tokenizer.h"
+#include "server/serving_stack.h"
 
 using namespace mlra;
 
@@ -137,7 +144,9 @@ TEST_CASE("a relative tpla_transform file resolves against the config's folder",
 TEST_CASE("runner keys fill the runner config and survive a round trip", "[engine][config]") {
   ServerConfig c = parse_server_config({{"model_dir", "/m"}}, "/");
   CHECK(c.runner.latent_prefill.mode == LatentPrefill::kAuto);
-  CHECK(c.runner == RunnerConfig{.model_dir = "/m"});  // every other field at its default
+  RunnerConfig defaults;
+  defaults.model_dir = "/m";
+  CHECK(c.runner == defaults);  // every other field at its default
   apply_config_override(c, "latent_prefill=absorbed");
   apply_config_override(c, "latent_prefill_scratch_bytes=1048576");
   apply_config_override(c, "device=3");
@@ -179,7 +188,8 @@ TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
   const RunnerConfig back = runner_config_from_json(to_json(c), "/");
   CHECK(back == c);
   // Each field on its own: a field the JSON dropped would come back as its default.
-  const RunnerConfig plain{.model_dir = "/models/x"};
+  RunnerConfig plain;
+  plain.model_dir = "/models/x";
   const nlohmann::json full = to_json(c), base = to_json(plain);
   size_t differing = 0;
   for (const auto& [key, value] : full.items()) {
@@ -195,4 +205,67 @@ TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
                     Catch::Contains("unknown config key 'port'"));
   CHECK_THROWS_WITH(runner_config_from_json({{"model_dir", "/m"}, {"tp", 0}}, "/"),
                     Catch::Contains("'tp'"));
+}
+
+TEST_CASE("tokenizer_dir resolves like model_dir, round-trips and must hold tokenizer files",
+          "[engine][config]") {
+  namespace fs = std::filesystem;
+  const fs::path assets = fs::path(MLRA_SOURCE_DIR) / "models" / "assets" / "gpt2";
+  const fs::path source = fs::path(MLRA_SOURCE_DIR);
+  CHECK(parse_server_config({{"model_dir", "m"}}, "/base").tokenizer_dir.empty());
+  CHECK(parse_server_config({{"model_dir", "m"}, {"chat_template", "../t/chat.json"}}, "/base/c")
+            .chat_template == "/base/t/chat.json");
+
+  // Relative to the config file's folder; absolute stays; the JSON round trip keeps it.
+  const ServerConfig c = parse_server_config(
+      {{"model_dir", "m"}, {"tokenizer_dir", "../models/assets/gpt2"}}, source / "configs");
+  CHECK(c.tokenizer_dir == assets.lexically_normal().string());
+  const ServerConfig back = parse_server_config(to_json(c), "/elsewhere");
+  CHECK(back.tokenizer_dir == c.tokenizer_dir);
+  CHECK(to_json(back) == to_json(c));
+
+  // A folder without the files, a missing folder and a file: one line naming the key and path.
+  const fs::path empty = fs::temp_directory_path() / ("mlra_tokdir_" + std::to_string(::getpid()));
+  fs::create_directories(empty);
+  auto error_with = [](const nlohmann::json& dir) {
+    return error_of({{"model_dir", "/m"}, {"tokenizer_dir", dir}});
+  };
+  for (const auto& [dir, says] : std::vector<std::pair<std::string, std::string>>{
+           {empty.string(), "holds no tokenizer files"},
+           {(empty / "missing").string(), "is not a folder"},
+           {(assets / "encoder.json").string(), "is not a folder"}}) {
+    const std::string e = error_with(dir);
+    INFO(dir);
+    CHECK(e.find("config key 'tokenizer_dir': '" + dir + "' " + says) != std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+  }
+  CHECK(error_with(1).find("'tokenizer_dir'") != std::string::npos);  // wrong type
+  CHECK(error_with("").empty());                                      // empty: the default
+  fs::remove_all(empty);
+
+  // An override resolves against the working directory and is validated at once.
+  ServerConfig o = parse_server_config({{"model_dir", "/m"}}, "/");
+  apply_config_override(o, "tokenizer_dir=" + assets.string());
+  CHECK(o.tokenizer_dir == assets.string());
+  CHECK_THROWS_WITH(apply_config_override(o, "tokenizer_dir=/nonexistent/tokenizer"),
+                    Catch::Contains("'tokenizer_dir'"));
+}
+
+TEST_CASE("the tokenizer folder: the configured one, else the model's own, else the installed one",
+          "[server][config]") {
+  namespace fs = std::filesystem;
+  const fs::path model =
+      fs::temp_directory_path() / ("mlra_tokmodel_" + std::to_string(::getpid()));
+  fs::remove_all(model);
+  fs::create_directories(model);
+  CHECK(tokenizer_dir_for("", model) == default_tokenizer_dir());
+  CHECK(tokenizer_dir_for("/chosen", model) == "/chosen");
+  // Any tokenizer file marks the checkpoint's own tokenizer; an incomplete set then fails to load
+  // with a message naming the folder rather than falling back to GPT-2 silently.
+  std::ofstream(model / "vocab.json") << "{}";
+  CHECK(tokenizer_dir_for("", model) == model);
+  CHECK_THROWS_WITH(Gpt2Tokenizer::load(tokenizer_dir_for("", model)),
+                    Catch::Contains(model.string()));
+  CHECK(tokenizer_dir_for("/chosen", model) == "/chosen");
+  fs::remove_all(model);
 }

@@ -1,6 +1,7 @@
 // GPT-2 tokenizer tests: ids equal an independent implementation (npm gpt-3-encoder, ids in
 // tests/data/tokenizer/corpus.json) and a naive GPT-2 merge loop written here; round trips on
-// random mixed-script text; streaming detokenization; tokenizer.json loading; speed on long runs.
+// random mixed-script text; streaming detokenization; tokenizer.json loading; where the files are
+// found; speed on long runs.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -14,6 +15,8 @@
 #include <random>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "models/gpt2_tokenizer.h"
 #include "models/incremental_detokenizer.h"
@@ -357,9 +360,54 @@ TEST_CASE("encode is thread safe and agrees across threads", "[tokenizer]") {
   CHECK(mismatches == std::vector<int>(4, 0));
 }
 
-TEST_CASE("default_tokenizer_dir honours MLRA_TOKENIZER_DIR", "[tokenizer]") {
-  ::setenv("MLRA_TOKENIZER_DIR", "/some/where", 1);
-  CHECK(mlra::default_tokenizer_dir() == fs::path("/some/where"));
-  ::unsetenv("MLRA_TOKENIZER_DIR");
-  CHECK(fs::exists(mlra::default_tokenizer_dir() / "encoder.json"));
+TEST_CASE("has_tokenizer_files wants a whole set of files", "[tokenizer]") {
+  const fs::path dir = fs::temp_directory_path() / ("mlra_tokfiles_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  CHECK_FALSE(mlra::has_tokenizer_files(dir));  // missing folder
+  fs::create_directories(dir);
+  CHECK_FALSE(mlra::has_tokenizer_files(dir));
+  std::ofstream(dir / "encoder.json") << "{}";
+  CHECK_FALSE(mlra::has_tokenizer_files(dir));  // vocabulary without merges
+  std::ofstream(dir / "vocab.bpe") << "";
+  CHECK(mlra::has_tokenizer_files(dir));
+  fs::remove(dir / "vocab.bpe");
+  std::ofstream(dir / "merges.txt") << "";
+  CHECK_FALSE(mlra::has_tokenizer_files(dir));  // merges of the other pair
+  std::ofstream(dir / "vocab.json") << "{}";
+  CHECK(mlra::has_tokenizer_files(dir));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "tokenizer.json");  // a folder of that name is not the file
+  CHECK_FALSE(mlra::has_tokenizer_files(dir));
+  fs::remove_all(dir);
+  CHECK(mlra::has_tokenizer_files(kAssets));
+}
+
+TEST_CASE("installed_tokenizer_dir finds the files of an image, a bundle and a build tree",
+          "[tokenizer]") {
+  const fs::path root = fs::temp_directory_path() / ("mlra_tokinst_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto place = [](const fs::path& dir) {
+    fs::create_directories(dir);
+    std::ofstream(dir / "encoder.json") << "{}";
+    std::ofstream(dir / "vocab.bpe") << "";
+  };
+  // The image and bundle layout (docker/image_tree.sh, scripts/bundle.sh): bin/.real/<exe>.
+  const fs::path image = root / "opt" / "mlra-serve";
+  CHECK(mlra::installed_tokenizer_dir(image / "bin" / ".real" / "mlra-serve").empty());
+  place(image / "share" / "mlra-serve" / "gpt2");
+  CHECK(mlra::installed_tokenizer_dir(image / "bin" / ".real" / "mlra-serve") ==
+        image / "share" / "mlra-serve" / "gpt2");
+  CHECK(mlra::installed_tokenizer_dir(image / "bin" / "mlra-serve") ==
+        image / "share" / "mlra-serve" / "gpt2");
+  // A build tree: <source>/build/<preset>/server/<exe> finds <source>/models/assets/gpt2.
+  const fs::path source = root / "src";
+  place(source / "models" / "assets" / "gpt2");
+  CHECK(mlra::installed_tokenizer_dir(source / "build" / "cpu" / "server" / "mlra-serve") ==
+        source / "models" / "assets" / "gpt2");
+  // Five folders up at most: a binary deeper than that finds nothing.
+  CHECK(mlra::installed_tokenizer_dir(source / "a" / "b" / "c" / "d" / "e" / "mlra-serve").empty());
+  fs::remove_all(root);
+
+  // This test binary lives in a build tree of the source tree.
+  CHECK(mlra::has_tokenizer_files(mlra::default_tokenizer_dir()));
 }

@@ -35,7 +35,7 @@ struct EngineBenchArgs {
   int decode_tokens = 64;
   int page_size = 64;
   int stop_strings = 1;  // per request (0: none): the stop matcher's per-token cost
-  std::string tokenizer_dir = std::string(MLRA_SOURCE_DIR) + "/models/assets/gpt2";
+  std::string tokenizer_dir = default_tokenizer_dir().string();
 };
 
 class NullRunner : public ModelRunner {

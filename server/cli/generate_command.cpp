@@ -21,7 +21,7 @@ namespace {
 
 struct GenerateArgs {
   std::string config;  // the file to start from; empty: configs/default.json
-  std::optional<std::string> model_dir, attention, backend, dtype;
+  std::optional<std::string> model_dir, tokenizer_dir, attention, backend, dtype;
   std::optional<int32_t> tp;
   std::vector<std::string> overrides;
   std::string prompt;
@@ -35,6 +35,7 @@ ServerConfig resolve_config(const GenerateArgs& a) {
     apply_config_override(config, fmt::format("{}={}", key, value));
   };
   if (a.model_dir) set("model_dir", *a.model_dir);
+  if (a.tokenizer_dir) set("tokenizer_dir", *a.tokenizer_dir);
   if (a.attention) set("variant", *a.attention);
   if (a.backend) set("backend", *a.backend);
   if (a.dtype) set("dtype", *a.dtype);
@@ -106,6 +107,8 @@ void register_generate_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("generate", "generate offline (no server) to stdout");
   cmd->add_option("--config,-c", args->config, "JSON config (default: configs/default.json)");
   cmd->add_option("--model-dir", args->model_dir, "override model_dir");
+  cmd->add_option("--tokenizer-dir", args->tokenizer_dir,
+                  "override tokenizer_dir (default: the model folder's own, else GPT-2)");
   cmd->add_option("--attention,--variant", args->attention, "override the attention variant");
   cmd->add_option("--backend", args->backend, "override backend: cpu | cuda");
   cmd->add_option("--dtype", args->dtype, "auto | fp32 (cpu) | bf16 (cuda)");

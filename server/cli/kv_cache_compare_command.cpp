@@ -142,7 +142,7 @@ int run_compare(const CompareArgs& a) {
     if (!a.attention.empty()) apply_config_override(config, "variant=" + a.attention);
     for (const auto& o : a.overrides) apply_config_override(config, o);
     validate_server_config(config);
-    tokens = evaluation_tokens(a.tokens, a.text, config.runner.model_dir);
+    tokens = evaluation_tokens(a.tokens, a.text, config.tokenizer_dir, config.runner.model_dir);
     // Prompts spread evenly over the data.
     const int64_t stride = (int64_t(tokens.size()) - a.prompt_tokens) / a.prompts;
     if (stride < 1)

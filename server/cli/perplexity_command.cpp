@@ -39,7 +39,7 @@ int run_perplexity(const PerplexityArgs& a) {
     if (!a.attention.empty()) apply_config_override(config, "variant=" + a.attention);
     for (const auto& o : a.overrides) apply_config_override(config, o);
     validate_server_config(config);
-    tokens = evaluation_tokens(a.tokens, a.text, config.runner.model_dir);
+    tokens = evaluation_tokens(a.tokens, a.text, config.tokenizer_dir, config.runner.model_dir);
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlra-serve perplexity: {}\n", e.what());
     return 2;
@@ -75,6 +75,7 @@ int run_perplexity(const PerplexityArgs& a) {
 }  // namespace
 
 std::vector<int32_t> evaluation_tokens(const std::string& token_file, const std::string& text_file,
+                                       const std::string& tokenizer_dir,
                                        const std::filesystem::path& model_dir) {
   if (token_file.empty() == text_file.empty())
     throw std::runtime_error("give exactly one of --tokens and --text");
@@ -84,7 +85,7 @@ std::vector<int32_t> evaluation_tokens(const std::string& token_file, const std:
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (in.bad()) throw std::runtime_error("cannot read text file " + text_file);
   if (!utf8_is_valid(text)) throw std::runtime_error(text_file + " is not valid UTF-8");
-  const Gpt2Tokenizer tokenizer = Gpt2Tokenizer::load(tokenizer_dir_for(model_dir));
+  const Gpt2Tokenizer tokenizer = Gpt2Tokenizer::load(tokenizer_dir_for(tokenizer_dir, model_dir));
   std::vector<int32_t> tokens{tokenizer.eot_id()};
   const std::vector<int32_t> body = tokenizer.encode_with_special(text);
   if (body.empty()) throw std::runtime_error(text_file + " holds no text");

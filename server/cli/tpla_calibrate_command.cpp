@@ -58,7 +58,11 @@ Variant mla_variant(const TplaCalibrateArgs& a) {
 std::vector<int32_t> calibration_tokens(const TplaCalibrateArgs& a) {
   std::vector<int32_t> tokens;
   if (!a.text_files.empty()) {
-    const Gpt2Tokenizer tok = Gpt2Tokenizer::load(tokenizer_dir_for(a.model_dir));
+    if (!a.tokenizer_dir.empty() && !has_tokenizer_files(a.tokenizer_dir))
+      throw InputError("--tokenizer-dir " + a.tokenizer_dir +
+                       " holds no tokenizer files (encoder.json + vocab.bpe, vocab.json + "
+                       "merges.txt, or tokenizer.json)");
+    const Gpt2Tokenizer tok = Gpt2Tokenizer::load(tokenizer_dir_for(a.tokenizer_dir, a.model_dir));
     for (const auto& file : a.text_files) {
       const auto ids = tok.encode(read_text(file));
       if (ids.empty()) throw InputError("calibration text " + file + " is empty");
@@ -172,6 +176,8 @@ void register_tpla_calibrate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--model-dir", args->model_dir, "MLA checkpoint folder")->required();
   cmd->add_option("--attention", args->attention, "variant (default: inferred from the tensors)");
   cmd->add_option("--text", args->text_files, "calibration text file (repeatable)");
+  cmd->add_option("--tokenizer-dir", args->tokenizer_dir,
+                  "tokenizer folder for --text (default: the model folder's own, else GPT-2)");
   cmd->add_option("--tokens", args->token_files, "calibration token file, .bin (repeatable)");
   cmd->add_option("--out", args->out, "transform file to write")->required();
   cmd->add_option("--max-tokens", args->max_tokens, "use at most this many tokens")

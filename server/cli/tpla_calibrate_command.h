@@ -14,6 +14,7 @@ namespace mlra {
 
 struct TplaCalibrateArgs {
   std::string model_dir, attention, out;
+  std::string tokenizer_dir;             // for --text; empty: as serve picks it (tokenizer_dir_for)
   std::vector<std::string> text_files;   // UTF-8 text, GPT-2 tokenized
   std::vector<std::string> token_files;  // release .bin token files
   int64_t max_tokens = 65536;

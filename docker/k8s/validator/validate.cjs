@@ -7,7 +7,8 @@
 //     container ports and the scrape annotations, the --model-dir under a read-only mount of an
 //     existing volume/claim, a memory-backed /dev/shm for NCCL, NCCL_NVLS_ENABLE=0, the image's
 //     non-root uid, a termination grace above serve --grace-s, Service selectors and target
-//     ports that match the pod.
+//     ports that match the pod, the HTTP port (--http-port) a container port exactly when served
+//     and then published by a non-headless Service.
 // Usage: node validate.cjs DIR               (exit 1 with one line per problem)
 //        node validate.cjs --self-test DIR   seeds one fault at a time into a copy of DIR's
 //                                            manifests; each must be reported
@@ -134,9 +135,13 @@ function checkWorkload(file, w, claims, err) {
       ann["prometheus.io/path"] !== "/metrics") {
     err(`${where}: scrape annotations must name port ${metricsPort} and /metrics`);
   }
-  const httpPort = argValue(args, "--http-port", "http_port");
-  if (httpPort !== undefined && ports.http !== Number(httpPort)) {
-    err(`${where}: container port http is not ${httpPort}`);
+  // The OpenAI HTTP API: published as container port "http" exactly when served.
+  const httpPort = Number(argValue(args, "--http-port", "http_port") || 0);
+  if (httpPort > 0 && ports.http !== httpPort) {
+    err(`${where}: container port http is not ${httpPort} (--http-port)`);
+  }
+  if (!(httpPort > 0) && ports.http !== undefined) {
+    err(`${where}: container port http ${ports.http} is declared but --http-port is not set`);
   }
 
   const volumes = Object.fromEntries((pod.volumes || []).map((v) => [v.name, v]));
@@ -169,7 +174,13 @@ function checkWorkload(file, w, claims, err) {
   if (!(pod.terminationGracePeriodSeconds > grace)) {
     err(`${where}: terminationGracePeriodSeconds must exceed serve --grace-s (${grace})`);
   }
-  return { labels, ports: c.ports || [] };
+  return { where, labels, ports: c.ports || [], httpPort };
+}
+
+// Whether Service port `p` reaches container port `cp` (by name, or by number).
+function targets(p, cp) {
+  const t = p.targetPort === undefined ? p.port : p.targetPort;
+  return typeof t === "string" ? cp.name === t : cp.containerPort === t;
 }
 
 function crossCheckErrors({ docs }) {
@@ -195,10 +206,21 @@ function crossCheckErrors({ docs }) {
     }
     for (const p of obj.spec.ports || []) {
       const t = p.targetPort === undefined ? p.port : p.targetPort;
-      const found = pod.ports.some((cp) => (typeof t === "string" ? cp.name === t
-                                                                  : cp.containerPort === t));
-      if (!found) err(`${where}: port ${p.name} targets ${t}, which the pod does not expose`);
+      if (!pod.ports.some((cp) => targets(p, cp))) {
+        err(`${where}: port ${p.name} targets ${t}, which the pod does not expose`);
+      }
     }
+  }
+  // A served HTTP API is reachable through a Service that is not headless (the one clients and
+  // port-forwards use), as gRPC and metrics are.
+  for (const pod of pods) {
+    if (!(pod.httpPort > 0)) continue;
+    const http = pod.ports.find((cp) => cp.containerPort === pod.httpPort);
+    const published = http && docs.some(({ obj }) =>
+      obj.kind === "Service" && obj.spec.clusterIP !== "None" &&
+      subsetOf(obj.spec.selector, pod.labels) &&
+      (obj.spec.ports || []).some((p) => targets(p, http)));
+    if (!published) err(`${pod.where}: no Service publishes the http port ${pod.httpPort}`);
   }
   return errors;
 }
@@ -248,6 +270,18 @@ const kFaults = [
    (m) => { m.doc("Service").spec.selector = { "app.kubernetes.io/name": "other" }; }],
   ["kustomization misses a file", "resources lacks",
    (m) => { m.kustomization.resources.pop(); }],
+  ["http served but not a container port", "container port http is not 8000",
+   (m) => { ctr(m).ports = ctr(m).ports.filter((p) => p.name !== "http"); }],
+  ["http container port on another number", "container port http is not 8000",
+   (m) => { ctr(m).ports.find((p) => p.name === "http").containerPort = 8080; }],
+  ["http container port without --http-port", "--http-port is not set", (m) => {
+    const args = ctr(m).args;
+    args.splice(args.indexOf("--http-port"), 2);
+  }],
+  ["http port published by no Service", "no Service publishes the http port 8000", (m) => {
+    const svc = m.doc("Service");
+    svc.spec.ports = svc.spec.ports.filter((p) => p.name !== "http");
+  }],
 ];
 
 function selfTest(dir) {
