@@ -60,14 +60,15 @@ if [ -f .device/models/mla/config.json ]; then
 else
   note "MLA sibling: not in .device/models/mla, its kv-cache-compare skipped"
 fi
-# The decode step with the FP8 cache at 32K (rows "fp8", column bf16/fp8: the speedup), last: it
-# builds 2.9B models, the slowest step.
+# The decode step with the FP8 cache at 32K (k1; the same-run table's ratio: bf16 over FP8),
+# last: it builds 2.9B models, the slowest step.
 left=$(( 530 - ($(date +%s) - start) ))
 if [ $left -ge 60 ]; then
   timeout $(( left < 120 ? left : 120 )) "$B/mlra-bench" decode --variants mlra_4 mla --tp 1 4 \
     --batch 8 32 --context 32768 --iters 10 --max-cache-gb 40 2>&1 \
     | tee "$OUT/bench_decode_fp8.log" | tail -n 12
-  note "decode benchmark: exit ${PIPESTATUS[0]} at $(elapsed)"
+  note "decode benchmark: exit ${PIPESTATUS[0]} at $(elapsed); k1 is the FP8 cache (ratio: bf16 / FP8):"
+  sed -n '/same-run comparison/,/^$/p' "$OUT/bench_decode_fp8.log" | tee -a "$summary"
 else
   note "decode benchmark: skipped, $left s left of the 9 minutes"
 fi
