@@ -53,6 +53,12 @@ struct ChecksummedRegion {
 // A half-open index range [begin, end) along one dimension.
 using Range = std::pair<int64_t, int64_t>;
 
+// Which load-time integrity checks run. kVerify is the serving path's and every default; no
+// config key reaches kSkip. kSkip exists only so `mlra-bench load` can time the same load with and
+// without the checks in one run: it skips exactly the finiteness check of read_f32 here, and
+// open_checked_checkpoint (models/model_loader.h) also skips shape validation and the CRC-32 pass.
+enum class Integrity { kVerify, kSkip };
+
 // (bytes_done, bytes_total, tensors_done) while shards are mapped and indexed.
 using LoadProgress = std::function<void(uint64_t, uint64_t, size_t)>;
 
@@ -60,9 +66,11 @@ class Checkpoint {
  public:
   // Opens `dir`: finds the index or single weight file, maps every shard, parses every tensor's
   // metadata. Throws CheckpointError. `on_progress(bytes_done, bytes_total, tensors_done)` is
-  // called while shards are indexed (may be empty).
+  // called while shards are indexed (may be empty). `integrity` kSkip: read_f32 does not check
+  // finiteness (benchmarks only, see Integrity).
   static std::shared_ptr<Checkpoint> open(const std::filesystem::path& dir,
-                                          const LoadProgress& on_progress = {});
+                                          const LoadProgress& on_progress = {},
+                                          Integrity integrity = Integrity::kVerify);
 
   virtual ~Checkpoint() = default;
   virtual const std::filesystem::path& dir() const = 0;
@@ -76,10 +84,14 @@ class Checkpoint {
   virtual const std::vector<ChecksummedRegion>& checksummed_regions() const;
 
   // The whole tensor, converted to float32, row-major contiguous. Every value read is checked
-  // finite: a NaN or infinity throws CheckpointError naming the tensor and the element.
+  // finite (unless opened with Integrity::kSkip): a NaN or infinity throws CheckpointError naming
+  // the tensor and the element.
   std::vector<float> read_f32(const std::string& name) const;
   // A hyper-rectangle: one Range per dimension; result is row-major contiguous float32.
   std::vector<float> read_f32(const std::string& name, const std::vector<Range>& ranges) const;
+
+ protected:
+  bool check_finite_ = true;
 };
 
 }  // namespace mlra

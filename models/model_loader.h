@@ -24,7 +24,8 @@ LoadedModel load_model(const std::filesystem::path& dir, const Variant& variant)
 
 struct CheckedCheckpoint {
   std::shared_ptr<Checkpoint> checkpoint;
-  // The CRC-32 pass, running while the caller loads the weights: wait() before serving.
+  // The CRC-32 pass, running while the caller loads the weights: wait() before serving. Null only
+  // under Integrity::kSkip.
   std::unique_ptr<BackgroundChecksums> checksums;
 };
 
@@ -33,7 +34,11 @@ struct CheckedCheckpoint {
 // naming the tensor and both shapes), and starts verifying the CRC-32 of share `rank` of `ranks`
 // of the zip members (the ranks of one server together verify every member once). Values are
 // checked finite as the ranks read them (Checkpoint::read_f32). Throws CheckpointError.
+// `integrity` kSkip (`mlra-bench load` only, see Integrity in models/checkpoint.h) skips the shape
+// validation, the CRC-32 pass and the finiteness check, and nothing else; the serving runners
+// always take the default.
 CheckedCheckpoint open_checked_checkpoint(const std::filesystem::path& dir,
-                                          const ModelConfig& config, int rank = 0, int ranks = 1);
+                                          const ModelConfig& config, int rank = 0, int ranks = 1,
+                                          Integrity integrity = Integrity::kVerify);
 
 }  // namespace mlra

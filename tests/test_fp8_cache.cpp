@@ -107,7 +107,7 @@ TEST_CASE("fp8 cache_write stores codes, scales and the bf16 tail in the page pl
   CHECK(back[0] == 0.0f);
 }
 
-TEST_CASE("fp8 cache writes of K and V groups apart fill one row; partial groups are refused",
+TEST_CASE("fp8 cache writes of K and V groups apart fill one row, partial groups are refused",
           "[fp8]") {
   auto b = make_cpu_backend();
   const Fp8CacheLayout l{4, 16, 0};  // two K heads, two V heads

@@ -82,7 +82,7 @@ v1::GenerateRequest valid_request() {
 
 }  // namespace
 
-TEST_CASE("e2e: every bad input gets its status and message; the server keeps serving",
+TEST_CASE("e2e: every bad input gets its status and message - the server keeps serving",
           "[e2e][errors]") {
   ServerUnderTest s(fake_runner());
   for (const BadCase& c : bad_cases()) {

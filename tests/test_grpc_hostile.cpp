@@ -17,6 +17,7 @@
 #include "metered_test_server.h"
 #include "models/gpt2_tokenizer.h"
 #include "raw_grpc_call.h"
+#include "scrape_until.h"
 #include "server/cli/http_get.h"
 #include "server/prometheus_text.h"
 #include "server/utf8.h"
@@ -227,7 +228,11 @@ TEST_CASE("undecodable requests get INVALID_ARGUMENT with a message, logged and 
   }
   CHECK(refused == 5);
   CHECK_THAT(text, Catch::Contains("method=Generate id=- status=INVALID_ARGUMENT finish=none"));
-  const MetricsScrape m = parse_prometheus_text(http_get(s.metrics_target(), "/metrics", 10s).body);
+  const MetricsScrape m = scrape_until(
+      [&] { return http_get(s.metrics_target(), "/metrics", 10s).body; },
+      [](const MetricsScrape& x) {
+        return x.sum("mlra:requests_total", {{"method", "Complete"}, {"code", "OK"}}) == 1;
+      });
   CHECK(m.sum("mlra:requests_total", {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}) == 2);
   CHECK(m.sum("mlra:requests_total", {{"method", "Complete"}, {"code", "INVALID_ARGUMENT"}}) == 2);
   CHECK(m.sum("mlra:requests_total", {{"method", "Tokenize"}, {"code", "INVALID_ARGUMENT"}}) == 1);

@@ -12,6 +12,7 @@
 
 #include "http_test_client.h"
 #include "http_test_server.h"
+#include "scrape_until.h"
 #include "server/prometheus_text.h"
 
 using namespace mlra;
@@ -321,9 +322,16 @@ TEST_CASE("http: one request log line per call and metrics labelled by protocol"
             400);
     v1::CompleteResponse unused;
     REQUIRE(complete(*s.stub, token_request({1, 2}, 2), unused).ok());
-    const HttpReply m = http_call(s.port(), verb::get, "/metrics");
-    REQUIRE(m.status == 200);
-    const MetricsScrape scrape = parse_prometheus_text(m.body);
+    const MetricsScrape scrape = scrape_until(
+        [&] {
+          const HttpReply m = http_call(s.port(), verb::get, "/metrics");
+          REQUIRE(m.status == 200);
+          return m.body;
+        },
+        [](const MetricsScrape& x) {
+          return x.sum("mlra:requests_total", {{"protocol", "grpc"}, {"code", "OK"}}) == 1 &&
+                 x.sum("mlra:requests_total", {{"protocol", "http"}, {"code", "OK"}}) == 1;
+        });
     CHECK(scrape.sum("mlra:requests_total",
                      {{"protocol", "http"}, {"method", "completions"}, {"code", "OK"}}) == 1);
     CHECK(scrape.sum("mlra:requests_total", {{"protocol", "http"}, {"code", "INVALID_ARGUMENT"}}) ==

@@ -151,7 +151,7 @@ TEST_CASE("request log line: logfmt fields, escaped values, prompt only when giv
   CHECK(line.find('\n') == std::string::npos);
 }
 
-TEST_CASE("a call logs one request line; the prompt text only with log_prompts",
+TEST_CASE("a call logs one request line - the prompt text only with log_prompts",
           "[metrics][log][e2e]") {
   const bool log_prompts = GENERATE(false, true);
   std::ostringstream captured;

@@ -57,7 +57,7 @@ TEST_CASE("to_sampling_params: set fields are copied, explicit zeros included", 
   CHECK(p.logprobs == 4);
 }
 
-TEST_CASE("append_chunk: tokens, text and logprobs accumulate; finish fields only at the end",
+TEST_CASE("append_chunk: tokens, text and logprobs accumulate - finish fields only at the end",
           "[server]") {
   GenerationChunk first;
   first.token_ids = {5, 9};

@@ -105,7 +105,7 @@ TEST_CASE("an orthogonal transform with one slice is exact MLA", "[tpla]") {
   }
 }
 
-TEST_CASE("TPLA prefill with pd separation equals MLA prefill; sliced decode runs", "[tpla]") {
+TEST_CASE("TPLA prefill with pd separation equals MLA prefill - sliced decode runs", "[tpla]") {
   const auto toks = prompt(19);
   const auto base = run(*mla_runner(1, false, ""), toks);
   for (int tp : {2, 4}) {

@@ -7,6 +7,7 @@
 #include "server/bench/bench_decode.h"
 #include "server/bench/bench_engine.h"
 #include "server/bench/bench_gemv.h"
+#include "server/bench/bench_load.h"
 #include "server/bench/bench_prefill.h"
 #include "server/bench/bench_serve.h"
 
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   mlra::register_bench_decode(app, exit_code);
   mlra::register_bench_engine(app, exit_code);
   mlra::register_bench_gemv(app, exit_code);
+  mlra::register_bench_load(app, exit_code);
   mlra::register_bench_prefill(app, exit_code);
   mlra::register_bench_serve(app, exit_code);
   CLI11_PARSE(app, argc, argv);

@@ -18,6 +18,7 @@
 #include <grpcpp/support/client_callback.h>
 
 #include "proto/mlra.grpc.pb.h"
+#include "server/bench/stream_tracker.h"
 #include "server/request_log.h"
 
 namespace mlra {
@@ -29,44 +30,12 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Counts streams in flight and finished; the main thread waits on it.
-class Tracker {
- public:
-  void started() {
-    std::lock_guard lock(mu_);
-    ++in_flight_;
-  }
-  void finished() {
-    {
-      std::lock_guard lock(mu_);
-      --in_flight_;
-      ++finished_;
-    }
-    cv_.notify_all();
-  }
-  // Blocks until fewer than `limit` streams are in flight.
-  void wait_below(int32_t limit) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return in_flight_ < limit; });
-  }
-  bool wait_all(int32_t total, Clock::time_point deadline) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_until(lock, deadline, [&] { return finished_ == total; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int32_t in_flight_ = 0;
-  int32_t finished_ = 0;
-};
-
 // One Generate stream. gRPC serialises a reactor's callbacks (one read outstanding at a
 // time, OnDone last), so the record needs no lock; the main thread reads it only after OnDone.
 class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
   StreamCall(v1::Mlra::Stub& stub, v1::GenerateRequest request, StreamRecord& record,
-             Tracker& tracker, std::chrono::milliseconds deadline)
+             StreamTracker& tracker, std::chrono::milliseconds deadline)
       : stub_(stub), request_(std::move(request)), record_(record), tracker_(tracker) {
     ctx_.set_deadline(std::chrono::system_clock::now() + deadline);
   }
@@ -121,7 +90,7 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   v1::GenerateRequest request_;
   v1::GenerateResponse response_;
   StreamRecord& record_;
-  Tracker& tracker_;
+  StreamTracker& tracker_;
   Clock::time_point start_, last_token_;
 };
 
@@ -281,7 +250,7 @@ LoadReport run_load(const std::string& target, const LoadOptions& options) {
   LoadPlan plan = make_load_plan(options, info);
   report.streams = std::move(plan.records);
   const int32_t total = static_cast<int32_t>(report.streams.size());
-  Tracker tracker;
+  StreamTracker tracker;
   std::vector<std::unique_ptr<StreamCall>> calls;
   calls.reserve(size_t(total));
   const Clock::time_point start = Clock::now();

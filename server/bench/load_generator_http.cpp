@@ -1,6 +1,7 @@
 // HTTP load: one HttpStream per request (connect, POST, read the chunked SSE body with Beast's
 // parser, count events), a Tracker-like counter, then the shared checks and report (header).
 #include "server/bench/load_generator_http.h"
+#include "server/bench/stream_tracker.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -33,35 +34,6 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-class Counter {
- public:
-  void started() {
-    std::lock_guard lock(mu_);
-    ++in_flight_;
-  }
-  void finished() {
-    {
-      std::lock_guard lock(mu_);
-      --in_flight_;
-      ++finished_;
-    }
-    cv_.notify_all();
-  }
-  void wait_below(int32_t limit) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return in_flight_ < limit; });
-  }
-  bool wait_all(int32_t total, Clock::time_point deadline) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_until(lock, deadline, [&] { return finished_ == total; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int32_t in_flight_ = 0, finished_ = 0;
-};
-
 std::string request_body(const v1::GenerateRequest& r) {
   const v1::SamplingParams& s = r.sampling();
   Json body = {
@@ -79,8 +51,8 @@ std::string request_body(const v1::GenerateRequest& r) {
 class HttpStream : public std::enable_shared_from_this<HttpStream> {
  public:
   HttpStream(net::io_context& ioc, const tcp::resolver::results_type& endpoints,
-             const std::string& host, std::string body, StreamRecord& record, Counter& counter,
-             std::chrono::milliseconds deadline)
+             const std::string& host, std::string body, StreamRecord& record,
+             StreamTracker& counter, std::chrono::milliseconds deadline)
       : socket_(net::make_strand(ioc)),
         timer_(socket_.get_executor()),
         endpoints_(endpoints),
@@ -222,7 +194,7 @@ class HttpStream : public std::enable_shared_from_this<HttpStream> {
   beast::flat_buffer buffer_;
   std::string pending_;
   StreamRecord& record_;
-  Counter& counter_;
+  StreamTracker& counter_;
   std::chrono::milliseconds deadline_;
   Clock::time_point start_, last_;
   bool done_ = false, done_seen_ = false, status_seen_ = false, http_error_ = false;
@@ -253,7 +225,7 @@ LoadReport run_http_load(const std::string& http_target, const std::string& grpc
   for (int i = 0; i < std::max(1, options.channels); ++i) threads.emplace_back([&] { ioc.run(); });
 
   const int32_t total = static_cast<int32_t>(report.streams.size());
-  Counter counter;
+  StreamTracker counter;
   const Clock::time_point start = Clock::now();
   for (int32_t i = 0; i < total; ++i) {
     counter.wait_below(options.concurrency);

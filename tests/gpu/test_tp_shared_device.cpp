@@ -260,8 +260,9 @@ TEST_CASE("tp on one GPU: workers sharing device 0 match the CPU and the GPU at 
       }
       INFO("tp " << tp);
       ProcessRunner runner(shared_options(c, tp), workers());
+      const RunnerInfo info = runner.info();  // info() returns a copy: keep it alive
       for (int r = 0; r < tp; ++r) {
-        const RankInfo& ready = runner.info().ranks[size_t(r)];
+        const RankInfo& ready = info.ranks[size_t(r)];
         CHECK(ready.communicator == "host-staged");
         CHECK(ready.device == 0);
         CHECK(ready.cache_values_per_token_per_layer ==
