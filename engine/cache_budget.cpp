@@ -5,16 +5,8 @@
 #include <stdexcept>
 
 #include "models/latent_expansion.h"
-#include "models/shard_plan.h"
 
 namespace mlra {
-
-int64_t widest_cache_width(const ModelConfig& config, int tp) {
-  int64_t widest = 0;
-  for (int r = 0; r < tp; ++r)
-    widest = std::max(widest, make_shard_plan(config, tp, r).cache_width);
-  return widest;
-}
 
 int64_t cache_value_bytes(const std::string& backend) {
   return backend == "cuda" ? 2 : 4;

@@ -11,10 +11,7 @@
 
 namespace mlra {
 
-// Values per token per layer of the widest rank of `tp`.
-int64_t widest_cache_width(const ModelConfig& config, int tp);
-
-// Bytes of one cached value: the CPU backend caches f32, the CUDA backend bf16.
+// Bytes of one value of a plain cache (kv_cache_dtype auto): f32 on the CPU backend, bf16 on CUDA.
 int64_t cache_value_bytes(const std::string& backend);
 
 // Pages that fit in `bytes` for a rank caching `bytes_per_token` bytes per token.

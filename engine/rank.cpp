@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/cache_budget.h"
+#include "models/cache_shape.h"
 #include "models/shard_plan.h"
 #include "models/variant.h"
 
@@ -58,7 +59,9 @@ int64_t shared_page_count(const RunnerConfig& config, const ModelConfig& model) 
   }
   if (config.num_pages > 0) return config.num_pages;
   const int64_t bytes_per_token =
-      widest_cache_width(model, config.tp) * model.n_layer * cache_value_bytes(config.backend);
+      cache_row_bytes_per_rank(model, config.tp, config.kv_cache, cache_value_bytes(config.backend))
+          .max_values *
+      model.n_layer;
   const int64_t pages =
       pages_for_budget(config.cache_memory_bytes, bytes_per_token, config.page_size);
   if (pages <= 0) throw RunnerError("cache memory budget holds no page");
@@ -111,7 +114,7 @@ Rank::Rank(const RunnerConfig& config, const ModelConfig& model, const Checkpoin
   const bool gpu_sized = config.gpu_memory_fraction > 0;
   const int64_t shared = shared_page_count(config, model);
   model_ = std::make_unique<Transformer>(model, plan, checkpoint, *backend_, *comm_,
-                                         CacheOptions{config.page_size, shared});
+                                         CacheOptions{config.page_size, shared, config.kv_cache});
   info_.rank = rank;
   info_.device = device;
   info_.pid = ::getpid();

@@ -10,6 +10,7 @@
 
 #include "engine/config_value.h"
 #include "engine/kernel_options_json.h"
+#include "models/cache_shape.h"
 #include "models/variant.h"
 
 namespace mlra {
@@ -103,6 +104,9 @@ const std::map<std::string, Key>& keys() {
       {"page_size", field(&RunnerConfig::page_size)},
       {"cache_memory_bytes", field(&RunnerConfig::cache_memory_bytes)},
       {"num_pages", field(&RunnerConfig::num_pages)},
+      {"kv_cache_dtype", named(
+                             [](auto& c) -> auto& { return c.kv_cache; }, parse_kv_cache_dtype,
+                             kv_cache_dtype_name, "auto or fp8_e4m3")},
       {"gpu_memory_fraction", field(&RunnerConfig::gpu_memory_fraction)},
       {"cuda_graph_max_batch", field(&RunnerConfig::cuda_graph_max_batch)},
       {"max_context", field(&RunnerConfig::max_context)},

@@ -14,6 +14,7 @@
 
 #include "kernels/communicator.h"
 #include "kernels/kernel_options.h"
+#include "kernels/paged_attention.h"
 #include "models/model_config.h"
 
 namespace mlra {
@@ -35,6 +36,8 @@ struct RunnerConfig {
   int32_t page_size = 64;                    // tokens per cache page
   int64_t cache_memory_bytes = 256LL << 20;  // cache budget per rank
   int64_t num_pages = 0;                     // 0: from cache_memory_bytes (same on every rank)
+  // kv_cache_dtype: "auto" (kPlain, the backend's cache dtype) or "fp8_e4m3" (models/cache_shape.h)
+  CacheEncoding kv_cache = CacheEncoding::kPlain;
   double gpu_memory_fraction = 0;      // cuda, > 0: the cache takes what this share of each GPU
                                        // leaves after the weights and an activation reserve
   int32_t cuda_graph_max_batch = 256;  // cuda: pure decode steps up to this batch replay graphs

@@ -90,6 +90,17 @@ void Backend::latent_up_project(const MatView& z, const std::vector<LatentUnitVi
   }
 }
 
+void Backend::cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
+                           int32_t col_offset, const MatView& out) {
+  if (cache.encoding != CacheEncoding::kPlain)
+    throw std::logic_error("backend " + name() + " cannot read an FP8 cache");
+  if (col_offset < 0 || col_offset + out.cols > cache.row_width)
+    throw std::invalid_argument("cache_gather: columns outside the cache row");
+  const MatView rows{cache.data, cache.dtype, cache.num_pages * cache.page_size, cache.row_width,
+                     cache.row_width};
+  embed(slots, n, rows.cols_slice(col_offset, out.cols), out);
+}
+
 std::unique_ptr<CapturedOps> Backend::end_capture() {
   throw std::logic_error("backend " + name() + " cannot record ops (supports_capture() is false)");
 }

@@ -88,8 +88,15 @@ class Backend {
   // y = alpha * y
   virtual void scale(const MatView& y, float alpha) = 0;
   // cache row slots[i] (= page * page_size + offset) cols [col_offset, + src.cols) <- src row i.
+  // An FP8 cache (CacheEncoding::kFp8E4M3) quantizes: the columns must cover whole groups.
   virtual void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                            int32_t col_offset) = 0;
+  // out row i <- cache row slots[i] cols [col_offset, + out.cols), converted (dequantized) to
+  // out's dtype; slots on the backend's device. Default: a row gather (embed) of a plain cache.
+  virtual void cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
+                            int32_t col_offset, const MatView& out);
+  // Whether caches of this encoding can be written, gathered and attended by this backend.
+  virtual bool supports_cache_encoding(CacheEncoding e) const { return e == CacheEncoding::kPlain; }
   virtual void paged_attention(const PagedAttentionArgs& args) = 0;
   // A latent cache entry per token: row [T, groups * g + rot_dim] = [latents | k_pe]. Each of the
   // `groups` latent groups of g columns is RMS-normed in place (w [groups * g], eps, scale; none

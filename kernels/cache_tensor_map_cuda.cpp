@@ -36,4 +36,37 @@ bool make_cache_map(const AttentionParams& p, CUtensorMap& map) {
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+bool make_fp8_code_map(const AttentionParams& p, CUtensorMap& codes) {
+  auto encode = tensor_map_encoder();
+  if (!encode || !p.fp8_cache) return false;
+  const Fp8CacheLayout& l = p.fp8;
+  const int64_t ps = int64_t(1) << p.page_shift;
+  const cuuint64_t pages = cuuint64_t(p.cache_rows / ps), page_bytes = cuuint64_t(l.page_bytes(ps));
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  const cuuint64_t code_dims[3] = {cuuint64_t(l.quantized()), cuuint64_t(ps), pages};
+  const cuuint64_t code_strides[2] = {cuuint64_t(l.quantized()), page_bytes};
+  const cuuint32_t code_box[3] = {128, cuuint32_t(p.box_rows), 1};
+  return encode(&codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(p.cache), code_dims,
+                code_strides, code_box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+bool make_fp8_cache_maps(const AttentionParams& p, CUtensorMap& codes, CUtensorMap& tail) {
+  auto encode = tensor_map_encoder();
+  if (!encode || !make_fp8_code_map(p, codes) || p.fp8.tail == 0) return false;
+  const Fp8CacheLayout& l = p.fp8;
+  const int64_t ps = int64_t(1) << p.page_shift;
+  const cuuint64_t pages = cuuint64_t(p.cache_rows / ps), page_bytes = cuuint64_t(l.page_bytes(ps));
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  void* tail_base = static_cast<char*>(const_cast<void*>(p.cache)) + l.tail_at(ps, 0);
+  const cuuint64_t tail_dims[3] = {cuuint64_t(l.tail), cuuint64_t(ps), pages};
+  const cuuint64_t tail_strides[2] = {cuuint64_t(2 * l.tail), page_bytes};
+  const cuuint32_t tail_box[3] = {64, cuuint32_t(p.box_rows), 1};
+  return encode(&tail, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, tail_base, tail_dims, tail_strides,
+                tail_box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 }  // namespace mlra::cuda

@@ -11,6 +11,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/paged_attention_cpu.h"
+#include "kernels/paged_cache_cpu.h"
 
 namespace mlra {
 namespace {
@@ -172,19 +173,13 @@ class CpuBackend final : public Backend {
   }
   void cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                    int32_t col_offset) override {
-    require_f32(src, "cache_write");
-    if (col_offset + src.cols > cache.row_width)
-      throw std::invalid_argument("cpu backend: cache_write past the cache row");
-    const int64_t capacity = cache.num_pages * cache.page_size;
-    for (int64_t r = 0; r < src.rows; ++r) {
-      if (slots[r] < 0 || slots[r] >= capacity)
-        throw std::out_of_range("cpu backend: cache slot " + std::to_string(slots[r]) +
-                                " outside the cache");
-      float* dst =
-          static_cast<float*>(cache.data) + int64_t(slots[r]) * cache.row_width + col_offset;
-      std::memcpy(dst, at(src, r), src.cols * sizeof(float));
-    }
+    write_cache_rows_cpu(src, slots, cache, col_offset);
   }
+  void cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
+                    int32_t col_offset, const MatView& out) override {
+    read_cache_rows_cpu(cache, slots, n, col_offset, out);
+  }
+  bool supports_cache_encoding(CacheEncoding) const override { return true; }
   void paged_attention(const PagedAttentionArgs& args) override { paged_attention_cpu(args); }
 };
 

@@ -362,6 +362,15 @@ class CudaBackend final : public Backend {
     activate();
     cuda::launch_cache_write(src, slots, cache, col_offset, stream());
   }
+  void cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
+                    int32_t col_offset, const MatView& out) override {
+    if (cache.encoding == CacheEncoding::kPlain)
+      return Backend::cache_gather(cache, slots, n, col_offset, out);
+    activate();
+    cuda::launch_fp8_cache_gather(cache, slots, n, col_offset, out, stream());
+  }
+  // FP8 caches: written by the quantizing write, read by the generic attention kernel.
+  bool supports_cache_encoding(CacheEncoding) const override { return true; }
   void latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
                           float scale, int64_t rot_dim, const int32_t* positions, float rope_base,
                           const int32_t* slots, const PagedCacheView& cache) override {

@@ -43,6 +43,13 @@ void launch_latent_cache_write(const MatView& row, const void* w, DType w_dtype,
                                float eps, float scale, int64_t rot_dim, const int32_t* positions,
                                float rope_base, const int32_t* slots, const PagedCacheView& cache,
                                cudaStream_t stream);
+// The FP8 cache (fp8_e4m3.h): cache_write quantizing whole groups (launch_cache_write and
+// launch_latent_cache_write hand FP8 views here), and the gather out row i <- cache row slots[i]
+// cols [col_offset, + out.cols) dequantized (slots outside the cache give NaN rows).
+void launch_fp8_cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
+                            int32_t col_offset, cudaStream_t stream);
+void launch_fp8_cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
+                             int32_t col_offset, const MatView& out, cudaStream_t stream);
 // Fills n elements of a float tensor with a value (NaN poisoning in tests, zero init).
 void launch_fill(void* data, DType dtype, int64_t n, float value, cudaStream_t stream);
 // Fills n elements with hash-based uniform values in [-1, 1) (benchmark inputs, never zeros).

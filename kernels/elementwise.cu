@@ -163,6 +163,8 @@ void launch_scale(const MatView& y, float alpha, cudaStream_t stream) {
 
 void launch_cache_write(const MatView& src, const int32_t* slots, const PagedCacheView& cache,
                         int32_t col_offset, cudaStream_t stream) {
+  if (cache.encoding == CacheEncoding::kFp8E4M3)
+    return launch_fp8_cache_write(src, slots, cache, col_offset, stream);
   MLRA_REQUIRE(col_offset >= 0 && col_offset + src.cols <= cache.row_width,
                "cache_write past the cache row");
   if (src.rows == 0) return;

@@ -108,6 +108,15 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int c
       "l"(map), "r"(col), "r"(row), "r"(bar)
       : "memory");
 }
+// The same through a 3D map (col, row, page): the FP8 cache's planes, pages apart.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, int col, int row,
+                                            int page, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3, %4}], [%5];\n" ::"r"(dst),
+      "l"(map), "r"(col), "r"(row), "r"(page), "r"(bar)
+      : "memory");
+}
 
 // Shared-memory tiles (Q: kRows = 64 heads; cache tiles: kRows = kBN tokens) are kKB blocks of
 // kRows x 128 B (64 dims of every row), each block 1024 B aligned. Within a block, row r's 16 B

@@ -14,6 +14,9 @@
 // memory or garbage past a sequence's end never meets P.V. Rows are token-major (token, head) pairs
 // (split_kv_plan.h); decode plans have one token per item (multi-token steps run on the prefill
 // kernel), but a packed row would be masked at its own token's end.
+// An FP8 cache (kFp8, fp8_e4m3.h: one group per K head and per V head): TMA brings a tile's K and
+// V codes into the stage's V blocks; the four warps write code value x row scale as bf16 over the
+// K and V blocks (fp8_tile.cuh; rows past the end as zeros), and the mma path runs unchanged.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -23,6 +26,7 @@
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
@@ -56,6 +60,8 @@ static_assert(KvConfig::kBN == kPlanTile, "chunks start on tile boundaries");
 static_assert(KvConfig::kCombineBytes <= KvConfig::kStages * KvConfig::kStageBytes,
               "the epilogue reuses the ring");
 
+// kFp8: cache_map is the code map (make_fp8_code_map).
+template <bool kFp8>
 __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     kv_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                         const __grid_constant__ CUtensorMap cache_map) {
@@ -83,6 +89,18 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   // Thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
   // then V low/high). Boxes wholly past the end are not requested; rows past it are zeroed later.
   auto tma_tile = [&](int j, int stage) {
+    if constexpr (kFp8) {
+      // K codes into block 2, V codes into block 3 (128 bytes per row each).
+      const int start = item.kv_begin + j * C::kBN,
+                boxes = tile_boxes<C::kBN>(p, start, item.kv_end);
+      const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
+      mbar_expect_tx(bar, uint32_t(boxes * 2 * p.box_rows * 128));
+      tma_fp8_codes<C::kBN, 1>(base + 2 * C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                               tile.a_offset);
+      tma_fp8_codes<C::kBN, 1>(base + 3 * C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                               tile.v_offset);
+      return;
+    }
     tma_request_tile<C::kBN, 4>(
         smem_addr(ring + stage * C::kStageBytes), full_bar + 8 * stage, &cache_map, p, pages,
         item.kv_begin + j * C::kBN, item.kv_end,
@@ -121,8 +139,21 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages;
     const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    if (valid < C::kBN) {
+    if constexpr (kFp8) {
+      // The K and V scales of row tid / 2, read before the wait.
+      const int pos = item.kv_begin + j * C::kBN + tid / 2;
+      const float scale[2] = {fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / C::kD),
+                              fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / C::kD)};
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      fp8_tile_dequantize<C::kBN, C::kThreads, 2, 2>(smem_addr(ring + stage * C::kStageBytes),
+                                                     valid, scale, tid, [] { __syncthreads(); });
+#ifdef MLRA_LATENT_WGMMA
+      fence_proxy_async();  // the stage's next TMA write follows these generic-proxy writes
+#endif
+    } else {
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    }
+    if (!kFp8 && valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens' rows: zero them so that the
       // masked (zero) probabilities never meet a NaN or Inf in P.V.
       const uint32_t base = smem_addr(ring + stage * C::kStageBytes);
@@ -230,8 +261,8 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
                          cudaStream_t stream) {
   MLRA_REQUIRE(p.a_dim == KvConfig::kD && p.v_dim == KvConfig::kD && p.r_dim == 0,
                "kv attention: head dim 128, no rope part");
-  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
-               "kv attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && (p.fp8_cache || p.cache_dtype == DType::kBF16),
+               "kv attention: q must be bf16, the cache bf16 or FP8");
   MLRA_REQUIRE(p.rows_max == KvConfig::kM, "kv attention: 16 rows per tile");
   for (int i = 0; i < tiles.count; ++i)
     MLRA_REQUIRE(tiles.tile[i].rows * plan.shape.tokens_per_item <= KvConfig::kM,
@@ -240,10 +271,21 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
   CUtensorMap map{};
   MLRA_REQUIRE(p.box_rows > 0 && KvConfig::kBN % p.box_rows == 0,
                "kv attention: TMA box rows must divide the tile");
+  if (p.fp8_cache) {
+    for (int i = 0; i < tiles.count; ++i)
+      MLRA_REQUIRE(tiles.tile[i].a_offset % KvConfig::kD == 0 &&
+                       tiles.tile[i].v_offset % KvConfig::kD == 0 &&
+                       p.fp8.group_width == KvConfig::kD,
+                   "kv attention: an FP8 tile reads one 128-wide group for K and one for V");
+    MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_code_map(p, map),
+                 "kv attention: no tensor map for the FP8 cache");
+    return launch_plan_grid(kv_attention_kernel<true>, plan, tiles, KvConfig::kThreads,
+                            KvConfig::kSmem, stream, p, tiles, plan, map);
+  }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "kv attention: no tensor map for the cache");
-  launch_plan_grid(kv_attention_kernel, plan, tiles, KvConfig::kThreads, KvConfig::kSmem, stream, p,
-                   tiles, plan, map);
+  launch_plan_grid(kv_attention_kernel<false>, plan, tiles, KvConfig::kThreads, KvConfig::kSmem,
+                   stream, p, tiles, plan, map);
 }
 
 }  // namespace mlra::cuda

@@ -3,7 +3,8 @@
 // k_pe]; every latent group is RMS-normed in place, k_pe roped in place, and the row copied to
 // cache slot slots[t]. Values are rounded to the row's dtype before the cache copy, exactly as
 // the composition stores then copies them. grid (rows, groups + 1): block y < groups norms group
-// y, the last block ropes k_pe (and copies unnormed latents when groups == 0).
+// y, the last block ropes k_pe (and copies unnormed latents when groups == 0). An FP8 cache is
+// written by a second launch from the finished row (launch_fp8_cache_write).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -99,6 +100,9 @@ void launch_latent_cache_write(const MatView& row, const void* w, DType w_dtype,
   MLRA_REQUIRE(row.cols <= cache.row_width, "latent_cache_write: row wider than the cache row");
   MLRA_REQUIRE(groups <= 65534, "latent_cache_write: too many groups");
   if (row.rows == 0) return;
+  // An FP8 group's scale needs all its values: the kernel writes only the row (capacity 0 skips
+  // the cache), then the quantizing write reads it, as the composition it replaces would.
+  const bool fp8 = cache.encoding == CacheEncoding::kFp8E4M3;
   const EntryArgs a{row.data,
                     row.dtype,
                     row.ld,
@@ -115,10 +119,11 @@ void launch_latent_cache_write(const MatView& row, const void* w, DType w_dtype,
                     slots,
                     cache.data,
                     cache.dtype,
-                    cache.num_pages * cache.page_size,
+                    fp8 ? 0 : cache.num_pages * cache.page_size,
                     cache.row_width};
   launch_pdl(latent_cache_write_kernel, dim3(unsigned(row.rows), unsigned(groups + 1)), kThreads, 0,
              stream, a);
+  if (fp8) launch_fp8_cache_write(row, slots, cache, 0, stream);
 }
 
 }  // namespace mlra::cuda

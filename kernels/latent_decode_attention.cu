@@ -9,12 +9,17 @@
 // accumulators; online softmax in f32 (exp2 domain).
 // Shared tiles use the 128-byte swizzle (hopper_ptx.cuh: swizzled_offset): the layout TMA writes
 // and wgmma reads. Warp rg of the one warpgroup: rows 16rg..16rg+15, all 128 value columns.
+// An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's 128 codes per row into the second latent
+// block of the stage and its bf16 k_pe as usual; the warpgroup then writes code value x row scale
+// as bf16 over both latent blocks (fp8_tile.cuh; rows past the end as zeros), so the wgmma chain is
+// unchanged.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
@@ -42,10 +47,13 @@ struct LatentConfig {
   static constexpr int kMinBlocks = 2;
 };
 
-// Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel.
+// Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
+// (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
+template <bool kFp8>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                            const __grid_constant__ CUtensorMap cache_map) {
+                            const __grid_constant__ CUtensorMap cache_map,
+                            const __grid_constant__ CUtensorMap tail_map) {
 #ifdef MLRA_LATENT_WGMMA
   using C = LatentConfig;
   constexpr int D = C::kD;
@@ -86,6 +94,15 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
     const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR)), bar = full_bar + 8 * stage;
     const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    if constexpr (kFp8) {
+      // 128 codes (into the second latent block) + 64 bf16 per row.
+      mbar_expect_tx(bar, uint32_t(boxes * 2 * br * 128));
+      tma_fp8_codes<C::kBN, 1>(base + C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                               tile.a_offset);
+      tma_fp8_tail(base + (D / 64) * C::kBN * 128, bar, &tail_map, p, pages, start, boxes,
+                   p.r_offset - int(p.fp8.quantized()));
+      return;
+    }
     mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
     for (int b = 0; b < boxes; ++b) {
       const int pos = start + b * br;
@@ -96,6 +113,11 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
                     row, bar);
       tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
     }
+  };
+  // FP8: the scale of row tid / 2 of tile j (latent group tile.a_offset / 128), 0 past the end.
+  auto row_scale = [&](int j) {
+    return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / 2, item.kv_end,
+                         tile.a_offset / 128);
   };
   cp_async_commit();  // the query rows
   init_stage_barriers(full_bar, C::kStages);
@@ -117,13 +139,19 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
+    const float scale[1] = {kFp8 ? row_scale(j) : 0.0f};  // issued before the wait
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    if constexpr (kFp8)
+      fp8_tile_dequantize<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
+                                                     valid, scale, tid, [] { __syncthreads(); });
     if (valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens: zero them so that the masked
-      // (zero) probabilities never meet a NaN or Inf in P.V.
+      // (zero) probabilities never meet a NaN or Inf in P.V (FP8: the latent part is zeroed by
+      // the conversion already).
       const uint32_t base = smem_addr(k_s + stage * C::kBN * (D + C::kR));
-      for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += C::kThreads) {
-        const int r = valid + i / C::kChunks, ch = i % C::kChunks;
+      constexpr int kFirst = kFp8 ? D / 8 : 0, kN = C::kChunks - kFirst;
+      for (int i = tid; i < (C::kBN - valid) * kN; i += C::kThreads) {
+        const int r = valid + i / kN, ch = kFirst + i % kN;
         asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(
                          base + swizzled_offset<C::kBN>(r, ch * 8)),
                      "r"(0)
@@ -217,8 +245,8 @@ int latent_tile_rows(int d_c) {
 void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                              const SplitKvPlan& plan, int d_c, cudaStream_t stream) {
   MLRA_REQUIRE(p.r_dim == 64 && p.a_dim == d_c && p.v_dim == d_c, "latent attention: dims");
-  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
-               "latent attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && (p.fp8_cache || p.cache_dtype == DType::kBF16),
+               "latent attention: q must be bf16, the cache bf16 or FP8");
   MLRA_REQUIRE(p.rows_max == 64, "latent attention: 64 rows per tile");
   MLRA_REQUIRE(d_c != 128 || plan.shape.tokens_per_item == 1,
                "latent attention: multi-token steps of d_c 128 run on the prefill kernel");
@@ -231,11 +259,22 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
   CUtensorMap map{};
   MLRA_REQUIRE(p.box_rows > 0 && latent_tile_rows(d_c) % p.box_rows == 0,
                "latent attention: TMA box rows must divide the tile");
+  if (p.fp8_cache) {
+    for (int i = 0; i < tiles.count; ++i)
+      MLRA_REQUIRE(tiles.tile[i].a_offset % d_c == 0 && p.fp8.group_width == d_c,
+                   "latent attention: an FP8 tile reads one d_c-wide group");
+    CUtensorMap tail{};
+    MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
+                 "latent attention: no tensor maps for the FP8 cache");
+    if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
+    return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
+                            LatentConfig::kSmem, stream, p, tiles, plan, map, tail);
+  }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid(latent_attention_kernel, plan, tiles, LatentConfig::kThreads,
-                   LatentConfig::kSmem, stream, p, tiles, plan, map);
+  launch_plan_grid(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
+                   LatentConfig::kSmem, stream, p, tiles, plan, map, map);
 }
 
 }  // namespace mlra::cuda

@@ -13,12 +13,19 @@
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
 // Each barrier alternates strictly between its two roles, so no phase can be joined early.
+// An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's codes (d_c per row) into the upper half of
+// the stage's latent blocks and its bf16 k_pe into the rope block; both warpgroups then write
+// code value x row scale as bf16 over the latent blocks (fp8_tile.cuh; rows past the end as
+// zeros) and the wgmma chains run unchanged. The conversion sits between a tile's arrival and its
+// scores: per tile, both warpgroups convert, warpgroup 0 scores, both multiply P.V.
 #include "kernels/latent_wide_attention.h"
 
 #include <cuda_bf16.h>
 
+#include "kernels/attention_tile.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/plan_grid_launch.cuh"
@@ -59,10 +66,12 @@ __device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
 }
 #endif
 
-template <int D, bool kPacked>
+// kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h).
+template <int D, bool kPacked, bool kFp8>
 __global__ void __launch_bounds__(256, 1)
     latent_wide_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                       const __grid_constant__ CUtensorMap cache_map) {
+                       const __grid_constant__ CUtensorMap cache_map,
+                       const __grid_constant__ CUtensorMap tail_map) {
 #ifdef MLRA_LATENT_WGMMA
   using C = WideConfig<D>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -111,6 +120,15 @@ __global__ void __launch_bounds__(256, 1)
     const int start = item.kv_begin + j * C::kBN, br = p.box_rows;
     const uint32_t base = smem_addr(k_s + stage * C::kBN * C::kK), bar = full_bar + 8 * stage;
     const int boxes = min(C::kBN, item.kv_end - start + br - 1) / br;
+    if constexpr (kFp8) {
+      // D codes and 64 bf16 per row: D / 128 + 1 boxes of 128 bytes per row.
+      mbar_expect_tx(bar, uint32_t(boxes * (D / 128 + 1) * br * 128));
+      tma_fp8_codes<C::kBN, D / 128>(base + (D / 128) * C::kBN * 128, bar, &cache_map, p, pages,
+                                     start, boxes, tile.a_offset);
+      tma_fp8_tail(base + (D / 64) * C::kBN * 128, bar, &tail_map, p, pages, start, boxes,
+                   p.r_offset - int(p.fp8.quantized()));
+      return;
+    }
     mbar_expect_tx(bar, uint32_t(boxes * (D / 64 + 1) * br * 128));
     for (int b = 0; b < boxes; ++b) {
       const int pos = start + b * br;
@@ -121,6 +139,27 @@ __global__ void __launch_bounds__(256, 1)
                     row, bar);
       tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
     }
+  };
+  // FP8: both warpgroups dequantize tile j in its stage (rows past the end zeroed, the rope
+  // block's too), then the tile is visible to both warpgroups' wgmmas. The scale of this thread's
+  // row is read before the tile's wait.
+  const int group = kFp8 ? tile.a_offset / p.fp8.group_width : 0;
+  auto fp8_scale = [&](int j) {
+    return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / (256 / C::kBN), item.kv_end,
+                         group);
+  };
+  auto dequantize = [&](int j, float scale) {
+    const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
+    const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
+    mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    float sc[D / 128];
+#pragma unroll
+    for (int cb = 0; cb < D / 128; ++cb) sc[cb] = scale;
+    fp8_tile_dequantize<C::kBN, 256, D / 128, D / 128>(kt, valid, sc, tid,
+                                                       [] { named_barrier(5, 256); });
+    if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, tid, 256);
+    fence_proxy_async();
+    named_barrier(6, 256);
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
@@ -168,8 +207,12 @@ __global__ void __launch_bounds__(256, 1)
       const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
       const int valid = item.kv_end - start;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-      if (valid < C::kBN) {
+      if constexpr (kFp8) {
+        dequantize(j, fp8_scale(j));
+      } else {
+        mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      }
+      if (!kFp8 && valid < C::kBN) {
         // Rows past the end hold stale shared memory or other tokens: zero them so that the
         // masked (zero) probabilities never meet a NaN or Inf in P.V.
         for (int i = tid; i < (C::kBN - valid) * C::kChunks; i += 128) {
@@ -240,6 +283,7 @@ __global__ void __launch_bounds__(256, 1)
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
+      if constexpr (kFp8) dequantize(j, fp8_scale(j));
       named_barrier(1, 256);
       // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
@@ -291,13 +335,21 @@ __global__ void __launch_bounds__(256, 1)
 #endif
 }
 
-template <int D>
+template <int D, bool kFp8>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-            const CUtensorMap& map, cudaStream_t stream) {
+            const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
   using C = WideConfig<D>;
-  auto* kernel =
-      plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true> : latent_wide_kernel<D, false>;
-  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map);
+  auto* kernel = plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true, kFp8>
+                                                : latent_wide_kernel<D, false, kFp8>;
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map, tail);
+}
+
+template <bool kFp8>
+void launch_width(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
+                  int d_c, const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
+  if (d_c == 512) return launch<512, kFp8>(p, tiles, plan, map, tail, stream);
+  MLRA_REQUIRE(d_c == 256, "latent wide attention: d_c must be 256 or 512");
+  launch<256, kFp8>(p, tiles, plan, map, tail, stream);
 }
 
 }  // namespace
@@ -308,9 +360,15 @@ int latent_wide_tile_rows(int d_c) {
 
 void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
                         int d_c, const CUtensorMap& map, cudaStream_t stream) {
-  if (d_c == 512) return launch<512>(p, tiles, plan, map, stream);
-  MLRA_REQUIRE(d_c == 256, "latent wide attention: d_c must be 256 or 512");
-  launch<256>(p, tiles, plan, map, stream);
+  launch_width<false>(p, tiles, plan, d_c, map, map, stream);
+}
+
+void launch_latent_wide_fp8(const AttentionParams& p, const HeadTiles& tiles,
+                            const SplitKvPlan& plan, int d_c, const CUtensorMap& codes,
+                            const CUtensorMap& tail, cudaStream_t stream) {
+  MLRA_REQUIRE(p.fp8_cache && p.fp8.group_width == d_c && p.fp8.tail == 64,
+               "latent wide attention: an FP8 tile reads one d_c-wide group and a 64-wide tail");
+  launch_width<true>(p, tiles, plan, d_c, codes, tail, stream);
 }
 
 }  // namespace mlra::cuda

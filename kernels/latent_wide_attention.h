@@ -15,5 +15,10 @@ int latent_wide_tile_rows(int d_c);
 // the cache's tensor map (p.box_rows divides the tile).
 void launch_latent_wide(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
                         int d_c, const CUtensorMap& map, cudaStream_t stream);
+// The same over an FP8 cache (p.fp8_cache: one d_c-wide group per latent, a 64-wide bf16 tail):
+// codes and tail through the maps of make_fp8_cache_maps.
+void launch_latent_wide_fp8(const AttentionParams& p, const HeadTiles& tiles,
+                            const SplitKvPlan& plan, int d_c, const CUtensorMap& codes,
+                            const CUtensorMap& tail, cudaStream_t stream);
 
 }  // namespace mlra::cuda

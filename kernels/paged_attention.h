@@ -15,19 +15,28 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/fp8_e4m3.h"
 #include "kernels/tensor.h"
 
 namespace mlra {
 
+// How a paged cache stores its values: kPlain, `dtype` elements; kFp8E4M3, the FP8 layout of
+// kernels/fp8_e4m3.h (quantized groups with a float32 scale each, then a bf16 tail).
+enum class CacheEncoding : uint8_t { kPlain, kFp8E4M3 };
+
 // Page tables in CSR form: sequence s owns pages page_indices[page_indptr[s] .. page_indptr[s+1]).
 // Cache position p of sequence s lives in page page_indices[page_indptr[s] + p / page_size], slot
-// p % page_size; a token row is `row_width` elements wide.
+// p % page_size; a token row is `row_width` values wide (offsets below count values, whatever the
+// encoding).
 struct PagedCacheView {
-  void* data = nullptr;  // [num_pages, page_size, row_width]
-  DType dtype = DType::kF32;
+  void* data = nullptr;       // plain: [num_pages, page_size, row_width]; FP8: num_pages pages of
+                              // fp8.page_bytes(page_size) bytes
+  DType dtype = DType::kF32;  // plain: the element dtype; FP8: kU8
   int64_t num_pages = 0;
   int32_t page_size = 0;
   int32_t row_width = 0;
+  CacheEncoding encoding = CacheEncoding::kPlain;
+  Fp8CacheLayout fp8 = {};  // FP8 only; fp8.values() == row_width
 };
 
 // Kernel families of paged attention (the CUDA kernels behind each: kernels/README.md).

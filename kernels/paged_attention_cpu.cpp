@@ -1,5 +1,6 @@
 // CPU reference paged attention: for every (token, head), one pass over the sequence's cached
-// positions 0..pos through its page table, exact softmax in double precision.
+// positions 0..pos through its page table, exact softmax in double precision. An FP8 cache is
+// read through its dequantized float32 rows (paged_cache_cpu.h).
 #include "kernels/paged_attention_cpu.h"
 
 #include <algorithm>
@@ -8,13 +9,17 @@
 #include <string>
 #include <vector>
 
+#include "kernels/paged_cache_cpu.h"
+
 namespace mlra {
 namespace {
 
 void check_args(const PagedAttentionArgs& a) {
   auto fail = [](const std::string& m) { throw std::invalid_argument("paged_attention: " + m); };
-  if (a.q_dtype != DType::kF32 || a.out_dtype != DType::kF32 || a.cache.dtype != DType::kF32)
-    fail("the CPU reference takes float32 only");
+  if (a.q_dtype != DType::kF32 || a.out_dtype != DType::kF32)
+    fail("the CPU reference takes float32 queries and outputs only");
+  if (a.cache.encoding == CacheEncoding::kPlain && a.cache.dtype != DType::kF32)
+    fail("the CPU reference reads a float32 or FP8 cache only");
   if (int(a.a_offset.size()) != a.num_heads || int(a.v_offset.size()) != a.num_heads)
     fail("a_offset/v_offset must have one entry per head");
   for (int h = 0; h < a.num_heads; ++h) {
@@ -32,7 +37,7 @@ void check_args(const PagedAttentionArgs& a) {
 void paged_attention_cpu(const PagedAttentionArgs& a) {
   check_args(a);
   const float* q = static_cast<const float*>(a.q);
-  const float* cache = static_cast<const float*>(a.cache.data);
+  CacheRowReader rows(a.cache);
   float* out = static_cast<float*>(a.out);
   const int64_t ps = a.cache.page_size;
   std::vector<double> scores;
@@ -47,16 +52,14 @@ void paged_attention_cpu(const PagedAttentionArgs& a) {
       throw std::invalid_argument("paged_attention: position " + std::to_string(n_ctx - 1) +
                                   " not covered by the page table of sequence " +
                                   std::to_string(s));
+    rows.prepare(s, pages, n_ctx);
     scores.resize(n_ctx);
     for (int h = 0; h < a.num_heads; ++h) {
       const float* qa = q + t * a.q_token_stride + h * a.q_head_stride;
       const float* qr = qa + a.a_dim;
       double mx = -INFINITY;
       for (int64_t p = 0; p < n_ctx; ++p) {
-        const int64_t page = pages[p / ps];
-        if (page < 0 || page >= a.cache.num_pages)
-          throw std::invalid_argument("paged_attention: page id outside the cache");
-        const float* row = cache + (page * ps + p % ps) * a.cache.row_width;
+        const float* row = rows.row(p);
         double dot = 0;
         const float* ka = row + a.a_offset[h];
         for (int i = 0; i < a.a_dim; ++i) dot += double(qa[i]) * ka[i];
@@ -70,8 +73,7 @@ void paged_attention_cpu(const PagedAttentionArgs& a) {
       for (int64_t p = 0; p < n_ctx; ++p) {
         const double w = std::exp(scores[p] - mx);
         denom += w;
-        const int64_t page = pages[p / ps];
-        const float* v = cache + (page * ps + p % ps) * a.cache.row_width + a.v_offset[h];
+        const float* v = rows.row(p) + a.v_offset[h];
         for (int i = 0; i < a.v_dim; ++i) acc[i] += w * v[i];
       }
       float* o = out + t * a.out_token_stride + h * a.out_head_stride;

@@ -40,12 +40,45 @@ void validate(const PagedAttentionArgs& a) {
   if (!is_pow2(a.cache.page_size)) fail("page size must be a power of two");
   if (a.v_dim < 1 || a.v_dim > 512) fail("v_dim must be in 1..512");
   if (a.a_dim + a.r_dim < 1 || a.a_dim + a.r_dim > 1024) fail("a_dim + r_dim must be in 1..1024");
-  for (DType t : {a.q_dtype, a.out_dtype, a.cache.dtype})
+  const bool fp8 = a.cache.encoding == CacheEncoding::kFp8E4M3;
+  for (DType t : {a.q_dtype, a.out_dtype, fp8 ? DType::kF32 : a.cache.dtype})
     if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) fail("float dtypes only");
+  if (fp8 && (a.cache.fp8.values() != a.cache.row_width ||
+              int64_t(a.cache.page_size) * a.cache.fp8.quantized() % 4 != 0))
+    fail("FP8 cache layout must fill the row and keep its scales 4-byte aligned");
 }
 
 bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+// An FP8 cache takes the tensor-core kernel of its family (codes by TMA, dequantized in shared
+// memory: fp8_tile.cuh) when every head reads whole groups (a latent: one group of a_dim values
+// and the 64-wide bf16 tail; K/V: one 128-wide group for K and one for V) and every plane keeps
+// TMA's 16-byte alignment; every other FP8 case runs on the generic kernel.
+AttentionPath choose_fp8_path(const PagedAttentionArgs& a) {
+  const Fp8CacheLayout& l = a.cache.fp8;
+  const int64_t ps = a.cache.page_size;
+  bool ok = a.q_dtype == DType::kBF16 && aligned16(a.q) && aligned16(a.cache.data) &&
+            a.q_token_stride % 8 == 0 && a.q_head_stride % 8 == 0 && l.quantized() % 16 == 0 &&
+            l.page_bytes(ps) % 16 == 0 && ps >= 8 && a.a_dim == a.v_dim && l.group_width == a.a_dim;
+  if (ok && a.kernel == AttentionKernel::kLatent) {
+    ok = a.r_dim == 64 && l.tail == 64 && a.r_offset == l.quantized() && l.tail_at(ps, 0) % 16 == 0;
+    for (int h = 0; ok && h < a.num_heads; ++h)
+      ok = a.a_offset[h] % a.a_dim == 0 && a.v_offset[h] == a.a_offset[h];
+    if (!ok) return AttentionPath::kGeneric;
+    if (a.a_dim == 128) return AttentionPath::kLatent128;
+    if (a.a_dim == 256) return AttentionPath::kLatent256;
+    if (a.a_dim == 512) return AttentionPath::kLatent512;
+    return AttentionPath::kGeneric;
+  }
+  if (ok && a.kernel == AttentionKernel::kKv) {
+    ok = a.r_dim == 0 && l.tail == 0 && a.a_dim == 128;
+    for (int h = 0; ok && h < a.num_heads; ++h)
+      ok = a.a_offset[h] % 128 == 0 && a.v_offset[h] % 128 == 0 && a.v_offset[h] != a.a_offset[h];
+    return ok ? AttentionPath::kKv128 : AttentionPath::kGeneric;
+  }
+  return AttentionPath::kGeneric;
 }
 
 // Runs of consecutive heads with identical segments, cut into tiles of at most max_rows.
@@ -102,6 +135,7 @@ CudaPagedAttention::~CudaPagedAttention() {
 
 AttentionPath CudaPagedAttention::choose_path(const PagedAttentionArgs& a) {
   if (a.kernel == AttentionKernel::kGeneric || a.num_heads == 0) return AttentionPath::kGeneric;
+  if (a.cache.encoding == CacheEncoding::kFp8E4M3) return choose_fp8_path(a);
   // Every tensor-core kernel: bf16 operands, 16-byte aligned q rows (cp.async) and cache segments
   // (the TMA tensor map: 16-byte aligned base and row pitch, 64-dim boxes at 8-element columns).
   if (a.q_dtype != DType::kBF16 || a.cache.dtype != DType::kBF16 || !aligned16(a.q) ||
@@ -225,6 +259,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.q_head_stride = a.q_head_stride;
   p.cache = a.cache.data;
   p.cache_dtype = a.cache.dtype;
+  p.fp8_cache = a.cache.encoding == CacheEncoding::kFp8E4M3;
+  p.fp8 = a.cache.fp8;
   p.page_shift = log2_int(a.cache.page_size);
   p.cache_rows = a.cache.num_pages * a.cache.page_size;
   if (path_ == AttentionPath::kKv128 || path_ == AttentionPath::kKvRope128)

@@ -41,6 +41,8 @@ struct AttentionParams {
   int64_t q_head_stride = 0;
   const void* cache = nullptr;
   DType cache_dtype = DType::kBF16;
+  bool fp8_cache = false;  // FP8 layout (fp8_e4m3.h): codes dequantized on chip (fp8_tile.cuh)
+  Fp8CacheLayout fp8;
   int32_t page_shift = 0;  // log2(page_size)
   int64_t cache_rows = 0;  // num_pages * page_size
   int32_t box_rows = 0;    // TMA box height: min(latent tile rows, page size)

@@ -1,11 +1,13 @@
-// Generic paged attention (any a/r/v dims, any per-head offsets, f32/bf16/f16 storage): serves
-// MHA/GQA/MQA (d 128), MFA (256), GTA's tied layout and the tiny test dims. Heads that share a
-// cache segment (a GQA group) form one tile and are scored together, so each cached row is read
-// once per tile. SIMT in f32: warp w of the CTA walks positions begin + w, + kWarps, ...; lanes
-// split the dot products and the value dims; each warp keeps its own online softmax, and the
-// warps' states are merged in shared memory at the end (final output or split-KV partial).
+// Generic paged attention (any a/r/v dims, any per-head offsets, f32/bf16/f16 or FP8 storage
+// through fp8_cache.cuh): serves MHA/GQA/MQA (d 128), MFA (256), GTA's tied layout, the tiny test
+// dims and every FP8 cache. Heads that share a cache segment (a GQA group) form one tile and are
+// scored together, so each cached row is read once per tile. SIMT in f32: warp w of the CTA walks
+// positions begin + w, + kWarps, ...; lanes split the dot products and the value dims; each warp
+// keeps its own online softmax, and the warps' states are merged in shared memory at the end (final
+// output or split-KV partial).
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_cache.cuh"
 #include "kernels/paged_attention_cuda.h"
 #include "kernels/plan_grid_launch.cuh"
 
@@ -13,6 +15,12 @@ namespace mlra::cuda {
 namespace {
 
 constexpr int kWarps = 4;
+
+// Value `col` of cache row `row` as f32, either encoding.
+__device__ __forceinline__ float cache_value(const AttentionParams& p, int64_t row, int64_t col) {
+  if (p.fp8_cache) return fp8_cache_value(p.cache, p.fp8, int64_t(1) << p.page_shift, row, col);
+  return load_as_f32(p.cache, p.cache_dtype, row * p.row_width + col);
+}
 
 template <int kVpl>
 constexpr int max_group() {
@@ -55,13 +63,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   for (int pos = item.kv_begin + warp; pos < item.kv_end; pos += kWarps) {
     const int64_t row = (int64_t(pages[pos >> p.page_shift]) << p.page_shift) + (pos & page_mask);
-    const int64_t base = row * p.row_width;
     float s[kG];
 #pragma unroll
     for (int g = 0; g < kG; ++g) s[g] = 0.0f;
     for (int k = lane; k < qk_dim; k += 32) {
       const int64_t col = k < p.a_dim ? tile.a_offset + k : p.r_offset + (k - p.a_dim);
-      const float kv = load_as_f32(p.cache, p.cache_dtype, base + col);
+      const float kv = cache_value(p, row, col);
 #pragma unroll
       for (int g = 0; g < kG; ++g) s[g] += q_s[g * qk_dim + k] * kv;
     }
@@ -72,7 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < kVpl; ++i) {
       const int d = lane + 32 * i;
-      v[i] = d < p.v_dim ? load_as_f32(p.cache, p.cache_dtype, base + tile.v_offset + d) : 0.0f;
+      v[i] = d < p.v_dim ? cache_value(p, row, tile.v_offset + d) : 0.0f;
     }
 #pragma unroll
     for (int g = 0; g < kG; ++g) {

@@ -14,6 +14,11 @@
 // Rows past the chunk's end are zeroed in shared memory by each consumer warpgroup before it reads
 // a partial tile (both write the same zeros), so masked positions never meet a NaN in P.V.
 // Output: the final rows, or split-KV partials (o, lse in log2) for launch_split_kv_merge.
+// An FP8 cache (kFp8, fp8_e4m3.h; K/V and absorbed latent layouts): the producer's TMA brings a
+// tile's codes into its upper blocks (latent: the second latent block, k_pe bf16 into its own;
+// K/V: K codes into the first V block, V codes into the second); both consumer warpgroups then
+// write code value x row scale as bf16 over the tile (fp8_tile.cuh; rows past the end as zeros),
+// whatever work their rows have in it, and the wgmma chains run unchanged.
 #include "kernels/prefill_attention.h"
 
 #include <cuda_bf16.h>
@@ -22,6 +27,7 @@
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
+#include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/plan_grid_launch.cuh"
@@ -67,10 +73,12 @@ struct PrefillConfig {
   }
 };
 
-template <PrefillLayout L, bool kPacked>
+// kFp8 (kKv and kLatent): cache_map is the code map, tail_map the bf16 k_pe's (kLatent).
+template <PrefillLayout L, bool kPacked, bool kFp8>
 __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
     prefill_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
-                   const __grid_constant__ CUtensorMap cache_map) {
+                   const __grid_constant__ CUtensorMap cache_map,
+                   const __grid_constant__ CUtensorMap tail_map) {
 #ifdef MLRA_LATENT_WGMMA
   using C = PrefillConfig<L>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -110,6 +118,24 @@ __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
     // Producer: one lane requests tile j + kStages once every consumer warp released tile j.
     if (lane != 0) return;
     auto tma_tile = [&](int j, int stage) {
+      if constexpr (kFp8) {
+        const int start = item.kv_begin + j * C::kBN;
+        const int boxes = tile_boxes<C::kBN>(p, start, item.kv_end);
+        const uint32_t base = smem_addr(ring + stage * C::kStageBytes), bar = full_bar + 8 * stage;
+        mbar_expect_tx(bar, uint32_t(boxes * 2 * p.box_rows * 128));  // two 128-byte parts a row
+        if constexpr (L == PrefillLayout::kLatent) {
+          tma_fp8_codes<C::kBN, 1>(base + C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                                   tile.a_offset);
+          tma_fp8_tail(base + 2 * C::kBN * 128, bar, &tail_map, p, pages, start, boxes,
+                       p.r_offset - int(p.fp8.quantized()));
+        } else {
+          tma_fp8_codes<C::kBN, 1>(base + 2 * C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                                   tile.a_offset);
+          tma_fp8_codes<C::kBN, 1>(base + 3 * C::kBN * 128, bar, &cache_map, p, pages, start, boxes,
+                                   tile.v_offset);
+        }
+        return;
+      }
       tma_request_tile<C::kBN, C::kTileBlocks>(
           smem_addr(ring + stage * C::kStageBytes), full_bar + 8 * stage, &cache_map, p, pages,
           item.kv_begin + j * C::kBN, item.kv_end, [&](int kb) { return C::column(kb, tile, p); });
@@ -145,10 +171,27 @@ __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
     const uint32_t kt = smem_addr(ring + stage * C::kStageBytes);
-    mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    if constexpr (kFp8) {
+      // Both warpgroups dequantize the tile (tid < 256: row tid / 2); the scales before the wait.
+      constexpr bool kLat = L == PrefillLayout::kLatent;
+      const int pos = start + tid / 2, valid = item.kv_end - start;
+      float scale[kLat ? 1 : 2];
+      scale[0] = fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / 128);
+      if constexpr (!kLat)
+        scale[1] = fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / 128);
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+      fp8_tile_dequantize<C::kBN, C::kConsumerThreads, kLat ? 1 : 2, kLat ? 1 : 2>(
+          kt, valid, scale, tid, [] { named_barrier(3, C::kConsumerThreads); });
+      if (kLat && valid < C::kBN)
+        zero_tail_rows<C::kBN>(kt + 2 * C::kBN * 128, valid, 8, tid, C::kConsumerThreads);
+      fence_proxy_async();
+      named_barrier(4, C::kConsumerThreads);
+    } else {
+      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
+    }
     if (start < wg_end) {
       const int valid = item.kv_end - start;
-      if (valid < C::kBN) {
+      if (!kFp8 && valid < C::kBN) {
         zero_tail_rows<C::kBN>(kt, valid, C::kChunks, wtid, 128);
         fence_proxy_async();
         named_barrier(1 + wg, 128);
@@ -200,13 +243,13 @@ __global__ void __launch_bounds__(PrefillConfig<L>::kThreads, 1)
 
 }  // namespace
 
-template <PrefillLayout L>
+template <PrefillLayout L, bool kFp8 = false>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
-            const CUtensorMap& map, cudaStream_t stream) {
+            const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
   using C = PrefillConfig<L>;
-  auto* kernel =
-      plan.shape.tokens_per_item > 1 ? prefill_kernel<L, true> : prefill_kernel<L, false>;
-  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map);
+  auto* kernel = plan.shape.tokens_per_item > 1 ? prefill_kernel<L, true, kFp8>
+                                                : prefill_kernel<L, false, kFp8>;
+  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map, tail);
 }
 
 void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
@@ -216,8 +259,10 @@ void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
                "prefill attention: K/V, latent-128 or K/V with a shared rope part");
   MLRA_REQUIRE(p.a_dim == 128 && p.v_dim == 128 && p.r_dim == (latent || split ? 64 : 0),
                "prefill attention: 128-dim values (and a 64-dim rope part)");
-  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && p.cache_dtype == DType::kBF16,
-               "prefill attention: q and cache must be bf16");
+  MLRA_REQUIRE(p.q_dtype == DType::kBF16 && (p.cache_dtype == DType::kBF16 || p.fp8_cache),
+               "prefill attention: q must be bf16, the cache bf16 or FP8");
+  MLRA_REQUIRE(!p.fp8_cache || (!split && p.fp8.group_width == 128),
+               "prefill attention: an FP8 cache holds 128-wide groups (K/V or latent layout)");
   MLRA_REQUIRE(p.rows_max == kPrefillRows, "prefill attention: 128 rows per tile");
   MLRA_REQUIRE(p.box_rows > 0 && 128 % p.box_rows == 0,
                "prefill attention: TMA box rows must divide the tile");
@@ -226,15 +271,25 @@ void launch_prefill_attention(const AttentionParams& p, const HeadTiles& tiles,
                      latent == (tiles.tile[i].a_offset == tiles.tile[i].v_offset),
                  "prefill attention: bad head tile");
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  CUtensorMap map{};
+  CUtensorMap map{}, tail{};
+  if (p.fp8_cache) {
+    for (int i = 0; i < tiles.count; ++i)
+      MLRA_REQUIRE(tiles.tile[i].a_offset % 128 == 0 && tiles.tile[i].v_offset % 128 == 0,
+                   "prefill attention: an FP8 tile reads whole 128-wide groups");
+    MLRA_REQUIRE(p.cache_rows > 0 &&
+                     (latent ? make_fp8_cache_maps(p, map, tail) : make_fp8_code_map(p, map)),
+                 "prefill attention: no tensor maps for the FP8 cache");
+    if (latent) return launch<PrefillLayout::kLatent, true>(p, tiles, plan, map, tail, stream);
+    return launch<PrefillLayout::kKv, true>(p, tiles, plan, map, map, stream);
+  }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "prefill attention: no tensor map for the cache");
   if (latent)
-    launch<PrefillLayout::kLatent>(p, tiles, plan, map, stream);
+    launch<PrefillLayout::kLatent>(p, tiles, plan, map, map, stream);
   else if (split)
-    launch<PrefillLayout::kSplitRope>(p, tiles, plan, map, stream);
+    launch<PrefillLayout::kSplitRope>(p, tiles, plan, map, map, stream);
   else
-    launch<PrefillLayout::kKv>(p, tiles, plan, map, stream);
+    launch<PrefillLayout::kKv>(p, tiles, plan, map, map, stream);
 }
 
 }  // namespace mlra::cuda

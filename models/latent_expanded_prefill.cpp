@@ -33,17 +33,16 @@ void LatentAttention::expanded_prefill(const MatView& cq, const StepContext& ste
   b.rope(q_mat, H, qw, dn, dr, step.positions + plan.first_token, c.rope_base);
 
   // Scratch rows [K_nope of every head | V of every head | k_pe]: latents and k_pe gathered from
-  // the cache (this step's rows are written already), K_nope = W_UK c, V = alpha W_UV c.
-  const MatView cache_mat{cache.data, cache.dtype, int64_t(cache.num_pages) * cache.page_size,
-                          cache.row_width, cache.row_width};
+  // the cache (this step's rows are written already; an FP8 cache's are dequantized), K_nope =
+  // W_UK c, V = alpha W_UV c. The scratch itself is a plain cache of the backend's dtype.
   Tensor latents = b.alloc({R, latent_cols}, b.act_dtype());
   const MatView lat_mat = as_mat(latents, latent_cols);
-  b.embed(plan.gather_slots, R, cache_mat.cols_slice(0, latent_cols), lat_mat);
+  b.cache_gather(cache, plan.gather_slots, R, 0, lat_mat);
   const int64_t row = 2 * H * dn + dr;
   Tensor scratch = b.alloc({R, row}, b.cache_dtype());
   const MatView scratch_mat = as_mat(scratch, row);
-  b.embed(plan.gather_slots, R, cache_mat.cols_slice(latent_cols, dr),
-          scratch_mat.cols_slice(2 * H * dn, dr));
+  b.cache_gather(cache, plan.gather_slots, R, int32_t(latent_cols),
+                 scratch_mat.cols_slice(2 * H * dn, dr));
   const float alpha = c.attn_output_scale();
   for (const Unit& u : units_) {
     const int64_t h0 = u.spec.head_begin - head_begin_, n = u.spec.num_heads();

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
+#include "models/cache_shape.h"
 #include "models/latent_expansion.h"
 #include "models/step_context.h"
 #include "models/tensor_layout.h"
@@ -42,6 +44,11 @@ Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const
     : config_(config), plan_(plan), backend_(backend), comm_(comm), cache_opts_(cache) {
   if (cache.page_size <= 0 || cache.num_pages < 0)
     throw std::invalid_argument("transformer: page_size must be positive and num_pages >= 0");
+  if (!backend.supports_cache_encoding(cache.encoding))
+    throw std::invalid_argument(std::string("transformer: kv_cache_dtype ") +
+                                kv_cache_dtype_name(cache.encoding) + " is not supported by the " +
+                                backend.name() + " backend");
+  if (cache.encoding == CacheEncoding::kFp8E4M3) fp8_layout_ = fp8_cache_layout(config, plan);
   WeightLoader w(ckpt, backend);
   const int64_t d = config.n_embd;
   embedding_ = w.load("transformer.wte.weight");
@@ -70,18 +77,27 @@ void Transformer::allocate_cache(int64_t num_pages) {
   graphs_.clear();
   cache_opts_.num_pages = num_pages;
   // One scratch page past the scheduler's pages: padded rows of decode graphs write there.
+  const bool fp8 = cache_opts_.encoding == CacheEncoding::kFp8E4M3;
   for (auto& layer : layers_)
-    layer.cache = backend_.alloc({num_pages + 1, cache_opts_.page_size, plan_.cache_width},
-                                 backend_.cache_dtype());
+    layer.cache =
+        fp8 ? backend_.alloc({num_pages + 1, fp8_layout_.page_bytes(cache_opts_.page_size)},
+                             DType::kU8)
+            : backend_.alloc({num_pages + 1, cache_opts_.page_size, plan_.cache_width},
+                             backend_.cache_dtype());
 }
 
 int64_t Transformer::cache_bytes_per_token() const {
-  return plan_.cache_width * config_.n_layer * int64_t(dtype_size(backend_.cache_dtype()));
+  return cache_row_bytes(config_, plan_, cache_opts_.encoding,
+                         int64_t(dtype_size(backend_.cache_dtype()))) *
+         config_.n_layer;
 }
 
 PagedCacheView Transformer::cache_view(const Layer& layer) const {
-  return {layer.cache.data, layer.cache.dtype, cache_opts_.num_pages + 1, cache_opts_.page_size,
-          int32_t(plan_.cache_width)};
+  PagedCacheView v{layer.cache.data, layer.cache.dtype, cache_opts_.num_pages + 1,
+                   cache_opts_.page_size, int32_t(plan_.cache_width)};
+  v.encoding = cache_opts_.encoding;
+  v.fp8 = fp8_layout_;
+  return v;
 }
 
 void Transformer::forward(const StepBatch& s, std::vector<float>& logits) {

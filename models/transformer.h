@@ -23,6 +23,9 @@ namespace mlra {
 struct CacheOptions {
   int32_t page_size = 64;
   int64_t num_pages = 0;
+  // kPlain: the backend's cache_dtype(); kFp8E4M3: FP8 groups per latent / K / V head with a
+  // float32 scale each, RoPE keys bf16 (models/cache_shape.h fp8_cache_layout).
+  CacheEncoding encoding = CacheEncoding::kPlain;
 };
 
 class Transformer {
@@ -58,7 +61,7 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }
   int64_t weight_bytes() const { return weight_bytes_; }
-  int64_t cache_bytes_per_token() const;  // this rank, all layers
+  int64_t cache_bytes_per_token() const;  // this rank, all layers, in the cache's encoding
   const CacheOptions& cache_options() const { return cache_opts_; }
 
  private:
@@ -67,7 +70,7 @@ class Transformer {
     Tensor ln1, ln2;  // [d]
     Tensor fc12;      // [2 * ff_local, d]: W_fc1 rows, then W_fc2 rows
     Tensor proj;      // [d, ff_local]
-    Tensor cache;     // [num_pages, page_size, cache_width]
+    Tensor cache;     // plain: [num_pages, page_size, cache_width]; FP8: [num_pages, page bytes]
   };
   PagedCacheView cache_view(const Layer& layer) const;
   bool is_pure_decode(const StepBatch& s) const;
@@ -83,7 +86,8 @@ class Transformer {
   Backend& backend_;
   Communicator& comm_;
   CacheOptions cache_opts_;
-  Tensor embedding_;  // [vocab, d], tied with the LM head
+  Fp8CacheLayout fp8_layout_;  // the FP8 cache's row layout (FP8 encoding only)
+  Tensor embedding_;           // [vocab, d], tied with the LM head
   Tensor final_norm_;
   std::vector<Layer> layers_;
   int64_t weight_bytes_ = 0;

@@ -166,7 +166,14 @@ fi
 timeout 400 "$B/mlra_gpu_tests" "~[tp_shared]" 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 25
 timeout 200 "$B/mlra-serve" perplexity --model-dir models/default --attention mlra4 \
   --tokens .device/eval/val.bin --context 512 -o backend=cuda -o log_level=warn 2>&1 | tee "$OUT/ppl_cuda.log"
-timeout 200 "$B/mlra-bench" attention 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
+# The FP8 cache against the bf16 one: perplexity on held-out text and greedy agreement.
+timeout 600 "$B/mlra-serve" kv-cache-compare --model-dir models/default --attention mlra4 \
+  --text tests/data/heldout/austen.txt -o backend=cuda -o log_level=warn 2>&1 \
+  | tee "$OUT/kv_cache_compare_cuda.log"
+timeout 200 "$B/mlra-bench" attention --kv-cache-dtype auto 2>&1 | tee "$OUT/bench_attention.log" | tail -n 30
+# Both cache encodings in one run (the FP8 cache on the generic kernel).
+timeout 300 "$B/mlra-bench" attention --contexts-k 64 128 --batches 16 64 2>&1 \
+  | tee "$OUT/bench_attention_fp8.log" | tail -n 30
 # The kept kernel option's case (kernels/README.md): the K/V split at two CTAs per SM.
 timeout 200 "$B/mlra-bench" attention --variants "MHA TP8" --kernels '{"kv_split_per_sm":2}' 2>&1 \
   | tee "$OUT/bench_attention_kv_split2.log" | tail -n 25

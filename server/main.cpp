@@ -1,12 +1,13 @@
 // mlra-serve: command-line entry point (serve, generate, inspect, client, perplexity,
-// tpla-calibrate, worker). A thin CLI11 dispatcher: every subcommand registers itself from its
-// own file, one line each.
+// kv-cache-compare, tpla-calibrate, worker). A thin CLI11 dispatcher: every subcommand registers
+// itself from its own file, one line each.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "server/cli/client_command.h"
 #include "server/cli/generate_command.h"
 #include "server/cli/inspect_command.h"
+#include "server/cli/kv_cache_compare_command.h"
 #include "server/cli/perplexity_command.h"
 #include "server/cli/tpla_calibrate_command.h"
 #include "server/serve_command.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   mlra::register_generate_command(app, exit_code);
   mlra::register_inspect_command(app, exit_code);
   mlra::register_perplexity_command(app, exit_code);
+  mlra::register_kv_cache_compare_command(app, exit_code);
   mlra::register_tpla_calibrate_command(app, exit_code);
   mlra::register_worker_command(app, exit_code);
   try {

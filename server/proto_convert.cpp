@@ -127,6 +127,7 @@ void fill_model_info(const Engine& engine, const ServingLabels& labels,
   out->set_max_running_seqs(opt.max_running_seqs);
   out->set_max_stop_strings(opt.max_stop_strings);
   out->set_max_logprobs(opt.max_logprobs);
+  out->set_kv_cache_dtype(labels.kv_cache_dtype);
 }
 
 void fill_stats(const EngineStats& s, bool healthy, v1::StatsResponse* out) {

@@ -25,6 +25,7 @@ void append_chunk(const GenerationChunk& chunk, v1::CompleteResponse* out);
 struct ServingLabels {
   std::string mla_tp_mode = "replicate";
   std::string dtype = "fp32";
+  std::string kv_cache_dtype = "auto";
 };
 
 void fill_model_info(const Engine& engine, const ServingLabels& labels, v1::ModelInfoResponse* out);

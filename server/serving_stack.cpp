@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/runner_factory.h"
+#include "models/cache_shape.h"
 
 namespace mlra {
 
@@ -55,14 +56,16 @@ ServingStack build_serving_stack(const ServerConfig& config,
   std::unique_ptr<ModelRunner> runner = make_runner(run);
   const RunnerInfo info = runner->info();
   spdlog::info(
-      "model loaded: {} pages of {} tokens, {} cache bytes/token/rank, {} weight "
-      "bytes/rank",
-      info.num_pages, info.page_size, info.cache_bytes_per_token, info.weight_bytes_per_rank);
+      "model loaded: {} pages of {} tokens, {} cache bytes/token/rank (kv_cache_dtype {}), {} "
+      "weight bytes/rank",
+      info.num_pages, info.page_size, info.cache_bytes_per_token, kv_cache_dtype_name(run.kv_cache),
+      info.weight_bytes_per_rank);
   EngineOptions options = engine_options(config);
   options.metrics = std::move(metrics);
   stack.engine = std::make_unique<Engine>(std::move(runner), *stack.tokenizer, options);
   stack.labels.mla_tp_mode = latent_tp_mode_name(run.mla_tp_mode);
   stack.labels.dtype = effective_dtype(config);
+  stack.labels.kv_cache_dtype = kv_cache_dtype_name(run.kv_cache);
   return stack;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "engine/cache_budget.h"
+#include "models/cache_shape.h"
 #include "models/model_config.h"
 #include "models/variant.h"
 
@@ -22,10 +23,12 @@ void check_config_against_model(const ServerConfig& server) {
         "saw positions past that; use at most {}, or 0 for the block size",
         c.max_context, model.block_size, model.block_size));
   if (c.backend != "cpu") return;
-  const int64_t values_per_token = widest_cache_width(model, c.tp) * model.n_layer;
-  const double per_rank =
-      c.num_pages > 0 ? double(c.num_pages) * c.page_size * double(values_per_token) * sizeof(float)
-                      : double(c.cache_memory_bytes);
+  const int64_t bytes_per_token =
+      cache_row_bytes_per_rank(model, c.tp, c.kv_cache, cache_value_bytes(c.backend)).max_values *
+      model.n_layer;
+  const double per_rank = c.num_pages > 0
+                              ? double(c.num_pages) * c.page_size * double(bytes_per_token)
+                              : double(c.cache_memory_bytes);
   struct sysinfo info {};
   if (sysinfo(&info) != 0) return;
   const double host = double(info.totalram) * info.mem_unit;

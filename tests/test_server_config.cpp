@@ -181,6 +181,7 @@ TEST_CASE("the runner config's JSON holds every field", "[engine][config]") {
   c.page_size = 16;
   c.cache_memory_bytes = 1 << 30;
   c.num_pages = 5;
+  c.kv_cache = CacheEncoding::kFp8E4M3;
   c.gpu_memory_fraction = 0.75;
   c.cuda_graph_max_batch = 0;
   c.max_context = 512;

@@ -3,6 +3,8 @@
 // graph of attention+merge runs rotating over enough cache copies to exceed L2, timed with events
 // after warm-up (median of replays); achieved GB/s counts the cache bytes the kernel must read.
 // Inputs are random bf16 (never zeros); page tables are shuffled so pages are not contiguous.
+// Each configuration runs with the bf16 cache and with the FP8 cache (kv_cache_dtype fp8_e4m3:
+// the same random values quantized by the cache write), whose bytes per token are fewer.
 #include "server/bench/bench_attention.h"
 
 #include <cmath>
@@ -20,6 +22,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
@@ -38,6 +41,7 @@ struct BenchOptions {
   int page_size = 64;
   std::vector<std::string> variants;  // empty: all
   std::string kernels;                // --kernels: the "kernels" config object
+  std::vector<std::string> kv_cache_dtypes = {"auto", "fp8_e4m3"};
 };
 
 #ifdef MLRA_HAVE_CUDA
@@ -51,6 +55,13 @@ struct Variant {
   bool latent;
   int kv_heads = 1;  // K/V variants: the row holds K of every KV head, then V (models' layout)
   int64_t row_width() const { return latent ? a_dim + r_dim : 2 * kv_heads * a_dim; }
+  // The FP8 layout the models use: one group per latent or per K / V head, k_pe as the tail.
+  Fp8CacheLayout fp8() const {
+    return latent ? Fp8CacheLayout{1, a_dim, r_dim} : Fp8CacheLayout{2 * kv_heads, a_dim, 0};
+  }
+  int64_t row_bytes(bool fp8_cache) const {
+    return fp8_cache ? fp8().row_bytes() : 2 * row_width();
+  }
 };
 
 using bench::copy_bandwidth_gbs;
@@ -64,19 +75,46 @@ struct Result {
   std::string path;
 };
 
-Result bench_one(int device, const KernelOptions& kernels, const Variant& v, int64_t ctx, int batch,
-                 int page_size, size_t l2_bytes, int replays, cudaStream_t stream) {
+// Random values in every row of an FP8 cache: bf16 rows quantized by the cache write, in chunks.
+void fill_fp8_cache(const PagedCacheView& cache, uint64_t seed, cudaStream_t stream) {
+  const int64_t rows = cache.num_pages * cache.page_size, chunk = std::min<int64_t>(rows, 1 << 16);
+  DeviceBuffer src(size_t(chunk) * cache.row_width * 2), slots(size_t(chunk) * 4);
+  std::vector<int32_t> ids(static_cast<size_t>(chunk));
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    std::iota(ids.begin(), ids.end(), int32_t(r0));
+    MLRA_CUDA_CHECK(
+        cudaMemcpyAsync(slots.p, ids.data(), size_t(n) * 4, cudaMemcpyHostToDevice, stream));
+    cuda::launch_fill_random(src.p, DType::kBF16, n * cache.row_width, seed + uint64_t(r0), stream);
+    const MatView m{src.p, DType::kBF16, n, cache.row_width, cache.row_width};
+    cuda::launch_fp8_cache_write(m, static_cast<const int32_t*>(slots.p), cache, 0, stream);
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));  // ids is reused by the next chunk's copy
+  }
+}
+
+Result bench_one(int device, const KernelOptions& kernels, const Variant& v, bool fp8, int64_t ctx,
+                 int batch, int page_size, size_t l2_bytes, int replays, cudaStream_t stream) {
   const int64_t width = v.row_width();
   const int64_t pages_per_seq = (ctx + page_size - 1) / page_size;
   const int64_t num_pages = pages_per_seq * batch;
-  const size_t cache_bytes = size_t(num_pages) * page_size * width * 2;
+  const size_t cache_bytes = size_t(num_pages) * page_size * v.row_bytes(fp8);
+  PagedCacheView view{nullptr, fp8 ? DType::kU8 : DType::kBF16, num_pages, page_size,
+                      int32_t(width)};
+  if (fp8) {
+    view.encoding = CacheEncoding::kFp8E4M3;
+    view.fp8 = v.fp8();
+  }
   // Rotate over enough cache copies that consecutive runs do not hit L2.
   const int copies = int(std::clamp<size_t>(4 * l2_bytes / cache_bytes + 1, 1, 16));
   std::vector<std::unique_ptr<DeviceBuffer>> caches;
   for (int c = 0; c < copies; ++c) {
     caches.push_back(std::make_unique<DeviceBuffer>(cache_bytes));
-    cuda::launch_fill_random(caches.back()->p, DType::kBF16, int64_t(cache_bytes / 2), 11 + c,
-                             stream);
+    view.data = caches.back()->p;
+    if (fp8)
+      fill_fp8_cache(view, 11 + c, stream);
+    else
+      cuda::launch_fill_random(caches.back()->p, DType::kBF16, int64_t(cache_bytes / 2), 11 + c,
+                               stream);
   }
   std::mt19937 rng(1234);
   std::vector<int32_t> ids(num_pages), indptr(batch + 1), seq(batch), pos(batch, int32_t(ctx - 1));
@@ -118,7 +156,8 @@ Result bench_one(int device, const KernelOptions& kernels, const Variant& v, int
     a.v_offset.push_back(v.latent ? 0 : (v.kv_heads + g) * v.a_dim);
   }
   a.r_offset = v.latent ? v.a_dim : 0;
-  a.cache = {caches[0]->p, DType::kBF16, num_pages, page_size, int32_t(width)};
+  view.data = caches[0]->p;
+  a.cache = view;
   a.token_seq = d_seq;
   a.token_pos = d_pos;
   a.page_indptr = d_indptr;
@@ -151,7 +190,7 @@ Result bench_one(int device, const KernelOptions& kernels, const Variant& v, int
 
   Result r;
   r.us = ms * 1e3 / copies;
-  const double bytes = double(ctx) * batch * double(width) * 2.0;
+  const double bytes = double(ctx) * batch * double(v.row_bytes(fp8));
   r.gbs = bytes / (r.us * 1e-6) / 1e9;
   r.path = cuda::attention_path_name(attention.path());
   return r;
@@ -178,27 +217,33 @@ int run_bench(const BenchOptions& o) {
     if (o.variants.empty() ||
         std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
       variants.push_back(v);
-  std::map<std::pair<int64_t, int>, double> mlra_us;
-  std::printf("%-11s %-10s %8s %6s %10s %9s %7s %9s\n", "variant", "kernel", "context", "batch",
-              "time_us", "GB/s", "%copy", "MLA/MLRA");
+  // Keyed by (cache dtype, context, batch): MLA's time over MLRA-4's, FP8's over bf16's.
+  std::map<std::tuple<bool, int64_t, int>, double> mlra_us;
+  std::printf("%-11s %-9s %-10s %8s %6s %10s %9s %7s %9s %9s\n", "variant", "cache", "kernel",
+              "context", "batch", "time_us", "GB/s", "%copy", "MLA/MLRA", "bf16/fp8");
   for (const Variant& v : variants)
     for (int ck : o.contexts_k)
       for (int b : o.batches) {
         const int64_t ctx = int64_t(ck) * 1024;
-        const double gb = double(ctx) * b * v.row_width() * 2 / 1e9;
-        if (gb > o.max_cache_gb) continue;
-        const Result r = bench_one(o.device, kernels, v, ctx, b, o.page_size,
-                                   size_t(prop.l2CacheSize), o.replays, stream);
-        std::string ratio = "";
-        if (v.name == "MLRA-4 TP4") mlra_us[{ctx, b}] = r.us;
-        if (v.name == "MLA" && mlra_us.count({ctx, b})) {
-          char buf[32];
-          std::snprintf(buf, sizeof buf, "%.2f", r.us / mlra_us[{ctx, b}]);
-          ratio = buf;
+        double bf16_us = 0;
+        for (const std::string& dtype : o.kv_cache_dtypes) {
+          const bool fp8 = dtype == "fp8_e4m3";
+          const double gb = double(ctx) * b * double(v.row_bytes(fp8)) / 1e9;
+          if (gb > o.max_cache_gb) continue;
+          const Result r = bench_one(o.device, kernels, v, fp8, ctx, b, o.page_size,
+                                     size_t(prop.l2CacheSize), o.replays, stream);
+          char mla_ratio[32] = "", fp8_ratio[32] = "";
+          if (v.name == "MLRA-4 TP4") mlra_us[{fp8, ctx, b}] = r.us;
+          if (v.name == "MLA" && mlra_us.count({fp8, ctx, b}))
+            std::snprintf(mla_ratio, sizeof mla_ratio, "%.2f", r.us / mlra_us[{fp8, ctx, b}]);
+          if (!fp8) bf16_us = r.us;
+          if (fp8 && bf16_us > 0)
+            std::snprintf(fp8_ratio, sizeof fp8_ratio, "%.2f", bf16_us / r.us);
+          std::printf("%-11s %-9s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s %9s\n", v.name.c_str(),
+                      fp8 ? "fp8_e4m3" : "bf16", r.path.c_str(), ck, b, r.us, r.gbs,
+                      100.0 * r.gbs / copy_gbs, mla_ratio, fp8_ratio);
+          std::fflush(stdout);
         }
-        std::printf("%-11s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s\n", v.name.c_str(),
-                    r.path.c_str(), ck, b, r.us, r.gbs, 100.0 * r.gbs / copy_gbs, ratio.c_str());
-        std::fflush(stdout);
       }
   MLRA_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
@@ -225,6 +270,9 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--page-size", opts->page_size, "page size (16..256, power of two)");
   sub->add_option("--variants", opts->variants,
                   "subset: \"MLRA-4 TP4\" \"GLA-2 TP2\" MLA \"GQA TP8\" \"MHA TP8\"");
+  sub->add_option("--kv-cache-dtype", opts->kv_cache_dtypes,
+                  "cache encodings to run, each configuration in every one (auto: bf16)")
+      ->check(CLI::IsMember({"auto", "fp8_e4m3"}));
   bench::add_kernels_option(sub, opts->kernels);
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }

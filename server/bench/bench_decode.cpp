@@ -6,13 +6,18 @@
 // per step at batch 256, which the server never copies). --kernels sets the kernel options. The
 // cache content is whatever the allocator returned: timing only. The roofline adds the measured
 // NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
+// Each point runs with the bf16 cache (column k 0) and, at --fp8-min-context and longer, once
+// more with the FP8 cache (kv_cache_dtype fp8_e4m3, k 1) under the same kernel options; a
+// same-run table then gives the bf16 time over the FP8 time.
 #include "server/bench/bench_decode.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -21,6 +26,7 @@
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "kernels/sampling.h"
+#include "models/cache_shape.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
@@ -45,20 +51,49 @@ struct DecodeArgs {
   int graph_max_batch = 256;  // 0: eager only
   bool full_logits = false;   // download [batch, vocab] f32 logits instead of sampling on device
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
-  std::string kernels;  // --kernels: the "kernels" config object
+  std::string kernels;          // --kernels: the "kernels" config object
+  int fp8_min_context = 32768;  // FP8 cache run from this context on; 0: none
 };
 
 #ifdef MLRA_HAVE_CUDA
 
+// Best step time (min of eager and graph) per point: variant, tp, batch, context, cache run k.
+using PointKey = std::tuple<std::string, int, int, int, int>;
+
+// Same-run ratio of every FP8 point (k 1) against its bf16 point (k 0).
+void print_fp8_comparison(const std::map<PointKey, double>& best_ms) {
+  bool header = false;
+  for (const auto& [key, fp8_ms] : best_ms) {
+    const auto& [v, tp, b, ctx, k] = key;
+    if (k != 1) continue;
+    const auto bf16 = best_ms.find({v, tp, b, ctx, 0});
+    if (bf16 == best_ms.end()) continue;
+    if (!header) {
+      fmt::print(
+          "\nsame-run comparison: best ms, k0 = bf16 cache, k1 = FP8 cache, ratio = k0 / k1\n");
+      fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7}\n", "variant", "tp", "batch", "ctx",
+                 "k0_ms", "k1_ms", "ratio");
+      header = true;
+    }
+    fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9.3f} {:>9.3f} {:>7.2f}\n", v, tp, b, ctx, bf16->second,
+               fp8_ms, bf16->second / fp8_ms);
+  }
+}
+
 int run_decode(const DecodeArgs& a) {
   const KernelOptions kernels = bench::kernels_of(a.kernels);
   fmt::print("kernel options: {}\n", bench::kernels_line(kernels));
+  const bool fp8_run = a.fp8_min_context > 0 &&
+                       *std::max_element(a.contexts.begin(), a.contexts.end()) >= a.fp8_min_context;
+  if (fp8_run)
+    fmt::print("k1: the FP8 cache (kv_cache_dtype fp8_e4m3), contexts >= {}\n", a.fp8_min_context);
   const double bw = bench::copy_bandwidth_gbs(nullptr);
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
+  std::map<PointKey, double> best_ms;
   fmt::print(
-      "{:<7} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7}\n",
-      "variant", "tp", "batch", "ctx", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
+      "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7}\n",
+      "variant", "tp", "batch", "ctx", "k", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
       "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms");
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
@@ -79,81 +114,90 @@ int run_decode(const DecodeArgs& a) {
       for (int b : a.batches)
         for (int ctx : a.contexts) max_tokens = std::max<int64_t>(max_tokens, int64_t(b) * ctx);
       const int32_t ps = 64;
-      const int64_t bytes_per_token = plan.cache_width * c.n_layer * 2;
-      max_tokens = std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
-      auto backend = make_cuda_backend(0, kernels);
-      auto comm = make_single_rank_communicator();
-      Transformer model(c, plan, *ckpt, *backend, *comm, {ps, max_tokens / ps});
-      for (int b : a.batches)
-        for (int ctx : a.contexts) {
-          const int64_t pages_per_seq = (ctx + ps - 1) / ps;
-          if (int64_t(b) * pages_per_seq > max_tokens / ps) continue;
-          StepBatch s;
-          s.page_indptr.push_back(0);
-          for (int i = 0; i < b; ++i) {
-            for (int64_t p = 0; p < pages_per_seq; ++p)
-              s.page_indices.push_back(int32_t(i * pages_per_seq + p));
-            s.page_indptr.push_back(int32_t(s.page_indices.size()));
-            s.tokens.push_back(1000 + i);
-            s.positions.push_back(ctx - 1);
-            s.token_seq.push_back(i);
-            s.slots.push_back(int32_t((i * pages_per_seq + (ctx - 1) / ps) * ps + (ctx - 1) % ps));
-            s.logit_rows.push_back(i);
-          }
-          SamplingBatch greedy;
-          for (int i = 0; i < b; ++i) greedy.rows.push_back({.temperature = 0.0f});
-          greedy.penalty_indptr.assign(size_t(b) + 1, 0);
-          auto sampler = make_token_sampler(*backend, c.text_vocab_size);
-          SampledTokens ids;
-          std::vector<float> logits;
-          auto step = [&] {
-            if (a.full_logits)
-              model.forward(s, logits);
-            else
-              model.forward(s, [&](const MatView& l) { sampler->sample(l, greedy, ids); });
-          };
-          auto time_steps = [&](int graph_batch) {
-            model.enable_decode_graphs(graph_batch);
-            for (int w = 0; w < 3; ++w) step();  // also records the graph
-            std::vector<double> ms;
-            for (int it = 0; it < a.iters; ++it) {
-              const auto t0 = std::chrono::steady_clock::now();
-              step();
-              ms.push_back(
-                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count());
+      for (int k = 0; k < (fp8_run ? 2 : 1); ++k) {
+        const bool fp8 = k == 1;
+        const CacheEncoding enc = fp8 ? CacheEncoding::kFp8E4M3 : CacheEncoding::kPlain;
+        const int64_t bytes_per_token = cache_row_bytes(c, plan, enc, 2) * c.n_layer;
+        const int64_t run_tokens =
+            std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
+        auto backend = make_cuda_backend(0, kernels);
+        auto comm = make_single_rank_communicator();
+        Transformer model(c, plan, *ckpt, *backend, *comm, {ps, run_tokens / ps, enc});
+        for (int b : a.batches)
+          for (int ctx : a.contexts) {
+            if (fp8 && ctx < a.fp8_min_context) continue;
+            const int64_t pages_per_seq = (ctx + ps - 1) / ps;
+            if (int64_t(b) * pages_per_seq > run_tokens / ps) continue;
+            StepBatch s;
+            s.page_indptr.push_back(0);
+            for (int i = 0; i < b; ++i) {
+              for (int64_t p = 0; p < pages_per_seq; ++p)
+                s.page_indices.push_back(int32_t(i * pages_per_seq + p));
+              s.page_indptr.push_back(int32_t(s.page_indices.size()));
+              s.tokens.push_back(1000 + i);
+              s.positions.push_back(ctx - 1);
+              s.token_seq.push_back(i);
+              s.slots.push_back(
+                  int32_t((i * pages_per_seq + (ctx - 1) / ps) * ps + (ctx - 1) % ps));
+              s.logit_rows.push_back(i);
             }
-            std::sort(ms.begin(), ms.end());
-            return ms[ms.size() / 2];
-          };
-          const double eager = time_steps(0);
-          const bool graphs = a.graph_max_batch >= b;
-          const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
-          // Where an eager step's device time goes: matrix products and attention (each op
-          // bracketed by events, so launch gaps fall outside both).
-          model.enable_decode_graphs(0);
-          backend->set_op_timing(true);
-          step();
-          const Backend::OpTimes op = backend->take_op_times();
-          backend->set_op_timing(false);
-          const double cache_bytes = double(b) * ctx * double(bytes_per_token);
-          const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
-          const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
-                              (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
-          const double best = std::min(eager, graph);
-          fmt::print(
-              "{:<7} {:>3} {:>6} {:>6} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} {:>7.2f} "
-              "{:>8.2f} {:>7.3f} {:>7.3f}\n",
-              v, tp, b, ctx, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
-              graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
-              tp == 1     ? "0"
-              : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
-                          : "n/a",
-              roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
-          std::fflush(stdout);
-        }
+            SamplingBatch greedy;
+            for (int i = 0; i < b; ++i) greedy.rows.push_back({.temperature = 0.0f});
+            greedy.penalty_indptr.assign(size_t(b) + 1, 0);
+            auto sampler = make_token_sampler(*backend, c.text_vocab_size);
+            SampledTokens ids;
+            std::vector<float> logits;
+            auto step = [&] {
+              if (a.full_logits)
+                model.forward(s, logits);
+              else
+                model.forward(s, [&](const MatView& l) { sampler->sample(l, greedy, ids); });
+            };
+            auto time_steps = [&](int graph_batch) {
+              model.enable_decode_graphs(graph_batch);
+              for (int w = 0; w < 3; ++w) step();  // also records the graph
+              std::vector<double> ms;
+              for (int it = 0; it < a.iters; ++it) {
+                const auto t0 = std::chrono::steady_clock::now();
+                step();
+                ms.push_back(
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count());
+              }
+              std::sort(ms.begin(), ms.end());
+              return ms[ms.size() / 2];
+            };
+            const double eager = time_steps(0);
+            const bool graphs = a.graph_max_batch >= b;
+            const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
+            // Where an eager step's device time goes: matrix products and attention (each op
+            // bracketed by events, so launch gaps fall outside both).
+            model.enable_decode_graphs(0);
+            backend->set_op_timing(true);
+            step();
+            const Backend::OpTimes op = backend->take_op_times();
+            backend->set_op_timing(false);
+            const double cache_bytes = double(b) * ctx * double(bytes_per_token);
+            const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
+            const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
+                                (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
+            const double best = std::min(eager, graph);
+            best_ms[{v, tp, b, ctx, k}] = best;
+            fmt::print(
+                "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} "
+                "{:>7.2f} {:>8.2f} {:>7.3f} {:>7.3f}\n",
+                v, tp, b, ctx, k, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
+                graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
+                tp == 1     ? "0"
+                : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
+                            : "n/a",
+                roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
+            std::fflush(stdout);
+          }
+      }
     }
   }
+  print_fp8_comparison(best_ms);
   return 0;
 }
 #else
@@ -180,6 +224,9 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_flag("--full-logits", args->full_logits,
                 "download every row's f32 logits instead of sampling greedily on the device");
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
+  cmd->add_option("--fp8-min-context", args->fp8_min_context,
+                  "also run the FP8 cache (kv_cache_dtype fp8_e4m3) at this context and longer, "
+                  "as k 1 (0: never)");
   bench::add_kernels_option(cmd, args->kernels);
   bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }

@@ -20,7 +20,7 @@ namespace mlra {
 namespace {
 
 constexpr int kTpDegrees[] = {1, 2, 4, 8};
-constexpr int64_t kCacheBytesPerValue = 2;  // bf16 cache
+constexpr int64_t kCacheBytesPerValue = 2;  // the CUDA backend's plain cache: bf16
 
 std::string span_text(int64_t lo, int64_t hi) {
   return lo == hi ? std::to_string(lo) : fmt::format("{}-{}", lo, hi);
@@ -49,22 +49,32 @@ void print_dims(const ModelConfig& c, std::ostream& out) {
   out << fmt::format("parameters  {} (tied embedding counted once)\n", c.param_count());
 }
 
+// Per GPU: values, bf16 bytes and d_h per token per layer, bf16 bytes per token; then the FP8
+// cache (kv_cache_dtype fp8_e4m3) bytes per token per layer and per token, and how many times
+// the tokens a bf16 cache holds fit in the same memory (widest rank of each).
 void print_cache_table(const ModelConfig& c, std::ostream& out) {
   out << fmt::format(
-      "kv cache    per token per layer per GPU, bf16 ({} layers; 1 d_h = 128 values)\n", c.n_layer);
-  out << fmt::format("  {:<5} {:>9} {:>11} {:>8} {:>17}\n", "TP", "values", "bytes", "d_h",
-                     "bytes/token");
+      "kv cache    per token per layer per GPU, bf16 and fp8_e4m3 ({} layers; 1 d_h = 128 "
+      "values)\n",
+      c.n_layer);
+  out << fmt::format("  {:<5} {:>9} {:>11} {:>8} {:>17} {:>11} {:>17} {:>9}\n", "TP", "values",
+                     "bytes", "d_h", "bytes/token", "fp8 bytes", "fp8 bytes/token", "fp8 x");
   for (int tp : kTpDegrees) {
     if (auto why = tp_refusal(c, tp)) {
       out << fmt::format("  TP {:<2} refused: {}\n", tp, *why);
       continue;
     }
     const CacheWidth w = cache_values_per_rank(c, tp);
+    const CacheWidth f = cache_row_bytes_per_rank(c, tp, CacheEncoding::kFp8E4M3, 0);
     const int64_t b = kCacheBytesPerValue;
-    out << fmt::format(
-        "  TP {:<2} {:>9} {:>11} {:>8} {:>17}\n", tp, span_text(w.min_values, w.max_values),
-        span_text(w.min_values * b, w.max_values * b), dh_text(w.min_values, w.max_values),
-        span_text(w.min_values * b * c.n_layer, w.max_values * b * c.n_layer));
+    out << fmt::format("  TP {:<2} {:>9} {:>11} {:>8} {:>17} {:>11} {:>17} {:>9.3f}\n", tp,
+                       span_text(w.min_values, w.max_values),
+                       span_text(w.min_values * b, w.max_values * b),
+                       dh_text(w.min_values, w.max_values),
+                       span_text(w.min_values * b * c.n_layer, w.max_values * b * c.n_layer),
+                       span_text(f.min_values, f.max_values),
+                       span_text(f.min_values * c.n_layer, f.max_values * c.n_layer),
+                       double(w.max_values * b) / double(f.max_values));
   }
 }
 

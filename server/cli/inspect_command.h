@@ -1,6 +1,7 @@
 // `mlra-serve inspect`: prints a model's variant, dims, parameter count, dtype and the per-GPU
-// KV-cache table at TP 1/2/4/8, from a checkpoint folder (validated on the way) or from a
-// config.json alone (--config-only). The report is written to a stream so tests can read it.
+// KV-cache table at TP 1/2/4/8 (bf16 and FP8 bytes per token, kv_cache_dtype), from a checkpoint
+// folder (validated on the way) or from a config.json alone (--config-only). The report is
+// written to a stream so tests can read it.
 #pragma once
 
 #include <filesystem>

@@ -1,0 +1,15 @@
+// `mlra-serve kv-cache-compare`: the accuracy of the FP8 cache against the unquantized one on
+// held-out data, for one model and runner configuration: perplexity with kv_cache_dtype auto and
+// fp8_e4m3, and greedy agreement (each cache generates greedily from the same prompts; how many
+// continuations stay identical, how long they agree, and how often the FP8 model's next token
+// given the unquantized continuation is that continuation's token). Not a benchmark: no timing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace mlra {
+
+// Exit codes: 0 success, 1 runtime failure, 2 bad flags, configuration or input.
+void register_kv_cache_compare_command(CLI::App& app, int& exit_code);
+
+}  // namespace mlra

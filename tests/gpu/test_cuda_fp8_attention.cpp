@@ -1,0 +1,165 @@
+// CUDA paged attention over an FP8 cache against the CPU reference on the same bytes, on the
+// tensor-core kernel of every family that reads FP8 (kernels/README.md): latent-128 (decode
+// kernel; prefill kernel for multi-token steps), latent-256 and latent-512 (the wide kernel, its
+// packed rows for multi-token steps), K/V 128 (decode kernel; prefill kernel). Each runs a decode
+// step and a step with a 70-token prefill chunk beside decode rows, at page sizes 64 and 16 (TMA
+// boxes smaller than a tile), over sequences of 1000, 77 and 1 positions (the long one splits into
+// several chunks: partials and the merge). Rows no sequence wrote hold NaN codes and scales: a
+// kernel that let one into a result fails. Values span the E4M3 range (fp8_test_util.h).
+#include <catch2/catch.hpp>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "fp8_test_util.h"
+#include "gpu_test_util.h"
+#include "kernels/fp8_e4m3.h"
+#include "kernels/paged_attention_cuda.h"
+
+using namespace mlra;
+using namespace mlra::gputest;
+
+namespace {
+
+struct Shape {
+  std::string name;
+  Fp8CacheLayout layout;
+  int32_t a_dim, r_dim, heads;
+  bool latent;
+  cuda::AttentionPath path;  // the kernel choose_path must pick
+  // Head h's key (and, for K/V, value) group.
+  int32_t key_group(int32_t h) const { return latent ? h * layout.groups / heads : h / 4; }
+};
+
+struct Step {
+  std::vector<int32_t> seq, pos;
+};
+
+// A decode step of the three sequences, or a 70-token chunk of sequence 0 beside their decode.
+Step make_step(const std::vector<int32_t>& lens, bool decode) {
+  Step s;
+  if (!decode)
+    for (int32_t p = lens[0] - 70; p < lens[0]; ++p) {
+      s.seq.push_back(0);
+      s.pos.push_back(p);
+    }
+  for (int32_t i = decode ? 0 : 1; i < int32_t(lens.size()); ++i) {
+    s.seq.push_back(i);
+    s.pos.push_back(lens[size_t(i)] - 1);
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the same bytes",
+          "[gpu][fp8][attention]") {
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  Backend& cpu = *backends().cpu;
+  Backend& gpu = *backends().gpu;
+  using cuda::AttentionPath;
+  const Shape shapes[] = {
+      // MLRA-4 at TP 4: one latent of 128 + k_pe 64, every head on it.
+      {"latent-128", {1, 128, 64}, 128, 64, 24, true, AttentionPath::kLatent128},
+      // MLRA-4 at TP 1: four latents, two heads each (four head tiles, four groups).
+      {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
+      {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
+      {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
+      // Two KV heads of four query heads each: K groups 0, 1, V groups 2, 3.
+      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
+  };
+  const std::vector<int32_t> lens = {1000, 77, 1};
+  for (const Shape& s : shapes)
+    for (const int32_t ps : {64, 16}) {
+      INFO(s.name << ", page size " << ps);
+      const int32_t W = int32_t(s.layout.values());
+      std::vector<int32_t> indptr{0}, indices, slots;
+      for (int32_t n : lens) {
+        for (int32_t p = 0; p < (n + ps - 1) / ps; ++p) indices.push_back(int32_t(indices.size()));
+        indptr.push_back(int32_t(indices.size()));
+      }
+      // Pages in reverse order, so a sequence's pages are not contiguous.
+      std::reverse(indices.begin(), indices.end());
+      for (size_t q = 0; q < lens.size(); ++q)
+        for (int32_t p = 0; p < lens[q]; ++p)
+          slots.push_back(indices[size_t(indptr[q] + p / ps)] * ps + p % ps);
+      const int64_t n = int64_t(slots.size()), pages = int64_t(indices.size()) + 1;
+      Fp8Pair cache(s.layout, ps, pages);
+      std::memset(cache.cpu.data, 0xFF, cache.cpu.bytes());
+      const std::vector<float> rows = spanning_rows(rng, n, W, s.layout.group_width);
+      Tensor src = make(cpu, {n, W}, DType::kF32, rows);
+      cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
+      cache.upload();
+      for (const bool decode : {true, false}) {
+        INFO((decode ? "decode step" : "step with a prefill chunk"));
+        const Step st = make_step(lens, decode);
+        const int32_t T = int32_t(st.seq.size()), qw = s.a_dim + s.r_dim, vd = s.a_dim;
+        const std::vector<float> q =
+            rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
+        auto args = [&](Backend& b, const PagedCacheView& view, DType act,
+                        std::vector<Tensor>& keep) {
+          keep = {make(b, {T, s.heads * qw}, act, q),
+                  b.alloc({T, s.heads * vd}, act),
+                  make_i32(b, st.seq),
+                  make_i32(b, st.pos),
+                  make_i32(b, indptr),
+                  make_i32(b, indices)};
+          PagedAttentionArgs a;
+          a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
+          a.q = keep[0].data;
+          a.q_dtype = act;
+          a.q_token_stride = s.heads * qw;
+          a.q_head_stride = qw;
+          a.num_tokens = T;
+          a.num_heads = s.heads;
+          a.a_dim = s.a_dim;
+          a.r_dim = s.r_dim;
+          a.v_dim = vd;
+          for (int32_t h = 0; h < s.heads; ++h) {
+            const int32_t g = s.key_group(h);
+            a.a_offset.push_back(g * s.a_dim);
+            a.v_offset.push_back(s.latent ? g * s.a_dim : (2 + g) * vd);
+          }
+          a.r_offset = int32_t(s.layout.quantized());
+          a.cache = view;
+          a.token_seq = keep[2].as<int32_t>();
+          a.token_pos = keep[3].as<int32_t>();
+          a.page_indptr = keep[4].as<int32_t>();
+          a.page_indices = keep[5].as<int32_t>();
+          a.num_seqs = int32_t(lens.size());
+          a.scale = 0.07f;
+          a.out = keep[1].data;
+          a.out_dtype = act;
+          a.out_token_stride = s.heads * vd;
+          a.out_head_stride = vd;
+          return a;
+        };
+        std::vector<Tensor> keep_c, keep_g;
+        const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
+        const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
+        CHECK(cuda::CudaPagedAttention::choose_path(ag) == s.path);
+        poison(gpu, keep_g[1]);
+        cpu.paged_attention(ac);
+        gpu.paged_attention(ag);
+        const auto want = download(cpu, as_mat(keep_c[1], s.heads * vd));
+        const auto got = download(gpu, as_mat(keep_g[1], s.heads * vd));
+        CHECK(all_finite(got));
+        CHECK(rel_l2(got, want) < kBf16Tol);
+        // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.
+        const size_t row = size_t(s.heads * vd);
+        for (int32_t t = 0; t < T; ++t) {
+          INFO("token " << t << " (sequence " << st.seq[size_t(t)] << ", position "
+                        << st.pos[size_t(t)] << ")");
+          const std::vector<float> g(got.begin() + t * row, got.begin() + (t + 1) * row),
+              w(want.begin() + t * row, want.begin() + (t + 1) * row);
+          CHECK(rel_l2(g, w) < 2 * kBf16Tol);
+        }
+      }
+    }
+}
