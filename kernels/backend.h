@@ -112,7 +112,7 @@ class Backend {
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
   // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch
-  // for one-token steps over four or more units.
+  // for decode-sized steps (kernels/README.md, fused ops).
   struct LatentUnitView {
     Tensor w_uk, w_uv;
     int64_t head0 = 0, n_heads = 0, v0 = 0;

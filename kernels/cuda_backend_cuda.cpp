@@ -90,13 +90,11 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
   return static_cast<const __nv_bfloat16*>(v.data);
 }
 
-// Units the fused latent kernels take: at most kMaxLatentUnits, bf16 weights, 8-wide rows, and
-// at least 4. Fusing pays where several units share q_pe and sum into one output; with one or two
-// units the composed launches are faster (kernels/README.md, fused ops).
+// Units the fused latent kernels take: 1..kMaxLatentUnits, bf16 weights, 8-wide rows (the
+// kernels check the rest: latent_projections_support).
 bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
                         int64_t width, cuda::LatentProjParams& p) {
-  if (units.size() < 4 || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0)
-    return false;
+  if (units.empty() || units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0) return false;
   for (size_t i = 0; i < units.size(); ++i) {
     const auto& u = units[i];
     if (u.w_uk.dtype != DType::kBF16 || u.w_uv.dtype != DType::kBF16 || u.n_heads <= 0)
@@ -268,10 +266,14 @@ class CudaBackend final : public Backend {
     MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "linear_batched: shape mismatch");
     if (x.rows == 0 || n == 0 || batch == 0) return;
     // Few rows over bf16 weights (decode): our GEMV reads each weight byte once, where cuBLAS
-    // picks split-K kernels plus a reduction launch. It reads an f32 x (and writes f32 or bf16 y)
-    // directly, so no conversion copies; an f32 x is not rounded to bf16 as below.
+    // picks split-K kernels plus a reduction launch. One row: the FMA kernel (either layout, an
+    // f32 x read as is, not rounded to bf16 as below); 2..8 rows: the tensor-core kernel where it
+    // applies (bf16 x, w [N, K]), cuBLAS otherwise (the FMA kernel's cost grows with the rows).
     if (x.rows <= gemv_max_rows_ &&
-        cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)) {
+        (x.rows == 1
+             ? cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)
+             : cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride,
+                                       batch))) {
       cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
                         stream());
       return;
@@ -386,9 +388,10 @@ class CudaBackend final : public Backend {
     activate();
     cuda::LatentProjParams p;
     const bool ok = fused_latent_units(units, dn, width, p) &&
-                    q_nope.rows <= cuda::kMaxLatentTokens && all_bf16({q_nope, cq, rope_w, qv}) &&
-                    cq.cols % 8 == 0 && rope_w.ld % 8 == 0 && aligned16(rope_w.data) &&
-                    rope_w.rows % dr == 0 && dr % 2 == 0;
+                    q_nope.rows <= fused_latent_tokens() && all_bf16({q_nope, cq, rope_w, qv}) &&
+                    cq.cols % 8 == 0 && cq.ld % 8 == 0 && aligned16(cq.data) &&
+                    rope_w.ld % 8 == 0 && aligned16(rope_w.data) && rope_w.rows % dr == 0 &&
+                    dr % 2 == 0;
     if (ok) {
       p.tokens = int32_t(q_nope.rows);
       p.heads = int32_t(rope_w.rows / dr);
@@ -405,7 +408,7 @@ class CudaBackend final : public Backend {
       p.qv = static_cast<__nv_bfloat16*>(qv.data);
       p.qv_ld = qv.ld;
     }
-    if (!ok || p.tokens == 0 || cuda::latent_queries_smem(p) > 48 * 1024)
+    if (!ok || !cuda::latent_projections_support(p))
       return Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base,
                                      qv);
     cuda::launch_latent_queries(p, stream());
@@ -414,11 +417,11 @@ class CudaBackend final : public Backend {
                          int64_t width, float alpha, const MatView& o) override {
     activate();
     cuda::LatentProjParams p;
-    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= cuda::kMaxLatentTokens &&
+    const bool ok = fused_latent_units(units, dn, width, p) && z.rows <= fused_latent_tokens() &&
                     all_bf16({z, o}) && width % 8 == 0 && z.ld % 8 == 0 && aligned16(z.data) &&
                     o.cols % dn == 0;
-    if (!ok || z.rows == 0) return Backend::latent_up_project(z, units, dn, width, alpha, o);
     p.tokens = int32_t(z.rows);
+    if (!ok || z.rows == 0) return Backend::latent_up_project(z, units, dn, width, alpha, o);
     p.heads = int32_t(o.cols / dn);
     p.z = bf16_ptr(z);
     p.z_ld = z.ld;
@@ -476,6 +479,11 @@ class CudaBackend final : public Backend {
 
  private:
   void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
+  // Most tokens the fused latent projections take: one-token steps always, up to gemv_max_rows
+  // with it (the small-M kernels' row limit), never more than the kernels' tile.
+  int64_t fused_latent_tokens() const {
+    return std::min<int64_t>(std::max<int64_t>(1, gemv_max_rows_), cuda::kMaxLatentTokens);
+  }
 
   // Brackets one op with events when op timing is on (and the stream is not being recorded).
   class TimedOp {

@@ -4,7 +4,8 @@
 // memory, never by a second kernel or atomics, so results are deterministic and graph capturable.
 // Two layouts: out_by_in (w [N, K], k contiguous: a thread group per row) and in_by_out
 // (w [K, N], n contiguous: a thread per 8 columns walking k). The SwiGLU form of out_by_in gives
-// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh).
+// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh);
+// out_by_in blocks prefetch their first weights into L2 before the wait.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -16,53 +17,13 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/gemv.h"
+#include "kernels/gemv_device.cuh"
 #include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
 namespace {
 
-struct GemvParams {
-  const void* x;  // [M, K] per batch entry, x_ld apart
-  int64_t x_ld, x_stride;
-  const __nv_bfloat16* w;  // [N, K] or [K, N]
-  int64_t w_ld, w_stride;
-  void* y;  // [M, N]
-  int64_t y_ld, y_stride;
-  int n, k;
-  float alpha, beta;
-};
-
-// The parameters of y = alpha * x . op(w) + beta * y (operand b at b * stride), n x k product.
-GemvParams gemv_params(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
-                       const MatView& y, int64_t y_stride, int64_t n, int64_t k, float alpha,
-                       float beta) {
-  GemvParams p{};
-  p.x = x.data, p.x_ld = x.ld, p.x_stride = x_stride;
-  p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
-  p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
-  p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
-  return p;
-}
-
-// Eight bf16 packed in 16 bytes -> f32 (exact: a bf16 is the top half of an f32).
-__device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {
-  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(u[i] << 16);
-    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-  }
-}
-
-// Weights are streamed: read-only path, no L1 allocation (L1 keeps x).
-__device__ __forceinline__ uint4 load_stream(const __nv_bfloat16* p) {
-  uint4 v;
-  asm("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
-      "ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
+using namespace gemv_detail;
 
 // x[0..8) as f32; p is 16-byte aligned.
 __device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&f)[8]) {
@@ -75,37 +36,9 @@ __device__ __forceinline__ void load_x8(const float* p, float (&f)[8]) {
   f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
 
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-
-// *y = alpha * acc + beta * *y; y is read only when beta != 0, so NaN in y never leaks.
-template <class YT>
-__device__ __forceinline__ void store_y(YT* y, float acc, float alpha, float beta) {
-  float v = alpha * acc;
-  if (beta != 0.0f) v += beta * to_f32(*y);
-  if constexpr (std::is_same_v<YT, float>)
-    *y = v;
-  else
-    *y = __float2bfloat16(v);
-}
-
 constexpr int kRowBlock = 128;  // threads per out_by_in block
 constexpr int kColBlock = 256;  // threads per in_by_out block
 constexpr int kColWarps = kColBlock / 32;
-
-// silu(a) * b of two sums, each rounded to YT first (as a YT product output would be).
-template <class YT>
-__device__ __forceinline__ float swiglu(float a, float b) {
-  if constexpr (!std::is_same_v<YT, float>) {
-    a = __bfloat162float(__float2bfloat16(a));
-    b = __bfloat162float(__float2bfloat16(b));
-  }
-  return a / (1.0f + expf(-a)) * b;
-}
 
 // w [N, K]. A group of tpr = 2^tpr_log2 threads (4..128) owns R rows; thread kl of the group
 // reads 16-byte chunks kl, kl + tpr, ... of each row (R * U loads in flight) and multiplies them
@@ -129,6 +62,11 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
+#pragma unroll
+  for (int u = 0; u < U; ++u)  // the first pass's weights into L2 while the previous op ends
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (kl + u * tpr < chunks) prefetch_l2(wrow[r] + (kl + u * tpr) * 8);
   pdl_wait();
 
   float acc[M][R] = {};
@@ -291,26 +229,6 @@ __global__ void __launch_bounds__(kColBlock) gemv_in_by_out_kernel(GemvParams p,
   }
 }
 
-int sm_count() {
-  static std::array<std::atomic<int>, 64> cached{};
-  int dev = 0;
-  MLRA_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 64 && cached[size_t(dev)].load(std::memory_order_relaxed) > 0)
-    return cached[size_t(dev)].load(std::memory_order_relaxed);
-  int sms = 0;
-  MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  if (dev < 64) cached[size_t(dev)].store(sms, std::memory_order_relaxed);
-  return sms;
-}
-
-// Blocks of `kernel` resident per SM (queried once per kernel; the GPUs of a node are alike).
-template <class Kernel>
-int resident_blocks(Kernel kernel, int threads) {
-  int n = 0;
-  MLRA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
-  return n > 0 ? n : 1;
-}
-
 // Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
 // wider (less work per block) until the grid fills the GPU about 4 times over: a block's work is
 // fixed, so with ~1 wave the last partial wave runs latency-bound at low occupancy.
@@ -393,14 +311,33 @@ bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t
   return k % 8 == 0 && aligned16(x.data) && x.ld % per16 == 0 && x_stride % per16 == 0;
 }
 
+bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                       bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch) {
+  return w_out_by_in && x.dtype == DType::kBF16 && w.rows <= INT_MAX - 16 &&
+         gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch);
+}
+
+GemvKernel gemv_auto_kernel(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
+                            bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch) {
+  return x.rows >= 2 && gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)
+             ? GemvKernel::kMma
+             : GemvKernel::kFma;
+}
+
 void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                  bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
-                 float beta, cudaStream_t stream) {
+                 float beta, cudaStream_t stream, GemvKernel kernel) {
   const int64_t n = w_out_by_in ? w.rows : w.cols, k = w_out_by_in ? w.cols : w.rows;
   MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "gemv: shape mismatch");
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
                "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
+  if (kernel == GemvKernel::kAuto)
+    kernel = gemv_auto_kernel(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch);
+  if (kernel == GemvKernel::kMma) {
+    MLRA_REQUIRE(w_out_by_in, "gemv: the tensor-core kernel takes w [N, K] only");
+    return launch_gemv_mma(x, x_stride, w, w_stride, y, y_stride, batch, alpha, beta, stream);
+  }
   GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
   kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in ? Layout::kOutByIn : Layout::kInByOut, batch,
                       stream);
@@ -412,10 +349,12 @@ bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y
          gemv_supports(x, 0, w12, 0, true, y, 0, 1);
 }
 
-void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y,
-                        cudaStream_t stream) {
+void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y, cudaStream_t stream,
+                        GemvKernel kernel) {
   MLRA_REQUIRE(gemv_swiglu_supports(x, w12, y),
                "gemv swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
+  if (kernel == GemvKernel::kAuto) kernel = x.rows >= 2 ? GemvKernel::kMma : GemvKernel::kFma;
+  if (kernel == GemvKernel::kMma) return launch_gemv_mma_swiglu(x, w12, y, stream);
   const int64_t f = w12.rows / 2;
   GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
   kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);

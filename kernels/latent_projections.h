@@ -11,9 +11,10 @@
 namespace mlra::cuda {
 
 constexpr int kMaxLatentUnits = 8;
-// One-token steps only: each per-head block does T times the FMAs per weight byte, and from two
-// tokens on the composed launches are faster (kernels/README.md, fused ops).
-constexpr int kMaxLatentTokens = 1;
+// Steps of up to 8 tokens (decode batches): a block reads each weight once for all its tokens
+// (T FMAs per weight, cheap beside the load), where the composition launches 2U + 1 and U
+// products.
+constexpr int kMaxLatentTokens = 8;
 
 struct LatentUnitDev {
   const __nv_bfloat16* w_uk = nullptr;  // [n_heads, dn, width]
@@ -43,6 +44,9 @@ struct LatentProjParams {
   float alpha = 1.0f;
 };
 
+// What the fused kernels take: 1..8 tokens and units, width = 8 * (a divisor of 32), dn within a
+// thread's loads, even dr, r_q % 8 == 0, and latent_queries_smem(p) <= 48 KB.
+bool latent_projections_support(const LatentProjParams& p);
 size_t latent_queries_smem(const LatentProjParams& p);
 void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream);
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream);

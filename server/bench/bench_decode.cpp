@@ -3,20 +3,28 @@
 // forward() of one decode token per sequence as the server runs it (host step preparation, upload,
 // all layers, greedy sampling on the GPU and the download of the token ids), eagerly and replayed
 // from CUDA graphs in the same run. --full-logits downloads every row's f32 logits instead (51 MB
-// per step at batch 256, which the server never copies). --kernels sets the kernel options. The
-// cache content is whatever the allocator returned: timing only. The roofline adds the measured
-// NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs.
-// Each point runs with the bf16 cache (column k 0) and, at --fp8-min-context and longer, once
-// more with the FP8 cache (kv_cache_dtype fp8_e4m3, k 1) under the same kernel options; a
-// same-run table then gives the bf16 time over the FP8 time.
+// per step at batch 256, which the server never copies). --kernels sets the kernel options; given
+// several option sets, every point runs under each (column k) and a same-run table compares them.
+// The cache content is whatever the allocator returned: timing only. The roofline adds the
+// measured NCCL all-reduce time (2 per layer) when the machine has the TP degree's GPUs. Where
+// MLRA-4 and MLA both ran, their time ratio is printed beside the ratio their bytes allow.
+// Points at --fp8-min-context and longer run once more with the FP8 cache (kv_cache_dtype
+// fp8_e4m3) under the first option set, as the last k: the same-run table then gives the bf16
+// time over the FP8 time.
+// Device time per op class (dev_ms = mm_ms + attn_ms + the rest: norms, rope, cache writes,
+// latent projections, embedding, LM-head gather) comes from one eager step enqueued behind a
+// gate: the stream waits in a host function until the whole step is enqueued, so the events
+// around each op measure device time, not host launch gaps (sampling excluded).
 #include "server/bench/bench_decode.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -36,6 +44,8 @@
 #include "server/bench/bench_cuda_util.h"
 #ifdef MLRA_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include "kernels/cuda_backend.h"
 #endif
 
 namespace mlra {
@@ -51,50 +61,123 @@ struct DecodeArgs {
   int graph_max_batch = 256;  // 0: eager only
   bool full_logits = false;   // download [batch, vocab] f32 logits instead of sampling on device
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
-  std::string kernels;          // --kernels: the "kernels" config object
-  int fp8_min_context = 32768;  // FP8 cache run from this context on; 0: none
+  std::vector<std::string> kernels;  // --kernels: "kernels" config objects, one run each
+  int fp8_min_context = 32768;       // FP8 cache run from this context on; 0: none
 };
 
 #ifdef MLRA_HAVE_CUDA
 
-// Best step time (min of eager and graph) per point: variant, tp, batch, context, cache run k.
-using PointKey = std::tuple<std::string, int, int, int, int>;
+// Device time of one eager step and its matrix products and attention: the stream is held by a
+// host function until `enqueue` returned (or 2 s passed, should the launch queue fill: then
+// `gated` is false and the figures include host gaps).
+struct DeviceTimes {
+  double total_ms = 0.0, matmul_ms = 0.0, attention_ms = 0.0;
+  bool gated = true;
+};
 
-// Same-run ratio of every FP8 point (k 1) against its bf16 point (k 0).
-void print_fp8_comparison(const std::map<PointKey, double>& best_ms) {
+template <class Enqueue>
+DeviceTimes gated_device_times(Backend& backend, Enqueue enqueue) {
+  cudaStream_t stream = cuda_stream_of(backend);
+  backend.synchronize();
+  std::atomic<bool> open{false}, enqueued{false};
+  MLRA_CUDA_CHECK(cudaLaunchHostFunc(
+      stream,
+      [](void* flag) {
+        while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::yield();
+      },
+      &open));
+  cudaEvent_t start, stop;
+  MLRA_CUDA_CHECK(cudaEventCreate(&start));
+  MLRA_CUDA_CHECK(cudaEventCreate(&stop));
+  MLRA_CUDA_CHECK(cudaEventRecord(start, stream));
+  std::thread watchdog([&] {
+    for (int i = 0; i < 2000 && !enqueued.load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    open = true;
+  });
+  backend.set_op_timing(true);
+  enqueue();
+  MLRA_CUDA_CHECK(cudaEventRecord(stop, stream));
+  DeviceTimes t;
+  t.gated = !open.load();
+  enqueued = true;
+  watchdog.join();
+  const Backend::OpTimes op = backend.take_op_times();
+  backend.set_op_timing(false);
+  MLRA_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0.0f;
+  MLRA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  t.total_ms = ms, t.matmul_ms = op.matmul_ms, t.attention_ms = op.attention_ms;
+  return t;
+}
+
+// One measured point: the best of eager and graph time, and its roofline.
+struct Point {
+  double best_ms = 0.0, roof_ms = 0.0;
+};
+using PointKey = std::tuple<std::string, int, int, int, size_t>;  // variant, tp, batch, ctx, k
+
+// Same-run ratios: every option set against the first, and MLRA-4 against MLA.
+void print_comparisons(const std::map<PointKey, Point>& points, size_t option_sets) {
+  if (option_sets > 1) {
+    fmt::print("\nsame-run comparison: best ms per kernel option set (k), ratio = k0 / k\n");
+    fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9} {:>3} {:>9} {:>7}\n", "variant", "tp", "batch", "ctx",
+               "k0_ms", "k", "k_ms", "ratio");
+    for (const auto& [key, p] : points) {
+      const auto& [v, tp, b, ctx, k] = key;
+      if (k == 0) continue;
+      const auto base = points.find({v, tp, b, ctx, 0});
+      if (base == points.end()) continue;
+      fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9.3f} {:>3} {:>9.3f} {:>7.2f}\n", v, tp, b, ctx,
+                 base->second.best_ms, k, p.best_ms, base->second.best_ms / p.best_ms);
+    }
+  }
   bool header = false;
-  for (const auto& [key, fp8_ms] : best_ms) {
+  for (const auto& [key, p] : points) {
     const auto& [v, tp, b, ctx, k] = key;
-    if (k != 1) continue;
-    const auto bf16 = best_ms.find({v, tp, b, ctx, 0});
-    if (bf16 == best_ms.end()) continue;
+    if (v != "mlra_4") continue;
+    const auto mla = points.find({"mla", tp, b, ctx, k});
+    if (mla == points.end()) continue;
     if (!header) {
       fmt::print(
-          "\nsame-run comparison: best ms, k0 = bf16 cache, k1 = FP8 cache, ratio = k0 / k1\n");
-      fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9} {:>9} {:>7}\n", "variant", "tp", "batch", "ctx",
-                 "k0_ms", "k1_ms", "ratio");
+          "\nMLRA-4 over MLA, one rank's share: measured = MLA ms / MLRA-4 ms, bytes = MLA "
+          "roofline / MLRA-4 roofline, fraction = measured / bytes\n");
+      fmt::print("{:>3} {:>3} {:>6} {:>6} {:>9} {:>9} {:>9}\n", "k", "tp", "batch", "ctx",
+                 "measured", "bytes", "fraction");
       header = true;
     }
-    fmt::print("{:<9} {:>3} {:>6} {:>6} {:>9.3f} {:>9.3f} {:>7.2f}\n", v, tp, b, ctx, bf16->second,
-               fp8_ms, bf16->second / fp8_ms);
+    const double measured = mla->second.best_ms / p.best_ms;
+    const double bytes = mla->second.roof_ms / p.roof_ms;
+    fmt::print("{:>3} {:>3} {:>6} {:>6} {:>9.2f} {:>9.2f} {:>8.0f}%\n", k, tp, b, ctx, measured,
+               bytes, 100.0 * measured / bytes);
   }
 }
 
 int run_decode(const DecodeArgs& a) {
-  const KernelOptions kernels = bench::kernels_of(a.kernels);
-  fmt::print("kernel options: {}\n", bench::kernels_line(kernels));
+  std::vector<KernelOptions> option_sets;
+  for (const auto& k : a.kernels.empty() ? std::vector<std::string>{""} : a.kernels)
+    option_sets.push_back(bench::kernels_of(k));
+  for (size_t k = 0; k < option_sets.size(); ++k)
+    fmt::print("kernel options k{}: {}\n", k, bench::kernels_line(option_sets[k]));
+  // The FP8 cache's run, k = fp8_k, where some context reaches --fp8-min-context.
+  const size_t fp8_k = option_sets.size();
   const bool fp8_run = a.fp8_min_context > 0 &&
                        *std::max_element(a.contexts.begin(), a.contexts.end()) >= a.fp8_min_context;
+  const size_t runs = option_sets.size() + (fp8_run ? 1 : 0);
   if (fp8_run)
-    fmt::print("k1: the FP8 cache (kv_cache_dtype fp8_e4m3), contexts >= {}\n", a.fp8_min_context);
+    fmt::print("k{}: options k0 with the FP8 cache (kv_cache_dtype fp8_e4m3), contexts >= {}\n",
+               fp8_k, a.fp8_min_context);
   const double bw = bench::copy_bandwidth_gbs(nullptr);
   fmt::print("device-to-device copy bandwidth: {:.0f} GB/s\n", bw);
   fmt::print("{} GPU(s) visible; all-reduce measured where the TP degree fits\n", visible_gpus());
-  std::map<PointKey, double> best_ms;
   fmt::print(
-      "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7}\n",
+      "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>7} "
+      "{:>7} {:>7} {:>7}\n",
       "variant", "tp", "batch", "ctx", "k", "eager_ms", "graph_ms", "speedup", "tok/s", "ar_us",
-      "roof_ms", "x_roof", "cacheGB", "mm_ms", "attn_ms");
+      "roof_ms", "x_roof", "cacheGB", "dev_ms", "mm_ms", "attn_ms", "rest_ms");
+  std::map<PointKey, Point> points;
   for (const auto& v : a.variants) {
     // "mla+tpla": the MLA checkpoint served with its latent split across ranks (Hadamard).
     const bool tpla = v.ends_with("+tpla");
@@ -114,13 +197,13 @@ int run_decode(const DecodeArgs& a) {
       for (int b : a.batches)
         for (int ctx : a.contexts) max_tokens = std::max<int64_t>(max_tokens, int64_t(b) * ctx);
       const int32_t ps = 64;
-      for (int k = 0; k < (fp8_run ? 2 : 1); ++k) {
-        const bool fp8 = k == 1;
+      for (size_t k = 0; k < runs; ++k) {
+        const bool fp8 = k == fp8_k;
         const CacheEncoding enc = fp8 ? CacheEncoding::kFp8E4M3 : CacheEncoding::kPlain;
         const int64_t bytes_per_token = cache_row_bytes(c, plan, enc, 2) * c.n_layer;
         const int64_t run_tokens =
             std::min<int64_t>(max_tokens, a.max_cache_gb * (1LL << 30) / bytes_per_token);
-        auto backend = make_cuda_backend(0, kernels);
+        auto backend = make_cuda_backend(0, option_sets[fp8 ? 0 : k]);
         auto comm = make_single_rank_communicator();
         Transformer model(c, plan, *ckpt, *backend, *comm, {ps, run_tokens / ps, enc});
         for (int b : a.batches)
@@ -170,34 +253,36 @@ int run_decode(const DecodeArgs& a) {
             const double eager = time_steps(0);
             const bool graphs = a.graph_max_batch >= b;
             const double graph = graphs ? time_steps(a.graph_max_batch) : eager;
-            // Where an eager step's device time goes: matrix products and attention (each op
-            // bracketed by events, so launch gaps fall outside both).
+            // Where an eager step's device time goes (gated: no host launch gaps).
             model.enable_decode_graphs(0);
-            backend->set_op_timing(true);
-            step();
-            const Backend::OpTimes op = backend->take_op_times();
-            backend->set_op_timing(false);
+            const DeviceTimes dev =
+                gated_device_times(*backend, [&] { model.forward(s, [](const MatView&) {}); });
             const double cache_bytes = double(b) * ctx * double(bytes_per_token);
             const double ar_us = tp > 1 ? allreduce_median_us(tp, int64_t(b) * c.n_embd * 2) : 0.0;
             const double roof = (double(model.weight_bytes()) + cache_bytes) / (bw * 1e9) * 1e3 +
                                 (ar_us > 0 ? 2.0 * double(c.n_layer) * ar_us * 1e-3 : 0.0);
             const double best = std::min(eager, graph);
-            best_ms[{v, tp, b, ctx, k}] = best;
+            points[{v, tp, b, ctx, k}] = {best, roof};
             fmt::print(
                 "{:<7} {:>3} {:>6} {:>6} {:>2} {:>9.3f} {:>9} {:>7} {:>9.0f} {:>8} {:>9.3f} "
-                "{:>7.2f} {:>8.2f} {:>7.3f} {:>7.3f}\n",
+                "{:>7.2f} {:>8.2f} {:>7} {:>7.3f} {:>7.3f} {:>7.3f}\n",
                 v, tp, b, ctx, k, eager, graphs ? fmt::format("{:.3f}", graph) : "-",
                 graphs ? fmt::format("{:.2f}", eager / graph) : "-", b / best * 1e3,
                 tp == 1     ? "0"
                 : ar_us > 0 ? fmt::format("{:.1f}", ar_us)
                             : "n/a",
-                roof, best / roof, cache_bytes / 1e9, op.matmul_ms, op.attention_ms);
+                roof, best / roof, cache_bytes / 1e9,
+                fmt::format("{:.3f}{}", dev.total_ms, dev.gated ? "" : "*"), dev.matmul_ms,
+                dev.attention_ms, dev.total_ms - dev.matmul_ms - dev.attention_ms);
             std::fflush(stdout);
           }
       }
     }
   }
-  print_fp8_comparison(best_ms);
+  fmt::print(
+      "dev_ms with *: the launch queue filled before the step was enqueued (host gaps "
+      "included)\n");
+  print_comparisons(points, runs);
   return 0;
 }
 #else
@@ -226,8 +311,10 @@ void register_bench_decode(CLI::App& app, int& exit_code) {
   cmd->add_option("--config-dir", args->config_dir, "folder of 2.9B configs");
   cmd->add_option("--fp8-min-context", args->fp8_min_context,
                   "also run the FP8 cache (kv_cache_dtype fp8_e4m3) at this context and longer, "
-                  "as k 1 (0: never)");
-  bench::add_kernels_option(cmd, args->kernels);
+                  "as the last k (0: never)");
+  cmd->add_option("--kernels", args->kernels,
+                  "kernel options as the server config's \"kernels\" object; several: each point "
+                  "runs under each, compared in one table (default: {})");
   bench::on_run(cmd, exit_code, [args] { return run_decode(*args); });
 }
 

@@ -1,8 +1,11 @@
 // `mlra-bench gemv`: (1) device-to-device copy bandwidth (as `mlra-bench attention` measures it);
-// (2) per shape and row count: our GEMV and cuBLAS (the backend's call) each recorded in a CUDA
-// graph over enough weight copies to exceed L2 three times, timed with events after warm-up
-// (median of replays, divided by the copies). GB/s counts weights + x + y bytes. Inputs are random
-// bf16 (never zeros); each shape also reports the rel. L2 difference of the two outputs.
+// (2) per product of a 2.9B model's rank 0 (--variant, --tp: shapes from its shard plan) and row
+// count: our two GEMV
+// kernels (FMA and tensor-core) and cuBLAS (the backend's call), each recorded in a CUDA graph
+// over enough weight copies to exceed L2 three times, timed with events after warm-up (median of
+// replays, divided by the copies). GB/s counts weights + x + y bytes. SwiGLU rows run our fused
+// form against cuBLAS's plain product of [W1; W2] (no silu_mul launch). Inputs are random bf16
+// (never zeros); each row reports the largest rel. L2 difference of our outputs from cuBLAS's.
 #include "server/bench/bench_gemv.h"
 
 #include <cstdio>
@@ -19,10 +22,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
+#include "models/model_config.h"
+#include "models/shard_plan.h"
 #endif
 
 namespace mlra {
@@ -32,15 +38,20 @@ struct BenchOptions {
   int device = 0;
   int replays = 30;
   std::vector<int> rows = {1, 2, 4, 8};
+  std::string variant = "mlra_4";
+  std::vector<int> tps = {1, 4};
+  std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
 };
 
 #ifdef MLRA_HAVE_CUDA
 
 // One product: batch x (y [M, N] = x [M, K] . op(w)); batched operands sit side by side in one
 // row like the model's per-head slices (x [M, batch*K], y [M, batch*N]), weights back to back.
+// glu: y [M, N] = silu(x . W1^T) * (x . W2^T), w = [W1; W2] ([2N, K]).
 struct Shape {
+  std::string name;
   int64_t k, n, batch;
-  bool out_by_in;
+  bool out_by_in, glu;
 };
 
 using bench::copy_bandwidth_gbs;
@@ -87,12 +98,14 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 struct Result {
-  double ours_us = 0, cublas_us = 0, bytes = 0, diff = 0;
+  double fma_us = 0, mma_us = -1, cublas_us = 0, bytes = 0, diff = 0;
 };
 
 Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStream_t stream,
                    cublasHandle_t blas) {
-  const int64_t w_elems = s.k * s.n * s.batch;
+  const int64_t w_rows = s.glu ? 2 * s.n : s.out_by_in ? s.n : s.k;
+  const int64_t w_cols = s.out_by_in ? s.k : s.n;
+  const int64_t w_elems = w_rows * w_cols * s.batch;
   const size_t w_bytes = size_t(w_elems) * 2;
   const int copies = int(std::clamp<size_t>((3 * l2_bytes + w_bytes - 1) / w_bytes, 1, 1024));
   std::vector<std::unique_ptr<DeviceBuffer>> ws;
@@ -100,33 +113,86 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
     ws.push_back(std::make_unique<DeviceBuffer>(w_bytes));
     cuda::launch_fill_random(ws.back()->p, DType::kBF16, w_elems, 101 + c, stream);
   }
-  const int64_t x_ld = s.batch * s.k, y_ld = s.batch * s.n;
-  DeviceBuffer x(size_t(m * x_ld) * 2), y_ours(size_t(m * y_ld) * 2), y_blas(size_t(m * y_ld) * 2);
+  const int64_t x_ld = s.batch * s.k, y_ld = s.batch * s.n, blas_n = s.glu ? 2 * s.n : s.n;
+  DeviceBuffer x(size_t(m * x_ld) * 2), y_ours(size_t(m * y_ld) * 2);
+  DeviceBuffer y_blas(size_t(m * s.batch * blas_n) * 2);
   cuda::launch_fill_random(x.p, DType::kBF16, m * x_ld, 3, stream);
-  const int64_t w_rows = s.out_by_in ? s.n : s.k, w_cols = s.out_by_in ? s.k : s.n;
-  const int64_t x_stride = s.batch > 1 ? s.k : 0, w_stride = s.k * s.n, y_stride = s.n;
+  const int64_t x_stride = s.batch > 1 ? s.k : 0, w_stride = w_rows * w_cols, y_stride = s.n;
   const MatView xv{x.p, DType::kBF16, m, s.k, x_ld}, yv{y_ours.p, DType::kBF16, m, s.n, y_ld};
   const float alpha = 1.0f, beta = 0.0f;
+  auto ours = [&](cuda::GemvKernel kernel) {
+    return graph_us(stream, copies, replays, [&](int c) {
+      const MatView wv{ws[size_t(c)]->p, DType::kBF16, w_rows, w_cols, w_cols};
+      if (s.glu)
+        cuda::launch_gemv_swiglu(xv, wv, yv, stream, kernel);
+      else
+        cuda::launch_gemv(xv, x_stride, wv, w_stride, s.out_by_in, yv, y_stride, s.batch, alpha,
+                          beta, stream, kernel);
+    });
+  };
 
   Result r;
-  r.ours_us = graph_us(stream, copies, replays, [&](int c) {
-    const MatView wv{ws[size_t(c)]->p, DType::kBF16, w_rows, w_cols, w_cols};
-    cuda::launch_gemv(xv, x_stride, wv, w_stride, s.out_by_in, yv, y_stride, s.batch, alpha, beta,
-                      stream);
-  });
   // The backend's cuBLAS call: column-major y^T [N, M] = op(w)^T [N, K] . x^T [K, M].
   r.cublas_us = graph_us(stream, copies, replays, [&](int c) {
     MLRA_CUDA_CHECK(cublasGemmStridedBatchedEx(
-        blas, s.out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(s.n), m, int(s.k), &alpha,
-        ws[size_t(c)]->p, CUDA_R_16BF, int(w_cols), w_stride, x.p, CUDA_R_16BF, int(x_ld), x_stride,
-        &beta, y_blas.p, CUDA_R_16BF, int(y_ld), y_stride, int(s.batch), CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT));
+        blas, s.out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(blas_n), m, int(s.k),
+        &alpha, ws[size_t(c)]->p, CUDA_R_16BF, int(w_cols), w_stride, x.p, CUDA_R_16BF, int(x_ld),
+        x_stride, &beta, y_blas.p, CUDA_R_16BF, int(s.batch * blas_n), blas_n, int(s.batch),
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   });
-  MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));  // both outputs hold the last copy's product
-  const std::vector<float> blas_out = download_bf16(y_blas.p, size_t(m * y_ld));
-  r.diff = rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), blas_out);
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));  // cuBLAS's output: the last copy's product
+  std::vector<float> want = download_bf16(y_blas.p, size_t(m * s.batch * blas_n));
+  if (s.glu) {  // silu(a) * b of cuBLAS's two halves, for the difference only
+    std::vector<float> glu(size_t(m * s.n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t n = 0; n < s.n; ++n) {
+        const float a = want[size_t(i * 2 * s.n + n)], b = want[size_t(i * 2 * s.n + s.n + n)];
+        glu[size_t(i * s.n + n)] = a / (1.0f + std::exp(-a)) * b;
+      }
+    want = glu;
+  }
+  const MatView w_check{nullptr, DType::kBF16, w_rows, w_cols, w_cols};
+  const bool mma = s.out_by_in && cuda::gemv_mma_supports(xv, x_stride, w_check, w_stride, true, yv,
+                                                          y_stride, s.batch);
+  r.fma_us = ours(cuda::GemvKernel::kFma);
+  MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  r.diff = rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), want);
+  if (mma) {
+    r.mma_us = ours(cuda::GemvKernel::kMma);
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    r.diff = std::max(r.diff, rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), want));
+  }
   r.bytes = double(w_bytes) + double(m) * (x_ld + y_ld) * 2.0;
   return r;
+}
+
+// Rank 0's products of the model at each TP degree (latent family: x_proj = [W_qa; latents; k_pe],
+// q_b_nope, W_UV / W_UK of the first unit; every family: c_proj, the SwiGLU MLP), then lm_head.
+std::vector<Shape> model_shapes(const BenchOptions& o) {
+  const ModelConfig c = load_model_config(
+      std::filesystem::path(o.config_dir) / o.variant / "config.json", *parse_variant(o.variant));
+  const int64_t d = c.n_embd, dn = c.qk_nope_head_dim;
+  std::vector<Shape> shapes;
+  for (int tp : o.tps) {
+    if (!unsupported_tp_reason(c, tp).empty()) continue;
+    const ShardPlan plan = make_shard_plan(c, tp, 0);
+    const std::string at = "tp" + std::to_string(tp) + " ";
+    const int64_t heads = int64_t(plan.heads.size()), ff = plan.ff_end - plan.ff_begin;
+    if (!plan.units.empty() && !c.tpla()) {
+      const int64_t lat = int64_t(plan.latents.size()) * plan.latent_width;
+      const int64_t unit_heads = plan.units.front().num_heads(), w = plan.latent_width;
+      shapes.push_back(
+          {at + "x_proj", d, c.q_lora_rank + lat + c.qk_rope_head_dim, 1, true, false});
+      shapes.push_back({at + "q_b_nope", c.q_lora_rank, heads * dn, 1, true, false});
+      shapes.push_back({at + "w_uk", dn, w, unit_heads, false, false});
+      shapes.push_back({at + "w_uv", w, dn, unit_heads, true, false});
+    }
+    shapes.push_back({at + "c_proj", heads * dn, d, 1, true, false});
+    shapes.push_back({at + "fc12 glu", d, ff, 1, true, true});
+    shapes.push_back({at + "mlp_proj", ff, d, 1, true, false});
+  }
+  shapes.push_back({"lm_head", d, c.vocab_size, 1, true, false});
+  return shapes;
 }
 
 int run_bench(const BenchOptions& o) {
@@ -148,27 +214,29 @@ int run_bench(const BenchOptions& o) {
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
   std::printf(
       "bf16 x, w, y; alpha 1, beta 0; per-call time of a graph over L2-exceeding weight "
-      "copies\n\n");
+      "copies; %%: of the copy bandwidth; best/cub: cuBLAS time over our faster kernel's\n\n");
 
-  const std::vector<Shape> shapes = {
-      {3072, 9880, 1, true},  {9880, 3072, 1, true}, {3072, 3072, 1, true},
-      {3072, 1024, 1, true},  {1024, 3072, 1, true}, {3072, 576, 1, true},
-      {3072, 50304, 1, true}, {128, 128, 24, true},  {128, 128, 24, false}};
-  std::printf("%-22s %4s %9s %10s %8s %9s %7s %10s %7s %9s\n", "batch x K x N (layout)", "M",
-              "ours_us", "cublas_us", "speedup", "ours_GB/s", "%copy", "cublas_GB/s", "%copy",
-              "rel_diff");
+  const std::vector<Shape> shapes = model_shapes(o);
+  std::printf("%-14s %-20s %2s %8s %8s %9s %6s %6s %6s %8s %8s\n", "product",
+              "batch x K x N (layout)", "M", "fma_us", "mma_us", "cublas_us", "%fma", "%mma",
+              "%cubl", "best/cub", "rel_diff");
   for (int m : o.rows)
     for (const Shape& s : shapes) {
       if (m < 1 || m > cuda::kGemvMaxRows) continue;
       const Result r = bench_shape(s, m, size_t(prop.l2CacheSize), o.replays, stream, blas);
-      const double ours_gbs = r.bytes / (r.ours_us * 1e-6) / 1e9;
-      const double blas_gbs = r.bytes / (r.cublas_us * 1e-6) / 1e9;
-      char name[64];
+      const auto pct = [&](double us) { return 100.0 * r.bytes / (us * 1e-6) / 1e9 / copy_gbs; };
+      const double best = r.mma_us > 0 ? std::min(r.fma_us, r.mma_us) : r.fma_us;
+      char name[64], mma[16], mma_pct[16];
       std::snprintf(name, sizeof name, "%lldx%lldx%lld (%s)", (long long)s.batch, (long long)s.k,
-                    (long long)s.n, s.out_by_in ? "n,k" : "k,n");
-      std::printf("%-22s %4d %9.2f %10.2f %7.2fx %9.0f %6.1f%% %10.0f %6.1f%% %9.1e\n", name, m,
-                  r.ours_us, r.cublas_us, r.cublas_us / r.ours_us, ours_gbs,
-                  100.0 * ours_gbs / copy_gbs, blas_gbs, 100.0 * blas_gbs / copy_gbs, r.diff);
+                    (long long)s.n,
+                    s.glu         ? "glu"
+                    : s.out_by_in ? "n,k"
+                                  : "k,n");
+      std::snprintf(mma, sizeof mma, "%.2f", r.mma_us);
+      std::snprintf(mma_pct, sizeof mma_pct, "%.1f", pct(r.mma_us));
+      std::printf("%-14s %-20s %2d %8.2f %8s %9.2f %6.1f %6s %6.1f %7.2fx %8.1e\n", s.name.c_str(),
+                  name, m, r.fma_us, r.mma_us > 0 ? mma : "-", r.cublas_us, pct(r.fma_us),
+                  r.mma_us > 0 ? mma_pct : "-", pct(r.cublas_us), r.cublas_us / best, r.diff);
       std::fflush(stdout);
     }
   cublasDestroy(blas);
@@ -192,6 +260,9 @@ void register_bench_gemv(CLI::App& app, int& exit_code) {
   sub->add_option("--device", opts->device, "CUDA device ordinal");
   sub->add_option("--replays", opts->replays, "timed graph replays per configuration");
   sub->add_option("--rows", opts->rows, "row counts M (1..8), e.g. decode batch sizes");
+  sub->add_option("--variant", opts->variant, "2.9B config whose rank-0 products run");
+  sub->add_option("--tp", opts->tps, "TP degrees of the products");
+  sub->add_option("--config-dir", opts->config_dir, "folder of 2.9B configs");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 

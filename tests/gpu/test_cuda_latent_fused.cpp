@@ -1,0 +1,100 @@
+// The fused latent projections (kernels/latent_projections.cu) at 1..8 tokens against the CPU
+// composition (Backend::latent_queries / latent_up_project): one, two and four units, units over
+// part of the heads, the release's head shapes (d_n 128, width 128, d_r 64, r_q 1024 and 1536)
+// and small odd ones; a backend with gemv_max_rows 8 fuses every step here. Random inputs, poisoned
+// outputs, the seed reported on failure.
+#include <catch2/catch.hpp>
+
+#include <utility>
+
+#include "gpu_test_util.h"
+
+using namespace mlra;
+using namespace mlra::gputest;
+
+namespace {
+
+struct Dims {
+  int64_t dn, dr, width, r_q, heads;
+};
+using Layout = std::vector<std::pair<int64_t, int64_t>>;  // (first head, heads) per unit
+
+void check_fused(Backend& gpu, const Dims& d, const Layout& layout, int64_t T, std::mt19937& rng) {
+  Backend& cpu = *backends().cpu;
+  int64_t n_virt = 0;
+  for (const auto& [h0, n] : layout) n_virt += n;
+  const auto q_nope = rounded(random_vec(rng, size_t(T * d.heads * d.dn)), DType::kBF16);
+  const auto cq = rounded(random_vec(rng, size_t(T * d.r_q)), DType::kBF16);
+  const auto rope_w =
+      rounded(random_vec(rng, size_t(d.heads * d.dr * d.r_q), -0.2f, 0.2f), DType::kBF16);
+  const auto z = rounded(random_vec(rng, size_t(T * n_virt * d.width)), DType::kBF16);
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (auto& p : pos) p = int32_t(rng() % 50000);
+  std::vector<std::vector<float>> uk, uv;
+  for (const auto& [h0, n] : layout) {
+    uk.push_back(rounded(random_vec(rng, size_t(n * d.dn * d.width), -0.2f, 0.2f), DType::kBF16));
+    uv.push_back(rounded(random_vec(rng, size_t(n * d.dn * d.width), -0.2f, 0.2f), DType::kBF16));
+  }
+  const int64_t vw = d.width + d.dr;
+  // o starts as a known pattern: heads no unit covers must keep it.
+  const auto o0 = rounded(random_vec(rng, size_t(T * d.heads * d.dn)), DType::kBF16);
+  auto run = [&](Backend& be) {
+    const DType t = be.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+    std::vector<Backend::LatentUnitView> units;
+    int64_t v0 = 0;
+    for (size_t u = 0; u < layout.size(); ++u) {
+      const auto [h0, n] = layout[u];
+      units.push_back({make(be, {n, d.dn, d.width}, t, uk[u]),
+                       make(be, {n, d.dn, d.width}, t, uv[u]), h0, n, v0});
+      v0 += n;
+    }
+    Tensor tq = make(be, {T, d.heads * d.dn}, t, q_nope), tc = make(be, {T, d.r_q}, t, cq);
+    Tensor tr = make(be, {d.heads * d.dr, d.r_q}, t, rope_w);
+    Tensor tz = make(be, {T, n_virt * d.width}, t, z), tp = make_i32(be, pos);
+    Tensor qv = be.alloc({T, n_virt * vw}, t), o = make(be, {T, d.heads * d.dn}, t, o0);
+    if (be.kind() == DeviceKind::kCuda) poison(be, qv);
+    be.latent_queries(as_mat(tq, d.heads * d.dn), as_mat(tc, d.r_q), as_mat(tr, d.r_q), units, d.dn,
+                      d.dr, d.width, tp.as<int32_t>(), 10000.0f, as_mat(qv, n_virt * vw));
+    be.latent_up_project(as_mat(tz, n_virt * d.width), units, d.dn, d.width, 0.7f,
+                         as_mat(o, d.heads * d.dn));
+    return std::make_pair(download(be, as_mat(qv, n_virt * vw)),
+                          download(be, as_mat(o, d.heads * d.dn)));
+  };
+  const auto g = run(gpu), c = run(cpu);
+  CHECK(all_finite(g.first));
+  CHECK(all_finite(g.second));
+  CHECK(rel_l2(g.first, c.first) < kBf16Tol);
+  CHECK(rel_l2(g.second, c.second) < kBf16Tol);
+}
+
+}  // namespace
+
+TEST_CASE("fused latent projections at 1..8 tokens match the cpu composition",
+          "[gpu][ops][latent][fused]") {
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  KernelOptions o;
+  o.gemv_max_rows = KernelOptions::kMaxGemvRows;
+  const std::unique_ptr<Backend> gpu = make_cuda_backend(0, o);
+  // MLRA-4 at TP1 (four units over all heads), at TP4 (one unit), MLRA-2 / GLA-like halves, MLA
+  // TPLA-like slices (r_q 1536), and a unit set leaving heads 5..7 uncovered.
+  struct Case {
+    Dims d;
+    Layout layout;
+  };
+  const Case cases[] = {
+      {{128, 64, 128, 1024, 24}, {{0, 24}, {0, 24}, {0, 24}, {0, 24}}},
+      {{128, 64, 128, 1024, 24}, {{0, 24}}},
+      {{128, 64, 128, 1024, 24}, {{0, 12}, {12, 12}}},
+      {{128, 64, 128, 1536, 24}, {{0, 24}, {0, 24}}},
+      {{32, 16, 64, 96, 8}, {{0, 3}, {3, 2}, {0, 5}}},
+      {{8, 4, 8, 48, 24}, {{0, 24}, {0, 24}, {0, 24}, {0, 24}}},  // the tiny MLRA-4 checkpoint
+  };
+  for (const Case& c : cases)
+    for (int64_t T = 1; T <= 8; ++T) {
+      INFO("dn " << c.d.dn << " dr " << c.d.dr << " width " << c.d.width << " r_q " << c.d.r_q
+                 << " units " << c.layout.size() << " tokens " << T);
+      check_fused(*gpu, c.d, c.layout, T, rng);
+    }
+}
