@@ -4,12 +4,11 @@
 // virtual heads) and the up-projection (o_h = alpha * sum over the head's units of W_UV z). The
 // reference composes 2U + 1 and U launches of linear_batched/rope (Backend defaults); at decode
 // batches those small launches cost more than the bytes they move. Both kernels are built for
-// memory-level parallelism: every thread prefetches its weights into L2 before pdl_wait() (safe
-// for any operand: L2 is coherent), then issues all its 16-byte loads at once, multiplies them
-// with the T token rows
-// (T FMAs per weight, cheap beside the load), and the partial sums meet in registers and shared
-// memory in a fixed order (deterministic). f32 accumulation; q_pe is roped before its one bf16
-// rounding.
+// memory-level parallelism: with p.prefetch_l2 every thread prefetches its weights into L2 before
+// pdl_wait() (safe for any operand: L2 is coherent); each issues all its 16-byte loads at once,
+// multiplies them with the T token rows (T FMAs per weight, cheap beside the load), and the partial
+// sums meet in registers and shared memory in a fixed order (deterministic). f32 accumulation; q_pe
+// is roped before its one bf16 rounding.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -70,7 +69,8 @@ __device__ void q_tilde_block(const LatentProjParams& p, int v, float* smem) {
   const bf16* w = p.unit[u].w_uk + int64_t(v - p.unit[u].v0) * p.dn * p.width + 8 * c;
 #pragma unroll
   for (int j = 0; j < kLoads; ++j)
-    if (slice + j * slices < p.dn) prefetch_l2(w + int64_t(slice + j * slices) * p.width);
+    if (p.prefetch_l2 && slice + j * slices < p.dn)
+      prefetch_l2(w + int64_t(slice + j * slices) * p.width);
   pdl_wait();  // q_nope comes from the previous op
   uint4 wv[kLoads];
 #pragma unroll
@@ -159,7 +159,7 @@ __device__ void q_pe_block(const LatentProjParams& p, int h, int pair0) {
         }
       }
   };
-  load(0, true);
+  if (p.prefetch_l2) load(0, true);
   pdl_wait();  // c_q and positions come from earlier ops
   for (int c0 = 0; c0 < chunks; c0 += 32 * kPerRow) {
     load(c0, false);
@@ -257,7 +257,7 @@ __global__ void __launch_bounds__(kThreads) latent_up_kernel(LatentProjParams p)
       zcol[j] = (un.v0 + vh) * p.width + 8 * c;
     }
   };
-  load(0, true);
+  if (p.prefetch_l2) load(0, true);
   pdl_wait();  // z is the attention's output
   for (int e0 = 0; e0 < items; e0 += 32 * kUpItems) {
     load(e0, false);

@@ -1,5 +1,7 @@
-// Fused per-head projections of absorbed latent attention on the GPU (see latent_projections.cu
-// and Backend::latent_queries / latent_up_project, whose defaults are the reference).
+// Fused per-head projections of absorbed latent attention on the GPU (see Backend::latent_queries
+// / latent_up_project, whose defaults are the reference). Two kernel pairs: the one-token kernels
+// (latent_projections_one.cu) and the tiled 1..8 token kernels (latent_projections.cu);
+// KernelOptions picks which steps take which (kernels/README.md, fused ops).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,9 +13,9 @@
 namespace mlra::cuda {
 
 constexpr int kMaxLatentUnits = 8;
-// Steps of up to 8 tokens (decode batches): a block reads each weight once for all its tokens
-// (T FMAs per weight, cheap beside the load), where the composition launches 2U + 1 and U
-// products.
+// The tiled kernels take steps of up to 8 tokens (decode batches): a block reads each weight once
+// for all its tokens (T FMAs per weight, cheap beside the load), where the composition launches
+// 2U + 1 and U products.
 constexpr int kMaxLatentTokens = 8;
 
 struct LatentUnitDev {
@@ -42,13 +44,21 @@ struct LatentProjParams {
   __nv_bfloat16* o = nullptr;
   int64_t o_ld = 0;
   float alpha = 1.0f;
+  bool prefetch_l2 = false;  // tiled kernels: first weights into L2 before the PDL wait
 };
 
-// What the fused kernels take: 1..8 tokens and units, width = 8 * (a divisor of 32), dn within a
-// thread's loads, even dr, r_q % 8 == 0, and latent_queries_smem(p) <= 48 KB.
+// The tiled kernels. What they take: 1..8 tokens and units, width = 8 * (a divisor of 32), dn
+// within a thread's loads, even dr, r_q % 8 == 0, and latent_queries_smem(p) <= 48 KB.
 bool latent_projections_support(const LatentProjParams& p);
 size_t latent_queries_smem(const LatentProjParams& p);
 void launch_latent_queries(const LatentProjParams& p, cudaStream_t stream);
 void launch_latent_up(const LatentProjParams& p, cudaStream_t stream);
+
+// The one-token kernels. What they take: one token, 1..8 units, width % 8 == 0, even dr,
+// r_q % 8 == 0 and latent_queries_one_smem(p) <= 48 KB (p.prefetch_l2 is not read).
+bool latent_projections_one_support(const LatentProjParams& p);
+size_t latent_queries_one_smem(const LatentProjParams& p);
+void launch_latent_queries_one(const LatentProjParams& p, cudaStream_t stream);
+void launch_latent_up_one(const LatentProjParams& p, cudaStream_t stream);
 
 }  // namespace mlra::cuda

@@ -6,6 +6,8 @@
 // replays, divided by the copies). GB/s counts weights + x + y bytes. SwiGLU rows run our fused
 // form against cuBLAS's plain product of [W1; W2] (no silu_mul launch). Inputs are random bf16
 // (never zeros); each row reports the largest rel. L2 difference of our outputs from cuBLAS's.
+// A kernel that does not take a shape (e.g. K % 8 != 0: the backend sends it to cuBLAS) prints
+// "-" in its columns.
 #include "server/bench/bench_gemv.h"
 
 #include <cstdio>
@@ -97,8 +99,9 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+// Times of kernels that do not take the shape stay negative.
 struct Result {
-  double fma_us = 0, mma_us = -1, cublas_us = 0, bytes = 0, diff = 0;
+  double fma_us = -1, mma_us = -1, cublas_us = 0, bytes = 0, diff = -1;
 };
 
 Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStream_t stream,
@@ -151,12 +154,18 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
       }
     want = glu;
   }
-  const MatView w_check{nullptr, DType::kBF16, w_rows, w_cols, w_cols};
-  const bool mma = s.out_by_in && cuda::gemv_mma_supports(xv, x_stride, w_check, w_stride, true, yv,
-                                                          y_stride, s.batch);
-  r.fma_us = ours(cuda::GemvKernel::kFma);
-  MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
-  r.diff = rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), want);
+  const MatView w_check{ws.front()->p, DType::kBF16, w_rows, w_cols, w_cols};
+  const bool fma = s.glu ? cuda::gemv_swiglu_supports(xv, w_check, yv)
+                         : cuda::gemv_supports(xv, x_stride, w_check, w_stride, s.out_by_in, yv,
+                                               y_stride, s.batch);
+  const bool mma =
+      fma && s.out_by_in &&
+      cuda::gemv_mma_supports(xv, x_stride, w_check, w_stride, true, yv, y_stride, s.batch);
+  if (fma) {
+    r.fma_us = ours(cuda::GemvKernel::kFma);
+    MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    r.diff = rel_diff(download_bf16(y_ours.p, size_t(m * y_ld)), want);
+  }
   if (mma) {
     r.mma_us = ours(cuda::GemvKernel::kMma);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -226,17 +235,24 @@ int run_bench(const BenchOptions& o) {
       const Result r = bench_shape(s, m, size_t(prop.l2CacheSize), o.replays, stream, blas);
       const auto pct = [&](double us) { return 100.0 * r.bytes / (us * 1e-6) / 1e9 / copy_gbs; };
       const double best = r.mma_us > 0 ? std::min(r.fma_us, r.mma_us) : r.fma_us;
-      char name[64], mma[16], mma_pct[16];
+      // A value where the kernel ran, else "-".
+      const auto col = [](bool ran, double v, const char* fmt) {
+        char b[24] = "-";
+        if (ran) std::snprintf(b, sizeof b, fmt, v);
+        return std::string(b);
+      };
+      const bool fma = r.fma_us > 0, mma = r.mma_us > 0;
+      char name[64];
       std::snprintf(name, sizeof name, "%lldx%lldx%lld (%s)", (long long)s.batch, (long long)s.k,
                     (long long)s.n,
                     s.glu         ? "glu"
                     : s.out_by_in ? "n,k"
                                   : "k,n");
-      std::snprintf(mma, sizeof mma, "%.2f", r.mma_us);
-      std::snprintf(mma_pct, sizeof mma_pct, "%.1f", pct(r.mma_us));
-      std::printf("%-14s %-20s %2d %8.2f %8s %9.2f %6.1f %6s %6.1f %7.2fx %8.1e\n", s.name.c_str(),
-                  name, m, r.fma_us, r.mma_us > 0 ? mma : "-", r.cublas_us, pct(r.fma_us),
-                  r.mma_us > 0 ? mma_pct : "-", pct(r.cublas_us), r.cublas_us / best, r.diff);
+      std::printf("%-14s %-20s %2d %8s %8s %9.2f %6s %6s %6.1f %8s %8s\n", s.name.c_str(), name, m,
+                  col(fma, r.fma_us, "%.2f").c_str(), col(mma, r.mma_us, "%.2f").c_str(),
+                  r.cublas_us, col(fma, pct(r.fma_us), "%.1f").c_str(),
+                  col(mma, pct(r.mma_us), "%.1f").c_str(), pct(r.cublas_us),
+                  col(fma, r.cublas_us / best, "%.2fx").c_str(), col(fma, r.diff, "%.1e").c_str());
       std::fflush(stdout);
     }
   cublasDestroy(blas);

@@ -124,18 +124,28 @@ TEST_CASE("both GEMV kernels compute the 2.9B model's per-rank products", "[gpu]
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  // [N, K] x batch: x_proj (MLRA-4 TP1 / TP4), q_b_nope, c_proj, MLP down (TP1 / TP4), W_UV of
-  // one unit (24 heads of [128, 128]).
+  // [N, K] x batch: x_proj (MLRA-4 TP1 / TP4), q_b_nope, c_proj, MLP down at TP1, W_UV of one
+  // unit (24 heads of [128, 128]).
   struct Shape {
     int64_t n, k, batch;
   };
-  const Shape shapes[] = {{1600, 3072, 1}, {1216, 3072, 1}, {3072, 1024, 1},
-                          {768, 1024, 1},  {3072, 3072, 1}, {3072, 768, 1},
-                          {3072, 9880, 1}, {3072, 2470, 1}, {128, 128, 24}};
+  const Shape shapes[] = {{1600, 3072, 1}, {1216, 3072, 1}, {3072, 1024, 1}, {768, 1024, 1},
+                          {3072, 3072, 1}, {3072, 768, 1},  {3072, 9880, 1}, {128, 128, 24}};
   for (const Shape& s : shapes)
     for (int64_t m : {1, 2, 5, 8})
       for (cuda::GemvKernel kernel : {cuda::GemvKernel::kFma, cuda::GemvKernel::kMma})
         check_case({m, s.n, s.k, s.batch, false, DType::kBF16, 1.0f, 0.0f}, kernel, rng);
+  // The MLP down-projection at TP4 has K = 9880 / 4 = 2470 (K % 8 != 0): neither kernel takes it
+  // (16-byte loads along K), so the backend sends it to cuBLAS (test_cuda_gemv.cpp, "gemv
+  // refuses what it cannot vectorize", checks that fallback against the CPU).
+  const int64_t k_odd = 2470;
+  for (int64_t m : {1, 2, 8}) {
+    const MatView x{nullptr, DType::kBF16, m, k_odd, k_odd + 2};
+    const MatView w{nullptr, DType::kBF16, 3072, k_odd, k_odd + 2};
+    const MatView y{nullptr, DType::kBF16, m, 3072, 3072};
+    CHECK_FALSE(cuda::gemv_supports(x, 0, w, 0, true, y, 0, 1));
+    CHECK_FALSE(cuda::gemv_mma_supports(x, 0, w, 0, true, y, 0, 1));
+  }
 }
 
 TEST_CASE("tensor-core SwiGLU GEMV matches a double reference", "[gpu][gemv][mma][fused]") {
@@ -172,8 +182,12 @@ TEST_CASE("PDL chains through the tensor-core GEMV compute what synchronized ops
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
+  // Both settings of the L2 prefetch the kernels may issue before their grid-dependency wait.
+  const int prefetch = GENERATE(0, 1);
+  INFO("weight_prefetch_l2 " << prefetch);
   KernelOptions o;
   o.gemv_max_rows = KernelOptions::kMaxGemvRows;
+  o.weight_prefetch_l2 = prefetch;
   const std::unique_ptr<Backend> own = make_cuda_backend(0, o);
   Backend& gpu = *own;
   const int64_t m = 8, k = 3072, f = 2048, layers = 24;

@@ -1,13 +1,16 @@
-// The fused latent projections (kernels/latent_projections.cu) at 1..8 tokens against the CPU
-// composition (Backend::latent_queries / latent_up_project): one, two and four units, units over
-// part of the heads, the release's head shapes (d_n 128, width 128, d_r 64, r_q 1024 and 1536)
-// and small odd ones; a backend with gemv_max_rows 8 fuses every step here. Random inputs, poisoned
-// outputs, the seed reported on failure.
+// The fused latent projections against the CPU composition (Backend::latent_queries /
+// latent_up_project): the one-token kernels (latent_projections_one.cu) and the tiled 1..8 token
+// kernels (latent_projections.cu, with and without the L2 prefetch) over one, two and four units,
+// units over part of the heads, the release's head shapes (d_n 128, width 128, d_r 64, r_q 1024
+// and 1536) and small odd ones. The backends' options fuse every step here (checked against the
+// kernels' support predicates, so no case falls back to the composition unnoticed). Random
+// inputs, poisoned outputs, the seed reported on failure.
 #include <catch2/catch.hpp>
 
 #include <utility>
 
 #include "gpu_test_util.h"
+#include "kernels/latent_projections.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -74,8 +77,15 @@ TEST_CASE("fused latent projections at 1..8 tokens match the cpu composition",
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
+  // 0: one-token steps on the one-token kernels, 2..8 tokens on the tiled ones; 1: every step on
+  // the tiled kernels, prefetching weights into L2 before the PDL wait.
+  const int tiled = GENERATE(0, 1);
+  INFO("latent_fused_tiled " << tiled);
   KernelOptions o;
-  o.gemv_max_rows = KernelOptions::kMaxGemvRows;
+  o.latent_fused_max_tokens = KernelOptions::kMaxLatentTokens;
+  o.latent_fused_min_units = 1;
+  o.latent_fused_tiled = tiled;
+  o.weight_prefetch_l2 = tiled;
   const std::unique_ptr<Backend> gpu = make_cuda_backend(0, o);
   // MLRA-4 at TP1 (four units over all heads), at TP4 (one unit), MLRA-2 / GLA-like halves, MLA
   // TPLA-like slices (r_q 1536), and a unit set leaving heads 5..7 uncovered.
@@ -95,6 +105,12 @@ TEST_CASE("fused latent projections at 1..8 tokens match the cpu composition",
     for (int64_t T = 1; T <= 8; ++T) {
       INFO("dn " << c.d.dn << " dr " << c.d.dr << " width " << c.d.width << " r_q " << c.d.r_q
                  << " units " << c.layout.size() << " tokens " << T);
+      cuda::LatentProjParams p;
+      p.n_units = int32_t(c.layout.size()), p.tokens = int32_t(T);
+      p.dn = int32_t(c.d.dn), p.dr = int32_t(c.d.dr), p.width = int32_t(c.d.width);
+      p.r_q = int32_t(c.d.r_q);
+      REQUIRE((T == 1 && !tiled ? cuda::latent_projections_one_support(p)
+                                : cuda::latent_projections_support(p)));
       check_fused(*gpu, c.d, c.layout, T, rng);
     }
 }

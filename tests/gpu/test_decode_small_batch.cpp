@@ -1,12 +1,17 @@
-// Decode steps of 1..8 sequences with every small-M kernel on (gemv_max_rows 8: the tensor-core
-// GEMV and its SwiGLU form, the fused latent projections up to 8 tokens) against the CPU
-// reference: the tiny checkpoints of the latent and K/V families, rank-0 shards of TP plans, and
-// a synthetic model at the release's head shapes (d_n 128, d_r 64, d_c 128 / 512), eager and
-// replayed from decode graphs.
+// Decode steps of 1..8 sequences against the CPU reference under three kernel option sets: the
+// defaults, every small-M kernel on with the one-token latent kernels (the tensor-core GEMV and
+// its SwiGLU form for 2..8 rows, the fused latent projections for 1..8 tokens over any unit
+// count), and the same with the tiled latent kernels for every step and the L2 prefetch. Models:
+// the tiny checkpoints of the latent and K/V families, rank-0 shards of TP plans, and a synthetic
+// model at the release's head shapes (d_n 128, d_r 64, d_c 128 / 512), eager and replayed from
+// decode graphs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <random>
+#include <string>
 
 #include "../step_builder.h"
 #include "kernels/backend.h"
@@ -26,21 +31,55 @@ namespace {
 
 constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
 
-// Prefills kSeqs sequences, then runs decode steps of 1, 3, 8, 5, 2 and 8 sequences on the CPU
-// and on two GPU models (eager; graphs up to 8), comparing each step's logits with the CPU's.
-void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp) {
-  const ShardPlan plan = make_shard_plan(c, tp, 0);
+struct OptionSet {
+  const char* name;
+  KernelOptions options;
+};
+
+std::vector<OptionSet> option_sets() {
   KernelOptions small;
   small.gemv_max_rows = KernelOptions::kMaxGemvRows;
+  small.latent_fused_max_tokens = KernelOptions::kMaxLatentTokens;
+  small.latent_fused_min_units = 1;
+  KernelOptions tiled = small;
+  tiled.latent_fused_tiled = 1;
+  tiled.weight_prefetch_l2 = 1;
+  return {{"defaults", KernelOptions{}}, {"small-M", small}, {"small-M tiled", tiled}};
+}
+
+// Largest rel. L2 distance from the CPU's logits over the steps checked, per option set.
+struct Errors {
+  std::vector<double> worst;
+};
+
+// Prefills kSeqs sequences, then runs decode steps of 1, 3, 8, 5, 2 and 8 sequences on the CPU
+// and, per option set, on two GPU models (eager; graphs up to 8), checking each step's logits
+// against the CPU's within `bound`. Returns the worst distances.
+Errors check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp, double bound) {
+  const ShardPlan plan = make_shard_plan(c, tp, 0);
+  const std::vector<OptionSet> sets = option_sets();
   auto cpu_b = make_cpu_backend();
-  auto gpu_b = make_cuda_backend(0, small), graph_b = make_cuda_backend(0, small);
-  auto comm_c = make_single_rank_communicator(), comm_g = make_single_rank_communicator(),
-       comm_r = make_single_rank_communicator();
+  auto comm_c = make_single_rank_communicator();
   const CacheOptions cache{kPage, kSeqs * kPagesPerSeq};
   Transformer cpu(c, plan, ckpt, *cpu_b, *comm_c, cache);
-  Transformer eager(c, plan, ckpt, *gpu_b, *comm_g, cache);
-  Transformer graphed(c, plan, ckpt, *graph_b, *comm_r, cache);
-  graphed.enable_decode_graphs(8);
+  struct Gpu {
+    std::unique_ptr<Backend> eager_b, graph_b;
+    std::unique_ptr<Communicator> eager_c, graph_c;
+    std::unique_ptr<Transformer> eager, graphed;
+    std::vector<float> le, lg;
+  };
+  std::vector<Gpu> gpus(sets.size());
+  for (size_t k = 0; k < sets.size(); ++k) {
+    Gpu& g = gpus[k];
+    g.eager_b = make_cuda_backend(0, sets[k].options);
+    g.graph_b = make_cuda_backend(0, sets[k].options);
+    g.eager_c = make_single_rank_communicator();
+    g.graph_c = make_single_rank_communicator();
+    g.eager = std::make_unique<Transformer>(c, plan, ckpt, *g.eager_b, *g.eager_c, cache);
+    g.graphed = std::make_unique<Transformer>(c, plan, ckpt, *g.graph_b, *g.graph_c, cache);
+    g.graphed->enable_decode_graphs(8);
+  }
+  Errors errors{std::vector<double>(sets.size(), 0.0)};
   std::mt19937 rng(23);
   const auto V = uint32_t(c.vocab_size);
   std::vector<SeqChunk> prefill;
@@ -52,12 +91,15 @@ void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp) {
     length[size_t(s)] = int32_t(prompt.size());
     next[size_t(s)] = int32_t(rng() % V);
   }
-  std::vector<float> lc, le, lg;
+  std::vector<float> lc;
   const StepBatch first = build_step(prefill, kPage, kPagesPerSeq);
   cpu.forward(first, lc);
-  eager.forward(first, le);
-  graphed.forward(first, lg);
-  REQUIRE(rel_l2(le, lc) < 2e-2);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    INFO(sets[k].name);
+    gpus[k].eager->forward(first, gpus[k].le);
+    gpus[k].graphed->forward(first, gpus[k].lg);
+    REQUIRE(rel_l2(gpus[k].le, lc) < bound);
+  }
   for (const int batch : {1, 3, 8, 5, 2, 8}) {
     std::vector<SeqChunk> chunks;
     for (int i = 0; i < batch; ++i) {
@@ -71,12 +113,29 @@ void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp) {
     }
     const StepBatch step = build_step(chunks, kPage, kPagesPerSeq);
     cpu.forward(step, lc);
-    eager.forward(step, le);
-    graphed.forward(step, lg);
     CAPTURE(chunks.size());
-    CHECK(rel_l2(le, lc) < 2e-2);
-    CHECK(rel_l2(lg, lc) < 2e-2);
+    for (size_t k = 0; k < sets.size(); ++k) {
+      INFO(sets[k].name);
+      Gpu& g = gpus[k];
+      g.eager->forward(step, g.le);
+      g.graphed->forward(step, g.lg);
+      const double err = rel_l2(g.le, lc), err_graph = rel_l2(g.lg, lc);
+      errors.worst[k] = std::max({errors.worst[k], err, err_graph});
+      CHECK(err < bound);
+      CHECK(err_graph < bound);
+      // A graph replays at a padded batch (other GEMV row counts, attention plans): rounding
+      // differences only, as in test_decode_graphs.cpp.
+      CHECK(rel_l2(g.lg, g.le) < 1e-2);
+    }
   }
+  return errors;
+}
+
+void print_errors(const std::string& what, const Errors& e) {
+  const std::vector<OptionSet> sets = option_sets();
+  std::printf("decode vs CPU, worst rel. L2 of the logits, %s:", what.c_str());
+  for (size_t k = 0; k < sets.size(); ++k) std::printf(" %s %.4f;", sets[k].name, e.worst[k]);
+  std::printf("\n");
 }
 
 }  // namespace
@@ -95,7 +154,8 @@ TEST_CASE("decode of 1..8 sequences on the small-M kernels matches the CPU (tiny
     const ModelConfig c = load_model_config(dir / "config.json", *parse_variant(k.variant));
     REQUIRE(unsupported_tp_reason(c, k.tp).empty());
     auto ckpt = Checkpoint::open(dir);
-    check_decode(c, *ckpt, k.tp);
+    print_errors(std::string(k.variant) + " tp " + std::to_string(k.tp),
+                 check_decode(c, *ckpt, k.tp, 2e-2));
   }
 }
 
@@ -116,6 +176,21 @@ TEST_CASE("decode of 1..8 sequences at the release's head shapes matches the CPU
     c.eot_token = 511;
     c.validate();
     auto ckpt = make_synthetic_checkpoint(c, 77);
-    check_decode(c, *ckpt, 1);
+    // The GPU keeps activations, q~/q_pe, the latent cache and the attention output in bf16 (rel.
+    // rounding error up to 2^-9 each) where the CPU keeps f32; through two layers of random
+    // weights the logits drift by ~1e-2 from that rounding alone, more at these head shapes than
+    // in the tiny checkpoints (d_n 128 score sums over random q/k amplify each rounding through
+    // the softmax). The small-M kernels round no more often than the composed ops they replace
+    // (one bf16 rounding of q_pe after rope instead of two; the same f32 accumulate and bf16 store
+    // in the GEMVs), so their distance from the CPU must stay within that of the default path
+    // plus a margin for the different f32 summation order; an indexing or synchronisation bug
+    // moves the logits by O(1). The absolute bound 3e-2 is the same rounding budget with ~1.4x
+    // headroom over the 0.021 seen on an H100.
+    const Errors e = check_decode(c, *ckpt, 1, 3e-2);
+    print_errors(std::string(v) + " release head shapes", e);
+    for (size_t k = 1; k < e.worst.size(); ++k) {
+      INFO(option_sets()[k].name << " vs defaults: " << e.worst[k] << " vs " << e.worst[0]);
+      CHECK(e.worst[k] <= 1.25 * e.worst[0] + 2e-3);
+    }
   }
 }
