@@ -49,7 +49,7 @@ decode() {  # variant, seconds, option sets...
   local v=$1 secs=$2
   shift 2
   timeout "$secs" "$B/mlra-bench" decode --variants "$v" --tp 4 1 --batch 1 8 \
-    --context 1024 32768 --iters 10 --config-dir configs/2.9b --kernels "$@" 2>&1 \
+    --context 1024 32768 --iters 10 --fp8-min-context 0 --config-dir configs/2.9b --kernels "$@" 2>&1 \
     | tee "$OUT/decode_$v.log"
 }
 decode mlra_4 190 "$K0" "$K1" "$K2" "$K3" "$K4" "$K5" "$K6"
