@@ -6,10 +6,11 @@
 # 4 (ranks sharing GPU 0) and, when .device/models/mla holds the MLA sibling, for it at TP 1 and
 # as TPLA at TP 2 and 4, then the decode benchmark's FP8 rows at 32K. Logs go to $OUT, one per
 # step; summary.txt lists each check. Fits in 9 minutes (every step has a timeout; the decode
-# benchmark gets what is left of 530 s, skipped under 60).
+# benchmark gets what is left of BUDGET_S, default 530 s, skipped under 60).
 # Usage: OUT=/tmp/out bash scripts/fp8_check.sh
 set -uo pipefail
 : "${OUT:=/tmp/out}"
+: "${BUDGET_S:=530}"
 mkdir -p "$OUT"
 tar -C .device -xJf .device/bundle.tar.xz
 mkdir -p /work && ln -sfn "$PWD" /work/main  # tests find their data at the build-time path
@@ -62,7 +63,7 @@ else
 fi
 # The decode step with the FP8 cache at 32K (k1; the same-run table's ratio: bf16 over FP8),
 # last: it builds 2.9B models, the slowest step.
-left=$(( 530 - ($(date +%s) - start) ))
+left=$(( BUDGET_S - ($(date +%s) - start) ))
 if [ $left -ge 60 ]; then
   timeout $(( left < 120 ? left : 120 )) "$B/mlra-bench" decode --variants mlra_4 mla --tp 1 4 \
     --batch 8 32 --context 32768 --iters 10 --max-cache-gb 40 2>&1 \
@@ -70,7 +71,7 @@ if [ $left -ge 60 ]; then
   note "decode benchmark: exit ${PIPESTATUS[0]} at $(elapsed); k1 is the FP8 cache (ratio: bf16 / FP8):"
   sed -n '/same-run comparison/,/^$/p' "$OUT/bench_decode_fp8.log" | tee -a "$summary"
 else
-  note "decode benchmark: skipped, $left s left of the 9 minutes"
+  note "decode benchmark: skipped, $left s left of ${BUDGET_S} s"
 fi
 note "done at $(elapsed)"
 cat "$summary"
