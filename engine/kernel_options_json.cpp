@@ -20,12 +20,6 @@ struct Field {
 constexpr Field kFields[] = {
     {"gemv_max_rows", &KernelOptions::gemv_max_rows, 0, KernelOptions::kMaxGemvRows},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
-    {"latent_fused_max_tokens", &KernelOptions::latent_fused_max_tokens, 0,
-     KernelOptions::kMaxLatentTokens},
-    {"latent_fused_min_units", &KernelOptions::latent_fused_min_units, 1,
-     KernelOptions::kMaxLatentUnits},
-    {"latent_fused_tiled", &KernelOptions::latent_fused_tiled, 0, 1},
-    {"weight_prefetch_l2", &KernelOptions::weight_prefetch_l2, 0, 1},
 };
 
 }  // namespace

@@ -90,14 +90,11 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
   return static_cast<const __nv_bfloat16*>(v.data);
 }
 
-static_assert(cuda::kMaxLatentTokens == KernelOptions::kMaxLatentTokens &&
-              cuda::kMaxLatentUnits == KernelOptions::kMaxLatentUnits);
-
-// Units the fused latent kernels take: min_units..kMaxLatentUnits (KernelOptions::
-// latent_fused_min_units), bf16 weights, 8-wide rows (the kernels check the rest).
+// Units the fused latent kernels take: kMinFusedLatentUnits..kMaxLatentUnits, bf16 weights,
+// 8-wide rows (the kernels check the rest).
 bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
-                        int64_t width, int64_t min_units, cuda::LatentProjParams& p) {
-  if (units.empty() || int64_t(units.size()) < min_units ||
+                        int64_t width, cuda::LatentProjParams& p) {
+  if (units.size() < size_t(cuda::kMinFusedLatentUnits) ||
       units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0)
     return false;
   for (size_t i = 0; i < units.size(); ++i) {
@@ -127,10 +124,6 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const KernelOptions& options)
       : gemv_max_rows_(options.gemv_max_rows),
-        latent_max_tokens_(options.latent_fused_max_tokens),
-        latent_min_units_(options.latent_fused_min_units),
-        latent_tiled_(options.latent_fused_tiled != 0),
-        prefetch_l2_(options.weight_prefetch_l2 != 0),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -284,7 +277,7 @@ class CudaBackend final : public Backend {
              : cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride,
                                        batch))) {
       cuda::launch_gemv(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch, alpha, beta,
-                        stream(), cuda::GemvKernel::kAuto, prefetch_l2_);
+                        stream());
       return;
     }
     // Mixed operands: bring an f32 operand to bf16 (the other is bf16) so cuBLAS sees one type.
@@ -352,7 +345,7 @@ class CudaBackend final : public Backend {
     activate();
     if (x.rows >= 1 && x.rows <= gemv_max_rows_ && cuda::gemv_swiglu_supports(x, w12, out)) {
       const TimedOp timed(this, &OpTimes::matmul_ms);
-      return cuda::launch_gemv_swiglu(x, w12, out, stream(), cuda::GemvKernel::kAuto, prefetch_l2_);
+      return cuda::launch_gemv_swiglu(x, w12, out, stream());
     }
     Backend::linear_swiglu(x, w12, out);
   }
@@ -395,53 +388,38 @@ class CudaBackend final : public Backend {
                       int64_t width, const int32_t* positions, float rope_base,
                       const MatView& qv) override {
     activate();
+    // One-token steps only: at 2..8 tokens the composition measured faster than fusing.
     cuda::LatentProjParams p;
-    const bool ok = fused_latent_units(units, dn, width, latent_min_units_, p) &&
-                    q_nope.rows >= 1 && q_nope.rows <= latent_max_tokens_ &&
-                    all_bf16({q_nope, cq, rope_w, qv}) && cq.cols % 8 == 0 && rope_w.ld % 8 == 0 &&
-                    aligned16(rope_w.data) && rope_w.rows % dr == 0 && dr % 2 == 0;
+    const bool ok = q_nope.rows == 1 && fused_latent_units(units, dn, width, p) &&
+                    all_bf16({q_nope, cq, rope_w, qv}) && cq.cols % 8 == 0 && aligned16(cq.data) &&
+                    rope_w.ld % 8 == 0 && aligned16(rope_w.data) && rope_w.rows % dr == 0 &&
+                    dr % 2 == 0;
     if (ok) {
-      p.tokens = int32_t(q_nope.rows);
       p.heads = int32_t(rope_w.rows / dr);
       p.dr = int32_t(dr);
       p.r_q = int32_t(cq.cols);
       p.q_nope = bf16_ptr(q_nope);
-      p.q_nope_ld = q_nope.ld;
       p.cq = bf16_ptr(cq);
-      p.cq_ld = cq.ld;
       p.rope_w = bf16_ptr(rope_w);
       p.rope_ld = rope_w.ld;
       p.positions = positions;
       p.rope_base = double(rope_base);
       p.qv = static_cast<__nv_bfloat16*>(qv.data);
-      p.qv_ld = qv.ld;
-      p.prefetch_l2 = prefetch_l2_;
     }
-    // The tiled kernel reads c_q 16 bytes at a time; the one-token kernel one element at a time.
-    if (ok && use_one_token_kernel(p.tokens) && cuda::latent_projections_one_support(p))
-      return cuda::launch_latent_queries_one(p, stream());
-    if (ok && !use_one_token_kernel(p.tokens) && cq.ld % 8 == 0 && aligned16(cq.data) &&
-        cuda::latent_projections_support(p))
-      return cuda::launch_latent_queries(p, stream());
+    if (ok && cuda::latent_projections_support(p)) return cuda::launch_latent_queries(p, stream());
     Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base, qv);
   }
   void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units, int64_t dn,
                          int64_t width, float alpha, const MatView& o) override {
     activate();
-    cuda::LatentProjParams p;
-    const bool ok = fused_latent_units(units, dn, width, latent_min_units_, p) && z.rows >= 1 &&
-                    z.rows <= latent_max_tokens_ && all_bf16({z, o}) && width % 8 == 0 &&
-                    z.ld % 8 == 0 && aligned16(z.data) && o.cols % dn == 0;
+    cuda::LatentProjParams p;  // one-token steps only, as latent_queries
+    const bool ok = z.rows == 1 && fused_latent_units(units, dn, width, p) && all_bf16({z, o}) &&
+                    aligned16(z.data) && o.cols % dn == 0;
     if (!ok) return Backend::latent_up_project(z, units, dn, width, alpha, o);
-    p.tokens = int32_t(z.rows);
     p.heads = int32_t(o.cols / dn);
     p.z = bf16_ptr(z);
-    p.z_ld = z.ld;
     p.o = static_cast<__nv_bfloat16*>(o.data);
-    p.o_ld = o.ld;
     p.alpha = alpha;
-    p.prefetch_l2 = prefetch_l2_;
-    if (use_one_token_kernel(p.tokens)) return cuda::launch_latent_up_one(p, stream());
     cuda::launch_latent_up(p, stream());
   }
   void begin_step() override { attention_.begin_step(); }
@@ -493,9 +471,6 @@ class CudaBackend final : public Backend {
 
  private:
   void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
-  // One-token steps run the one-token latent kernels unless latent_fused_tiled picks the tiled
-  // ones; steps of 2+ tokens run the tiled kernels.
-  bool use_one_token_kernel(int32_t tokens) const { return tokens == 1 && !latent_tiled_; }
 
   // Brackets one op with events when op timing is on (and the stream is not being recorded).
   class TimedOp {
@@ -559,11 +534,7 @@ class CudaBackend final : public Backend {
 
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
-  int64_t gemv_max_rows_ = 1;      // KernelOptions::gemv_max_rows
-  int64_t latent_max_tokens_ = 1;  // KernelOptions::latent_fused_max_tokens
-  int64_t latent_min_units_ = 4;   // KernelOptions::latent_fused_min_units
-  bool latent_tiled_ = false;      // KernelOptions::latent_fused_tiled
-  bool prefetch_l2_ = false;       // KernelOptions::weight_prefetch_l2
+  int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

@@ -4,8 +4,7 @@
 // memory, never by a second kernel or atomics, so results are deterministic and graph capturable.
 // Two layouts: out_by_in (w [N, K], k contiguous: a thread group per row) and in_by_out
 // (w [K, N], n contiguous: a thread per 8 columns walking k). The SwiGLU form of out_by_in gives
-// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh);
-// with p.prefetch_l2, out_by_in blocks prefetch their first weights into L2 before the wait.
+// a thread the rows n and F + n of [W1; W2] and stores silu(a) * b. Launched with PDL (pdl.cuh).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -62,12 +61,6 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
-  if (p.prefetch_l2)
-#pragma unroll
-    for (int u = 0; u < U; ++u)  // the first pass's weights into L2 while the previous op ends
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (kl + u * tpr < chunks) prefetch_l2(wrow[r] + (kl + u * tpr) * 8);
   pdl_wait();
 
   float acc[M][R] = {};
@@ -327,7 +320,7 @@ GemvKernel gemv_auto_kernel(const MatView& x, int64_t x_stride, const MatView& w
 
 void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                  bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
-                 float beta, cudaStream_t stream, GemvKernel kernel, bool prefetch_l2) {
+                 float beta, cudaStream_t stream, GemvKernel kernel) {
   const int64_t n = w_out_by_in ? w.rows : w.cols, k = w_out_by_in ? w.cols : w.rows;
   MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "gemv: shape mismatch");
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
@@ -337,11 +330,9 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
     kernel = gemv_auto_kernel(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch);
   if (kernel == GemvKernel::kMma) {
     MLRA_REQUIRE(w_out_by_in, "gemv: the tensor-core kernel takes w [N, K] only");
-    return launch_gemv_mma(x, x_stride, w, w_stride, y, y_stride, batch, alpha, beta, stream,
-                           prefetch_l2);
+    return launch_gemv_mma(x, x_stride, w, w_stride, y, y_stride, batch, alpha, beta, stream);
   }
   GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, n, k, alpha, beta);
-  p.prefetch_l2 = prefetch_l2;
   kByRows[x.rows - 1](p, x.dtype, y.dtype, w_out_by_in ? Layout::kOutByIn : Layout::kInByOut, batch,
                       stream);
 }
@@ -353,14 +344,13 @@ bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y
 }
 
 void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y, cudaStream_t stream,
-                        GemvKernel kernel, bool prefetch_l2) {
+                        GemvKernel kernel) {
   MLRA_REQUIRE(gemv_swiglu_supports(x, w12, y),
                "gemv swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
   if (kernel == GemvKernel::kAuto) kernel = x.rows >= 2 ? GemvKernel::kMma : GemvKernel::kFma;
-  if (kernel == GemvKernel::kMma) return launch_gemv_mma_swiglu(x, w12, y, stream, prefetch_l2);
+  if (kernel == GemvKernel::kMma) return launch_gemv_mma_swiglu(x, w12, y, stream);
   const int64_t f = w12.rows / 2;
   GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
-  p.prefetch_l2 = prefetch_l2;
   kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);
 }
 

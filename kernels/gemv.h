@@ -32,12 +32,10 @@ enum class GemvKernel { kAuto, kFma, kMma };
 // For b < batch: y_b [M, N] = alpha * x_b [M, K] . op(w_b) + beta * y_b, operand b offset by
 // b * stride elements (0: shared). op(w) = w^T when w_out_by_in (w_b [N, K]) else w (w_b [K, N]).
 // beta == 0 never reads y (NaN in y is overwritten). f32 x is used as is (not rounded to bf16).
-// Requires gemv_supports(...). prefetch_l2: the kernel prefetches its first weights into L2
-// before its PDL wait (KernelOptions::weight_prefetch_l2; the in_by_out layout never does).
+// Requires gemv_supports(...).
 void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                  bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch, float alpha,
-                 float beta, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto,
-                 bool prefetch_l2 = false);
+                 float beta, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto);
 
 // gemv_supports(...) for w [N, K] (w_out_by_in) and bf16 x: what the tensor-core kernel takes.
 bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
@@ -53,13 +51,13 @@ GemvKernel gemv_auto_kernel(const MatView& x, int64_t x_stride, const MatView& w
 bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y);
 // kAuto as for launch_gemv (x is bf16, so tensor cores from 2 rows).
 void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y, cudaStream_t stream,
-                        GemvKernel kernel = GemvKernel::kAuto, bool prefetch_l2 = false);
+                        GemvKernel kernel = GemvKernel::kAuto);
 
 // The tensor-core kernels themselves (gemv_mma.cu); launch_gemv / launch_gemv_swiglu pick them.
 void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                      const MatView& y, int64_t y_stride, int64_t batch, float alpha, float beta,
-                     cudaStream_t stream, bool prefetch_l2 = false);
+                     cudaStream_t stream);
 void launch_gemv_mma_swiglu(const MatView& x, const MatView& w12, const MatView& y,
-                            cudaStream_t stream, bool prefetch_l2 = false);
+                            cudaStream_t stream);
 
 }  // namespace mlra::cuda

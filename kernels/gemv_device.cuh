@@ -25,7 +25,6 @@ struct GemvParams {
   int64_t y_ld, y_stride;
   int n, k;
   float alpha, beta;
-  bool prefetch_l2;  // first weights into L2 before the PDL wait (KernelOptions)
 };
 
 // The parameters of y = alpha * x . op(w) + beta * y (operand b at b * stride), n x k product.
@@ -37,7 +36,6 @@ inline GemvParams gemv_params(const MatView& x, int64_t x_stride, const MatView&
   p.w = static_cast<const __nv_bfloat16*>(w.data), p.w_ld = w.ld, p.w_stride = w_stride;
   p.y = y.data, p.y_ld = y.ld, p.y_stride = y_stride;
   p.n = int(n), p.k = int(k), p.alpha = alpha, p.beta = beta;
-  p.prefetch_l2 = false;
   return p;
 }
 

@@ -11,8 +11,7 @@
 //   logical k {2t, 2t+1} -> 8t + 4s + {0, 1},  logical k {2t+8, 2t+9} -> 8t + 4s + {2, 3}
 // (s = 0, 1 the MMA). The warps of a block split K (double-buffered 16-byte loads, kBlocks 32-k
 // blocks per stage) and add their 16 x 8 tiles in shared memory: deterministic, no atomics, one
-// launch. With p.prefetch_l2, before pdl_wait() a block prefetches its first stage of weights into
-// L2 (safe for any operand: L2 is coherent), overlapping the previous kernel's tail (pdl.cuh).
+// launch.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -47,17 +46,6 @@ __device__ __forceinline__ void load_stage(Stage& s, const __nv_bfloat16* wa,
     s.a[u] = in ? load_stream(wa + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
     s.b[u] = in ? load_stream(wb + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
   }
-}
-
-// L2 prefetch of the lines load_stage(kb) will read.
-__device__ __forceinline__ void prefetch_stage(const __nv_bfloat16* wa, const __nv_bfloat16* wb,
-                                               int kb, int k_end, int k_lane) {
-#pragma unroll
-  for (int u = 0; u < kBlocks; ++u)
-    if ((kb + u) * 32 + k_lane < k_end) {
-      prefetch_l2(wa + (kb + u) * 32);
-      prefetch_l2(wb + (kb + u) * 32);
-    }
 }
 
 // c += the stage's weights . x (x row g of this lane; zero rows past M).
@@ -99,7 +87,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32) gemv_mma_kernel(GemvParams p, 
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   Stage s0, s1;
   int kb = warp * kBlocks;
-  if (p.prefetch_l2 && kb < nkb) prefetch_stage(wa, wb, kb, p.k, k_lane);
   pdl_wait();  // every operand may be an earlier op's output; y may be read by it
   if (kb < nkb) load_stage(s0, wa, wb, kb, p.k, k_lane);
   // Two stages in flight: the next one's loads are issued before this one's MMAs wait for it.
@@ -174,23 +161,21 @@ void launch_y(const GemvParams& p, DType yt, int m_rows, int64_t batch, cudaStre
 
 void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                      const MatView& y, int64_t y_stride, int64_t batch, float alpha, float beta,
-                     cudaStream_t stream, bool prefetch_l2) {
+                     cudaStream_t stream) {
   MLRA_REQUIRE(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "gemv_mma: shapes");
   MLRA_REQUIRE(gemv_mma_supports(x, x_stride, w, w_stride, true, y, y_stride, batch),
                "gemv_mma: unsupported operands (bf16 x of 1..8 rows, w [N, K] bf16, K % 8 == 0, "
                "16-byte aligned rows)");
   GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, w.rows, w.cols, alpha, beta);
-  p.prefetch_l2 = prefetch_l2;
   launch_y<false>(p, y.dtype, int(x.rows), batch, stream);
 }
 
 void launch_gemv_mma_swiglu(const MatView& x, const MatView& w12, const MatView& y,
-                            cudaStream_t stream, bool prefetch_l2) {
+                            cudaStream_t stream) {
   MLRA_REQUIRE(gemv_swiglu_supports(x, w12, y),
                "gemv_mma swiglu: needs bf16 x and y, w12 [2F, K] as for launch_gemv, y [M, F]");
   const int64_t f = w12.rows / 2;
   GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
-  p.prefetch_l2 = prefetch_l2;
   launch_y<true>(p, y.dtype, int(x.rows), 1, stream);
 }
 

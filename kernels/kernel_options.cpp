@@ -9,15 +9,6 @@ std::string kernel_options_error(const KernelOptions& o) {
   if (o.kv_split_per_sm < 0 || o.kv_split_per_sm > KernelOptions::kMaxKvSplitPerSm)
     return "kv_split_per_sm must be in 0.." + std::to_string(KernelOptions::kMaxKvSplitPerSm) +
            " (0: automatic)";
-  if (o.latent_fused_max_tokens < 0 || o.latent_fused_max_tokens > KernelOptions::kMaxLatentTokens)
-    return "latent_fused_max_tokens must be in 0.." +
-           std::to_string(KernelOptions::kMaxLatentTokens) + " (0: never fused)";
-  if (o.latent_fused_min_units < 1 || o.latent_fused_min_units > KernelOptions::kMaxLatentUnits)
-    return "latent_fused_min_units must be in 1.." + std::to_string(KernelOptions::kMaxLatentUnits);
-  if (o.latent_fused_tiled < 0 || o.latent_fused_tiled > 1)
-    return "latent_fused_tiled must be 0 or 1";
-  if (o.weight_prefetch_l2 < 0 || o.weight_prefetch_l2 > 1)
-    return "weight_prefetch_l2 must be 0 or 1";
   return "";
 }
 

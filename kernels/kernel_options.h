@@ -12,24 +12,11 @@ namespace mlra {
 struct KernelOptions {
   static constexpr int kMaxGemvRows = 8;      // the GEMV's row limit (kernels/gemv.h)
   static constexpr int kMaxKvSplitPerSm = 2;  // K/V decode CTAs resident per SM
-  static constexpr int kMaxLatentTokens = 8;  // the tiled fused latent kernels' token limit
-  static constexpr int kMaxLatentUnits = 8;   // units one fused latent launch takes
 
   // Most rows a linear may have to go to our small-M GEMV instead of cuBLAS (0: cuBLAS only):
   // one row to the FMA kernel, 2..8 rows to the tensor-core kernel; linear_swiglu fuses SwiGLU
   // into the GEMV for the same row counts.
-  int gemv_max_rows = 1;
-  // Most tokens a step may have for latent_queries / latent_up_project to run fused (one launch
-  // each) instead of composed (0: always composed).
-  int latent_fused_max_tokens = 1;
-  // Fewest latent units (per rank) the fused latent projections take; fewer run composed.
-  int latent_fused_min_units = 4;
-  // Which fused latent kernels one-token steps run: 0 the one-token kernels, 1 the tiled 1..8
-  // token kernels (steps of 2+ tokens always run the tiled ones).
-  int latent_fused_tiled = 0;
-  // 1: the GEMV and tiled latent kernels prefetch their first weights into L2 before their PDL
-  // wait (prefetch.global.L2, coherent for any operand); 0: no prefetch.
-  int weight_prefetch_l2 = 0;
+  int gemv_max_rows = 8;
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;

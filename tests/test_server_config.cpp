@@ -80,6 +80,9 @@ TEST_CASE("config errors name the offending key", "[engine][config]") {
   CHECK(with("tpla_seed", -1).find("'tpla_seed'") != std::string::npos);
   CHECK(with("kernels", 1).find("'kernels'") != std::string::npos);
   CHECK(with("kernels", {{"nope", 1}}).find("'kernels.nope'") != std::string::npos);
+  CHECK(with("kernels", {{"weight_prefetch_l2", 0}})
+            .find("unknown config key "
+                  "'kernels.weight_prefetch_l2'") != std::string::npos);
   CHECK(with("kernels", nlohmann::json::object()).empty());
   // dtype follows the backend: auto, or the backend's own.
   CHECK(with("dtype", "fp16").find("'dtype'") != std::string::npos);

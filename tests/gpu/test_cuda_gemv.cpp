@@ -162,7 +162,7 @@ TEST_CASE("gemv refuses what it cannot vectorize; the backend falls back to cuBL
 
 TEST_CASE("cuda linear_batched on small M matches the cpu backend; gemv_max_rows routes it",
           "[gpu][gemv][options]") {
-  // Rows up to the option take a GEMV (default 1; 0: cuBLAS only); 9 is always cuBLAS.
+  // Rows up to the option take a GEMV (default 8; 0: cuBLAS only); 9 is always cuBLAS.
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
