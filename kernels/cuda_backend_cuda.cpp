@@ -131,6 +131,7 @@ class CudaBackend final : public Backend {
         latent_min_units_(options.latent_fused_min_units),
         latent_tiled_(options.latent_fused_tiled != 0),
         prefetch_l2_(options.weight_prefetch_l2 != 0),
+        fused_norm_(options.gemv_fused_norm != 0),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -146,6 +147,8 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
     MLRA_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     MLRA_CUDA_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
+    MLRA_CUDA_CHECK(cudaMalloc(&norm_arrivals_, sizeof(unsigned)));
+    MLRA_CUDA_CHECK(cudaMemset(norm_arrivals_, 0, sizeof(unsigned)));
     cudaDeviceProp prop{};
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
@@ -160,6 +163,7 @@ class CudaBackend final : public Backend {
     for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cublasDestroy(cublas_);
     cudaFree(cublas_workspace_);
+    cudaFree(norm_arrivals_);
     if (staging_) cudaFreeHost(staging_);
     cudaEventDestroy(staging_done_);
   }
@@ -356,6 +360,27 @@ class CudaBackend final : public Backend {
     }
     Backend::linear_swiglu(x, w12, out);
   }
+  // The norm in the GEMV's prologue (KernelOptions::gemv_fused_norm) where the product would take
+  // the one-row GEMV anyway; the composed norm + product otherwise.
+  void linear_normed(const NormedInput& in, const MatView& w, const MatView& y) override {
+    activate();
+    cuda::GemvNormInput g;
+    if (fused_norm(in, g) && cuda::gemv_norm_supports(g, w, y, false)) {
+      const TimedOp timed(this, &OpTimes::matmul_ms);
+      return cuda::launch_gemv_norm(g, w, y, false, stream());
+    }
+    Backend::linear_normed(in, w, y);
+  }
+  void linear_swiglu_normed(const NormedInput& in, const MatView& w12,
+                            const MatView& out) override {
+    activate();
+    cuda::GemvNormInput g;
+    if (fused_norm(in, g) && cuda::gemv_norm_supports(g, w12, out, true)) {
+      const TimedOp timed(this, &OpTimes::matmul_ms);
+      return cuda::launch_gemv_norm(g, w12, out, true, stream());
+    }
+    Backend::linear_swiglu_normed(in, w12, out);
+  }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     activate();
     cuda::launch_sigmoid_mul(gate, x, stream());
@@ -496,6 +521,20 @@ class CudaBackend final : public Backend {
   // One-token steps run the one-token latent kernels unless latent_fused_tiled picks the tiled
   // ones; steps of 2+ tokens run the tiled kernels.
   bool use_one_token_kernel(int32_t tokens) const { return tokens == 1 && !latent_tiled_; }
+  // The device form of a normed input when the option and the one-row GEMV apply to it.
+  bool fused_norm(const NormedInput& in, cuda::GemvNormInput& g) const {
+    if (!fused_norm_ || in.acc.rows != 1 || gemv_max_rows_ < 1 || !in.w ||
+        in.w->dtype != DType::kBF16 || in.w->numel() != in.acc.cols)
+      return false;
+    g.acc = in.acc;
+    g.delta = in.delta;
+    g.normed = in.normed;
+    g.w = in.w->data;
+    g.eps = in.eps;
+    g.scale = in.scale;
+    g.arrivals = norm_arrivals_;
+    return true;
+  }
 
   // Brackets one op with events when op timing is on (and the stream is not being recorded).
   class TimedOp {
@@ -559,11 +598,13 @@ class CudaBackend final : public Backend {
 
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
-  int64_t gemv_max_rows_ = 1;      // KernelOptions::gemv_max_rows
-  int64_t latent_max_tokens_ = 1;  // KernelOptions::latent_fused_max_tokens
-  int64_t latent_min_units_ = 4;   // KernelOptions::latent_fused_min_units
-  bool latent_tiled_ = false;      // KernelOptions::latent_fused_tiled
-  bool prefetch_l2_ = false;       // KernelOptions::weight_prefetch_l2
+  int64_t gemv_max_rows_ = 1;          // KernelOptions::gemv_max_rows
+  int64_t latent_max_tokens_ = 1;      // KernelOptions::latent_fused_max_tokens
+  int64_t latent_min_units_ = 4;       // KernelOptions::latent_fused_min_units
+  bool latent_tiled_ = false;          // KernelOptions::latent_fused_tiled
+  bool prefetch_l2_ = false;           // KernelOptions::weight_prefetch_l2
+  bool fused_norm_ = false;            // KernelOptions::gemv_fused_norm
+  unsigned* norm_arrivals_ = nullptr;  // the fused norm's residual write-back counter (gemv.h)
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

@@ -36,12 +36,14 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.latent_fused_min_units == 4);
   CHECK(o.latent_fused_tiled == 0);
   CHECK(o.weight_prefetch_l2 == 0);
+  CHECK(o.gemv_fused_norm == 0);
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_max_rows", 1},
+  CHECK(defaults == json{{"gemv_fused_norm", 0},
+                         {"gemv_max_rows", 1},
                          {"kv_split_per_sm", 0},
                          {"latent_fused_max_tokens", 1},
                          {"latent_fused_min_units", 4},
@@ -50,16 +52,17 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
       for (int tokens = 0; tokens <= KernelOptions::kMaxLatentTokens; tokens += 4)
-        for (int flags = 0; flags < 4; ++flags) {
+        for (int flags = 0; flags < 8; ++flags) {
           KernelOptions o;
           o.gemv_max_rows = rows;
           o.kv_split_per_sm = split;
           o.latent_fused_max_tokens = tokens;
           o.latent_fused_min_units = 1 + (rows + split) % KernelOptions::kMaxLatentUnits;
           o.latent_fused_tiled = flags & 1;
-          o.weight_prefetch_l2 = flags >> 1;
+          o.weight_prefetch_l2 = (flags >> 1) & 1;
+          o.gemv_fused_norm = flags >> 2;
           const json j = to_json(o);
-          CHECK(j.size() == 6);
+          CHECK(j.size() == 7);
           CHECK(parse_kernel_options(j) == o);
           CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
         }
@@ -105,6 +108,9 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.latent_fused_tiled' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"weight_prefetch_l2", -1}}) ==
         "config key 'kernels.weight_prefetch_l2' must be an integer in 0..1, got -1");
+  CHECK(error_of(json{{"gemv_fused_norm", 2}}) ==
+        "config key 'kernels.gemv_fused_norm' must be an integer in 0..1, got 2");
+  CHECK(error_of(json{{"gemv_fused_norm", 1}, {"gemv_max_rows", 0}}).empty());
   // Edges are accepted.
   CHECK(error_of(json{{"latent_fused_max_tokens", 0}, {"latent_fused_min_units", 1}}).empty());
   CHECK(error_of(json{{"latent_fused_max_tokens", 8}, {"latent_fused_min_units", 8}}).empty());
@@ -132,4 +138,7 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o = KernelOptions{};
   o.weight_prefetch_l2 = 2;
   CHECK(kernel_options_error(o) == "weight_prefetch_l2 must be 0 or 1");
+  o = KernelOptions{};
+  o.gemv_fused_norm = -1;
+  CHECK(kernel_options_error(o) == "gemv_fused_norm must be 0 or 1");
 }
