@@ -148,7 +148,7 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     MLRA_CUDA_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
     MLRA_CUDA_CHECK(cudaMalloc(&norm_arrivals_, sizeof(unsigned)));
-    MLRA_CUDA_CHECK(cudaMemset(norm_arrivals_, 0, sizeof(unsigned)));
+    MLRA_CUDA_CHECK(cudaMemsetAsync(norm_arrivals_, 0, sizeof(unsigned), stream()));
     cudaDeviceProp prop{};
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
