@@ -1,9 +1,10 @@
 // Whole decode steps with the norms fused into the GEMV prologue (gemv_fused_norm 1) against the
-// CPU reference and against the default GPU path, eager and replayed from decode graphs: tiny
-// checkpoints of the latent and K/V families (rank-0 shards of TP plans, a gated variant whose
-// gate reads the normed input the fused kernel writes) and a synthetic model at the release's head
-// shapes. The fused kernel reproduces the composed norm + GEMV bit for bit, so its logits must
-// equal the default path's exactly; the launch counter shows that one-row steps took it.
+// CPU reference and against the same options without it (the defaults; gemv_max_rows 8), eager
+// and replayed from decode graphs: tiny checkpoints of the latent and K/V families (rank-0 shards
+// of TP plans, a gated variant whose gate reads the normed input the fused kernel writes) and a
+// synthetic model at the release's head shapes. The fused kernel reproduces the composed norm +
+// GEMV bit for bit, so the logits must be equal exactly; the launch counter shows that one-row
+// steps took it.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -52,15 +53,16 @@ int64_t fused_per_layer(const ModelConfig& c) {
 }
 
 // Prefills kSeqs sequences, then decode steps of 1, 3, 1, 8, 1 and 2 sequences: every step's
-// logits within `bound` of the CPU's, the fused option's equal to the defaults' (eager and
-// graphs), and one-row eager steps running fused_per_layer * n_layer fused products.
-void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp, double bound) {
+// logits within `bound` of the CPU's, those with gemv_fused_norm equal to those of `base` without
+// it (eager and graphs), and one-row eager steps running fused_per_layer * n_layer fused products.
+void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp, double bound,
+                  const KernelOptions& base) {
   const ShardPlan plan = make_shard_plan(c, tp, 0);
-  KernelOptions fused_opts;
+  KernelOptions fused_opts = base;
   fused_opts.gemv_fused_norm = 1;
   Model cpu(c, plan, ckpt, make_cpu_backend(), false);
-  Model plain(c, plan, ckpt, make_cuda_backend(0), false);
-  Model plain_graphs(c, plan, ckpt, make_cuda_backend(0), true);
+  Model plain(c, plan, ckpt, make_cuda_backend(0, base), false);
+  Model plain_graphs(c, plan, ckpt, make_cuda_backend(0, base), true);
   Model fused(c, plan, ckpt, make_cuda_backend(0, fused_opts), false);
   Model fused_graphs(c, plan, ckpt, make_cuda_backend(0, fused_opts), true);
   Model* gpus[] = {&plain, &plain_graphs, &fused, &fused_graphs};
@@ -106,6 +108,17 @@ void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp, double b
   }
 }
 
+// Under the default options and with the tensor-core GEMV for 2..8 rows (the fused norm still
+// takes one-row steps only).
+void check_decode_sets(const ModelConfig& c, const Checkpoint& ckpt, int tp, double bound) {
+  KernelOptions wide;
+  wide.gemv_max_rows = KernelOptions::kMaxGemvRows;
+  for (const KernelOptions& base : {KernelOptions{}, wide}) {
+    INFO("gemv_max_rows " << base.gemv_max_rows);
+    check_decode(c, ckpt, tp, bound, base);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("decode with the norms fused into the GEMV matches the CPU and the default path",
@@ -122,7 +135,7 @@ TEST_CASE("decode with the norms fused into the GEMV matches the CPU and the def
     const ModelConfig c = load_model_config(dir / "config.json", *parse_variant(k.variant));
     REQUIRE(unsupported_tp_reason(c, k.tp).empty());
     auto ckpt = Checkpoint::open(dir);
-    check_decode(c, *ckpt, k.tp, 2e-2);
+    check_decode_sets(c, *ckpt, k.tp, 2e-2);
   }
 }
 
@@ -145,6 +158,6 @@ TEST_CASE("decode with the norms fused into the GEMV at the release's head shape
     auto ckpt = make_synthetic_checkpoint(c, 79);
     // The bound of test_decode_small_batch.cpp at these shapes (bf16 rounding through two layers
     // of random weights); the fused path adds no rounding of its own (equal to the default path).
-    check_decode(c, *ckpt, 1, 3e-2);
+    check_decode_sets(c, *ckpt, 1, 3e-2);
   }
 }
