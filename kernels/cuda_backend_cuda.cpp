@@ -131,7 +131,7 @@ class CudaBackend final : public Backend {
         latent_min_units_(options.latent_fused_min_units),
         latent_tiled_(options.latent_fused_tiled != 0),
         prefetch_l2_(options.weight_prefetch_l2 != 0),
-        fused_norm_(options.gemv_fused_norm != 0),
+        fused_norm_(options.gemv_fused_norm),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -360,12 +360,12 @@ class CudaBackend final : public Backend {
     }
     Backend::linear_swiglu(x, w12, out);
   }
-  // The norm in the GEMV's prologue (KernelOptions::gemv_fused_norm) where the product would take
-  // the one-row GEMV anyway; the composed norm + product otherwise.
+  // The norm in the GEMV's prologue where KernelOptions::gemv_fused_norm has the product's bit (1
+  // plain, 2 SwiGLU) and the product would take the one-row GEMV anyway; composed otherwise.
   void linear_normed(const NormedInput& in, const MatView& w, const MatView& y) override {
     activate();
     cuda::GemvNormInput g;
-    if (fused_norm(in, g) && cuda::gemv_norm_supports(g, w, y, false)) {
+    if ((fused_norm_ & 1) && fused_norm(in, g) && cuda::gemv_norm_supports(g, w, y, false)) {
       const TimedOp timed(this, &OpTimes::matmul_ms);
       return cuda::launch_gemv_norm(g, w, y, false, stream());
     }
@@ -375,7 +375,7 @@ class CudaBackend final : public Backend {
                             const MatView& out) override {
     activate();
     cuda::GemvNormInput g;
-    if (fused_norm(in, g) && cuda::gemv_norm_supports(g, w12, out, true)) {
+    if ((fused_norm_ & 2) && fused_norm(in, g) && cuda::gemv_norm_supports(g, w12, out, true)) {
       const TimedOp timed(this, &OpTimes::matmul_ms);
       return cuda::launch_gemv_norm(g, w12, out, true, stream());
     }
@@ -523,8 +523,8 @@ class CudaBackend final : public Backend {
   bool use_one_token_kernel(int32_t tokens) const { return tokens == 1 && !latent_tiled_; }
   // The device form of a normed input when the option and the one-row GEMV apply to it.
   bool fused_norm(const NormedInput& in, cuda::GemvNormInput& g) const {
-    if (!fused_norm_ || in.acc.rows != 1 || gemv_max_rows_ < 1 || !in.w ||
-        in.w->dtype != DType::kBF16 || in.w->numel() != in.acc.cols)
+    if (in.acc.rows != 1 || gemv_max_rows_ < 1 || !in.w || in.w->dtype != DType::kBF16 ||
+        in.w->numel() != in.acc.cols)
       return false;
     g.acc = in.acc;
     g.delta = in.delta;
@@ -603,7 +603,7 @@ class CudaBackend final : public Backend {
   int64_t latent_min_units_ = 4;       // KernelOptions::latent_fused_min_units
   bool latent_tiled_ = false;          // KernelOptions::latent_fused_tiled
   bool prefetch_l2_ = false;           // KernelOptions::weight_prefetch_l2
-  bool fused_norm_ = false;            // KernelOptions::gemv_fused_norm
+  int fused_norm_ = 0;                 // KernelOptions::gemv_fused_norm (bits)
   unsigned* norm_arrivals_ = nullptr;  // the fused norm's residual write-back counter (gemv.h)
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;

@@ -18,7 +18,8 @@ std::string kernel_options_error(const KernelOptions& o) {
     return "latent_fused_tiled must be 0 or 1";
   if (o.weight_prefetch_l2 < 0 || o.weight_prefetch_l2 > 1)
     return "weight_prefetch_l2 must be 0 or 1";
-  if (o.gemv_fused_norm < 0 || o.gemv_fused_norm > 1) return "gemv_fused_norm must be 0 or 1";
+  if (o.gemv_fused_norm < 0 || o.gemv_fused_norm > 3)
+    return "gemv_fused_norm must be in 0..3 (bits: 1 linear_normed, 2 linear_swiglu_normed)";
   return "";
 }
 

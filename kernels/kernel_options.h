@@ -30,9 +30,10 @@ struct KernelOptions {
   // 1: the GEMV and tiled latent kernels prefetch their first weights into L2 before their PDL
   // wait (prefetch.global.L2, coherent for any operand); 0: no prefetch.
   int weight_prefetch_l2 = 0;
-  // 1: a product whose input is RMS-normed just before (linear_normed, linear_swiglu_normed) takes
-  // the norm (and the residual add) into its GEMV prologue where the GEMV applies to its rows
-  // (one row: the FMA kernel), one launch instead of two; 0: the norm runs as its own kernel.
+  // Products whose input is RMS-normed just before that take the norm (and the residual add) into
+  // their GEMV prologue where the GEMV applies to their rows (one row: the FMA kernel), one launch
+  // instead of two. Bits: 1 plain products (linear_normed), 2 the SwiGLU product
+  // (linear_swiglu_normed); 0: every norm runs as its own kernel.
   int gemv_fused_norm = 0;
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).

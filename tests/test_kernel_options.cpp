@@ -60,7 +60,7 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
           o.latent_fused_min_units = 1 + (rows + split) % KernelOptions::kMaxLatentUnits;
           o.latent_fused_tiled = flags & 1;
           o.weight_prefetch_l2 = (flags >> 1) & 1;
-          o.gemv_fused_norm = flags >> 2;
+          o.gemv_fused_norm = (flags >> 2) * 3;
           const json j = to_json(o);
           CHECK(j.size() == 7);
           CHECK(parse_kernel_options(j) == o);
@@ -108,9 +108,10 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.latent_fused_tiled' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"weight_prefetch_l2", -1}}) ==
         "config key 'kernels.weight_prefetch_l2' must be an integer in 0..1, got -1");
-  CHECK(error_of(json{{"gemv_fused_norm", 2}}) ==
-        "config key 'kernels.gemv_fused_norm' must be an integer in 0..1, got 2");
+  CHECK(error_of(json{{"gemv_fused_norm", 4}}) ==
+        "config key 'kernels.gemv_fused_norm' must be an integer in 0..3, got 4");
   CHECK(error_of(json{{"gemv_fused_norm", 1}, {"gemv_max_rows", 0}}).empty());
+  CHECK(error_of(json{{"gemv_fused_norm", 2}}).empty());
   // Edges are accepted.
   CHECK(error_of(json{{"latent_fused_max_tokens", 0}, {"latent_fused_min_units", 1}}).empty());
   CHECK(error_of(json{{"latent_fused_max_tokens", 8}, {"latent_fused_min_units", 8}}).empty());
@@ -140,5 +141,8 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   CHECK(kernel_options_error(o) == "weight_prefetch_l2 must be 0 or 1");
   o = KernelOptions{};
   o.gemv_fused_norm = -1;
-  CHECK(kernel_options_error(o) == "gemv_fused_norm must be 0 or 1");
+  CHECK(kernel_options_error(o) ==
+        "gemv_fused_norm must be in 0..3 (bits: 1 linear_normed, 2 linear_swiglu_normed)");
+  o.gemv_fused_norm = 3;
+  CHECK(kernel_options_error(o).empty());
 }

@@ -15,9 +15,9 @@ using namespace mlra::gputest;
 
 namespace {
 
-std::unique_ptr<Backend> fused_backend() {
+std::unique_ptr<Backend> fused_backend(int bits = 3) {
   KernelOptions o;
-  o.gemv_fused_norm = 1;
+  o.gemv_fused_norm = bits;
   return make_cuda_backend(0, o);
 }
 
@@ -256,6 +256,19 @@ TEST_CASE("fused norm: what the kernel refuses runs composed and still matches t
     const auto [y_cpu, a_cpu] = go(cpu);
     CHECK(rel_l2(y, y_cpu) < kBf16Tol);
     CHECK(rel_l2(a, a_cpu) < 1e-6);
+  }
+  // Each bit of the option fuses its own product only.
+  for (const int bits : {1, 2}) {
+    INFO("gemv_fused_norm " << bits);
+    const auto one = fused_backend(bits);
+    for (const bool swiglu : {false, true}) {
+      const Case c{64, 256, swiglu, true, false, 1.0f};
+      const Host h = make_inputs(c, rng);
+      const uint64_t before = cuda::gemv_norm_launches();
+      const Result got = run(*one, c, h);
+      CHECK(cuda::gemv_norm_launches() - before == (bits == (swiglu ? 2 : 1) ? 1u : 0u));
+      CHECK(got.y == run(*backends().gpu, c, h).y);
+    }
   }
   // The kernel's own refusals.
   const MatView acc{reinterpret_cast<void*>(256), DType::kF32, 1, 3072, 3072};

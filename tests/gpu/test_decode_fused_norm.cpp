@@ -1,4 +1,4 @@
-// Whole decode steps with the norms fused into the GEMV prologue (gemv_fused_norm 1) against the
+// Whole decode steps with the norms fused into the GEMV prologue (gemv_fused_norm 3) against the
 // CPU reference and against the same options without it (the defaults; gemv_max_rows 8), eager
 // and replayed from decode graphs: tiny checkpoints of the latent and K/V families (rank-0 shards
 // of TP plans, a gated variant whose gate reads the normed input the fused kernel writes) and a
@@ -59,7 +59,7 @@ void check_decode(const ModelConfig& c, const Checkpoint& ckpt, int tp, double b
                   const KernelOptions& base) {
   const ShardPlan plan = make_shard_plan(c, tp, 0);
   KernelOptions fused_opts = base;
-  fused_opts.gemv_fused_norm = 1;
+  fused_opts.gemv_fused_norm = 3;
   Model cpu(c, plan, ckpt, make_cpu_backend(), false);
   Model plain(c, plan, ckpt, make_cuda_backend(0, base), false);
   Model plain_graphs(c, plan, ckpt, make_cuda_backend(0, base), true);
