@@ -182,3 +182,39 @@ TEST_CASE("fp8 cache bytes per token follow the layout", "[fp8]") {
   CHECK(fp8.cache_bytes_per_token() == (32 + 4 * 4 + 4 * 2) * 2);
   CHECK(plain.cache_bytes_per_token() == 36 * 4 * 2);
 }
+
+TEST_CASE("tpla: a prefill from position 0 reads no cache, so only decode sees the fp8 cache",
+          "[fp8][tpla]") {
+  // With pd_separation a fresh prefill runs exact MLA over its own unquantized latents: its logits
+  // (perplexity windows, a teacher-forced prefill) are the same whatever the cache encoding, and
+  // the FP8 cache's accuracy shows only in the decode steps that read it (kv-cache-compare
+  // therefore teacher-forces on the decode path). Without pd_separation the prefill reads it too.
+  ModelConfig c = tiny_config("mla");
+  c.mla_tp_mode = LatentTpMode::kTpla;
+  const int vocab = int(c.vocab_size);
+  const auto toks = random_tokens(45, 7, vocab);
+  for (bool separated : {true, false}) {
+    INFO("pd_separation " << separated);
+    c.tpla_options.pd_separation = separated;
+    TinyModel plain(c, 2, CacheEncoding::kPlain), fp8(c, 2, CacheEncoding::kFp8E4M3);
+    const StepBatch prefill =
+        build_step({{0, 0, {toks.begin(), toks.begin() + 37}, true}}, kPage, kPagesPerSeq);
+    const double prefill_err = rel_l2(fp8.run(prefill), plain.run(prefill));
+    std::vector<float> want, got;
+    for (int32_t t = 37; t < 45; ++t) {
+      const StepBatch s = build_step({{0, t, {toks[size_t(t)]}}}, kPage, kPagesPerSeq);
+      const auto p = plain.run(s), f = fp8.run(s);
+      want.insert(want.end(), p.begin(), p.end());
+      got.insert(got.end(), f.begin(), f.end());
+    }
+    const double decode_err = rel_l2(got, want);
+    INFO("prefill error " << prefill_err << ", decode error " << decode_err);
+    if (separated)
+      CHECK(prefill_err == 0.0);
+    else
+      CHECK(prefill_err > 0.0);
+    CHECK(prefill_err < 0.08);
+    CHECK(decode_err > 0.0);
+    CHECK(decode_err < 0.08);
+  }
+}

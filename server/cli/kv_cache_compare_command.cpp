@@ -66,9 +66,12 @@ StepBatch chunk_step(const std::vector<Chunk>& chunks, int32_t page_size, int32_
 }
 
 // `n` greedy tokens after every prompt: the prompts prefilled in one step, then decode steps of
-// all of them together.
+// all of them together. With `forced`, step k feeds forced[i][k] instead of the greedy token (the
+// greedy tokens are still returned): teacher forcing on the decode path, so the prediction at
+// every position reads the cache exactly as generation does (a TPLA prefill from position 0
+// runs exact MLA over its in-step latents and reads no cache, pd_separation).
 Sequences greedy_continuations(ModelRunner& r, const Sequences& prompts, int32_t n,
-                               int32_t pages_per_seq) {
+                               int32_t pages_per_seq, const Sequences* forced = nullptr) {
   const int32_t ps = r.info().page_size;
   const int64_t V = r.config().vocab_size, Vt = r.config().text_vocab_size;
   Sequences out(prompts.size());
@@ -80,29 +83,22 @@ Sequences greedy_continuations(ModelRunner& r, const Sequences& prompts, int32_t
     for (size_t i = 0; i < prompts.size(); ++i) {
       const int32_t t = greedy_token(logits.data() + int64_t(i) * V, Vt);
       out[i].push_back(t);
-      chunks[i] = {int32_t(i), int32_t(prompts[i].size()) + step, {t}};
+      const int32_t next = forced ? (*forced)[i][size_t(step)] : t;
+      chunks[i] = {int32_t(i), int32_t(prompts[i].size()) + step, {next}};
     }
   }
   return out;
 }
 
 // Positions where r's greedy next token, given the prompt and `reference` so far, is reference's.
+// The reference is the unquantized cache's greedy decode, so the same decode steps make the
+// unquantized cache agree with it everywhere: the figure isolates the FP8 cache.
 int64_t teacher_forced_matches(ModelRunner& r, const Sequences& prompts, const Sequences& reference,
-                               int32_t pages_per_seq) {
-  const int32_t ps = r.info().page_size;
-  const int64_t V = r.config().vocab_size, Vt = r.config().text_vocab_size;
+                               int32_t n, int32_t pages_per_seq) {
+  const Sequences predicted = greedy_continuations(r, prompts, n, pages_per_seq, &reference);
   int64_t matches = 0;
-  std::vector<float> logits;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    std::vector<int32_t> context = prompts[i];
-    context.insert(context.end(), reference[i].begin(), reference[i].end() - 1);
-    StepBatch s = chunk_step({{0, 0, context}}, ps, pages_per_seq, true);
-    const size_t p = prompts[i].size();
-    s.logit_rows.assign(s.logit_rows.begin() + int64_t(p) - 1, s.logit_rows.end());
-    r.execute(s, logits);
-    for (size_t j = 0; j < reference[i].size(); ++j)
-      matches += greedy_token(logits.data() + int64_t(j) * V, Vt) == reference[i][j];
-  }
+  for (size_t i = 0; i < prompts.size(); ++i)
+    for (size_t j = 0; j < reference[i].size(); ++j) matches += predicted[i][j] == reference[i][j];
   return matches;
 }
 
@@ -128,7 +124,8 @@ Run run_one(RunnerConfig run, CacheEncoding kv_cache, const CompareArgs& a,
   out.ppl = evaluate_perplexity(*runner, tokens, a.context, a.max_windows);
   out.greedy = greedy_continuations(*runner, prompts, a.generate, pages_per_seq);
   if (reference)
-    out.teacher_forced = teacher_forced_matches(*runner, prompts, *reference, pages_per_seq);
+    out.teacher_forced =
+        teacher_forced_matches(*runner, prompts, *reference, a.generate, pages_per_seq);
   return out;
 }
 
@@ -158,6 +155,14 @@ int run_compare(const CompareArgs& a) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   try {
     const RunnerConfig& run = config.runner;
+    // Perplexity windows are prefills from position 0: under TPLA's prefill/decode separation they
+    // run exact MLA over their unquantized in-step latents and never read the cache.
+    const bool ppl_reads_cache =
+        !(run.mla_tp_mode == LatentTpMode::kTpla && run.tpla.pd_separation);
+    if (!ppl_reads_cache)
+      spdlog::warn(
+          "tpla_pd_separation: perplexity reads no cache, so ppl_fp8_e4m3 equals ppl_auto; "
+          "tpla_pd_separation=false measures the FP8 cache there too");
     const Run p = run_one(run, CacheEncoding::kPlain, a, tokens, prompts, nullptr);
     const Run f = run_one(run, CacheEncoding::kFp8E4M3, a, tokens, prompts, &p.greedy);
     int64_t identical = 0, agreeing_prefix = 0;
@@ -174,11 +179,12 @@ int run_compare(const CompareArgs& a) {
         "\"windows\": {}, \"tokens\": {}, \"ppl_auto\": {:.4f}, \"ppl_fp8_e4m3\": {:.4f}, "
         "\"ppl_change_pct\": {:.3f}, \"prompts\": {}, \"prompt_tokens\": {}, \"generated\": {}, "
         "\"greedy_identical\": {}, \"greedy_agreeing_prefix_mean\": {:.1f}, "
-        "\"teacher_forced_agreement\": {:.4f}}}\n",
+        "\"teacher_forced_agreement\": {:.4f}, \"ppl_reads_cache\": {}}}\n",
         run.variant, run.backend, run.tp, latent_tp_mode_name(run.mla_tp_mode), p.ppl.windows,
         p.ppl.tokens, p.ppl.perplexity(), f.ppl.perplexity(),
         100.0 * (f.ppl.perplexity() / p.ppl.perplexity() - 1.0), a.prompts, a.prompt_tokens,
-        a.generate, identical, double(agreeing_prefix) / a.prompts, double(f.teacher_forced) / n);
+        a.generate, identical, double(agreeing_prefix) / a.prompts, double(f.teacher_forced) / n,
+        ppl_reads_cache);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlra-serve kv-cache-compare: {}\n", e.what());
