@@ -55,9 +55,9 @@ compare mlra4_tp4 60 --model-dir models/default --attention mlra4 -o tp=4 -o 'tp
 if [ -f .device/models/mla/config.json ]; then
   compare mla_tp1 45 --model-dir .device/models/mla --attention mla
   compare tpla_tp2 60 --model-dir .device/models/mla --attention mla -o tp=2 \
-    -o 'tp_devices=[0,0]' -o mla_tp_mode=tpla -o tpla_transform=random
+    -o 'tp_devices=[0,0]' -o mla_tp_mode=tpla -o tpla_transform=random -o tpla_pd_separation=false
   compare tpla_tp4 60 --model-dir .device/models/mla --attention mla -o tp=4 \
-    -o 'tp_devices=[0,0,0,0]' -o mla_tp_mode=tpla -o tpla_transform=random
+    -o 'tp_devices=[0,0,0,0]' -o mla_tp_mode=tpla -o tpla_transform=random -o tpla_pd_separation=false
 else
   note "MLA sibling: not in .device/models/mla, its kv-cache-compare skipped"
 fi
