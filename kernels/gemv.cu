@@ -64,12 +64,6 @@ __global__ void __launch_bounds__(kRowBlock)
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
   const int chunks = p.k / 8;
-  if constexpr (kNorm)  // the first pass's weights into L2 while the block stages the normed row
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (kl + u * tpr < chunks) prefetch_l2(wrow[r] + (kl + u * tpr) * 8);
   pdl_wait();
   const XT* x;
   if constexpr (kNorm) {
