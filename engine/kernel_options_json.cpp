@@ -19,7 +19,6 @@ struct Field {
 
 constexpr Field kFields[] = {
     {"gemv_max_rows", &KernelOptions::gemv_max_rows, 0, KernelOptions::kMaxGemvRows},
-    {"gemv_fused_norm", &KernelOptions::gemv_fused_norm, 0, 3},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
 };
 

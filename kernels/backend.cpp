@@ -29,28 +29,6 @@ void Backend::add_rms_norm(const MatView& delta, const MatView& acc, const Tenso
   rms_norm(acc, w, eps, 1.0f, out);
 }
 
-void Backend::norm_input(const NormedInput& in) {
-  const MatView& a = in.acc;
-  const bool residual = in.delta.data != nullptr;
-  if (!in.w || in.w->numel() != a.cols || in.normed.rows != a.rows || in.normed.cols != a.cols ||
-      (residual && (in.delta.rows != a.rows || in.delta.cols != a.cols)))
-    throw std::invalid_argument("normed input: acc, delta and normed must be [M, K], w [K]");
-  if (!residual) return rms_norm(a, *in.w, in.eps, in.scale, in.normed);
-  if (in.scale == 1.0f) return add_rms_norm(in.delta, a, *in.w, in.eps, in.normed);
-  add(in.delta, a);
-  rms_norm(a, *in.w, in.eps, in.scale, in.normed);
-}
-
-void Backend::linear_normed(const NormedInput& in, const MatView& w, const MatView& y) {
-  norm_input(in);
-  linear(in.normed, w, y, 1.0f, 0.0f);
-}
-
-void Backend::linear_swiglu_normed(const NormedInput& in, const MatView& w12, const MatView& out) {
-  norm_input(in);
-  linear_swiglu(in.normed, w12, out);
-}
-
 void Backend::linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) {
   if (w12.rows % 2 != 0 || out.cols * 2 != w12.rows || out.rows != x.rows)
     throw std::invalid_argument("linear_swiglu: w12 must be [2F, K] and out [M, F]");

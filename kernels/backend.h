@@ -76,22 +76,6 @@ class Backend {
   // cols [h * head_stride + rot_offset, + rot_dim). positions on device, one per row.
   virtual void rope(const MatView& x, int64_t n_heads, int64_t head_stride, int64_t rot_offset,
                     int64_t rot_dim, const int32_t* positions, float base) = 0;
-  // The input of a product with its RMSNorm fused in: normed = RMSNorm(src) * w * scale rowwise
-  // (f32 math, as rms_norm) where src = acc + delta, acc += delta written back (the residual form
-  // of add_rms_norm; acc f32), or src = acc when delta.data is null. normed [M, K] (act dtype) is
-  // always written, so later ops may read it. acc, delta and normed do not overlap each other or
-  // the product's output.
-  struct NormedInput {
-    MatView acc, delta, normed;  // [M, K] each (delta optional)
-    const Tensor* w = nullptr;   // [K]
-    float eps = 0.0f, scale = 1.0f;
-  };
-  // Computes in.normed (and the residual add): add_rms_norm, or add + rms_norm, or rms_norm.
-  void norm_input(const NormedInput& in);
-  // y = in.normed . w^T (alpha 1, beta 0), w [N, K], y [M, N]. Default: norm_input, then linear.
-  virtual void linear_normed(const NormedInput& in, const MatView& w, const MatView& y);
-  // linear_swiglu of in.normed. Default: norm_input, then linear_swiglu.
-  virtual void linear_swiglu_normed(const NormedInput& in, const MatView& w12, const MatView& out);
   // out = silu(a) * b
   virtual void silu_mul(const MatView& a, const MatView& b, const MatView& out) = 0;
   // out = silu(x . w1^T) * (x . w2^T): w12 = [w1; w2] ([2F, K], halves back to back), x [M, K],

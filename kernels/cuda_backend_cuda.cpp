@@ -124,7 +124,6 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const KernelOptions& options)
       : gemv_max_rows_(options.gemv_max_rows),
-        fused_norm_(options.gemv_fused_norm),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -140,8 +139,6 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
     MLRA_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     MLRA_CUDA_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
-    MLRA_CUDA_CHECK(cudaMalloc(&norm_arrivals_, sizeof(unsigned)));
-    MLRA_CUDA_CHECK(cudaMemsetAsync(norm_arrivals_, 0, sizeof(unsigned), stream()));
     cudaDeviceProp prop{};
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
@@ -156,7 +153,6 @@ class CudaBackend final : public Backend {
     for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cublasDestroy(cublas_);
     cudaFree(cublas_workspace_);
-    cudaFree(norm_arrivals_);
     if (staging_) cudaFreeHost(staging_);
     cudaEventDestroy(staging_done_);
   }
@@ -353,27 +349,6 @@ class CudaBackend final : public Backend {
     }
     Backend::linear_swiglu(x, w12, out);
   }
-  // The norm in the GEMV's prologue where KernelOptions::gemv_fused_norm has the product's bit (1
-  // plain, 2 SwiGLU) and the product would take the one-row GEMV anyway; composed otherwise.
-  void linear_normed(const NormedInput& in, const MatView& w, const MatView& y) override {
-    activate();
-    cuda::GemvNormInput g;
-    if ((fused_norm_ & 1) && fused_norm(in, g) && cuda::gemv_norm_supports(g, w, y, false)) {
-      const TimedOp timed(this, &OpTimes::matmul_ms);
-      return cuda::launch_gemv_norm(g, w, y, false, stream());
-    }
-    Backend::linear_normed(in, w, y);
-  }
-  void linear_swiglu_normed(const NormedInput& in, const MatView& w12,
-                            const MatView& out) override {
-    activate();
-    cuda::GemvNormInput g;
-    if ((fused_norm_ & 2) && fused_norm(in, g) && cuda::gemv_norm_supports(g, w12, out, true)) {
-      const TimedOp timed(this, &OpTimes::matmul_ms);
-      return cuda::launch_gemv_norm(g, w12, out, true, stream());
-    }
-    Backend::linear_swiglu_normed(in, w12, out);
-  }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     activate();
     cuda::launch_sigmoid_mul(gate, x, stream());
@@ -496,20 +471,6 @@ class CudaBackend final : public Backend {
 
  private:
   void activate() const { MLRA_CUDA_CHECK(cudaSetDevice(state_->device)); }
-  // The device form of a normed input when the option and the one-row GEMV apply to it.
-  bool fused_norm(const NormedInput& in, cuda::GemvNormInput& g) const {
-    if (in.acc.rows != 1 || gemv_max_rows_ < 1 || !in.w || in.w->dtype != DType::kBF16 ||
-        in.w->numel() != in.acc.cols)
-      return false;
-    g.acc = in.acc;
-    g.delta = in.delta;
-    g.normed = in.normed;
-    g.w = in.w->data;
-    g.eps = in.eps;
-    g.scale = in.scale;
-    g.arrivals = norm_arrivals_;
-    return true;
-  }
 
   // Brackets one op with events when op timing is on (and the stream is not being recorded).
   class TimedOp {
@@ -573,9 +534,7 @@ class CudaBackend final : public Backend {
 
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
-  int64_t gemv_max_rows_ = 8;          // KernelOptions::gemv_max_rows
-  int fused_norm_ = 0;                 // KernelOptions::gemv_fused_norm (bits)
-  unsigned* norm_arrivals_ = nullptr;  // the fused norm's residual write-back counter (gemv.h)
+  int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

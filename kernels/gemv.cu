@@ -17,7 +17,6 @@
 #include "kernels/cuda_check.h"
 #include "kernels/gemv.h"
 #include "kernels/gemv_device.cuh"
-#include "kernels/gemv_norm.cuh"
 #include "kernels/pdl.cuh"
 
 namespace mlra::cuda {
@@ -46,16 +45,14 @@ constexpr int kColWarps = kColBlock / 32;
 // add their warp sums in shared memory. Plain: the R rows are outputs n_first + r (p.n = N).
 // kGlu: w is [W1; W2] ([2F, K], p.n = F), rows r < R/2 are W1 rows n_first + r and rows r >= R/2
 // the W2 rows F + n_first + r - R/2; output n_first + r = silu(y1) * y2 (alpha 1, beta 0).
-// kNorm: x is the block's normed copy in shared memory (gemv_norm.cuh; p.x_ld = K), staged after
-// the first pass's weights are prefetched into L2 (the prologue's latency hides their fetch).
-template <int M, int R, class XT, class YT, bool kGlu, bool kNorm>
-__global__ void __launch_bounds__(kRowBlock)
-    gemv_out_by_in_kernel(GemvParams p, int tpr_log2, GemvNorm norm) {
+template <int M, int R, class XT, class YT, bool kGlu>
+__global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p, int tpr_log2) {
   constexpr int U = 8 / R, kOut = kGlu ? R / 2 : R;  // outputs per group
   const int tpr = 1 << tpr_log2, slots = kRowBlock >> tpr_log2;
   const int kl = threadIdx.x & (tpr - 1), slot = threadIdx.x >> tpr_log2;
   const int64_t b = blockIdx.y;
   const int n_first = (int(blockIdx.x) * slots + slot) * kOut;
+  const XT* x = static_cast<const XT*>(p.x) + b * p.x_stride;
   const __nv_bfloat16* w = p.w + b * p.w_stride;
   const __nv_bfloat16* wrow[R];
 #pragma unroll
@@ -65,13 +62,6 @@ __global__ void __launch_bounds__(kRowBlock)
   }
   const int chunks = p.k / 8;
   pdl_wait();
-  const XT* x;
-  if constexpr (kNorm) {
-    extern __shared__ __align__(16) char norm_smem[];
-    x = stage_normed_x<M>(norm, p.k, norm_smem);
-  } else {
-    x = static_cast<const XT*>(p.x) + b * p.x_stride;
-  }
 
   float acc[M][R] = {};
   for (int c0 = kl; c0 < chunks; c0 += tpr * U) {
@@ -93,10 +83,7 @@ __global__ void __launch_bounds__(kRowBlock)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xf[8];
-        if constexpr (kNorm)  // shared memory: no __ldg
-          unpack_bf16x8(load_u4(x + m * p.x_ld + c * 8), xf);
-        else
-          load_x8(x + m * p.x_ld + c * 8, xf);
+        load_x8(x + m * p.x_ld + c * 8, xf);
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -241,16 +228,12 @@ __global__ void __launch_bounds__(kColBlock) gemv_in_by_out_kernel(GemvParams p,
 // fixed, so with ~1 wave the last partial wave runs latency-bound at low occupancy.
 enum class Layout { kOutByIn, kInByOut, kGlu };
 
-// kNorm (norm != nullptr) picks the group width the plain kernel would (same summation order, so
-// the fused product equals the composed norm + GEMV bit for bit).
-template <int M, class XT, class YT, bool kGlu, bool kNorm = false>
-void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream,
-                      const GemvNorm* norm = nullptr) {
+template <int M, class XT, class YT, bool kGlu>
+void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream) {
   constexpr int R = M > 2 ? 4 : 2;  // more rows per thread reuse each x load more
   constexpr int kOut = kGlu ? R / 2 : R;
-  const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT, kGlu, kNorm>;
-  static const int per_sm =
-      resident_blocks(gemv_out_by_in_kernel<M, R, XT, YT, kGlu, false>, kRowBlock);
+  const auto kernel = gemv_out_by_in_kernel<M, R, XT, YT, kGlu>;
+  static const int per_sm = resident_blocks(kernel, kRowBlock);
   // More rows per thread (M > 2) do better with fewer, fuller blocks.
   const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
   const int chunks = p.k / 8;
@@ -261,9 +244,7 @@ void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream,
   int l = 2;
   while (l < 7 && chunks > (16 << l)) ++l;
   while (l < 7 && (4 << l) <= chunks && blocks(l) * batch < target_blocks) ++l;  // >= 2 chunks
-  const size_t smem = kNorm ? norm_smem_bytes(M, p.k) : 0;
-  launch_pdl(kernel, dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, smem, stream, p, l,
-             kNorm ? *norm : GemvNorm{});
+  launch_pdl(kernel, dim3(unsigned(blocks(l)), unsigned(batch)), kRowBlock, 0, stream, p, l);
 }
 
 // Thread-group widths: enough threads per row (column) that each walks at most ~16 chunks, then
@@ -371,61 +352,6 @@ void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y, 
   const int64_t f = w12.rows / 2;
   GemvParams p = gemv_params(x, 0, w12, 0, y, 0, f, w12.cols, 1.0f, 0.0f);
   kByRows[x.rows - 1](p, x.dtype, y.dtype, Layout::kGlu, 1, stream);
-}
-
-namespace {
-
-// 16-byte vector loads of every row (a single row's stride is never used).
-bool rows_aligned16(const MatView& v) {
-  return aligned16(v.data) && (v.rows == 1 || (v.ld * int64_t(dtype_size(v.dtype))) % 16 == 0);
-}
-
-std::atomic<uint64_t> norm_launches{0};
-
-}  // namespace
-
-bool gemv_norm_supports(const GemvNormInput& in, const MatView& w, const MatView& y, bool swiglu) {
-  const MatView &a = in.acc, &d = in.delta, &h = in.normed;
-  const int64_t m = a.rows, k = a.cols;
-  const bool residual = d.data != nullptr;
-  // Dynamic shared memory within the 48 KB a launch gets without an opt-in (per device), less
-  // the kernel's few static bytes.
-  if (m != 1 || k < 8 || k % 8 != 0 || norm_smem_bytes(m, k) > 47 * 1024) return false;
-  if (a.dtype != DType::kF32 && (a.dtype != DType::kBF16 || residual)) return false;
-  if (residual &&
-      (d.dtype != DType::kBF16 || d.rows != m || d.cols != k || !rows_aligned16(d) || !in.arrivals))
-    return false;
-  if (h.dtype != DType::kBF16 || h.rows != m || h.cols != k || y.dtype != DType::kBF16)
-    return false;
-  if (!rows_aligned16(a) || !rows_aligned16(h) || !in.w || !aligned16(in.w)) return false;
-  if (swiglu) return gemv_swiglu_supports(h, w, y);
-  return w.cols == k && y.rows == m && y.cols == w.rows && gemv_supports(h, 0, w, 0, true, y, 0, 1);
-}
-
-void launch_gemv_norm(const GemvNormInput& in, const MatView& w, const MatView& y, bool swiglu,
-                      cudaStream_t stream) {
-  MLRA_REQUIRE(gemv_norm_supports(in, w, y, swiglu),
-               "gemv norm: unsupported operands (one row, K % 8 == 0 and K <= 6016, f32 acc with a "
-               "bf16 delta or bf16/f32 acc alone, bf16 normed / y / w_norm, 16-byte aligned rows)");
-  const int64_t k = in.acc.cols, n = swiglu ? w.rows / 2 : w.rows;
-  // x is the block's shared copy: K apart per row, no batch.
-  GemvParams p = gemv_params(in.normed, 0, w, 0, y, 0, n, k, 1.0f, 0.0f);
-  p.x = nullptr;
-  p.x_ld = k;
-  GemvNorm g{};
-  g.acc = in.acc.data, g.acc_ld = in.acc.ld, g.acc_f32 = in.acc.dtype == DType::kF32;
-  g.delta = static_cast<const __nv_bfloat16*>(in.delta.data), g.delta_ld = in.delta.ld;
-  g.w = static_cast<const __nv_bfloat16*>(in.w);
-  g.normed = static_cast<__nv_bfloat16*>(in.normed.data), g.normed_ld = in.normed.ld;
-  g.eps = in.eps, g.scale = in.scale, g.arrivals = in.arrivals;
-  norm_launches.fetch_add(1, std::memory_order_relaxed);
-  using BF = __nv_bfloat16;
-  if (swiglu) return launch_out_by_in<1, BF, BF, true, true>(p, 1, stream, &g);
-  launch_out_by_in<1, BF, BF, false, true>(p, 1, stream, &g);
-}
-
-uint64_t gemv_norm_launches() {
-  return norm_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace mlra::cuda

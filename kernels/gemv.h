@@ -53,30 +53,6 @@ bool gemv_swiglu_supports(const MatView& x, const MatView& w12, const MatView& y
 void launch_gemv_swiglu(const MatView& x, const MatView& w12, const MatView& y, cudaStream_t stream,
                         GemvKernel kernel = GemvKernel::kAuto);
 
-// RMSNorm in the product's prologue: y [M, N] = x . w^T (plain, w [N, K]) or the SwiGLU form
-// over w = [W1; W2] (y [M, F]), where x [M, K] = RMSNorm(src) * w_norm * scale and src = acc +
-// delta (acc += delta written back once) or acc (delta.data null). Every block norms x itself
-// (no norm launch); one block writes x to `normed`. The GEMV's own launch shape and the norm's
-// summation order are kept, so the result equals rms_norm / add_rms_norm + launch_gemv bit for
-// bit. Backend::NormedInput on the device.
-struct GemvNormInput {
-  MatView acc;              // [M, K] f32 or bf16 (f32 with delta)
-  MatView delta;            // [M, K] bf16, or data == nullptr
-  MatView normed;           // [M, K] bf16, receives x
-  const void* w = nullptr;  // [K] bf16 norm weight
-  float eps = 0.0f, scale = 1.0f;
-  unsigned* arrivals = nullptr;  // with delta: a device counter, zero between launches
-};
-// True where launch_gemv_norm takes these operands: one row (the FMA kernel), K % 8 == 0, 16-byte
-// aligned rows of acc, delta, normed and w_norm, the prologue's shared memory within the default
-// 48 KB (K <= 6016), and w / y as launch_gemv (bf16 y) or launch_gemv_swiglu take them.
-bool gemv_norm_supports(const GemvNormInput& in, const MatView& w, const MatView& y, bool swiglu);
-void launch_gemv_norm(const GemvNormInput& in, const MatView& w, const MatView& y, bool swiglu,
-                      cudaStream_t stream);
-// launch_gemv_norm calls so far in this process (recorded ones included): tests see from it which
-// path a backend took, and it counts the norm launches a fused decode step saves.
-uint64_t gemv_norm_launches();
-
 // The tensor-core kernels themselves (gemv_mma.cu); launch_gemv / launch_gemv_swiglu pick them.
 void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                      const MatView& y, int64_t y_stride, int64_t batch, float alpha, float beta,

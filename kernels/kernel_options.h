@@ -17,11 +17,6 @@ struct KernelOptions {
   // one row to the FMA kernel, 2..8 rows to the tensor-core kernel; linear_swiglu fuses SwiGLU
   // into the GEMV for the same row counts.
   int gemv_max_rows = 8;
-  // Products whose input is RMS-normed just before that take the norm (and the residual add) into
-  // their GEMV prologue where the GEMV applies to their rows (one row: the FMA kernel), one launch
-  // instead of two. Bits: 1 plain products (linear_normed), 2 the SwiGLU product
-  // (linear_swiglu_normed); 0: every norm runs as its own kernel.
-  int gemv_fused_norm = 0;
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;

@@ -21,14 +21,6 @@ class AttentionLayer {
   // out: [T, d] partial output (act dtype), overwritten.
   virtual void forward(const MatView& x, const StepContext& step, const PagedCacheView& cache,
                        const MatView& out) = 0;
-  // forward(in.normed, ...) with x still to be normed from `in` (Backend::NormedInput). Default:
-  // the norm as its own op, then forward; a layer whose first reader of x is a product overrides
-  // it to take the norm into that product (Backend::linear_normed), which writes x for the rest.
-  virtual void forward_normed(Backend& b, const Backend::NormedInput& in, const StepContext& step,
-                              const PagedCacheView& cache, const MatView& out) {
-    b.norm_input(in);
-    forward(in.normed, step, cache, out);
-  }
 };
 
 std::unique_ptr<AttentionLayer> make_attention_layer(const ModelConfig& config,

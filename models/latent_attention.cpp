@@ -172,18 +172,6 @@ void LatentAttention::observe_latents(LatentObserver& observer, const MatView& l
 
 void LatentAttention::forward(const MatView& x, const StepContext& step,
                               const PagedCacheView& cache, const MatView& out) {
-  run(x, nullptr, step, cache, out);
-}
-
-void LatentAttention::forward_normed(Backend& b, const Backend::NormedInput& in,
-                                     const StepContext& step, const PagedCacheView& cache,
-                                     const MatView& out) {
-  if (&b != &backend_) throw std::logic_error("latent attention: another backend's input");
-  run(in.normed, &in, step, cache, out);
-}
-
-void LatentAttention::run(const MatView& x, const Backend::NormedInput* in, const StepContext& step,
-                          const PagedCacheView& cache, const MatView& out) {
   const ModelConfig& c = config_;
   Backend& b = backend_;
   const int64_t T = x.rows, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dc = c.latent_dim();
@@ -196,10 +184,7 @@ void LatentAttention::run(const MatView& x, const Backend::NormedInput* in, cons
   const int64_t xp_width = r_q + raw_width + (c.tpla() ? 0 : dr);
   Tensor xp = b.alloc({T, xp_width}, act);
   const MatView xp_mat = as_mat(xp, xp_width);
-  if (in)
-    b.linear_normed(*in, as_mat(x_proj_, c.n_embd), xp_mat);  // writes x (in->normed) too
-  else
-    b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
+  b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
   const MatView raw = xp_mat.cols_slice(r_q, raw_width);
 
   // Tokens [0, A) attend in the absorbed form, the expanded suffix [A, T) (prefill chunks of MLA /
@@ -211,21 +196,15 @@ void LatentAttention::run(const MatView& x, const Backend::NormedInput* in, cons
   absorbed.num_tokens = int32_t(A);
   if (expansion) absorbed.num_seqs = expansion->first_seq;
 
-  // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q. Without an expanded
-  // suffix the norm goes into the q_nope product, which writes c_q for the query rope and the rest.
+  // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
   Tensor cq = b.alloc({T, c.q_lora_rank}, act);
   const MatView cq_mat = as_mat(cq, c.q_lora_rank);
-  const Backend::NormedInput q_in{
-      xp_mat.cols_slice(0, r_q), {}, cq_mat, &q_a_norm_, c.norm_eps, c.q_scale()};
-  if (A < T) b.norm_input(q_in);
+  b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(), cq_mat);
   Tensor q_nope, qv;
   if (A > 0) {
     q_nope = b.alloc({A, n_local * dn}, act);
-    const MatView q_nope_mat = as_mat(q_nope, n_local * dn);
-    if (A == T)
-      b.linear_normed(q_in, as_mat(q_b_nope_, c.q_lora_rank), q_nope_mat);
-    else
-      b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank), q_nope_mat, 1.0f, 0.0f);
+    b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank),
+             as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
     qv = virtual_queries(units_, width, cq_mat.rows_slice(0, A), as_mat(q_nope, n_local * dn),
                          absorbed);
   }

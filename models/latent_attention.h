@@ -18,9 +18,6 @@ class LatentAttention final : public AttentionLayer {
                   const WeightLoader& loader);
   void forward(const MatView& x, const StepContext& step, const PagedCacheView& cache,
                const MatView& out) override;
-  // The norm of x goes into the first product of x (W_qa and the latent projections).
-  void forward_normed(Backend& b, const Backend::NormedInput& in, const StepContext& step,
-                      const PagedCacheView& cache, const MatView& out) override;
 
   // A (latent, heads) pair set with its absorbed up-projections.
   struct Unit {
@@ -32,9 +29,6 @@ class LatentAttention final : public AttentionLayer {
 
  private:
   void load_tpla(const WeightLoader& w, const std::string& prefix, int64_t layer);
-  // forward of x = in->normed normed in its first product, or of x as given when in is null.
-  void run(const MatView& x, const Backend::NormedInput* in, const StepContext& step,
-           const PagedCacheView& cache, const MatView& out);
   std::vector<Backend::LatentUnitView> unit_views(const std::vector<Unit>& units,
                                                   int64_t first_head) const;
   // Rows of cq / q_nope are the step's tokens (step.num_tokens of them, at step.positions).

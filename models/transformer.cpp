@@ -134,20 +134,20 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
   Tensor a1 = b.alloc({T, ff}, act);
   const MatView hm = as_mat(h, d), pm = as_mat(part, d);
   b.embed(ctx.tokens, T, as_mat(embedding_, d), xm);
-  // Each residual add is fused into the norm that reads the sum next, and each norm into the
-  // product that reads it first (Backend::NormedInput): h = RMSNorm(x += part) * ln.
-  const float eps = config_.norm_eps;
+  if (!layers_.empty()) b.rms_norm(xm, layers_.front().ln1, config_.norm_eps, 1.0f, hm);
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& layer = layers_[i];
-    const MatView delta = i == 0 ? MatView{} : pm;  // layer 0 norms the embeddings as they are
-    layer.attn->forward_normed(b, {xm, delta, hm, &layer.ln1, eps, 1.0f}, ctx, cache_view(layer),
-                               pm);
+    layer.attn->forward(hm, ctx, cache_view(layer), pm);
     comm_.all_reduce_sum(part.data, T * d, act);
-    b.linear_swiglu_normed({xm, pm, hm, &layer.ln2, eps, 1.0f}, as_mat(layer.fc12, d),
-                           as_mat(a1, ff));
+    // Each residual add is fused into the norm that reads the sum next.
+    b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
+    b.linear_swiglu(hm, as_mat(layer.fc12, d), as_mat(a1, ff));
     b.linear(as_mat(a1, ff), as_mat(layer.proj, ff), pm, 1.0f, 0.0f);
     comm_.all_reduce_sum(part.data, T * d, act);
-    if (i + 1 == layers_.size()) b.add(pm, xm);
+    if (i + 1 < layers_.size())
+      b.add_rms_norm(pm, xm, layers_[i + 1].ln1, config_.norm_eps, hm);
+    else
+      b.add(pm, xm);
   }
   if (plan_.rank != 0 || rows == 0) return;
   Tensor gathered = b.alloc({rows, d}, DType::kF32), normed = b.alloc({rows, d}, act);

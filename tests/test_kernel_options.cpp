@@ -33,25 +33,22 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == KernelOptions::kMaxGemvRows);
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
-  CHECK(o.gemv_fused_norm == 0);
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_fused_norm", 0}, {"gemv_max_rows", 8}, {"kv_split_per_sm", 0}});
+  CHECK(defaults == json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
-    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int norm = 0; norm <= 3; ++norm) {
-        KernelOptions o;
-        o.gemv_max_rows = rows;
-        o.kv_split_per_sm = split;
-        o.gemv_fused_norm = norm;
-        const json j = to_json(o);
-        CHECK(j.size() == 3);
-        CHECK(parse_kernel_options(j) == o);
-        CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
-      }
+    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split) {
+      KernelOptions o;
+      o.gemv_max_rows = rows;
+      o.kv_split_per_sm = split;
+      const json j = to_json(o);
+      CHECK(j.size() == 2);
+      CHECK(parse_kernel_options(j) == o);
+      CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
+    }
   // A partial object sets its keys and leaves the rest at their defaults.
   const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
   CHECK(partial.kv_split_per_sm == 2);
@@ -95,10 +92,6 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got 18446744073709551615");
   CHECK(error_of(json{{"gemv_max_rows", 4294967297ll}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got 4294967297");
-  CHECK(error_of(json{{"gemv_fused_norm", 4}}) ==
-        "config key 'kernels.gemv_fused_norm' must be an integer in 0..3, got 4");
-  CHECK(error_of(json{{"gemv_fused_norm", 1}, {"gemv_max_rows", 0}}).empty());
-  CHECK(error_of(json{{"gemv_fused_norm", 2}}).empty());
   // Edges are accepted.
   CHECK(error_of(json{{"gemv_max_rows", 0}, {"kv_split_per_sm", 2}}).empty());
   CHECK(error_of(json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}}).empty());
@@ -117,10 +110,4 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   CHECK(kernel_options_error(o).empty());
   o.gemv_max_rows = -1;
   CHECK(kernel_options_error(o) == "gemv_max_rows must be in 0..8");
-  o = KernelOptions{};
-  o.gemv_fused_norm = -1;
-  CHECK(kernel_options_error(o) ==
-        "gemv_fused_norm must be in 0..3 (bits: 1 linear_normed, 2 linear_swiglu_normed)");
-  o.gemv_fused_norm = 3;
-  CHECK(kernel_options_error(o).empty());
 }
