@@ -59,13 +59,6 @@ __device__ __forceinline__ uint4 load_stream(const __nv_bfloat16* p) {
   return v;
 }
 
-// Brings p's line into L2 without reading it into a register. Safe before pdl_wait() for any
-// operand: L2 is the point of coherence, so a line a running kernel writes afterwards is updated
-// there, never served stale; the load after the wait then hits L2 instead of HBM.
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
   return __bfloat162float(v);
 }
