@@ -13,9 +13,7 @@ set -uo pipefail
 mkdir -p "$OUT"
 [ -x .device/bundle/bin/mlra-bench ] || tar -C .device -xJf .device/bundle.tar.xz
 # Tests and benchmarks find their data at the build-time source path.
-for d in /work/main /work/wt/prune; do
-  if [ ! -e "$d" ] || [ -L "$d" ]; then mkdir -p "$(dirname "$d")" && ln -sfn "$PWD" "$d"; fi
-done
+mkdir -p /work && ln -sfn "$PWD" /work/main  # tests find their data at the build-time path
 B="$PWD/.device/bundle/bin"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/device.txt"

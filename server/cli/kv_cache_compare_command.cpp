@@ -90,18 +90,6 @@ Sequences greedy_continuations(ModelRunner& r, const Sequences& prompts, int32_t
   return out;
 }
 
-// Positions where r's greedy next token, given the prompt and `reference` so far, is reference's.
-// The reference is the unquantized cache's greedy decode, so the same decode steps make the
-// unquantized cache agree with it everywhere: the figure isolates the FP8 cache.
-int64_t teacher_forced_matches(ModelRunner& r, const Sequences& prompts, const Sequences& reference,
-                               int32_t n, int32_t pages_per_seq) {
-  const Sequences predicted = greedy_continuations(r, prompts, n, pages_per_seq, &reference);
-  int64_t matches = 0;
-  for (size_t i = 0; i < prompts.size(); ++i)
-    for (size_t j = 0; j < reference[i].size(); ++j) matches += predicted[i][j] == reference[i][j];
-  return matches;
-}
-
 struct Run {
   PerplexityResult ppl;
   Sequences greedy;
@@ -122,10 +110,16 @@ Run run_one(RunnerConfig run, CacheEncoding kv_cache, const CompareArgs& a,
                                             runner->info().max_context));
   Run out;
   out.ppl = evaluate_perplexity(*runner, tokens, a.context, a.max_windows);
-  out.greedy = greedy_continuations(*runner, prompts, a.generate, pages_per_seq);
+  // Against a reference (the unquantized cache's greedy decode) the decode steps are teacher
+  // forced, so the prediction at every position reads the cache as generation does and the
+  // unquantized cache would agree everywhere: the figure isolates the FP8 cache. Up to a
+  // sequence's first disagreement the forced steps are the free-running ones, so the same
+  // predictions also give the agreeing prefix.
+  out.greedy = greedy_continuations(*runner, prompts, a.generate, pages_per_seq, reference);
   if (reference)
-    out.teacher_forced =
-        teacher_forced_matches(*runner, prompts, *reference, a.generate, pages_per_seq);
+    for (size_t i = 0; i < prompts.size(); ++i)
+      for (size_t j = 0; j < out.greedy[i].size(); ++j)
+        out.teacher_forced += out.greedy[i][j] == (*reference)[i][j];
   return out;
 }
 
