@@ -12,7 +12,6 @@ set -uo pipefail
 : "${OUT:=/tmp/out}"
 mkdir -p "$OUT"
 [ -x .device/bundle/bin/mlra-bench ] || tar -C .device -xJf .device/bundle.tar.xz
-# Tests and benchmarks find their data at the build-time source path.
 mkdir -p /work && ln -sfn "$PWD" /work/main  # tests find their data at the build-time path
 B="$PWD/.device/bundle/bin"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
