@@ -35,16 +35,31 @@ __device__ __forceinline__ void load_x8(const float* p, float (&f)[8]) {
   f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
 
+// x[0..valid) of a K-tail chunk (valid 1..7), zeros after: only the 16-byte units that hold
+// elements below K are read (f32: the second unit only for valid > 4), so no read leaves the row.
+__device__ __forceinline__ void load_x8_tail(const __nv_bfloat16* p, int valid, float (&f)[8]) {
+  unpack_bf16x8(keep_bf16(__ldg(reinterpret_cast<const uint4*>(p)), valid), f);
+}
+__device__ __forceinline__ void load_x8_tail(const float* p, int valid, float (&f)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  const float4 b = valid > 4 ? __ldg(reinterpret_cast<const float4*>(p) + 1) : float4{};
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) f[j] = j < valid ? v[j] : 0.0f;
+}
+
 constexpr int kRowBlock = 128;  // threads per out_by_in block
 constexpr int kColBlock = 256;  // threads per in_by_out block
 constexpr int kColWarps = kColBlock / 32;
 
 // w [N, K]. A group of tpr = 2^tpr_log2 threads (4..128) owns R rows; thread kl of the group
 // reads 16-byte chunks kl, kl + tpr, ... of each row (R * U loads in flight) and multiplies them
-// with the M rows of x. Groups of up to 32 threads sum by shuffles; wider groups (whole warps)
-// add their warp sums in shared memory. Plain: the R rows are outputs n_first + r (p.n = N).
-// kGlu: w is [W1; W2] ([2F, K], p.n = F), rows r < R/2 are W1 rows n_first + r and rows r >= R/2
-// the W2 rows F + n_first + r - R/2; output n_first + r = silu(y1) * y2 (alpha 1, beta 0).
+// with the M rows of x. A K tail (K % 8 != 0) is one more chunk after the main loop, taken by one
+// thread of the group with x and w zeroed past K (keep_bf16). Groups of up to 32 threads sum by
+// shuffles; wider groups (whole warps) add their warp sums in shared memory. Plain: the R rows are
+// outputs n_first + r (p.n = N). kGlu: w is [W1; W2] ([2F, K], p.n = F), rows r < R/2 are W1 rows
+// n_first + r and rows r >= R/2 the W2 rows F + n_first + r - R/2; output n_first + r = silu(y1) *
+// y2 (alpha 1, beta 0).
 template <int M, int R, class XT, class YT, bool kGlu>
 __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p, int tpr_log2) {
   constexpr int U = 8 / R, kOut = kGlu ? R / 2 : R;  // outputs per group
@@ -60,7 +75,7 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
     const int o = r % kOut, half = r / kOut;  // half 1: the W2 row of output o
     wrow[r] = w + (int64_t(half) * p.n + min(n_first + o, p.n - 1)) * p.w_ld;
   }
-  const int chunks = p.k / 8;
+  const int chunks = p.k / 8, tail = p.k % 8;  // whole chunks; the tail chunk is `chunks`
   pdl_wait();
 
   float acc[M][R] = {};
@@ -89,6 +104,22 @@ __global__ void __launch_bounds__(kRowBlock) gemv_out_by_in_kernel(GemvParams p,
 #pragma unroll
           for (int j = 0; j < 8; ++j) acc[m][r] = fmaf(xf[j], wf[r][j], acc[m][r]);
       }
+    }
+  }
+
+  if (tail != 0 && kl == (chunks & (tpr - 1))) {
+    float wf[R][8];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      unpack_bf16x8(keep_bf16(load_stream(wrow[r] + chunks * 8), tail), wf[r]);
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float xf[8];
+      load_x8_tail(x + m * p.x_ld + chunks * 8, tail, xf);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[m][r] = fmaf(xf[j], wf[r][j], acc[m][r]);
     }
   }
 
@@ -236,7 +267,7 @@ void launch_out_by_in(const GemvParams& p, int64_t batch, cudaStream_t stream) {
   static const int per_sm = resident_blocks(kernel, kRowBlock);
   // More rows per thread (M > 2) do better with fewer, fuller blocks.
   const int64_t target_blocks = (M <= 2 ? 4 * int64_t(per_sm) : 2) * sm_count();
-  const int chunks = p.k / 8;
+  const int chunks = (p.k + 7) / 8;  // the K tail counts as a chunk
   const auto blocks = [&](int l) {
     const int outs = (kRowBlock >> l) * kOut;
     return (int64_t(p.n) + outs - 1) / outs;
@@ -301,8 +332,10 @@ bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t
   if (y.dtype != DType::kBF16 && y.dtype != DType::kF32) return false;
   if (!aligned16(w.data) || w.ld % 8 != 0 || w_stride % 8 != 0) return false;
   if (!w_out_by_in) return true;  // x is read one element at a time
+  // Any K: the 16-byte units holding a row's elements lie inside its ld (w.ld, x.ld multiples of
+  // a unit); a K tail's values past K in them are read and zeroed, never used.
   const int64_t per16 = 16 / int64_t(dtype_size(x.dtype));
-  return k % 8 == 0 && aligned16(x.data) && x.ld % per16 == 0 && x_stride % per16 == 0;
+  return aligned16(x.data) && x.ld % per16 == 0 && x_stride % per16 == 0;
 }
 
 bool gemv_mma_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
@@ -325,7 +358,7 @@ void launch_gemv(const MatView& x, int64_t x_stride, const MatView& w, int64_t w
   MLRA_REQUIRE(x.cols == k && y.rows == x.rows && y.cols == n, "gemv: shape mismatch");
   MLRA_REQUIRE(gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch),
                "gemv: unsupported operands (rows 1..8, bf16 w, bf16/f32 x, f32/bf16 y, 16-byte "
-               "aligned w rows; out_by_in also K % 8 == 0 and 16-byte aligned x rows)");
+               "aligned w rows; out_by_in also 16-byte aligned x rows)");
   if (kernel == GemvKernel::kAuto)
     kernel = gemv_auto_kernel(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch);
   if (kernel == GemvKernel::kMma) {

@@ -19,9 +19,13 @@ constexpr int64_t kGemvMaxRows = 8;
 static_assert(kGemvMaxRows == KernelOptions::kMaxGemvRows);
 
 // True when launch_gemv handles these operands: 1 <= x.rows <= 8, w bf16, x bf16/f32, y
-// f32/bf16, 1 <= batch <= 65535, and the 16-byte vector loads line up: w's data, ld and
-// stride in multiples of 8 elements; out_by_in (w [N, K]) also needs K % 8 == 0 and x's data,
-// ld and stride 16-byte aligned. y has no alignment needs.
+// f32/bf16, 1 <= batch <= 65535, and the 16-byte vector loads line up: w's data 16-byte aligned,
+// its ld and stride multiples of 8 elements; out_by_in (w [N, K]) also needs x's data, ld and
+// stride 16-byte aligned. Any K: out_by_in reads each row in 16-byte units, the last one of a
+// K % 8 != 0 row (the K tail) partly past K but inside the row's ld; the x and w values there
+// past K are read, zeroed, and never reach y (they may be garbage, NaN included). So a row of K
+// elements is stored with its ld rounded up to 8 (a multiple of 4 for f32 x). y has no
+// alignment needs.
 bool gemv_supports(const MatView& x, int64_t x_stride, const MatView& w, int64_t w_stride,
                    bool w_out_by_in, const MatView& y, int64_t y_stride, int64_t batch);
 

@@ -1,6 +1,6 @@
 // Device helpers shared by the two small-M GEMV kernels (gemv.cu: f32 FMAs; gemv_mma.cu: tensor
-// cores): the launch parameters, streamed 16-byte weight loads, bf16 unpacking, the alpha/beta
-// store and the SwiGLU of two product sums. Internal to kernels/gemv*.cu.
+// cores): the launch parameters, streamed 16-byte weight loads, bf16 unpacking and K-tail masking,
+// the alpha/beta store and the SwiGLU of two product sums. Internal to kernels/gemv*.cu.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -47,6 +47,15 @@ __device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&f)[8]) {
     f[2 * i] = __uint_as_float(u[i] << 16);
     f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
   }
+}
+
+// v with its bf16 elements from `valid` on (1..8 kept) set to +0: the part of a K-tail chunk past
+// K, which may hold another row's values or garbage (0 * NaN is NaN, so both operands are zeroed).
+__device__ __forceinline__ uint4 keep_bf16(const uint4& v, int valid) {
+  const auto mask = [valid](int i) {  // element pair 2i, 2i + 1 of the 32-bit word i
+    return 2 * i + 1 < valid ? 0xffffffffu : 2 * i < valid ? 0x0000ffffu : 0u;
+  };
+  return make_uint4(v.x & mask(0), v.y & mask(1), v.z & mask(2), v.w & mask(3));
 }
 
 // Weights are streamed: read-only path, no L1 allocation (L1 keeps x).

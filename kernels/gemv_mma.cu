@@ -11,7 +11,9 @@
 //   logical k {2t, 2t+1} -> 8t + 4s + {0, 1},  logical k {2t+8, 2t+9} -> 8t + 4s + {2, 3}
 // (s = 0, 1 the MMA). The warps of a block split K (double-buffered 16-byte loads, kBlocks 32-k
 // blocks per stage) and add their 16 x 8 tiles in shared memory: deterministic, no atomics, one
-// launch.
+// launch. The main loop covers the whole 8-k chunks; a K tail (K % 8 != 0) is one more MMA pair
+// of the last warp after it, in which only the lanes of the tail chunk carry values, zeroed past K
+// in both operands (keep_bf16).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -41,7 +43,7 @@ __device__ __forceinline__ void load_stage(Stage& s, const __nv_bfloat16* wa,
                                            const __nv_bfloat16* wb, int kb, int k_end, int k_lane) {
 #pragma unroll
   for (int u = 0; u < kBlocks; ++u) {
-    const int k = (kb + u) * 32 + k_lane;  // K % 8 == 0: a lane's 8 k are all in or all out
+    const int k = (kb + u) * 32 + k_lane;  // k_end % 8 == 0: a lane's 8 k are all in or all out
     const bool in = k < k_end;
     s.a[u] = in ? load_stream(wa + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
     s.b[u] = in ? load_stream(wb + (kb + u) * 32) : make_uint4(0, 0, 0, 0);
@@ -82,22 +84,36 @@ __global__ void __launch_bounds__(kMaxWarps * 32) gemv_mma_kernel(GemvParams p, 
   const __nv_bfloat16* xrow =
       static_cast<const __nv_bfloat16*>(p.x) + b * p.x_stride + int64_t(g) * p.x_ld + k_lane;
   const bool has_x = g < m_rows;
-  const int nkb = (p.k + 31) / 32, step = warps * kBlocks;
+  const int k_full = p.k & ~7, tail = p.k & 7;  // whole 8-k chunks below k_full
+  const int nkb = (k_full + 31) / 32, step = warps * kBlocks;
 
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   Stage s0, s1;
   int kb = warp * kBlocks;
   pdl_wait();  // every operand may be an earlier op's output; y may be read by it
-  if (kb < nkb) load_stage(s0, wa, wb, kb, p.k, k_lane);
+  if (kb < nkb) load_stage(s0, wa, wb, kb, k_full, k_lane);
   // Two stages in flight: the next one's loads are issued before this one's MMAs wait for it.
   while (kb < nkb) {
-    if (kb + step < nkb) load_stage(s1, wa, wb, kb + step, p.k, k_lane);
-    mma_stage(c, s0, xrow, has_x, kb, p.k, k_lane);
+    if (kb + step < nkb) load_stage(s1, wa, wb, kb + step, k_full, k_lane);
+    mma_stage(c, s0, xrow, has_x, kb, k_full, k_lane);
     kb += step;
     if (kb >= nkb) break;
-    if (kb + step < nkb) load_stage(s0, wa, wb, kb + step, p.k, k_lane);
-    mma_stage(c, s1, xrow, has_x, kb, p.k, k_lane);
+    if (kb + step < nkb) load_stage(s0, wa, wb, kb + step, k_full, k_lane);
+    mma_stage(c, s1, xrow, has_x, kb, k_full, k_lane);
     kb += step;
+  }
+  if (tail != 0 && warp == warps - 1) {  // warp-uniform: every lane joins the MMAs
+    const int base = k_full & ~31;       // the tail chunk's 32-k block; lane t = (k_full % 32) / 8
+    const bool in = k_lane == (k_full & 31);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    const uint4 a = in ? keep_bf16(load_stream(wa + base), tail) : zero;
+    const uint4 bw = in ? keep_bf16(load_stream(wb + base), tail) : zero;
+    const uint4 xv =
+        in && has_x ? keep_bf16(__ldg(reinterpret_cast<const uint4*>(xrow + base)), tail) : zero;
+    const uint32_t a0[4] = {a.x, bw.x, a.y, bw.y};
+    const uint32_t a1[4] = {a.z, bw.z, a.w, bw.w};
+    mma_bf16(c, a0, xv.x, xv.y);
+    mma_bf16(c, a1, xv.z, xv.w);
   }
   pdl_launch_dependents();  // every weight load is done: the next kernel may start launching
 
@@ -136,7 +152,7 @@ void launch_typed(const GemvParams& p, int m_rows, int64_t batch, cudaStream_t s
                                 resident_blocks(kernel, 512)};
   const int64_t tiles = (int64_t(p.n) + (kGlu ? 7 : 15)) / (kGlu ? 8 : 16);
   const int64_t blocks = tiles * batch, sms = sm_count();
-  const int nkb = (p.k + 31) / 32;
+  const int nkb = ((p.k & ~7) + 31) / 32;  // 32-k blocks of the main loop (the tail is extra)
   int warps = 4;
   for (int i = 2; i >= 0; --i) {
     const int wi = 4 << i;
@@ -164,8 +180,8 @@ void launch_gemv_mma(const MatView& x, int64_t x_stride, const MatView& w, int64
                      cudaStream_t stream) {
   MLRA_REQUIRE(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "gemv_mma: shapes");
   MLRA_REQUIRE(gemv_mma_supports(x, x_stride, w, w_stride, true, y, y_stride, batch),
-               "gemv_mma: unsupported operands (bf16 x of 1..8 rows, w [N, K] bf16, K % 8 == 0, "
-               "16-byte aligned rows)");
+               "gemv_mma: unsupported operands (bf16 x of 1..8 rows, w [N, K] bf16, 16-byte "
+               "aligned rows)");
   GemvParams p = gemv_params(x, x_stride, w, w_stride, y, y_stride, w.rows, w.cols, alpha, beta);
   launch_y<false>(p, y.dtype, int(x.rows), batch, stream);
 }

@@ -40,7 +40,8 @@ void check_step(const StepBatch& s, const CacheOptions& cache, int64_t vocab) {
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const Checkpoint& ckpt,
-                         Backend& backend, Communicator& comm, const CacheOptions& cache)
+                         Backend& backend, Communicator& comm, const CacheOptions& cache,
+                         int64_t row_align)
     : config_(config), plan_(plan), backend_(backend), comm_(comm), cache_opts_(cache) {
   if (cache.page_size <= 0 || cache.num_pages < 0)
     throw std::invalid_argument("transformer: page_size must be positive and num_pages >= 0");
@@ -54,6 +55,8 @@ Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const
   embedding_ = w.load("transformer.wte.weight");
   final_norm_ = w.load("layernorm.weight");
   const Range ff{plan.ff_begin, plan.ff_end};
+  if (row_align < 1) throw std::invalid_argument("transformer: row_align must be >= 1");
+  ff_ld_ = padded_ld(plan.ff_end - plan.ff_begin, row_align);
   for (int64_t i = 0; i < config.n_layer; ++i) {
     const std::string p = layer_prefix(i);
     Layer layer;
@@ -65,7 +68,9 @@ Transformer::Transformer(const ModelConfig& config, const ShardPlan& plan, const
     const std::vector<float> fc2 = w.read(p + "mlp.c_fc2.weight", {ff, {0, d}});
     fc.insert(fc.end(), fc2.begin(), fc2.end());
     layer.fc12 = w.upload(fc, {2 * (ff.second - ff.first), d});
-    layer.proj = w.load(p + "mlp.c_proj.weight", {{0, d}, ff});
+    // K = the rank's intermediate rows, often not a multiple of 8 (9880 / 4): padded rows keep
+    // the product on the GEMV (kernels/gemv.h).
+    layer.proj = w.load_padded(p + "mlp.c_proj.weight", {{0, d}, ff}, row_align);
     layers_.push_back(std::move(layer));
   }
   weight_bytes_ = w.bytes_loaded();
@@ -131,8 +136,8 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
   Tensor x = b.alloc({T, d}, DType::kF32);  // residual stream stays float32
   const MatView xm = as_mat(x, d);
   Tensor h = b.alloc({T, d}, act), part = b.alloc({T, d}, act);
-  Tensor a1 = b.alloc({T, ff}, act);
-  const MatView hm = as_mat(h, d), pm = as_mat(part, d);
+  Tensor a1 = b.alloc({T, ff_ld_}, act);  // columns ff.. are pad, never read into a result
+  const MatView hm = as_mat(h, d), pm = as_mat(part, d), a1m{a1.data, act, T, ff, ff_ld_};
   b.embed(ctx.tokens, T, as_mat(embedding_, d), xm);
   if (!layers_.empty()) b.rms_norm(xm, layers_.front().ln1, config_.norm_eps, 1.0f, hm);
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -141,8 +146,8 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
     comm_.all_reduce_sum(part.data, T * d, act);
     // Each residual add is fused into the norm that reads the sum next.
     b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
-    b.linear_swiglu(hm, as_mat(layer.fc12, d), as_mat(a1, ff));
-    b.linear(as_mat(a1, ff), as_mat(layer.proj, ff), pm, 1.0f, 0.0f);
+    b.linear_swiglu(hm, as_mat(layer.fc12, d), a1m);
+    b.linear(a1m, {layer.proj.data, layer.proj.dtype, d, ff, ff_ld_}, pm, 1.0f, 0.0f);
     comm_.all_reduce_sum(part.data, T * d, act);
     if (i + 1 < layers_.size())
       b.add_rms_norm(pm, xm, layers_[i + 1].ln1, config_.norm_eps, hm);

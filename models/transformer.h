@@ -17,6 +17,7 @@
 #include "models/shard_plan.h"
 #include "models/step_batch.h"
 #include "models/step_context.h"
+#include "models/weight_loader.h"
 
 namespace mlra {
 
@@ -32,8 +33,11 @@ class Transformer {
  public:
   // Loads this rank's weights; allocates the cache now when cache.num_pages > 0, else
   // allocate_cache() must follow (to size it from the memory left after the weights).
+  // row_align: the row pitch of the MLP down-projection (its K, the rank's intermediate rows) and
+  // of its input, padded_ld(K, row_align) (weight_loader.h); 1 stores them unpadded (tests).
   Transformer(const ModelConfig& config, const ShardPlan& plan, const Checkpoint& ckpt,
-              Backend& backend, Communicator& comm, const CacheOptions& cache);
+              Backend& backend, Communicator& comm, const CacheOptions& cache,
+              int64_t row_align = kRowAlign);
   void allocate_cache(int64_t num_pages);
 
   // Writes every step token's cache entry, runs all layers and, on rank 0, returns the logits of
@@ -69,7 +73,7 @@ class Transformer {
     std::unique_ptr<AttentionLayer> attn;
     Tensor ln1, ln2;  // [d]
     Tensor fc12;      // [2 * ff_local, d]: W_fc1 rows, then W_fc2 rows
-    Tensor proj;      // [d, ff_local]
+    Tensor proj;      // [d, ff_ld]: columns ff_local.. are zero pad
     Tensor cache;     // plain: [num_pages, page_size, cache_width]; FP8: [num_pages, page bytes]
   };
   PagedCacheView cache_view(const Layer& layer) const;
@@ -90,6 +94,7 @@ class Transformer {
   Tensor embedding_;           // [vocab, d], tied with the LM head
   Tensor final_norm_;
   std::vector<Layer> layers_;
+  int64_t ff_ld_ = 0;  // row pitch of proj and of the SwiGLU output: padded_ld(ff_local)
   int64_t weight_bytes_ = 0;
   LatentObserver* latent_observer_ = nullptr;
 

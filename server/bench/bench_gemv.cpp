@@ -1,16 +1,17 @@
 // `mlra-bench gemv`: (1) device-to-device copy bandwidth (as `mlra-bench attention` measures it);
-// (2) per product of a 2.9B model's rank 0 (--variant, --tp: shapes from its shard plan) and row
-// count: our two GEMV
-// kernels (FMA and tensor-core) and cuBLAS (the backend's call), each recorded in a CUDA graph
-// over enough weight copies to exceed L2 three times, timed with events after warm-up (median of
-// replays, divided by the copies). GB/s counts weights + x + y bytes. SwiGLU rows run our fused
-// form against cuBLAS's plain product of [W1; W2] (no silu_mul launch). Inputs are random bf16
-// (never zeros); each row reports the largest rel. L2 difference of our outputs from cuBLAS's.
-// A kernel that does not take a shape (e.g. K % 8 != 0: the backend sends it to cuBLAS) prints
-// "-" in its columns.
+// (2) per weight product of a decode step of a 2.9B model's rank (--variant, --tp, --rank: the
+// shard plan's products, models/decode_products.h, laid out as the model stores them: rows at
+// padded_ld(K)) and row count: our two GEMV kernels (FMA and tensor-core) and cuBLAS (the
+// backend's call), each recorded in a CUDA graph over enough weight copies to exceed L2 three
+// times, timed with events after warm-up (median of replays, divided by the copies). GB/s counts
+// weights + x + y bytes. SwiGLU rows run our fused form against cuBLAS's plain product of
+// [W1; W2] (no silu_mul launch). Inputs are random bf16 (never zeros); each row reports the
+// largest rel. L2 difference of our outputs from cuBLAS's. A kernel that does not take a shape
+// prints "-" in its columns; no shape stops the table.
 #include "server/bench/bench_gemv.h"
 
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,8 +30,10 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
+#include "models/decode_products.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
+#include "models/weight_loader.h"
 #endif
 
 namespace mlra {
@@ -41,19 +44,21 @@ struct BenchOptions {
   int replays = 30;
   std::vector<int> rows = {1, 2, 4, 8};
   std::string variant = "mlra_4";
-  std::vector<int> tps = {1, 4};
+  std::vector<int> tps = {1, 2, 4, 8};
+  int rank = 0;
   std::string config_dir = std::string(MLRA_SOURCE_DIR) + "/configs/2.9b";
 };
 
 #ifdef MLRA_HAVE_CUDA
 
-// One product: batch x (y [M, N] = x [M, K] . op(w)); batched operands sit side by side in one
-// row like the model's per-head slices (x [M, batch*K], y [M, batch*N]), weights back to back.
-// glu: y [M, N] = silu(x . W1^T) * (x . W2^T), w = [W1; W2] ([2N, K]).
+// One product (DecodeProduct's conventions): batch x (y [M, N] = x [M, K] . op(w)); batched
+// operands sit side by side in one row like the model's per-head slices (x [M, batch*K], y [M,
+// batch*N]), weights back to back; one operand's rows at padded_ld(K). glu: y [M, N] =
+// silu(x . W1^T) * (x . W2^T), w = [W1; W2] ([2N, K]).
 struct Shape {
   std::string name;
   int64_t k, n, batch;
-  bool out_by_in, glu;
+  bool out_by_in, glu, x_shared;
 };
 
 using bench::copy_bandwidth_gbs;
@@ -107,8 +112,8 @@ struct Result {
 Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStream_t stream,
                    cublasHandle_t blas) {
   const int64_t w_rows = s.glu ? 2 * s.n : s.out_by_in ? s.n : s.k;
-  const int64_t w_cols = s.out_by_in ? s.k : s.n;
-  const int64_t w_elems = w_rows * w_cols * s.batch;
+  const int64_t w_cols = s.out_by_in ? s.k : s.n, w_ld = padded_ld(w_cols);
+  const int64_t w_elems = w_rows * w_ld * s.batch;
   const size_t w_bytes = size_t(w_elems) * 2;
   const int copies = int(std::clamp<size_t>((3 * l2_bytes + w_bytes - 1) / w_bytes, 1, 1024));
   std::vector<std::unique_ptr<DeviceBuffer>> ws;
@@ -116,16 +121,18 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
     ws.push_back(std::make_unique<DeviceBuffer>(w_bytes));
     cuda::launch_fill_random(ws.back()->p, DType::kBF16, w_elems, 101 + c, stream);
   }
-  const int64_t x_ld = s.batch * s.k, y_ld = s.batch * s.n, blas_n = s.glu ? 2 * s.n : s.n;
+  const int64_t x_ld = padded_ld(s.batch * s.k), y_ld = s.batch * s.n;
+  const int64_t blas_n = s.glu ? 2 * s.n : s.n;
   DeviceBuffer x(size_t(m * x_ld) * 2), y_ours(size_t(m * y_ld) * 2);
   DeviceBuffer y_blas(size_t(m * s.batch * blas_n) * 2);
   cuda::launch_fill_random(x.p, DType::kBF16, m * x_ld, 3, stream);
-  const int64_t x_stride = s.batch > 1 ? s.k : 0, w_stride = w_rows * w_cols, y_stride = s.n;
+  const int64_t x_stride = s.batch > 1 && !s.x_shared ? s.k : 0, w_stride = w_rows * w_ld;
+  const int64_t y_stride = s.n;
   const MatView xv{x.p, DType::kBF16, m, s.k, x_ld}, yv{y_ours.p, DType::kBF16, m, s.n, y_ld};
   const float alpha = 1.0f, beta = 0.0f;
   auto ours = [&](cuda::GemvKernel kernel) {
     return graph_us(stream, copies, replays, [&](int c) {
-      const MatView wv{ws[size_t(c)]->p, DType::kBF16, w_rows, w_cols, w_cols};
+      const MatView wv{ws[size_t(c)]->p, DType::kBF16, w_rows, w_cols, w_ld};
       if (s.glu)
         cuda::launch_gemv_swiglu(xv, wv, yv, stream, kernel);
       else
@@ -139,7 +146,7 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
   r.cublas_us = graph_us(stream, copies, replays, [&](int c) {
     MLRA_CUDA_CHECK(cublasGemmStridedBatchedEx(
         blas, s.out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(blas_n), m, int(s.k),
-        &alpha, ws[size_t(c)]->p, CUDA_R_16BF, int(w_cols), w_stride, x.p, CUDA_R_16BF, int(x_ld),
+        &alpha, ws[size_t(c)]->p, CUDA_R_16BF, int(w_ld), w_stride, x.p, CUDA_R_16BF, int(x_ld),
         x_stride, &beta, y_blas.p, CUDA_R_16BF, int(s.batch * blas_n), blas_n, int(s.batch),
         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   });
@@ -154,7 +161,7 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
       }
     want = glu;
   }
-  const MatView w_check{ws.front()->p, DType::kBF16, w_rows, w_cols, w_cols};
+  const MatView w_check{ws.front()->p, DType::kBF16, w_rows, w_cols, w_ld};
   const bool fma = s.glu ? cuda::gemv_swiglu_supports(xv, w_check, yv)
                          : cuda::gemv_supports(xv, x_stride, w_check, w_stride, s.out_by_in, yv,
                                                y_stride, s.batch);
@@ -175,32 +182,24 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
   return r;
 }
 
-// Rank 0's products of the model at each TP degree (latent family: x_proj = [W_qa; latents; k_pe],
-// q_b_nope, W_UV / W_UK of the first unit; every family: c_proj, the SwiGLU MLP), then lm_head.
+// The chosen rank's decode products of the model at each TP degree it takes (the LM head on
+// rank 0 only), in the order the forward issues them.
 std::vector<Shape> model_shapes(const BenchOptions& o) {
   const ModelConfig c = load_model_config(
       std::filesystem::path(o.config_dir) / o.variant / "config.json", *parse_variant(o.variant));
-  const int64_t d = c.n_embd, dn = c.qk_nope_head_dim;
   std::vector<Shape> shapes;
   for (int tp : o.tps) {
-    if (!unsupported_tp_reason(c, tp).empty()) continue;
-    const ShardPlan plan = make_shard_plan(c, tp, 0);
-    const std::string at = "tp" + std::to_string(tp) + " ";
-    const int64_t heads = int64_t(plan.heads.size()), ff = plan.ff_end - plan.ff_begin;
-    if (!plan.units.empty() && !c.tpla()) {
-      const int64_t lat = int64_t(plan.latents.size()) * plan.latent_width;
-      const int64_t unit_heads = plan.units.front().num_heads(), w = plan.latent_width;
-      shapes.push_back(
-          {at + "x_proj", d, c.q_lora_rank + lat + c.qk_rope_head_dim, 1, true, false});
-      shapes.push_back({at + "q_b_nope", c.q_lora_rank, heads * dn, 1, true, false});
-      shapes.push_back({at + "w_uk", dn, w, unit_heads, false, false});
-      shapes.push_back({at + "w_uv", w, dn, unit_heads, true, false});
+    if (!unsupported_tp_reason(c, tp).empty() || o.rank < 0 || o.rank >= tp) {
+      std::printf(
+          "(tp%d: not run: %s)\n", tp,
+          o.rank >= 0 && o.rank < tp ? unsupported_tp_reason(c, tp).c_str() : "no such rank");
+      continue;
     }
-    shapes.push_back({at + "c_proj", heads * dn, d, 1, true, false});
-    shapes.push_back({at + "fc12 glu", d, ff, 1, true, true});
-    shapes.push_back({at + "mlp_proj", ff, d, 1, true, false});
+    const std::string at = "tp" + std::to_string(tp) + " ";
+    for (const DecodeProduct& p : decode_products(c, make_shard_plan(c, tp, o.rank)))
+      shapes.push_back(
+          {at + p.name + (p.glu ? " glu" : ""), p.k, p.n, p.batch, p.out_by_in, p.glu, p.x_shared});
   }
-  shapes.push_back({"lm_head", d, c.vocab_size, 1, true, false});
   return shapes;
 }
 
@@ -232,7 +231,14 @@ int run_bench(const BenchOptions& o) {
   for (int m : o.rows)
     for (const Shape& s : shapes) {
       if (m < 1 || m > cuda::kGemvMaxRows) continue;
-      const Result r = bench_shape(s, m, size_t(prop.l2CacheSize), o.replays, stream, blas);
+      Result r;
+      try {
+        r = bench_shape(s, m, size_t(prop.l2CacheSize), o.replays, stream, blas);
+      } catch (const std::exception& e) {  // the table goes on; this row says why it has none
+        std::printf("%-14s %lldx%lldx%lld %2d  - (%s)\n", s.name.c_str(), (long long)s.batch,
+                    (long long)s.k, (long long)s.n, m, e.what());
+        continue;
+      }
       const auto pct = [&](double us) { return 100.0 * r.bytes / (us * 1e-6) / 1e9 / copy_gbs; };
       const double best = r.mma_us > 0 ? std::min(r.fma_us, r.mma_us) : r.fma_us;
       // A value where the kernel ran, else "-".
@@ -278,6 +284,7 @@ void register_bench_gemv(CLI::App& app, int& exit_code) {
   sub->add_option("--rows", opts->rows, "row counts M (1..8), e.g. decode batch sizes");
   sub->add_option("--variant", opts->variant, "2.9B config whose rank-0 products run");
   sub->add_option("--tp", opts->tps, "TP degrees of the products");
+  sub->add_option("--rank", opts->rank, "the rank whose products run (0: with the LM head)");
   sub->add_option("--config-dir", opts->config_dir, "folder of 2.9B configs");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }

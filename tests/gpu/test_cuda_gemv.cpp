@@ -1,6 +1,6 @@
 // The small-M GEMV (kernels/gemv.h) against a double-precision host reference: M 1..8, both
-// weight layouts, ragged N and K (out_by_in needs K % 8 == 0), padded leading dimensions, strided
-// and broadcast batches, alpha/beta, NaN-poisoned outputs and untouched padding. Then
+// weight layouts, ragged N and K (K tails: test_cuda_gemv_tail.cpp), padded leading dimensions,
+// strided and broadcast batches, alpha/beta, NaN-poisoned outputs and untouched padding. Then
 // Backend::linear_batched on the CUDA backend (GEMV and cuBLAS paths, the gemv_max_rows kernel
 // option choosing between them) against the CPU backend, and a graph replay against its eager
 // twin. Fresh random inputs, seed reported on failure.
@@ -140,7 +140,7 @@ TEST_CASE("gemv refuses what it cannot vectorize; the backend falls back to cuBL
   INFO("seed " << seed);
   std::mt19937 rng(seed);
   Backend& g = gpu();
-  const int64_t m = 3, k = 13, n = 40;  // out_by_in with K % 8 != 0
+  const int64_t m = 3, k = 13, n = 40;  // out_by_in, rows at ld 13: not 16-byte aligned
   const auto x = rounded(random_vec(rng, m * k), DType::kBF16);
   const auto w = rounded(random_vec(rng, n * k), DType::kBF16);
   Tensor xg = make(g, {m, k}, DType::kBF16, x), wg = make(g, {n, k}, DType::kBF16, w);

@@ -1,10 +1,10 @@
 // The tensor-core GEMV (kernels/gemv_mma.cu) and its SwiGLU form against double-precision host
 // references: M 1..8, ragged N (tile edges at 8 and 16 rows) and K (32-k blocks, stages of 4),
 // padded leading dimensions, strided and broadcast batches, alpha/beta, f32 and bf16 y,
-// NaN-poisoned outputs and untouched padding; the 2.9B model's per-rank shapes at TP1 and TP4;
-// a chain of PDL-launched decode-sized ops at 8 rows against the same ops synchronized, eager and
-// replayed from a graph.
-// Fresh random inputs (never zeros), seed reported on failure.
+// NaN-poisoned outputs and untouched padding (K tails and the 2.9B model's per-rank products:
+// test_cuda_gemv_tail.cpp); a chain of PDL-launched decode-sized ops at 8 rows against the same ops
+// synchronized, eager and replayed from a graph. Fresh random inputs (never zeros), seed reported
+// on failure.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -118,34 +118,6 @@ TEST_CASE("tensor-core gemv matches a double reference over M, ragged sizes and 
         c.alpha = ab[i % 3][0], c.beta = ab[i % 3][1];
         check_case(c, cuda::GemvKernel::kMma, rng);
       }
-}
-
-TEST_CASE("both GEMV kernels compute the 2.9B model's per-rank products", "[gpu][gemv][mma]") {
-  const uint32_t seed = fresh_seed();
-  INFO("seed " << seed);
-  std::mt19937 rng(seed);
-  // [N, K] x batch: x_proj (MLRA-4 TP1 / TP4), q_b_nope, c_proj, MLP down at TP1, W_UV of one
-  // unit (24 heads of [128, 128]).
-  struct Shape {
-    int64_t n, k, batch;
-  };
-  const Shape shapes[] = {{1600, 3072, 1}, {1216, 3072, 1}, {3072, 1024, 1}, {768, 1024, 1},
-                          {3072, 3072, 1}, {3072, 768, 1},  {3072, 9880, 1}, {128, 128, 24}};
-  for (const Shape& s : shapes)
-    for (int64_t m : {1, 2, 5, 8})
-      for (cuda::GemvKernel kernel : {cuda::GemvKernel::kFma, cuda::GemvKernel::kMma})
-        check_case({m, s.n, s.k, s.batch, false, DType::kBF16, 1.0f, 0.0f}, kernel, rng);
-  // The MLP down-projection at TP4 has K = 9880 / 4 = 2470 (K % 8 != 0): neither kernel takes it
-  // (16-byte loads along K), so the backend sends it to cuBLAS (test_cuda_gemv.cpp, "gemv
-  // refuses what it cannot vectorize", checks that fallback against the CPU).
-  const int64_t k_odd = 2470;
-  for (int64_t m : {1, 2, 8}) {
-    const MatView x{nullptr, DType::kBF16, m, k_odd, k_odd + 2};
-    const MatView w{nullptr, DType::kBF16, 3072, k_odd, k_odd + 2};
-    const MatView y{nullptr, DType::kBF16, m, 3072, 3072};
-    CHECK_FALSE(cuda::gemv_supports(x, 0, w, 0, true, y, 0, 1));
-    CHECK_FALSE(cuda::gemv_mma_supports(x, 0, w, 0, true, y, 0, 1));
-  }
 }
 
 TEST_CASE("tensor-core SwiGLU GEMV matches a double reference", "[gpu][gemv][mma][fused]") {
