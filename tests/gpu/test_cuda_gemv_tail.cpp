@@ -30,12 +30,19 @@ Backend& cpu() {
   return *backends().cpu;
 }
 
-// rows x cols random values (bf16-exact for bf16) at pitch ld, `pad` in columns cols..ld.
+// rows x cols random values in [-scale, scale) (bf16-exact for bf16) at pitch ld, `pad` in
+// columns cols..ld. A 64-bit xorshift seeded from rng: the 2.9B products hold ~2G weights.
 std::vector<float> padded_rows(std::mt19937& rng, int64_t rows, int64_t cols, int64_t ld, float pad,
                                DType t, float scale = 1.0f) {
-  const std::vector<float> v = rounded(random_vec(rng, size_t(rows * cols), -scale, scale), t);
+  uint64_t s = (uint64_t(rng()) << 32 | rng()) | 1u;
   std::vector<float> out(size_t(rows * ld), pad);
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(v.begin() + r * cols, cols, out.begin() + r * ld);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      const float u = float(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+      const float v = (2.0f * u - 1.0f) * scale;
+      out[size_t(r * ld + c)] = t == DType::kBF16 ? round_bf16(v) : v;
+    }
   return out;
 }
 
