@@ -76,8 +76,8 @@ TEST_CASE("both GEMV kernels take a K tail and never use x or w past K", "[gpu][
   const float nan = NAN;
   for (const int64_t k : kTailKs)
     for (const int64_t n : {int64_t(37), int64_t(3072)}) {
-      // Three batch entries side by side; x rows at padded_ld(K), NaN past K in x always and in w
-      // for the small N (the loader's zero pad for the large one).
+      // Small N: three batch entries, one after another. Rows at padded_ld(K), NaN past K in x
+      // always and in w for the small N (the loader's zero pad for the large one).
       const int64_t batch = n == 37 ? 3 : 1, x_ld = padded_ld(k), w_ld = padded_ld(k);
       const int64_t x_stride = 8 * x_ld, w_stride = n * w_ld, y_ld = n + 3, y_stride = 8 * y_ld;
       const auto x = padded_rows(rng, 8 * batch, k, x_ld, nan, DType::kBF16);
