@@ -1,6 +1,7 @@
 // The weight products of one decode step on one TP rank, as the forward issues them (per layer,
 // then the LM head on rank 0): shapes from the config and the rank's shard plan. `mlra-bench gemv`
-// times them and tests/gpu/test_cuda_gemv_shapes.cpp requires the GEMV to take each of them.
+// times them; tests/gpu/test_cuda_gemv_tail.cpp requires the GEMV to take each of them, and
+// tests/test_decode_products.cpp holds the list to the products a CPU decode step records.
 // The TPA combine (a per-token product of two activations, one row per local head) is not a
 // weight product and is not listed.
 #pragma once
