@@ -20,6 +20,7 @@ struct Field {
 constexpr Field kFields[] = {
     {"gemv_max_rows", &KernelOptions::gemv_max_rows, 0, KernelOptions::kMaxGemvRows},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
+    {"mlp_block", &KernelOptions::mlp_block, 0, 1},
 };
 
 }  // namespace

@@ -39,6 +39,12 @@ void Backend::linear_swiglu(const MatView& x, const MatView& w12, const MatView&
   silu_mul(a.cols_slice(0, f), a.cols_slice(f, f), out);
 }
 
+void Backend::mlp_block(const MlpBlockArgs& m) {
+  add_rms_norm(m.delta, m.acc, m.ln2, m.eps, m.h);
+  linear_swiglu(m.h, m.w12, m.a);
+  linear(m.a, m.proj, m.y, 1.0f, 0.0f);
+}
+
 void Backend::latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
                                  float scale, int64_t rot_dim, const int32_t* positions,
                                  float rope_base, const int32_t* slots,

@@ -81,6 +81,18 @@ class Backend {
   // out = silu(x . w1^T) * (x . w2^T): w12 = [w1; w2] ([2F, K], halves back to back), x [M, K],
   // out [M, F]. Default: linear into an act_dtype() [M, 2F] temporary, then silu_mul.
   virtual void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out);
+  // The MLP half of a layer up to its all-reduce (decode: one launch on the GPU where the kernel
+  // option mlp_block is on): acc += delta; h = RMSNorm(acc) * ln2; a = silu(h . W1^T) *
+  // (h . W2^T) with w12 = [W1; W2] ([2F, d]); y = a . proj^T (proj [d, F], any ld). Shapes:
+  // delta, h, y [M, d]; acc [M, d] f32; a [M, F]. h and a are written as the composition writes
+  // them; y may alias delta. Default: add_rms_norm, linear_swiglu, linear.
+  struct MlpBlockArgs {
+    MatView delta, acc;
+    Tensor ln2;
+    float eps = 0.0f;
+    MatView w12, proj, h, a, y;
+  };
+  virtual void mlp_block(const MlpBlockArgs& m);
   // x *= sigmoid(gate)
   virtual void sigmoid_mul(const MatView& gate, const MatView& x) = 0;
   // acc += x (acc may be a wider dtype than x)

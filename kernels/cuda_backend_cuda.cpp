@@ -20,6 +20,7 @@
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
 #include "kernels/latent_projections.h"
+#include "kernels/mlp_block.h"
 #include "kernels/paged_attention_cuda.h"
 
 namespace mlra {
@@ -142,6 +143,7 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop{};
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
+    if (options.mlp_block == 1) mlp_block_ = std::make_unique<cuda::MlpBlockKernel>(device);
   }
   ~CudaBackend() override {
     cudaSetDevice(state_->device);
@@ -349,6 +351,19 @@ class CudaBackend final : public Backend {
     }
     Backend::linear_swiglu(x, w12, out);
   }
+  // One-token steps under the mlp_block option: one persistent launch (kernels/mlp_block.h).
+  void mlp_block(const MlpBlockArgs& m) override {
+    activate();
+    if (mlp_block_ && m.delta.rows == 1) {
+      const cuda::MlpBlockOperands o{m.delta, m.acc,  m.ln2.data, m.ln2.dtype, m.eps,
+                                     m.w12,   m.proj, m.h,        m.a,         m.y};
+      if (m.ln2.numel() == m.acc.cols && mlp_block_->supports(o)) {
+        const TimedOp timed(this, &OpTimes::matmul_ms);
+        return mlp_block_->launch(o, stream());
+      }
+    }
+    Backend::mlp_block(m);
+  }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     activate();
     cuda::launch_sigmoid_mul(gate, x, stream());
@@ -545,6 +560,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> spare_events_;
   cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy
   CudaPagedAttention attention_;
+  std::unique_ptr<cuda::MlpBlockKernel> mlp_block_;  // KernelOptions::mlp_block == 1
   std::string name_;
 };
 

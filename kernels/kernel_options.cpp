@@ -9,6 +9,7 @@ std::string kernel_options_error(const KernelOptions& o) {
   if (o.kv_split_per_sm < 0 || o.kv_split_per_sm > KernelOptions::kMaxKvSplitPerSm)
     return "kv_split_per_sm must be in 0.." + std::to_string(KernelOptions::kMaxKvSplitPerSm) +
            " (0: automatic)";
+  if (o.mlp_block < 0 || o.mlp_block > 1) return "mlp_block must be 0 or 1";
   return "";
 }
 

@@ -20,6 +20,10 @@ struct KernelOptions {
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;
+  // The MLP half of one-token decode layers (Backend::mlp_block): 0 composes add_rms_norm, the
+  // SwiGLU GEMV and the down GEMV (three launches); 1 runs them as one cooperative persistent
+  // kernel (kernels/mlp_block.h).
+  int mlp_block = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

@@ -144,10 +144,10 @@ void Transformer::run_body(const StepContext& ctx, const int32_t* row_ids, int64
     Layer& layer = layers_[i];
     layer.attn->forward(hm, ctx, cache_view(layer), pm);
     comm_.all_reduce_sum(part.data, T * d, act);
-    // Each residual add is fused into the norm that reads the sum next.
-    b.add_rms_norm(pm, xm, layer.ln2, config_.norm_eps, hm);
-    b.linear_swiglu(hm, as_mat(layer.fc12, d), a1m);
-    b.linear(a1m, {layer.proj.data, layer.proj.dtype, d, ff, ff_ld_}, pm, 1.0f, 0.0f);
+    // Each residual add is fused into the norm that reads the sum next; the MLP half up to its
+    // all-reduce is one op (the residual add, norm, SwiGLU and down products).
+    const MatView proj{layer.proj.data, layer.proj.dtype, d, ff, ff_ld_};
+    b.mlp_block({pm, xm, layer.ln2, config_.norm_eps, as_mat(layer.fc12, d), proj, hm, a1m, pm});
     comm_.all_reduce_sum(part.data, T * d, act);
     if (i + 1 < layers_.size())
       b.add_rms_norm(pm, xm, layers_[i + 1].ln1, config_.norm_eps, hm);

@@ -33,22 +33,25 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == KernelOptions::kMaxGemvRows);
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
+  CHECK(o.mlp_block == 0);  // the composed MLP half until the fused kernel is measured
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}});
+  CHECK(defaults == json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}, {"mlp_block", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
-    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split) {
-      KernelOptions o;
-      o.gemv_max_rows = rows;
-      o.kv_split_per_sm = split;
-      const json j = to_json(o);
-      CHECK(j.size() == 2);
-      CHECK(parse_kernel_options(j) == o);
-      CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
-    }
+    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
+      for (int mlp = 0; mlp <= 1; ++mlp) {
+        KernelOptions o;
+        o.gemv_max_rows = rows;
+        o.kv_split_per_sm = split;
+        o.mlp_block = mlp;
+        const json j = to_json(o);
+        CHECK(j.size() == 3);
+        CHECK(parse_kernel_options(j) == o);
+        CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
+      }
   // A partial object sets its keys and leaves the rest at their defaults.
   const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
   CHECK(partial.kv_split_per_sm == 2);
@@ -56,6 +59,9 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   const KernelOptions rows1 = parse_kernel_options(json{{"gemv_max_rows", 1}});
   CHECK(rows1.gemv_max_rows == 1);
   CHECK(rows1.kv_split_per_sm == KernelOptions{}.kv_split_per_sm);
+  const KernelOptions fused = parse_kernel_options(json{{"mlp_block", 1}});
+  CHECK(fused.mlp_block == 1);
+  CHECK(fused.gemv_max_rows == KernelOptions{}.gemv_max_rows);
 }
 
 TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
@@ -84,6 +90,10 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 3");
   CHECK(error_of(json{{"kv_split_per_sm", 1.5}}) ==
         "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 1.5");
+  CHECK(error_of(json{{"mlp_block", 2}}) ==
+        "config key 'kernels.mlp_block' must be an integer in 0..1, got 2");
+  CHECK(error_of(json{{"mlp_block", true}}) ==
+        "config key 'kernels.mlp_block' must be an integer in 0..1, got true");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
   CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
@@ -110,4 +120,9 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   CHECK(kernel_options_error(o).empty());
   o.gemv_max_rows = -1;
   CHECK(kernel_options_error(o) == "gemv_max_rows must be in 0..8");
+  o = KernelOptions{};
+  o.mlp_block = 2;
+  CHECK(kernel_options_error(o) == "mlp_block must be 0 or 1");
+  o.mlp_block = 1;
+  CHECK(kernel_options_error(o).empty());
 }
