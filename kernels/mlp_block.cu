@@ -326,6 +326,37 @@ cudaLaunchConfig_t launch_config(dim3 grid, dim3 block, size_t smem, cudaStream_
   return cfg;
 }
 
+// Whether a cooperative launch with the PDL attribute behind a PDL launch runs, on a stream of
+// its own and, with `capture`, recorded in a graph and replayed (where the PDL edge becomes a
+// programmatic graph edge). Errors met here are not sticky: they are cleared, and the answer is
+// false. Asked at construction, so no caller's recording sees a refused launch.
+bool cooperative_pdl_works(bool capture) {
+  cudaStream_t s = nullptr;
+  MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  bool ok = !capture || cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  cudaLaunchAttribute attr[2];
+  cudaLaunchConfig_t cfg = launch_config(dim3(1), dim3(32), 0, s, attr, true);
+  cfg.attrs = attr + 1;  // PDL only: the predecessor
+  cfg.numAttrs = 1;
+  ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
+  cfg = launch_config(dim3(1), dim3(32), 0, s, attr, true);
+  ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
+  if (capture) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && ok;
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    ok = ok && cudaGraphLaunch(exec, s) == cudaSuccess;
+    ok = cudaStreamSynchronize(s) == cudaSuccess && ok;
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  ok = cudaStreamSynchronize(s) == cudaSuccess && ok;
+  (void)cudaGetLastError();
+  MLRA_CUDA_CHECK(cudaStreamDestroy(s));
+  return ok;
+}
+
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
@@ -346,16 +377,7 @@ MlpBlockKernel::MlpBlockKernel(int device) : device_(device) {
       mlp_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem_)));
   MLRA_CUDA_CHECK(cudaMalloc(&barrier_, 2 * sizeof(unsigned)));
   MLRA_CUDA_CHECK(cudaMemset(barrier_, 0, 2 * sizeof(unsigned)));
-  // Ask once whether the runtime takes the PDL attribute on a cooperative launch; a refused
-  // launch is not a sticky error, and asking here keeps it out of any graph capture.
-  cudaStream_t s = nullptr;
-  MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  cudaLaunchAttribute attr[2];
-  const cudaLaunchConfig_t cfg = launch_config(dim3(1), dim3(32), 0, s, attr, true);
-  pdl_ = cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
-  if (!pdl_) (void)cudaGetLastError();
-  MLRA_CUDA_CHECK(cudaStreamSynchronize(s));
-  MLRA_CUDA_CHECK(cudaStreamDestroy(s));
+  pdl_ = cooperative_pdl_works(false) && cooperative_pdl_works(true);
 }
 
 MlpBlockKernel::~MlpBlockKernel() {
@@ -381,9 +403,13 @@ bool MlpBlockKernel::supports(const MlpBlockOperands& o) const {
   if (o.proj.dtype != DType::kBF16 || o.proj.rows != d || o.proj.cols != f || o.proj.ld % 8 != 0 ||
       !aligned16(o.proj.data))
     return false;
-  // h and a are written by one block and read by others through L2: they may not overlap the
-  // inputs; y may alias delta (read before the barrier, written after it).
-  return o.h.data != o.delta.data && o.a.data != o.delta.data && o.h.data != o.a.data;
+  // a is written before the barrier and read after it by every block, h written by block 0: no
+  // overlap with each other, the inputs or y; y may alias delta (read before the barrier, written
+  // after it).
+  const void* ins[] = {o.delta.data, o.acc.data, o.y.data};
+  for (const void* p : ins)
+    if (p == o.h.data || p == o.a.data) return false;
+  return o.h.data != o.a.data;
 }
 
 MlpBlockKernel::Shape MlpBlockKernel::shape_for(int64_t d, int64_t f, int64_t proj_ld) {
