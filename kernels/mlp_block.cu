@@ -73,6 +73,18 @@ struct Step {
   uint4 w[kRows];
 };
 
+// load_stream, kept in program order with the other volatile asm (pdl_wait, the grid barrier's
+// accesses), so the weight loads issued early stay ahead of the waits they are meant to cover.
+__device__ __forceinline__ uint4 load_weights(const __nv_bfloat16* p) {
+  uint4 v;
+  asm volatile(
+      "{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
+      "ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
 // Rows [0, nrows) of one product of K = 8 * chunks - (tail ? 8 - tail : 0) columns; step s covers
 // rows (s / kc) * kRows + [0, kRows) at chunk threadIdx.x + (s % kc) * kThreads.
 struct RowWalk {
@@ -250,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlp_block_kernel(Params p) {
   const RowWalk up{2 * n_out, p.d / 8, 0, (p.d / 8 + kThreads - 1) / kThreads};
   const auto load_up = [&](int i, int c) {  // row i: W1 (even) or W2 (odd) row of output o0+i/2
     const int64_t row = int64_t(i & 1) * p.f + o0 + (i >> 1);
-    return load_stream(p.w12 + row * p.w12_ld + int64_t(c) * 8);
+    return load_weights(p.w12 + row * p.w12_ld + int64_t(c) * 8);
   };
   Step s0;
   if (up.steps() > 0) load_step(s0, up, 0, load_up);
@@ -273,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlp_block_kernel(Params p) {
   RowWalk down_stream = down_pre;
   down_stream.nrows = n_down - n_pre;
   const auto load_global = [&](int i, int c) {
-    return load_stream(p.proj + int64_t(j0 + n_pre + i) * p.proj_ld + int64_t(c) * 8);
+    return load_weights(p.proj + int64_t(j0 + n_pre + i) * p.proj_ld + int64_t(c) * 8);
   };
   const auto load_shared = [&](int i, int c) {
     return *reinterpret_cast<const uint4*>(pre + int64_t(i) * p.proj_ld + int64_t(c) * 8);
