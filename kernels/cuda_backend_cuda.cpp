@@ -357,7 +357,7 @@ class CudaBackend final : public Backend {
     if (mlp_block_ && m.delta.rows == 1) {
       const cuda::MlpBlockOperands o{m.delta, m.acc,  m.ln2.data, m.ln2.dtype, m.eps,
                                      m.w12,   m.proj, m.h,        m.a,         m.y};
-      if (m.ln2.numel() == m.acc.cols && mlp_block_->supports(o)) {
+      if (m.ln2.numel() == m.acc.cols && mlp_block_->supports(o) && mlp_block_->runs_on(stream())) {
         const TimedOp timed(this, &OpTimes::matmul_ms);
         return mlp_block_->launch(o, stream());
       }

@@ -338,11 +338,11 @@ cudaLaunchConfig_t launch_config(dim3 grid, dim3 block, size_t smem, cudaStream_
   return cfg;
 }
 
-// Whether a cooperative launch with the PDL attribute behind a PDL launch runs, on a stream of
-// its own and, with `capture`, recorded in a graph and replayed (where the PDL edge becomes a
-// programmatic graph edge). Errors met here are not sticky: they are cleared, and the answer is
-// false. Asked at construction, so no caller's recording sees a refused launch.
-bool cooperative_pdl_works(bool capture) {
+// Whether a cooperative launch (with the PDL attribute when `pdl`) behind a PDL launch runs, on
+// a stream of its own and, with `capture`, recorded in a graph and replayed (where the PDL edge
+// becomes a programmatic graph edge). Errors met here are not sticky: they are cleared, and the
+// answer is false. Asked at construction, so no caller's recording sees a refused launch.
+bool cooperative_launch_works(bool pdl, bool capture) {
   cudaStream_t s = nullptr;
   MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   bool ok = !capture || cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
@@ -351,7 +351,7 @@ bool cooperative_pdl_works(bool capture) {
   cfg.attrs = attr + 1;  // PDL only: the predecessor
   cfg.numAttrs = 1;
   ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
-  cfg = launch_config(dim3(1), dim3(32), 0, s, attr, true);
+  cfg = launch_config(dim3(1), dim3(32), 0, s, attr, pdl);
   ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
   if (capture) {
     cudaGraph_t graph = nullptr;
@@ -389,7 +389,8 @@ MlpBlockKernel::MlpBlockKernel(int device) : device_(device) {
       mlp_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem_)));
   MLRA_CUDA_CHECK(cudaMalloc(&barrier_, 2 * sizeof(unsigned)));
   MLRA_CUDA_CHECK(cudaMemset(barrier_, 0, 2 * sizeof(unsigned)));
-  pdl_ = cooperative_pdl_works(false) && cooperative_pdl_works(true);
+  pdl_ = cooperative_launch_works(true, false) && cooperative_launch_works(true, true);
+  capturable_ = pdl_ || cooperative_launch_works(false, true);
 }
 
 MlpBlockKernel::~MlpBlockKernel() {
@@ -422,6 +423,13 @@ bool MlpBlockKernel::supports(const MlpBlockOperands& o) const {
   for (const void* p : ins)
     if (p == o.h.data || p == o.a.data) return false;
   return o.h.data != o.a.data;
+}
+
+bool MlpBlockKernel::runs_on(cudaStream_t stream) const {
+  if (capturable_) return true;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  MLRA_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status == cudaStreamCaptureStatusNone;
 }
 
 MlpBlockKernel::Shape MlpBlockKernel::shape_for(int64_t d, int64_t f, int64_t proj_ld) {

@@ -46,9 +46,12 @@ class MlpBlockKernel {
   bool supports(const MlpBlockOperands& o) const;
   // Enqueues the kernel on `stream`; requires supports(o). Graph capturable.
   void launch(const MlpBlockOperands& o, cudaStream_t stream);
-  // Whether launches carry the PDL attribute beside the cooperative one (the runtime was asked
-  // once, at construction).
+  // False only while `stream` records and the runtime refused to record a cooperative launch
+  // (asked once, at construction): the caller composes instead.
+  bool runs_on(cudaStream_t stream) const;
+  // Whether launches carry the PDL attribute beside the cooperative one (asked as above).
   bool uses_pdl() const { return pdl_; }
+  bool capturable() const { return capturable_; }
 
  private:
   struct Shape {
@@ -59,7 +62,7 @@ class MlpBlockKernel {
 
   int device_ = 0;
   unsigned* barrier_ = nullptr;  // [count, generation]
-  bool pdl_ = false;
+  bool pdl_ = false, capturable_ = false;
   int sms_ = 0;
   size_t max_smem_ = 0;                  // dynamic shared memory a block may use
   std::map<size_t, int> blocks_per_sm_;  // by dynamic shared memory bytes

@@ -139,7 +139,9 @@ TEST_CASE("cuda mlp_block (one persistent launch) matches the cpu composition",
   auto& [cpu, gpu] = backends();
   const std::unique_ptr<Backend> fused = make_cuda_backend(0, fused_options());
   cuda::MlpBlockKernel direct(0);
-  WARN("mlp_block launches with the PDL attribute: " << (direct.uses_pdl() ? "yes" : "no"));
+  WARN("mlp_block launches with the PDL attribute: " << (direct.uses_pdl() ? "yes" : "no")
+                                                     << "; recorded in graphs: "
+                                                     << (direct.capturable() ? "yes" : "no"));
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   struct Shape {
@@ -208,6 +210,8 @@ TEST_CASE("cuda mlp_block replays from a graph with fresh inputs", "[gpu][ops][m
     check_close(eager1, run_op(oc, in1), kBf16Tol);
     check_close(eager2, run_op(oc, in2), kBf16Tol);
     REQUIRE_FALSE(eager1 == eager2);
+    // The decode graphs need the kernel recorded (a refusal would compose inside recordings).
+    REQUIRE(cuda::MlpBlockKernel(0).capturable());
     of.set_rows(in1.delta, in1.acc);
     fused->begin_capture();
     fused->mlp_block(of.args(kEps));
