@@ -125,6 +125,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const KernelOptions& options)
       : gemv_max_rows_(options.gemv_max_rows),
+        gemv_k_tail_(options.gemv_k_tail == 1),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -273,7 +274,8 @@ class CudaBackend final : public Backend {
     // picks split-K kernels plus a reduction launch. One row: the FMA kernel (either layout, an
     // f32 x read as is, not rounded to bf16 as below); 2..8 rows: the tensor-core kernel where it
     // applies (bf16 x, w [N, K]), cuBLAS otherwise (the FMA kernel's cost grows with the rows).
-    if (x.rows <= gemv_max_rows_ &&
+    // K % 8 != 0 takes the GEMV only under the kernel option gemv_k_tail.
+    if (x.rows <= gemv_max_rows_ && (gemv_k_tail_ || k % 8 == 0) &&
         (x.rows == 1
              ? cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)
              : cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride,
@@ -345,7 +347,8 @@ class CudaBackend final : public Backend {
   // The GEMV's SwiGLU form where the product would take the GEMV anyway (decode-sized steps).
   void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) override {
     activate();
-    if (x.rows >= 1 && x.rows <= gemv_max_rows_ && cuda::gemv_swiglu_supports(x, w12, out)) {
+    if (x.rows >= 1 && x.rows <= gemv_max_rows_ && (gemv_k_tail_ || x.cols % 8 == 0) &&
+        cuda::gemv_swiglu_supports(x, w12, out)) {
       const TimedOp timed(this, &OpTimes::matmul_ms);
       return cuda::launch_gemv_swiglu(x, w12, out, stream());
     }
@@ -550,6 +553,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
   int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
+  bool gemv_k_tail_ = false;   // KernelOptions::gemv_k_tail: K % 8 != 0 on the GEMV
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

@@ -24,6 +24,10 @@ struct KernelOptions {
   // SwiGLU GEMV and the down GEMV (three launches); 1 runs them as one cooperative persistent
   // kernel (kernels/mlp_block.h).
   int mlp_block = 0;
+  // Products whose K % 8 != 0 (the MLP down-projection at most TP degrees): 0 sends them to
+  // cuBLAS (over the padded row pitch, ld > K); 1 runs them on the GEMV's K tail (kernels/gemv.h).
+  // Products with K % 8 == 0 take the GEMV under either value.
+  int gemv_k_tail = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

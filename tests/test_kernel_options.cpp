@@ -33,25 +33,29 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == KernelOptions::kMaxGemvRows);
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
-  CHECK(o.mlp_block == 0);  // the composed MLP half until the fused kernel is measured
+  CHECK(o.mlp_block == 0);    // the composed MLP half until the fused kernel is measured
+  CHECK(o.gemv_k_tail == 0);  // K % 8 != 0 on cuBLAS until the K-tail GEMV is measured
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}, {"mlp_block", 0}});
+  CHECK(defaults ==
+        json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}, {"mlp_block", 0}, {"gemv_k_tail", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int mlp = 0; mlp <= 1; ++mlp) {
-        KernelOptions o;
-        o.gemv_max_rows = rows;
-        o.kv_split_per_sm = split;
-        o.mlp_block = mlp;
-        const json j = to_json(o);
-        CHECK(j.size() == 3);
-        CHECK(parse_kernel_options(j) == o);
-        CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
-      }
+      for (int mlp = 0; mlp <= 1; ++mlp)
+        for (int tail = 0; tail <= 1; ++tail) {
+          KernelOptions o;
+          o.gemv_max_rows = rows;
+          o.kv_split_per_sm = split;
+          o.mlp_block = mlp;
+          o.gemv_k_tail = tail;
+          const json j = to_json(o);
+          CHECK(j.size() == 4);
+          CHECK(parse_kernel_options(j) == o);
+          CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
+        }
   // A partial object sets its keys and leaves the rest at their defaults.
   const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
   CHECK(partial.kv_split_per_sm == 2);
@@ -62,6 +66,9 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   const KernelOptions fused = parse_kernel_options(json{{"mlp_block", 1}});
   CHECK(fused.mlp_block == 1);
   CHECK(fused.gemv_max_rows == KernelOptions{}.gemv_max_rows);
+  const KernelOptions tail = parse_kernel_options(json{{"gemv_k_tail", 1}});
+  CHECK(tail.gemv_k_tail == 1);
+  CHECK(tail.mlp_block == KernelOptions{}.mlp_block);
 }
 
 TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
@@ -94,6 +101,8 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.mlp_block' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"mlp_block", true}}) ==
         "config key 'kernels.mlp_block' must be an integer in 0..1, got true");
+  CHECK(error_of(json{{"gemv_k_tail", -1}}) ==
+        "config key 'kernels.gemv_k_tail' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
   CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
@@ -124,5 +133,10 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o.mlp_block = 2;
   CHECK(kernel_options_error(o) == "mlp_block must be 0 or 1");
   o.mlp_block = 1;
+  CHECK(kernel_options_error(o).empty());
+  o = KernelOptions{};
+  o.gemv_k_tail = 2;
+  CHECK(kernel_options_error(o) == "gemv_k_tail must be 0 or 1");
+  o.gemv_k_tail = 1;
   CHECK(kernel_options_error(o).empty());
 }

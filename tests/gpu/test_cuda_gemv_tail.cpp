@@ -2,8 +2,9 @@
 // K read but never used. Both kernels, 1..8 rows, plain and SwiGLU, against double references,
 // with NaN in every pad (x, and w where the loader would put zeros) to prove nothing past K
 // reaches y. Then every per-rank weight product of every 2.9B config at TP 1/2/4/8
-// (models/decode_products.h) must take our GEMV at 1..8 rows, through the backend, against the
-// CPU. Fresh random inputs, seed reported on failure.
+// (models/decode_products.h) through the backend at 1..8 rows, against the CPU: on our GEMV under
+// the kernel option gemv_k_tail 1, on cuBLAS where K % 8 != 0 under 0 (the default). Fresh random
+// inputs, seed reported on failure.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -232,11 +233,21 @@ std::vector<Seen> release_products(int& plans) {
 
 }  // namespace
 
-TEST_CASE("every per-rank product of the 2.9B configs runs on our GEMV at 1..8 rows",
-          "[gpu][gemv][mma][shapes]") {
+TEST_CASE(
+    "every per-rank product of the 2.9B configs at 1..8 rows: our GEMV under gemv_k_tail 1, "
+    "cuBLAS for K % 8 != 0 under 0",
+    "[gpu][gemv][mma][shapes][options]") {
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
+  // Index: the kernel option gemv_k_tail. Operands live on gpu() (uploads synchronize); each
+  // backend's outputs are its own and read back (synchronized) before the next one runs.
+  std::unique_ptr<Backend> by_option[2];
+  for (int t = 0; t <= 1; ++t) {
+    KernelOptions o;
+    o.gemv_k_tail = t;
+    by_option[t] = make_cuda_backend(0, o);
+  }
   int plans = 0;
   const std::vector<Seen> products = release_products(plans);
   CHECK(plans >= 11 * 15);
@@ -260,7 +271,6 @@ TEST_CASE("every per-rank product of the 2.9B configs runs on our GEMV at 1..8 r
     Tensor xc = make(cpu(), {8 * x_ld}, DType::kF32, x);
     Tensor wc = make(cpu(), {p.batch * w_stride}, DType::kF32, w);
     const DType yt = p.glu ? DType::kBF16 : DType::kF32;  // f32: the GEMV's sums show it ran
-    Tensor y_backend = gpu().alloc({8 * y_ld}, yt), y_direct = gpu().alloc({8 * y_ld}, yt);
     Tensor yc = cpu().alloc({8 * y_ld}, DType::kF32);
     const MatView wv{wg.data, DType::kBF16, w_rows, p.k, w_ld};
     const MatView wcv{wc.data, DType::kF32, w_rows, p.k, w_ld};
@@ -271,37 +281,45 @@ TEST_CASE("every per-rank product of the 2.9B configs runs on our GEMV at 1..8 r
       cpu().linear_batched({xc.data, DType::kF32, 8, p.k, x_ld}, x_stride, wcv, w_stride, true,
                            {yc.data, DType::kF32, 8, p.n, y_ld}, y_stride, p.batch, 1.0f, 0.0f);
     const auto want = download(cpu(), {yc.data, DType::kF32, 8, y_ld, y_ld});
-    for (int64_t m = 1; m <= 8; ++m) {
-      INFO("m " << m);
-      const MatView xv{xg.data, DType::kBF16, m, p.k, x_ld};
-      const MatView yb{y_backend.data, yt, m, p.n, y_ld}, yd{y_direct.data, yt, m, p.n, y_ld};
-      poison(gpu(), y_backend);
-      poison(gpu(), y_direct);
-      if (p.glu) {
-        REQUIRE(cuda::gemv_swiglu_supports(xv, wv, yb));
-        gpu().linear_swiglu(xv, wv, yb);
-        cuda::launch_gemv_swiglu(xv, wv, yd, cuda_stream_of(gpu()));
-      } else {
-        // What the backend's linear_batched sends to our GEMV (rows <= gemv_max_rows, default 8).
-        REQUIRE(cuda::gemv_auto_kernel(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch) ==
-                (m == 1 ? cuda::GemvKernel::kFma : cuda::GemvKernel::kMma));
-        REQUIRE((m == 1
-                     ? cuda::gemv_supports(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch)
-                     : cuda::gemv_mma_supports(xv, x_stride, wv, w_stride, true, yb, y_stride,
-                                               p.batch)));
-        gpu().linear_batched(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch, 1.0f, 0.0f);
-        cuda::launch_gemv(xv, x_stride, wv, w_stride, true, yd, y_stride, p.batch, 1.0f, 0.0f,
-                          cuda_stream_of(gpu()));
+    for (int t = 0; t <= 1; ++t)
+      for (int64_t m = 1; m <= 8; ++m) {
+        INFO("gemv_k_tail " << t << " m " << m);
+        Backend& g = *by_option[t];
+        const bool on_gemv = t == 1 || p.k % 8 == 0;  // where the backend takes our GEMV
+        Tensor y_backend = g.alloc({8 * y_ld}, yt), y_direct = g.alloc({8 * y_ld}, yt);
+        const MatView xv{xg.data, DType::kBF16, m, p.k, x_ld};
+        const MatView yb{y_backend.data, yt, m, p.n, y_ld}, yd{y_direct.data, yt, m, p.n, y_ld};
+        poison(g, y_backend);
+        poison(g, y_direct);
+        if (p.glu) {
+          REQUIRE(cuda::gemv_swiglu_supports(xv, wv, yb));
+          g.linear_swiglu(xv, wv, yb);
+          cuda::launch_gemv_swiglu(xv, wv, yd, cuda_stream_of(g));
+        } else {
+          // What the backend's linear_batched sends to our GEMV (rows <= gemv_max_rows, default
+          // 8) where on_gemv.
+          REQUIRE(cuda::gemv_auto_kernel(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch) ==
+                  (m == 1 ? cuda::GemvKernel::kFma : cuda::GemvKernel::kMma));
+          REQUIRE(
+              (m == 1 ? cuda::gemv_supports(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch)
+                      : cuda::gemv_mma_supports(xv, x_stride, wv, w_stride, true, yb, y_stride,
+                                                p.batch)));
+          g.linear_batched(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch, 1.0f, 0.0f);
+          cuda::launch_gemv(xv, x_stride, wv, w_stride, true, yd, y_stride, p.batch, 1.0f, 0.0f,
+                            cuda_stream_of(g));
+        }
+        // Whole rows: every batch entry's outputs (y_ld = batch * N).
+        const auto got = download(g, {y_backend.data, yt, m, y_ld, y_ld});
+        const auto direct = download(g, {y_direct.data, yt, m, y_ld, y_ld});
+        // On the GEMV the backend ran the same kernel on the same operands, bit for bit; cuBLAS
+        // sums in another order, which shows in f32 y (the non-SwiGLU products).
+        if (on_gemv)
+          CHECK(got == direct);
+        else if (!p.glu)
+          CHECK(got != direct);
+        const std::vector<float> want_m(want.begin(), want.begin() + m * y_ld);
+        CHECK(rel_l2(got, want_m) < (p.glu ? kBf16Tol : 1e-4));
       }
-      // Whole rows: every batch entry's outputs (y_ld = batch * N).
-      const auto got = download(gpu(), {y_backend.data, yt, m, y_ld, y_ld});
-      const auto direct = download(gpu(), {y_direct.data, yt, m, y_ld, y_ld});
-      // The backend ran the GEMV itself: the same kernel on the same operands, bit for bit (cuBLAS
-      // sums in another order, which shows in f32 y).
-      CHECK(got == direct);
-      const std::vector<float> want_m(want.begin(), want.begin() + m * y_ld);
-      CHECK(rel_l2(got, want_m) < (p.glu ? kBf16Tol : 1e-4));
-    }
   }
   CHECK(k_tail);
 }

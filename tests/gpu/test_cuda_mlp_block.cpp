@@ -138,6 +138,9 @@ TEST_CASE("cuda mlp_block (one persistent launch) matches the cpu composition",
           "[gpu][ops][mlp_block]") {
   auto& [cpu, gpu] = backends();
   const std::unique_ptr<Backend> fused = make_cuda_backend(0, fused_options());
+  KernelOptions tail_options;
+  tail_options.gemv_k_tail = 1;
+  const std::unique_ptr<Backend> tail = make_cuda_backend(0, tail_options);
   cuda::MlpBlockKernel direct(0);
   WARN("mlp_block launches with the PDL attribute: " << (direct.uses_pdl() ? "yes" : "no")
                                                      << "; recorded in graphs: "
@@ -157,13 +160,16 @@ TEST_CASE("cuda mlp_block (one persistent launch) matches the cpu composition",
     const int64_t ld = padded_ld(s.f);
     INFO("d " << s.d << " F " << s.f << " ld " << ld);
     const Inputs in = make_inputs(seed + uint64_t(s.d * 7919 + s.f), s.d, s.f, ld);
-    Operands oc(*cpu, in), og(*gpu, in), of(*fused, in);
+    Operands oc(*cpu, in), og(*gpu, in), of(*fused, in), ot(*tail, in);
     REQUIRE(direct.supports(of.operands(kEps)));
     const Outputs want = run_op(oc, in);
-    const Outputs composed = run_op(og, in);  // the defaults: add_rms_norm + 2 GEMVs
+    // The defaults: add_rms_norm, the SwiGLU GEMV, the down product on the GEMV for F % 8 == 0
+    // and on cuBLAS otherwise; under gemv_k_tail 1 always on the GEMV.
+    const Outputs composed = run_op(og, in);
     const Outputs got = run_op(of, in);
     check_close(got, want, kBf16Tol);
     check_close(composed, want, kBf16Tol);
+    check_close(run_op(ot, in), want, kBf16Tol);
     // Against the device composition: the same rounding points, f32 sums in another order.
     check_close(got, composed, 5e-3);
     // The backend ran the fused kernel (deterministic: bitwise equal), every time the same.

@@ -1,8 +1,10 @@
 // Decode steps of 1..8 sequences of a model whose per-rank MLP intermediate size is not a
 // multiple of 8 (the release's 9880 / 4 = 2470 kind): the down-projection's rows are padded
-// (models/weight_loader.h padded_ld) and its product runs on our GEMV's K tail. Rank-0 shards at
-// TP 1, 2 and 4 on the CUDA backend (defaults) against the CPU reference, and against the same
-// model stored unpadded (row_align 1: that product goes to cuBLAS), eager and from decode graphs.
+// (models/weight_loader.h padded_ld) and its product runs on our GEMV's K tail under the kernel
+// option gemv_k_tail 1, on cuBLAS over the padded pitch (ld > K) under 0 (the default). Rank-0
+// shards at TP 1, 2 and 4 on the CUDA backend under both values against the CPU reference, and
+// against the same model stored unpadded (row_align 1, defaults: that product goes to cuBLAS),
+// eager and from decode graphs.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -27,6 +29,12 @@ namespace {
 constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
 
 // A rank-0 shard on one backend, with its own single-rank communicator.
+KernelOptions k_tail(int on) {
+  KernelOptions o;
+  o.gemv_k_tail = on;
+  return o;
+}
+
 struct Model {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Communicator> comm = make_single_rank_communicator();
@@ -63,8 +71,13 @@ TEST_CASE("decode over padded MLP rows (K % 8 != 0) matches the CPU and the unpa
       REQUIRE(unsupported_tp_reason(c, tp).empty());
       const ShardPlan plan = make_shard_plan(c, tp, 0);
       Model cpu(make_cpu_backend(), c, plan, *ckpt, kRowAlign, false);
-      Model padded(make_cuda_backend(0), c, plan, *ckpt, kRowAlign, false);
-      Model graphed(make_cuda_backend(0), c, plan, *ckpt, kRowAlign, true);
+      // Index: gemv_k_tail.
+      Model padded0(make_cuda_backend(0, k_tail(0)), c, plan, *ckpt, kRowAlign, false);
+      Model graphed0(make_cuda_backend(0, k_tail(0)), c, plan, *ckpt, kRowAlign, true);
+      Model padded1(make_cuda_backend(0, k_tail(1)), c, plan, *ckpt, kRowAlign, false);
+      Model graphed1(make_cuda_backend(0, k_tail(1)), c, plan, *ckpt, kRowAlign, true);
+      Model* padded[2] = {&padded0, &padded1};
+      Model* graphed[2] = {&graphed0, &graphed1};
       Model plain(make_cuda_backend(0), c, plan, *ckpt, 1, false);
       std::mt19937 rng(5);
       const auto V = uint32_t(c.vocab_size);
@@ -78,7 +91,8 @@ TEST_CASE("decode over padded MLP rows (K % 8 != 0) matches the CPU and the unpa
       }
       std::vector<float> lc, lp, lg, lu;
       const StepBatch first = build_step(prefill, kPage, kPagesPerSeq);
-      for (Model* m : {&cpu, &padded, &graphed, &plain}) m->model->forward(first, lc);
+      for (Model* m : {&cpu, &padded0, &graphed0, &padded1, &graphed1, &plain})
+        m->model->forward(first, lc);
       for (int batch = 1; batch <= 8; ++batch) {
         std::vector<SeqChunk> chunks;
         for (int i = 0; i < batch; ++i) {
@@ -88,16 +102,21 @@ TEST_CASE("decode over padded MLP rows (K % 8 != 0) matches the CPU and the unpa
         }
         const StepBatch step = build_step(chunks, kPage, kPagesPerSeq);
         cpu.model->forward(step, lc);
-        padded.model->forward(step, lp);
-        graphed.model->forward(step, lg);
         plain.model->forward(step, lu);
         INFO("batch " << batch);
-        // bf16 activations and cache against the CPU's f32 (test_decode_small_batch.cpp: the
-        // same bound at these head shapes); the unpadded model differs from the padded one only
-        // in the down-projection's kernel (f32 sums in another order, then the same rounding).
-        CHECK(rel_l2(lp, lc) < 3e-2);
-        CHECK(rel_l2(lg, lc) < 3e-2);
-        CHECK(rel_l2(lp, lu) < 1e-2);
+        CHECK(rel_l2(lu, lc) < 3e-2);
+        for (int t = 0; t <= 1; ++t) {
+          INFO("gemv_k_tail " << t);
+          padded[t]->model->forward(step, lp);
+          graphed[t]->model->forward(step, lg);
+          // bf16 activations and cache against the CPU's f32 (test_decode_small_batch.cpp: the
+          // same bound at these head shapes); the unpadded model differs from the padded one
+          // only in the down-projection's kernel or pitch (f32 sums in another order, then the
+          // same rounding).
+          CHECK(rel_l2(lp, lc) < 3e-2);
+          CHECK(rel_l2(lg, lc) < 3e-2);
+          CHECK(rel_l2(lp, lu) < 1e-2);
+        }
       }
     }
   }
