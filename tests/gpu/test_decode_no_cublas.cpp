@@ -267,11 +267,14 @@ TEST_CASE("decode steps of 1..8 latent-model sequences make no cuBLAS call (tiny
     int tp;
     bool tpla;
   };
+  // TPLA stops at TP4 here: the tiny MLA's 32-wide latent gives 4-wide slices at TP8, whose
+  // up-projection (K = 4) no GEMV takes; the release's TP8 slices are 64 wide (first test case).
   const Case cases[] = {
-      {"mlra4", 1, false}, {"mlra4", 2, false}, {"mlra4", 4, false},       {"mla", 1, false},
-      {"mla", 2, false},   {"mla", 4, false},   {"gla2", 1, false},        {"gla2", 2, false},
-      {"gla2", 4, false},  {"gla4", 1, false},  {"mlra2", 1, false},       {"mlra2", 2, false},
-      {"mla", 2, true},    {"mla", 4, true},    {"mlra4_gated", 1, false}, {"mla_gated", 2, false},
+      {"mlra4", 1, false}, {"mlra4", 2, false},       {"mlra4", 4, false},     {"mlra4", 8, false},
+      {"mla", 1, false},   {"mla", 2, false},         {"mla", 4, false},       {"mla", 8, false},
+      {"gla2", 1, false},  {"gla2", 2, false},        {"gla2", 4, false},      {"gla2", 8, false},
+      {"gla4", 1, false},  {"mlra2", 1, false},       {"mlra2", 2, false},     {"mla", 2, true},
+      {"mla", 4, true},    {"mlra4_gated", 1, false}, {"mla_gated", 2, false},
   };
   for (const Case& k : cases) {
     INFO(k.variant << " tp " << k.tp << (k.tpla ? " tpla" : ""));
@@ -302,6 +305,7 @@ TEST_CASE("decode steps of 1..8 sequences at the release's head shapes make no c
       c.text_vocab_size = 512;
       c.eot_token = 511;
       c.validate();
+      REQUIRE(unsupported_tp_reason(c, tp).empty());
       auto ckpt = make_synthetic_checkpoint(c, 77);
       // The release-head-shape decode bound of test_decode_small_batch.cpp.
       check_decode_without_cublas(c, *ckpt, tp, 3e-2);
