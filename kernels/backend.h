@@ -127,8 +127,7 @@ class Backend {
   };
   // The W_UK copies this backend reads for a call over n_units units of this width (at least
   // one). Default: w_uk only, so the reference composition's numerics are the layout's own.
-  virtual LatentUkLayouts latent_uk_layouts(int64_t n_units, int64_t width) const {
-    (void)n_units, (void)width;
+  virtual LatentUkLayouts latent_uk_layouts(int64_t /*n_units*/, int64_t /*width*/) const {
     return {};
   }
   virtual void latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
