@@ -129,6 +129,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const KernelOptions& options)
       : gemv_max_rows_(options.gemv_max_rows),
+        latent_uk_t_(options.latent_uk_t != 0),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -413,6 +414,9 @@ class CudaBackend final : public Backend {
       p.qv = static_cast<__nv_bfloat16*>(qv.data);
     }
     if (ok && cuda::latent_projections_support(p)) return cuda::launch_latent_queries(p, stream());
+    if (!latent_uk_t_)  // units hold w_uk only: at 2..8 rows its product goes to cuBLAS
+      return Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base,
+                                     qv);
     // Composed: the tensor-core GEMV takes W_UK only as w_uk_t, so 2..gemv_max_rows rows use that
     // copy where the unit has it. Other row counts (the FMA GEMV at one row, cuBLAS past the
     // GEMV's rows) take either layout and keep w_uk where the unit has both.
@@ -422,10 +426,12 @@ class CudaBackend final : public Backend {
       if (!mma_rows && u.w_uk.data != nullptr) u.w_uk_t = Tensor{};
     Backend::latent_queries(q_nope, cq, rope_w, picked, dn, dr, width, positions, rope_base, qv);
   }
-  // w_uk_t always (the composition's 2..8-row products run on the tensor-core GEMV); w_uk as
-  // well where the one-token fused kernel may run (its layout). The memory this costs per layer
-  // is listed at LatentAttention::Unit (models/latent_attention.h).
+  // Kernel option latent_uk_t 0: w_uk only (the base class's answer). 1: w_uk_t always (the
+  // composition's 2..8-row products run on the tensor-core GEMV), w_uk as well where the one-token
+  // fused kernel may run (its layout). The memory the copy costs per layer is listed at
+  // LatentAttention::Unit (models/latent_attention.h).
   LatentUkLayouts latent_uk_layouts(int64_t n_units, int64_t width) const override {
+    if (!latent_uk_t_) return Backend::latent_uk_layouts(n_units, width);
     return {fused_latent_shape(n_units, width), true};
   }
   void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units, int64_t dn,
@@ -556,6 +562,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
   int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
+  bool latent_uk_t_ = false;   // KernelOptions::latent_uk_t
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

@@ -21,12 +21,14 @@ class LatentAttention final : public AttentionLayer {
 
   // A (latent, heads) pair set with its absorbed up-projections. W_UK is kept in the copies the
   // backend reads (Backend::latent_uk_layouts) plus w_uk wherever the expanded prefill reads it;
-  // an absent copy has no data. On CUDA, w_uk_t is always kept (the tensor-core GEMV of 2..8-token
-  // steps takes only that layout) and w_uk where the one-token fused kernel may run (4..8 units)
-  // or the expanded prefill may (MLA, GLA; latent_prefill not "absorbed"). Extra bytes per layer
-  // and rank at the 2.9B shapes (d_n 128; heads x d_n x width x 2 bytes): MLRA-4 TP1 3,145,728
-  // (4 units of 24 heads, width 128), TP4 0 (one unit: w_uk_t only); MLA TP1 3,145,728 (24 heads,
-  // width 512), TP4 786,432 (6 heads), both 0 with latent_prefill "absorbed".
+  // an absent copy has no data. The CPU, and CUDA under the kernel option latent_uk_t 0 (the
+  // default), keep w_uk only: no copy, no extra memory. Only under latent_uk_t 1 does CUDA keep
+  // w_uk_t, always (the tensor-core GEMV of 2..8-token steps takes only that layout), and w_uk
+  // where the one-token fused kernel may run (4..8 units) or the expanded prefill may (MLA, GLA;
+  // latent_prefill not "absorbed"). Extra bytes per layer and rank under latent_uk_t 1 at the
+  // 2.9B shapes (d_n 128; heads x d_n x width x 2 bytes): MLRA-4 TP1 3,145,728 (4 units of 24
+  // heads, width 128), TP4 0 (one unit: w_uk_t only); MLA TP1 3,145,728 (24 heads, width 512),
+  // TP4 786,432 (6 heads), both 0 with latent_prefill "absorbed".
   struct Unit {
     LatentUnit spec;
     Tensor w_uk;               // [heads, dn, width]: q~ = W_UK^T q_nope

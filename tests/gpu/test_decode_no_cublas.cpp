@@ -1,10 +1,12 @@
-// Decode steps of 1..8 tokens run every matrix product on our GEMV kernels, none on cuBLAS
-// (Backend::OpTimes::cublas_calls): the latent projections with the W_UK copies the CUDA backend
-// asks for (Backend::latent_uk_layouts: w_uk_t, the tensor-core GEMV's layout, plus w_uk where
-// the one-token fused kernel may run), at the release's per-rank shapes of every latent variant,
-// and whole decode steps of the latent models at TP1 and rank-0 shards of TP2 / TP4, eager and
-// recorded into decode graphs. Each result is checked against the CPU backend; steps of more
-// rows than the GEMV takes must reach cuBLAS, so the counter is seen to count.
+// Under the kernel option latent_uk_t 1, decode steps of 1..8 tokens run every matrix product on
+// our GEMV kernels, none on cuBLAS (Backend::OpTimes::cublas_calls): the latent projections with
+// the W_UK copies the CUDA backend asks for (Backend::latent_uk_layouts: w_uk_t, the tensor-core
+// GEMV's layout, plus w_uk where the one-token fused kernel may run), at the release's per-rank
+// shapes of every latent variant, and whole decode steps of the latent models at TP1 and rank-0
+// shards of TP2..TP8, eager and recorded into decode graphs. Under latent_uk_t 0 (the default)
+// the backend asks for w_uk only and the query product over it of 2..8-token steps stays on
+// cuBLAS, one call per unit, counted. Each result is checked against the CPU backend; steps of
+// more rows than the GEMV takes must reach cuBLAS, so the counter is seen to count.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -96,8 +98,12 @@ TEST_CASE("latent projections of 1..8 tokens make no cuBLAS call at every per-ra
   INFO("seed " << seed);
   std::mt19937 rng(seed);
   Backend& cpu = *backends().cpu;
-  Backend& gpu = *backends().gpu;
-  KernelOptions cublas_only;
+  Backend& gpu_default = *backends().gpu;
+  KernelOptions with_copy;
+  with_copy.latent_uk_t = 1;
+  auto gpu_uk = make_cuda_backend(0, with_copy);
+  Backend& gpu = *gpu_uk;
+  KernelOptions cublas_only = with_copy;
   cublas_only.gemv_max_rows = 0;
   auto gpu_cublas = make_cuda_backend(0, cublas_only);
   // The 2.9B configs' per-rank units (d_n 128, d_r 64; local head numbering), and the tiny
@@ -123,6 +129,10 @@ TEST_CASE("latent projections of 1..8 tokens make no cuBLAS call at every per-ra
   for (const ProjDims& d : cases) {
     const Backend::LatentUkLayouts asked = gpu.latent_uk_layouts(int64_t(d.units.size()), d.width);
     REQUIRE(asked.out_by_in);
+    const Backend::LatentUkLayouts w_uk_only =
+        gpu_default.latent_uk_layouts(int64_t(d.units.size()), d.width);
+    REQUIRE(w_uk_only.in_by_out);
+    REQUIRE_FALSE(w_uk_only.out_by_in);  // no copy, no extra memory
     // The backend's own copies, and both (the model adds w_uk for the expanded prefill).
     const Backend::LatentUkLayouts copies[] = {asked, {true, true}};
     for (const int64_t T : {1, 2, 3, 5, 8, 9}) {
@@ -153,6 +163,21 @@ TEST_CASE("latent projections of 1..8 tokens make no cuBLAS call at every per-ra
           CHECK(calls == 0);
         else
           CHECK(calls > 0);  // past the GEMV's rows: cuBLAS, and the counter sees it
+        CHECK(rel_l2(got.first, want.first) < kBf16Tol);
+        CHECK(rel_l2(got.second, want.second) < kBf16Tol);
+      }
+      {  // latent_uk_t 0: the query product over w_uk of 2..8 rows on cuBLAS, the rest on the GEMV
+        INFO(d.name << " tokens " << T << " under latent_uk_t 0");
+        cublas_calls(gpu_default);
+        const auto got =
+            run_projections(gpu_default, d, T, w_uk_only, uk, uv, q_nope, cq, rope_w, z, pos);
+        const int64_t calls = cublas_calls(gpu_default), n_units = int64_t(d.units.size());
+        if (T == 1)
+          CHECK(calls == 0);
+        else if (T <= 8)
+          CHECK(calls == n_units);
+        else
+          CHECK(calls == 3 * n_units);
         CHECK(rel_l2(got.first, want.first) < kBf16Tol);
         CHECK(rel_l2(got.second, want.second) < kBf16Tol);
       }
@@ -205,19 +230,25 @@ namespace {
 constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
 
 // Prefills kSeqs sequences, then runs decode steps of 1, 2, 5 and 8 sequences on the CPU and on
-// two GPU models (eager; graphs up to 8 sequences). No decode step may call cuBLAS (a recorded
-// step counts when it is recorded); every step's logits are within `bound` of the CPU's.
+// three GPU models: two under latent_uk_t 1 (eager; graphs up to 8 sequences), where no decode
+// step may call cuBLAS (a recorded step counts when it is recorded), and one eager under the
+// defaults, where one-sequence steps make no cuBLAS call and steps of 2..8 make some (the latent
+// query product over w_uk). Every step's logits are within `bound` of the CPU's.
 void check_decode_without_cublas(const ModelConfig& c, const Checkpoint& ckpt, int tp,
                                  double bound) {
   const ShardPlan plan = make_shard_plan(c, tp, 0);
   const CacheOptions cache{kPage, kSeqs * kPagesPerSeq};
   auto cpu_b = make_cpu_backend();
-  auto eager_b = make_cuda_backend(0), graph_b = make_cuda_backend(0);
+  KernelOptions with_copy;
+  with_copy.latent_uk_t = 1;
+  auto eager_b = make_cuda_backend(0, with_copy), graph_b = make_cuda_backend(0, with_copy);
+  auto default_b = make_cuda_backend(0);
   auto cpu_c = make_single_rank_communicator(), eager_c = make_single_rank_communicator(),
-       graph_c = make_single_rank_communicator();
+       graph_c = make_single_rank_communicator(), default_c = make_single_rank_communicator();
   Transformer cpu(c, plan, ckpt, *cpu_b, *cpu_c, cache);
   Transformer eager(c, plan, ckpt, *eager_b, *eager_c, cache);
   Transformer graphed(c, plan, ckpt, *graph_b, *graph_c, cache);
+  Transformer by_default(c, plan, ckpt, *default_b, *default_c, cache);
   graphed.enable_decode_graphs(8);
   std::mt19937 rng(41);
   const auto V = uint32_t(c.vocab_size);
@@ -230,12 +261,14 @@ void check_decode_without_cublas(const ModelConfig& c, const Checkpoint& ckpt, i
     length[size_t(s)] = int32_t(prompt.size());
     next[size_t(s)] = int32_t(rng() % V);
   }
-  std::vector<float> lc, le, lg;
+  std::vector<float> lc, le, lg, ld;
   const StepBatch first = build_step(prefill, kPage, kPagesPerSeq);
   cpu.forward(first, lc);
   eager.forward(first, le);
   graphed.forward(first, lg);
+  by_default.forward(first, ld);
   REQUIRE(rel_l2(le, lc) < bound);
+  REQUIRE(rel_l2(ld, lc) < bound);
   for (const int batch : {1, 2, 5, 8, 2, 5}) {
     std::vector<SeqChunk> chunks;
     for (int i = 0; i < batch; ++i) {
@@ -249,12 +282,19 @@ void check_decode_without_cublas(const ModelConfig& c, const Checkpoint& ckpt, i
     cpu.forward(step, lc);
     cublas_calls(*eager_b);
     cublas_calls(*graph_b);
+    cublas_calls(*default_b);
     eager.forward(step, le);
     graphed.forward(step, lg);
+    by_default.forward(step, ld);
     CHECK(cublas_calls(*eager_b) == 0);
     CHECK(cublas_calls(*graph_b) == 0);
+    if (batch == 1)
+      CHECK(cublas_calls(*default_b) == 0);
+    else
+      CHECK(cublas_calls(*default_b) > 0);
     CHECK(rel_l2(le, lc) < bound);
     CHECK(rel_l2(lg, lc) < bound);
+    CHECK(rel_l2(ld, lc) < bound);
   }
 }
 
