@@ -19,6 +19,7 @@ struct Field {
 
 constexpr Field kFields[] = {
     {"gemv_max_rows", &KernelOptions::gemv_max_rows, 0, KernelOptions::kMaxGemvRows},
+    {"latent_uk_t", &KernelOptions::latent_uk_t, 0, 1},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
     {"mlp_block", &KernelOptions::mlp_block, 0, 1},
     {"gemv_k_tail", &KernelOptions::gemv_k_tail, 0, 1},

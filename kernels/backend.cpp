@@ -67,9 +67,20 @@ void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const Mat
   const int64_t vw = width + dr;
   int64_t n_virt = 0;
   for (const auto& u : units) {
-    const MatView q_in = q_nope.cols_slice(u.head0 * dn, dn);
-    linear_batched(q_in, dn, {u.w_uk.data, u.w_uk.dtype, dn, width, width}, dn * width, false,
-                   qv.cols_slice(u.v0 * vw, width), vw, u.n_heads, 1.0f, 0.0f);
+    const MatView q_in = q_nope.cols_slice(u.head0 * dn, dn),
+                  q_out = qv.cols_slice(u.v0 * vw, width);
+    const bool out_by_in = u.w_uk_t.data != nullptr;
+    const Tensor& w = out_by_in ? u.w_uk_t : u.w_uk;
+    if (w.data == nullptr || w.numel() != u.n_heads * dn * width)
+      throw std::invalid_argument(
+          "latent_queries: a unit's W_UK must be [n_heads, dn, width] "
+          "(w_uk) or [n_heads, width, dn] (w_uk_t)");
+    if (out_by_in)
+      linear_batched(q_in, dn, {w.data, w.dtype, width, dn, dn}, dn * width, true, q_out, vw,
+                     u.n_heads, 1.0f, 0.0f);
+    else
+      linear_batched(q_in, dn, {w.data, w.dtype, dn, width, width}, dn * width, false, q_out, vw,
+                     u.n_heads, 1.0f, 0.0f);
     linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true,
                    qv.cols_slice(u.v0 * vw + width, dr), vw, u.n_heads, 1.0f, 0.0f);
     n_virt = std::max(n_virt, u.v0 + u.n_heads);
@@ -90,6 +101,8 @@ void Backend::latent_up_project(const MatView& z, const std::vector<LatentUnitVi
         throw std::logic_error("latent_up_project: overlapping unit head ranges");
       written[size_t(h)] = true;
     }
+    if (u.w_uv.data == nullptr || u.w_uv.numel() != u.n_heads * dn * width)
+      throw std::invalid_argument("latent_up_project: a unit's W_UV must be [n_heads, dn, width]");
     linear_batched(z.cols_slice(u.v0 * width, width), width,
                    {u.w_uv.data, u.w_uv.dtype, dn, width, width}, dn * width, true,
                    o.cols_slice(u.head0 * dn, dn), dn, u.n_heads, alpha, first ? 0.0f : 1.0f);

@@ -124,11 +124,24 @@ class Backend {
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
   // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch
-  // for decode-sized steps (kernels/README.md, fused ops).
+  // for one-token steps and composes the rest (kernels/README.md, fused ops).
+  // W_UK comes in the copies latent_uk_layouts asks for: w_uk (in_by_out, [n_heads, dn, width])
+  // and w_uk_t (out_by_in, [n_heads, width, dn]: W_UK^T per head); an absent one has no data.
+  // The composition multiplies by w_uk_t where the view has it, else by w_uk.
   struct LatentUnitView {
     Tensor w_uk, w_uv;
     int64_t head0 = 0, n_heads = 0, v0 = 0;
+    Tensor w_uk_t;
   };
+  struct LatentUkLayouts {
+    bool in_by_out = true;   // w_uk
+    bool out_by_in = false;  // w_uk_t
+  };
+  // The W_UK copies this backend reads for a call over n_units units of this width (at least
+  // one). Default: w_uk only, so the reference composition's numerics are the layout's own.
+  virtual LatentUkLayouts latent_uk_layouts(int64_t /*n_units*/, int64_t /*width*/) const {
+    return {};
+  }
   virtual void latent_queries(const MatView& q_nope, const MatView& cq, const MatView& rope_w,
                               const std::vector<LatentUnitView>& units, int64_t dn, int64_t dr,
                               int64_t width, const int32_t* positions, float rope_base,
@@ -149,9 +162,12 @@ class Backend {
   // Device time per op family, for benchmarks (a breakdown of a prefill step, say): while
   // enabled, eager matrix products and attention calls are bracketed by device events. Not for
   // recorded steps. take_op_times() waits for the device and returns the sums since the last call.
+  // cublas_calls counts every cuBLAS GEMM enqueued since the last take_op_times() (or
+  // set_op_timing), timed or not, recorded ones included: decode-sized steps should have none.
   struct OpTimes {
     double matmul_ms = 0.0;     // linear / linear_batched (cuBLAS or our GEMV)
     double attention_ms = 0.0;  // paged_attention (plan + kernels + merge)
+    int64_t cublas_calls = 0;
   };
   virtual void set_op_timing(bool) {}
   virtual OpTimes take_op_times() { return {}; }

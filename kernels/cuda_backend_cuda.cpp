@@ -91,16 +91,21 @@ const __nv_bfloat16* bf16_ptr(const MatView& v) {
   return static_cast<const __nv_bfloat16*>(v.data);
 }
 
-// Units the fused latent kernels take: kMinFusedLatentUnits..kMaxLatentUnits, bf16 weights,
-// 8-wide rows (the kernels check the rest).
+// Unit counts and widths the fused latent kernels may take (the kernels check the rest).
+bool fused_latent_shape(int64_t n_units, int64_t width) {
+  return n_units >= cuda::kMinFusedLatentUnits && n_units <= cuda::kMaxLatentUnits &&
+         width % 8 == 0;
+}
+
+// Units the fused latent kernels take: fused_latent_shape, bf16 weights, and for the queries
+// kernel (need_uk) W_UK as w_uk ([n_heads, dn, width], the layout it reads).
 bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64_t dn,
-                        int64_t width, cuda::LatentProjParams& p) {
-  if (units.size() < size_t(cuda::kMinFusedLatentUnits) ||
-      units.size() > size_t(cuda::kMaxLatentUnits) || width % 8 != 0)
-    return false;
+                        int64_t width, bool need_uk, cuda::LatentProjParams& p) {
+  if (!fused_latent_shape(int64_t(units.size()), width)) return false;
   for (size_t i = 0; i < units.size(); ++i) {
     const auto& u = units[i];
-    if (u.w_uk.dtype != DType::kBF16 || u.w_uv.dtype != DType::kBF16 || u.n_heads <= 0)
+    if ((need_uk && (u.w_uk.data == nullptr || u.w_uk.dtype != DType::kBF16)) ||
+        u.w_uv.dtype != DType::kBF16 || u.n_heads <= 0)
       return false;
     p.unit[i] = {static_cast<const __nv_bfloat16*>(u.w_uk.data),
                  static_cast<const __nv_bfloat16*>(u.w_uv.data), int32_t(u.head0),
@@ -126,6 +131,7 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, const KernelOptions& options)
       : gemv_max_rows_(options.gemv_max_rows),
         gemv_k_tail_(options.gemv_k_tail == 1),
+        latent_uk_t_(options.latent_uk_t != 0),
         state_(std::make_shared<StreamState>()),
         attention_(device, options) {
     state_->device = device;
@@ -310,6 +316,7 @@ class CudaBackend final : public Backend {
         &alpha, wv.data, cuda_type(wv.dtype), int(wv.ld), wsd, xv.data, cuda_type(xv.dtype),
         int(xv.ld), xs, &beta, yv.data, cuda_type(yv.dtype), int(yv.ld), ys, int(batch),
         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    ++cublas_calls_;
     if (!y_direct) copy_batched(yv, ys, y, y_stride, batch);
   }
 
@@ -408,7 +415,7 @@ class CudaBackend final : public Backend {
     activate();
     // One-token steps only: at 2..8 tokens the composition measured faster than fusing.
     cuda::LatentProjParams p;
-    const bool ok = q_nope.rows == 1 && fused_latent_units(units, dn, width, p) &&
+    const bool ok = q_nope.rows == 1 && fused_latent_units(units, dn, width, true, p) &&
                     all_bf16({q_nope, cq, rope_w, qv}) && cq.cols % 8 == 0 && aligned16(cq.data) &&
                     rope_w.ld % 8 == 0 && aligned16(rope_w.data) && rope_w.rows % dr == 0 &&
                     dr % 2 == 0;
@@ -425,14 +432,32 @@ class CudaBackend final : public Backend {
       p.qv = static_cast<__nv_bfloat16*>(qv.data);
     }
     if (ok && cuda::latent_projections_support(p)) return cuda::launch_latent_queries(p, stream());
-    Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base, qv);
+    if (!latent_uk_t_)  // units hold w_uk only: at 2..8 rows its product goes to cuBLAS
+      return Backend::latent_queries(q_nope, cq, rope_w, units, dn, dr, width, positions, rope_base,
+                                     qv);
+    // Composed: the tensor-core GEMV takes W_UK only as w_uk_t, so 2..gemv_max_rows rows use that
+    // copy where the unit has it. Other row counts (the FMA GEMV at one row, cuBLAS past the
+    // GEMV's rows) take either layout and keep w_uk where the unit has both.
+    std::vector<LatentUnitView> picked = units;
+    const bool mma_rows = q_nope.rows >= 2 && q_nope.rows <= gemv_max_rows_;
+    for (auto& u : picked)
+      if (!mma_rows && u.w_uk.data != nullptr) u.w_uk_t = Tensor{};
+    Backend::latent_queries(q_nope, cq, rope_w, picked, dn, dr, width, positions, rope_base, qv);
+  }
+  // Kernel option latent_uk_t 0: w_uk only (the base class's answer). 1: w_uk_t always (the
+  // composition's 2..8-row products run on the tensor-core GEMV), w_uk as well where the one-token
+  // fused kernel may run (its layout). The memory the copy costs per layer is listed at
+  // LatentAttention::Unit (models/latent_attention.h).
+  LatentUkLayouts latent_uk_layouts(int64_t n_units, int64_t width) const override {
+    if (!latent_uk_t_) return Backend::latent_uk_layouts(n_units, width);
+    return {fused_latent_shape(n_units, width), true};
   }
   void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units, int64_t dn,
                          int64_t width, float alpha, const MatView& o) override {
     activate();
     cuda::LatentProjParams p;  // one-token steps only, as latent_queries
-    const bool ok = z.rows == 1 && fused_latent_units(units, dn, width, p) && all_bf16({z, o}) &&
-                    aligned16(z.data) && o.cols % dn == 0;
+    const bool ok = z.rows == 1 && fused_latent_units(units, dn, width, false, p) &&
+                    all_bf16({z, o}) && aligned16(z.data) && o.cols % dn == 0;
     if (!ok) return Backend::latent_up_project(z, units, dn, width, alpha, o);
     p.heads = int32_t(o.cols / dn);
     p.z = bf16_ptr(z);
@@ -468,6 +493,8 @@ class CudaBackend final : public Backend {
   OpTimes take_op_times() override {
     activate();
     OpTimes t;
+    t.cublas_calls = cublas_calls_;
+    cublas_calls_ = 0;
     if (timed_.empty()) return t;
     MLRA_CUDA_CHECK(cudaStreamSynchronize(stream()));
     for (const auto& [field, start, stop] : timed_) {
@@ -554,12 +581,14 @@ class CudaBackend final : public Backend {
 
   int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
   bool gemv_k_tail_ = false;   // KernelOptions::gemv_k_tail: K % 8 != 0 on the GEMV
+  bool latent_uk_t_ = false;   // KernelOptions::latent_uk_t
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   void* staging_ = nullptr;  // pinned host memory for upload_async
   size_t staging_bytes_ = 0, staging_used_ = 0;
   bool op_timing_ = false;
+  int64_t cublas_calls_ = 0;  // since the last take_op_times (OpTimes::cublas_calls)
   std::vector<std::tuple<double OpTimes::*, cudaEvent_t, cudaEvent_t>> timed_;
   std::vector<cudaEvent_t> spare_events_;
   cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy

@@ -17,6 +17,10 @@ struct KernelOptions {
   // one row to the FMA kernel, 2..8 rows to the tensor-core kernel; linear_swiglu fuses SwiGLU
   // into the GEMV for the same row counts.
   int gemv_max_rows = 8;
+  // W_UK^T per head beside W_UK (Backend::latent_uk_layouts): 1 keeps the copy, so the latent
+  // query product of 2..gemv_max_rows-token steps runs on the tensor-core GEMV instead of cuBLAS;
+  // 0 keeps W_UK only. Default 0 until measured on a GPU.
+  int latent_uk_t = 0;
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;

@@ -32,6 +32,12 @@ int64_t count_virtual_heads(const std::vector<LatentAttention::Unit>& units) {
   return n;
 }
 
+int64_t count_virtual_heads(const std::vector<LatentUnit>& units) {
+  int64_t n = 0;
+  for (const auto& u : units) n += u.num_heads();
+  return n;
+}
+
 }  // namespace
 
 LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, int64_t layer,
@@ -44,6 +50,10 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
   if (plan.heads.back() - head_begin_ + 1 != n_local)
     throw std::logic_error("latent attention: local heads must be contiguous");
   const Range head_cols{head_begin_ * dn, (head_begin_ + n_local) * dn};
+  // The expanded prefill multiplies by W_UK in the [heads, dn, d_c] layout (w_uk).
+  expandable_ = latent_expansion_supported(c) &&
+                c.latent_prefill.mode != LatentPrefill::kAbsorbed && !plan.units.empty() &&
+                count_virtual_heads(plan.units) == n_local;
 
   if (c.variant.gated) gate_ = w.load(p + "attn.gated_proj.weight", {head_cols, {0, d}});
   q_a_norm_ = w.load(p + "attn.q_a_layernorm.weight");
@@ -75,20 +85,17 @@ LatentAttention::LatentAttention(const ModelConfig& c, const ShardPlan& plan, in
     }
     append_rows(c.kv_lora_rank, c.kv_lora_rank + dr);
     latent_norms_ = w.upload(norms, {int64_t(norms.size())});
+    const Backend::LatentUkLayouts layouts =
+        backend_.latent_uk_layouts(int64_t(plan.units.size()), dc);
     for (const auto& unit : plan.units) {
       std::vector<float> uk, uv;
       read_up_projections(c, w, p, unit, uk, uv);
-      Unit u;
-      u.spec = unit;
-      u.w_uk = w.upload(uk, {unit.num_heads(), dn, dc});
-      u.w_uv = w.upload(uv, {unit.num_heads(), dn, dc});
+      Unit u = make_unit(w, unit, dn, dc, uk, uv, layouts, expandable_);
       u.cache_offset = int32_t(plan.local_latent(unit.latent) * dc);
       units_.push_back(std::move(u));
     }
   }
   x_proj_ = w.upload(x_proj, {int64_t(x_proj.size()) / d, d});
-  expandable_ =
-      latent_expansion_supported(c) && !units_.empty() && count_virtual_heads(units_) == n_local;
   c_proj_ = w.load(p + "attn.c_proj.weight", {{0, d}, head_cols});
 }
 
@@ -98,7 +105,8 @@ std::vector<Backend::LatentUnitView> LatentAttention::unit_views(const std::vect
   std::vector<Backend::LatentUnitView> views;
   int64_t v0 = 0;
   for (const auto& u : units) {
-    views.push_back({u.w_uk, u.w_uv, u.spec.head_begin - first_head, u.spec.num_heads(), v0});
+    views.push_back(
+        {u.w_uk, u.w_uv, u.spec.head_begin - first_head, u.spec.num_heads(), v0, u.w_uk_t});
     v0 += u.spec.num_heads();
   }
   return views;

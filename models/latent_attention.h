@@ -19,16 +19,31 @@ class LatentAttention final : public AttentionLayer {
   void forward(const MatView& x, const StepContext& step, const PagedCacheView& cache,
                const MatView& out) override;
 
-  // A (latent, heads) pair set with its absorbed up-projections.
+  // A (latent, heads) pair set with its absorbed up-projections. W_UK is kept in the copies the
+  // backend reads (Backend::latent_uk_layouts) plus w_uk wherever the expanded prefill reads it;
+  // an absent copy has no data. The CPU, and CUDA under the kernel option latent_uk_t 0 (the
+  // default), keep w_uk only: no copy, no extra memory. Only under latent_uk_t 1 does CUDA keep
+  // w_uk_t, always (the tensor-core GEMV of 2..8-token steps takes only that layout), and w_uk
+  // where the one-token fused kernel may run (4..8 units) or the expanded prefill may (MLA, GLA;
+  // latent_prefill not "absorbed"). Extra bytes per layer and rank under latent_uk_t 1 at the
+  // 2.9B shapes (d_n 128; heads x d_n x width x 2 bytes): MLRA-4 TP1 3,145,728 (4 units of 24
+  // heads, width 128), TP4 0 (one unit: w_uk_t only); MLA TP1 3,145,728 (24 heads, width 512),
+  // TP4 786,432 (6 heads), both 0 with latent_prefill "absorbed".
   struct Unit {
     LatentUnit spec;
     Tensor w_uk;               // [heads, dn, width]: q~ = W_UK^T q_nope
+    Tensor w_uk_t;             // [heads, width, dn]: W_UK^T per head (nn.Linear layout)
     Tensor w_uv;               // [heads, dn, width]: o = W_UV z
     int32_t cache_offset = 0;  // column of this unit's latent in the cache row
   };
 
  private:
   void load_tpla(const WeightLoader& w, const std::string& prefix, int64_t layer);
+  // A unit from its host W_UK and W_UV ([heads, dn, width] each): uploads the copies of W_UK
+  // that `layouts` names (w_uk also when keep_in_by_out) and W_UV.
+  static Unit make_unit(const WeightLoader& w, const LatentUnit& spec, int64_t dn, int64_t width,
+                        const std::vector<float>& uk, const std::vector<float>& uv,
+                        Backend::LatentUkLayouts layouts, bool keep_in_by_out);
   std::vector<Backend::LatentUnitView> unit_views(const std::vector<Unit>& units,
                                                   int64_t first_head) const;
   // Rows of cq / q_nope are the step's tokens (step.num_tokens of them, at step.positions).
@@ -67,8 +82,9 @@ class LatentAttention final : public AttentionLayer {
   Tensor exact_proj_;    // TPLA pd-separation: [dc, dc] = (diag(g) U)^T
   Unit exact_;           // TPLA pd-separation: every head over the whole transformed latent
   std::vector<Unit> units_;
-  bool expandable_ = false;  // every local head reads one unit (MLA, GLA): expanded prefill works
-  Tensor c_proj_;            // [d, n_local * dn]
+  // Every local head reads one unit (MLA, GLA) and latent_prefill allows it: expanded prefill.
+  bool expandable_ = false;
+  Tensor c_proj_;  // [d, n_local * dn]
 };
 
 // W_UK and W_UV ([heads, dn, dc] row-major each) of heads [head_begin, head_end) reading latent l,

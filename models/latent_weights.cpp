@@ -37,7 +37,37 @@ std::vector<float> times_columns(const std::vector<float>& m, int64_t rows, int6
   return out;
 }
 
+// [heads, rows, cols] -> [heads, cols, rows]
+std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, int64_t rows,
+                                   int64_t cols) {
+  std::vector<float> out(m.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        out[size_t((h * cols + c) * rows + r)] = m[size_t((h * rows + r) * cols + c)];
+  return out;
+}
+
 }  // namespace
+
+LatentAttention::Unit LatentAttention::make_unit(const WeightLoader& w, const LatentUnit& spec,
+                                                 int64_t dn, int64_t width,
+                                                 const std::vector<float>& uk,
+                                                 const std::vector<float>& uv,
+                                                 Backend::LatentUkLayouts layouts,
+                                                 bool keep_in_by_out) {
+  const int64_t n = spec.num_heads();
+  if (int64_t(uk.size()) != n * dn * width || int64_t(uv.size()) != n * dn * width)
+    throw std::logic_error("latent attention: W_UK / W_UV of a unit must be [heads, dn, width]");
+  if (!layouts.in_by_out && !layouts.out_by_in)
+    throw std::logic_error("latent attention: the backend reads no copy of W_UK");
+  Unit u;
+  u.spec = spec;
+  if (layouts.in_by_out || keep_in_by_out) u.w_uk = w.upload(uk, {n, dn, width});
+  if (layouts.out_by_in) u.w_uk_t = w.upload(transpose_heads(uk, n, dn, width), {n, width, dn});
+  u.w_uv = w.upload(uv, {n, dn, width});
+  return u;
+}
 
 void read_up_projections(const ModelConfig& c, const WeightLoader& w, const std::string& p,
                          const LatentUnit& u, std::vector<float>& uk, std::vector<float>& uv) {
@@ -91,14 +121,15 @@ void LatentAttention::load_tpla(const WeightLoader& w, const std::string& p, int
   }
   slice_proj_ = w.upload(slices, {int64_t(plan_.latents.size()) * width, dc});
   ones_ = w.upload(std::vector<float>(size_t(dc), 1.0f), {dc});
+  // TPLA is never expanded: only the backend reads W_UK.
+  const Backend::LatentUkLayouts layouts =
+      backend_.latent_uk_layouts(int64_t(plan_.units.size()), width);
   for (const auto& unit : plan_.units) {
     std::vector<float> uk, uv;
     read_up_projections(c, w, p, unit, uk, uv);
     const int64_t rows = unit.num_heads() * dn, c0 = unit.latent * width;
-    Unit out;
-    out.spec = unit;
-    out.w_uk = w.upload(times_columns(uk, rows, dc, u, c0, width), {unit.num_heads(), dn, width});
-    out.w_uv = w.upload(times_columns(uv, rows, dc, u, c0, width), {unit.num_heads(), dn, width});
+    Unit out = make_unit(w, unit, dn, width, times_columns(uk, rows, dc, u, c0, width),
+                         times_columns(uv, rows, dc, u, c0, width), layouts, false);
     out.cache_offset = int32_t(plan_.local_latent(unit.latent) * width);
     units_.push_back(std::move(out));
   }
@@ -107,9 +138,9 @@ void LatentAttention::load_tpla(const WeightLoader& w, const std::string& p, int
     const LatentUnit all{0, 0, int(c.n_head)};
     std::vector<float> uk, uv;
     read_up_projections(c, w, p, all, uk, uv);
-    exact_.spec = all;
-    exact_.w_uk = w.upload(times_columns(uk, c.n_head * dn, dc, u, 0, dc), {c.n_head, dn, dc});
-    exact_.w_uv = w.upload(times_columns(uv, c.n_head * dn, dc, u, 0, dc), {c.n_head, dn, dc});
+    exact_ = make_unit(w, all, dn, dc, times_columns(uk, c.n_head * dn, dc, u, 0, dc),
+                       times_columns(uv, c.n_head * dn, dc, u, 0, dc),
+                       backend_.latent_uk_layouts(1, dc), false);
   }
 }
 

@@ -40,22 +40,25 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults ==
-        json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}, {"mlp_block", 0}, {"gemv_k_tail", 0}});
+  CHECK(defaults == json{{"gemv_max_rows", 8},
+                         {"latent_uk_t", 0},
+                         {"kv_split_per_sm", 0},
+                         {"mlp_block", 0},
+                         {"gemv_k_tail", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int mlp = 0; mlp <= 1; ++mlp)
-        for (int tail = 0; tail <= 1; ++tail) {
-          KernelOptions o;
-          o.gemv_max_rows = rows;
-          o.kv_split_per_sm = split;
-          o.mlp_block = mlp;
-          o.gemv_k_tail = tail;
-          const json j = to_json(o);
-          CHECK(j.size() == 4);
-          CHECK(parse_kernel_options(j) == o);
-          CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
-        }
+      for (int bits = 0; bits < 8; ++bits) {  // mlp_block, gemv_k_tail, latent_uk_t
+        KernelOptions o;
+        o.gemv_max_rows = rows;
+        o.kv_split_per_sm = split;
+        o.mlp_block = bits & 1;
+        o.gemv_k_tail = (bits >> 1) & 1;
+        o.latent_uk_t = (bits >> 2) & 1;
+        const json j = to_json(o);
+        CHECK(j.size() == defaults.size());
+        CHECK(parse_kernel_options(j) == o);
+        CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
+      }
   // A partial object sets its keys and leaves the rest at their defaults.
   const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
   CHECK(partial.kv_split_per_sm == 2);
@@ -86,6 +89,25 @@ TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the k
   CHECK(error_of(json::array()) == "config key 'kernels' must be a JSON object");
   CHECK(error_of(json(3)) == "config key 'kernels' must be a JSON object");
   CHECK(error_of(json(nullptr)) == "config key 'kernels' must be a JSON object");
+}
+
+TEST_CASE("kernel options: latent_uk_t is 0 or 1, 0 by default", "[kernel_options]") {
+  CHECK(KernelOptions{}.latent_uk_t == 0);  // W_UK only until the copy is measured on a GPU
+  for (int v = 0; v <= 1; ++v) {
+    KernelOptions o;
+    o.latent_uk_t = v;
+    CHECK(kernel_options_error(o).empty());
+    CHECK(parse_kernel_options(to_json(o)) == o);
+    const KernelOptions parsed = parse_kernel_options(json{{"latent_uk_t", v}});
+    CHECK(parsed.latent_uk_t == v);
+    CHECK(parsed.gemv_max_rows == KernelOptions{}.gemv_max_rows);
+  }
+  for (const json bad : {json(2), json(-1), json(true), json(0.5)})
+    CHECK(error_of(json{{"latent_uk_t", bad}}) ==
+          "config key 'kernels.latent_uk_t' must be an integer in 0..1, got " + bad.dump());
+  KernelOptions o;
+  o.latent_uk_t = 2;
+  CHECK(kernel_options_error(o) == "latent_uk_t must be 0 or 1");
 }
 
 TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kernel_options]") {

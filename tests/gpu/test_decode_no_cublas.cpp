@@ -1,0 +1,353 @@
+// Under the kernel option latent_uk_t 1, decode steps of 1..8 tokens run every matrix product on
+// our GEMV kernels, none on cuBLAS (Backend::OpTimes::cublas_calls): the latent projections with
+// the W_UK copies the CUDA backend asks for (Backend::latent_uk_layouts: w_uk_t, the tensor-core
+// GEMV's layout, plus w_uk where the one-token fused kernel may run), at the release's per-rank
+// shapes of every latent variant, and whole decode steps of the latent models at TP1 and rank-0
+// shards of TP2..TP8, eager and recorded into decode graphs. Under latent_uk_t 0 (the default)
+// the backend asks for w_uk only and the query product over it of 2..8-token steps stays on
+// cuBLAS, one call per unit, counted. Each result is checked against the CPU backend; steps of
+// more rows than the GEMV takes must reach cuBLAS, so the counter is seen to count.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "../step_builder.h"
+#include "gpu_test_util.h"
+#include "kernels/backend.h"
+#include "kernels/communicator.h"
+#include "models/checkpoint.h"
+#include "models/model_config.h"
+#include "models/shard_plan.h"
+#include "models/synthetic_checkpoint.h"
+#include "models/transformer.h"
+
+using namespace mlra;
+using namespace mlra::gputest;
+using mlra::testing::build_step;
+using mlra::testing::SeqChunk;
+
+namespace {
+
+int64_t cublas_calls(Backend& b) {
+  return b.take_op_times().cublas_calls;
+}
+
+// [heads, rows, cols] -> [heads, cols, rows]
+std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, int64_t rows,
+                                   int64_t cols) {
+  std::vector<float> out(m.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        out[size_t((h * cols + c) * rows + r)] = m[size_t((h * rows + r) * cols + c)];
+  return out;
+}
+
+struct ProjDims {
+  const char* name;
+  int64_t dn, dr, width, r_q, heads;
+  std::vector<std::pair<int64_t, int64_t>> units;  // (head0, n_heads)
+};
+
+// latent_queries + latent_up_project over `d` at T tokens with the W_UK copies `layouts` names;
+// returns (qv, o).
+std::pair<std::vector<float>, std::vector<float>> run_projections(
+    Backend& be, const ProjDims& d, int64_t T, Backend::LatentUkLayouts layouts,
+    const std::vector<std::vector<float>>& uk, const std::vector<std::vector<float>>& uv,
+    const std::vector<float>& q_nope, const std::vector<float>& cq,
+    const std::vector<float>& rope_w, const std::vector<float>& z,
+    const std::vector<int32_t>& pos) {
+  const DType t = be.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+  std::vector<Backend::LatentUnitView> units;
+  int64_t v0 = 0;
+  for (size_t u = 0; u < d.units.size(); ++u) {
+    const auto [h0, n] = d.units[u];
+    Backend::LatentUnitView view;
+    if (layouts.in_by_out) view.w_uk = make(be, {n, d.dn, d.width}, t, uk[u]);
+    if (layouts.out_by_in)
+      view.w_uk_t = make(be, {n, d.width, d.dn}, t, transpose_heads(uk[u], n, d.dn, d.width));
+    view.w_uv = make(be, {n, d.dn, d.width}, t, uv[u]);
+    view.head0 = h0, view.n_heads = n, view.v0 = v0;
+    units.push_back(view);
+    v0 += n;
+  }
+  const int64_t vw = d.width + d.dr;
+  Tensor tq = make(be, {T, d.heads * d.dn}, t, q_nope), tc = make(be, {T, d.r_q}, t, cq);
+  Tensor tr = make(be, {d.heads * d.dr, d.r_q}, t, rope_w), tp = make_i32(be, pos);
+  Tensor tz = make(be, {T, v0 * d.width}, t, z);
+  Tensor qv = be.alloc({T, v0 * vw}, t), o = be.alloc({T, d.heads * d.dn}, t);
+  if (be.kind() == DeviceKind::kCuda) {
+    poison(be, qv);
+    poison(be, o);
+  }
+  be.latent_queries(as_mat(tq, d.heads * d.dn), as_mat(tc, d.r_q), as_mat(tr, d.r_q), units, d.dn,
+                    d.dr, d.width, tp.as<int32_t>(), 10000.0f, as_mat(qv, v0 * vw));
+  be.latent_up_project(as_mat(tz, v0 * d.width), units, d.dn, d.width, 0.5f,
+                       as_mat(o, d.heads * d.dn));
+  return {download(be, as_mat(qv, v0 * vw)), download(be, as_mat(o, d.heads * d.dn))};
+}
+
+}  // namespace
+
+TEST_CASE("latent projections of 1..8 tokens make no cuBLAS call at every per-rank shape",
+          "[gpu][ops][latent][no_cublas]") {
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  Backend& cpu = *backends().cpu;
+  Backend& gpu_default = *backends().gpu;
+  KernelOptions with_copy;
+  with_copy.latent_uk_t = 1;
+  auto gpu_uk = make_cuda_backend(0, with_copy);
+  Backend& gpu = *gpu_uk;
+  KernelOptions cublas_only = with_copy;
+  cublas_only.gemv_max_rows = 0;
+  auto gpu_cublas = make_cuda_backend(0, cublas_only);
+  // The 2.9B configs' per-rank units (d_n 128, d_r 64; local head numbering), and the tiny
+  // checkpoints' d_n 8.
+  using U = std::vector<std::pair<int64_t, int64_t>>;
+  const ProjDims cases[] = {
+      {"MLRA-4 TP1", 128, 64, 128, 1024, 24, U{{0, 24}, {0, 24}, {0, 24}, {0, 24}}},
+      {"MLRA-4 TP2", 128, 64, 128, 1024, 24, U{{0, 24}, {0, 24}}},
+      {"MLRA-4 TP4", 128, 64, 128, 1024, 24, U{{0, 24}}},
+      {"MLRA-4 TP8", 128, 64, 128, 1024, 12, U{{0, 12}}},
+      {"MLRA-2 TP1", 128, 64, 128, 1024, 24, U{{0, 12}, {0, 12}, {12, 12}, {12, 12}}},
+      {"MLRA-2 TP2", 128, 64, 128, 1024, 12, U{{0, 12}, {0, 12}}},
+      {"GLA-2 TP1", 128, 64, 256, 1536, 24, U{{0, 12}, {12, 12}}},
+      {"GLA-4 TP1", 128, 64, 128, 1536, 24, U{{0, 6}, {6, 6}, {12, 6}, {18, 6}}},
+      {"MLA TP1", 128, 64, 512, 1536, 24, U{{0, 24}}},
+      {"MLA TP8", 128, 64, 512, 1536, 3, U{{0, 3}}},
+      {"TPLA TP2", 128, 64, 256, 1536, 24, U{{0, 24}}},
+      {"TPLA TP8", 128, 64, 64, 1536, 24, U{{0, 24}}},
+      {"TPLA 4 slices a rank", 128, 64, 64, 1536, 24, U{{0, 24}, {0, 24}, {0, 24}, {0, 24}}},
+      {"tiny MLRA-4 TP1", 8, 4, 8, 48, 24, U{{0, 24}, {0, 24}, {0, 24}, {0, 24}}},
+      {"tiny MLA TP4", 8, 4, 32, 64, 6, U{{0, 6}}},
+  };
+  for (const ProjDims& d : cases) {
+    const Backend::LatentUkLayouts asked = gpu.latent_uk_layouts(int64_t(d.units.size()), d.width);
+    REQUIRE(asked.out_by_in);
+    const Backend::LatentUkLayouts w_uk_only =
+        gpu_default.latent_uk_layouts(int64_t(d.units.size()), d.width);
+    REQUIRE(w_uk_only.in_by_out);
+    REQUIRE_FALSE(w_uk_only.out_by_in);  // no copy, no extra memory
+    // The backend's own copies, and both (the model adds w_uk for the expanded prefill).
+    const Backend::LatentUkLayouts copies[] = {asked, {true, true}};
+    for (const int64_t T : {1, 2, 3, 5, 8, 9}) {
+      int64_t n_virt = 0;
+      for (const auto& u : d.units) n_virt += u.second;
+      const auto q_nope = rounded(random_vec(rng, size_t(T * d.heads * d.dn)), DType::kBF16);
+      const auto cq = rounded(random_vec(rng, size_t(T * d.r_q)), DType::kBF16);
+      const auto rope_w =
+          rounded(random_vec(rng, size_t(d.heads * d.dr * d.r_q), -0.1f, 0.1f), DType::kBF16);
+      const auto z = rounded(random_vec(rng, size_t(T * n_virt * d.width)), DType::kBF16);
+      std::vector<int32_t> pos(static_cast<size_t>(T));
+      for (auto& p : pos) p = int32_t(rng() % 30000);
+      std::vector<std::vector<float>> uk, uv;
+      for (const auto& u : d.units) {
+        const size_t n = size_t(u.second * d.dn * d.width);
+        uk.push_back(rounded(random_vec(rng, n, -0.2f, 0.2f), DType::kBF16));
+        uv.push_back(rounded(random_vec(rng, n, -0.2f, 0.2f), DType::kBF16));
+      }
+      const auto want = run_projections(cpu, d, T, cpu.latent_uk_layouts(1, d.width), uk, uv,
+                                        q_nope, cq, rope_w, z, pos);
+      for (const auto& layouts : copies) {
+        INFO(d.name << " tokens " << T << " w_uk " << layouts.in_by_out << " w_uk_t "
+                    << layouts.out_by_in);
+        cublas_calls(gpu);
+        const auto got = run_projections(gpu, d, T, layouts, uk, uv, q_nope, cq, rope_w, z, pos);
+        const int64_t calls = cublas_calls(gpu);
+        if (T <= 8)
+          CHECK(calls == 0);
+        else
+          CHECK(calls > 0);  // past the GEMV's rows: cuBLAS, and the counter sees it
+        CHECK(rel_l2(got.first, want.first) < kBf16Tol);
+        CHECK(rel_l2(got.second, want.second) < kBf16Tol);
+      }
+      {  // latent_uk_t 0: the query product over w_uk of 2..8 rows on cuBLAS, the rest on the GEMV
+        INFO(d.name << " tokens " << T << " under latent_uk_t 0");
+        cublas_calls(gpu_default);
+        const auto got =
+            run_projections(gpu_default, d, T, w_uk_only, uk, uv, q_nope, cq, rope_w, z, pos);
+        const int64_t calls = cublas_calls(gpu_default), n_units = int64_t(d.units.size());
+        if (T == 1)
+          CHECK(calls == 0);
+        else if (T <= 8)
+          CHECK(calls == n_units);
+        else
+          CHECK(calls == 3 * n_units);
+        CHECK(rel_l2(got.first, want.first) < kBf16Tol);
+        CHECK(rel_l2(got.second, want.second) < kBf16Tol);
+      }
+      if (T == 2) {  // gemv_max_rows 0: every product on cuBLAS, each one counted
+        INFO(d.name << " under gemv_max_rows 0");
+        cublas_calls(*gpu_cublas);
+        const auto got =
+            run_projections(*gpu_cublas, d, T, asked, uk, uv, q_nope, cq, rope_w, z, pos);
+        CHECK(cublas_calls(*gpu_cublas) == 3 * int64_t(d.units.size()));
+        CHECK(rel_l2(got.first, want.first) < kBf16Tol);
+        CHECK(rel_l2(got.second, want.second) < kBf16Tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("a latent unit without the W_UK copy a composition reads is refused",
+          "[gpu][ops][latent][no_cublas]") {
+  for (Backend* be : {backends().cpu.get(), backends().gpu.get()}) {
+    INFO(be->name());
+    const DType t = be->kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+    const int64_t dn = 8, dr = 4, width = 16, r_q = 16, T = 3;
+    Tensor q = make(*be, {T, 2 * dn}, t, std::vector<float>(size_t(T * 2 * dn), 0.5f));
+    Tensor c = make(*be, {T, r_q}, t, std::vector<float>(size_t(T * r_q), 0.5f));
+    Tensor r = make(*be, {2 * dr, r_q}, t, std::vector<float>(size_t(2 * dr * r_q), 0.5f));
+    Tensor pos = make_i32(*be, {0, 1, 2});
+    Tensor qv = be->alloc({T, 2 * (width + dr)}, t);
+    Backend::LatentUnitView none;
+    none.w_uv = make(*be, {2, dn, width}, t, std::vector<float>(size_t(2 * dn * width), 0.5f));
+    none.n_heads = 2;
+    auto call = [&](const Backend::LatentUnitView& u) {
+      be->latent_queries(as_mat(q, 2 * dn), as_mat(c, r_q), as_mat(r, r_q), {u}, dn, dr, width,
+                         pos.as<int32_t>(), 10000.0f, as_mat(qv, 2 * (width + dr)));
+    };
+    CHECK_THROWS_WITH(call(none), Catch::Contains("W_UK"));
+    Backend::LatentUnitView wrong = none;
+    wrong.w_uk_t = make(*be, {1, width, dn}, t, std::vector<float>(size_t(width * dn), 0.5f));
+    CHECK_THROWS_WITH(call(wrong), Catch::Contains("W_UK"));
+    Tensor o = be->alloc({T, 2 * dn}, t), z = be->alloc({T, 2 * width}, t);
+    Backend::LatentUnitView short_uv = wrong;
+    short_uv.w_uv = wrong.w_uk_t;  // [1, width, dn]: half the heads
+    CHECK_THROWS_WITH(
+        be->latent_up_project(as_mat(z, 2 * width), {short_uv}, dn, width, 1.0f, as_mat(o, 2 * dn)),
+        Catch::Contains("W_UV"));
+  }
+}
+
+namespace {
+
+constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
+
+// Prefills kSeqs sequences, then runs decode steps of 1, 2, 5 and 8 sequences on the CPU and on
+// three GPU models: two under latent_uk_t 1 (eager; graphs up to 8 sequences), where no decode
+// step may call cuBLAS (a recorded step counts when it is recorded), and one eager under the
+// defaults, where one-sequence steps make no cuBLAS call and steps of 2..8 make some (the latent
+// query product over w_uk). Every step's logits are within `bound` of the CPU's.
+void check_decode_without_cublas(const ModelConfig& c, const Checkpoint& ckpt, int tp,
+                                 double bound) {
+  const ShardPlan plan = make_shard_plan(c, tp, 0);
+  const CacheOptions cache{kPage, kSeqs * kPagesPerSeq};
+  auto cpu_b = make_cpu_backend();
+  KernelOptions with_copy;
+  with_copy.latent_uk_t = 1;
+  auto eager_b = make_cuda_backend(0, with_copy), graph_b = make_cuda_backend(0, with_copy);
+  auto default_b = make_cuda_backend(0);
+  auto cpu_c = make_single_rank_communicator(), eager_c = make_single_rank_communicator(),
+       graph_c = make_single_rank_communicator(), default_c = make_single_rank_communicator();
+  Transformer cpu(c, plan, ckpt, *cpu_b, *cpu_c, cache);
+  Transformer eager(c, plan, ckpt, *eager_b, *eager_c, cache);
+  Transformer graphed(c, plan, ckpt, *graph_b, *graph_c, cache);
+  Transformer by_default(c, plan, ckpt, *default_b, *default_c, cache);
+  graphed.enable_decode_graphs(8);
+  std::mt19937 rng(41);
+  const auto V = uint32_t(c.vocab_size);
+  std::vector<SeqChunk> prefill;
+  std::vector<int32_t> length(kSeqs), next(kSeqs);
+  for (int s = 0; s < kSeqs; ++s) {
+    std::vector<int32_t> prompt(size_t(4 + 7 * s));
+    for (auto& t : prompt) t = int32_t(rng() % V);
+    prefill.push_back({s, 0, prompt, false});
+    length[size_t(s)] = int32_t(prompt.size());
+    next[size_t(s)] = int32_t(rng() % V);
+  }
+  std::vector<float> lc, le, lg, ld;
+  const StepBatch first = build_step(prefill, kPage, kPagesPerSeq);
+  cpu.forward(first, lc);
+  eager.forward(first, le);
+  graphed.forward(first, lg);
+  by_default.forward(first, ld);
+  REQUIRE(rel_l2(le, lc) < bound);
+  REQUIRE(rel_l2(ld, lc) < bound);
+  for (const int batch : {1, 2, 5, 8, 2, 5}) {
+    std::vector<SeqChunk> chunks;
+    for (int i = 0; i < batch; ++i) {
+      const int s = (i * 3 + batch) % kSeqs;  // distinct for batch <= 8 (3 is prime to 8)
+      chunks.push_back({s, length[size_t(s)], {next[size_t(s)]}, false});
+      ++length[size_t(s)];
+      next[size_t(s)] = int32_t(rng() % V);
+    }
+    const StepBatch step = build_step(chunks, kPage, kPagesPerSeq);
+    CAPTURE(batch);
+    cpu.forward(step, lc);
+    cublas_calls(*eager_b);
+    cublas_calls(*graph_b);
+    cublas_calls(*default_b);
+    eager.forward(step, le);
+    graphed.forward(step, lg);
+    by_default.forward(step, ld);
+    CHECK(cublas_calls(*eager_b) == 0);
+    CHECK(cublas_calls(*graph_b) == 0);
+    if (batch == 1)
+      CHECK(cublas_calls(*default_b) == 0);
+    else
+      CHECK(cublas_calls(*default_b) > 0);
+    CHECK(rel_l2(le, lc) < bound);
+    CHECK(rel_l2(lg, lc) < bound);
+    CHECK(rel_l2(ld, lc) < bound);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("decode steps of 1..8 latent-model sequences make no cuBLAS call (tiny checkpoints)",
+          "[gpu][model][small_batch][no_cublas]") {
+  struct Case {
+    const char* variant;
+    int tp;
+    bool tpla;
+  };
+  // TPLA stops at TP4 here: the tiny MLA's 32-wide latent gives 4-wide slices at TP8, whose
+  // up-projection (K = 4) no GEMV takes; the release's TP8 slices are 64 wide (first test case).
+  const Case cases[] = {
+      {"mlra4", 1, false}, {"mlra4", 2, false},       {"mlra4", 4, false},     {"mlra4", 8, false},
+      {"mla", 1, false},   {"mla", 2, false},         {"mla", 4, false},       {"mla", 8, false},
+      {"gla2", 1, false},  {"gla2", 2, false},        {"gla2", 4, false},      {"gla2", 8, false},
+      {"gla4", 1, false},  {"mlra2", 1, false},       {"mlra2", 2, false},     {"mla", 2, true},
+      {"mla", 4, true},    {"mlra4_gated", 1, false}, {"mla_gated", 2, false},
+  };
+  for (const Case& k : cases) {
+    INFO(k.variant << " tp " << k.tp << (k.tpla ? " tpla" : ""));
+    const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / k.variant;
+    ModelConfig c = load_model_config(dir / "config.json", *parse_variant(k.variant));
+    if (k.tpla) c.mla_tp_mode = LatentTpMode::kTpla;
+    REQUIRE(unsupported_tp_reason(c, k.tp).empty());
+    auto ckpt = Checkpoint::open(dir);
+    // The tiny-checkpoint decode bound of test_decode_small_batch.cpp.
+    check_decode_without_cublas(c, *ckpt, k.tp, 2e-2);
+  }
+}
+
+TEST_CASE("decode steps of 1..8 sequences at the release's head shapes make no cuBLAS call",
+          "[gpu][model][small_batch][no_cublas]") {
+  for (const char* v : {"mlra_4", "mla"})
+    for (const int tp : {1, 2, 4}) {
+      INFO(v << " tp " << tp);
+      ModelConfig c = load_model_config(
+          std::filesystem::path(MLRA_SOURCE_DIR) / "configs/2.9b" / v / "config.json",
+          *parse_variant(v));
+      c.n_layer = 2;
+      c.n_head = 8;
+      c.n_embd = 1024;
+      c.q_lora_rank = 256;
+      c.intermediate_size = 512;  // whole 16-byte rows per rank at TP4
+      c.vocab_size = 512;
+      c.text_vocab_size = 512;
+      c.eot_token = 511;
+      c.validate();
+      REQUIRE(unsupported_tp_reason(c, tp).empty());
+      auto ckpt = make_synthetic_checkpoint(c, 77);
+      // The release-head-shape decode bound of test_decode_small_batch.cpp.
+      check_decode_without_cublas(c, *ckpt, tp, 3e-2);
+    }
+}
