@@ -53,7 +53,11 @@ void check_fused(Backend& gpu, const Dims& d, const Layout& layout, int64_t T, s
     for (size_t u = 0; u < layout.size(); ++u) {
       const auto [h0, n] = layout[u];
       units.push_back({make(be, {n, d.dn, d.width}, t, uk[u]),
-                       make(be, {n, d.dn, d.width}, t, uv[u]), h0, n, v0});
+                       make(be, {n, d.dn, d.width}, t, uv[u]),
+                       h0,
+                       n,
+                       v0,
+                       {}});
       v0 += n;
     }
     Tensor tq = make(be, {T, d.heads * d.dn}, t, q_nope), tc = make(be, {T, d.r_q}, t, cq);

@@ -233,8 +233,12 @@ TEST_CASE("cuda latent_queries and latent_up_project (fused at one token, else c
         int64_t v0 = 0;
         for (size_t u = 0; u < layout.size(); ++u) {
           const auto [h0, n] = layout[u];
-          units.push_back(
-              {make(be, {n, dn, width}, t, uk[u]), make(be, {n, dn, width}, t, uv[u]), h0, n, v0});
+          units.push_back({make(be, {n, dn, width}, t, uk[u]),
+                           make(be, {n, dn, width}, t, uv[u]),
+                           h0,
+                           n,
+                           v0,
+                           {}});
           v0 += n;
         }
         Tensor tq = make(be, {T, heads * dn}, t, q_nope), tc = make(be, {T, r_q}, t, cq);
