@@ -93,4 +93,8 @@ void read_up_projections(const ModelConfig& config, const WeightLoader& w,
                          const std::string& prefix, const LatentUnit& unit,
                          std::vector<float>& w_uk, std::vector<float>& w_uv);
 
+// [heads, rows, cols] -> [heads, cols, rows] (W_UK -> W_UK^T per head).
+std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, int64_t rows,
+                                   int64_t cols);
+
 }  // namespace mlra

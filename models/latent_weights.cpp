@@ -37,7 +37,8 @@ std::vector<float> times_columns(const std::vector<float>& m, int64_t rows, int6
   return out;
 }
 
-// [heads, rows, cols] -> [heads, cols, rows]
+}  // namespace
+
 std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, int64_t rows,
                                    int64_t cols) {
   std::vector<float> out(m.size());
@@ -47,8 +48,6 @@ std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, i
         out[size_t((h * cols + c) * rows + r)] = m[size_t((h * rows + r) * cols + c)];
   return out;
 }
-
-}  // namespace
 
 LatentAttention::Unit LatentAttention::make_unit(const WeightLoader& w, const LatentUnit& spec,
                                                  int64_t dn, int64_t width,

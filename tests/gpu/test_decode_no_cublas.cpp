@@ -19,6 +19,7 @@
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "models/checkpoint.h"
+#include "models/latent_attention.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 #include "models/synthetic_checkpoint.h"
@@ -33,17 +34,6 @@ namespace {
 
 int64_t cublas_calls(Backend& b) {
   return b.take_op_times().cublas_calls;
-}
-
-// [heads, rows, cols] -> [heads, cols, rows]
-std::vector<float> transpose_heads(const std::vector<float>& m, int64_t heads, int64_t rows,
-                                   int64_t cols) {
-  std::vector<float> out(m.size());
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        out[size_t((h * cols + c) * rows + r)] = m[size_t((h * rows + r) * cols + c)];
-  return out;
 }
 
 struct ProjDims {
