@@ -81,8 +81,19 @@ void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const Mat
     else
       linear_batched(q_in, dn, {w.data, w.dtype, dn, width, width}, dn * width, false, q_out, vw,
                      u.n_heads, 1.0f, 0.0f);
-    linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true,
-                   qv.cols_slice(u.v0 * vw + width, dr), vw, u.n_heads, 1.0f, 0.0f);
+    // q_pe depends on the head only: units over the heads of an earlier unit copy its values.
+    const MatView pe = qv.cols_slice(u.v0 * vw + width, dr);
+    bool copied = false;
+    for (const auto& e : units) {
+      if (&e == &u) break;
+      if (e.head0 == u.head0 && e.n_heads == u.n_heads) {
+        copied = copy_batched(qv.cols_slice(e.v0 * vw + width, dr), vw, pe, vw, u.n_heads);
+        break;
+      }
+    }
+    if (!copied)
+      linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true, pe, vw,
+                     u.n_heads, 1.0f, 0.0f);
     n_virt = std::max(n_virt, u.v0 + u.n_heads);
   }
   rope(qv, n_virt, vw, width, dr, positions, rope_base);

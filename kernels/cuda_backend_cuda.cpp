@@ -419,6 +419,36 @@ class CudaBackend final : public Backend {
     }
     Backend::mlp_block(m);
   }
+  // One 3D copy where a view's rows lie a whole number of strides apart (the heads of a token row,
+  // rows = tokens), else one 2D copy per batch item. Graph capturable.
+  bool copy_batched(const MatView& src, int64_t src_stride, const MatView& dst, int64_t dst_stride,
+                    int64_t batch) override {
+    activate();
+    MLRA_REQUIRE(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
+                 "copy_batched: src and dst must have one dtype and shape");
+    if (batch <= 0 || src.rows == 0 || src.cols == 0) return true;
+    const size_t es = dtype_size(src.dtype), w = size_t(src.cols) * es;
+    const auto whole = [&](const MatView& v, int64_t stride) {
+      return stride >= v.cols && v.ld % stride == 0 && v.ld / stride >= batch;
+    };
+    if (whole(src, src_stride) && whole(dst, dst_stride)) {
+      cudaMemcpy3DParms p{};
+      p.srcPtr =
+          make_cudaPitchedPtr(src.data, size_t(src_stride) * es, w, size_t(src.ld / src_stride));
+      p.dstPtr =
+          make_cudaPitchedPtr(dst.data, size_t(dst_stride) * es, w, size_t(dst.ld / dst_stride));
+      p.extent = make_cudaExtent(w, size_t(batch), size_t(src.rows));
+      p.kind = cudaMemcpyDeviceToDevice;
+      MLRA_CUDA_CHECK(cudaMemcpy3DAsync(&p, stream()));
+      return true;
+    }
+    for (int64_t i = 0; i < batch; ++i)
+      MLRA_CUDA_CHECK(cudaMemcpy2DAsync(
+          static_cast<char*>(dst.data) + i * dst_stride * int64_t(es), size_t(dst.ld) * es,
+          static_cast<const char*>(src.data) + i * src_stride * int64_t(es), size_t(src.ld) * es, w,
+          size_t(src.rows), cudaMemcpyDeviceToDevice, stream()));
+    return true;
+  }
   // One-token steps under the attn_block option: one persistent launch (kernels/attn_block.h).
   void attn_block(const AttnBlockArgs& a) override {
     activate();
