@@ -87,7 +87,7 @@ void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const Mat
     for (const auto& e : units) {
       if (&e == &u) break;
       if (e.head0 == u.head0 && e.n_heads == u.n_heads) {
-        copied = copy_batched(qv.cols_slice(e.v0 * vw + width, dr), vw, pe, vw, u.n_heads);
+        copied = copy_rows_batched(qv.cols_slice(e.v0 * vw + width, dr), vw, pe, vw, u.n_heads);
         break;
       }
     }

@@ -96,8 +96,9 @@ class Backend {
   // For i < batch: dst_i <- src_i, where X_i is the [rows, cols] view X offset by i * X_stride
   // elements (src and dst of one dtype and shape, not overlapping). Returns false where the
   // backend has no such copy (the default); the caller then computes the values again.
-  virtual bool copy_batched(const MatView& /*src*/, int64_t /*src_stride*/, const MatView& /*dst*/,
-                            int64_t /*dst_stride*/, int64_t /*batch*/) {
+  virtual bool copy_rows_batched(const MatView& /*src*/, int64_t /*src_stride*/,
+                                 const MatView& /*dst*/, int64_t /*dst_stride*/,
+                                 int64_t /*batch*/) {
     return false;
   }
   // x *= sigmoid(gate)
@@ -131,9 +132,9 @@ class Backend {
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
   // Defaults compose linear_batched + rope (the reference; units over the same heads share one
-  // q_pe product, copied by copy_batched where the backend has it); the GPU fuses each into one
-  // launch for one-token steps and composes the rest (kernels/README.md, fused ops). W_UK comes in
-  // the copies latent_uk_layouts asks for: w_uk (in_by_out, [n_heads, dn, width]) and w_uk_t
+  // q_pe product, copied by copy_rows_batched where the backend has it); the GPU fuses each into
+  // one launch for one-token steps and composes the rest (kernels/README.md, fused ops). W_UK comes
+  // in the copies latent_uk_layouts asks for: w_uk (in_by_out, [n_heads, dn, width]) and w_uk_t
   // (out_by_in, [n_heads, width, dn]: W_UK^T per head); an absent one has no data. The composition
   // multiplies by w_uk_t where the view has it, else by w_uk.
   struct LatentUnitView {

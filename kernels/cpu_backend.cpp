@@ -48,10 +48,10 @@ class CpuBackend final : public Backend {
     t.owner = std::shared_ptr<void>(p, std::free);
     return t;
   }
-  bool copy_batched(const MatView& src, int64_t src_stride, const MatView& dst, int64_t dst_stride,
-                    int64_t batch) override {
+  bool copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
+                         int64_t dst_stride, int64_t batch) override {
     if (src.dtype != dst.dtype || src.rows != dst.rows || src.cols != dst.cols)
-      throw std::invalid_argument("copy_batched: src and dst must have one dtype and shape");
+      throw std::invalid_argument("copy_rows_batched: src and dst must have one dtype and shape");
     const size_t es = dtype_size(src.dtype);
     for (int64_t i = 0; i < batch; ++i)
       for (int64_t r = 0; r < src.rows; ++r)

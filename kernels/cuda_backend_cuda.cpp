@@ -421,11 +421,11 @@ class CudaBackend final : public Backend {
   }
   // One 3D copy where a view's rows lie a whole number of strides apart (the heads of a token row,
   // rows = tokens), else one 2D copy per batch item. Graph capturable.
-  bool copy_batched(const MatView& src, int64_t src_stride, const MatView& dst, int64_t dst_stride,
-                    int64_t batch) override {
+  bool copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
+                         int64_t dst_stride, int64_t batch) override {
     activate();
     MLRA_REQUIRE(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
-                 "copy_batched: src and dst must have one dtype and shape");
+                 "copy_rows_batched: src and dst must have one dtype and shape");
     if (batch <= 0 || src.rows == 0 || src.cols == 0) return true;
     const size_t es = dtype_size(src.dtype), w = size_t(src.cols) * es;
     const auto whole = [&](const MatView& v, int64_t stride) {

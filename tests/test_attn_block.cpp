@@ -242,7 +242,7 @@ TEST_CASE("latent_queries computes q_pe once per head range and copies it, bit f
   CHECK(same_bits(got, want));
 }
 
-TEST_CASE("copy_batched copies strided views and refuses mismatched ones", "[attn_block]") {
+TEST_CASE("copy_rows_batched copies strided views and refuses mismatched ones", "[attn_block]") {
   auto b = make_cpu_backend();
   Tensor src = b->alloc({2, 30}, DType::kF32), dst = b->alloc({2, 30}, DType::kF32);
   std::vector<float> v(60), zero(60, 0.0f);
@@ -251,7 +251,7 @@ TEST_CASE("copy_batched copies strided views and refuses mismatched ones", "[att
   b->upload_f32(dst, zero.data());
   // Three items of [2 rows, 4 cols] at stride 10, from column 1 to column 5.
   const MatView s = as_mat(src, 30).cols_slice(1, 4), d = as_mat(dst, 30).cols_slice(5, 4);
-  REQUIRE(b->copy_batched(s, 10, d, 10, 3));
+  REQUIRE(b->copy_rows_batched(s, 10, d, 10, 3));
   std::vector<float> out(60);
   b->download_f32(as_mat(dst, 30), out.data());
   for (int64_t r = 0; r < 2; ++r)
@@ -260,6 +260,6 @@ TEST_CASE("copy_batched copies strided views and refuses mismatched ones", "[att
       const float expect = k >= 0 && k < 4 ? v[size_t(r * 30 + item * 10 + 1 + k)] : 0.0f;
       CHECK(out[size_t(r * 30 + c)] == expect);
     }
-  CHECK_THROWS_WITH(b->copy_batched(s, 10, as_mat(dst, 30).cols_slice(0, 3), 10, 1),
-                    "copy_batched: src and dst must have one dtype and shape");
+  CHECK_THROWS_WITH(b->copy_rows_batched(s, 10, as_mat(dst, 30).cols_slice(0, 3), 10, 1),
+                    "copy_rows_batched: src and dst must have one dtype and shape");
 }
