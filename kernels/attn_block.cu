@@ -288,8 +288,8 @@ bool AttnBlockKernel::supports(const AttnBlockOperands& o) const {
   int64_t n_virt = 0;
   for (int u = 0; u < o.n_units; ++u) {
     const LatentUnitDev& un = o.unit[u];
-    if (un.w_uk == nullptr || !aligned16(un.w_uk) || un.n_heads < 1 || un.head0 < 0 || un.head0 + un.n_heads > heads ||
-        un.v0 < 0)
+    if (un.w_uk == nullptr || !aligned16(un.w_uk) || un.n_heads < 1 || un.head0 < 0 ||
+        un.head0 + un.n_heads > heads || un.v0 < 0)
       return false;
     n_virt = std::max<int64_t>(n_virt, un.v0 + un.n_heads);
   }
