@@ -23,6 +23,18 @@ DecodeModel decode_model(std::unique_ptr<Backend> backend, const ModelConfig& c,
 
 }  // namespace
 
+RunnerConfig tiny_runner_config(const std::string& variant, const std::string& backend,
+                                int graph_batch) {
+  RunnerConfig o;
+  o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / variant;
+  o.variant = variant;
+  o.backend = backend;
+  o.page_size = 16;
+  o.num_pages = 64;
+  o.cuda_graph_max_batch = graph_batch;
+  return o;
+}
+
 TinyModel tiny_model(const std::string& variant) {
   const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / variant;
   return {load_model_config(dir / "config.json", *parse_variant(variant)), Checkpoint::open(dir)};

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/runner_config.h"
 #include "kernels/backend.h"
 #include "kernels/communicator.h"
 #include "kernels/kernel_options.h"
@@ -48,6 +49,11 @@ inline constexpr const char* kTinyVariants[] = {
     "tpa",         "mla",          "gla2",          "gla4",          "mlra2",
     "mlra4",       "gqa_gated",    "mla_gated",     "gla2_gated",    "mlra2_gated",
     "mlra4_gated", "mla_no_scale", "gla2_no_scale", "mlra2_no_scale"};
+
+// A local runner's config for `variant`'s tiny checkpoint on `backend` ("cpu" or "cuda"): 16-token
+// pages, 64 of them, decode graphs of up to `graph_batch` sequences (0: eager).
+RunnerConfig tiny_runner_config(const std::string& variant, const std::string& backend,
+                                int graph_batch);
 
 // The tiny checkpoint of `variant`.
 struct TinyModel {

@@ -9,7 +9,6 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
-#include <filesystem>
 #include <random>
 
 #include "../step_builder.h"
@@ -117,13 +116,8 @@ TEST_CASE("CUDA forward with the fp8 cache matches the CPU's for every variant",
   for (const char* v : kTinyVariants) {
     INFO(v);
     auto runner = [&](const std::string& backend, CacheEncoding encoding) {
-      RunnerConfig o;
-      o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
-      o.variant = v;
-      o.backend = backend;
-      o.page_size = 16;
-      o.num_pages = 64;
-      o.cuda_graph_max_batch = backend == "cuda" ? 8 : 0;  // decode steps replay graphs
+      // On the GPU, decode steps replay graphs.
+      RunnerConfig o = tiny_runner_config(v, backend, backend == "cuda" ? 8 : 0);
       o.kv_cache = encoding;
       return make_local_runner(o);
     };

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <functional>
 #include <random>
 
@@ -20,15 +19,9 @@ using mlra::testing::build_step;
 
 namespace {
 
+// Eager: decode graphs have their own tests (test_decode_graphs).
 std::unique_ptr<ModelRunner> tiny_runner(const std::string& v, const std::string& backend) {
-  RunnerConfig o;
-  o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
-  o.variant = v;
-  o.backend = backend;
-  o.page_size = 16;
-  o.num_pages = 64;
-  o.cuda_graph_max_batch = 0;  // eager; decode graphs have their own tests (test_decode_graphs)
-  return make_local_runner(o);
+  return make_local_runner(tiny_runner_config(v, backend, 0));
 }
 
 int32_t argmax(const std::vector<float>& row, int64_t offset, int64_t n) {
