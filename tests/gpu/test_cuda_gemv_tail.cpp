@@ -24,13 +24,6 @@ using namespace mlra::gputest;
 
 namespace {
 
-Backend& gpu() {
-  return *backends().gpu;
-}
-Backend& cpu() {
-  return *backends().cpu;
-}
-
 // rows x cols random values in [-scale, scale) (bf16-exact for bf16) at pitch ld, `pad` in
 // columns cols..ld. A 64-bit xorshift seeded from rng: the 2.9B products hold ~2G weights.
 std::vector<float> padded_rows(std::mt19937& rng, int64_t rows, int64_t cols, int64_t ld, float pad,
