@@ -347,9 +347,27 @@ def median_ms(fn, iters, device, before=None):
     return statistics.median(times)
 
 
-def copy_bandwidth_gbs(device):
-    """A 1 GiB device-to-device copy: bytes read + written per second (mlra-bench's measure)."""
-    n = 1 << 30
+def time_compiled(step, tokens, pos, iters, device):
+    """torch.compile(step, mode="reduce-overhead", fullgraph=True) timed as CUDA graph replays;
+    also whether CUDA graphs were kept and how many greedy tokens equal the eager step's."""
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for layer in step.model.layers:  # mutated in place every step: a static address
+        torch._dynamo.mark_static_address(layer.cache)
+    fn = torch.compile(step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+    ms = median_ms(lambda: fn(tokens, pos), iters, device,
+                   before=torch.compiler.cudagraph_mark_step_begin)
+    torch.compiler.cudagraph_mark_step_begin()
+    same = int((fn(tokens, pos).clone() == step(tokens, pos)).sum())
+    graphs = "skipped" if counters["inductor"]["cudagraph_skips"] else "yes"
+    del fn
+    torch._dynamo.reset()
+    return ms, graphs, f"{same}/{tokens.numel()}"
+
+
+def copy_bandwidth_gbs(device, n=1 << 30):
+    """An n-byte (1 GiB) device-to-device copy: bytes read + written per second (mlra-bench's)."""
     src = torch.randint(0, 255, (n,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src), 20, device)
@@ -371,6 +389,7 @@ def parse_args(argv):
     p.add_argument("--config-dir", default=kConfigDir)
     p.add_argument("--max-cache-gb", type=float, default=40.0, help="skip points with more cache")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--copy-bytes", type=int, default=1 << 30, help="size of the bandwidth copy")
     a = p.parse_args(argv)
     if min(a.batch) < 1 or min(a.context) < 1 or a.iters < 1:
         p.error("--batch, --context and --iters must be positive")
@@ -384,14 +403,18 @@ def main(argv=None):
     if not a.no_compile and not hasattr(torch, "compile"):
         sys.exit(f"torch {torch.__version__} has no torch.compile: run with --no-compile")
     torch.set_grad_enabled(False)
-    specs = [(v, load_spec(a.config_dir, v)) for v in a.variants]
+    try:
+        specs = [(v, load_spec(a.config_dir, v)) for v in a.variants]
+    except (ValueError, OSError) as e:
+        sys.exit(f"torch_decode_baseline: {e}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    bw = copy_bandwidth_gbs(device)
+    bw = copy_bandwidth_gbs(device, a.copy_bytes)
     print(f"torch {torch.__version__}, {name}, {a.dtype}; cache contiguous per sequence "
           f"[batch, context, row]; all-reduce excluded (one rank's share)")
     print(f"device-to-device copy bandwidth: {bw:.0f} GB/s")
     print(f"{'variant':<8} {'tp':>3} {'batch':>6} {'ctx':>6} {'eager_ms':>9} {'compiled_ms':>11} "
-          f"{'speedup':>7} {'roof_ms':>8} {'x_roof':>7} {'weightGB':>8} {'cacheGB':>8}", flush=True)
+          f"{'speedup':>7} {'roof_ms':>8} {'x_roof':>7} {'weightGB':>8} {'cacheGB':>8} {'graphs':>7} "
+          f"{'agree':>5}", flush=True)
     for v, spec in specs:
         for tp in a.tp:
             try:
@@ -413,28 +436,25 @@ def main(argv=None):
                     tokens = torch.randint(0, model.text_vocab, (b,), device=device)
                     pos = torch.full((b,), ctx - 1, dtype=torch.long, device=device)
                     eager = median_ms(lambda: step(tokens, pos), a.iters, device)
-                    compiled = None
+                    compiled, graphs, agree = None, "-", "-"
                     if not a.no_compile:
-                        torch._dynamo.reset()
-                        fn = torch.compile(step, mode="reduce-overhead", fullgraph=True,
-                                           dynamic=False)
-                        compiled = median_ms(lambda: fn(tokens, pos), a.iters, device,
-                                             before=torch.compiler.cudagraph_mark_step_begin)
-                        del fn
+                        compiled, graphs, agree = time_compiled(step, tokens, pos, a.iters, device)
                     roof = (model.weight_bytes() + cache_bytes) / (bw * 1e9) * 1e3
                     best = compiled if compiled is not None else eager
                     cells = (f"{compiled:11.3f} {eager / compiled:7.2f}" if compiled is not None
                              else f"{'-':>11} {'-':>7}")
                     print(f"{v:<8} {tp:>3} {b:>6} {ctx:>6} {eager:9.3f} {cells} {roof:8.3f} "
                           f"{best / roof:7.2f} {model.weight_bytes() / 1e9:8.3f} "
-                          f"{cache_bytes / 1e9:8.3f}", flush=True)
+                          f"{cache_bytes / 1e9:8.3f} {graphs:>7} {agree:>5}", flush=True)
                     for layer in model.layers:
                         layer.cache = None
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
             del model, step
     print("x_roof: compiled ms (eager with --no-compile) over the roofline; roof_ms = (weight + "
-          "cache bytes) / copy bandwidth")
+          "cache bytes) / copy bandwidth; graphs: whether inductor kept CUDA graphs (skipped: "
+          "the compiled time has launch gaps); agree: rows whose compiled greedy token equals "
+          "the eager one (bf16 rounding may flip a close pair)")
 
 
 if __name__ == "__main__":
