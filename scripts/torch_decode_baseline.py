@@ -82,16 +82,16 @@ def rank_units(spec, tp, rank):
     n = len(units)
     if tp < 1 or not 0 <= rank < tp:
         raise ValueError(f"rank {rank} outside tp {tp}")
+    split = tp // n
+    if tp <= n and n % tp:
+        raise ValueError(f"{spec.variant} has {n} latent units, not divisible by tp {tp}")
+    if tp > n and (tp % n or any((e - b) % split for _, b, e in units)):
+        raise ValueError(f"{spec.variant}: {n} latent units cannot be split over tp {tp}")
     if spec.ff % tp:
         raise ValueError(f"intermediate_size {spec.ff} is not divisible by tp {tp}")
     if tp <= n:
-        if n % tp:
-            raise ValueError(f"{spec.variant} has {n} latent units, not divisible by tp {tp}")
         per = n // tp
         return units[rank * per:(rank + 1) * per]
-    split = tp // n
-    if tp % n or any((e - b) % split for _, b, e in units):
-        raise ValueError(f"{spec.variant}: {n} latent units cannot be split over tp {tp}")
     l, b, e = units[rank // split]
     block = (e - b) // split
     first = b + (rank % split) * block
