@@ -347,23 +347,38 @@ def median_ms(fn, iters, device, before=None):
     return statistics.median(times)
 
 
+def reset_compiled():
+    """Drops compiled code and recorded CUDA graphs: each point compiles for its own shapes."""
+    torch._dynamo.reset()
+    import torch._inductor.cudagraph_trees as trees
+    trees.reset_cudagraph_trees()
+
+
 def time_compiled(step, tokens, pos, iters, device):
     """torch.compile(step, mode="reduce-overhead", fullgraph=True) timed as CUDA graph replays;
-    also whether CUDA graphs were kept and how many greedy tokens equal the eager step's."""
-    torch._dynamo.reset()
+    also whether CUDA graphs were kept, how many greedy tokens equal the eager step's and the
+    seconds the first call took (compilation)."""
+    reset_compiled()
     counters = torch._dynamo.utils.counters
     counters.clear()
-    for layer in step.model.layers:  # mutated in place every step: a static address
-        torch._dynamo.mark_static_address(layer.cache)
+    # Weights and caches keep their addresses (the caches are written in place every step): CUDA
+    # graphs replay over them instead of copying them in as inputs.
+    for buf in step.buffers():
+        torch._dynamo.mark_static_address(buf)
     fn = torch.compile(step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+    t0 = time.perf_counter()
+    torch.compiler.cudagraph_mark_step_begin()
+    fn(tokens, pos)
+    sync(device)
+    compile_s = time.perf_counter() - t0
     ms = median_ms(lambda: fn(tokens, pos), iters, device,
                    before=torch.compiler.cudagraph_mark_step_begin)
     torch.compiler.cudagraph_mark_step_begin()
     same = int((fn(tokens, pos).clone() == step(tokens, pos)).sum())
     graphs = "skipped" if counters["inductor"]["cudagraph_skips"] else "yes"
-    del fn
-    torch._dynamo.reset()
-    return ms, graphs, f"{same}/{tokens.numel()}"
+    fn = None
+    reset_compiled()
+    return ms, graphs, f"{same}/{tokens.numel()}", compile_s
 
 
 def copy_bandwidth_gbs(device, n=1 << 30):
@@ -371,7 +386,6 @@ def copy_bandwidth_gbs(device, n=1 << 30):
     src = torch.randint(0, 255, (n,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src), 20, device)
-    del src, dst
     return 2.0 * n / (ms * 1e-3) / 1e9
 
 
@@ -414,7 +428,7 @@ def main(argv=None):
     print(f"device-to-device copy bandwidth: {bw:.0f} GB/s")
     print(f"{'variant':<8} {'tp':>3} {'batch':>6} {'ctx':>6} {'eager_ms':>9} {'compiled_ms':>11} "
           f"{'speedup':>7} {'roof_ms':>8} {'x_roof':>7} {'weightGB':>8} {'cacheGB':>8} {'graphs':>7} "
-          f"{'agree':>5}", flush=True)
+          f"{'agree':>5} {'compile_s':>9}", flush=True)
     for v, spec in specs:
         for tp in a.tp:
             try:
@@ -436,21 +450,22 @@ def main(argv=None):
                     tokens = torch.randint(0, model.text_vocab, (b,), device=device)
                     pos = torch.full((b,), ctx - 1, dtype=torch.long, device=device)
                     eager = median_ms(lambda: step(tokens, pos), a.iters, device)
-                    compiled, graphs, agree = None, "-", "-"
+                    compiled, graphs, agree, compile_s = None, "-", "-", 0.0
                     if not a.no_compile:
-                        compiled, graphs, agree = time_compiled(step, tokens, pos, a.iters, device)
+                        compiled, graphs, agree, compile_s = time_compiled(step, tokens, pos,
+                                                                           a.iters, device)
                     roof = (model.weight_bytes() + cache_bytes) / (bw * 1e9) * 1e3
                     best = compiled if compiled is not None else eager
                     cells = (f"{compiled:11.3f} {eager / compiled:7.2f}" if compiled is not None
                              else f"{'-':>11} {'-':>7}")
                     print(f"{v:<8} {tp:>3} {b:>6} {ctx:>6} {eager:9.3f} {cells} {roof:8.3f} "
                           f"{best / roof:7.2f} {model.weight_bytes() / 1e9:8.3f} "
-                          f"{cache_bytes / 1e9:8.3f} {graphs:>7} {agree:>5}", flush=True)
+                          f"{cache_bytes / 1e9:8.3f} {graphs:>7} {agree:>5} {compile_s:9.1f}", flush=True)
                     for layer in model.layers:
                         layer.cache = None
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-            del model, step
+            model = step = None  # frees the weights before the next model is made
     print("x_roof: compiled ms (eager with --no-compile) over the roofline; roof_ms = (weight + "
           "cache bytes) / copy bandwidth; graphs: whether inductor kept CUDA graphs (skipped: "
           "the compiled time has launch gaps); agree: rows whose compiled greedy token equals "
