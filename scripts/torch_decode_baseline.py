@@ -26,12 +26,12 @@ Timed: the eager step and torch.compile(mode="reduce-overhead", fullgraph=True) 
 replays), both with CUDA events around each call after warm-up, median of --iters. The roofline
 is mlra-bench decode's: (weight bytes + cache bytes read) / the device-to-device copy bandwidth
 measured in this run (1 GiB, bytes read + written), where weight bytes are one copy of every weight
-the rank reads (the server's count adds its W_UK^T copy under latent_uk_t and padded c_proj rows)
-and cache bytes are batch * context * row bytes * layers.
+the rank reads (the server's count adds its W_UK^T copy under latent_uk_t and the padding of the
+MLP's c_proj rows) and cache bytes are batch * context * row bytes * layers.
 
 Run (GPU machine, PyTorch 2): python3 scripts/torch_decode_baseline.py --variants mlra_4 mla
   --tp 1 4 --batch 1 8 64 --context 1024 32768
-Correctness: tests/test_torch_decode_baseline.py (ctest torch_decode_baseline) checks the eager
+Correctness: tests/check_torch_decode_baseline.py (ctest torch_decode_baseline) checks the eager
 step against reference_model.Decoder on the tiny checkpoints.
 """
 import argparse
