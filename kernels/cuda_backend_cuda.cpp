@@ -59,7 +59,6 @@ uint16_t f32_to_bf16_bits(float f) {
 
 CudaBackend::CudaBackend(int device, const KernelOptions& options)
     : gemv_max_rows_(options.gemv_max_rows),
-      gemv_k_tail_(options.gemv_k_tail == 1),
       latent_uk_t_(options.latent_uk_t != 0),
       state_(std::make_shared<StreamState>()),
       attention_(device, options) {

@@ -161,7 +161,6 @@ class CudaBackend final : public Backend {
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
   int64_t gemv_max_rows_ = 8;  // KernelOptions::gemv_max_rows
-  bool gemv_k_tail_ = false;   // KernelOptions::gemv_k_tail: K % 8 != 0 on the GEMV
   bool latent_uk_t_ = false;   // KernelOptions::latent_uk_t
   std::shared_ptr<StreamState> state_;
   cublasHandle_t cublas_ = nullptr;

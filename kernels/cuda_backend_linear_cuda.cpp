@@ -51,8 +51,8 @@ void CudaBackend::linear_batched(const MatView& x, int64_t x_stride, const MatVi
   // picks split-K kernels plus a reduction launch. One row: the FMA kernel (either layout, an
   // f32 x read as is, not rounded to bf16 as below); 2..8 rows: the tensor-core kernel where it
   // applies (bf16 x, w [N, K]), cuBLAS otherwise (the FMA kernel's cost grows with the rows).
-  // K % 8 != 0 takes the GEMV only under the kernel option gemv_k_tail.
-  if (x.rows <= gemv_max_rows_ && (gemv_k_tail_ || k % 8 == 0) &&
+  // Any K: K % 8 != 0 runs on the GEMV's K tail (kernels/gemv.h).
+  if (x.rows <= gemv_max_rows_ &&
       (x.rows == 1
            ? cuda::gemv_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch)
            : cuda::gemv_mma_supports(x, x_stride, w, w_stride, w_out_by_in, y, y_stride, batch))) {
@@ -93,7 +93,7 @@ void CudaBackend::linear_batched(const MatView& x, int64_t x_stride, const MatVi
 // The GEMV's SwiGLU form where the product would take the GEMV anyway (decode-sized steps).
 void CudaBackend::linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) {
   activate();
-  if (x.rows >= 1 && x.rows <= gemv_max_rows_ && (gemv_k_tail_ || x.cols % 8 == 0) &&
+  if (x.rows >= 1 && x.rows <= gemv_max_rows_ &&
       cuda::gemv_swiglu_supports(x, w12, out)) {
     const TimedOp timed(this, &OpTimes::matmul_ms);
     return cuda::launch_gemv_swiglu(x, w12, out, stream());

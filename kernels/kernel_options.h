@@ -19,8 +19,8 @@ struct KernelOptions {
   int gemv_max_rows = 8;
   // W_UK^T per head beside W_UK (Backend::latent_uk_layouts): 1 keeps the copy, so the latent
   // query product of 2..gemv_max_rows-token steps runs on the tensor-core GEMV instead of cuBLAS;
-  // 0 keeps W_UK only. Default 0 until measured on a GPU.
-  int latent_uk_t = 0;
+  // 0 keeps W_UK only, which saves the copy's memory (models/latent_attention.h).
+  int latent_uk_t = 1;
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;
@@ -33,10 +33,6 @@ struct KernelOptions {
   // cache entry (five launches or more); 1 runs them as one cooperative persistent kernel
   // (kernels/attn_block.h).
   int attn_block = 0;
-  // Products whose K % 8 != 0 (the MLP down-projection at most TP degrees): 0 sends them to
-  // cuBLAS (over the padded row pitch, ld > K); 1 runs them on the GEMV's K tail (kernels/gemv.h).
-  // Products with K % 8 == 0 take the GEMV under either value.
-  int gemv_k_tail = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

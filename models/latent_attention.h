@@ -21,8 +21,8 @@ class LatentAttention final : public AttentionLayer {
 
   // A (latent, heads) pair set with its absorbed up-projections. W_UK is kept in the copies the
   // backend reads (Backend::latent_uk_layouts) plus w_uk wherever the expanded prefill reads it;
-  // an absent copy has no data. The CPU, and CUDA under the kernel option latent_uk_t 0 (the
-  // default), keep w_uk only: no copy, no extra memory. Only under latent_uk_t 1 does CUDA keep
+  // an absent copy has no data. The CPU, and CUDA under the kernel option latent_uk_t 0, keep
+  // w_uk only: no copy, no extra memory. Under latent_uk_t 1 (the default) CUDA keeps
   // w_uk_t, always (the tensor-core GEMV of 2..8-token steps takes only that layout), and w_uk
   // where the one-token fused kernel may run (4..8 units) or the expanded prefill may (MLA, GLA;
   // latent_prefill not "absorbed"). Extra bytes per layer and rank under latent_uk_t 1 at the

@@ -2,9 +2,8 @@
 // K read but never used. Both kernels, 1..8 rows, plain and SwiGLU, against double references,
 // with NaN in every pad (x, and w where the loader would put zeros) to prove nothing past K
 // reaches y. Then every per-rank weight product of every 2.9B config at TP 1/2/4/8
-// (models/decode_products.h) through the backend at 1..8 rows, against the CPU: on our GEMV under
-// the kernel option gemv_k_tail 1, on cuBLAS where K % 8 != 0 under 0 (the default). Fresh random
-// inputs, seed reported on failure.
+// (models/decode_products.h) through the backend at 1..8 rows, against the CPU, each on our GEMV
+// (K % 8 != 0 included). Fresh random inputs, seed reported on failure.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -230,21 +229,14 @@ std::vector<Seen> release_products(int& plans) {
 
 }  // namespace
 
-TEST_CASE(
-    "every per-rank product of the 2.9B configs at 1..8 rows: our GEMV under gemv_k_tail 1, "
-    "cuBLAS for K % 8 != 0 under 0",
-    "[gpu][gemv][mma][shapes][options]") {
+TEST_CASE("every per-rank product of the 2.9B configs at 1..8 rows runs on our GEMV",
+          "[gpu][gemv][mma][shapes]") {
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  // Index: the kernel option gemv_k_tail. Operands live on gpu() (uploads synchronize); each
-  // backend's outputs are its own and read back (synchronized) before the next one runs.
-  std::unique_ptr<Backend> by_option[2];
-  for (int t = 0; t <= 1; ++t) {
-    KernelOptions o;
-    o.gemv_k_tail = t;
-    by_option[t] = make_cuda_backend(0, o);
-  }
+  // Operands live on gpu() (uploads synchronize); the backend's outputs are read back
+  // (synchronized) before the next product runs.
+  Backend& g = gpu();
   int plans = 0;
   const std::vector<Seen> products = release_products(plans);
   CHECK(plans >= 11 * 15);
@@ -278,45 +270,38 @@ TEST_CASE(
       cpu().linear_batched({xc.data, DType::kF32, 8, p.k, x_ld}, x_stride, wcv, w_stride, true,
                            {yc.data, DType::kF32, 8, p.n, y_ld}, y_stride, p.batch, 1.0f, 0.0f);
     const auto want = download(cpu(), {yc.data, DType::kF32, 8, y_ld, y_ld});
-    for (int t = 0; t <= 1; ++t)
-      for (int64_t m = 1; m <= 8; ++m) {
-        INFO("gemv_k_tail " << t << " m " << m);
-        Backend& g = *by_option[t];
-        const bool on_gemv = t == 1 || p.k % 8 == 0;  // where the backend takes our GEMV
-        Tensor y_backend = g.alloc({8 * y_ld}, yt), y_direct = g.alloc({8 * y_ld}, yt);
-        const MatView xv{xg.data, DType::kBF16, m, p.k, x_ld};
-        const MatView yb{y_backend.data, yt, m, p.n, y_ld}, yd{y_direct.data, yt, m, p.n, y_ld};
-        poison(g, y_backend);
-        poison(g, y_direct);
-        if (p.glu) {
-          REQUIRE(cuda::gemv_swiglu_supports(xv, wv, yb));
-          g.linear_swiglu(xv, wv, yb);
-          cuda::launch_gemv_swiglu(xv, wv, yd, cuda_stream_of(g));
-        } else {
-          // What the backend's linear_batched sends to our GEMV (rows <= gemv_max_rows, default
-          // 8) where on_gemv.
-          REQUIRE(cuda::gemv_auto_kernel(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch) ==
-                  (m == 1 ? cuda::GemvKernel::kFma : cuda::GemvKernel::kMma));
-          REQUIRE(
-              (m == 1 ? cuda::gemv_supports(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch)
-                      : cuda::gemv_mma_supports(xv, x_stride, wv, w_stride, true, yb, y_stride,
-                                                p.batch)));
-          g.linear_batched(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch, 1.0f, 0.0f);
-          cuda::launch_gemv(xv, x_stride, wv, w_stride, true, yd, y_stride, p.batch, 1.0f, 0.0f,
-                            cuda_stream_of(g));
-        }
-        // Whole rows: every batch entry's outputs (y_ld = batch * N).
-        const auto got = download(g, {y_backend.data, yt, m, y_ld, y_ld});
-        const auto direct = download(g, {y_direct.data, yt, m, y_ld, y_ld});
-        // On the GEMV the backend ran the same kernel on the same operands, bit for bit; cuBLAS
-        // sums in another order, which shows in f32 y (the non-SwiGLU products).
-        if (on_gemv)
-          CHECK(got == direct);
-        else if (!p.glu)
-          CHECK(got != direct);
-        const std::vector<float> want_m(want.begin(), want.begin() + m * y_ld);
-        CHECK(rel_l2(got, want_m) < (p.glu ? kBf16Tol : 1e-4));
+    for (int64_t m = 1; m <= 8; ++m) {
+      INFO("m " << m);
+      Tensor y_backend = g.alloc({8 * y_ld}, yt), y_direct = g.alloc({8 * y_ld}, yt);
+      const MatView xv{xg.data, DType::kBF16, m, p.k, x_ld};
+      const MatView yb{y_backend.data, yt, m, p.n, y_ld}, yd{y_direct.data, yt, m, p.n, y_ld};
+      poison(g, y_backend);
+      poison(g, y_direct);
+      if (p.glu) {
+        REQUIRE(cuda::gemv_swiglu_supports(xv, wv, yb));
+        g.linear_swiglu(xv, wv, yb);
+        cuda::launch_gemv_swiglu(xv, wv, yd, cuda_stream_of(g));
+      } else {
+        // What the backend's linear_batched sends to our GEMV (rows <= gemv_max_rows, default
+        // 8) where on_gemv.
+        REQUIRE(cuda::gemv_auto_kernel(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch) ==
+                (m == 1 ? cuda::GemvKernel::kFma : cuda::GemvKernel::kMma));
+        REQUIRE((m == 1
+                     ? cuda::gemv_supports(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch)
+                     : cuda::gemv_mma_supports(xv, x_stride, wv, w_stride, true, yb, y_stride,
+                                               p.batch)));
+        g.linear_batched(xv, x_stride, wv, w_stride, true, yb, y_stride, p.batch, 1.0f, 0.0f);
+        cuda::launch_gemv(xv, x_stride, wv, w_stride, true, yd, y_stride, p.batch, 1.0f, 0.0f,
+                          cuda_stream_of(g));
       }
+      // Whole rows: every batch entry's outputs (y_ld = batch * N).
+      const auto got = download(g, {y_backend.data, yt, m, y_ld, y_ld});
+      const auto direct = download(g, {y_direct.data, yt, m, y_ld, y_ld});
+      // The backend ran the same kernel on the same operands, bit for bit.
+      CHECK(got == direct);
+      const std::vector<float> want_m(want.begin(), want.begin() + m * y_ld);
+      CHECK(rel_l2(got, want_m) < (p.glu ? kBf16Tol : 1e-4));
+    }
   }
   CHECK(k_tail);
 }
