@@ -173,9 +173,10 @@ TEST_CASE("decode_products names the W_UK layout the kernel option latent_uk_t s
   const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
   const ModelConfig c = load_model_config(dir / "config.json", *parse_variant("mlra4"));
   const ShardPlan plan = make_shard_plan(c, 1, 0);
-  KernelOptions uk_t;
+  KernelOptions w_uk_only, uk_t;
+  w_uk_only.latent_uk_t = 0;
   uk_t.latent_uk_t = 1;
-  const std::vector<DecodeProduct> stored = decode_products(c, plan),
+  const std::vector<DecodeProduct> stored = decode_products(c, plan, w_uk_only),
                                    copy = decode_products(c, plan, uk_t);
   REQUIRE(stored.size() == copy.size());
   int w_uk = 0;

@@ -191,7 +191,8 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
 std::vector<Shape> model_shapes(const BenchOptions& o) {
   const ModelConfig c = load_model_config(
       std::filesystem::path(o.config_dir) / o.variant / "config.json", *parse_variant(o.variant));
-  KernelOptions uk_t;
+  KernelOptions w_uk_only, uk_t;
+  w_uk_only.latent_uk_t = 0;
   uk_t.latent_uk_t = 1;
   const auto same = [](const DecodeProduct& a, const DecodeProduct& b) {
     return a.name == b.name && a.n == b.n && a.k == b.k && a.batch == b.batch &&
@@ -206,7 +207,7 @@ std::vector<Shape> model_shapes(const BenchOptions& o) {
       continue;
     }
     const ShardPlan plan = make_shard_plan(c, tp, o.rank);
-    const std::vector<DecodeProduct> by_default = decode_products(c, plan),
+    const std::vector<DecodeProduct> w_uk_list = decode_products(c, plan, w_uk_only),
                                      with_copy = decode_products(c, plan, uk_t);
     // Labelled with the option value when the other value's list lacks it.
     const auto add = [&](const DecodeProduct& p, const std::vector<DecodeProduct>& other,
@@ -217,12 +218,12 @@ std::vector<Shape> model_shapes(const BenchOptions& o) {
           {"tp" + std::to_string(tp) + " " + p.name + (p.glu ? " glu" : "") + (both ? "" : label),
            p.k, p.n, p.batch, p.out_by_in, p.glu, p.x_shared});
     };
-    for (const DecodeProduct& p : by_default) {
+    for (const DecodeProduct& p : w_uk_list) {
       add(p, with_copy, " [uk_t 0]");
       if (p.name != "w_uk") continue;
       for (const DecodeProduct& q : with_copy)  // the copy's product, beside the one it replaces
         if (q.name == "w_uk_t" && q.n == p.n && q.k == p.k && q.batch == p.batch)
-          add(q, by_default, " [uk_t 1]");
+          add(q, w_uk_list, " [uk_t 1]");
     }
   }
   return shapes;
