@@ -34,7 +34,6 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
   CHECK(o.mlp_block == 0);    // the composed MLP half until the fused kernel is measured
-  CHECK(o.attn_block == 0);   // the composed attention front until the fused kernel is measured
   CHECK(o.gemv_k_tail == 0);  // K % 8 != 0 on cuBLAS until the K-tail GEMV is measured
   CHECK(kernel_options_error(o).empty());
 }
@@ -45,18 +44,16 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
                          {"latent_uk_t", 0},
                          {"kv_split_per_sm", 0},
                          {"mlp_block", 0},
-                         {"attn_block", 0},
                          {"gemv_k_tail", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int bits = 0; bits < 16; ++bits) {  // mlp_block, gemv_k_tail, latent_uk_t, attn_block
+      for (int bits = 0; bits < 8; ++bits) {  // mlp_block, gemv_k_tail, latent_uk_t
         KernelOptions o;
         o.gemv_max_rows = rows;
         o.kv_split_per_sm = split;
         o.mlp_block = bits & 1;
         o.gemv_k_tail = (bits >> 1) & 1;
         o.latent_uk_t = (bits >> 2) & 1;
-        o.attn_block = (bits >> 3) & 1;
         const json j = to_json(o);
         CHECK(j.size() == defaults.size());
         CHECK(parse_kernel_options(j) == o);
@@ -75,9 +72,6 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   const KernelOptions tail = parse_kernel_options(json{{"gemv_k_tail", 1}});
   CHECK(tail.gemv_k_tail == 1);
   CHECK(tail.mlp_block == KernelOptions{}.mlp_block);
-  const KernelOptions front = parse_kernel_options(json{{"attn_block", 1}});
-  CHECK(front.attn_block == 1);
-  CHECK(front.mlp_block == KernelOptions{}.mlp_block);
 }
 
 TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
@@ -129,10 +123,6 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.mlp_block' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"mlp_block", true}}) ==
         "config key 'kernels.mlp_block' must be an integer in 0..1, got true");
-  CHECK(error_of(json{{"attn_block", 2}}) ==
-        "config key 'kernels.attn_block' must be an integer in 0..1, got 2");
-  CHECK(error_of(json{{"attn_block", -1}}) ==
-        "config key 'kernels.attn_block' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_k_tail", -1}}) ==
         "config key 'kernels.gemv_k_tail' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
@@ -165,11 +155,6 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o.mlp_block = 2;
   CHECK(kernel_options_error(o) == "mlp_block must be 0 or 1");
   o.mlp_block = 1;
-  CHECK(kernel_options_error(o).empty());
-  o = KernelOptions{};
-  o.attn_block = 2;
-  CHECK(kernel_options_error(o) == "attn_block must be 0 or 1");
-  o.attn_block = 1;
   CHECK(kernel_options_error(o).empty());
   o = KernelOptions{};
   o.gemv_k_tail = 2;
