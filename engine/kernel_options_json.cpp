@@ -22,7 +22,6 @@ constexpr Field kFields[] = {
     {"latent_uk_t", &KernelOptions::latent_uk_t, 0, 1},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
     {"mlp_block", &KernelOptions::mlp_block, 0, 1},
-    {"attn_block", &KernelOptions::attn_block, 0, 1},
 };
 
 }  // namespace

@@ -120,19 +120,6 @@ void Backend::latent_up_project(const MatView& z, const std::vector<LatentUnitVi
   }
 }
 
-void Backend::attn_block(const AttnBlockArgs& a) {
-  const int64_t r_q = a.cq.cols;
-  if (a.xp.cols < r_q + a.dr || a.xp.rows != a.x.rows || a.cq.rows != a.x.rows)
-    throw std::invalid_argument("attn_block: xp must be [T, r_q + latents + dr], cq [T, r_q]");
-  linear(a.x, a.x_proj, a.xp, 1.0f, 0.0f);
-  rms_norm(a.xp.cols_slice(0, r_q), a.q_norm, a.eps, a.q_scale, a.cq);
-  linear(a.cq, a.q_b_nope, a.q_nope, 1.0f, 0.0f);
-  latent_queries(a.q_nope, a.cq, a.rope_w, a.units, a.dn, a.dr, a.width, a.positions, a.rope_base,
-                 a.qv);
-  latent_cache_write(a.xp.cols_slice(r_q, a.xp.cols - r_q), a.latent_norms, a.groups, a.eps,
-                     a.kv_scale, a.dr, a.positions, a.rope_base, a.slots, a.cache);
-}
-
 void Backend::cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,
                            int32_t col_offset, const MatView& out) {
   if (cache.encoding != CacheEncoding::kPlain)

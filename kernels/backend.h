@@ -157,32 +157,6 @@ class Backend {
                               const MatView& qv);
   virtual void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units,
                                  int64_t dn, int64_t width, float alpha, const MatView& o);
-  // The front of absorbed latent attention (not TPLA) up to the attention kernel; decode: one
-  // launch on the GPU where the kernel option attn_block is on (kernels/attn_block.h).
-  //   xp = x . x_proj^T: [T, r_q + groups * g + dr] = [W_qa x | raw latents | k_pe];
-  //   cq = RMSNorm(xp[:, :r_q]) * q_norm * q_scale; q_nope = cq . q_b_nope^T;
-  //   qv = latent_queries(q_nope, cq, rope_w, units, ...);
-  //   xp[:, r_q:] = its cache entry (latent_cache_write: groups latents normed with
-  //   latent_norms * kv_scale, k_pe roped), written to cache slots[t].
-  // xp, cq, q_nope are written as the composition writes them (the caller reads xp's entry).
-  // Default: linear, rms_norm, linear, latent_queries, latent_cache_write.
-  struct AttnBlockArgs {
-    MatView x, x_proj, xp;
-    Tensor q_norm;
-    float q_scale = 1.0f;
-    MatView cq, q_b_nope, q_nope, rope_w;
-    std::vector<LatentUnitView> units;
-    int64_t dn = 0, dr = 0, width = 0;
-    Tensor latent_norms;
-    int64_t groups = 0;
-    float kv_scale = 1.0f, eps = 0.0f;
-    const int32_t* positions = nullptr;
-    float rope_base = 10000.0f;
-    const int32_t* slots = nullptr;
-    PagedCacheView cache;
-    MatView qv;
-  };
-  virtual void attn_block(const AttnBlockArgs& a);
   // Brackets one forward step: between them, paged_attention calls with the same step metadata
   // (positions buffer, token count, head tiling) share one split-KV plan, computed by the first
   // (FlashInfer-style plan once per step, run per layer). Outside a step every call plans.

@@ -79,7 +79,6 @@ CudaBackend::CudaBackend(int device, const KernelOptions& options)
   MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
   if (options.mlp_block == 1) mlp_block_ = std::make_unique<cuda::MlpBlockKernel>(device);
-  if (options.attn_block == 1) attn_block_ = std::make_unique<cuda::AttnBlockKernel>(device);
 }
 
 CudaBackend::~CudaBackend() {

@@ -14,7 +14,6 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/attn_block.h"
 #include "kernels/backend.h"
 #include "kernels/cuda_check.h"
 #include "kernels/mlp_block.h"
@@ -100,7 +99,6 @@ class CudaBackend final : public Backend {
   // cuda_backend_latent_cuda.cpp
   bool copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
                          int64_t dst_stride, int64_t batch) override;
-  void attn_block(const AttnBlockArgs& a) override;
   void latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,
                           float scale, int64_t rot_dim, const int32_t* positions, float rope_base,
                           const int32_t* slots, const PagedCacheView& cache) override;
@@ -173,8 +171,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> spare_events_;
   cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy
   cuda::CudaPagedAttention attention_;
-  std::unique_ptr<cuda::MlpBlockKernel> mlp_block_;    // KernelOptions::mlp_block == 1
-  std::unique_ptr<cuda::AttnBlockKernel> attn_block_;  // KernelOptions::attn_block == 1
+  std::unique_ptr<cuda::MlpBlockKernel> mlp_block_;  // KernelOptions::mlp_block == 1
   std::string name_;
 };
 

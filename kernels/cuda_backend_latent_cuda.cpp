@@ -1,7 +1,7 @@
 // The CUDA backend's latent attention ops: the fused one-token kernels (latent_projections.h:
-// queries, up projection; attn_block.h: the front of the attention half), the fused latent cache
-// write, the batched row copy of the composed query path, and the W_UK layouts they take. Where
-// a fused kernel cannot take the shapes, the base class's composition runs.
+// queries, up projection), the fused latent cache write, the batched row copy of the composed
+// query path, and the W_UK layouts they take. Where a fused kernel cannot take the shapes, the
+// base class's composition runs.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -10,7 +10,6 @@
 #include <initializer_list>
 #include <vector>
 
-#include "kernels/attn_block.h"
 #include "kernels/backend.h"
 #include "kernels/cuda_backend_impl.h"
 #include "kernels/cuda_check.h"
@@ -93,18 +92,6 @@ bool CudaBackend::copy_rows_batched(const MatView& src, int64_t src_stride, cons
         static_cast<const char*>(src.data) + i * src_stride * int64_t(es), size_t(src.ld) * es, w,
         size_t(src.rows), cudaMemcpyDeviceToDevice, stream()));
   return true;
-}
-
-// One-token steps under the attn_block option: one persistent launch (kernels/attn_block.h).
-void CudaBackend::attn_block(const AttnBlockArgs& a) {
-  activate();
-  cuda::AttnBlockOperands o;
-  if (attn_block_ && a.x.rows == 1 && cuda::attn_block_operands(a, o) && attn_block_->supports(o) &&
-      attn_block_->runs_on(stream())) {
-    const TimedOp timed(this, &OpTimes::matmul_ms);
-    return attn_block_->launch(o, stream());
-  }
-  Backend::attn_block(a);
 }
 
 void CudaBackend::latent_cache_write(const MatView& row, const Tensor& w, int64_t groups, float eps,

@@ -28,11 +28,6 @@ struct KernelOptions {
   // SwiGLU GEMV and the down GEMV (three launches); 1 runs them as one cooperative persistent
   // kernel (kernels/mlp_block.h).
   int mlp_block = 0;
-  // The front of the attention half of one-token decode layers (Backend::attn_block, not TPLA):
-  // 0 composes the x product, the c_q norm, the q_nope product, the virtual queries and the
-  // cache entry (five launches or more); 1 runs them as one cooperative persistent kernel
-  // (kernels/attn_block.h).
-  int attn_block = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

@@ -1,8 +1,8 @@
-// The latent cache entry of one token as a block's device function (latent_cache_write.cu runs
-// it per (row, group) block; attn_block.cu runs it inside its persistent kernel): row t = [latents
-// | k_pe]; latent group y is RMS-normed in place, or (y == groups) k_pe roped in place and, when
-// groups == 0, the latents copied; each value rounded to the row's dtype, then copied to cache
-// slot slots[t] (capacity 0 skips the cache: an FP8 cache is written from the finished row).
+// The latent cache entry of one token as a block's device function (latent_cache_write.cu runs it
+// per (row, group) block): row t = [latents | k_pe]; latent group y is RMS-normed in place, or
+// (y == groups) k_pe roped in place and, when groups == 0, the latents copied; each value rounded
+// to the row's dtype, then copied to cache slot slots[t] (capacity 0 skips the cache: an FP8 cache
+// is written from the finished row).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -1,8 +1,8 @@
-// The machinery of the cooperative persistent decode kernels (mlp_block.cu, attn_block.cu): a
-// block of kThreads threads streams weight rows 16 bytes per thread, kRows rows per step, two
-// steps in flight, against a row vector in shared memory, and sums each row in a fixed order
-// (warp butterfly, then warps in order): deterministic, no atomics on data. Between phases every
-// block of the (co-resident) grid meets at grid_barrier, whose words need no reset.
+// The machinery of the cooperative persistent decode kernel (mlp_block.cu): a block of kThreads
+// threads streams weight rows 16 bytes per thread, kRows rows per step, two steps in flight,
+// against a row vector in shared memory, and sums each row in a fixed order (warp butterfly, then
+// warps in order): deterministic, no atomics on data. Between phases every block of the
+// (co-resident) grid meets at grid_barrier, whose words need no reset.
 #pragma once
 
 #include <cuda_bf16.h>

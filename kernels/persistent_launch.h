@@ -1,7 +1,7 @@
-// Launching the cooperative persistent decode kernels (mlp_block.cu, attn_block.cu): every block
-// of the grid resident (cooperative launch), with the PDL attribute where the runtime takes both,
-// so the kernel's first weight loads overlap the previous kernel's tail. Whether the runtime takes
-// them, eagerly and while a graph records, is asked once per kernel object, at construction.
+// Launching the cooperative persistent decode kernel (mlp_block.cu): every block of the grid
+// resident (cooperative launch), with the PDL attribute where the runtime takes both, so the
+// kernel's first weight loads overlap the previous kernel's tail. Whether the runtime takes them,
+// eagerly and while a graph records, is asked once per kernel object, at construction.
 #pragma once
 
 #include <cuda_runtime.h>

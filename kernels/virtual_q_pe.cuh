@@ -1,7 +1,7 @@
 // One q_pe pair of a latent query, roped and stored into every virtual head that shares its query
-// head: the fused query kernel (latent_projections.cu) and the attention front (attn_block.cu)
-// both sum a head's pair (rows k and k + dr/2 of its W_rope) and finish it here, so the rounding
-// and the layout of qv ([n_virt, width + dr] per token: q~ then q_pe) are one definition.
+// head: the fused query kernel (latent_projections.cu) sums a head's pair (rows k and k + dr/2 of
+// its W_rope) and finishes it here, which fixes the rounding and the layout of qv
+// ([n_virt, width + dr] per token: q~ then q_pe).
 #pragma once
 
 #include <cuda_bf16.h>

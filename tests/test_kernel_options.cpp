@@ -33,28 +33,23 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == KernelOptions::kMaxGemvRows);
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
-  CHECK(o.mlp_block == 0);    // the composed MLP half until the fused kernel is measured
-  CHECK(o.attn_block == 0);   // the composed attention front until the fused kernel is measured
+  CHECK(o.mlp_block == 0);    // the composed MLP half: faster at TP1 (kernels/README.md)
   CHECK(o.latent_uk_t == 1);  // the measured winner at 2..8-token steps (kernels/README.md)
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_max_rows", 8},
-                         {"latent_uk_t", 1},
-                         {"kv_split_per_sm", 0},
-                         {"mlp_block", 0},
-                         {"attn_block", 0}});
+  CHECK(defaults ==
+        json{{"gemv_max_rows", 8}, {"latent_uk_t", 1}, {"kv_split_per_sm", 0}, {"mlp_block", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int bits = 0; bits < 8; ++bits) {  // mlp_block, latent_uk_t, attn_block
+      for (int bits = 0; bits < 4; ++bits) {  // mlp_block, latent_uk_t
         KernelOptions o;
         o.gemv_max_rows = rows;
         o.kv_split_per_sm = split;
         o.mlp_block = bits & 1;
         o.latent_uk_t = (bits >> 1) & 1;
-        o.attn_block = (bits >> 2) & 1;
         const json j = to_json(o);
         CHECK(j.size() == defaults.size());
         CHECK(parse_kernel_options(j) == o);
@@ -70,9 +65,6 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   const KernelOptions fused = parse_kernel_options(json{{"mlp_block", 1}});
   CHECK(fused.mlp_block == 1);
   CHECK(fused.gemv_max_rows == KernelOptions{}.gemv_max_rows);
-  const KernelOptions front = parse_kernel_options(json{{"attn_block", 1}});
-  CHECK(front.attn_block == 1);
-  CHECK(front.mlp_block == KernelOptions{}.mlp_block);
 }
 
 TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
@@ -83,7 +75,8 @@ TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the k
   // name.
   for (const char* gone :
        {"pdl", "query_packing", "merge", "latent_kernel", "gemv_mma", "latent_fused_max_tokens",
-        "latent_fused_min_units", "latent_fused_tiled", "weight_prefetch_l2", "gemv_k_tail"}) {
+        "latent_fused_min_units", "latent_fused_tiled", "weight_prefetch_l2", "gemv_k_tail",
+        "attn_block"}) {
     CHECK(error_of(json{{gone, 0}}) == std::string("unknown config key 'kernels.") + gone + "'");
     CHECK(error_of(json{{"gemv_max_rows", 8}, {gone, 1}}) ==
           std::string("unknown config key 'kernels.") + gone + "'");
@@ -125,10 +118,6 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.mlp_block' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"mlp_block", true}}) ==
         "config key 'kernels.mlp_block' must be an integer in 0..1, got true");
-  CHECK(error_of(json{{"attn_block", 2}}) ==
-        "config key 'kernels.attn_block' must be an integer in 0..1, got 2");
-  CHECK(error_of(json{{"attn_block", -1}}) ==
-        "config key 'kernels.attn_block' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
   CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
@@ -159,10 +148,5 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o.mlp_block = 2;
   CHECK(kernel_options_error(o) == "mlp_block must be 0 or 1");
   o.mlp_block = 1;
-  CHECK(kernel_options_error(o).empty());
-  o = KernelOptions{};
-  o.attn_block = 2;
-  CHECK(kernel_options_error(o) == "attn_block must be 0 or 1");
-  o.attn_block = 1;
   CHECK(kernel_options_error(o).empty());
 }
