@@ -44,10 +44,14 @@ __device__ __forceinline__ void fp8x16_to_bf16(const uint4& codes, float scale,
 // out[4..7] = values 8..15.
 __device__ __forceinline__ void fp8x16_to_f16(const uint4& codes, uint32_t (&out)[8]) {
   const uint32_t c32[4] = {codes.x, codes.y, codes.z, codes.w};
+  auto cvt = [](uint32_t two_codes) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two_codes), __NV_E4M3);
+    return uint32_t(h.x) | (uint32_t(h.y) << 16);
+  };
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(out[2 * k]) : "h"(uint16_t(c32[k] & 0xffffu)));
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(out[2 * k + 1]) : "h"(uint16_t(c32[k] >> 16)));
+    out[2 * k] = cvt(c32[k] & 0xffffu);
+    out[2 * k + 1] = cvt(c32[k] >> 16);
   }
 }
 
@@ -241,17 +245,19 @@ __device__ __forceinline__ void column_scales(const float* tile_scale, float2 (&
     c[nb] = *reinterpret_cast<const float2*>(tile_scale + 8 * nb + 2 * (lane % 4));
 }
 
-// Scores of the latent part from f16 queries and code values: s[nb][e] times its column's scale
-// and its row's query factor (row_factor[i]: rows lane/4 and lane/4 + 8).
+// Scores of the latent part from f16 queries and code values: s[nb][e] times its row's query
+// factor (row_factor[i]: rows lane/4 and lane/4 + 8), then its column's scale (in this order, so
+// the intermediate never exceeds the score's own magnitude by much: the factor undoes the
+// query's scaling into f16 range).
 template <int NB>
 __device__ __forceinline__ void scale_latent_scores(float (&s)[NB][4], const float2 (&c)[NB],
                                                     const float (&row_factor)[2]) {
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
-    s[nb][0] *= c[nb].x * row_factor[0];
-    s[nb][1] *= c[nb].y * row_factor[0];
-    s[nb][2] *= c[nb].x * row_factor[1];
-    s[nb][3] *= c[nb].y * row_factor[1];
+    s[nb][0] = s[nb][0] * row_factor[0] * c[nb].x;
+    s[nb][1] = s[nb][1] * row_factor[0] * c[nb].y;
+    s[nb][2] = s[nb][2] * row_factor[1] * c[nb].x;
+    s[nb][3] = s[nb][3] * row_factor[1] * c[nb].y;
   }
 }
 
