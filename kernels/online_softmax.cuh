@@ -89,8 +89,11 @@ __device__ __forceinline__ void probability_fragment(const float (&s)[NB][4], in
 // the row's running max of P x scale (so P' <= 1 and its largest terms keep f16's full
 // precision), and corr into the factor the row's accumulator needs: corr x g_old / g_new. The
 // accumulator then holds O / g: the row's result is its accumulator times g, over l (the sum of
-// the unscaled P, as online_softmax_update keeps it). A row whose every scale so far is 0 keeps g
-// 0 and P' 0 (its values are zeros).
+// the unscaled P, as online_softmax_update keeps it). g starts at 0 and never falls below
+// kFoldMinG once a tile is folded, so 1 / g stays finite (P x scale below 2^-114 then reaches f16's
+// subnormals: terms under 2^-114 x 448 of the row's result, whose largest probability is 1).
+constexpr float kFoldMinG = 0x1p-100f;
+
 template <int NB>
 __device__ __forceinline__ void fold_value_scales(float (&s)[NB][4], const float2 (&c)[NB],
                                                   float (&g)[2], float (&corr)[2]) {
@@ -109,9 +112,10 @@ __device__ __forceinline__ void fold_value_scales(float (&s)[NB][4], const float
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-    const float kept = g[i] * corr[i], g_new = fmaxf(kept, mx[i]);
-    inv[i] = g_new > 0.0f ? 1.0f / g_new : 0.0f;
-    corr[i] = kept * inv[i];
+    const float kept = g[i] * corr[i], g_new = fmaxf(fmaxf(kept, mx[i]), kFoldMinG);
+    inv[i] = 1.0f / g_new;
+    // g unchanged (in the running max's units): the accumulator keeps its scale exactly.
+    corr[i] = g_new > kept ? kept * inv[i] : 1.0f;
     g[i] = g_new;
   }
 #pragma unroll
