@@ -111,9 +111,10 @@ __device__ __forceinline__ void tma_fp8_tail(uint32_t dst, uint32_t bar, const C
 // kThreads threads take part (thread tid: row tid / (kThreads / kBN)); convert(cb, codes, out)
 // turns 16 codes of code block cb into 8 words of 16-bit values. Code blocks whose 16-bit blocks
 // lie wholly below the codes are converted straight from shared memory; the others are read into
-// registers first, and `sync` (a barrier of the kThreads) separates every read of a code from the
-// writes that cover it. The caller makes the writes visible to their readers (fence_proxy_async
-// for wgmma, then a barrier).
+// registers first, and `sync` separates every read of a code from the writes that cover it. A
+// write covers only codes of its own row, and a row's threads are consecutive lanes of one warp,
+// so a warp barrier (__syncwarp) suffices. The caller makes the writes visible to their readers
+// (fence_proxy_async for wgmma, then a barrier).
 template <int kBN, int kThreads, int kCodeBlocks, int kAt, class Convert, class Sync>
 __device__ __forceinline__ void fp8_tile_convert(uint32_t tile, int valid, int tid, Convert convert,
                                                  Sync sync) {

@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     if constexpr (kFp8) {
       fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
-                                                 valid, tid, [] { __syncthreads(); });
+                                                 valid, tid, [] { __syncwarp(); });
       if (tid % 2 == 0) tile_scale_s[stage * C::kBN + tid / 2] = scale[0];
     }
     if (valid < C::kBN) {

@@ -12,7 +12,8 @@
 // Tiles arrive by TMA (thread 0, one mbarrier per stage, the 128-byte swizzle); a stage is refilled
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
-// Each barrier alternates strictly between its two roles, so no phase can be joined early.
+// Each barrier alternates strictly between its two roles, so no phase can be joined early. FP8:
+// 6 = tile converted (all 256 threads).
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's codes (d_c per row) into the upper half of
 // the stage's latent blocks and its bf16 k_pe into the rope block; both warpgroups then write the
 // code values, unscaled, as f16 over the latent blocks (one exact conversion per two codes,
@@ -165,7 +166,7 @@ __global__ void __launch_bounds__(256, 1)
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
     const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    fp8_tile_to_f16<C::kBN, 256, D / 128, D / 128>(kt, valid, tid, [] { named_barrier(5, 256); });
+    fp8_tile_to_f16<C::kBN, 256, D / 128, D / 128>(kt, valid, tid, [] { __syncwarp(); });
     if (tid % (256 / C::kBN) == 0) tile_scale_s[stage * C::kBN + tid / (256 / C::kBN)] = scale;
     if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, tid, 256);
     fence_proxy_async();
