@@ -6,7 +6,7 @@
 // boxes smaller than a tile), over sequences of 1000, 77 and 1 positions (the long one splits into
 // several chunks: partials and the merge). Rows no sequence wrote hold NaN codes and scales: a
 // kernel that let one into a result fails. Values span the E4M3 range (fp8_test_util.h). A second
-// case stresses the latent kernels' folded scales (per-token scales 2^20 apart inside a tile and
+// case stresses the decode kernels' folded scales (per-token scales 2^20 apart inside a tile and
 // from tile to tile, tiles of small scales after large ones and before, all-zero groups, query
 // rows of amax 1e4 and 1e-3, one long sequence split into chunks).
 #include <catch2/catch.hpp>
@@ -202,7 +202,7 @@ TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the sam
       check_shape(rng, s, ps, {1000, 77, 1}, spanning, [](int32_t) { return 1.0f; });
 }
 
-TEST_CASE("cuda latent attention folds adversarial fp8 scales as the cpu reference does",
+TEST_CASE("cuda decode attention folds adversarial fp8 scales as the cpu reference does",
           "[gpu][fp8][attention][scales]") {
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
@@ -213,6 +213,7 @@ TEST_CASE("cuda latent attention folds adversarial fp8 scales as the cpu referen
       {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
       {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
       {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
+      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
   };
   const RowsFn adversarial = [](std::mt19937& r, const Shape& s, const std::vector<int32_t>& seq,
                                 const std::vector<int32_t>& pos) {
@@ -230,10 +231,10 @@ TEST_CASE("cuda latent attention folds adversarial fp8 scales as the cpu referen
     return h % 3 == 0 ? 1e4f : h % 3 == 1 ? 1e-3f : 1.0f;
   };
   for (const Shape& s : shapes) {
-    // Multi-token steps of latent-128 run on the prefill kernel, whose tiles hold code x scale
-    // rounded to bf16: with a 1e4 query row against 2^10 keys that rounding moves scores by
+    // Multi-token steps of latent-128 and K/V run on the prefill kernel, whose tiles hold code x
+    // scale rounded to bf16: with a 1e4 query row against 2^10 keys that rounding moves scores by
     // thousands and flips near-ties, so it is held to the spanning values above only.
-    const bool chunk = s.path != AttentionPath::kLatent128;
+    const bool chunk = s.path == AttentionPath::kLatent256 || s.path == AttentionPath::kLatent512;
     // One long sequence (batch 1: split into chunks) and three of lengths no tile divides.
     check_shape(rng, s, 64, {2500}, adversarial, head_scale, chunk);
     check_shape(rng, s, 16, {1000, 333, 77}, adversarial, head_scale, chunk);
