@@ -13,19 +13,20 @@
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
 // Each barrier alternates strictly between its two roles, so no phase can be joined early. FP8:
-// 6 and 7 = tile converted (wg1 arrives, wg0 syncs; by tile parity).
+// 6 = tile converted (all 256 threads). Both warpgroups convert a tile once it arrives: a
+// warpgroup converting the next tile ahead would hold its P.V of this one, and with it the
+// stage's refill, until the next tile arrives (two stages: a refill per memory latency).
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's codes (d_c per row) into the upper half of
-// the stage's latent blocks and its bf16 k_pe into the rope block; warpgroup 1 then writes the
+// the stage's latent blocks and its bf16 k_pe into the rope block; both warpgroups then write the
 // code values, unscaled, as f16 over the latent blocks (one exact conversion per two codes,
 // fp8_tile.cuh; rows past the end as zeros) and the tile's per-token scales to shared memory (0
-// past the end), a tile ahead: it converts tile j + 1 while warpgroup 0 scores tile j. The scales
-// are folded out of the tile: the query's latent part is f16 (once per CTA, each row times a power
-// of two, q_latent_to_f16); warpgroup 0 scores the latent dims with an f16 chain, multiplies the
-// scores by scale_t x row factor, then accumulates the rope dims' bf16 chain onto them (one
-// accumulator: the registers hold o and s already). P' = P x scale_t / g in f16
-// (online_softmax.cuh: fold_value_scales, g the row's running max of P x scale_t) is what both
-// warpgroups multiply into the f16 code values and what warpgroup 0 publishes; the published
-// factors carry g_old / g_new, and each row's result is its accumulator times g over l.
+// past the end). The scales are folded out of the tile: the query's latent part is f16 (once per
+// CTA, each row times a power of two, q_latent_to_f16); warpgroup 0 scores the latent dims with
+// an f16 chain, multiplies the scores by scale_t x row factor, then accumulates the rope dims'
+// bf16 chain onto them (one accumulator: the registers hold o and s already). P' = P x scale_t /
+// g in f16 (online_softmax.cuh: fold_value_scales, g the row's running max of P x scale_t) is
+// what both warpgroups multiply into the f16 code values and what warpgroup 0 publishes; the
+// published factors carry g_old / g_new, and each row's result is its accumulator times g over l.
 #include "kernels/latent_wide_attention.h"
 
 #include <cuda_bf16.h>
@@ -155,30 +156,23 @@ __global__ void __launch_bounds__(256, 1)
       tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
     }
   };
-  // FP8: warpgroup 1 converts tile j in its stage (rows past the end zeroed, the rope block's
-  // too) and stores its per-token scales, then arrives on named barrier 6 + (j & 1), which
-  // warpgroup 0 syncs before scoring the tile. Warpgroup 1 converts tile j + 1 while warpgroup 0
-  // scores tile j, so it may arrive for tile j + 1 before warpgroup 0 has synced for tile j: two
-  // ids, by parity (it cannot arrive for tile j + 2 before warpgroup 0 has published P of tile j,
-  // after its sync for tile j). The scale of the thread's row is read before the tile's wait.
+  // FP8: both warpgroups convert tile j in its stage (rows past the end zeroed, the rope block's
+  // too) and store its per-token scales, then the tile is visible to both warpgroups' wgmmas. The
+  // scale of this thread's row is read before the tile's wait.
   const int group = kFp8 ? tile.a_offset / p.fp8.group_width : 0;
-  auto convert_tile = [&](int j) {
-    constexpr int kTpr = 128 / C::kBN;  // threads per row
-    const int wtid = tid - 128, stage = j % C::kStages;
-    const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
+  auto fp8_scale = [&](int j) {
+    return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / (256 / C::kBN), item.kv_end,
+                         group);
+  };
+  auto dequantize = [&](int j, float scale) {
+    const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
     const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-    const float scale =
-        fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + wtid / kTpr, item.kv_end, group);
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    fp8_tile_to_f16<C::kBN, 128, D / 128, D / 128>(kt, valid, wtid, [] { __syncwarp(); });
-    if (wtid % kTpr == 0) tile_scale_s[stage * C::kBN + wtid / kTpr] = scale;
-    if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, wtid, 128);
+    fp8_tile_to_f16<C::kBN, 256, D / 128, D / 128>(kt, valid, tid, [] { __syncwarp(); });
+    if (tid % (256 / C::kBN) == 0) tile_scale_s[stage * C::kBN + tid / (256 / C::kBN)] = scale;
+    if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, tid, 256);
     fence_proxy_async();
-    // Constant ids (a computed id makes the compiler reserve all 16 barriers).
-    if (j & 1)
-      named_barrier_arrive(7, 256);
-    else
-      named_barrier_arrive(6, 256);
+    named_barrier(6, 256);
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
@@ -236,13 +230,11 @@ __global__ void __launch_bounds__(256, 1)
       const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
       const int valid = item.kv_end - start;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-      if constexpr (kFp8) {  // warpgroup 1 converted the tile
-        if (j & 1)
-          named_barrier(7, 256);
-        else
-          named_barrier(6, 256);
+      if constexpr (kFp8) {
+        dequantize(j, fp8_scale(j));
+      } else {
+        mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
       }
-      mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
       if (!kFp8 && valid < C::kBN) {
         // Rows past the end hold stale shared memory or other tokens: zero them so that the
         // masked (zero) probabilities never meet a NaN or Inf in P.V.
@@ -337,14 +329,10 @@ __global__ void __launch_bounds__(256, 1)
     named_barrier_arrive(4, 256);
   } else {
     const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
-    if constexpr (kFp8)
-      if (n_tiles > 0) convert_tile(0);
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-      // FP8: the next tile (its stage was refilled once both warpgroups were done with tile j - 1).
-      if constexpr (kFp8)
-        if (j + 1 < n_tiles) convert_tile(j + 1);
+      if constexpr (kFp8) dequantize(j, fp8_scale(j));
       named_barrier(1, 256);
       // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
