@@ -156,14 +156,23 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     row_end[i] = row_kv_end<true>(p, item, rows, row, rows_valid);
   }
 
+  // FP8: the K and V scales of row tid / 2 of tile j, 0 past the end. Tile j + 1's are read
+  // during tile j (a dependent load through the page list: read at its tile's start, its latency
+  // would stall every tile).
+  auto kv_scales = [&](int j, float(&scale)[2]) {
+    const int pos = item.kv_begin + j * C::kBN + tid / 2;
+    scale[0] = fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / C::kD);
+    scale[1] = fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / C::kD);
+  };
+  float scale_next[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) kv_scales(0, scale_next);
+
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages;
     const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
     if constexpr (kFp8) {
-      // The K and V scales of row tid / 2, read before the wait.
-      const int pos = item.kv_begin + j * C::kBN + tid / 2;
-      const float scale[2] = {fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / C::kD),
-                              fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / C::kD)};
+      const float scale[2] = {scale_next[0], scale_next[1]};
+      kv_scales(j + 1, scale_next);
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
       fp8_tile_to_f16<C::kBN, C::kThreads, 2, 2>(smem_addr(ring + stage * C::kStageBytes), valid,
                                                  tid, [] { __syncwarp(); });

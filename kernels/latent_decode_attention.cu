@@ -157,10 +157,14 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 #pragma unroll
   for (int i = 0; i < 2; ++i) row_end[i] = item.kv_end;
   const uint32_t q_addr = smem_addr(q_s);
+  // FP8: the scale of tile j + 1 is read during tile j (a dependent load through the page list:
+  // read at its tile's start, its latency would stall every tile).
+  float scale_next = kFp8 ? row_scale(0) : 0.0f;
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    const float scale[1] = {kFp8 ? row_scale(j) : 0.0f};  // issued before the wait
+    const float scale[1] = {scale_next};
+    if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     if constexpr (kFp8) {
       fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),

@@ -158,7 +158,8 @@ __global__ void __launch_bounds__(256, 1)
   };
   // FP8: both warpgroups convert tile j in its stage (rows past the end zeroed, the rope block's
   // too) and store its per-token scales, then the tile is visible to both warpgroups' wgmmas. The
-  // scale of this thread's row is read before the tile's wait.
+  // scale of this thread's row of tile j + 1 is read during tile j (a dependent load through the
+  // page list: read at its tile's start, its latency would stall every tile).
   const int group = kFp8 ? tile.a_offset / p.fp8.group_width : 0;
   auto fp8_scale = [&](int j) {
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / (256 / C::kBN), item.kv_end,
@@ -222,6 +223,7 @@ __global__ void __launch_bounds__(256, 1)
                        ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
                        : item.kv_end;
     const uint32_t q_addr = smem_addr(q_s);
+    float scale_next = kFp8 ? fp8_scale(0) : 0.0f;
     float row_factor[2] = {1.0f, 1.0f};
     if constexpr (kFp8)
 #pragma unroll
@@ -231,7 +233,9 @@ __global__ void __launch_bounds__(256, 1)
       const int valid = item.kv_end - start;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
       if constexpr (kFp8) {
-        dequantize(j, fp8_scale(j));
+        const float scale = scale_next;
+        scale_next = fp8_scale(j + 1);
+        dequantize(j, scale);
       } else {
         mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
       }
@@ -329,10 +333,15 @@ __global__ void __launch_bounds__(256, 1)
     named_barrier_arrive(4, 256);
   } else {
     const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+    float scale_next = kFp8 ? fp8_scale(0) : 0.0f;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-      if constexpr (kFp8) dequantize(j, fp8_scale(j));
+      if constexpr (kFp8) {
+        const float scale = scale_next;
+        scale_next = fp8_scale(j + 1);
+        dequantize(j, scale);
+      }
       named_barrier(1, 256);
       // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
