@@ -20,6 +20,8 @@ struct Field {
 constexpr Field kFields[] = {
     {"gemv_max_rows", &KernelOptions::gemv_max_rows, 0, KernelOptions::kMaxGemvRows},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
+    {"attention_early_stream", &KernelOptions::attention_early_stream, 0, 1},
+    {"attention_inline_merge", &KernelOptions::attention_inline_merge, 0, 1},
 };
 
 }  // namespace

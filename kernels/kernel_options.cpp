@@ -9,6 +9,10 @@ std::string kernel_options_error(const KernelOptions& o) {
   if (o.kv_split_per_sm < 0 || o.kv_split_per_sm > KernelOptions::kMaxKvSplitPerSm)
     return "kv_split_per_sm must be in 0.." + std::to_string(KernelOptions::kMaxKvSplitPerSm) +
            " (0: automatic)";
+  if (o.attention_early_stream < 0 || o.attention_early_stream > 1)
+    return "attention_early_stream must be 0 or 1";
+  if (o.attention_inline_merge < 0 || o.attention_inline_merge > 1)
+    return "attention_inline_merge must be 0 or 1";
   return "";
 }
 

@@ -20,6 +20,13 @@ struct KernelOptions {
   // Split-KV target of the K/V decode kernel in CTAs per SM; 0: one per SM unless that leaves
   // SMs idle (kv_split_target in kernels/kv_decode_attention.cu).
   int kv_split_per_sm = 0;
+  // 1: the decode attention kernels (latent 128/256/512, K/V 128) launch with PDL and request
+  // their first cache tiles before waiting for the previous kernel, when those tiles cannot hold
+  // a row this step writes (kernels/README.md, "Decode attention's fixed cost").
+  int attention_early_stream = 0;
+  // 1: in those kernels, the last CTA of a split (token, head tile) group merges the group's
+  // partials (the merge kernel's order, bit for bit), so no merge kernel is launched after them.
+  int attention_inline_merge = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

@@ -21,6 +21,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 
+#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -29,7 +30,9 @@
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
+#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -52,6 +55,7 @@ struct LatentConfig {
   // FP8: + the per-token scales of each stage's tile and the query rows' factors.
   static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
   static constexpr int kMinBlocks = 2;
+  static_assert(kSmem >= 1024 + 48 * 1024, "the inline merge takes up to 48 KB");
 };
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
@@ -80,23 +84,28 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 
   // Row r is head tile.head0 + r of the item's one token.
   const int t0 = item.token, rows_valid = tile.rows;
-  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const int seq = p.token_seq[t0];
+  const int32_t* pages = p.page_indices + p.page_indptr[seq];
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's heads) in one cp.async group. Chunk index fastest: 8
   // consecutive threads copy one 128 B line of a row.
-  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = i / C::kChunks, ch = i % C::kChunks;
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    if (row < rows_valid)
-      cp_async16(
-          dst,
-          q + int64_t(t0) * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
-          16);
-    else
-      cp_async16(dst, q, 0);
-  }
+  auto load_query = [&] {
+    for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+      const int row = i / C::kChunks, ch = i % C::kChunks;
+      const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+      if (row < rows_valid)
+        cp_async16(dst,
+                   q + int64_t(t0) * p.q_token_stride +
+                       int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
+                   16);
+      else
+        cp_async16(dst, q, 0);
+    }
+    cp_async_commit();
+  };
+  if (!p.early_stream) load_query();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
@@ -130,11 +139,25 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / 2, item.kv_end,
                          tile.a_offset / 128);
   };
-  cp_async_commit();  // the query rows
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
+  // Early streaming: the first stages' tiles that hold no row this step writes are requested
+  // before pdl_wait() (attention_tile.cuh: early_tiles; the plan, page tables and positions are
+  // complete, pdl.cuh), and so is tile 0's scale row for FP8; the query (the previous kernels'
+  // output) and every other tile after it.
+  const int first_tiles = min(C::kStages - 1, n_tiles);
+  int issued = 0;
+  float scale_next = 0.0f;
+  if (p.early_stream) {
+    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
+    if (tid == 0)
+      for (int s = 0; s < issued; ++s) tma_tile(s, s);
+    if (kFp8 && issued > 0) scale_next = row_scale(0);
+    pdl_wait();
+    load_query();
+  }
   if (tid == 0)
-    for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
+    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
   // FP8: this thread's rows' query factors (rows lane / 4 and lane / 4 + 8 of the warp's 16) and
   // running value-scale maxima.
@@ -159,7 +182,7 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   const uint32_t q_addr = smem_addr(q_s);
   // FP8: the scale of tile j + 1 is read during tile j (a dependent load through the page list:
   // read at its tile's start, its latency would stall every tile).
-  float scale_next = kFp8 ? row_scale(0) : 0.0f;
+  if (kFp8 && issued == 0) scale_next = row_scale(0);
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
@@ -252,6 +275,9 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     wgmma_commit();
     wgmma_wait_all();
   }
+  // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
+  // grid's completion before reading its output: it may launch now.
+  if (p.early_stream) pdl_launch_dependents();
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -284,6 +310,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
+  // Inline merge: the shared window is free (every tile requested has been consumed).
+  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan, reinterpret_cast<float*>(smem));
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -324,14 +352,15 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
-    return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
-                            LatentConfig::kFp8Smem, stream, p, tiles, plan, map, tail);
+    return launch_plan_grid_pdl(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
+                                LatentConfig::kFp8Smem, p.early_stream, stream, p, tiles, plan, map,
+                                tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
-                   LatentConfig::kSmem, stream, p, tiles, plan, map, map);
+  launch_plan_grid_pdl(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
+                       LatentConfig::kSmem, p.early_stream, stream, p, tiles, plan, map, map);
 }
 
 }  // namespace mlra::cuda

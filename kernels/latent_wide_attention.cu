@@ -39,7 +39,9 @@
 #include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
+#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
+#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -69,6 +71,7 @@ struct WideConfig {
   // FP8: + the per-token scales of each stage's tile and the query rows' factors.
   static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
   static_assert(kFp8Smem <= 232448, "exceeds the 227 KB of shared memory per block");
+  static_assert(kSmem >= 1024 + 48 * 1024, "the inline merge takes up to 48 KB");
 };
 
 #ifdef MLRA_LATENT_WGMMA
@@ -108,26 +111,30 @@ __global__ void __launch_bounds__(256, 1)
 
   // Rows are token-major (token, head) pairs (query packing, split_kv_plan.h).
   const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
-  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const int seq = p.token_seq[t0];
+  const int32_t* pages = p.page_indices + p.page_indptr[seq];
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's rows) by every thread's cp.async; 8 consecutive threads copy
   // one 128 B line of a row.
-  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = i / C::kChunks, ch = i % C::kChunks;
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    const int token = kPacked ? t0 + row / tile.rows : t0;
-    const int head = kPacked ? row % tile.rows : row;
-    if (row < rows_valid)
-      cp_async16(dst,
-                 q + int64_t(token) * p.q_token_stride +
-                     int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
-                 16);
-    else
-      cp_async16(dst, q, 0);
-  }
-  cp_async_commit();
+  auto load_query = [&] {
+    for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+      const int row = i / C::kChunks, ch = i % C::kChunks;
+      const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+      const int token = kPacked ? t0 + row / tile.rows : t0;
+      const int head = kPacked ? row % tile.rows : row;
+      if (row < rows_valid)
+        cp_async16(dst,
+                   q + int64_t(token) * p.q_token_stride +
+                       int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
+                   16);
+      else
+        cp_async16(dst, q, 0);
+    }
+    cp_async_commit();
+  };
+  if (!p.early_stream) load_query();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
@@ -177,8 +184,23 @@ __global__ void __launch_bounds__(256, 1)
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
+  // Early streaming: the first stages' tiles that hold no row this step writes are requested
+  // before pdl_wait() (attention_tile.cuh: early_tiles; the plan, page tables and positions are
+  // complete, pdl.cuh), and so is tile 0's scale row for FP8; the query (the previous kernels'
+  // output) and every other tile after it.
+  const int first_tiles = min(C::kStages, n_tiles);
+  int issued = 0;
+  float scale0 = 0.0f;
+  if (p.early_stream) {
+    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
+    if (tid == 0)
+      for (int s = 0; s < issued; ++s) tma_tile(s, s);
+    if (kFp8 && issued > 0) scale0 = fp8_scale(0);
+    pdl_wait();
+    load_query();
+  }
   if (tid == 0)
-    for (int s = 0; s < C::kStages && s < n_tiles; ++s) tma_tile(s, s);
+    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
   if constexpr (kFp8) {
     __syncthreads();  // every thread's query rows have landed
@@ -223,7 +245,7 @@ __global__ void __launch_bounds__(256, 1)
                        ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
                        : item.kv_end;
     const uint32_t q_addr = smem_addr(q_s);
-    float scale_next = kFp8 ? fp8_scale(0) : 0.0f;
+    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
     float row_factor[2] = {1.0f, 1.0f};
     if constexpr (kFp8)
 #pragma unroll
@@ -333,7 +355,7 @@ __global__ void __launch_bounds__(256, 1)
     named_barrier_arrive(4, 256);
   } else {
     const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
-    float scale_next = kFp8 ? fp8_scale(0) : 0.0f;
+    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
@@ -363,7 +385,11 @@ __global__ void __launch_bounds__(256, 1)
     }
   }
 
-  // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
+  // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
+  // grid's completion before reading its output: it may launch now.
+  if (p.early_stream) pdl_launch_dependents();
+
+    // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = my_row[i];
@@ -393,6 +419,8 @@ __global__ void __launch_bounds__(256, 1)
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
+  // Inline merge: the shared window is free (every tile requested has been consumed).
+  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan, reinterpret_cast<float*>(smem));
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -404,8 +432,8 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
   using C = WideConfig<D>;
   auto* kernel = plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true, kFp8>
                                                 : latent_wide_kernel<D, false, kFp8>;
-  launch_plan_grid(kernel, plan, tiles, C::kThreads, kFp8 ? C::kFp8Smem : C::kSmem, stream, p,
-                   tiles, plan, map, tail);
+  launch_plan_grid_pdl(kernel, plan, tiles, C::kThreads, kFp8 ? C::kFp8Smem : C::kSmem,
+                       p.early_stream, stream, p, tiles, plan, map, tail);
 }
 
 template <bool kFp8>

@@ -33,22 +33,30 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == KernelOptions::kMaxGemvRows);
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
+  CHECK(o.attention_early_stream == 0);
+  CHECK(o.attention_inline_merge == 0);
   CHECK(kernel_options_error(o).empty());
 }
 
 TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_options]") {
   const json defaults = to_json(KernelOptions{});
-  CHECK(defaults == json{{"gemv_max_rows", 8}, {"kv_split_per_sm", 0}});
+  CHECK(defaults == json{{"gemv_max_rows", 8},
+                         {"kv_split_per_sm", 0},
+                         {"attention_early_stream", 0},
+                         {"attention_inline_merge", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
-    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split) {
-      KernelOptions o;
-      o.gemv_max_rows = rows;
-      o.kv_split_per_sm = split;
-      const json j = to_json(o);
-      CHECK(j.size() == 2);
-      CHECK(parse_kernel_options(j) == o);
-      CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
-    }
+    for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
+      for (int attn = 0; attn < 4; ++attn) {
+        KernelOptions o;
+        o.gemv_max_rows = rows;
+        o.kv_split_per_sm = split;
+        o.attention_early_stream = attn & 1;
+        o.attention_inline_merge = attn >> 1;
+        const json j = to_json(o);
+        CHECK(j.size() == defaults.size());
+        CHECK(parse_kernel_options(j) == o);
+        CHECK(parse_kernel_options(json::parse(j.dump())) == o);  // through text, as workers do
+      }
   // A partial object sets its keys and leaves the rest at their defaults.
   const KernelOptions partial = parse_kernel_options(json{{"kv_split_per_sm", 2}});
   CHECK(partial.kv_split_per_sm == 2);
@@ -84,6 +92,12 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 3");
   CHECK(error_of(json{{"kv_split_per_sm", 1.5}}) ==
         "config key 'kernels.kv_split_per_sm' must be an integer in 0..2, got 1.5");
+  CHECK(error_of(json{{"attention_early_stream", 2}}) ==
+        "config key 'kernels.attention_early_stream' must be an integer in 0..1, got 2");
+  CHECK(error_of(json{{"attention_inline_merge", -1}}) ==
+        "config key 'kernels.attention_inline_merge' must be an integer in 0..1, got -1");
+  CHECK(error_of(json{{"attention_inline_merge", true}}) ==
+        "config key 'kernels.attention_inline_merge' must be an integer in 0..1, got true");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
   CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
@@ -110,4 +124,12 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   CHECK(kernel_options_error(o).empty());
   o.gemv_max_rows = -1;
   CHECK(kernel_options_error(o) == "gemv_max_rows must be in 0..8");
+  o = KernelOptions{};
+  o.attention_early_stream = 2;
+  CHECK(kernel_options_error(o) == "attention_early_stream must be 0 or 1");
+  o.attention_early_stream = 1;
+  o.attention_inline_merge = 1;
+  CHECK(kernel_options_error(o).empty());
+  o.attention_inline_merge = -1;
+  CHECK(kernel_options_error(o) == "attention_inline_merge must be 0 or 1");
 }

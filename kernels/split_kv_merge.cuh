@@ -1,0 +1,164 @@
+// The split-KV merge of one (token, head tile, head row): o = sum_i 2^(lse_i - M) o_i / sum_i
+// 2^(lse_i - M) over the row's chunk partials, in one fixed order. Two callers run the same code,
+// so their results agree bit for bit: the merge kernel (split_kv_plan.cu, a block of 256 threads
+// per row) and the decode attention kernels' inline merge (attention_inline_merge: the last CTA
+// of a split group merges every row of the group, 128 or 256 threads).
+// The order is that of 256 "merge threads": a block of kThreads threads plays them, thread x
+// standing in for merge threads x, x + kThreads, ... (each with its own registers); a warp of
+// merge threads is always one real warp, so the shuffles and the shared-memory sums see the same
+// operands in the same order for every kThreads.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/dtype_access.cuh"
+#include "kernels/paged_attention_cuda.h"
+#include "kernels/split_kv_plan.h"
+
+namespace mlra::cuda {
+
+constexpr int kMergeThreads = 256;
+
+// Floats of shared memory merge_row needs: [8] warp results, weights [max_partials], then sums
+// [pgroups][v_dim]. merge_if_last adds a flag word in front.
+__host__ __device__ inline int merge_smem_floats(int max_partials, int v_dim) {
+  const int units = v_dim % 4 == 0 ? v_dim / 4 : v_dim;
+  const int pgroups = units >= kMergeThreads ? 1 : kMergeThreads / units;
+  return 8 + max_partials + pgroups * v_dim;
+}
+
+// Reduces v[k] of merge thread threadIdx.x + k * kThreads over all 256 (max or sum) and returns
+// the result to every thread: warp shuffles, then the 8 warp results in order.
+template <int kThreads>
+__device__ __forceinline__ float merge_reduce(float (&v)[kMergeThreads / kThreads], bool is_max,
+                                              float* red) {
+#pragma unroll
+  for (int k = 0; k < kMergeThreads / kThreads; ++k) {
+    for (int o = 16; o > 0; o >>= 1) {
+      const float y = __shfl_xor_sync(0xffffffffu, v[k], o);
+      v[k] = is_max ? fmaxf(v[k], y) : v[k] + y;
+    }
+    if (threadIdx.x % 32 == 0) red[(threadIdx.x + k * kThreads) / 32] = v[k];
+  }
+  __syncthreads();
+  float r = red[0];
+  for (int i = 1; i < kMergeThreads / 32; ++i) r = is_max ? fmaxf(r, red[i]) : r + red[i];
+  __syncthreads();
+  return r;
+}
+
+// Merges the m.count partials of head row `row` of token t (tile ti of tiles_count, the token's
+// rows at m.row_block * tile.rows in its group's CTA) into the output. All kThreads threads call
+// it. Partials are read through L2 (ld.global.cg): the inline merge reads what other CTAs wrote
+// during this kernel. kVec 4: float4 columns (v_dim % 4 == 0).
+template <int kThreads, int kVec>
+__device__ void merge_row(const AttentionParams& p, int tiles_count, int ti, const HeadTile& tile,
+                          int t, const TokenMerge& m, int row, int max_partials, float* smem) {
+  constexpr int kV = kMergeThreads / kThreads;
+  float* red = smem;
+  float* weights = smem + 8;
+  float* sums = weights + max_partials;
+  const int packed_row = m.row_block * tile.rows + row;
+  auto slot_row = [&](int i) {
+    return (int64_t(m.first_partial + i) * tiles_count + ti) * p.rows_max + packed_row;
+  };
+  float v[kV];
+#pragma unroll
+  for (int k = 0; k < kV; ++k) {
+    v[k] = -INFINITY;
+    for (int i = threadIdx.x + k * kThreads; i < m.count; i += kMergeThreads)
+      v[k] = fmaxf(v[k], __ldcg(p.partial_lse + slot_row(i)));
+  }
+  const float mx = merge_reduce<kThreads>(v, true, red);
+#pragma unroll
+  for (int k = 0; k < kV; ++k) {
+    v[k] = 0.0f;
+    for (int i = threadIdx.x + k * kThreads; i < m.count; i += kMergeThreads) {
+      // A chunk wholly past this row's causal end has lse -inf: weight 0 (the first chunk starts
+      // at position 0, so mx is finite).
+      const float w = exp2f(__ldcg(p.partial_lse + slot_row(i)) - mx);
+      weights[i] = w;
+      v[k] += w;
+    }
+  }
+  const float sum = merge_reduce<kThreads>(v, false, red);  // its barrier publishes weights[]
+  const float inv = 1.0f / sum;
+  const float* po = p.partial_o + slot_row(0) * p.v_dim;
+  const int64_t step = int64_t(tiles_count) * p.rows_max * p.v_dim;  // next slot, same row
+  const int units = p.v_dim / kVec;                                  // kVec columns each
+  const int pgroups = max(1, kMergeThreads / units);
+  const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+  for (int u0 = 0; u0 < units; u0 += kMergeThreads) {  // more than 256 units: several passes
+#pragma unroll
+    for (int k = 0; k < kV; ++k) {
+      const int x = int(threadIdx.x) + k * kThreads;
+      const int unit = u0 + x % units, pg = x / units;
+      float acc[kVec] = {};
+      if (pg < pgroups && unit < units) {
+        const float* col = po + unit * kVec;
+#pragma unroll 8
+        for (int i = pg; i < m.count; i += pgroups) {
+          const float w = weights[i];
+          if constexpr (kVec == 4) {
+            const float4 c = __ldcg(reinterpret_cast<const float4*>(col + i * step));
+            acc[0] += w * c.x, acc[1] += w * c.y, acc[2] += w * c.z, acc[3] += w * c.w;
+          } else {
+            acc[0] += w * __ldcg(col + i * step);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) sums[pg * p.v_dim + unit * kVec + j] = acc[j];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kV; ++k)
+      for (int d = int(threadIdx.x) + k * kThreads; d < min(units - u0, kMergeThreads) * kVec;
+           d += kMergeThreads) {
+        const int c = u0 * kVec + d;
+        float s = 0.0f;
+        for (int g = 0; g < pgroups; ++g) s += sums[g * p.v_dim + c];
+        store_from_f32(p.out, p.out_dtype, out_row + c, s * inv);
+      }
+    __syncthreads();  // sums is rewritten by the next pass
+  }
+}
+
+// Inline merge (attention_inline_merge), called by every thread of a decode attention CTA once
+// its rows' partials are written (item.partial >= 0): each CTA of a split (token group, head
+// tile) group bumps the group's counter; the one that completes the group merges all its rows,
+// in the merge kernel's order, and resets the counter to 0 for the next launch (graph replays
+// included). smem: merge_smem_floats(...) + 1 floats of shared memory no longer in use.
+// The release: every thread fences its partial writes before the CTA's arrival; the acquire: the
+// last CTA fences after seeing the count, then reads the partials through L2. The CTA's item and
+// tile are read again here: kept in registers through the attention's main loop, they made the
+// wide FP8 kernel spill.
+template <int kThreads>
+__device__ __forceinline__ void merge_if_last(const AttentionParams& p, const HeadTiles& tiles,
+                                              const SplitKvPlan& plan, float* smem) {
+  const SplitKvItem item = plan.items[blockIdx.x];
+  if (item.partial < 0) return;
+  const HeadTile tile = tiles.tile[blockIdx.y];
+  const TokenMerge first = plan.merges[item.token];
+  int* counter = p.merge_counters + int64_t(first.first_partial) * tiles.count + blockIdx.y;
+  int* last = reinterpret_cast<int*>(smem);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) *last = atomicAdd(counter, 1) == first.count - 1;
+  __syncthreads();
+  if (!*last) return;
+  __threadfence();
+  const int max_partials = plan.shape.max_partials();
+  for (int u = 0; u < item.num_tokens; ++u) {
+    const TokenMerge m = plan.merges[item.token + u];
+    for (int row = 0; row < tile.rows; ++row)
+      merge_row<kThreads, 4>(p, tiles.count, int(blockIdx.y), tile, item.token + u, m, row,
+                             max_partials, smem + 1);
+  }
+  if (threadIdx.x == 0) *counter = 0;
+}
+
+}  // namespace mlra::cuda
