@@ -52,10 +52,13 @@ __device__ __forceinline__ int row_kv_end(const AttentionParams& p, const SplitK
 // they read, at position 0). A tile whose positions all lie below the smallest position of this
 // step's tokens of the item's sequence therefore holds rows of earlier steps only. token_seq and
 // token_pos are step uploads, complete before the step's first kernel. Every lane of the calling
-// warp must call it (a warp-wide minimum).
+// warp must call it (a warp-wide minimum). Steps of more than kEarlyScanTokens tokens (prefill)
+// stream nothing early: the scan would cost more than the latency it hides.
+constexpr int kEarlyScanTokens = 1024;
 template <int kBN>
 __device__ __forceinline__ int early_tiles(const AttentionParams& p, int num_tokens, int seq,
                                            int kv_begin, int limit) {
+  if (num_tokens > kEarlyScanTokens) return 0;
   int horizon = 0x7fffffff;
   for (int u = int(threadIdx.x % 32); u < num_tokens; u += 32)
     if (__ldg(p.token_seq + u) == seq) horizon = min(horizon, __ldg(p.token_pos + u));

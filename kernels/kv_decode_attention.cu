@@ -321,8 +321,9 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       if (d == 0) p.partial_lse[slot_row] = sum > 0.0f ? mx + log2f(sum) : -INFINITY;
     }
   }
-  // Inline merge: the ring's combine states are read (merge_if_last synchronises first).
-  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan, reinterpret_cast<float*>(ring));
+  // Inline merge: the shared memory is free once the combine states are read (merge_if_last
+  // synchronises first).
+  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan);
 }
 
 }  // namespace

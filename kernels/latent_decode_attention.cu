@@ -310,8 +310,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
-  // Inline merge: the shared window is free (every tile requested has been consumed).
-  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan, reinterpret_cast<float*>(smem));
+  // Inline merge: the shared memory is free (every tile requested has been consumed).
+  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif

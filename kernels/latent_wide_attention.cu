@@ -82,8 +82,10 @@ __device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
 }
 #endif
 
-// kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h).
-template <int D, bool kPacked, bool kFp8>
+// kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h). kInlineMerge:
+// p.merge_counters is set (attention_inline_merge); a compile-time switch, as the merge's code in
+// the kernel made the FP8 d_c 512 kernel spill.
+template <int D, bool kPacked, bool kFp8, bool kInlineMerge>
 __global__ void __launch_bounds__(256, 1)
     latent_wide_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                        const __grid_constant__ CUtensorMap cache_map,
@@ -419,8 +421,8 @@ __global__ void __launch_bounds__(256, 1)
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
-  // Inline merge: the shared window is free (every tile requested has been consumed).
-  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan, reinterpret_cast<float*>(smem));
+  // Inline merge: the shared memory is free (every tile requested has been consumed).
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -430,8 +432,11 @@ template <int D, bool kFp8>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
   using C = WideConfig<D>;
-  auto* kernel = plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true, kFp8>
-                                                : latent_wide_kernel<D, false, kFp8>;
+  const bool packed = plan.shape.tokens_per_item > 1, inline_merge = p.merge_counters != nullptr;
+  auto* kernel = packed ? (inline_merge ? latent_wide_kernel<D, true, kFp8, true>
+                                        : latent_wide_kernel<D, true, kFp8, false>)
+                        : (inline_merge ? latent_wide_kernel<D, false, kFp8, true>
+                                        : latent_wide_kernel<D, false, kFp8, false>);
   launch_plan_grid_pdl(kernel, plan, tiles, C::kThreads, kFp8 ? C::kFp8Smem : C::kSmem,
                        p.early_stream, stream, p, tiles, plan, map, tail);
 }

@@ -131,16 +131,24 @@ __device__ void merge_row(const AttentionParams& p, int tiles_count, int ti, con
 // its rows' partials are written (item.partial >= 0): each CTA of a split (token group, head
 // tile) group bumps the group's counter; the one that completes the group merges all its rows,
 // in the merge kernel's order, and resets the counter to 0 for the next launch (graph replays
-// included). smem: merge_smem_floats(...) + 1 floats of shared memory no longer in use.
+// included). It takes merge_smem_floats(...) + 1 floats at the start of the dynamic shared memory
+// (addressed from its own symbol, so no pointer stays live through the caller's main loop): the
+// caller must be done with it.
 // The release: every thread fences its partial writes before the CTA's arrival; the acquire: the
-// last CTA fences after seeing the count, then reads the partials through L2. The CTA's item and
-// tile are read again here: kept in registers through the attention's main loop, they made the
-// wide FP8 kernel spill.
+// last CTA fences after seeing the count, then reads the partials through L2. The CTA's item is
+// read again here, through L2 (ld.global.cg): the compiler would otherwise reuse the kernel's
+// first read and keep its fields in registers through the main loop (the wide FP8 kernel spilled).
 template <int kThreads>
 __device__ __forceinline__ void merge_if_last(const AttentionParams& p, const HeadTiles& tiles,
-                                              const SplitKvPlan& plan, float* smem) {
-  const SplitKvItem item = plan.items[blockIdx.x];
+                                              const SplitKvPlan& plan) {
+  extern __shared__ __align__(16) float merge_smem[];
+  float* smem = merge_smem;
+  const SplitKvItem* at = plan.items + blockIdx.x;
+  SplitKvItem item;
+  item.partial = __ldcg(&at->partial);
   if (item.partial < 0) return;
+  item.token = __ldcg(&at->token);
+  item.num_tokens = __ldcg(&at->num_tokens);
   const HeadTile tile = tiles.tile[blockIdx.y];
   const TokenMerge first = plan.merges[item.token];
   int* counter = p.merge_counters + int64_t(first.first_partial) * tiles.count + blockIdx.y;
