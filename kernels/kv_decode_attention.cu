@@ -71,8 +71,10 @@ static_assert(KvConfig::kCombineBytes <= KvConfig::kStages * KvConfig::kStageByt
 static_assert(KvConfig::kStages * KvConfig::kStageBytes >= 48 * 1024,
               "the inline merge takes up to 48 KB of the ring");
 
-// kFp8: cache_map is the code map (make_fp8_code_map).
-template <bool kFp8>
+// kFp8: cache_map is the code map (make_fp8_code_map). kInlineMerge: p.merge_counters is set
+// (attention_inline_merge); a compile-time switch, so the default kernel carries none of the
+// merge's code (as latent_wide_attention.cu).
+template <bool kFp8, bool kInlineMerge>
 __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     kv_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                         const __grid_constant__ CUtensorMap cache_map) {
@@ -323,7 +325,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   }
   // Inline merge: the shared memory is free once the combine states are read (merge_if_last
   // synchronises first).
-  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan);
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
 }
 
 }  // namespace
@@ -367,13 +369,15 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
                    "kv attention: an FP8 tile reads one 128-wide group for K and one for V");
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_code_map(p, map),
                  "kv attention: no tensor map for the FP8 cache");
-    return launch_plan_grid_pdl(kv_attention_kernel<true>, plan, tiles, KvConfig::kThreads,
-                                KvConfig::kFp8Smem, p.early_stream, stream, p, tiles, plan, map);
+    return launch_plan_grid_pdl(
+        p.merge_counters ? kv_attention_kernel<true, true> : kv_attention_kernel<true, false>, plan,
+        tiles, KvConfig::kThreads, KvConfig::kFp8Smem, p.early_stream, stream, p, tiles, plan, map);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "kv attention: no tensor map for the cache");
-  launch_plan_grid_pdl(kv_attention_kernel<false>, plan, tiles, KvConfig::kThreads, KvConfig::kSmem,
-                       p.early_stream, stream, p, tiles, plan, map);
+  launch_plan_grid_pdl(
+      p.merge_counters ? kv_attention_kernel<false, true> : kv_attention_kernel<false, false>, plan,
+      tiles, KvConfig::kThreads, KvConfig::kSmem, p.early_stream, stream, p, tiles, plan, map);
 }
 
 }  // namespace mlra::cuda

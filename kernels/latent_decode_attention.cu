@@ -60,7 +60,9 @@ struct LatentConfig {
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
-template <bool kFp8>
+// kInlineMerge: p.merge_counters is set (attention_inline_merge); a compile-time switch, so the
+// default kernel carries none of the merge's code (as latent_wide_attention.cu).
+template <bool kFp8, bool kInlineMerge>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                             const __grid_constant__ CUtensorMap cache_map,
@@ -311,7 +313,7 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     }
   }
   // Inline merge: the shared memory is free (every tile requested has been consumed).
-  if (p.merge_counters) merge_if_last<C::kThreads>(p, tiles, plan);
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -352,15 +354,18 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
-    return launch_plan_grid_pdl(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
-                                LatentConfig::kFp8Smem, p.early_stream, stream, p, tiles, plan, map,
-                                tail);
+    return launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<true, true>
+                                                 : latent_attention_kernel<true, false>,
+                                plan, tiles, LatentConfig::kThreads, LatentConfig::kFp8Smem,
+                                p.early_stream, stream, p, tiles, plan, map, tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid_pdl(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
-                       LatentConfig::kSmem, p.early_stream, stream, p, tiles, plan, map, map);
+  launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<false, true>
+                                        : latent_attention_kernel<false, false>,
+                       plan, tiles, LatentConfig::kThreads, LatentConfig::kSmem, p.early_stream,
+                       stream, p, tiles, plan, map, map);
 }
 
 }  // namespace mlra::cuda
