@@ -51,7 +51,8 @@ std::vector<std::vector<float>> run_calls(const PagedAttentionArgs& a, const Ten
     attn.plan(a, nullptr);
     attn.run(a, nullptr);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    const bool decode_kernel = attn.path() != AttentionPath::kGeneric && !attn.uses_prefill_kernel();
+    const bool decode_kernel =
+        attn.path() != AttentionPath::kGeneric && !attn.uses_prefill_kernel();
     INFO("call " << c);
     CHECK(attn.ran_early_stream() == (o.attention_early_stream && decode_kernel && c > 0));
     CHECK(attn.ran_inline_merge() == (o.attention_inline_merge && decode_kernel));
@@ -78,7 +79,7 @@ void check_bf16(const Layout& l, const Problem& p, AttentionPath expected) {
   auto& [cpu, gpu] = backends();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed << " heads " << l.heads << " d " << l.a_dim << " page " << l.page_size
-                << " batch " << p.seq_len.size() << " queries/seq " << p.queries_per_seq);
+               << " batch " << p.seq_len.size() << " queries/seq " << p.queries_per_seq);
   std::mt19937 rng(seed);
   const Host h = build(l, p, rng);
   const int seqs = int(p.seq_len.size());
@@ -157,10 +158,14 @@ TEST_CASE("decode attention options: early streaming and inline merge keep every
       cache.upload();
       const int32_t T = int32_t(lens.size()), qw = s.a_dim + s.r_dim, vd = s.a_dim;
       const std::vector<float> q = rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
-      auto args = [&](Backend& b, const PagedCacheView& view, DType act, std::vector<Tensor>& keep) {
-        keep = {make(b, {T, s.heads * qw}, act, q), b.alloc({T, s.heads * vd}, act),
-                make_i32(b, step_seq),              make_i32(b, step_pos),
-                make_i32(b, indptr),                make_i32(b, indices)};
+      auto args = [&](Backend& b, const PagedCacheView& view, DType act,
+                      std::vector<Tensor>& keep) {
+        keep = {make(b, {T, s.heads * qw}, act, q),
+                b.alloc({T, s.heads * vd}, act),
+                make_i32(b, step_seq),
+                make_i32(b, step_pos),
+                make_i32(b, indptr),
+                make_i32(b, indices)};
         PagedAttentionArgs a;
         a.kernel = latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
         a.q = keep[0].data;
@@ -211,7 +216,8 @@ TEST_CASE("decode attention options: a two-layer step recorded in a CUDA graph, 
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  for (const Layout& l : {latent(1, 64, 128, 64), latent(1, 16, 512, 64), kv_split(8, 1, 128, 64)}) {
+  for (const Layout& l :
+       {latent(1, 64, 128, 64), latent(1, 16, 512, 64), kv_split(8, 1, 128, 64)}) {
     INFO("heads " << l.heads << " d " << l.a_dim);
     const Problem p{{15000}};
     // Two layers over the same step metadata (positions, page tables), each its own cache and q.
