@@ -243,7 +243,6 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
       merge_counter_count_ = grown;
     }
   }
-  plan_launched_ = false;
   // The partials of a later layer may need more room (more head tiles) without changing the plan:
   // a grown workspace moves the plan, so it is recomputed then too.
   if (in_step_ && plan_valid_ && key == plan_key_ && workspace_ == before) return;
@@ -305,10 +304,11 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.partial_o = reinterpret_cast<float*>(static_cast<char*>(workspace_) + partial_offset_);
   p.partial_lse = p.partial_o + rows * size_t(a.v_dim);
   // The decode kernels' options (kernels/README.md, "Decode attention's fixed cost"). Early
-  // streaming reads the plan before pdl_wait(): not right after the plan kernel. The inline merge
-  // takes the kernels' shared memory, at least the merge kernel's 48 KB.
+  // streaming reads the plan before pdl_wait(): not in the first run() after the plan kernel. The
+  // inline merge takes the kernels' shared memory, at least the merge kernel's 48 KB.
   const bool decode_kernel = !prefill_ && path_ != AttentionPath::kGeneric;
   p.early_stream = decode_kernel && early_stream_ && !plan_launched_;
+  plan_launched_ = false;  // a later run() without plan() follows this one's kernels
   const bool inline_merge = decode_kernel && inline_merge_ && a.v_dim % 4 == 0 &&
                             split_kv_merge_smem_bytes(plan_, a.v_dim) + 4 <= 48 * 1024;
   if (inline_merge) {

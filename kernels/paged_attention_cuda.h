@@ -69,7 +69,7 @@ struct AttentionParams {
   // kernel requests the cache tiles of its first pipeline stages that lie wholly below every row
   // this step writes for the sequence before pdl_wait(), the rest (and Q) after it. Only when the
   // split-KV plan was computed two or more kernels back (pdl.cuh: the plan, the page tables and
-  // the positions are then complete).
+  // the positions are then complete: not in the first run() after a plan kernel).
   bool early_stream = false;
   // Non-null: the CTA completing a split group merges it (split_kv_merge.cuh: merge_if_last) and
   // no merge kernel runs. One counter per (group's first partial slot, tile), 0 between launches.
@@ -168,8 +168,8 @@ class CudaPagedAttention {
   PlanKey plan_key_;
   int64_t plans_computed_ = 0;
   bool prefill_ = false;  // the current plan runs on the prefill kernel
-  // The last plan() launched the plan kernel: the attention right after it must not read the plan
-  // before pdl_wait(), so it runs without early streaming.
+  // plan() launched the plan kernel and no run() has followed: the attention right after it must
+  // not read the plan before pdl_wait(), so that run() streams nothing early.
   bool plan_launched_ = false;
   // Inline merge counters (AttentionParams::merge_counters), zeroed once when allocated; the
   // kernels leave them 0. Outgrown buffers stay allocated (a recording may point at them).
