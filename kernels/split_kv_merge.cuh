@@ -136,8 +136,8 @@ __device__ void merge_row(const AttentionParams& p, int tiles_count, int ti, con
 // caller must be done with it.
 // The release: every thread fences its partial writes before the CTA's arrival; the acquire: the
 // last CTA fences after seeing the count, then reads the partials through L2. The CTA's item is
-// read again here, through L2 (ld.global.cg): the compiler would otherwise reuse the kernel's
-// first read and keep its fields in registers through the main loop (the wide FP8 kernel spilled).
+// read again here (through L2: a plain load could be merged with the kernel's first read) rather
+// than kept in registers through the caller's main loop.
 template <int kThreads>
 __device__ __forceinline__ void merge_if_last(const AttentionParams& p, const HeadTiles& tiles,
                                               const SplitKvPlan& plan) {
