@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   }
   // Inline merge: the shared memory is free once the combine states are read (merge_if_last
   // synchronises first).
-  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads, C::kD>(p, tiles, plan);
 }
 
 }  // namespace

@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     }
   }
   // Inline merge: the shared memory is free (every tile requested has been consumed).
-  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads, C::kD>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif

@@ -422,7 +422,7 @@ __global__ void __launch_bounds__(256, 1)
     }
   }
   // Inline merge: the shared memory is free (every tile requested has been consumed).
-  if constexpr (kInlineMerge) merge_if_last<C::kThreads>(p, tiles, plan);
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads, D>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif

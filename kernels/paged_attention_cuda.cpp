@@ -305,12 +305,12 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   p.partial_lse = p.partial_o + rows * size_t(a.v_dim);
   // The decode kernels' options (kernels/README.md, "Decode attention's fixed cost"). Early
   // streaming reads the plan before pdl_wait(): not in the first run() after the plan kernel. The
-  // inline merge takes the kernels' shared memory, at least the merge kernel's 48 KB.
+  // inline merge takes up to 48 KB of the kernels' shared memory (each has more).
   const bool decode_kernel = !prefill_ && path_ != AttentionPath::kGeneric;
   p.early_stream = decode_kernel && early_stream_ && !plan_launched_;
   plan_launched_ = false;  // a later run() without plan() follows this one's kernels
-  const bool inline_merge = decode_kernel && inline_merge_ && a.v_dim % 4 == 0 &&
-                            split_kv_merge_smem_bytes(plan_, a.v_dim) + 4 <= 48 * 1024;
+  const bool inline_merge =
+      decode_kernel && inline_merge_ && split_kv_inline_merge_smem_bytes(plan_) <= 48 * 1024;
   if (inline_merge) {
     MLRA_REQUIRE(merge_counters_ != nullptr &&
                      merge_counter_count_ >= size_t(plan_.shape.max_partials()) * batch_tiles,

@@ -166,6 +166,10 @@ size_t split_kv_merge_smem_bytes(const SplitKvPlan& plan, int v_dim) {
   return sizeof(float) * size_t(merge_smem_floats(plan.shape.max_partials(), v_dim));
 }
 
+size_t split_kv_inline_merge_smem_bytes(const SplitKvPlan& plan) {
+  return sizeof(float) * (1 + 8 * size_t(plan.shape.max_partials()));
+}
+
 size_t split_kv_plan_bytes(const SplitKvShape& s) {
   return align256(sizeof(SplitKvItem) * size_t(s.max_items())) +
          align256(sizeof(TokenMerge) * size_t(s.num_tokens)) +
