@@ -2,9 +2,8 @@
 // 2^(lse_i - M) over the row's chunk partials, in one fixed order: that of 256 "merge threads"
 // (per-thread partial sums, shuffle trees within each warp of them, the 8 warp results in order;
 // columns by float4 units, each unit's partials in kPG groups summed in order). Two forms compute
-// exactly these operations, so their results agree bit for bit: merge_row, a block per row (the
-// merge kernel, split_kv_plan.cu; a block of kThreads threads plays the 256, thread x standing
-// in for merge threads x, x + kThreads, ...), and merge_row_warp, a warp per row (the decode
+// exactly these operations, so their results agree bit for bit: merge_row, a block of the 256 per
+// row (the merge kernel, split_kv_plan.cu), and merge_row_warp, a warp per row (the decode
 // attention kernels' inline merge, attention_inline_merge: the CTA that completes a split group
 // merges all its rows, its warps in parallel).
 #pragma once
@@ -23,26 +22,21 @@ namespace mlra::cuda {
 constexpr int kMergeThreads = 256;
 
 // Floats of shared memory merge_row needs: [8] warp results, weights [max_partials], then sums
-// [pgroups][v_dim] (merge_row).
+// [pgroups][v_dim].
 __host__ __device__ inline int merge_smem_floats(int max_partials, int v_dim) {
   const int units = v_dim % 4 == 0 ? v_dim / 4 : v_dim;
   const int pgroups = units >= kMergeThreads ? 1 : kMergeThreads / units;
   return 8 + max_partials + pgroups * v_dim;
 }
 
-// Reduces v[k] of merge thread threadIdx.x + k * kThreads over all 256 (max or sum) and returns
-// the result to every thread: warp shuffles, then the 8 warp results in order.
-template <int kThreads>
-__device__ __forceinline__ float merge_reduce(float (&v)[kMergeThreads / kThreads], bool is_max,
-                                              float* red) {
-#pragma unroll
-  for (int k = 0; k < kMergeThreads / kThreads; ++k) {
-    for (int o = 16; o > 0; o >>= 1) {
-      const float y = __shfl_xor_sync(0xffffffffu, v[k], o);
-      v[k] = is_max ? fmaxf(v[k], y) : v[k] + y;
-    }
-    if (threadIdx.x % 32 == 0) red[(threadIdx.x + k * kThreads) / 32] = v[k];
+// Reduces v over the block (max or sum) and returns the result to every thread: warp shuffles,
+// then the 8 warp results in order.
+__device__ __forceinline__ float merge_reduce(float v, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, y) : v + y;
   }
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
   __syncthreads();
   float r = red[0];
   for (int i = 1; i < kMergeThreads / 32; ++i) r = is_max ? fmaxf(r, red[i]) : r + red[i];
@@ -51,13 +45,14 @@ __device__ __forceinline__ float merge_reduce(float (&v)[kMergeThreads / kThread
 }
 
 // Merges the m.count partials of head row `row` of token t (tile ti of tiles_count, the token's
-// rows at m.row_block * tile.rows in its group's CTA) into the output. All kThreads threads call
-// it. Partials are read through L2 (ld.global.cg): the inline merge reads what other CTAs wrote
-// during this kernel. kVec 4: float4 columns (v_dim % 4 == 0).
-template <int kThreads, int kVec>
-__device__ void merge_row(const AttentionParams& p, int tiles_count, int ti, const HeadTile& tile,
-                          int t, const TokenMerge& m, int row, int max_partials, float* smem) {
-  constexpr int kV = kMergeThreads / kThreads;
+// rows at m.row_block * tile.rows in its group's CTA) into the output: the merge kernel's block
+// of kMergeThreads threads. The block spreads both the columns (float4 "units" when kVec is 4)
+// and the partials (groups of threads taking every pgroups-th partial, 8 loads in flight each)
+// over its threads, then sums the groups in shared memory in a fixed order.
+template <int kVec>
+__device__ __forceinline__ void merge_row(const AttentionParams& p, int tiles_count, int ti,
+                                          const HeadTile& tile, int t, const TokenMerge& m, int row,
+                                          int max_partials, float* smem) {
   float* red = smem;
   float* weights = smem + 8;
   float* sums = weights + max_partials;
@@ -65,64 +60,50 @@ __device__ void merge_row(const AttentionParams& p, int tiles_count, int ti, con
   auto slot_row = [&](int i) {
     return (int64_t(m.first_partial + i) * tiles_count + ti) * p.rows_max + packed_row;
   };
-  float v[kV];
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    v[k] = -INFINITY;
-    for (int i = threadIdx.x + k * kThreads; i < m.count; i += kMergeThreads)
-      v[k] = fmaxf(v[k], __ldcg(p.partial_lse + slot_row(i)));
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < m.count; i += kMergeThreads)
+    mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
+  mx = merge_reduce(mx, true, red);
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < m.count; i += kMergeThreads) {
+    // A chunk wholly past this row's causal end has lse -inf: weight 0 (the first chunk starts
+    // at position 0, so mx is finite).
+    const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
+    weights[i] = w;
+    sum += w;
   }
-  const float mx = merge_reduce<kThreads>(v, true, red);
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    v[k] = 0.0f;
-    for (int i = threadIdx.x + k * kThreads; i < m.count; i += kMergeThreads) {
-      // A chunk wholly past this row's causal end has lse -inf: weight 0 (the first chunk starts
-      // at position 0, so mx is finite).
-      const float w = exp2f(__ldcg(p.partial_lse + slot_row(i)) - mx);
-      weights[i] = w;
-      v[k] += w;
-    }
-  }
-  const float sum = merge_reduce<kThreads>(v, false, red);  // its barrier publishes weights[]
+  sum = merge_reduce(sum, false, red);  // its barrier also publishes weights[]
   const float inv = 1.0f / sum;
   const float* po = p.partial_o + slot_row(0) * p.v_dim;
   const int64_t step = int64_t(tiles_count) * p.rows_max * p.v_dim;  // next slot, same row
   const int units = p.v_dim / kVec;                                  // kVec columns each
   const int pgroups = max(1, kMergeThreads / units);
-  const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
   for (int u0 = 0; u0 < units; u0 += kMergeThreads) {  // more than 256 units: several passes
-#pragma unroll
-    for (int k = 0; k < kV; ++k) {
-      const int x = int(threadIdx.x) + k * kThreads;
-      const int unit = u0 + x % units, pg = x / units;
-      float acc[kVec] = {};
-      if (pg < pgroups && unit < units) {
-        const float* col = po + unit * kVec;
+    const int unit = u0 + int(threadIdx.x) % units, pg = int(threadIdx.x) / units;
+    float acc[kVec] = {};
+    if (pg < pgroups && unit < units) {
+      const float* col = po + unit * kVec;
 #pragma unroll 8
-        for (int i = pg; i < m.count; i += pgroups) {
-          const float w = weights[i];
-          if constexpr (kVec == 4) {
-            const float4 c = __ldcg(reinterpret_cast<const float4*>(col + i * step));
-            acc[0] += w * c.x, acc[1] += w * c.y, acc[2] += w * c.z, acc[3] += w * c.w;
-          } else {
-            acc[0] += w * __ldcg(col + i * step);
-          }
+      for (int i = pg; i < m.count; i += pgroups) {
+        const float w = weights[i];
+        if constexpr (kVec == 4) {
+          const float4 v = *reinterpret_cast<const float4*>(col + i * step);
+          acc[0] += w * v.x, acc[1] += w * v.y, acc[2] += w * v.z, acc[3] += w * v.w;
+        } else {
+          acc[0] += w * col[i * step];
         }
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) sums[pg * p.v_dim + unit * kVec + j] = acc[j];
       }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) sums[pg * p.v_dim + unit * kVec + j] = acc[j];
     }
     __syncthreads();
-#pragma unroll
-    for (int k = 0; k < kV; ++k)
-      for (int d = int(threadIdx.x) + k * kThreads; d < min(units - u0, kMergeThreads) * kVec;
-           d += kMergeThreads) {
-        const int c = u0 * kVec + d;
-        float s = 0.0f;
-        for (int g = 0; g < pgroups; ++g) s += sums[g * p.v_dim + c];
-        store_from_f32(p.out, p.out_dtype, out_row + c, s * inv);
-      }
+    const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+    for (int d = threadIdx.x; d < min(units - u0, kMergeThreads) * kVec; d += kMergeThreads) {
+      const int c = u0 * kVec + d;
+      float v = 0.0f;
+      for (int g = 0; g < pgroups; ++g) v += sums[g * p.v_dim + c];
+      store_from_f32(p.out, p.out_dtype, out_row + c, v * inv);
+    }
     __syncthreads();  // sums is rewritten by the next pass
   }
 }

@@ -137,11 +137,9 @@ __global__ void __launch_bounds__(kPlanThreads)
 }
 
 // grid (merge list entries, tiles, head rows): combines the chunk partials of one (token, head)
-// row (split_kv_merge.cuh). Only tokens of multi-chunk groups are listed, so a prefill step
-// launches no empty blocks. A batch-1 decode has few rows (8 for GQA TP8, 64 for MLRA-4 TP4) over
-// up to ~260 partials each, so the block spreads both the columns (float4 "units" when v_dim % 4
-// == 0) and the partials (groups of threads taking every pgroups-th partial, 8 loads in flight
-// each) over its threads, then sums the groups in shared memory in a fixed order.
+// row (split_kv_merge.cuh: merge_row). Only tokens of multi-chunk groups are listed, so a prefill
+// step launches no empty blocks. A batch-1 decode has few rows (8 for GQA TP8, 64 for MLRA-4
+// TP4) over up to ~260 partials each, hence a block of 256 threads per row.
 template <int kVec>
 __global__ void __launch_bounds__(kMergeThreads)
     merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
@@ -152,8 +150,7 @@ __global__ void __launch_bounds__(kMergeThreads)
   const TokenMerge m = plan.merges[t];
   const HeadTile tile = tiles.tile[ti];
   if (m.count <= 1 || row >= tile.rows) return;
-  merge_row<kMergeThreads, kVec>(p, tiles.count, ti, tile, t, m, row, plan.shape.max_partials(),
-                                 smem);
+  merge_row<kVec>(p, tiles.count, ti, tile, t, m, row, plan.shape.max_partials(), smem);
 }
 
 size_t align256(size_t n) {
