@@ -10,12 +10,18 @@
 // Shared tiles use the 128-byte swizzle (hopper_ptx.cuh: swizzled_offset): the layout TMA writes
 // and wgmma reads. Warp rg of the one warpgroup: rows 16rg..16rg+15, all 128 value columns.
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's 128 codes per row into the second latent
-// block of the stage and its bf16 k_pe as usual; the warpgroup then writes code value x row scale
-// as bf16 over both latent blocks (fp8_tile.cuh; rows past the end as zeros), so the wgmma chain is
-// unchanged.
+// block of the stage and its bf16 k_pe as usual; the warpgroup writes the code values, unscaled,
+// as f16 over both latent blocks (one exact conversion per two codes, fp8_tile.cuh; rows past the
+// end as zeros) and the tile's per-token scales to shared memory (0 past the end). The scales are
+// folded out of the tile: the query's latent part is f16 (once per CTA, each row times a power of
+// two, q_latent_to_f16), the latent scores an f16 wgmma chain beside the bf16 rope chain, and
+// S = scale_t x row factor x (q'_lat . code_t) + q_pe . k_pe_t. P.V multiplies the f16 code values
+// by P' = P x scale_t / g (online_softmax.cuh: fold_value_scales; g the row's running max of
+// P x scale_t, so P' <= 1) and the result is the accumulator times g over l.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
+#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -24,7 +30,9 @@
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
+#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
+#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -44,12 +52,17 @@ struct LatentConfig {
   static constexpr int kChunks = (kD + kR) / 8;  // 16 B chunks per cached row
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 8 * kStages;
+  // FP8: + the per-token scales of each stage's tile and the query rows' factors.
+  static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
   static constexpr int kMinBlocks = 2;
+  static_assert(kSmem >= 1024 + 48 * 1024, "the inline merge takes up to 48 KB");
 };
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
-template <bool kFp8>
+// kInlineMerge: p.merge_counters is set (attention_inline_merge); a compile-time switch, so the
+// default kernel carries none of the merge's code (as latent_wide_attention.cu).
+template <bool kFp8, bool kInlineMerge>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                             const __grid_constant__ CUtensorMap cache_map,
@@ -65,27 +78,36 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   bf16* k_s = reinterpret_cast<bf16*>(smem + C::kQBytes);
   const uint32_t full_bar = smem_addr(smem + C::kQBytes + C::kStages * C::kStageBytes);
+  // FP8 only: [kStages][kBN] per-token scales, then the kM query rows' factors.
+  float* tile_scale_s =
+      reinterpret_cast<float*>(smem + C::kQBytes + C::kStages * C::kStageBytes + 8 * C::kStages);
+  float* row_factor_s = tile_scale_s + C::kStages * C::kBN;
   const int tid = threadIdx.x, lane = tid % 32, rg = tid / 32;
 
   // Row r is head tile.head0 + r of the item's one token.
   const int t0 = item.token, rows_valid = tile.rows;
-  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const int seq = p.token_seq[t0];
+  const int32_t* pages = p.page_indices + p.page_indptr[seq];
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's heads) in one cp.async group. Chunk index fastest: 8
   // consecutive threads copy one 128 B line of a row.
-  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = i / C::kChunks, ch = i % C::kChunks;
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    if (row < rows_valid)
-      cp_async16(
-          dst,
-          q + int64_t(t0) * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
-          16);
-    else
-      cp_async16(dst, q, 0);
-  }
+  auto load_query = [&] {
+    for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+      const int row = i / C::kChunks, ch = i % C::kChunks;
+      const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+      if (row < rows_valid)
+        cp_async16(dst,
+                   q + int64_t(t0) * p.q_token_stride +
+                       int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
+                   16);
+      else
+        cp_async16(dst, q, 0);
+    }
+    cp_async_commit();
+  };
+  if (!p.early_stream) load_query();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
@@ -119,12 +141,36 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / 2, item.kv_end,
                          tile.a_offset / 128);
   };
-  cp_async_commit();  // the query rows
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
+  // Early streaming: the first stages' tiles that hold no row this step writes are requested
+  // before pdl_wait() (attention_tile.cuh: early_tiles; the plan, page tables and positions are
+  // complete, pdl.cuh), and so is tile 0's scale row for FP8; the query (the previous kernels'
+  // output) and every other tile after it.
+  const int first_tiles = min(C::kStages - 1, n_tiles);
+  int issued = 0;
+  float scale_next = 0.0f;
+  if (p.early_stream) {
+    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
+    if (tid == 0)
+      for (int s = 0; s < issued; ++s) tma_tile(s, s);
+    if (kFp8 && issued > 0) scale_next = row_scale(0);
+    pdl_wait();
+    load_query();
+  }
   if (tid == 0)
-    for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
+    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
+  // FP8: this thread's rows' query factors (rows lane / 4 and lane / 4 + 8 of the warp's 16) and
+  // running value-scale maxima.
+  float row_factor[2] = {1.0f, 1.0f}, g_r[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) {
+    __syncthreads();  // every thread's query rows have landed
+    q_latent_to_f16<C::kM, D, C::kThreads>(smem_addr(q_s), row_factor_s, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[rg * 16 + lane / 4 + 8 * i];
+  }
 
   float o[16][4];
 #pragma unroll
@@ -136,14 +182,20 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 #pragma unroll
   for (int i = 0; i < 2; ++i) row_end[i] = item.kv_end;
   const uint32_t q_addr = smem_addr(q_s);
+  // FP8: the scale of tile j + 1 is read during tile j (a dependent load through the page list:
+  // read at its tile's start, its latency would stall every tile).
+  if (kFp8 && issued == 0) scale_next = row_scale(0);
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    const float scale[1] = {kFp8 ? row_scale(j) : 0.0f};  // issued before the wait
+    const float scale[1] = {scale_next};
+    if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    if constexpr (kFp8)
-      fp8_tile_dequantize<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
-                                                     valid, scale, tid, [] { __syncthreads(); });
+    if constexpr (kFp8) {
+      fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
+                                                 valid, tid, [] { __syncwarp(); });
+      if (tid % 2 == 0) tile_scale_s[stage * C::kBN + tid / 2] = scale[0];
+    }
     if (valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens: zero them so that the masked
       // (zero) probabilities never meet a NaN or Inf in P.V (FP8: the latent part is zeroed by
@@ -164,14 +216,22 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
     const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
-    // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain.
-    float s[C::kBN / 8][4];
+    // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain
+    // (FP8: the latent dims into their own f16 accumulator, folded in below).
+    float s[C::kBN / 8][4], s_lat[C::kBN / 8][4];
 #pragma unroll
     for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    if constexpr (kFp8)
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i)
+        s_lat[i][0] = s_lat[i][1] = s_lat[i][2] = s_lat[i][3] = 0.0f;
     auto score_step = [&](int k0) {
       const uint32_t in_block = uint32_t(k0 & 63) * 2;
       const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
       const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+      if constexpr (kFp8) {
+        if (k0 < D) return wgmma_n64<true>(s_lat, da, db, 1);
+      }
       wgmma_n64(s, da, db, 1);
     };
     wgmma_fence();
@@ -182,20 +242,44 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     wgmma_commit();
     wgmma_wait_all();
 
-    online_softmax_step<false>(s, o, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r);
+    if constexpr (kFp8) {
+      float2 cs[C::kBN / 8];
+      column_scales(tile_scale_s + stage * C::kBN, cs);
+      scale_latent_scores(s_lat, cs, row_factor);
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] += s_lat[i][e];
+      float corr[2];
+      online_softmax_update<false>(s, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r,
+                                   corr);
+      fold_value_scales(s, cs, g_r, corr);
+      rescale_rows(o, corr);
+    } else {
+      online_softmax_step<false>(s, o, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r);
+    }
 
     // o += P . V with V = the tile's latent columns: 64 rows x 128 value columns, P from
-    // registers, V read once per warpgroup from the swizzled tile (MN-major).
+    // registers, V read once per warpgroup from the swizzled tile (MN-major). FP8: P' and the
+    // code values, f16.
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < C::kBN / 16; ++kk) {
       uint32_t a[4];
-      probability_fragment(s, kk, a);
-      wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      if constexpr (kFp8) {
+        probability_fragment_f16(s, kk, a);
+        wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      } else {
+        probability_fragment(s, kk, a);
+        wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      }
     }
     wgmma_commit();
     wgmma_wait_all();
   }
+  // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
+  // grid's completion before reading its output: it may launch now.
+  if (p.early_stream) pdl_launch_dependents();
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -206,7 +290,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
     if (row >= rows_valid) continue;
-    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    // 0: a chunk past the row's end. FP8: the accumulator holds O / g.
+    const float inv = (l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f) * (kFp8 ? g_r[i] : 1.0f);
     if (item.partial < 0) {
       const int64_t base = int64_t(t0) * p.out_token_stride +
                            int64_t(tile.head0 + row) * p.out_head_stride + (lane % 4) * 2;
@@ -227,6 +312,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
+  // Inline merge: the shared memory is free (every tile requested has been consumed).
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads, C::kD>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -267,14 +354,18 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
-    return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
-                            LatentConfig::kSmem, stream, p, tiles, plan, map, tail);
+    return launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<true, true>
+                                                 : latent_attention_kernel<true, false>,
+                                plan, tiles, LatentConfig::kThreads, LatentConfig::kFp8Smem,
+                                p.early_stream, stream, p, tiles, plan, map, tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
-                   LatentConfig::kSmem, stream, p, tiles, plan, map, map);
+  launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<false, true>
+                                        : latent_attention_kernel<false, false>,
+                       plan, tiles, LatentConfig::kThreads, LatentConfig::kSmem, p.early_stream,
+                       stream, p, tiles, plan, map, map);
 }
 
 }  // namespace mlra::cuda

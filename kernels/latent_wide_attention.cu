@@ -12,15 +12,26 @@
 // Tiles arrive by TMA (thread 0, one mbarrier per stage, the 128-byte swizzle); a stage is refilled
 // once both warpgroups are done with it. Named barriers: 1 = P and factors published (wg0 arrives,
 // wg1 syncs), 2 = tile released (wg1 arrives, wg0 syncs), 3 = wg0 internal, 4 = final row sums.
-// Each barrier alternates strictly between its two roles, so no phase can be joined early.
+// Each barrier alternates strictly between its two roles, so no phase can be joined early. FP8:
+// 6 = tile converted (all 256 threads). Both warpgroups convert a tile once it arrives: a
+// warpgroup converting the next tile ahead would hold its P.V of this one, and with it the
+// stage's refill, until the next tile arrives (two stages: a refill per memory latency).
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's codes (d_c per row) into the upper half of
-// the stage's latent blocks and its bf16 k_pe into the rope block; both warpgroups then write
-// code value x row scale as bf16 over the latent blocks (fp8_tile.cuh; rows past the end as
-// zeros) and the wgmma chains run unchanged. The conversion sits between a tile's arrival and its
-// scores: per tile, both warpgroups convert, warpgroup 0 scores, both multiply P.V.
+// the stage's latent blocks and its bf16 k_pe into the rope block; both warpgroups then write the
+// code values, unscaled, as f16 over the latent blocks (one exact conversion per two codes,
+// fp8_tile.cuh; rows past the end as zeros) and the tile's per-token scales to shared memory (0
+// past the end). The scales are folded out of the tile: the query's latent part is f16 (once per
+// CTA, each row times a power of two, q_latent_to_f16); warpgroup 0 scores the latent dims with
+// an f16 chain, multiplies the scores by scale_t x row factor, then accumulates the rope dims'
+// bf16 chain onto them (one accumulator: the registers hold o and s already). P' = P x scale_t /
+// g in f16 (online_softmax.cuh: fold_value_scales, g the row's running max of P x scale_t) is
+// what both warpgroups multiply into the f16 code values and what warpgroup 0 publishes; the
+// published factors carry g_old / g_new, and each row's result is its accumulator times g over l.
 #include "kernels/latent_wide_attention.h"
 
 #include <cuda_bf16.h>
+
+#include <type_traits>
 
 #include "kernels/attention_tile.cuh"
 #include "kernels/cuda_check.h"
@@ -28,7 +39,9 @@
 #include "kernels/fp8_tile.cuh"
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
+#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
+#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -55,7 +68,10 @@ struct WideConfig {
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem =
       1024 + kQBytes + kStages * kStageBytes + kPBytes + kRowBytes + 8 * kStages;
-  static_assert(kSmem <= 232448, "exceeds the 227 KB of shared memory per block");
+  // FP8: + the per-token scales of each stage's tile and the query rows' factors.
+  static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
+  static_assert(kFp8Smem <= 232448, "exceeds the 227 KB of shared memory per block");
+  static_assert(kSmem >= 1024 + 48 * 1024, "the inline merge takes up to 48 KB");
 };
 
 #ifdef MLRA_LATENT_WGMMA
@@ -66,8 +82,10 @@ __device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
 }
 #endif
 
-// kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h).
-template <int D, bool kPacked, bool kFp8>
+// kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h). kInlineMerge:
+// p.merge_counters is set (attention_inline_merge); a compile-time switch, as the merge's code in
+// the kernel made the FP8 d_c 512 kernel spill.
+template <int D, bool kPacked, bool kFp8, bool kInlineMerge>
 __global__ void __launch_bounds__(256, 1)
     latent_wide_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                        const __grid_constant__ CUtensorMap cache_map,
@@ -85,6 +103,9 @@ __global__ void __launch_bounds__(256, 1)
   float* corr_s = reinterpret_cast<float*>(p_s + C::kPBytes);
   float* rowsum_s = corr_s + C::kM;
   const uint32_t full_bar = smem_addr(p_s + C::kPBytes + C::kRowBytes);
+  // FP8 only: [kStages][kBN] per-token scales, then the kM query rows' factors.
+  float* tile_scale_s = reinterpret_cast<float*>(p_s + C::kPBytes + C::kRowBytes + 8 * C::kStages);
+  float* row_factor_s = tile_scale_s + C::kStages * C::kBN;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   // Broadcast from lane 0 so that the compiler sees the warpgroup index as warp-uniform (else
   // it treats the warpgroup branches as divergent and serialises their wgmmas).
@@ -92,26 +113,30 @@ __global__ void __launch_bounds__(256, 1)
 
   // Rows are token-major (token, head) pairs (query packing, split_kv_plan.h).
   const int t0 = item.token, rows_valid = kPacked ? item.num_tokens * tile.rows : tile.rows;
-  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
+  const int seq = p.token_seq[t0];
+  const int32_t* pages = p.page_indices + p.page_indptr[seq];
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's rows) by every thread's cp.async; 8 consecutive threads copy
   // one 128 B line of a row.
-  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-    const int row = i / C::kChunks, ch = i % C::kChunks;
-    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-    const int token = kPacked ? t0 + row / tile.rows : t0;
-    const int head = kPacked ? row % tile.rows : row;
-    if (row < rows_valid)
-      cp_async16(dst,
-                 q + int64_t(token) * p.q_token_stride +
-                     int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
-                 16);
-    else
-      cp_async16(dst, q, 0);
-  }
-  cp_async_commit();
+  auto load_query = [&] {
+    for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+      const int row = i / C::kChunks, ch = i % C::kChunks;
+      const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+      const int token = kPacked ? t0 + row / tile.rows : t0;
+      const int head = kPacked ? row % tile.rows : row;
+      if (row < rows_valid)
+        cp_async16(dst,
+                   q + int64_t(token) * p.q_token_stride +
+                       int64_t(tile.head0 + head) * p.q_head_stride + ch * 8,
+                   16);
+      else
+        cp_async16(dst, q, 0);
+    }
+    cp_async_commit();
+  };
+  if (!p.early_stream) load_query();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
@@ -140,9 +165,10 @@ __global__ void __launch_bounds__(256, 1)
       tma_load_2d(base + (D / 64) * C::kBN * 128 + b * br * 128, &cache_map, p.r_offset, row, bar);
     }
   };
-  // FP8: both warpgroups dequantize tile j in its stage (rows past the end zeroed, the rope
-  // block's too), then the tile is visible to both warpgroups' wgmmas. The scale of this thread's
-  // row is read before the tile's wait.
+  // FP8: both warpgroups convert tile j in its stage (rows past the end zeroed, the rope block's
+  // too) and store its per-token scales, then the tile is visible to both warpgroups' wgmmas. The
+  // scale of this thread's row of tile j + 1 is read during tile j (a dependent load through the
+  // page list: read at its tile's start, its latency would stall every tile).
   const int group = kFp8 ? tile.a_offset / p.fp8.group_width : 0;
   auto fp8_scale = [&](int j) {
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / (256 / C::kBN), item.kv_end,
@@ -152,21 +178,37 @@ __global__ void __launch_bounds__(256, 1)
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
     const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    float sc[D / 128];
-#pragma unroll
-    for (int cb = 0; cb < D / 128; ++cb) sc[cb] = scale;
-    fp8_tile_dequantize<C::kBN, 256, D / 128, D / 128>(kt, valid, sc, tid,
-                                                       [] { named_barrier(5, 256); });
+    fp8_tile_to_f16<C::kBN, 256, D / 128, D / 128>(kt, valid, tid, [] { __syncwarp(); });
+    if (tid % (256 / C::kBN) == 0) tile_scale_s[stage * C::kBN + tid / (256 / C::kBN)] = scale;
     if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, tid, 256);
     fence_proxy_async();
     named_barrier(6, 256);
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
+  // Early streaming: the first stages' tiles that hold no row this step writes are requested
+  // before pdl_wait() (attention_tile.cuh: early_tiles; the plan, page tables and positions are
+  // complete, pdl.cuh), and so is tile 0's scale row for FP8; the query (the previous kernels'
+  // output) and every other tile after it.
+  const int first_tiles = min(C::kStages, n_tiles);
+  int issued = 0;
+  float scale0 = 0.0f;
+  if (p.early_stream) {
+    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
+    if (tid == 0)
+      for (int s = 0; s < issued; ++s) tma_tile(s, s);
+    if (kFp8 && issued > 0) scale0 = fp8_scale(0);
+    pdl_wait();
+    load_query();
+  }
   if (tid == 0)
-    for (int s = 0; s < C::kStages && s < n_tiles; ++s) tma_tile(s, s);
+    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
-  fence_proxy_async();  // the query rows (cp.async) are read by wgmma
+  if constexpr (kFp8) {
+    __syncthreads();  // every thread's query rows have landed
+    q_latent_to_f16<C::kM, D, C::kThreads>(smem_addr(q_s), row_factor_s, tid);
+  }
+  fence_proxy_async();  // the query rows (cp.async; FP8: converted) are read by wgmma
   __syncthreads();
 
   float o[C::kNO][4];
@@ -180,6 +222,8 @@ __global__ void __launch_bounds__(256, 1)
   // This warpgroup's value columns start at 64-dim block wg * D/128 of the tile.
   const int v_block0 = wg * (D / 128);
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+  // FP8 (warpgroup 0): the rows' running value-scale maxima.
+  float g_r[2] = {0.0f, 0.0f};
   // o += P . V over this warpgroup's value columns of the tile at kt (P as A fragments, V read
   // MN-major from the swizzled tile); both warpgroups run it on every tile.
   auto multiply_pv = [&](const uint32_t(&a)[C::kBN / 16][4], uint32_t kt) {
@@ -188,7 +232,7 @@ __global__ void __launch_bounds__(256, 1)
     for (int kk = 0; kk < C::kBN / 16; ++kk)
 #pragma unroll
       for (int h = 0; h < C::kHalves; ++h)
-        wgmma_rs_n128_tb(
+        wgmma_rs_n128_tb<kFp8>(
             slab(o, h), a[kk],
             sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128, C::kBN * 128));
     wgmma_commit();
@@ -203,12 +247,19 @@ __global__ void __launch_bounds__(256, 1)
                        ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
                        : item.kv_end;
     const uint32_t q_addr = smem_addr(q_s);
+    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
+    float row_factor[2] = {1.0f, 1.0f};
+    if constexpr (kFp8)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[my_row[i]];
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
       const int valid = item.kv_end - start;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
       if constexpr (kFp8) {
-        dequantize(j, fp8_scale(j));
+        const float scale = scale_next;
+        scale_next = fp8_scale(j + 1);
+        dequantize(j, scale);
       } else {
         mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
       }
@@ -226,35 +277,54 @@ __global__ void __launch_bounds__(256, 1)
         named_barrier(3, 128);
       }
 
-      // S = Q . K^T over the full key width: one chain of 64 x kBN x 16 wgmmas.
+      // S = Q . K^T over the full key width: one chain of 64 x kBN x 16 wgmmas (FP8: the f16
+      // latent chain, its scores scaled, then the bf16 rope chain onto them).
       float s[C::kBN / 8][4];
 #pragma unroll
       for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-      wgmma_fence();
+      auto score_chain = [&](auto f16, int k_begin, int k_end) {
+        wgmma_fence();
 #pragma unroll
-      for (int k0 = 0; k0 < C::kK; k0 += 16) {
-        const uint32_t in_block = uint32_t(k0 & 63) * 2;
-        const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
-        const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
-        if constexpr (C::kBN == 128)
-          wgmma_n128(s, da, db, 1);
-        else
-          wgmma_n64(s, da, db, 1);
+        for (int k0 = k_begin; k0 < k_end; k0 += 16) {
+          const uint32_t in_block = uint32_t(k0 & 63) * 2;
+          const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
+          const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+          if constexpr (C::kBN == 128)
+            wgmma_n128<decltype(f16)::value>(s, da, db, 1);
+          else
+            wgmma_n64<decltype(f16)::value>(s, da, db, 1);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+      };
+      if constexpr (kFp8) {
+        score_chain(std::true_type{}, 0, D);
+        float2 cs[C::kBN / 8];
+        column_scales(tile_scale_s + stage * C::kBN, cs);
+        scale_latent_scores(s, cs, row_factor);
+        score_chain(std::false_type{}, D, C::kK);
+      } else {
+        score_chain(std::false_type{}, 0, C::kK);
       }
-      wgmma_commit();
-      wgmma_wait_all();
 
       float corr[2];
       online_softmax_update<kPacked>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
+      if constexpr (kFp8) {
+        float2 cs[C::kBN / 8];  // read again: cheaper than holding them over the rope chain
+        column_scales(tile_scale_s + stage * C::kBN, cs);
+        fold_value_scales(s, cs, g_r, corr);
+      }
       rescale_rows(o, corr);
-      // Publish P (bf16, the A layout warpgroup 1 reads back with ldmatrix) and the factors.
+      // Publish P (bf16; FP8: P', f16), in the A layout warpgroup 1 reads back with ldmatrix,
+      // and the factors.
 #pragma unroll
       for (int nb = 0; nb < C::kBN / 8; ++nb)
 #pragma unroll
         for (int i = 0; i < 2; ++i)
           *reinterpret_cast<uint32_t*>(p_s +
                                        swizzled_offset<C::kM>(my_row[i], nb * 8 + (lane % 4) * 2)) =
-              pack_bf16(s[nb][2 * i], s[nb][2 * i + 1]);
+              kFp8 ? pack_f16(s[nb][2 * i], s[nb][2 * i + 1])
+                   : pack_bf16(s[nb][2 * i], s[nb][2 * i + 1]);
       if (lane % 4 == 0) {
         corr_s[my_row[0]] = corr[0];
         corr_s[my_row[1]] = corr[1];
@@ -265,7 +335,12 @@ __global__ void __launch_bounds__(256, 1)
       // be written after it (the compiler would insert a warpgroup arrive).
       uint32_t a[C::kBN / 16][4];
 #pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment(s, kk, a[kk]);
+      for (int kk = 0; kk < C::kBN / 16; ++kk) {
+        if constexpr (kFp8)
+          probability_fragment_f16(s, kk, a[kk]);
+        else
+          probability_fragment(s, kk, a[kk]);
+      }
       multiply_pv(a, kt);
       // Warpgroup 1 is done with this tile and with P: refill the stage.
       named_barrier(2, 256);
@@ -276,14 +351,21 @@ __global__ void __launch_bounds__(256, 1)
       l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
       l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
       if (lane % 4 == 0) rowsum_s[my_row[i]] = l_r[i];
+      // FP8: the rows' g for warpgroup 1 (it has read its last factors: barrier 2).
+      if (kFp8 && lane % 4 == 0) corr_s[my_row[i]] = g_r[i];
     }
     named_barrier_arrive(4, 256);
   } else {
     const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
       const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
-      if constexpr (kFp8) dequantize(j, fp8_scale(j));
+      if constexpr (kFp8) {
+        const float scale = scale_next;
+        scale_next = fp8_scale(j + 1);
+        dequantize(j, scale);
+      }
       named_barrier(1, 256);
       // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
@@ -299,14 +381,23 @@ __global__ void __launch_bounds__(256, 1)
     named_barrier(4, 256);
     l_r[0] = rowsum_s[my_row[0]];
     l_r[1] = rowsum_s[my_row[1]];
+    if constexpr (kFp8) {
+      g_r[0] = corr_s[my_row[0]];
+      g_r[1] = corr_s[my_row[1]];
+    }
   }
 
-  // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
+  // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
+  // grid's completion before reading its output: it may launch now.
+  if (p.early_stream) pdl_launch_dependents();
+
+    // Each warpgroup writes its value columns; warpgroup 0 the rows' log-sum-exp.
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = my_row[i];
     if (row >= rows_valid) continue;
-    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    // 0: a chunk past the row's end. FP8: the accumulator holds O / g.
+    const float inv = (l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f) * (kFp8 ? g_r[i] : 1.0f);
     const int col0 = wg * (D / 2) + (lane % 4) * 2;
     if (item.partial < 0) {
       const int token = kPacked ? t0 + row / tile.rows : t0;
@@ -330,6 +421,8 @@ __global__ void __launch_bounds__(256, 1)
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
+  // Inline merge: the shared memory is free (every tile requested has been consumed).
+  if constexpr (kInlineMerge) merge_if_last<C::kThreads, D>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -339,9 +432,13 @@ template <int D, bool kFp8>
 void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan& plan,
             const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
   using C = WideConfig<D>;
-  auto* kernel = plan.shape.tokens_per_item > 1 ? latent_wide_kernel<D, true, kFp8>
-                                                : latent_wide_kernel<D, false, kFp8>;
-  launch_plan_grid(kernel, plan, tiles, C::kThreads, C::kSmem, stream, p, tiles, plan, map, tail);
+  const bool packed = plan.shape.tokens_per_item > 1, inline_merge = p.merge_counters != nullptr;
+  auto* kernel = packed ? (inline_merge ? latent_wide_kernel<D, true, kFp8, true>
+                                        : latent_wide_kernel<D, true, kFp8, false>)
+                        : (inline_merge ? latent_wide_kernel<D, false, kFp8, true>
+                                        : latent_wide_kernel<D, false, kFp8, false>);
+  launch_plan_grid_pdl(kernel, plan, tiles, C::kThreads, kFp8 ? C::kFp8Smem : C::kSmem,
+                       p.early_stream, stream, p, tiles, plan, map, tail);
 }
 
 template <bool kFp8>
