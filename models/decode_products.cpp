@@ -9,7 +9,9 @@ namespace {
 
 void add(std::vector<DecodeProduct>& out, const DecodeProduct& p) {
   for (const DecodeProduct& q : out)
-    if (q.name == p.name && q.n == p.n && q.k == p.k && q.batch == p.batch) return;
+    if (q.name == p.name && q.n == p.n && q.k == p.k && q.batch == p.batch &&
+        q.out_by_in == p.out_by_in)
+      return;
   out.push_back(p);
 }
 
@@ -25,7 +27,8 @@ DecodeProduct batched(const std::string& name, int64_t n, int64_t k, int64_t bat
   return p;
 }
 
-void latent_products(const ModelConfig& c, const ShardPlan& plan, std::vector<DecodeProduct>& out) {
+void latent_products(const ModelConfig& c, const ShardPlan& plan, bool uk_t,
+                     std::vector<DecodeProduct>& out) {
   const int64_t d = c.n_embd, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dc = c.latent_dim();
   const int64_t n_local = int64_t(plan.heads.size()), n_lat = int64_t(plan.latents.size());
   const int64_t width = plan.latent_width, r_q = c.q_lora_rank;
@@ -36,7 +39,13 @@ void latent_products(const ModelConfig& c, const ShardPlan& plan, std::vector<De
     add(out, linear("slice_proj", n_lat * width, dc));
   }
   for (const LatentUnit& u : plan.units) {
-    add(out, batched("w_uk_t", width, dn, u.num_heads(), false));
+    if (uk_t) {
+      add(out, batched("w_uk_t", width, dn, u.num_heads(), false));
+    } else {
+      DecodeProduct uk = batched("w_uk", width, dn, u.num_heads(), false);
+      uk.out_by_in = false;
+      add(out, uk);
+    }
     add(out, batched("q_b_rope", dr, r_q, u.num_heads(), true));
     add(out, batched("w_uv", dn, width, u.num_heads(), false));
   }
@@ -77,10 +86,11 @@ void kv_products(const ModelConfig& c, const ShardPlan& plan, std::vector<Decode
 
 }  // namespace
 
-std::vector<DecodeProduct> decode_products(const ModelConfig& c, const ShardPlan& plan) {
+std::vector<DecodeProduct> decode_products(const ModelConfig& c, const ShardPlan& plan,
+                                           const KernelOptions& options) {
   std::vector<DecodeProduct> out;
   if (c.variant.is_latent())
-    latent_products(c, plan, out);
+    latent_products(c, plan, options.latent_uk_t != 0, out);
   else
     kv_products(c, plan, out);
   const int64_t ff = plan.ff_end - plan.ff_begin;

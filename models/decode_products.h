@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernel_options.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
 
@@ -29,8 +30,12 @@ struct DecodeProduct {
 };
 
 // Every weight product of a decode step of `plan`'s rank, without repeats (one entry per shape
-// and name: the units of a rank often have equal shapes). W_UK is listed transposed, out_by_in
-// ([width, dn] per head: "w_uk_t"), the form the tensor-core GEMV takes for 2..8 tokens.
-std::vector<DecodeProduct> decode_products(const ModelConfig& config, const ShardPlan& plan);
+// and name: the units of a rank often have equal shapes), as the model issues them under the
+// kernel options `options`. The latent query product over W_UK per unit is the one that depends on
+// them: under latent_uk_t 0 it multiplies by "w_uk" as stored ([dn, width] per head, out_by_in
+// false); under latent_uk_t 1 by the copy "w_uk_t" ([width, dn] per head, out_by_in), the form
+// the tensor-core GEMV takes for 2..8 tokens (Backend::latent_uk_layouts).
+std::vector<DecodeProduct> decode_products(const ModelConfig& config, const ShardPlan& plan,
+                                           const KernelOptions& options = {});
 
 }  // namespace mlra

@@ -1,9 +1,9 @@
-// models/decode_products.h against the forward itself: a CPU backend wrapper records the shape of
-// every weight product a decode step issues (linear, linear_batched, linear_swiglu; the latent
-// projections through their composition), on every rank of every tiny variant at TP 1/2/4 (and
-// MLA's TPLA at TP 2), and the set must equal decode_products(config, plan). Layout is not
-// compared: W_UK is listed as the out_by_in product the 2..8-row GEMV takes, so (N, K, batch)
-// identify a product.
+// models/decode_products.h against the forward itself: a CPU backend wrapper records the shape and
+// layout of every weight product a decode step issues (linear, linear_batched, linear_swiglu; the
+// latent projections through their composition), on every rank of every tiny variant at TP 1/2/4
+// (and MLA's TPLA at TP 2), and the set must equal decode_products(config, plan, options). The
+// wrapper answers latent_uk_layouts as the CUDA backend does under the kernel option latent_uk_t:
+// w_uk only under 0, the w_uk_t copy under 1 (the composition then multiplies by w_uk_t).
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -27,7 +27,7 @@ using mlra::testing::SeqChunk;
 
 namespace {
 
-using Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // N, K, batch, glu
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // N, K, batch, glu, out_by_in
 
 // The CPU backend, recording the products whose x has `rows` rows while `on`. Products over
 // other row counts (the TPA combine: one row per local head) are not weight products of the step.
@@ -36,6 +36,7 @@ class RecordingBackend final : public Backend {
   bool on = false;
   int64_t rows = 0;
   std::set<Key> seen;
+  explicit RecordingBackend(bool uk_t) : uk_t_(uk_t) {}
 
   DeviceKind kind() const override { return b_->kind(); }
   std::string name() const override { return b_->name(); }
@@ -48,16 +49,16 @@ class RecordingBackend final : public Backend {
   void download_f32(const MatView& s, float* d) override { b_->download_f32(s, d); }
   void synchronize() override { b_->synchronize(); }
   void linear(const MatView& x, const MatView& w, const MatView& y, float a, float b) override {
-    record(x, w.rows, w.cols, 1, false);
+    record(x, w.rows, w.cols, 1, false, true);
     b_->linear(x, w, y, a, b);
   }
   void linear_batched(const MatView& x, int64_t xs, const MatView& w, int64_t ws, bool obi,
                       const MatView& y, int64_t ys, int64_t batch, float a, float b) override {
-    record(x, obi ? w.rows : w.cols, obi ? w.cols : w.rows, batch, false);
+    record(x, obi ? w.rows : w.cols, obi ? w.cols : w.rows, batch, false, obi);
     b_->linear_batched(x, xs, w, ws, obi, y, ys, batch, a, b);
   }
   void linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) override {
-    record(x, w12.rows / 2, w12.cols, 1, true);
+    record(x, w12.rows / 2, w12.cols, 1, true, true);
     b_->linear_swiglu(x, w12, out);
   }
   void embed(const int32_t* t, int64_t n, const MatView& table, const MatView& out) override {
@@ -82,20 +83,25 @@ class RecordingBackend final : public Backend {
     b_->cache_write(src, slots, cache, col);
   }
   void paged_attention(const PagedAttentionArgs& args) override { b_->paged_attention(args); }
+  LatentUkLayouts latent_uk_layouts(int64_t n_units, int64_t width) const override {
+    if (!uk_t_) return b_->latent_uk_layouts(n_units, width);
+    return {false, true};
+  }
 
  private:
-  void record(const MatView& x, int64_t n, int64_t k, int64_t batch, bool glu) {
-    if (on && x.rows == rows) seen.insert({n, k, batch, glu});
+  void record(const MatView& x, int64_t n, int64_t k, int64_t batch, bool glu, bool out_by_in) {
+    if (on && x.rows == rows) seen.insert({n, k, batch, glu, out_by_in});
   }
   std::unique_ptr<Backend> b_ = make_cpu_backend();
+  bool uk_t_;
 };
 
 constexpr int32_t kPage = 8, kPagesPerSeq = 4;
 constexpr int kSeqs = 5;  // decode rows: no local head count of the 24-head tiny models
 
-// Prefill kSeqs sequences, then one decode step recorded on every rank; each rank's recorded
-// products must be decode_products of its plan.
-void check_variant(const ModelConfig& c, int tp) {
+// Prefill kSeqs sequences, then one decode step recorded on every rank under `options`; each
+// rank's recorded products must be decode_products of its plan under those options.
+void check_variant(const ModelConfig& c, int tp, const KernelOptions& options) {
   auto ckpt = make_synthetic_checkpoint(c, 17);
   auto comms =
       tp == 1 ? std::vector<std::unique_ptr<Communicator>>{} : make_thread_communicators(tp);
@@ -104,7 +110,7 @@ void check_variant(const ModelConfig& c, int tp) {
   std::vector<std::unique_ptr<Transformer>> ranks;
   std::vector<ShardPlan> plans;
   for (int r = 0; r < tp; ++r) {
-    backends.push_back(std::make_unique<RecordingBackend>());
+    backends.push_back(std::make_unique<RecordingBackend>(options.latent_uk_t != 0));
     plans.push_back(make_shard_plan(c, tp, r));
     ranks.push_back(std::make_unique<Transformer>(c, plans.back(), *ckpt, *backends.back(),
                                                   *comms[size_t(r)],
@@ -129,10 +135,8 @@ void check_variant(const ModelConfig& c, int tp) {
   for (int r = 0; r < tp; ++r) {
     INFO("rank " << r);
     std::set<Key> listed;
-    for (const DecodeProduct& p : decode_products(c, plans[size_t(r)])) {
-      CHECK(p.out_by_in);
-      listed.insert({p.n, p.k, p.batch, p.glu});
-    }
+    for (const DecodeProduct& p : decode_products(c, plans[size_t(r)], options))
+      listed.insert({p.n, p.k, p.batch, p.glu, p.out_by_in});
     CHECK(backends[size_t(r)]->seen == listed);
   }
 }
@@ -141,21 +145,57 @@ void check_variant(const ModelConfig& c, int tp) {
 
 TEST_CASE("decode_products lists exactly the weight products a decode step issues",
           "[model][shard][decode_products]") {
-  for (const char* v :
-       {"mha", "gqa", "mqa", "gta", "mfa", "tpa", "mla", "gla2", "gla4", "mlra2", "mlra4",
-        "gqa_gated", "mla_gated", "gla2_gated", "mlra2_gated", "mlra4_gated"}) {
-    const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
-    ModelConfig c = load_model_config(dir / "config.json", *parse_variant(v));
-    c.intermediate_size = 76;  // a K tail at every TP: 76, 38, 19
-    for (int tp : {1, 2, 4}) {
-      if (!unsupported_tp_reason(c, tp).empty()) continue;
-      INFO(v << " tp " << tp);
-      check_variant(c, tp);
+  for (const int uk_t : {0, 1}) {
+    KernelOptions options;
+    options.latent_uk_t = uk_t;
+    for (const char* v :
+         {"mha", "gqa", "mqa", "gta", "mfa", "tpa", "mla", "gla2", "gla4", "mlra2", "mlra4",
+          "gqa_gated", "mla_gated", "gla2_gated", "mlra2_gated", "mlra4_gated"}) {
+      const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
+      ModelConfig c = load_model_config(dir / "config.json", *parse_variant(v));
+      c.intermediate_size = 76;  // a K tail at every TP: 76, 38, 19
+      for (int tp : {1, 2, 4}) {
+        if (!unsupported_tp_reason(c, tp).empty()) continue;
+        INFO(v << " tp " << tp << " latent_uk_t " << uk_t);
+        check_variant(c, tp, options);
+      }
+    }
+    const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mla";
+    ModelConfig c = load_model_config(dir / "config.json", *parse_variant("mla"));
+    c.mla_tp_mode = LatentTpMode::kTpla;
+    INFO("mla tpla tp 2 latent_uk_t " << uk_t);
+    check_variant(c, 2, options);
+  }
+}
+
+TEST_CASE("decode_products names the W_UK layout the kernel option latent_uk_t selects",
+          "[model][shard][decode_products]") {
+  const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mlra4";
+  const ModelConfig c = load_model_config(dir / "config.json", *parse_variant("mlra4"));
+  const ShardPlan plan = make_shard_plan(c, 1, 0);
+  KernelOptions uk_t;
+  uk_t.latent_uk_t = 1;
+  const std::vector<DecodeProduct> stored = decode_products(c, plan),
+                                   copy = decode_products(c, plan, uk_t);
+  REQUIRE(stored.size() == copy.size());
+  int w_uk = 0;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    INFO(stored[i].name << " / " << copy[i].name);
+    if (stored[i].name == "w_uk") {
+      // Per head [dn, width] as stored, against the [width, dn] copy: the same N, K and heads.
+      ++w_uk;
+      CHECK_FALSE(stored[i].out_by_in);
+      CHECK(copy[i].name == "w_uk_t");
+      CHECK(copy[i].out_by_in);
+      CHECK(std::tie(copy[i].n, copy[i].k, copy[i].batch) ==
+            std::tie(stored[i].n, stored[i].k, stored[i].batch));
+      CHECK(stored[i].n == plan.latent_width);
+      CHECK(stored[i].k == c.qk_nope_head_dim);
+    } else {
+      CHECK(copy[i].name == stored[i].name);
+      CHECK(copy[i].out_by_in);
+      CHECK(stored[i].out_by_in);
     }
   }
-  const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / "mla";
-  ModelConfig c = load_model_config(dir / "config.json", *parse_variant("mla"));
-  c.mla_tp_mode = LatentTpMode::kTpla;
-  INFO("mla tpla tp 2");
-  check_variant(c, 2);
+  CHECK(w_uk == 1);  // MLRA-4's four units at TP1 have one shape
 }

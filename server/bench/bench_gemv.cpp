@@ -1,13 +1,14 @@
 // `mlra-bench gemv`: (1) device-to-device copy bandwidth (as `mlra-bench attention` measures it);
 // (2) per weight product of a decode step of a 2.9B model's rank (--variant, --tp, --rank: the
 // shard plan's products, models/decode_products.h, laid out as the model stores them: rows at
-// padded_ld(K)) and row count: our two GEMV kernels (FMA and tensor-core) and cuBLAS (the
-// backend's call), each recorded in a CUDA graph over enough weight copies to exceed L2 three
-// times, timed with events after warm-up (median of replays, divided by the copies). GB/s counts
-// weights + x + y bytes. SwiGLU rows run our fused form against cuBLAS's plain product of
-// [W1; W2] (no silu_mul launch). Inputs are random bf16 (never zeros); each row reports the
-// largest rel. L2 difference of our outputs from cuBLAS's. A kernel that does not take a shape
-// prints "-" in its columns; no shape stops the table.
+// padded_ld(K); the latent query product over W_UK once per value of the kernel option
+// latent_uk_t, as the model runs it under each) and row count: our two GEMV kernels (FMA and
+// tensor-core) and cuBLAS (the backend's call), each recorded in a CUDA graph over enough weight
+// copies to exceed L2 three times, timed with events after warm-up (median of replays, divided by
+// the copies). GB/s counts weights + x + y bytes. SwiGLU rows run our fused form against cuBLAS's
+// plain product of [W1; W2] (no silu_mul launch). Inputs are random bf16 (never zeros); each row
+// reports the largest rel. L2 difference of our outputs from cuBLAS's. A kernel that does not take
+// a shape prints "-" in its columns; no shape stops the table.
 #include "server/bench/bench_gemv.h"
 
 #include <cstdio>
@@ -30,6 +31,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_ops.h"
 #include "kernels/gemv.h"
+#include "kernels/kernel_options.h"
 #include "models/decode_products.h"
 #include "models/model_config.h"
 #include "models/shard_plan.h"
@@ -183,10 +185,18 @@ Result bench_shape(const Shape& s, int m, size_t l2_bytes, int replays, cudaStre
 }
 
 // The chosen rank's decode products of the model at each TP degree it takes (the LM head on
-// rank 0 only), in the order the forward issues them.
+// rank 0 only), in the order the forward issues them. A product that depends on a kernel option
+// (the latent query product over W_UK: "w_uk" under latent_uk_t 0, "w_uk_t" under 1) is listed
+// once per value, labelled with it.
 std::vector<Shape> model_shapes(const BenchOptions& o) {
   const ModelConfig c = load_model_config(
       std::filesystem::path(o.config_dir) / o.variant / "config.json", *parse_variant(o.variant));
+  KernelOptions uk_t;
+  uk_t.latent_uk_t = 1;
+  const auto same = [](const DecodeProduct& a, const DecodeProduct& b) {
+    return a.name == b.name && a.n == b.n && a.k == b.k && a.batch == b.batch &&
+           a.out_by_in == b.out_by_in;
+  };
   std::vector<Shape> shapes;
   for (int tp : o.tps) {
     if (!unsupported_tp_reason(c, tp).empty() || o.rank < 0 || o.rank >= tp) {
@@ -195,10 +205,25 @@ std::vector<Shape> model_shapes(const BenchOptions& o) {
           o.rank >= 0 && o.rank < tp ? unsupported_tp_reason(c, tp).c_str() : "no such rank");
       continue;
     }
-    const std::string at = "tp" + std::to_string(tp) + " ";
-    for (const DecodeProduct& p : decode_products(c, make_shard_plan(c, tp, o.rank)))
+    const ShardPlan plan = make_shard_plan(c, tp, o.rank);
+    const std::vector<DecodeProduct> by_default = decode_products(c, plan),
+                                     with_copy = decode_products(c, plan, uk_t);
+    // Labelled with the option value when the other value's list lacks it.
+    const auto add = [&](const DecodeProduct& p, const std::vector<DecodeProduct>& other,
+                         const char* label) {
+      const bool both = std::any_of(other.begin(), other.end(),
+                                    [&](const DecodeProduct& q) { return same(p, q); });
       shapes.push_back(
-          {at + p.name + (p.glu ? " glu" : ""), p.k, p.n, p.batch, p.out_by_in, p.glu, p.x_shared});
+          {"tp" + std::to_string(tp) + " " + p.name + (p.glu ? " glu" : "") + (both ? "" : label),
+           p.k, p.n, p.batch, p.out_by_in, p.glu, p.x_shared});
+    };
+    for (const DecodeProduct& p : by_default) {
+      add(p, with_copy, " [uk_t 0]");
+      if (p.name != "w_uk") continue;
+      for (const DecodeProduct& q : with_copy)  // the copy's product, beside the one it replaces
+        if (q.name == "w_uk_t" && q.n == p.n && q.k == p.k && q.batch == p.batch)
+          add(q, by_default, " [uk_t 1]");
+    }
   }
   return shapes;
 }
@@ -225,7 +250,10 @@ int run_bench(const BenchOptions& o) {
       "copies; %%: of the copy bandwidth; best/cub: cuBLAS time over our faster kernel's\n\n");
 
   const std::vector<Shape> shapes = model_shapes(o);
-  std::printf("%-14s %-20s %2s %8s %8s %9s %6s %6s %6s %8s %8s\n", "product",
+  std::printf(
+      "[uk_t N]: the product the model runs under the kernel option latent_uk_t N only (w_uk: "
+      "W_UK as stored, [dn, width] per head; w_uk_t: its [width, dn] copy)\n");
+  std::printf("%-22s %-20s %2s %8s %8s %9s %6s %6s %6s %8s %8s\n", "product",
               "batch x K x N (layout)", "M", "fma_us", "mma_us", "cublas_us", "%fma", "%mma",
               "%cubl", "best/cub", "rel_diff");
   for (int m : o.rows)
@@ -235,7 +263,7 @@ int run_bench(const BenchOptions& o) {
       try {
         r = bench_shape(s, m, size_t(prop.l2CacheSize), o.replays, stream, blas);
       } catch (const std::exception& e) {  // the table goes on; this row says why it has none
-        std::printf("%-14s %lldx%lldx%lld %2d  - (%s)\n", s.name.c_str(), (long long)s.batch,
+        std::printf("%-22s %lldx%lldx%lld %2d  - (%s)\n", s.name.c_str(), (long long)s.batch,
                     (long long)s.k, (long long)s.n, m, e.what());
         continue;
       }
@@ -254,7 +282,7 @@ int run_bench(const BenchOptions& o) {
                     s.glu         ? "glu"
                     : s.out_by_in ? "n,k"
                                   : "k,n");
-      std::printf("%-14s %-20s %2d %8s %8s %9.2f %6s %6s %6.1f %8s %8s\n", s.name.c_str(), name, m,
+      std::printf("%-22s %-20s %2d %8s %8s %9.2f %6s %6s %6.1f %8s %8s\n", s.name.c_str(), name, m,
                   col(fma, r.fma_us, "%.2f").c_str(), col(mma, r.mma_us, "%.2f").c_str(),
                   r.cublas_us, col(fma, pct(r.fma_us), "%.1f").c_str(),
                   col(mma, pct(r.mma_us), "%.1f").c_str(), pct(r.cublas_us),

@@ -27,6 +27,18 @@ inline BackendPair& backends() {
   static BackendPair p;
   return p;
 }
+inline Backend& cpu() {
+  return *backends().cpu;
+}
+inline Backend& gpu() {
+  return *backends().gpu;
+}
+
+// CUDA devices this process sees (0 when the runtime finds none).
+inline int gpu_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
 
 inline uint32_t fresh_seed() {
   return std::random_device{}();

@@ -9,7 +9,6 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
-#include <filesystem>
 #include <random>
 
 #include "../step_builder.h"
@@ -17,6 +16,7 @@
 #include "fp8_cross_backend_bound.h"
 #include "fp8_device_codec.h"
 #include "fp8_test_util.h"
+#include "gpu_decode_fixture.h"
 #include "gpu_test_util.h"
 #include "kernels/fp8_e4m3.h"
 #include "kernels/paged_attention_cuda.h"
@@ -112,22 +112,12 @@ TEST_CASE("cuda fused latent write quantizes the row it leaves, as the cpu write
 
 TEST_CASE("CUDA forward with the fp8 cache matches the CPU's for every variant",
           "[gpu][fp8][model]") {
-  const char* variants[] = {"mha",          "gqa",           "mqa",           "gta",
-                            "mfa",          "tpa",           "mla",           "gla2",
-                            "gla4",         "mlra2",         "mlra4",         "gqa_gated",
-                            "mla_gated",    "gla2_gated",    "mlra2_gated",   "mlra4_gated",
-                            "mla_no_scale", "gla2_no_scale", "mlra2_no_scale"};
   std::mt19937 rng(23);
-  for (const char* v : variants) {
+  for (const char* v : kTinyVariants) {
     INFO(v);
     auto runner = [&](const std::string& backend, CacheEncoding encoding) {
-      RunnerConfig o;
-      o.model_dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / v;
-      o.variant = v;
-      o.backend = backend;
-      o.page_size = 16;
-      o.num_pages = 64;
-      o.cuda_graph_max_batch = backend == "cuda" ? 8 : 0;  // decode steps replay graphs
+      // On the GPU, decode steps replay graphs.
+      RunnerConfig o = tiny_runner_config(v, backend, backend == "cuda" ? 8 : 0);
       o.kv_cache = encoding;
       return make_local_runner(o);
     };

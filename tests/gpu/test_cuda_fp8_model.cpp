@@ -8,22 +8,15 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
-#include <filesystem>
 #include <random>
+#include <string>
 
-#include "../step_builder.h"
 #include "fp8_cross_backend_bound.h"
-#include "kernels/backend.h"
-#include "kernels/communicator.h"
-#include "models/model_config.h"
-#include "models/shard_plan.h"
-#include "models/synthetic_checkpoint.h"
-#include "models/transformer.h"
+#include "gpu_decode_fixture.h"
+#include "gpu_test_util.h"
 
 using namespace mlra;
-using mlra::gputest::fp8_cross_backend_bound;
-using mlra::testing::build_step;
-using mlra::testing::rel_l2;
+using namespace mlra::gputest;
 
 TEST_CASE("CUDA forward over an fp8 cache at release head shapes matches the CPU's",
           "[gpu][fp8][model]") {
@@ -37,54 +30,24 @@ TEST_CASE("CUDA forward over an fp8 cache at release head shapes matches the CPU
         Case{"gqa", LatentPrefill::kAbsorbed}}) {
     const std::string v = k.dir;
     INFO(v << (k.prefill == LatentPrefill::kExpanded ? " (expanded prefill)" : ""));
-    ModelConfig c = load_model_config(
-        std::filesystem::path(MLRA_SOURCE_DIR) / "configs/2.9b" / v / "config.json",
-        *parse_variant(v));
-    c.n_layer = 2;
-    c.n_head = 8;
-    c.n_embd = 1024;  // n_head * 128 (c_proj's shape)
-    if (c.q_lora_rank > 0) c.q_lora_rank = 256;
-    c.intermediate_size = 512;
-    c.vocab_size = 512;
-    c.text_vocab_size = 512;
-    c.eot_token = 511;
+    ModelConfig c = release_head_config(v, 512);
     c.latent_prefill.mode = k.prefill;
     c.validate();
     auto ckpt = make_synthetic_checkpoint(c, 7);
     const ShardPlan plan = make_shard_plan(c, 1, 0);
-    auto cpu_b = make_cpu_backend(), cpu_b2 = make_cpu_backend();
-    auto gpu_b = make_cuda_backend(0), gpu_b2 = make_cuda_backend(0);
-    auto comm_c = make_single_rank_communicator(), comm_c2 = make_single_rank_communicator(),
-         comm_g = make_single_rank_communicator(), comm_g2 = make_single_rank_communicator();
-    auto model = [&](Backend& b, Communicator& comm, CacheEncoding e) {
-      return std::make_unique<Transformer>(c, plan, *ckpt, b, comm, CacheOptions{16, 128, e});
-    };
-    auto cpu = model(*cpu_b, *comm_c, CacheEncoding::kFp8E4M3);
-    auto gpu = model(*gpu_b, *comm_g, CacheEncoding::kFp8E4M3);
+    const CacheOptions fp8_cache{16, 128, CacheEncoding::kFp8E4M3}, plain_cache{16, 128};
+    DecodeModel cpu = cpu_model(c, plan, *ckpt, fp8_cache);
+    DecodeModel gpu = cuda_model(c, plan, *ckpt, fp8_cache, {}, 4);
     // The bf16 cache on the GPU: this random model's own bf16 error against the CPU's float32
     // cache sets the scale of what the FP8 comparison may show.
-    auto cpu_plain = model(*cpu_b2, *comm_c2, CacheEncoding::kPlain);
-    auto gpu_plain = model(*gpu_b2, *comm_g2, CacheEncoding::kPlain);
-    gpu->enable_decode_graphs(4);
-    std::mt19937 rng(43);
-    auto toks = [&](int n) {
-      std::vector<int32_t> t(static_cast<size_t>(n));
-      for (auto& x : t) x = int32_t(rng() % 500);
-      return t;
-    };
-    const std::vector<StepBatch> steps = {
-        build_step({{0, 0, toks(300), true}, {1, 0, toks(200), true}}, 16, 32),
-        build_step({{0, 300, toks(1)}, {1, 200, toks(150), true}, {2, 0, toks(130), true}}, 16, 32),
-        build_step({{0, 301, toks(1)}, {1, 350, toks(1)}, {2, 130, toks(1)}}, 16, 32),
-        build_step({{0, 302, toks(1)}, {1, 351, toks(1)}, {2, 131, toks(1)}}, 16, 32),
-    };
+    DecodeModel cpu_plain = cpu_model(c, plan, *ckpt, plain_cache);
+    DecodeModel gpu_plain = cuda_model(c, plan, *ckpt, plain_cache);
+    const std::vector<StepBatch> steps = prefill_then_decode_steps(43, 2);
     for (size_t i = 0; i < steps.size(); ++i) {
       INFO("step " << i);
-      std::vector<float> lc, lg, pc, pg;
-      cpu->forward(steps[i], lc);
-      gpu->forward(steps[i], lg);
-      cpu_plain->forward(steps[i], pc);
-      gpu_plain->forward(steps[i], pg);
+      forward_all({&cpu, &gpu, &cpu_plain, &gpu_plain}, steps[i]);
+      const std::vector<float>&lc = cpu.logits, &lg = gpu.logits;
+      const std::vector<float>&pc = cpu_plain.logits, &pg = gpu_plain.logits;
       const double fp8 = rel_l2(lg, lc), bf16 = rel_l2(pg, pc), quant = rel_l2(lc, pc);
       std::printf(
           "fp8 cache %s step %zu: rel_l2 cuda/cpu %.4g (bf16 cache: %.4g; fp8 against bf16 cache "
@@ -92,6 +55,6 @@ TEST_CASE("CUDA forward over an fp8 cache at release head shapes matches the CPU
           v.c_str(), i, fp8, bf16, quant);
       CHECK(fp8 < fp8_cross_backend_bound(bf16, quant));
     }
-    CHECK(gpu->recorded_graphs() > 0);
+    CHECK(gpu.model->recorded_graphs() > 0);
   }
 }

@@ -9,6 +9,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/gemv.h"
+#include "pdl_chain_check.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -106,56 +107,11 @@ TEST_CASE("cuda latent_cache_write matches the cpu rms_norm_groups + rope + cach
     }
 }
 
-// 24 layers of y = x . W (a 32 MB GEMV), x' = RMSNorm(y) * g, y2 = silu-GLU(x') alternate
-// between buffers, each op reading what the one before wrote: a kernel that skipped its grid
-// dependency wait would read stale data. Synchronized after every op, eagerly back to back, and
-// replayed from a CUDA graph, the results must be bitwise equal (the kernels are deterministic).
+// The PDL chain (pdl_chain_check.h) at one row through the FMA GEMV (a 32 MB W).
 TEST_CASE("PDL-launched op chains compute what synchronized ops compute, eager and in graphs",
           "[gpu][ops][pdl]") {
-  auto& gpu = *backends().gpu;
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  const int64_t k = 4096, f = 2048, layers = 24;
-  Tensor w = make(gpu, {k, k}, DType::kBF16, random_vec(rng, k * k, -0.05f, 0.05f));
-  Tensor w12 = make(gpu, {2 * f, k}, DType::kBF16, random_vec(rng, 2 * f * k, -0.05f, 0.05f));
-  Tensor w_back = make(gpu, {k, f}, DType::kBF16, random_vec(rng, k * f, -0.05f, 0.05f));
-  Tensor gain = make(gpu, {k}, DType::kBF16, random_vec(rng, k, 0.5f, 1.5f));
-  const auto x0 = random_vec(rng, k);
-  Tensor x = gpu.alloc({1, k}, DType::kBF16), y = gpu.alloc({1, k}, DType::kF32);
-  Tensor h = gpu.alloc({1, f}, DType::kBF16);
-  auto chain = [&](bool sync) {
-    gpu.upload_f32(x, x0.data());
-    for (int64_t i = 0; i < layers; ++i) {
-      gpu.linear(as_mat(x, k), as_mat(w, k), as_mat(y, k), 1.0f, 0.0f);
-      if (sync) gpu.synchronize();
-      gpu.rms_norm(as_mat(y, k), gain, 1e-5f, 1.0f, as_mat(x, k));
-      if (sync) gpu.synchronize();
-      gpu.linear_swiglu(as_mat(x, k), as_mat(w12, k), as_mat(h, f));
-      if (sync) gpu.synchronize();
-      gpu.linear(as_mat(h, f), as_mat(w_back, f), as_mat(y, k), 1.0f, 0.0f);
-      if (sync) gpu.synchronize();
-      gpu.add_rms_norm(as_mat(x, k), as_mat(y, k), gain, 1e-5f, as_mat(x, k));
-      if (sync) gpu.synchronize();
-    }
-    return download(gpu, as_mat(x, k));
-  };
-  const auto want = chain(true);
-  REQUIRE(all_finite(want));
-  CHECK(chain(false) == want);
-  gpu.upload_f32(x, x0.data());
-  gpu.begin_capture();
-  for (int64_t i = 0; i < layers; ++i) {
-    gpu.linear(as_mat(x, k), as_mat(w, k), as_mat(y, k), 1.0f, 0.0f);
-    gpu.rms_norm(as_mat(y, k), gain, 1e-5f, 1.0f, as_mat(x, k));
-    gpu.linear_swiglu(as_mat(x, k), as_mat(w12, k), as_mat(h, f));
-    gpu.linear(as_mat(h, f), as_mat(w_back, f), as_mat(y, k), 1.0f, 0.0f);
-    gpu.add_rms_norm(as_mat(x, k), as_mat(y, k), gain, 1e-5f, as_mat(x, k));
-  }
-  auto graph = gpu.end_capture();
-  for (int rep = 0; rep < 3; ++rep) {
-    gpu.upload_f32(x, x0.data());
-    graph->replay();
-    CHECK(download(gpu, as_mat(x, k)) == want);
-  }
+  check_pdl_chain(*backends().gpu, rng, 1, 4096, 2048);
 }

@@ -16,13 +16,6 @@ using namespace mlra::gputest;
 
 namespace {
 
-Backend& gpu() {
-  return *backends().gpu;
-}
-Backend& cpu() {
-  return *backends().cpu;
-}
-
 struct Shape {
   int64_t m, n, k, batch;
   bool out_by_in, x_shared;  // x_shared: x_stride 0 (one x for every batch entry)

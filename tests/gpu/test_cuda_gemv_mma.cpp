@@ -11,6 +11,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/gemv.h"
+#include "pdl_chain_check.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -147,8 +148,7 @@ TEST_CASE("tensor-core SwiGLU GEMV matches a double reference", "[gpu][gemv][mma
     }
 }
 
-// As the PDL chain of test_cuda_fused_decode.cpp, at 8 rows through the tensor-core kernels:
-// y = x . W, x' = RMSNorm(y), h = SwiGLU(x'), y = h . W_back, x = RMSNorm(x + y), 24 times.
+// The PDL chain (pdl_chain_check.h) at 8 rows through the tensor-core kernels.
 TEST_CASE("PDL chains through the tensor-core GEMV compute what synchronized ops compute",
           "[gpu][gemv][mma][pdl]") {
   const uint32_t seed = fresh_seed();
@@ -157,43 +157,5 @@ TEST_CASE("PDL chains through the tensor-core GEMV compute what synchronized ops
   KernelOptions o;
   o.gemv_max_rows = KernelOptions::kMaxGemvRows;
   const std::unique_ptr<Backend> own = make_cuda_backend(0, o);
-  Backend& gpu = *own;
-  const int64_t m = 8, k = 3072, f = 2048, layers = 24;
-  Tensor w = make(gpu, {k, k}, DType::kBF16, random_vec(rng, k * k, -0.05f, 0.05f));
-  Tensor w12 = make(gpu, {2 * f, k}, DType::kBF16, random_vec(rng, 2 * f * k, -0.05f, 0.05f));
-  Tensor w_back = make(gpu, {k, f}, DType::kBF16, random_vec(rng, k * f, -0.05f, 0.05f));
-  Tensor gain = make(gpu, {k}, DType::kBF16, random_vec(rng, k, 0.5f, 1.5f));
-  const auto x0 = random_vec(rng, size_t(m * k));
-  Tensor x = gpu.alloc({m, k}, DType::kBF16), y = gpu.alloc({m, k}, DType::kF32);
-  Tensor h = gpu.alloc({m, f}, DType::kBF16);
-  auto ops = [&](bool sync) {
-    for (int64_t i = 0; i < layers; ++i) {
-      gpu.linear(as_mat(x, k), as_mat(w, k), as_mat(y, k), 1.0f, 0.0f);
-      if (sync) gpu.synchronize();
-      gpu.rms_norm(as_mat(y, k), gain, 1e-5f, 1.0f, as_mat(x, k));
-      if (sync) gpu.synchronize();
-      gpu.linear_swiglu(as_mat(x, k), as_mat(w12, k), as_mat(h, f));
-      if (sync) gpu.synchronize();
-      gpu.linear(as_mat(h, f), as_mat(w_back, f), as_mat(y, k), 1.0f, 0.0f);
-      if (sync) gpu.synchronize();
-      gpu.add_rms_norm(as_mat(x, k), as_mat(y, k), gain, 1e-5f, as_mat(x, k));
-      if (sync) gpu.synchronize();
-    }
-  };
-  gpu.upload_f32(x, x0.data());
-  ops(true);
-  const auto want = download(gpu, as_mat(x, k));
-  REQUIRE(all_finite(want));
-  gpu.upload_f32(x, x0.data());
-  ops(false);
-  CHECK(download(gpu, as_mat(x, k)) == want);
-  gpu.upload_f32(x, x0.data());
-  gpu.begin_capture();
-  ops(false);
-  auto graph = gpu.end_capture();
-  for (int rep = 0; rep < 3; ++rep) {
-    gpu.upload_f32(x, x0.data());
-    graph->replay();
-    CHECK(download(gpu, as_mat(x, k)) == want);
-  }
+  check_pdl_chain(*own, rng, 8, 3072, 2048);
 }

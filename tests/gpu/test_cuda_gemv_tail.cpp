@@ -24,13 +24,6 @@ using namespace mlra::gputest;
 
 namespace {
 
-Backend& gpu() {
-  return *backends().gpu;
-}
-Backend& cpu() {
-  return *backends().cpu;
-}
-
 // rows x cols random values in [-scale, scale) (bf16-exact for bf16) at pitch ld, `pad` in
 // columns cols..ld. A 64-bit xorshift seeded from rng: the 2.9B products hold ~2G weights.
 std::vector<float> padded_rows(std::mt19937& rng, int64_t rows, int64_t cols, int64_t ld, float pad,
@@ -200,11 +193,15 @@ struct Seen {
 };
 
 // Every per-rank decode product of every 2.9B config at TP 1/2/4/8 (and MLA's TPLA at TP > 1),
-// once per distinct shape.
+// once per distinct shape, as the model issues them under latent_uk_t 1: every product then has
+// the GEMV's out_by_in layout (under 0 the latent query product over W_UK as stored goes to
+// cuBLAS at 2..8 rows).
 std::vector<Seen> release_products(int& plans) {
   std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool>, Seen> seen;
   const auto root = std::filesystem::path(MLRA_SOURCE_DIR) / "configs/2.9b";
   plans = 0;
+  KernelOptions uk_t;
+  uk_t.latent_uk_t = 1;
   for (const auto& dir : std::filesystem::directory_iterator(root)) {
     const std::string v = dir.path().filename().string();
     for (const bool tpla : {false, true}) {
@@ -217,7 +214,7 @@ std::vector<Seen> release_products(int& plans) {
         INFO(v << " tp " << tp << ": " << why);
         REQUIRE(why.empty());  // the release configs take every TP degree of a node
         for (int r = 0; r < tp; ++r, ++plans)
-          for (const DecodeProduct& p : decode_products(c, make_shard_plan(c, tp, r))) {
+          for (const DecodeProduct& p : decode_products(c, make_shard_plan(c, tp, r), uk_t)) {
             const auto key = std::make_tuple(p.n, p.k, p.batch, p.glu, p.x_shared, p.out_by_in);
             if (seen.count(key) == 0)
               seen[key] = {p, v + (tpla ? " tpla" : "") + " tp" + std::to_string(tp) + " rank " +

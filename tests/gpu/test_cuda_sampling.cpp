@@ -23,10 +23,6 @@ using namespace mlra::gputest;
 
 namespace {
 
-Backend& gpu() {
-  return *backends().gpu;
-}
-
 struct Case {
   float temperature;
   int32_t top_k;

@@ -9,26 +9,14 @@
 // more rows than the GEMV takes must reach cuBLAS, so the counter is seen to count.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
-#include <filesystem>
-#include <random>
 #include <string>
 
-#include "../step_builder.h"
+#include "gpu_decode_fixture.h"
 #include "gpu_test_util.h"
-#include "kernels/backend.h"
-#include "kernels/communicator.h"
-#include "models/checkpoint.h"
 #include "models/latent_attention.h"
-#include "models/model_config.h"
-#include "models/shard_plan.h"
-#include "models/synthetic_checkpoint.h"
-#include "models/transformer.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
-using mlra::testing::build_step;
-using mlra::testing::SeqChunk;
 
 namespace {
 
@@ -217,9 +205,7 @@ TEST_CASE("a latent unit without the W_UK copy a composition reads is refused",
 
 namespace {
 
-constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
-
-// Prefills kSeqs sequences, then runs decode steps of 1, 2, 5 and 8 sequences on the CPU and on
+// Prefills 8 sequences, then runs decode steps of 1, 2, 5 and 8 sequences on the CPU and on
 // three GPU models: two under latent_uk_t 1 (eager; graphs up to 8 sequences), where no decode
 // step may call cuBLAS (a recorded step counts when it is recorded), and one eager under the
 // defaults, where one-sequence steps make no cuBLAS call and steps of 2..8 make some (the latent
@@ -227,64 +213,31 @@ constexpr int32_t kPage = 16, kPagesPerSeq = 8, kSeqs = 8;
 void check_decode_without_cublas(const ModelConfig& c, const Checkpoint& ckpt, int tp,
                                  double bound) {
   const ShardPlan plan = make_shard_plan(c, tp, 0);
-  const CacheOptions cache{kPage, kSeqs * kPagesPerSeq};
-  auto cpu_b = make_cpu_backend();
-  KernelOptions with_copy;
-  with_copy.latent_uk_t = 1;
-  auto eager_b = make_cuda_backend(0, with_copy), graph_b = make_cuda_backend(0, with_copy);
-  auto default_b = make_cuda_backend(0);
-  auto cpu_c = make_single_rank_communicator(), eager_c = make_single_rank_communicator(),
-       graph_c = make_single_rank_communicator(), default_c = make_single_rank_communicator();
-  Transformer cpu(c, plan, ckpt, *cpu_b, *cpu_c, cache);
-  Transformer eager(c, plan, ckpt, *eager_b, *eager_c, cache);
-  Transformer graphed(c, plan, ckpt, *graph_b, *graph_c, cache);
-  Transformer by_default(c, plan, ckpt, *default_b, *default_c, cache);
-  graphed.enable_decode_graphs(8);
-  std::mt19937 rng(41);
-  const auto V = uint32_t(c.vocab_size);
-  std::vector<SeqChunk> prefill;
-  std::vector<int32_t> length(kSeqs), next(kSeqs);
-  for (int s = 0; s < kSeqs; ++s) {
-    std::vector<int32_t> prompt(size_t(4 + 7 * s));
-    for (auto& t : prompt) t = int32_t(rng() % V);
-    prefill.push_back({s, 0, prompt, false});
-    length[size_t(s)] = int32_t(prompt.size());
-    next[size_t(s)] = int32_t(rng() % V);
-  }
-  std::vector<float> lc, le, lg, ld;
-  const StepBatch first = build_step(prefill, kPage, kPagesPerSeq);
-  cpu.forward(first, lc);
-  eager.forward(first, le);
-  graphed.forward(first, lg);
-  by_default.forward(first, ld);
-  REQUIRE(rel_l2(le, lc) < bound);
-  REQUIRE(rel_l2(ld, lc) < bound);
+  DecodeSequences seqs({8, 41, 4, 7, true}, c.vocab_size);
+  const CacheOptions cache = seqs.cache();
+  const KernelOptions with_copy = with_option(&KernelOptions::latent_uk_t, 1);
+  DecodeModel cpu = cpu_model(c, plan, ckpt, cache);
+  DecodeModel eager = cuda_model(c, plan, ckpt, cache, with_copy);
+  DecodeModel graphed = cuda_model(c, plan, ckpt, cache, with_copy, 8);
+  DecodeModel by_default = cuda_model(c, plan, ckpt, cache);
+  forward_all({&cpu, &eager, &graphed, &by_default}, seqs.prefill());
+  REQUIRE(rel_l2(eager.logits, cpu.logits) < bound);
+  REQUIRE(rel_l2(by_default.logits, cpu.logits) < bound);
   for (const int batch : {1, 2, 5, 8, 2, 5}) {
-    std::vector<SeqChunk> chunks;
-    for (int i = 0; i < batch; ++i) {
-      const int s = (i * 3 + batch) % kSeqs;  // distinct for batch <= 8 (3 is prime to 8)
-      chunks.push_back({s, length[size_t(s)], {next[size_t(s)]}, false});
-      ++length[size_t(s)];
-      next[size_t(s)] = int32_t(rng() % V);
-    }
-    const StepBatch step = build_step(chunks, kPage, kPagesPerSeq);
+    const StepBatch step = seqs.decode_strided(batch, 3);
     CAPTURE(batch);
-    cpu.forward(step, lc);
-    cublas_calls(*eager_b);
-    cublas_calls(*graph_b);
-    cublas_calls(*default_b);
-    eager.forward(step, le);
-    graphed.forward(step, lg);
-    by_default.forward(step, ld);
-    CHECK(cublas_calls(*eager_b) == 0);
-    CHECK(cublas_calls(*graph_b) == 0);
+    cpu.forward(step);
+    for (DecodeModel* m : {&eager, &graphed, &by_default}) cublas_calls(*m->backend);
+    forward_all({&eager, &graphed, &by_default}, step);
+    CHECK(cublas_calls(*eager.backend) == 0);
+    CHECK(cublas_calls(*graphed.backend) == 0);
     if (batch == 1)
-      CHECK(cublas_calls(*default_b) == 0);
+      CHECK(cublas_calls(*by_default.backend) == 0);
     else
-      CHECK(cublas_calls(*default_b) > 0);
-    CHECK(rel_l2(le, lc) < bound);
-    CHECK(rel_l2(lg, lc) < bound);
-    CHECK(rel_l2(ld, lc) < bound);
+      CHECK(cublas_calls(*by_default.backend) > 0);
+    CHECK(rel_l2(eager.logits, cpu.logits) < bound);
+    CHECK(rel_l2(graphed.logits, cpu.logits) < bound);
+    CHECK(rel_l2(by_default.logits, cpu.logits) < bound);
   }
 }
 
@@ -308,13 +261,10 @@ TEST_CASE("decode steps of 1..8 latent-model sequences make no cuBLAS call (tiny
   };
   for (const Case& k : cases) {
     INFO(k.variant << " tp " << k.tp << (k.tpla ? " tpla" : ""));
-    const auto dir = std::filesystem::path(MLRA_TEST_DATA) / "tiny" / k.variant;
-    ModelConfig c = load_model_config(dir / "config.json", *parse_variant(k.variant));
-    if (k.tpla) c.mla_tp_mode = LatentTpMode::kTpla;
-    REQUIRE(unsupported_tp_reason(c, k.tp).empty());
-    auto ckpt = Checkpoint::open(dir);
-    // The tiny-checkpoint decode bound of test_decode_small_batch.cpp.
-    check_decode_without_cublas(c, *ckpt, k.tp, 2e-2);
+    TinyModel m = tiny_model(k.variant);
+    if (k.tpla) m.config.mla_tp_mode = LatentTpMode::kTpla;
+    REQUIRE(unsupported_tp_reason(m.config, k.tp).empty());
+    check_decode_without_cublas(m.config, *m.ckpt, k.tp, kTinyDecodeBound);
   }
 }
 
@@ -323,21 +273,9 @@ TEST_CASE("decode steps of 1..8 sequences at the release's head shapes make no c
   for (const char* v : {"mlra_4", "mla"})
     for (const int tp : {1, 2, 4}) {
       INFO(v << " tp " << tp);
-      ModelConfig c = load_model_config(
-          std::filesystem::path(MLRA_SOURCE_DIR) / "configs/2.9b" / v / "config.json",
-          *parse_variant(v));
-      c.n_layer = 2;
-      c.n_head = 8;
-      c.n_embd = 1024;
-      c.q_lora_rank = 256;
-      c.intermediate_size = 512;  // whole 16-byte rows per rank at TP4
-      c.vocab_size = 512;
-      c.text_vocab_size = 512;
-      c.eot_token = 511;
-      c.validate();
+      const ModelConfig c = release_head_config(v, 512);  // whole 16-byte rows per rank at TP4
       REQUIRE(unsupported_tp_reason(c, tp).empty());
       auto ckpt = make_synthetic_checkpoint(c, 77);
-      // The release-head-shape decode bound of test_decode_small_batch.cpp.
-      check_decode_without_cublas(c, *ckpt, tp, 3e-2);
+      check_decode_without_cublas(c, *ckpt, tp, kReleaseDecodeBound);
     }
 }

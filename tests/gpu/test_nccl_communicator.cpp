@@ -21,14 +21,10 @@
 #include "kernels/nccl_communicator.h"
 
 using namespace mlra;
+using mlra::gputest::gpu_count;
 namespace fs = std::filesystem;
 
 namespace {
-
-int gpu_count() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
 
 WorkerProcessOptions worker_process() {
   WorkerProcessOptions p;

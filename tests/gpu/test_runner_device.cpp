@@ -11,16 +11,13 @@
 #include "../step_builder.h"
 #include "engine/local_runner.h"
 #include "engine/process_runner.h"
+#include "gpu_test_util.h"
 
 using namespace mlra;
+using mlra::gputest::gpu_count;
 namespace fs = std::filesystem;
 
 namespace {
-
-int gpu_count() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
 
 RunnerConfig tiny_cuda(int device) {
   RunnerConfig o;
