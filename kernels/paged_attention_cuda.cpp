@@ -319,7 +319,8 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
     p.merge_counters = merge_counters_;
   }
   p.fp8_pipeline = decode_kernel && fp8_pipeline_ && p.fp8_cache &&
-                   (path_ == AttentionPath::kLatent256 || path_ == AttentionPath::kLatent512);
+                   (path_ == AttentionPath::kLatent128 || path_ == AttentionPath::kLatent256 ||
+                    path_ == AttentionPath::kLatent512);
   ran_early_stream_ = p.early_stream;
   ran_inline_merge_ = inline_merge;
   ran_fp8_pipeline_ = p.fp8_pipeline;

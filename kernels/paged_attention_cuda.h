@@ -74,7 +74,7 @@ struct AttentionParams {
   // Non-null: the CTA completing a split group merges it (split_kv_merge.cuh: merge_if_last) and
   // no merge kernel runs. One counter per (group's first partial slot, tile), 0 between launches.
   int32_t* merge_counters = nullptr;
-  // FP8 cache, d_c 256/512 decode kernel (latent_wide_attention.cu): the pipelined schedule
+  // FP8 cache, latent decode kernels (d_c 128, 256, 512): the pipelined schedule
   // (attention_fp8_pipeline), which computes the same bits; ignored by the other kernels.
   bool fp8_pipeline = false;
 };
@@ -139,8 +139,8 @@ class CudaPagedAttention {
   // attention_inline_merge; tests check when each applies).
   bool ran_early_stream() const { return ran_early_stream_; }
   bool ran_inline_merge() const { return ran_inline_merge_; }
-  // Whether the last run() ran the FP8 wide kernel's pipelined schedule
-  // (KernelOptions::attention_fp8_pipeline: FP8 cache, d_c 256/512, decode kernel).
+  // Whether the last run() ran an FP8 latent decode kernel's pipelined schedule
+  // (KernelOptions::attention_fp8_pipeline: FP8 cache, d_c 128/256/512, decode kernel).
   bool ran_fp8_pipeline() const { return ran_fp8_pipeline_; }
 
  private:

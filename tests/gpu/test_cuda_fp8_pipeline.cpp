@@ -1,15 +1,21 @@
-// The FP8 wide latent kernel's pipelined schedule (KernelOptions::attention_fp8_pipeline,
-// kernels/latent_wide_attention.cu): tile j's P.V runs while the CTA converts tile j + 1, the
-// same operations on the same values, so its output must equal the default schedule's bit for
-// bit. MLA's shape (d_c 512: 64 and 128 query heads per latent, one and two head tiles) and
-// GLA-2's (d_c 256, 128-row tiles), batch 1 (one long sequence split into many chunks), 16 and 64
-// (short sequences: unsplit items), decode steps and multi-token steps (packed rows), with the
+// The FP8 latent decode kernels' pipelined schedule (KernelOptions::attention_fp8_pipeline,
+// kernels/latent_wide_attention.cu and latent_decode_attention.cu): tile j's P.V runs while the
+// CTA converts tile j + 1, the same operations on the same values, so the output must equal the
+// default schedule's bit for bit. MLA's shape (d_c 512: 64 and 128 query heads per latent, one
+// and two head tiles), GLA-2's (d_c 256, 128-row tiles) and MLRA-4's (d_c 128, decode steps
+// only: its multi-token steps run on the prefill kernel), batch 1 (one long sequence split into
+// many chunks), 16 and 64 (short sequences: unsplit items), decode and multi-token steps, with the
 // early-streaming and inline-merge options on too, on caches whose per-token scales span the
 // E4M3 range (magnitudes 2^-14 .. 2^12 token by token, outliers, tiny rows, all-zero groups)
 // and query rows of amax 1e4, 1e-3 and 1. The default schedule is held to the CPU reference on
 // the same bytes (the FP8 attention tests' tolerance, token by token).
+#include <catch2/catch.hpp>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
+#include <vector>
 
 #include "fp8_test_util.h"
 #include "kernels/cuda_check.h"
@@ -142,8 +148,9 @@ bool check_case(std::mt19937& rng, const Case& k) {
   const PagedAttentionArgs ac = args(*cpu, cache.view(cache.cpu), DType::kF32, keep_c);
   const PagedAttentionArgs ag = args(*gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
   gpu->synchronize();
-  CHECK(cuda::CudaPagedAttention::choose_path(ag) ==
-        (k.d_c == 512 ? AttentionPath::kLatent512 : AttentionPath::kLatent256));
+  CHECK(cuda::CudaPagedAttention::choose_path(ag) == (k.d_c == 512   ? AttentionPath::kLatent512
+                                                      : k.d_c == 256 ? AttentionPath::kLatent256
+                                                                     : AttentionPath::kLatent128));
   cpu->paged_attention(ac);
   const std::vector<float> want = download(*cpu, as_mat(keep_c[1], k.heads * vd));
   bool split = false;
@@ -183,7 +190,7 @@ std::vector<int32_t> lengths(std::mt19937& rng, int n, int32_t lo, int32_t hi) {
 
 }  // namespace
 
-TEST_CASE("fp8 wide latent attention: the pipelined schedule keeps every bit",
+TEST_CASE("fp8 latent decode attention: the pipelined schedule keeps every bit",
           "[gpu][fp8][attention][fp8_pipeline]") {
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
@@ -196,6 +203,9 @@ TEST_CASE("fp8 wide latent attention: the pipelined schedule keeps every bit",
         {512, heads, 64, lengths(rng, 64, 1, 700)},        // short sequences
         {512, heads, 64, lengths(rng, 16, 100, 3000), 3},  // packed rows
         {256, heads, 64, lengths(rng, 16, 1, 4000)},
+        {128, heads, 64, {20000}},
+        {128, heads, 16, lengths(rng, 16, 1, 5000)},
+        {128, heads, 64, lengths(rng, 64, 1, 700)},
     };
     for (const Case& k : cases) {
       INFO("d_c " << k.d_c << ", " << k.heads << " heads, page size " << k.page_size << ", batch "
