@@ -183,7 +183,7 @@ bool check_case(std::mt19937& rng, const Case& k) {
 // n lengths in [lo, hi].
 std::vector<int32_t> lengths(std::mt19937& rng, int n, int32_t lo, int32_t hi) {
   std::uniform_int_distribution<int32_t> len(lo, hi);
-  std::vector<int32_t> v(size_t(n));
+  std::vector<int32_t> v(static_cast<size_t>(n));
   for (int32_t& x : v) x = len(rng);
   return v;
 }
