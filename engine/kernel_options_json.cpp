@@ -25,6 +25,7 @@ constexpr Field kFields[] = {
     {"gemv_k_tail", &KernelOptions::gemv_k_tail, 0, 1},
     {"attention_early_stream", &KernelOptions::attention_early_stream, 0, 1},
     {"attention_inline_merge", &KernelOptions::attention_inline_merge, 0, 1},
+    {"attention_fp8_pipeline", &KernelOptions::attention_fp8_pipeline, 0, 1},
 };
 
 }  // namespace

@@ -16,6 +16,8 @@ std::string kernel_options_error(const KernelOptions& o) {
     return "attention_early_stream must be 0 or 1";
   if (o.attention_inline_merge < 0 || o.attention_inline_merge > 1)
     return "attention_inline_merge must be 0 or 1";
+  if (o.attention_fp8_pipeline < 0 || o.attention_fp8_pipeline > 1)
+    return "attention_fp8_pipeline must be 0 or 1";
   return "";
 }
 

@@ -39,6 +39,10 @@ struct KernelOptions {
   // 1: in those kernels, the last CTA of a split (token, head tile) group merges the group's
   // partials (the merge kernel's order, bit for bit), so no merge kernel is launched after them.
   int attention_inline_merge = 0;
+  // 1: the FP8 latent decode kernels (d_c 128, 256, 512) run their pipelined schedule (tile j's
+  // P.V on the tensor cores while the CTA converts tile j + 1; the same bits as 0). Default 0
+  // until measured on a GPU.
+  int attention_fp8_pipeline = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

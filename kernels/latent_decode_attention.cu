@@ -61,8 +61,11 @@ struct LatentConfig {
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
 // kInlineMerge: p.merge_counters is set (attention_inline_merge); a compile-time switch, so the
-// default kernel carries none of the merge's code (as latent_wide_attention.cu).
-template <bool kFp8, bool kInlineMerge>
+// default kernel carries none of the merge's code (as latent_wide_attention.cu). kPipeline (FP8
+// only, attention_fp8_pipeline): tile j's P.V is issued and, while it runs, tile j + 1 is
+// converted; one CTA barrier then marks tile j + 1 converted and tile j's stage free (it takes
+// tile j + 3). Only independent work moves: the default schedule's bits.
+template <bool kFp8, bool kInlineMerge, bool kPipeline>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                             const __grid_constant__ CUtensorMap cache_map,
@@ -70,6 +73,7 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 #ifdef MLRA_LATENT_WGMMA
   using C = LatentConfig;
   constexpr int D = C::kD;
+  static_assert(kFp8 || !kPipeline, "the pipelined schedule is the FP8 kernel's");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -186,15 +190,15 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   // read at its tile's start, its latency would stall every tile).
   if (kFp8 && issued == 0) scale_next = row_scale(0);
 
-  for (int j = 0; j < n_tiles; ++j) {
+  // Tile j in its stage, once arrived: FP8: the codes converted and the per-token scales stored;
+  // rows past the end zeroed. The caller fences and synchronises before the wgmmas read it.
+  auto prepare_tile = [&](int j, float scale) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    const float scale[1] = {scale_next};
-    if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     if constexpr (kFp8) {
       fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
                                                  valid, tid, [] { __syncwarp(); });
-      if (tid % 2 == 0) tile_scale_s[stage * C::kBN + tid / 2] = scale[0];
+      if (tid % 2 == 0) tile_scale_s[stage * C::kBN + tid / 2] = scale;
     }
     if (valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens: zero them so that the masked
@@ -210,10 +214,28 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
                      : "memory");
       }
     }
-    fence_proxy_async();  // generic-proxy writes (cp.async rows, zeroed rows) are read by wgmma
+  };
+  // Pipelined: tile 0 is ready before the loop, and tile 2 requested (tiles 0 and 1 are).
+  if (kPipeline && n_tiles > 0) {
+    const float scale = scale_next;
+    scale_next = row_scale(1);
+    prepare_tile(0, scale);
+    fence_proxy_async();
     __syncthreads();
-    const int next = j + C::kStages - 1;
-    if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
+    if (tid == 0 && C::kStages - 1 < n_tiles) tma_tile(C::kStages - 1, C::kStages - 1);
+  }
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int stage = j % C::kStages;
+    if constexpr (!kPipeline) {
+      const float scale = scale_next;
+      if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
+      prepare_tile(j, scale);
+      fence_proxy_async();  // generic-proxy writes (cp.async rows, zeroed rows) are read by wgmma
+      __syncthreads();
+      const int next = j + C::kStages - 1;
+      if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
+    }
     const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
     // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain
@@ -262,20 +284,42 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     // o += P . V with V = the tile's latent columns: 64 rows x 128 value columns, P from
     // registers, V read once per warpgroup from the swizzled tile (MN-major). FP8: P' and the
     // code values, f16.
-    wgmma_fence();
+    if constexpr (kPipeline) {
+      // Every A fragment is packed before the fence (registers an in-flight wgmma reads are not
+      // written after it); while the wgmmas run, tile j + 1 is converted in its own stage.
+      uint32_t a[C::kBN / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < C::kBN / 16; ++kk) {
-      uint32_t a[4];
-      if constexpr (kFp8) {
-        probability_fragment_f16(s, kk, a);
-        wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
-      } else {
-        probability_fragment(s, kk, a);
-        wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment_f16(s, kk, a[kk]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk)
+        wgmma_rs_n128_tb<true>(o, a[kk], sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      wgmma_commit();
+      if (j + 1 < n_tiles) {
+        const float scale = scale_next;
+        scale_next = row_scale(j + 2);
+        prepare_tile(j + 1, scale);
       }
+      wgmma_wait_all();
+      fence_proxy_async();
+      __syncthreads();  // tile j + 1 ready; tile j's stage free
+      if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, stage);
+    } else {
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C::kBN / 16; ++kk) {
+        uint32_t a[4];
+        if constexpr (kFp8) {
+          probability_fragment_f16(s, kk, a);
+          wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+        } else {
+          probability_fragment(s, kk, a);
+          wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+        }
+      }
+      wgmma_commit();
+      wgmma_wait_all();
     }
-    wgmma_commit();
-    wgmma_wait_all();
   }
   // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
   // grid's completion before reading its output: it may launch now.
@@ -354,16 +398,19 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
-    return launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<true, true>
-                                                 : latent_attention_kernel<true, false>,
-                                plan, tiles, LatentConfig::kThreads, LatentConfig::kFp8Smem,
+    auto* kernel = p.fp8_pipeline
+                       ? (p.merge_counters ? latent_attention_kernel<true, true, true>
+                                           : latent_attention_kernel<true, false, true>)
+                       : (p.merge_counters ? latent_attention_kernel<true, true, false>
+                                           : latent_attention_kernel<true, false, false>);
+    return launch_plan_grid_pdl(kernel, plan, tiles, LatentConfig::kThreads, LatentConfig::kFp8Smem,
                                 p.early_stream, stream, p, tiles, plan, map, tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<false, true>
-                                        : latent_attention_kernel<false, false>,
+  launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<false, true, false>
+                                        : latent_attention_kernel<false, false, false>,
                        plan, tiles, LatentConfig::kThreads, LatentConfig::kSmem, p.early_stream,
                        stream, p, tiles, plan, map, map);
 }

@@ -27,6 +27,15 @@
 // g in f16 (online_softmax.cuh: fold_value_scales, g the row's running max of P x scale_t) is
 // what both warpgroups multiply into the f16 code values and what warpgroup 0 publishes; the
 // published factors carry g_old / g_new, and each row's result is its accumulator times g over l.
+// The FP8 kernel's pipelined schedule (kPipeline, attention_fp8_pipeline): per tile the default
+// one runs conversion (both warpgroups), barrier, S and softmax (warpgroup 0), P.V (both), barrier
+// in turn, so the tensor cores idle while the CTA converts. Pipelined, each warpgroup issues tile
+// j's P.V and, while those wgmmas run, converts its share of tile j + 1 (the other stage), then
+// waits for them; one CTA barrier (6) then marks tile j + 1 converted and tile j released (its
+// stage takes tile j + 2). Barrier 1 keeps its role; 2 and 3 are unused. Every value is computed
+// by the same operations in the same order (only independent work moved), so the output equals
+// the default schedule's bit for bit. The refill still waits for tile j's P.V, so tile j + 2
+// must arrive within tile j + 1's S and softmax rather than within a whole tile.
 #include "kernels/latent_wide_attention.h"
 
 #include <cuda_bf16.h>
@@ -84,8 +93,9 @@ __device__ __forceinline__ float (&slab(float (&o)[NO][4], int h))[16][4] {
 
 // kFp8: cache_map holds the codes, tail_map the bf16 k_pe (cache_tensor_map.h). kInlineMerge:
 // p.merge_counters is set (attention_inline_merge); a compile-time switch, as the merge's code in
-// the kernel made the FP8 d_c 512 kernel spill.
-template <int D, bool kPacked, bool kFp8, bool kInlineMerge>
+// the kernel made the FP8 d_c 512 kernel spill. kPipeline (FP8 only, attention_fp8_pipeline): the
+// schedule of the file comment's last paragraph, the same operations on the same values.
+template <int D, bool kPacked, bool kFp8, bool kInlineMerge, bool kPipeline>
 __global__ void __launch_bounds__(256, 1)
     latent_wide_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                        const __grid_constant__ CUtensorMap cache_map,
@@ -174,13 +184,16 @@ __global__ void __launch_bounds__(256, 1)
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / (256 / C::kBN), item.kv_end,
                          group);
   };
-  auto dequantize = [&](int j, float scale) {
+  auto convert_tile = [&](int j, float scale) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
     const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     fp8_tile_to_f16<C::kBN, 256, D / 128, D / 128>(kt, valid, tid, [] { __syncwarp(); });
     if (tid % (256 / C::kBN) == 0) tile_scale_s[stage * C::kBN + tid / (256 / C::kBN)] = scale;
     if (valid < C::kBN) zero_tail_rows<C::kBN>(kt + (D / 64) * C::kBN * 128, valid, 8, tid, 256);
+  };
+  auto dequantize = [&](int j, float scale) {
+    convert_tile(j, scale);
     fence_proxy_async();
     named_barrier(6, 256);
   };
@@ -224,9 +237,11 @@ __global__ void __launch_bounds__(256, 1)
   float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
   // FP8 (warpgroup 0): the rows' running value-scale maxima.
   float g_r[2] = {0.0f, 0.0f};
+  auto stage_addr = [&](int j) { return smem_addr(k_s + (j % C::kStages) * C::kBN * C::kK); };
   // o += P . V over this warpgroup's value columns of the tile at kt (P as A fragments, V read
-  // MN-major from the swizzled tile); both warpgroups run it on every tile.
-  auto multiply_pv = [&](const uint32_t(&a)[C::kBN / 16][4], uint32_t kt) {
+  // MN-major from the swizzled tile); both warpgroups run it on every tile. issue_pv leaves the
+  // wgmmas in flight (the caller waits); multiply_pv waits for them.
+  auto issue_pv = [&](const uint32_t(&a)[C::kBN / 16][4], uint32_t kt) {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < C::kBN / 16; ++kk)
@@ -236,26 +251,133 @@ __global__ void __launch_bounds__(256, 1)
             slab(o, h), a[kk],
             sw128_mn_desc(kt + (v_block0 + 2 * h) * (C::kBN * 128) + kk * 16 * 128, C::kBN * 128));
     wgmma_commit();
+  };
+  auto multiply_pv = [&](const uint32_t(&a)[C::kBN / 16][4], uint32_t kt) {
+    issue_pv(a, kt);
     wgmma_wait_all();
   };
+  // Warpgroup 0's part of tile j: S = Q . K^T over the full key width (one chain of 64 x kBN x
+  // 16 wgmmas; FP8: the f16 latent chain, its scores scaled, then the bf16 rope chain onto them),
+  // the online softmax (FP8: P' = P x scale / g), o rescaled, P (bf16; FP8: P', f16) published in
+  // the A layout warpgroup 1 reads back with ldmatrix, with the rows' factors (barrier 1).
+  int row_end[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
+                     ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
+                     : item.kv_end;
+  float row_factor[2] = {1.0f, 1.0f};
+  if constexpr (kFp8)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[my_row[i]];
+  auto score_tile = [&](int j, float(&s)[C::kBN / 8][4]) {
+    const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
+    const uint32_t q_addr = smem_addr(q_s), kt = stage_addr(j);
+#pragma unroll
+    for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    auto score_chain = [&](auto f16, int k_begin, int k_end) {
+      wgmma_fence();
+#pragma unroll
+      for (int k0 = k_begin; k0 < k_end; k0 += 16) {
+        const uint32_t in_block = uint32_t(k0 & 63) * 2;
+        const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
+        const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+        if constexpr (C::kBN == 128)
+          wgmma_n128<decltype(f16)::value>(s, da, db, 1);
+        else
+          wgmma_n64<decltype(f16)::value>(s, da, db, 1);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+    };
+    if constexpr (kFp8) {
+      score_chain(std::true_type{}, 0, D);
+      float2 cs[C::kBN / 8];
+      column_scales(tile_scale_s + stage * C::kBN, cs);
+      scale_latent_scores(s, cs, row_factor);
+      score_chain(std::false_type{}, D, C::kK);
+    } else {
+      score_chain(std::false_type{}, 0, C::kK);
+    }
+    float corr[2];
+    online_softmax_update<kPacked>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
+    if constexpr (kFp8) {
+      float2 cs[C::kBN / 8];  // read again: cheaper than holding them over the rope chain
+      column_scales(tile_scale_s + stage * C::kBN, cs);
+      fold_value_scales(s, cs, g_r, corr);
+    }
+    rescale_rows(o, corr);
+#pragma unroll
+    for (int nb = 0; nb < C::kBN / 8; ++nb)
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        *reinterpret_cast<uint32_t*>(p_s +
+                                     swizzled_offset<C::kM>(my_row[i], nb * 8 + (lane % 4) * 2)) =
+            kFp8 ? pack_f16(s[nb][2 * i], s[nb][2 * i + 1])
+                 : pack_bf16(s[nb][2 * i], s[nb][2 * i + 1]);
+    if (lane % 4 == 0) {
+      corr_s[my_row[0]] = corr[0];
+      corr_s[my_row[1]] = corr[1];
+    }
+    named_barrier_arrive(1, 256);
+  };
+  // Every A fragment is packed before the fence: registers an in-flight wgmma reads must not be
+  // written after it (the compiler would insert a warpgroup arrive).
+  auto pack_probabilities = [&](const float(&s)[C::kBN / 8][4], uint32_t(&a)[C::kBN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < C::kBN / 16; ++kk) {
+      if constexpr (kFp8)
+        probability_fragment_f16(s, kk, a[kk]);
+      else
+        probability_fragment(s, kk, a[kk]);
+    }
+  };
+  // Warpgroup 1: tile j's factors and P, after barrier 1.
+  const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
+  auto read_probabilities = [&](uint32_t(&a)[C::kBN / 16][4]) {
+    named_barrier(1, 256);
+    const float corr[2] = {corr_s[my_row[0]], corr_s[my_row[1]]};
+    rescale_rows(o, corr);
+#pragma unroll
+    for (int kk = 0; kk < C::kBN / 16; ++kk)
+      ldmatrix_x4(a[kk], p_addr + swizzled_offset<C::kM>(a_row, kk * 16 + a_col));
+  };
+  float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
 
-  if (wg == 0) {
-    int row_end[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      row_end[i] = kPacked && my_row[i] < rows_valid && item.num_tokens > 1
-                       ? min(item.kv_end, p.token_pos[t0 + my_row[i] / tile.rows] + 1)
-                       : item.kv_end;
-    const uint32_t q_addr = smem_addr(q_s);
-    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
-    float row_factor[2] = {1.0f, 1.0f};
-    if constexpr (kFp8)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[my_row[i]];
+  if constexpr (kPipeline) {
+    static_assert(kFp8, "the pipelined schedule is the FP8 kernel's");
+    // Both warpgroups convert tile 0; in iteration j, tile j's P.V (both warpgroups) runs on the
+    // tensor cores while both convert tile j + 1, and one CTA barrier then marks tile j + 1
+    // converted and tile j released, so the stage takes tile j + 2.
+    if (n_tiles > 0) {
+      const float scale = scale_next;
+      scale_next = fp8_scale(1);
+      dequantize(0, scale);
+    }
     for (int j = 0; j < n_tiles; ++j) {
-      const int stage = j % C::kStages, start = item.kv_begin + j * C::kBN;
-      const int valid = item.kv_end - start;
-      const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
+      uint32_t a[C::kBN / 16][4];
+      if (wg == 0) {
+        float s[C::kBN / 8][4];
+        score_tile(j, s);
+        pack_probabilities(s, a);
+      } else {
+        read_probabilities(a);
+      }
+      issue_pv(a, stage_addr(j));
+      if (j + 1 < n_tiles) {
+        const float scale = scale_next;
+        scale_next = fp8_scale(j + 2);
+        convert_tile(j + 1, scale);
+      }
+      wgmma_wait_all();
+      fence_proxy_async();
+      named_barrier(6, 256);
+      if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, j % C::kStages);
+    }
+  } else if (wg == 0) {
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
+      const uint32_t kt = stage_addr(j);
       if constexpr (kFp8) {
         const float scale = scale_next;
         scale_next = fp8_scale(j + 1);
@@ -276,108 +398,42 @@ __global__ void __launch_bounds__(256, 1)
         fence_proxy_async();
         named_barrier(3, 128);
       }
-
-      // S = Q . K^T over the full key width: one chain of 64 x kBN x 16 wgmmas (FP8: the f16
-      // latent chain, its scores scaled, then the bf16 rope chain onto them).
       float s[C::kBN / 8][4];
-#pragma unroll
-      for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-      auto score_chain = [&](auto f16, int k_begin, int k_end) {
-        wgmma_fence();
-#pragma unroll
-        for (int k0 = k_begin; k0 < k_end; k0 += 16) {
-          const uint32_t in_block = uint32_t(k0 & 63) * 2;
-          const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
-          const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
-          if constexpr (C::kBN == 128)
-            wgmma_n128<decltype(f16)::value>(s, da, db, 1);
-          else
-            wgmma_n64<decltype(f16)::value>(s, da, db, 1);
-        }
-        wgmma_commit();
-        wgmma_wait_all();
-      };
-      if constexpr (kFp8) {
-        score_chain(std::true_type{}, 0, D);
-        float2 cs[C::kBN / 8];
-        column_scales(tile_scale_s + stage * C::kBN, cs);
-        scale_latent_scores(s, cs, row_factor);
-        score_chain(std::false_type{}, D, C::kK);
-      } else {
-        score_chain(std::false_type{}, 0, C::kK);
-      }
-
-      float corr[2];
-      online_softmax_update<kPacked>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
-      if constexpr (kFp8) {
-        float2 cs[C::kBN / 8];  // read again: cheaper than holding them over the rope chain
-        column_scales(tile_scale_s + stage * C::kBN, cs);
-        fold_value_scales(s, cs, g_r, corr);
-      }
-      rescale_rows(o, corr);
-      // Publish P (bf16; FP8: P', f16), in the A layout warpgroup 1 reads back with ldmatrix,
-      // and the factors.
-#pragma unroll
-      for (int nb = 0; nb < C::kBN / 8; ++nb)
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-          *reinterpret_cast<uint32_t*>(p_s +
-                                       swizzled_offset<C::kM>(my_row[i], nb * 8 + (lane % 4) * 2)) =
-              kFp8 ? pack_f16(s[nb][2 * i], s[nb][2 * i + 1])
-                   : pack_bf16(s[nb][2 * i], s[nb][2 * i + 1]);
-      if (lane % 4 == 0) {
-        corr_s[my_row[0]] = corr[0];
-        corr_s[my_row[1]] = corr[1];
-      }
-      named_barrier_arrive(1, 256);
-
-      // Every A fragment is packed before the fence: registers an in-flight wgmma reads must not
-      // be written after it (the compiler would insert a warpgroup arrive).
+      score_tile(j, s);
       uint32_t a[C::kBN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk) {
-        if constexpr (kFp8)
-          probability_fragment_f16(s, kk, a[kk]);
-        else
-          probability_fragment(s, kk, a[kk]);
-      }
+      pack_probabilities(s, a);
       multiply_pv(a, kt);
       // Warpgroup 1 is done with this tile and with P: refill the stage.
       named_barrier(2, 256);
       if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, stage);
     }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
-      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
-      if (lane % 4 == 0) rowsum_s[my_row[i]] = l_r[i];
-      // FP8: the rows' g for warpgroup 1 (it has read its last factors: barrier 2).
-      if (kFp8 && lane % 4 == 0) corr_s[my_row[i]] = g_r[i];
-    }
-    named_barrier_arrive(4, 256);
   } else {
-    const int a_row = rg * 16 + (lane % 8) + ((lane / 8) & 1) * 8, a_col = (lane / 16) * 8;
-    float scale_next = kFp8 && issued == 0 ? fp8_scale(0) : scale0;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % C::kStages;
-      const uint32_t kt = smem_addr(k_s + stage * C::kBN * C::kK);
       if constexpr (kFp8) {
         const float scale = scale_next;
         scale_next = fp8_scale(j + 1);
         dequantize(j, scale);
       }
-      named_barrier(1, 256);
+      uint32_t a[C::kBN / 16][4];
+      read_probabilities(a);
       // Already complete (warpgroup 0 waited): makes the tile's TMA bytes visible here too.
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-      const float corr[2] = {corr_s[my_row[0]], corr_s[my_row[1]]};
-      rescale_rows(o, corr);
-      uint32_t a[C::kBN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk)
-        ldmatrix_x4(a[kk], p_addr + swizzled_offset<C::kM>(a_row, kk * 16 + a_col));
-      multiply_pv(a, kt);
+      multiply_pv(a, stage_addr(j));
       named_barrier_arrive(2, 256);
     }
+  }
+  if (wg == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+      l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+      if (lane % 4 == 0) rowsum_s[my_row[i]] = l_r[i];
+      // FP8: the rows' g for warpgroup 1 (it has read its last factors: barrier 2 or 6).
+      if (kFp8 && lane % 4 == 0) corr_s[my_row[i]] = g_r[i];
+    }
+    named_barrier_arrive(4, 256);
+  } else {
     named_barrier(4, 256);
     l_r[0] = rowsum_s[my_row[0]];
     l_r[1] = rowsum_s[my_row[1]];
@@ -386,7 +442,6 @@ __global__ void __launch_bounds__(256, 1)
       g_r[1] = corr_s[my_row[1]];
     }
   }
-
   // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
   // grid's completion before reading its output: it may launch now.
   if (p.early_stream) pdl_launch_dependents();
@@ -433,10 +488,16 @@ void launch(const AttentionParams& p, const HeadTiles& tiles, const SplitKvPlan&
             const CUtensorMap& map, const CUtensorMap& tail, cudaStream_t stream) {
   using C = WideConfig<D>;
   const bool packed = plan.shape.tokens_per_item > 1, inline_merge = p.merge_counters != nullptr;
-  auto* kernel = packed ? (inline_merge ? latent_wide_kernel<D, true, kFp8, true>
-                                        : latent_wide_kernel<D, true, kFp8, false>)
-                        : (inline_merge ? latent_wide_kernel<D, false, kFp8, true>
-                                        : latent_wide_kernel<D, false, kFp8, false>);
+  auto pick = [&](auto pipeline) {
+    constexpr bool kPipe = decltype(pipeline)::value;
+    return packed ? (inline_merge ? latent_wide_kernel<D, true, kFp8, true, kPipe>
+                                  : latent_wide_kernel<D, true, kFp8, false, kPipe>)
+                  : (inline_merge ? latent_wide_kernel<D, false, kFp8, true, kPipe>
+                                  : latent_wide_kernel<D, false, kFp8, false, kPipe>);
+  };
+  auto* kernel = pick(std::false_type{});
+  if constexpr (kFp8)
+    if (p.fp8_pipeline) kernel = pick(std::true_type{});
   launch_plan_grid_pdl(kernel, plan, tiles, C::kThreads, kFp8 ? C::kFp8Smem : C::kSmem,
                        p.early_stream, stream, p, tiles, plan, map, tail);
 }

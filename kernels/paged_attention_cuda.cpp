@@ -124,7 +124,8 @@ const char* attention_path_name(AttentionPath p) {
 CudaPagedAttention::CudaPagedAttention(int device, const KernelOptions& options)
     : kv_split_per_sm_(options.kv_split_per_sm),
       early_stream_(options.attention_early_stream != 0),
-      inline_merge_(options.attention_inline_merge != 0) {
+      inline_merge_(options.attention_inline_merge != 0),
+      fp8_pipeline_(options.attention_fp8_pipeline != 0) {
   if (const std::string why = kernel_options_error(options); !why.empty())
     throw std::invalid_argument("paged attention: kernel options: " + why);
   MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
@@ -317,8 +318,12 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
                  "paged_attention: inline merge counters not sized by plan()");
     p.merge_counters = merge_counters_;
   }
+  p.fp8_pipeline = decode_kernel && fp8_pipeline_ && p.fp8_cache &&
+                   (path_ == AttentionPath::kLatent128 || path_ == AttentionPath::kLatent256 ||
+                    path_ == AttentionPath::kLatent512);
   ran_early_stream_ = p.early_stream;
   ran_inline_merge_ = inline_merge;
+  ran_fp8_pipeline_ = p.fp8_pipeline;
 
   for (size_t begin = 0; begin < tiles_.size(); begin += kMaxHeadTiles) {
     HeadTiles batch;

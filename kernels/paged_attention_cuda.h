@@ -74,6 +74,9 @@ struct AttentionParams {
   // Non-null: the CTA completing a split group merges it (split_kv_merge.cuh: merge_if_last) and
   // no merge kernel runs. One counter per (group's first partial slot, tile), 0 between launches.
   int32_t* merge_counters = nullptr;
+  // FP8 cache, latent decode kernels (d_c 128, 256, 512): the pipelined schedule
+  // (attention_fp8_pipeline), which computes the same bits; ignored by the other kernels.
+  bool fp8_pipeline = false;
 };
 
 // kKvRope128: per-head K (128) and V (128) at their own columns plus a 64-dim rope part shared by
@@ -136,6 +139,9 @@ class CudaPagedAttention {
   // attention_inline_merge; tests check when each applies).
   bool ran_early_stream() const { return ran_early_stream_; }
   bool ran_inline_merge() const { return ran_inline_merge_; }
+  // Whether the last run() ran an FP8 latent decode kernel's pipelined schedule
+  // (KernelOptions::attention_fp8_pipeline: FP8 cache, d_c 128/256/512, decode kernel).
+  bool ran_fp8_pipeline() const { return ran_fp8_pipeline_; }
 
  private:
   void reserve(size_t bytes, cudaStream_t stream);
@@ -144,6 +150,7 @@ class CudaPagedAttention {
   int kv_split_per_sm_ = 0;    // KernelOptions::kv_split_per_sm
   bool early_stream_ = false;  // KernelOptions::attention_early_stream
   bool inline_merge_ = false;  // KernelOptions::attention_inline_merge
+  bool fp8_pipeline_ = false;  // KernelOptions::attention_fp8_pipeline
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   // Outgrown workspaces stay allocated until destruction: a recorded graph may still point at
@@ -177,6 +184,7 @@ class CudaPagedAttention {
   size_t merge_counter_count_ = 0;
   bool ran_early_stream_ = false;
   bool ran_inline_merge_ = false;
+  bool ran_fp8_pipeline_ = false;
 };
 
 }  // namespace mlra::cuda
