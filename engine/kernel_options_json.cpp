@@ -22,6 +22,7 @@ constexpr Field kFields[] = {
     {"latent_uk_t", &KernelOptions::latent_uk_t, 0, 1},
     {"kv_split_per_sm", &KernelOptions::kv_split_per_sm, 0, KernelOptions::kMaxKvSplitPerSm},
     {"mlp_block", &KernelOptions::mlp_block, 0, 1},
+    {"attn_block", &KernelOptions::attn_block, 0, 1},
     {"gemv_k_tail", &KernelOptions::gemv_k_tail, 0, 1},
     {"attention_early_stream", &KernelOptions::attention_early_stream, 0, 1},
     {"attention_inline_merge", &KernelOptions::attention_inline_merge, 0, 1},

@@ -81,8 +81,19 @@ void Backend::latent_queries(const MatView& q_nope, const MatView& cq, const Mat
     else
       linear_batched(q_in, dn, {w.data, w.dtype, dn, width, width}, dn * width, false, q_out, vw,
                      u.n_heads, 1.0f, 0.0f);
-    linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true,
-                   qv.cols_slice(u.v0 * vw + width, dr), vw, u.n_heads, 1.0f, 0.0f);
+    // q_pe depends on the head only: units over the heads of an earlier unit copy its values.
+    const MatView pe = qv.cols_slice(u.v0 * vw + width, dr);
+    bool copied = false;
+    for (const auto& e : units) {
+      if (&e == &u) break;
+      if (e.head0 == u.head0 && e.n_heads == u.n_heads) {
+        copied = copy_rows_batched(qv.cols_slice(e.v0 * vw + width, dr), vw, pe, vw, u.n_heads);
+        break;
+      }
+    }
+    if (!copied)
+      linear_batched(cq, 0, rope_w.rows_slice(u.head0 * dr, dr), dr * rope_w.ld, true, pe, vw,
+                     u.n_heads, 1.0f, 0.0f);
     n_virt = std::max(n_virt, u.v0 + u.n_heads);
   }
   rope(qv, n_virt, vw, width, dr, positions, rope_base);
@@ -107,6 +118,19 @@ void Backend::latent_up_project(const MatView& z, const std::vector<LatentUnitVi
                    {u.w_uv.data, u.w_uv.dtype, dn, width, width}, dn * width, true,
                    o.cols_slice(u.head0 * dn, dn), dn, u.n_heads, alpha, first ? 0.0f : 1.0f);
   }
+}
+
+void Backend::attn_block(const AttnBlockArgs& a) {
+  const int64_t r_q = a.cq.cols;
+  if (a.xp.cols < r_q + a.dr || a.xp.rows != a.x.rows || a.cq.rows != a.x.rows)
+    throw std::invalid_argument("attn_block: xp must be [T, r_q + latents + dr], cq [T, r_q]");
+  linear(a.x, a.x_proj, a.xp, 1.0f, 0.0f);
+  rms_norm(a.xp.cols_slice(0, r_q), a.q_norm, a.eps, a.q_scale, a.cq);
+  linear(a.cq, a.q_b_nope, a.q_nope, 1.0f, 0.0f);
+  latent_queries(a.q_nope, a.cq, a.rope_w, a.units, a.dn, a.dr, a.width, a.positions, a.rope_base,
+                 a.qv);
+  latent_cache_write(a.xp.cols_slice(r_q, a.xp.cols - r_q), a.latent_norms, a.groups, a.eps,
+                     a.kv_scale, a.dr, a.positions, a.rope_base, a.slots, a.cache);
 }
 
 void Backend::cache_gather(const PagedCacheView& cache, const int32_t* slots, int64_t n,

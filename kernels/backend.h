@@ -93,6 +93,14 @@ class Backend {
     MatView w12, proj, h, a, y;
   };
   virtual void mlp_block(const MlpBlockArgs& m);
+  // For i < batch: dst_i <- src_i, where X_i is the [rows, cols] view X offset by i * X_stride
+  // elements (src and dst of one dtype and shape, not overlapping). Returns false where the
+  // backend has no such copy (the default); the caller then computes the values again.
+  virtual bool copy_rows_batched(const MatView& /*src*/, int64_t /*src_stride*/,
+                                 const MatView& /*dst*/, int64_t /*dst_stride*/,
+                                 int64_t /*batch*/) {
+    return false;
+  }
   // x *= sigmoid(gate)
   virtual void sigmoid_mul(const MatView& gate, const MatView& x) = 0;
   // acc += x (acc may be a wider dtype than x)
@@ -123,11 +131,12 @@ class Backend {
   // latent_queries: qv[t, v] = [W_UK[v]^T q_nope[t, h(v)] | RoPE(W_rope[h(v)] cq[t])], rows of
   // qv (width + dr) per virtual head; rope_w is [heads * dr, cq.cols]. latent_up_project:
   // o[t, h] = alpha * sum over h's units of W_UV[v] z[t, v] (heads no unit covers: untouched).
-  // Defaults compose linear_batched + rope (the reference); the GPU fuses each into one launch
-  // for one-token steps and composes the rest (kernels/README.md, fused ops).
-  // W_UK comes in the copies latent_uk_layouts asks for: w_uk (in_by_out, [n_heads, dn, width])
-  // and w_uk_t (out_by_in, [n_heads, width, dn]: W_UK^T per head); an absent one has no data.
-  // The composition multiplies by w_uk_t where the view has it, else by w_uk.
+  // Defaults compose linear_batched + rope (the reference; units over the same heads share one
+  // q_pe product, copied by copy_rows_batched where the backend has it); the GPU fuses each into
+  // one launch for one-token steps and composes the rest (kernels/README.md, fused ops). W_UK comes
+  // in the copies latent_uk_layouts asks for: w_uk (in_by_out, [n_heads, dn, width]) and w_uk_t
+  // (out_by_in, [n_heads, width, dn]: W_UK^T per head); an absent one has no data. The composition
+  // multiplies by w_uk_t where the view has it, else by w_uk.
   struct LatentUnitView {
     Tensor w_uk, w_uv;
     int64_t head0 = 0, n_heads = 0, v0 = 0;
@@ -148,6 +157,32 @@ class Backend {
                               const MatView& qv);
   virtual void latent_up_project(const MatView& z, const std::vector<LatentUnitView>& units,
                                  int64_t dn, int64_t width, float alpha, const MatView& o);
+  // The front of absorbed latent attention (not TPLA) up to the attention kernel; decode: one
+  // launch on the GPU where the kernel option attn_block is on (kernels/attn_block.h).
+  //   xp = x . x_proj^T: [T, r_q + groups * g + dr] = [W_qa x | raw latents | k_pe];
+  //   cq = RMSNorm(xp[:, :r_q]) * q_norm * q_scale; q_nope = cq . q_b_nope^T;
+  //   qv = latent_queries(q_nope, cq, rope_w, units, ...);
+  //   xp[:, r_q:] = its cache entry (latent_cache_write: groups latents normed with
+  //   latent_norms * kv_scale, k_pe roped), written to cache slots[t].
+  // xp, cq, q_nope are written as the composition writes them (the caller reads xp's entry).
+  // Default: linear, rms_norm, linear, latent_queries, latent_cache_write.
+  struct AttnBlockArgs {
+    MatView x, x_proj, xp;
+    Tensor q_norm;
+    float q_scale = 1.0f;
+    MatView cq, q_b_nope, q_nope, rope_w;
+    std::vector<LatentUnitView> units;
+    int64_t dn = 0, dr = 0, width = 0;
+    Tensor latent_norms;
+    int64_t groups = 0;
+    float kv_scale = 1.0f, eps = 0.0f;
+    const int32_t* positions = nullptr;
+    float rope_base = 10000.0f;
+    const int32_t* slots = nullptr;
+    PagedCacheView cache;
+    MatView qv;
+  };
+  virtual void attn_block(const AttnBlockArgs& a);
   // Brackets one forward step: between them, paged_attention calls with the same step metadata
   // (positions buffer, token count, head tiling) share one split-KV plan, computed by the first
   // (FlashInfer-style plan once per step, run per layer). Outside a step every call plans.

@@ -48,6 +48,19 @@ class CpuBackend final : public Backend {
     t.owner = std::shared_ptr<void>(p, std::free);
     return t;
   }
+  bool copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
+                         int64_t dst_stride, int64_t batch) override {
+    if (src.dtype != dst.dtype || src.rows != dst.rows || src.cols != dst.cols)
+      throw std::invalid_argument("copy_rows_batched: src and dst must have one dtype and shape");
+    const size_t es = dtype_size(src.dtype);
+    for (int64_t i = 0; i < batch; ++i)
+      for (int64_t r = 0; r < src.rows; ++r)
+        std::memcpy(
+            static_cast<char*>(dst.data) + (i * dst_stride + r * dst.ld) * int64_t(es),
+            static_cast<const char*>(src.data) + (i * src_stride + r * src.ld) * int64_t(es),
+            size_t(src.cols) * es);
+    return true;
+  }
   void upload_f32(Tensor& dst, const float* src) override {
     if (dst.dtype != DType::kF32) throw std::invalid_argument("cpu backend: upload_f32 to non-f32");
     std::memcpy(dst.data, src, dst.bytes());

@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/attn_block.h"
 #include "kernels/backend.h"
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_check.h"
@@ -118,6 +119,49 @@ bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64
   return true;
 }
 
+// The kernel's view of Backend::attn_block's arguments; false where it cannot take them (a unit
+// without w_uk, more units than the kernel holds, weights not bf16, norms of the wrong size).
+bool attn_block_operands(const Backend::AttnBlockArgs& a, cuda::AttnBlockOperands& o) {
+  if (a.units.empty() || a.units.size() > size_t(cuda::kMaxLatentUnits)) return false;
+  if (a.q_norm.numel() != a.cq.cols || a.latent_norms.numel() != a.groups * a.width ||
+      a.latent_norms.dtype != DType::kBF16)
+    return false;
+  for (size_t i = 0; i < a.units.size(); ++i) {
+    const auto& u = a.units[i];
+    if (u.w_uk.data == nullptr || u.w_uk.dtype != DType::kBF16 ||
+        u.w_uk.numel() != u.n_heads * a.dn * a.width)
+      return false;
+    o.unit[i] = {static_cast<const __nv_bfloat16*>(u.w_uk.data),
+                 static_cast<const __nv_bfloat16*>(u.w_uv.data), int32_t(u.head0),
+                 int32_t(u.n_heads), int32_t(u.v0)};
+  }
+  o.x = a.x;
+  o.x_proj = a.x_proj;
+  o.xp = a.xp;
+  o.q_norm = a.q_norm.data;
+  o.q_norm_dtype = a.q_norm.dtype;
+  o.q_scale = a.q_scale;
+  o.cq = a.cq;
+  o.q_b_nope = a.q_b_nope;
+  o.q_nope = a.q_nope;
+  o.rope_w = a.rope_w;
+  o.n_units = int(a.units.size());
+  o.dn = int(a.dn);
+  o.dr = int(a.dr);
+  o.width = int(a.width);
+  o.latent_norms = a.latent_norms.data;
+  o.latent_norms_dtype = a.latent_norms.dtype;
+  o.groups = int(a.groups);
+  o.kv_scale = a.kv_scale;
+  o.eps = a.eps;
+  o.positions = a.positions;
+  o.rope_base = a.rope_base;
+  o.slots = a.slots;
+  o.cache = a.cache;
+  o.qv = a.qv;
+  return true;
+}
+
 uint16_t f32_to_bf16_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -151,6 +195,7 @@ class CudaBackend final : public Backend {
     MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
     if (options.mlp_block == 1) mlp_block_ = std::make_unique<cuda::MlpBlockKernel>(device);
+    if (options.attn_block == 1) attn_block_ = std::make_unique<cuda::AttnBlockKernel>(device);
   }
   ~CudaBackend() override {
     cudaSetDevice(state_->device);
@@ -374,6 +419,50 @@ class CudaBackend final : public Backend {
     }
     Backend::mlp_block(m);
   }
+  // One 3D copy where a view's rows lie a whole number of strides apart (the heads of a token row,
+  // rows = tokens), else one 2D copy per batch item. Graph capturable. Under latent_uk_t 0 it
+  // declines, so the composed latent query path issues the launches measured on a GPU (each unit
+  // recomputes its q_pe); the copy belongs to that option's rework of the 2..8-token path.
+  bool copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
+                         int64_t dst_stride, int64_t batch) override {
+    if (!latent_uk_t_) return false;
+    activate();
+    MLRA_REQUIRE(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
+                 "copy_rows_batched: src and dst must have one dtype and shape");
+    if (batch <= 0 || src.rows == 0 || src.cols == 0) return true;
+    const size_t es = dtype_size(src.dtype), w = size_t(src.cols) * es;
+    const auto whole = [&](const MatView& v, int64_t stride) {
+      return stride >= v.cols && v.ld % stride == 0 && v.ld / stride >= batch;
+    };
+    if (whole(src, src_stride) && whole(dst, dst_stride)) {
+      cudaMemcpy3DParms p{};
+      p.srcPtr =
+          make_cudaPitchedPtr(src.data, size_t(src_stride) * es, w, size_t(src.ld / src_stride));
+      p.dstPtr =
+          make_cudaPitchedPtr(dst.data, size_t(dst_stride) * es, w, size_t(dst.ld / dst_stride));
+      p.extent = make_cudaExtent(w, size_t(batch), size_t(src.rows));
+      p.kind = cudaMemcpyDeviceToDevice;
+      MLRA_CUDA_CHECK(cudaMemcpy3DAsync(&p, stream()));
+      return true;
+    }
+    for (int64_t i = 0; i < batch; ++i)
+      MLRA_CUDA_CHECK(cudaMemcpy2DAsync(
+          static_cast<char*>(dst.data) + i * dst_stride * int64_t(es), size_t(dst.ld) * es,
+          static_cast<const char*>(src.data) + i * src_stride * int64_t(es), size_t(src.ld) * es, w,
+          size_t(src.rows), cudaMemcpyDeviceToDevice, stream()));
+    return true;
+  }
+  // One-token steps under the attn_block option: one persistent launch (kernels/attn_block.h).
+  void attn_block(const AttnBlockArgs& a) override {
+    activate();
+    cuda::AttnBlockOperands o;
+    if (attn_block_ && a.x.rows == 1 && attn_block_operands(a, o) && attn_block_->supports(o) &&
+        attn_block_->runs_on(stream())) {
+      const TimedOp timed(this, &OpTimes::matmul_ms);
+      return attn_block_->launch(o, stream());
+    }
+    Backend::attn_block(a);
+  }
   void sigmoid_mul(const MatView& gate, const MatView& x) override {
     activate();
     cuda::launch_sigmoid_mul(gate, x, stream());
@@ -593,7 +682,8 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> spare_events_;
   cudaEvent_t staging_done_ = nullptr;  // recorded after the latest staged copy
   CudaPagedAttention attention_;
-  std::unique_ptr<cuda::MlpBlockKernel> mlp_block_;  // KernelOptions::mlp_block == 1
+  std::unique_ptr<cuda::MlpBlockKernel> mlp_block_;    // KernelOptions::mlp_block == 1
+  std::unique_ptr<cuda::AttnBlockKernel> attn_block_;  // KernelOptions::attn_block == 1
   std::string name_;
 };
 

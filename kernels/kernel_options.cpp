@@ -11,6 +11,7 @@ std::string kernel_options_error(const KernelOptions& o) {
     return "kv_split_per_sm must be in 0.." + std::to_string(KernelOptions::kMaxKvSplitPerSm) +
            " (0: automatic)";
   if (o.mlp_block < 0 || o.mlp_block > 1) return "mlp_block must be 0 or 1";
+  if (o.attn_block < 0 || o.attn_block > 1) return "attn_block must be 0 or 1";
   if (o.gemv_k_tail < 0 || o.gemv_k_tail > 1) return "gemv_k_tail must be 0 or 1";
   if (o.attention_early_stream < 0 || o.attention_early_stream > 1)
     return "attention_early_stream must be 0 or 1";

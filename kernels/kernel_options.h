@@ -28,6 +28,11 @@ struct KernelOptions {
   // SwiGLU GEMV and the down GEMV (three launches); 1 runs them as one cooperative persistent
   // kernel (kernels/mlp_block.h).
   int mlp_block = 0;
+  // The front of the attention half of one-token decode layers (Backend::attn_block, not TPLA):
+  // 0 composes the x product, the c_q norm, the q_nope product, the virtual queries and the
+  // cache entry (five launches or more); 1 runs them as one cooperative persistent kernel
+  // (kernels/attn_block.h).
+  int attn_block = 0;
   // Products whose K % 8 != 0 (the MLP down-projection at most TP degrees): 0 sends them to
   // cuBLAS (over the padded row pitch, ld > K); 1 runs them on the GEMV's K tail (kernels/gemv.h).
   // Products with K % 8 == 0 take the GEMV under either value.

@@ -21,14 +21,15 @@
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/mlp_block.h"
 #include "kernels/pdl.cuh"
+#include "kernels/persistent_gemv.cuh"
+#include "kernels/persistent_launch.h"
 
 namespace mlra::cuda {
 namespace {
 
 using namespace gemv_detail;
+using namespace persistent;
 
-constexpr int kThreads = 384, kWarps = kThreads / 32;
-constexpr int kRows = 8;  // rows per step: 8 loads of 16 bytes per thread
 constexpr int64_t kMaxD = 8192, kMaxF = 16384;
 
 struct Params {
@@ -65,132 +66,6 @@ __host__ __device__ inline SmemLayout smem_layout(int64_t preload_rows, int64_t 
   return l;
 }
 
-__host__ __device__ inline int share_begin(int n, int b, int blocks) {
-  return int(int64_t(n) * b / blocks);
-}
-
-struct Step {
-  uint4 w[kRows];
-};
-
-// load_stream, kept in program order with the other volatile asm (pdl_wait, the grid barrier's
-// accesses), so the weight loads issued early stay ahead of the waits they are meant to cover.
-__device__ __forceinline__ uint4 load_weights(const __nv_bfloat16* p) {
-  uint4 v;
-  asm volatile(
-      "{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
-      "ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-// Rows [0, nrows) of one product of K = 8 * chunks - (tail ? 8 - tail : 0) columns; step s covers
-// rows (s / kc) * kRows + [0, kRows) at chunk threadIdx.x + (s % kc) * kThreads.
-struct RowWalk {
-  int nrows, chunks, tail, kc;
-  __device__ int steps() const { return (nrows + kRows - 1) / kRows * kc; }
-};
-
-template <class Load>
-__device__ __forceinline__ void load_step(Step& st, const RowWalk& rw, int s, const Load& load) {
-  const int r0 = (s / rw.kc) * kRows, c = int(threadIdx.x) + (s % rw.kc) * kThreads;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r)
-    st.w[r] = r0 + r < rw.nrows && c < rw.chunks ? load(r0 + r, c) : make_uint4(0, 0, 0, 0);
-}
-
-// acc[r] += the step's chunk of row r . the same chunk of xs (xs is zero past K; w is zeroed
-// past K in a tail chunk, where the row's pad may hold anything).
-__device__ __forceinline__ void compute_step(const Step& st, const RowWalk& rw, int s,
-                                             const __nv_bfloat16* xs, float (&acc)[kRows]) {
-  const int c = int(threadIdx.x) + (s % rw.kc) * kThreads;
-  if (c >= rw.chunks) return;
-  float xf[8];
-  unpack_bf16x8(*reinterpret_cast<const uint4*>(xs + int64_t(c) * 8), xf);
-  const bool partial = rw.tail != 0 && c == rw.chunks - 1;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    float wf[8];
-    unpack_bf16x8(partial ? keep_bf16(st.w[r], rw.tail) : st.w[r], wf);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[r] = fmaf(xf[j], wf[j], acc[r]);
-  }
-}
-
-// After the last chunk slot of a row group: each warp's sums of its rows -> part[warp][row].
-__device__ __forceinline__ void finish_group(const RowWalk& rw, int s, float (&acc)[kRows],
-                                             float* part, int stride, int row_offset) {
-  if (s % rw.kc != rw.kc - 1) return;
-  const int r0 = (s / rw.kc) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0 && r0 + r < rw.nrows) part[warp * stride + row_offset + r0 + r] = acc[r];
-    acc[r] = 0.0f;
-  }
-}
-
-// Every step of rw, two in flight; s0 already holds step 0 (issued by the caller, early).
-template <class Load>
-__device__ __forceinline__ void run_rows(Step& s0, const RowWalk& rw, const Load& load,
-                                         const __nv_bfloat16* xs, float* part, int stride,
-                                         int row_offset) {
-  const int n = rw.steps();
-  float acc[kRows] = {};
-  Step s1;
-  for (int s = 0; s < n;) {
-    if (s + 1 < n) load_step(s1, rw, s + 1, load);
-    compute_step(s0, rw, s, xs, acc);
-    finish_group(rw, s, acc, part, stride, row_offset);
-    if (++s >= n) break;
-    if (s + 1 < n) load_step(s0, rw, s + 1, load);
-    compute_step(s1, rw, s, xs, acc);
-    finish_group(rw, s, acc, part, stride, row_offset);
-    ++s;
-  }
-}
-
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
-
-// Every block of the (co-resident) grid arrives before any leaves; writes before it are visible
-// to reads after it in every block. bar[0] counts arrivals and is back at 0 when the barrier
-// opens; bar[1] is the generation, bumped once per barrier (wrapping), so the words need no
-// reset between launches or graph replays (launches are ordered: the next one passes
-// pdl_wait() first).
-__device__ __forceinline__ void grid_barrier(unsigned* bar) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned gen = ld_acquire(bar + 1);  // unchanged until every block has arrived
-    __threadfence();                           // this block's writes before its arrival
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      __threadfence();  // every other block's writes (their fence + arrival) before ours
-      atomicExch(bar, 0u);
-      st_release(bar + 1, gen + 1);
-    } else {
-      while (ld_acquire(bar + 1) == gen) __nanosleep(32);
-    }
-    __threadfence();
-  }
-  __syncthreads();
-}
-
-__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes,
-                                              uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
-      : "memory");
-}
-
 // The sum of v over the block in a fixed order; every thread gets it. One use per kernel.
 __device__ __forceinline__ float block_total(float v) {
   __shared__ float warp_sums[kWarps];
@@ -200,11 +75,6 @@ __device__ __forceinline__ float block_total(float v) {
   float total = 0.0f;
   for (int i = 0; i < kWarps; ++i) total += warp_sums[i];
   return total;
-}
-
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 // acc + delta into xsum, its RMSNorm * ln2 (bf16, as add_rms_norm rounds) into xs; block 0
@@ -316,57 +186,6 @@ __global__ void __launch_bounds__(kThreads, 1) mlp_block_kernel(Params p) {
     for (int w = 0; w < kWarps; ++w) v += part[w * p.part_stride + i];
     p.y[j0 + i] = __float2bfloat16(v);
   }
-}
-
-__global__ void probe_kernel() {
-  pdl_wait();
-}
-
-cudaLaunchConfig_t launch_config(dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                                 cudaLaunchAttribute (&attr)[2], bool pdl) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 2 : 1;
-  return cfg;
-}
-
-// Whether a cooperative launch (with the PDL attribute when `pdl`) behind a PDL launch runs, on
-// a stream of its own and, with `capture`, recorded in a graph and replayed (where the PDL edge
-// becomes a programmatic graph edge). Errors met here are not sticky: they are cleared, and the
-// answer is false. Asked at construction, so no caller's recording sees a refused launch.
-bool cooperative_launch_works(bool pdl, bool capture) {
-  cudaStream_t s = nullptr;
-  MLRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  bool ok = !capture || cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  cudaLaunchAttribute attr[2];
-  cudaLaunchConfig_t cfg = launch_config(dim3(1), dim3(32), 0, s, attr, true);
-  cfg.attrs = attr + 1;  // PDL only: the predecessor
-  cfg.numAttrs = 1;
-  ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
-  cfg = launch_config(dim3(1), dim3(32), 0, s, attr, pdl);
-  ok = ok && cudaLaunchKernelEx(&cfg, probe_kernel) == cudaSuccess;
-  if (capture) {
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && ok;
-    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    ok = ok && cudaGraphLaunch(exec, s) == cudaSuccess;
-    ok = cudaStreamSynchronize(s) == cudaSuccess && ok;
-    if (exec) cudaGraphExecDestroy(exec);
-    if (graph) cudaGraphDestroy(graph);
-  }
-  ok = cudaStreamSynchronize(s) == cudaSuccess && ok;
-  (void)cudaGetLastError();
-  MLRA_CUDA_CHECK(cudaStreamDestroy(s));
-  return ok;
 }
 
 bool aligned16(const void* p) {
@@ -491,7 +310,7 @@ void MlpBlockKernel::launch(const MlpBlockOperands& o, cudaStream_t stream) {
   p.barrier = barrier_;
   cudaLaunchAttribute attr[2];
   const cudaLaunchConfig_t cfg =
-      launch_config(dim3(unsigned(s.grid)), dim3(kThreads), s.smem, stream, attr, pdl_);
+      cooperative_launch_config(dim3(unsigned(s.grid)), dim3(kThreads), s.smem, stream, attr, pdl_);
   MLRA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mlp_block_kernel, p));
 }
 

@@ -192,7 +192,6 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   const int64_t xp_width = r_q + raw_width + (c.tpla() ? 0 : dr);
   Tensor xp = b.alloc({T, xp_width}, act);
   const MatView xp_mat = as_mat(xp, xp_width);
-  b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
   const MatView raw = xp_mat.cols_slice(r_q, raw_width);
 
   // Tokens [0, A) attend in the absorbed form, the expanded suffix [A, T) (prefill chunks of MLA /
@@ -205,35 +204,65 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   if (expansion) absorbed.num_seqs = expansion->first_seq;
 
   // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
-  Tensor cq = b.alloc({T, c.q_lora_rank}, act);
-  const MatView cq_mat = as_mat(cq, c.q_lora_rank);
-  b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(), cq_mat);
-  Tensor q_nope, qv;
-  if (A > 0) {
-    q_nope = b.alloc({A, n_local * dn}, act);
-    b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank),
-             as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
-    qv = virtual_queries(units_, width, cq_mat.rows_slice(0, A), as_mat(q_nope, n_local * dn),
-                         absorbed);
-  }
-
   // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
   // slices), k_pe roped; written to their slots before attention, in one op.
   // Not TPLA: the latents are normed in place, so [latents | k_pe] of xp is the cache row.
-  Tensor kv, normed;
+  Tensor cq = b.alloc({T, c.q_lora_rank}, act);
+  const MatView cq_mat = as_mat(cq, c.q_lora_rank);
+  Tensor q_nope, qv, kv, normed;
   MatView kv_mat = xp_mat.cols_slice(r_q, row);
-  if (c.tpla()) {
-    kv = b.alloc({T, row}, act);
-    kv_mat = as_mat(kv, row);
-    b.linear(x, as_mat(kv_rope_, c.n_embd), kv_mat.cols_slice(n_lat * width, dr), 1.0f, 0.0f);
-    normed = b.alloc({T, dc}, act);
-    b.rms_norm(raw, ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
-    b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width), 1.0f,
-             0.0f);
+  if (!c.tpla() && !expansion) {
+    // Every token absorbed: the whole front is one backend op (one launch at decode).
+    const int64_t vw = width + dr, n_virt = count_virtual_heads(units_);
+    q_nope = b.alloc({T, n_local * dn}, act);
+    qv = b.alloc({T, n_virt * vw}, act);
+    Backend::AttnBlockArgs a;
+    a.x = x;
+    a.x_proj = as_mat(x_proj_, c.n_embd);
+    a.xp = xp_mat;
+    a.q_norm = q_a_norm_;
+    a.q_scale = c.q_scale();
+    a.cq = cq_mat;
+    a.q_b_nope = as_mat(q_b_nope_, c.q_lora_rank);
+    a.q_nope = as_mat(q_nope, n_local * dn);
+    a.rope_w = as_mat(q_b_rope_, c.q_lora_rank);
+    a.units = unit_views(units_, head_begin_);
+    a.dn = dn;
+    a.dr = dr;
+    a.width = width;
+    a.latent_norms = latent_norms_;
+    a.groups = n_lat;
+    a.kv_scale = c.kv_scale();
+    a.eps = c.norm_eps;
+    a.positions = step.positions;
+    a.rope_base = c.rope_base;
+    a.slots = step.slots;
+    a.cache = cache;
+    a.qv = as_mat(qv, n_virt * vw);
+    b.attn_block(a);
+  } else {
+    b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
+    b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(), cq_mat);
+    if (A > 0) {
+      q_nope = b.alloc({A, n_local * dn}, act);
+      b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank),
+               as_mat(q_nope, n_local * dn), 1.0f, 0.0f);
+      qv = virtual_queries(units_, width, cq_mat.rows_slice(0, A), as_mat(q_nope, n_local * dn),
+                           absorbed);
+    }
+    if (c.tpla()) {
+      kv = b.alloc({T, row}, act);
+      kv_mat = as_mat(kv, row);
+      b.linear(x, as_mat(kv_rope_, c.n_embd), kv_mat.cols_slice(n_lat * width, dr), 1.0f, 0.0f);
+      normed = b.alloc({T, dc}, act);
+      b.rms_norm(raw, ones_, c.norm_eps, c.kv_scale(), as_mat(normed, dc));
+      b.linear(as_mat(normed, dc), as_mat(slice_proj_, dc), kv_mat.cols_slice(0, n_lat * width),
+               1.0f, 0.0f);
+    }
+    // Not TPLA: every local latent normed alone (groups n_lat); TPLA: already normed (groups 0).
+    b.latent_cache_write(kv_mat, latent_norms_, c.tpla() ? 0 : n_lat, c.norm_eps, c.kv_scale(), dr,
+                         step.positions, c.rope_base, step.slots, cache);
   }
-  // Not TPLA: every local latent normed alone (groups n_lat); TPLA: already normed (groups 0).
-  b.latent_cache_write(kv_mat, latent_norms_, c.tpla() ? 0 : n_lat, c.norm_eps, c.kv_scale(), dr,
-                       step.positions, c.rope_base, step.slots, cache);
   // The latent columns are final here (the rope touched only k_pe).
   if (step.latent_observer)
     observe_latents(*step.latent_observer, kv_mat.cols_slice(0, n_lat * width));

@@ -8,7 +8,10 @@
 #   k1 {"gemv_k_tail":1}     K % 8 != 0 products (the MLP down-projection at TP 2/4/8) on our GEMV
 #   k2 {"latent_uk_t":1}     the latent query product of 2..8-token steps on the tensor-core GEMV
 #   k3 {"mlp_block":1}       the MLP half of one-token layers as one persistent launch
-# The summary's ratio is k0 time / kN time: above 1, option N is faster. Under 7 minutes; logs in
+#   k4 {"attn_block":1}      the front of one-token latent layers (x product .. cache entry, queries)
+#                            as one persistent launch
+#   k5 {"attn_block":1,"mlp_block":1}  both
+# The summary's ratio is k0 time / kN time: above 1, option N is faster. Under 10 minutes; logs in
 # $OUT, a summary last. Exits 1 when the tests fail.
 set -uo pipefail
 : "${OUT:=/tmp/out}"
@@ -19,8 +22,8 @@ B="$PWD/.device/bundle/bin"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/device.txt"
 
-timeout 180 "$B/mlra_gpu_tests" \
-  "[mma],[small_batch],[gemv],[fused],[latent],[pdl],[tail],[no_cublas],[mlp_block],[options]" \
+timeout 200 "$B/mlra_gpu_tests" \
+  "[mma],[small_batch],[gemv],[fused],[latent],[pdl],[tail],[no_cublas],[mlp_block],[attn_block],[options]" \
   2>&1 | tee "$OUT/tests.log" | grep -E "^decode vs CPU|^test cases|^All tests|FAILED"
 tests_rc=${PIPESTATUS[0]}
 
@@ -28,11 +31,12 @@ tests_rc=${PIPESTATUS[0]}
 decode() {  # variant, seconds
   timeout "$2" "$B/mlra-bench" decode --variants "$1" --tp 4 1 --batch 1 8 \
     --context 1024 32768 --iters 10 --fp8-min-context 0 --config-dir configs/2.9b \
-    --kernels '{}' '{"gemv_k_tail":1}' '{"latent_uk_t":1}' '{"mlp_block":1}' 2>&1 |
+    --kernels '{}' '{"gemv_k_tail":1}' '{"latent_uk_t":1}' '{"mlp_block":1}' \
+    '{"attn_block":1}' '{"attn_block":1,"mlp_block":1}' 2>&1 |
     tee "$OUT/decode_$1.log"
 }
-decode mlra_4 140
-decode mla 120
+decode mlra_4 190
+decode mla 170
 
 {
   echo "tests exit code: $tests_rc"

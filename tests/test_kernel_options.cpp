@@ -34,6 +34,7 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.gemv_max_rows == 8);
   CHECK(o.kv_split_per_sm == 0);
   CHECK(o.mlp_block == 0);    // the composed MLP half until the fused kernel is measured
+  CHECK(o.attn_block == 0);   // the composed attention front until the fused kernel is measured
   CHECK(o.gemv_k_tail == 0);  // K % 8 != 0 on cuBLAS until the K-tail GEMV is measured
   CHECK(o.attention_early_stream == 0);
   CHECK(o.attention_inline_merge == 0);
@@ -47,13 +48,14 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
                          {"latent_uk_t", 0},
                          {"kv_split_per_sm", 0},
                          {"mlp_block", 0},
+                         {"attn_block", 0},
                          {"gemv_k_tail", 0},
                          {"attention_early_stream", 0},
                          {"attention_inline_merge", 0},
                          {"attention_fp8_pipeline", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int bits = 0; bits < 64; ++bits) {  // the six 0/1 options
+      for (int bits = 0; bits < 128; ++bits) {  // the seven 0/1 options
         KernelOptions o;
         o.gemv_max_rows = rows;
         o.kv_split_per_sm = split;
@@ -63,6 +65,7 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
         o.attention_early_stream = (bits >> 3) & 1;
         o.attention_inline_merge = (bits >> 4) & 1;
         o.attention_fp8_pipeline = (bits >> 5) & 1;
+        o.attn_block = (bits >> 6) & 1;
         const json j = to_json(o);
         CHECK(j.size() == defaults.size());
         CHECK(parse_kernel_options(j) == o);
@@ -81,6 +84,9 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
   const KernelOptions tail = parse_kernel_options(json{{"gemv_k_tail", 1}});
   CHECK(tail.gemv_k_tail == 1);
   CHECK(tail.mlp_block == KernelOptions{}.mlp_block);
+  const KernelOptions front = parse_kernel_options(json{{"attn_block", 1}});
+  CHECK(front.attn_block == 1);
+  CHECK(front.mlp_block == KernelOptions{}.mlp_block);
 }
 
 TEST_CASE("kernel options: unknown keys and wrong shapes are errors naming the key",
@@ -132,6 +138,10 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.mlp_block' must be an integer in 0..1, got 2");
   CHECK(error_of(json{{"mlp_block", true}}) ==
         "config key 'kernels.mlp_block' must be an integer in 0..1, got true");
+  CHECK(error_of(json{{"attn_block", 2}}) ==
+        "config key 'kernels.attn_block' must be an integer in 0..1, got 2");
+  CHECK(error_of(json{{"attn_block", -1}}) ==
+        "config key 'kernels.attn_block' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_k_tail", -1}}) ==
         "config key 'kernels.gemv_k_tail' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"attention_early_stream", 2}}) ==
@@ -174,6 +184,11 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o.mlp_block = 2;
   CHECK(kernel_options_error(o) == "mlp_block must be 0 or 1");
   o.mlp_block = 1;
+  CHECK(kernel_options_error(o).empty());
+  o = KernelOptions{};
+  o.attn_block = 2;
+  CHECK(kernel_options_error(o) == "attn_block must be 0 or 1");
+  o.attn_block = 1;
   CHECK(kernel_options_error(o).empty());
   o = KernelOptions{};
   o.gemv_k_tail = 2;
