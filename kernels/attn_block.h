@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 
+#include "kernels/backend.h"
 #include "kernels/latent_projections.h"
 #include "kernels/paged_attention.h"
 #include "kernels/tensor.h"
@@ -87,5 +88,10 @@ class AttnBlockKernel {
   int sms_ = 0;
   std::map<size_t, int> blocks_per_sm_;  // by dynamic shared memory bytes
 };
+
+// The kernel's view of Backend::attn_block's arguments (the CUDA backend's and the GPU test's one
+// conversion); false where the kernel cannot take them (a unit without w_uk, more units than the
+// kernel holds, weights not bf16, norms of the wrong size).
+bool attn_block_operands(const Backend::AttnBlockArgs& a, AttnBlockOperands& o);
 
 }  // namespace mlra::cuda

@@ -59,49 +59,6 @@ bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64
   return true;
 }
 
-// The kernel's view of Backend::attn_block's arguments; false where it cannot take them (a unit
-// without w_uk, more units than the kernel holds, weights not bf16, norms of the wrong size).
-bool attn_block_operands(const Backend::AttnBlockArgs& a, cuda::AttnBlockOperands& o) {
-  if (a.units.empty() || a.units.size() > size_t(cuda::kMaxLatentUnits)) return false;
-  if (a.q_norm.numel() != a.cq.cols || a.latent_norms.numel() != a.groups * a.width ||
-      a.latent_norms.dtype != DType::kBF16)
-    return false;
-  for (size_t i = 0; i < a.units.size(); ++i) {
-    const auto& u = a.units[i];
-    if (u.w_uk.data == nullptr || u.w_uk.dtype != DType::kBF16 ||
-        u.w_uk.numel() != u.n_heads * a.dn * a.width)
-      return false;
-    o.unit[i] = {static_cast<const __nv_bfloat16*>(u.w_uk.data),
-                 static_cast<const __nv_bfloat16*>(u.w_uv.data), int32_t(u.head0),
-                 int32_t(u.n_heads), int32_t(u.v0)};
-  }
-  o.x = a.x;
-  o.x_proj = a.x_proj;
-  o.xp = a.xp;
-  o.q_norm = a.q_norm.data;
-  o.q_norm_dtype = a.q_norm.dtype;
-  o.q_scale = a.q_scale;
-  o.cq = a.cq;
-  o.q_b_nope = a.q_b_nope;
-  o.q_nope = a.q_nope;
-  o.rope_w = a.rope_w;
-  o.n_units = int(a.units.size());
-  o.dn = int(a.dn);
-  o.dr = int(a.dr);
-  o.width = int(a.width);
-  o.latent_norms = a.latent_norms.data;
-  o.latent_norms_dtype = a.latent_norms.dtype;
-  o.groups = int(a.groups);
-  o.kv_scale = a.kv_scale;
-  o.eps = a.eps;
-  o.positions = a.positions;
-  o.rope_base = a.rope_base;
-  o.slots = a.slots;
-  o.cache = a.cache;
-  o.qv = a.qv;
-  return true;
-}
-
 }  // namespace
 
 // One 3D copy where a view's rows lie a whole number of strides apart (the heads of a token row,
@@ -142,7 +99,7 @@ bool CudaBackend::copy_rows_batched(const MatView& src, int64_t src_stride, cons
 void CudaBackend::attn_block(const AttnBlockArgs& a) {
   activate();
   cuda::AttnBlockOperands o;
-  if (attn_block_ && a.x.rows == 1 && attn_block_operands(a, o) && attn_block_->supports(o) &&
+  if (attn_block_ && a.x.rows == 1 && cuda::attn_block_operands(a, o) && attn_block_->supports(o) &&
       attn_block_->runs_on(stream())) {
     const TimedOp timed(this, &OpTimes::matmul_ms);
     return attn_block_->launch(o, stream());

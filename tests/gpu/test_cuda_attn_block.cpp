@@ -168,35 +168,8 @@ struct Operands {
   }
   // The kernel's view, as the backend builds it.
   cuda::AttnBlockOperands operands() const {
-    const Backend::AttnBlockArgs a = args();
     cuda::AttnBlockOperands o;
-    o.x = a.x;
-    o.x_proj = a.x_proj;
-    o.xp = a.xp;
-    o.q_norm = a.q_norm.data;
-    o.q_norm_dtype = a.q_norm.dtype;
-    o.q_scale = a.q_scale;
-    o.cq = a.cq;
-    o.q_b_nope = a.q_b_nope;
-    o.q_nope = a.q_nope;
-    o.rope_w = a.rope_w;
-    for (size_t u = 0; u < a.units.size(); ++u)
-      o.unit[u] = {static_cast<const __nv_bfloat16*>(a.units[u].w_uk.data), nullptr,
-                   int32_t(a.units[u].head0), int32_t(a.units[u].n_heads), int32_t(a.units[u].v0)};
-    o.n_units = int(a.units.size());
-    o.dn = int(a.dn);
-    o.dr = int(a.dr);
-    o.width = int(a.width);
-    o.latent_norms = a.latent_norms.data;
-    o.latent_norms_dtype = a.latent_norms.dtype;
-    o.groups = int(a.groups);
-    o.kv_scale = a.kv_scale;
-    o.eps = a.eps;
-    o.positions = a.positions;
-    o.rope_base = a.rope_base;
-    o.slots = a.slots;
-    o.cache = a.cache;
-    o.qv = a.qv;
+    REQUIRE(cuda::attn_block_operands(args(), o));
     return o;
   }
   void set_rows(const Inputs& in) {
