@@ -22,7 +22,7 @@
 #include "kernels/pdl.cuh"
 #include "kernels/persistent_gemv.cuh"
 #include "kernels/persistent_launch.h"
-#include "kernels/rope_freq.cuh"
+#include "kernels/virtual_q_pe.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -185,21 +185,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_block_kernel(Params p) {
   __syncthreads();
   for (int i = threadIdx.x; i < n_n; i += kThreads)
     p.q_nope[n0 + i] = __float2bfloat16(row_total(part, p.part_stride, i));
-  const int vw = p.width + p.dr;
   for (int j = threadIdx.x; j < n_q; j += kThreads) {
-    const int pr = q0 + j, h = pr / half, k = pr % half;
-    const float u1 = row_total(part, p.part_stride, n_n + 2 * j);
-    const float u2 = row_total(part, p.part_stride, n_n + 2 * j + 1);
-    float s, c;
-    sincosf(float(p.positions[0]) * rope_inv_freq(k, p.dr, p.rope_base), &s, &c);
-    const bf16 r1 = __float2bfloat16(u1 * c - u2 * s), r2 = __float2bfloat16(u1 * s + u2 * c);
-    for (int u = 0; u < p.n_units; ++u) {
-      const LatentUnitDev& un = p.unit[u];
-      if (h < un.head0 || h >= un.head0 + un.n_heads) continue;
-      const int64_t at = int64_t(un.v0 + h - un.head0) * vw + p.width + k;
-      p.qv[at] = r1;
-      p.qv[at + half] = r2;
-    }
+    const int pr = q0 + j;
+    store_roped_q_pe(p.unit, p.n_units, p.qv, p.width, p.dr, pr / half, pr % half,
+                     row_total(part, p.part_stride, n_n + 2 * j),
+                     row_total(part, p.part_stride, n_n + 2 * j + 1), p.positions[0], p.rope_base);
   }
   // The cache entry: xp's latent and k_pe columns are complete since the barrier, and only the
   // block of an item reads or writes its columns.

@@ -12,6 +12,7 @@
 #include "kernels/latent_projections.h"
 #include "kernels/pdl.cuh"
 #include "kernels/rope_freq.cuh"
+#include "kernels/virtual_q_pe.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -144,24 +145,11 @@ __device__ void q_pe_block(const LatentProjParams& p, int h, int pair0) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) acc[r] = warp_sum(acc[r]);
   if (lane != 0) return;
-  const int vw = p.width + p.dr;
 #pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    if (!on[2 * q]) continue;
-    const int k = row[2 * q];
-    const float theta = float(p.positions[0]) * rope_inv_freq(k, p.dr, p.rope_base);
-    float s, c;
-    sincosf(theta, &s, &c);
-    const float u1 = acc[2 * q], u2 = acc[2 * q + 1];
-    const bf16 r1 = __float2bfloat16(u1 * c - u2 * s), r2 = __float2bfloat16(u1 * s + u2 * c);
-    for (int u = 0; u < p.n_units; ++u) {
-      const LatentUnitDev& un = p.unit[u];
-      if (h < un.head0 || h >= un.head0 + un.n_heads) continue;
-      const int64_t at = int64_t(un.v0 + h - un.head0) * vw + p.width + k;
-      p.qv[at] = r1;
-      p.qv[at + half] = r2;
-    }
-  }
+  for (int q = 0; q < 2; ++q)
+    if (on[2 * q])
+      store_roped_q_pe(p.unit, p.n_units, p.qv, p.width, p.dr, h, row[2 * q], acc[2 * q],
+                       acc[2 * q + 1], p.positions[0], p.rope_base);
 }
 
 // Blocks [0, n_virt): q~ of virtual head v. Then per local head, ceil(dr/2 / kRopePairs) blocks

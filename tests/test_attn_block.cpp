@@ -65,29 +65,11 @@ class Front {
           b_.alloc({kTokens, n_virt_ * vw}, b_.act_dtype()),
           std::vector<float>(size_t(kPages * kPageSize * (row + 3)), -7.0f)};
     const PagedCacheView cache{o.cache.data(), DType::kF32, kPages, kPageSize, int32_t(row + 3)};
-    Backend::AttnBlockArgs a;
-    a.x = as_mat(x_, s.d);
-    a.x_proj = as_mat(x_proj_, s.d);
-    a.xp = as_mat(o.xp, na);
-    a.q_norm = q_norm_;
+    Backend::AttnBlockArgs a = args_with(o, cache);
     a.q_scale = 0.75f;
-    a.cq = as_mat(o.cq, s.r_q);
-    a.q_b_nope = as_mat(q_b_nope_, s.r_q);
-    a.q_nope = as_mat(o.q_nope, s.heads * s.dn);
-    a.rope_w = as_mat(rope_w_, s.r_q);
-    a.units = units_;
-    a.dn = s.dn;
-    a.dr = s.dr;
-    a.width = s.width;
-    a.latent_norms = latent_norms_;
-    a.groups = s.groups;
     a.kv_scale = 1.25f;
     a.eps = 1e-5f;
-    a.positions = positions_;
     a.rope_base = 10000.0f;
-    a.slots = slots_;
-    a.cache = cache;
-    a.qv = as_mat(o.qv, n_virt_ * vw);
     if (!composed) {
       b_.attn_block(a);
       return o;
