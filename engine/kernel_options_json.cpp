@@ -24,9 +24,6 @@ constexpr Field kFields[] = {
     {"mlp_block", &KernelOptions::mlp_block, 0, 1},
     {"attn_block", &KernelOptions::attn_block, 0, 1},
     {"gemv_k_tail", &KernelOptions::gemv_k_tail, 0, 1},
-    {"attention_early_stream", &KernelOptions::attention_early_stream, 0, 1},
-    {"attention_inline_merge", &KernelOptions::attention_inline_merge, 0, 1},
-    {"attention_fp8_pipeline", &KernelOptions::attention_fp8_pipeline, 0, 1},
 };
 
 }  // namespace

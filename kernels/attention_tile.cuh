@@ -44,29 +44,6 @@ __device__ __forceinline__ int row_kv_end(const AttentionParams& p, const SplitK
              : item.kv_end;
 }
 
-// Early cache streaming (AttentionParams::early_stream): how many of the item's first `limit`
-// tiles of kBN positions may be requested before pdl_wait(). A step writes exactly one cache row
-// per token, at the token's own position of its sequence, before its attention runs: prefix-cache
-// pages are shared only once full and a sequence writes only its newest slots, so no token writes
-// into another sequence's rows (decode graphs' padding rows all write one scratch page that only
-// they read, at position 0). A tile whose positions all lie below the smallest position of this
-// step's tokens of the item's sequence therefore holds rows of earlier steps only. token_seq and
-// token_pos are step uploads, complete before the step's first kernel. Every lane of the calling
-// warp must call it (a warp-wide minimum). Steps of more than kEarlyScanTokens tokens (prefill)
-// stream nothing early: the scan would cost more than the latency it hides.
-constexpr int kEarlyScanTokens = 1024;
-template <int kBN>
-__device__ __forceinline__ int early_tiles(const AttentionParams& p, int num_tokens, int seq,
-                                           int kv_begin, int limit) {
-  if (num_tokens > kEarlyScanTokens) return 0;
-  int horizon = 0x7fffffff;
-  for (int u = int(threadIdx.x % 32); u < num_tokens; u += 32)
-    if (__ldg(p.token_seq + u) == seq) horizon = min(horizon, __ldg(p.token_pos + u));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) horizon = min(horizon, __shfl_xor_sync(0xffffffffu, horizon, o));
-  return horizon > kv_begin ? min(limit, (horizon - kv_begin) / kBN) : 0;
-}
-
 // cp.async of rows [0, kRows) x kChunks 16-byte chunks of the query (contiguous from each row's
 // start) into a swizzled kRows-row tile at q_base; rows at or past rows_valid are zero-filled.
 // Chunk index fastest: 8 consecutive threads copy one 128 B line. The caller commits the group.

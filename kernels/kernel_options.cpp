@@ -13,12 +13,6 @@ std::string kernel_options_error(const KernelOptions& o) {
   if (o.mlp_block < 0 || o.mlp_block > 1) return "mlp_block must be 0 or 1";
   if (o.attn_block < 0 || o.attn_block > 1) return "attn_block must be 0 or 1";
   if (o.gemv_k_tail < 0 || o.gemv_k_tail > 1) return "gemv_k_tail must be 0 or 1";
-  if (o.attention_early_stream < 0 || o.attention_early_stream > 1)
-    return "attention_early_stream must be 0 or 1";
-  if (o.attention_inline_merge < 0 || o.attention_inline_merge > 1)
-    return "attention_inline_merge must be 0 or 1";
-  if (o.attention_fp8_pipeline < 0 || o.attention_fp8_pipeline > 1)
-    return "attention_fp8_pipeline must be 0 or 1";
   return "";
 }
 

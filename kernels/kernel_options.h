@@ -37,17 +37,6 @@ struct KernelOptions {
   // cuBLAS (over the padded row pitch, ld > K); 1 runs them on the GEMV's K tail (kernels/gemv.h).
   // Products with K % 8 == 0 take the GEMV under either value.
   int gemv_k_tail = 0;
-  // 1: the decode attention kernels (latent 128/256/512, K/V 128) launch with PDL and request
-  // their first cache tiles before waiting for the previous kernel, when those tiles cannot hold
-  // a row this step writes (kernels/README.md, "Decode attention's fixed cost").
-  int attention_early_stream = 0;
-  // 1: in those kernels, the last CTA of a split (token, head tile) group merges the group's
-  // partials (the merge kernel's order, bit for bit), so no merge kernel is launched after them.
-  int attention_inline_merge = 0;
-  // 1: the FP8 latent decode kernels (d_c 128, 256, 512) run their pipelined schedule (tile j's
-  // P.V on the tensor cores while the CTA converts tile j + 1; the same bits as 0). Default 0
-  // until measured on a GPU.
-  int attention_fp8_pipeline = 0;
 
   bool operator==(const KernelOptions&) const = default;
 };

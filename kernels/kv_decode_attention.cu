@@ -35,9 +35,7 @@
 #include "kernels/hopper_ptx.cuh"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
-#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
-#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -68,13 +66,9 @@ struct KvConfig {
 static_assert(KvConfig::kBN == kPlanTile, "chunks start on tile boundaries");
 static_assert(KvConfig::kCombineBytes <= KvConfig::kStages * KvConfig::kStageBytes,
               "the epilogue reuses the ring");
-static_assert(KvConfig::kStages * KvConfig::kStageBytes >= 48 * 1024,
-              "the inline merge takes up to 48 KB of the ring");
 
-// kFp8: cache_map is the code map (make_fp8_code_map). kInlineMerge: p.merge_counters is set
-// (attention_inline_merge); a compile-time switch, so the default kernel carries none of the
-// merge's code (as latent_wide_attention.cu).
-template <bool kFp8, bool kInlineMerge>
+// kFp8: cache_map is the code map (make_fp8_code_map).
+template <bool kFp8>
 __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     kv_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                         const __grid_constant__ CUtensorMap cache_map) {
@@ -95,17 +89,12 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
 
   const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
-  const int seq = p.token_seq[t0];
-  const int32_t* pages = p.page_indices + p.page_indptr[seq];
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const RowMap rows{t0, tile.rows};
 
-  // Query rows (zero past the tile's rows): their own cp.async group, first (early streaming:
-  // after pdl_wait(), below).
-  auto load_query = [&] {
-    load_query_rows<C::kM, C::kD / 8>(smem_addr(q_s), p, tile, rows, rows_valid, tid, C::kThreads);
-    cp_async_commit();
-  };
-  if (!p.early_stream) load_query();
+  // Query rows (zero past the tile's rows): their own cp.async group, first.
+  load_query_rows<C::kM, C::kD / 8>(smem_addr(q_s), p, tile, rows, rows_valid, tid, C::kThreads);
+  cp_async_commit();
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads a tile box by box (p.box_rows positions of one page, 64 dims; K low/high
@@ -138,23 +127,8 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
-  // Early streaming: the first stages' tiles that hold no row this step writes are requested
-  // before pdl_wait() (early_tiles; the plan, page tables and positions are complete, pdl.cuh),
-  // and so are tile 0's scales for FP8; the query (the previous kernels' output) and every other
-  // tile after it.
-  const int first_tiles = min(C::kStages - 1, n_tiles);
-  int issued = 0;
-  float scale_next[2] = {0.0f, 0.0f};
-  if (p.early_stream) {
-    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
-    if (tid == 0)
-      for (int s = 0; s < issued; ++s) tma_tile(s, s);
-    if (kFp8 && issued > 0) kv_scales(0, scale_next);
-    pdl_wait();
-    load_query();
-  }
   if (tid == 0)
-    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
+    for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
   __syncthreads();
   // FP8: Q in f16 and this thread's rows' factors (rows lane / 4 and lane / 4 + 8) and running
@@ -190,7 +164,8 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     row_end[i] = row_kv_end<true>(p, item, rows, row, rows_valid);
   }
 
-  if (kFp8 && issued == 0) kv_scales(0, scale_next);
+  float scale_next[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) kv_scales(0, scale_next);
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages;
@@ -273,9 +248,6 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     }
   }
   __syncthreads();  // the ring is free: every tile arrived and every warp is past its last tile
-  // The next kernel (the output projection, or a merge kernel launched without PDL) waits for
-  // this grid's completion before reading its output: it may launch now.
-  if (p.early_stream) pdl_launch_dependents();
 
   // Combine the four warps: warp w's state of row r at st + (w * kM + r) * (kOStride + 2):
   // [m, l, o (unnormalized)...].
@@ -323,9 +295,6 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       if (d == 0) p.partial_lse[slot_row] = sum > 0.0f ? mx + log2f(sum) : -INFINITY;
     }
   }
-  // Inline merge: the shared memory is free once the combine states are read (merge_if_last
-  // synchronises first).
-  if constexpr (kInlineMerge) merge_if_last<C::kThreads, C::kD>(p, tiles, plan);
 }
 
 }  // namespace
@@ -369,15 +338,13 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
                    "kv attention: an FP8 tile reads one 128-wide group for K and one for V");
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_code_map(p, map),
                  "kv attention: no tensor map for the FP8 cache");
-    return launch_plan_grid_pdl(
-        p.merge_counters ? kv_attention_kernel<true, true> : kv_attention_kernel<true, false>, plan,
-        tiles, KvConfig::kThreads, KvConfig::kFp8Smem, p.early_stream, stream, p, tiles, plan, map);
+    return launch_plan_grid(kv_attention_kernel<true>, plan, tiles, KvConfig::kThreads,
+                            KvConfig::kFp8Smem, stream, p, tiles, plan, map);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "kv attention: no tensor map for the cache");
-  launch_plan_grid_pdl(
-      p.merge_counters ? kv_attention_kernel<false, true> : kv_attention_kernel<false, false>, plan,
-      tiles, KvConfig::kThreads, KvConfig::kSmem, p.early_stream, stream, p, tiles, plan, map);
+  launch_plan_grid(kv_attention_kernel<false>, plan, tiles, KvConfig::kThreads, KvConfig::kSmem,
+                   stream, p, tiles, plan, map);
 }
 
 }  // namespace mlra::cuda

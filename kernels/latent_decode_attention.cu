@@ -21,7 +21,6 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 
-#include "kernels/attention_tile.cuh"
 #include "kernels/cache_tensor_map.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
@@ -30,9 +29,7 @@
 #include "kernels/latent_wide_attention.h"
 #include "kernels/online_softmax.cuh"
 #include "kernels/paged_attention_cuda.h"
-#include "kernels/pdl.cuh"
 #include "kernels/plan_grid_launch.cuh"
-#include "kernels/split_kv_merge.cuh"
 
 namespace mlra::cuda {
 namespace {
@@ -55,17 +52,15 @@ struct LatentConfig {
   // FP8: + the per-token scales of each stage's tile and the query rows' factors.
   static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
   static constexpr int kMinBlocks = 2;
-  static_assert(kSmem >= 1024 + 48 * 1024, "the inline merge takes up to 48 KB");
 };
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
-// kInlineMerge: p.merge_counters is set (attention_inline_merge); a compile-time switch, so the
-// default kernel carries none of the merge's code (as latent_wide_attention.cu). kPipeline (FP8
-// only, attention_fp8_pipeline): tile j's P.V is issued and, while it runs, tile j + 1 is
-// converted; one CTA barrier then marks tile j + 1 converted and tile j's stage free (it takes
-// tile j + 3). Only independent work moves: the default schedule's bits.
-template <bool kFp8, bool kInlineMerge, bool kPipeline>
+// Each tile runs in turn: conversion (FP8), barrier, scores, softmax, P.V. The wide kernel's
+// pipelined schedule (tile j's P.V overlapping tile j + 1's conversion, latent_wide_attention.cu)
+// measured 2-4% slower for this kernel (two CTAs per SM) on an H100: MLRA-4 TP4 FP8, 1M tokens,
+// batch 16, 2390 -> 2467 us.
+template <bool kFp8>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
                             const __grid_constant__ CUtensorMap cache_map,
@@ -73,7 +68,6 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 #ifdef MLRA_LATENT_WGMMA
   using C = LatentConfig;
   constexpr int D = C::kD;
-  static_assert(kFp8 || !kPipeline, "the pipelined schedule is the FP8 kernel's");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   if (int(blockIdx.x) >= *plan.num_items) return;
@@ -90,28 +84,23 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 
   // Row r is head tile.head0 + r of the item's one token.
   const int t0 = item.token, rows_valid = tile.rows;
-  const int seq = p.token_seq[t0];
-  const int32_t* pages = p.page_indices + p.page_indptr[seq];
+  const int32_t* pages = p.page_indices + p.page_indptr[p.token_seq[t0]];
   const bf16* q = static_cast<const bf16*>(p.q);
   const int shift = p.page_shift, mask = (1 << p.page_shift) - 1;
 
   // Query rows (zero past the tile's heads) in one cp.async group. Chunk index fastest: 8
   // consecutive threads copy one 128 B line of a row.
-  auto load_query = [&] {
-    for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
-      const int row = i / C::kChunks, ch = i % C::kChunks;
-      const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
-      if (row < rows_valid)
-        cp_async16(dst,
-                   q + int64_t(t0) * p.q_token_stride +
-                       int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
-                   16);
-      else
-        cp_async16(dst, q, 0);
-    }
-    cp_async_commit();
-  };
-  if (!p.early_stream) load_query();
+  for (int i = tid; i < C::kM * C::kChunks; i += C::kThreads) {
+    const int row = i / C::kChunks, ch = i % C::kChunks;
+    const uint32_t dst = smem_addr(q_s) + swizzled_offset<C::kM>(row, ch * 8);
+    if (row < rows_valid)
+      cp_async16(
+          dst,
+          q + int64_t(t0) * p.q_token_stride + int64_t(tile.head0 + row) * p.q_head_stride + ch * 8,
+          16);
+    else
+      cp_async16(dst, q, 0);
+  }
 
   const int n_tiles = (item.kv_end - item.kv_begin + C::kBN - 1) / C::kBN;
   // Thread 0 loads whole tiles, box by box (p.box_rows rows of one page, 64 dims). Boxes wholly
@@ -145,25 +134,11 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     return fp8_row_scale(p, pages, item.kv_begin + j * C::kBN + tid / 2, item.kv_end,
                          tile.a_offset / 128);
   };
+  cp_async_commit();  // the query rows
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
-  // Early streaming: the first stages' tiles that hold no row this step writes are requested
-  // before pdl_wait() (attention_tile.cuh: early_tiles; the plan, page tables and positions are
-  // complete, pdl.cuh), and so is tile 0's scale row for FP8; the query (the previous kernels'
-  // output) and every other tile after it.
-  const int first_tiles = min(C::kStages - 1, n_tiles);
-  int issued = 0;
-  float scale_next = 0.0f;
-  if (p.early_stream) {
-    issued = early_tiles<C::kBN>(p, plan.shape.num_tokens, seq, item.kv_begin, first_tiles);
-    if (tid == 0)
-      for (int s = 0; s < issued; ++s) tma_tile(s, s);
-    if (kFp8 && issued > 0) scale_next = row_scale(0);
-    pdl_wait();
-    load_query();
-  }
   if (tid == 0)
-    for (int s = issued; s < first_tiles; ++s) tma_tile(s, s);
+    for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
   // FP8: this thread's rows' query factors (rows lane / 4 and lane / 4 + 8 of the warp's 16) and
   // running value-scale maxima.
@@ -188,12 +163,12 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   const uint32_t q_addr = smem_addr(q_s);
   // FP8: the scale of tile j + 1 is read during tile j (a dependent load through the page list:
   // read at its tile's start, its latency would stall every tile).
-  if (kFp8 && issued == 0) scale_next = row_scale(0);
+  float scale_next = kFp8 ? row_scale(0) : 0.0f;
 
-  // Tile j in its stage, once arrived: FP8: the codes converted and the per-token scales stored;
-  // rows past the end zeroed. The caller fences and synchronises before the wgmmas read it.
-  auto prepare_tile = [&](int j, float scale) {
+  for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
+    const float scale = scale_next;
+    if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
     if constexpr (kFp8) {
       fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
@@ -214,28 +189,10 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
                      : "memory");
       }
     }
-  };
-  // Pipelined: tile 0 is ready before the loop, and tile 2 requested (tiles 0 and 1 are).
-  if (kPipeline && n_tiles > 0) {
-    const float scale = scale_next;
-    scale_next = row_scale(1);
-    prepare_tile(0, scale);
-    fence_proxy_async();
+    fence_proxy_async();  // generic-proxy writes (cp.async rows, zeroed rows) are read by wgmma
     __syncthreads();
-    if (tid == 0 && C::kStages - 1 < n_tiles) tma_tile(C::kStages - 1, C::kStages - 1);
-  }
-
-  for (int j = 0; j < n_tiles; ++j) {
-    const int stage = j % C::kStages;
-    if constexpr (!kPipeline) {
-      const float scale = scale_next;
-      if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
-      prepare_tile(j, scale);
-      fence_proxy_async();  // generic-proxy writes (cp.async rows, zeroed rows) are read by wgmma
-      __syncthreads();
-      const int next = j + C::kStages - 1;
-      if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
-    }
+    const int next = j + C::kStages - 1;
+    if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
     const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
     // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain
@@ -284,46 +241,21 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     // o += P . V with V = the tile's latent columns: 64 rows x 128 value columns, P from
     // registers, V read once per warpgroup from the swizzled tile (MN-major). FP8: P' and the
     // code values, f16.
-    if constexpr (kPipeline) {
-      // Every A fragment is packed before the fence (registers an in-flight wgmma reads are not
-      // written after it); while the wgmmas run, tile j + 1 is converted in its own stage.
-      uint32_t a[C::kBN / 16][4];
+    wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk) probability_fragment_f16(s, kk, a[kk]);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk)
-        wgmma_rs_n128_tb<true>(o, a[kk], sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
-      wgmma_commit();
-      if (j + 1 < n_tiles) {
-        const float scale = scale_next;
-        scale_next = row_scale(j + 2);
-        prepare_tile(j + 1, scale);
+    for (int kk = 0; kk < C::kBN / 16; ++kk) {
+      uint32_t a[4];
+      if constexpr (kFp8) {
+        probability_fragment_f16(s, kk, a);
+        wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      } else {
+        probability_fragment(s, kk, a);
+        wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
       }
-      wgmma_wait_all();
-      fence_proxy_async();
-      __syncthreads();  // tile j + 1 ready; tile j's stage free
-      if (tid == 0 && j + C::kStages < n_tiles) tma_tile(j + C::kStages, stage);
-    } else {
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C::kBN / 16; ++kk) {
-        uint32_t a[4];
-        if constexpr (kFp8) {
-          probability_fragment_f16(s, kk, a);
-          wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
-        } else {
-          probability_fragment(s, kk, a);
-          wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
-        }
-      }
-      wgmma_commit();
-      wgmma_wait_all();
     }
+    wgmma_commit();
+    wgmma_wait_all();
   }
-  // The next kernel (the up-projection, or a merge kernel launched without PDL) waits for this
-  // grid's completion before reading its output: it may launch now.
-  if (p.early_stream) pdl_launch_dependents();
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -356,8 +288,6 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
         p.partial_lse[slot_row] = l_r[i] > 0.0f ? m_r[i] + log2f(l_r[i]) : -INFINITY;
     }
   }
-  // Inline merge: the shared memory is free (every tile requested has been consumed).
-  if constexpr (kInlineMerge) merge_if_last<C::kThreads, C::kD>(p, tiles, plan);
 #else
   __trap();  // device code is built for sm_90a only (hopper_ptx.cuh)
 #endif
@@ -398,21 +328,14 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_cache_maps(p, map, tail),
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
-    auto* kernel = p.fp8_pipeline
-                       ? (p.merge_counters ? latent_attention_kernel<true, true, true>
-                                           : latent_attention_kernel<true, false, true>)
-                       : (p.merge_counters ? latent_attention_kernel<true, true, false>
-                                           : latent_attention_kernel<true, false, false>);
-    return launch_plan_grid_pdl(kernel, plan, tiles, LatentConfig::kThreads, LatentConfig::kFp8Smem,
-                                p.early_stream, stream, p, tiles, plan, map, tail);
+    return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
+                            LatentConfig::kFp8Smem, stream, p, tiles, plan, map, tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");
   if (d_c != 128) return launch_latent_wide(p, tiles, plan, d_c, map, stream);
-  launch_plan_grid_pdl(p.merge_counters ? latent_attention_kernel<false, true, false>
-                                        : latent_attention_kernel<false, false, false>,
-                       plan, tiles, LatentConfig::kThreads, LatentConfig::kSmem, p.early_stream,
-                       stream, p, tiles, plan, map, map);
+  launch_plan_grid(latent_attention_kernel<false>, plan, tiles, LatentConfig::kThreads,
+                   LatentConfig::kSmem, stream, p, tiles, plan, map, map);
 }
 
 }  // namespace mlra::cuda

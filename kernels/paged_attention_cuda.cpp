@@ -122,10 +122,7 @@ const char* attention_path_name(AttentionPath p) {
 }
 
 CudaPagedAttention::CudaPagedAttention(int device, const KernelOptions& options)
-    : kv_split_per_sm_(options.kv_split_per_sm),
-      early_stream_(options.attention_early_stream != 0),
-      inline_merge_(options.attention_inline_merge != 0),
-      fp8_pipeline_(options.attention_fp8_pipeline != 0) {
+    : kv_split_per_sm_(options.kv_split_per_sm) {
   if (const std::string why = kernel_options_error(options); !why.empty())
     throw std::invalid_argument("paged attention: kernel options: " + why);
   MLRA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
@@ -133,7 +130,6 @@ CudaPagedAttention::CudaPagedAttention(int device, const KernelOptions& options)
 
 CudaPagedAttention::~CudaPagedAttention() {
   if (workspace_) cudaFree(workspace_);
-  if (merge_counters_) cudaFree(merge_counters_);
   for (void* p : retired_) cudaFree(p);
 }
 
@@ -231,26 +227,12 @@ void CudaPagedAttention::plan(const PagedAttentionArgs& a, cudaStream_t stream) 
                     shape.tokens_per_item};
   void* before = workspace_;
   reserve(plan_bytes + partial_bytes + 256, stream);
-  if (inline_merge_ && !prefill_ && path_ != AttentionPath::kGeneric) {
-    // One counter per (partial slot, tile); zeroed once, left at 0 by every launch.
-    const size_t counters = size_t(shape.max_partials()) * size_t(batch_tiles);
-    if (counters > merge_counter_count_) {
-      const size_t grown = std::max(counters, merge_counter_count_ * 3 / 2);
-      if (merge_counters_) retired_.push_back(merge_counters_);
-      merge_counters_ = nullptr;
-      merge_counter_count_ = 0;
-      MLRA_CUDA_CHECK(cudaMallocAsync(&merge_counters_, grown * sizeof(int32_t), stream));
-      MLRA_CUDA_CHECK(cudaMemsetAsync(merge_counters_, 0, grown * sizeof(int32_t), stream));
-      merge_counter_count_ = grown;
-    }
-  }
   // The partials of a later layer may need more room (more head tiles) without changing the plan:
   // a grown workspace moves the plan, so it is recomputed then too.
   if (in_step_ && plan_valid_ && key == plan_key_ && workspace_ == before) return;
   plan_ = split_kv_plan_at(workspace_, shape);
   partial_offset_ = plan_bytes;
   launch_split_kv_plan(a.token_pos, a.token_seq, plan_, stream);
-  plan_launched_ = true;
   ++plans_computed_;
   plan_key_ = key;
   plan_valid_ = in_step_;
@@ -304,26 +286,6 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
   const size_t rows = size_t(plan_.shape.max_partials()) * batch_tiles * size_t(rows_max_);
   p.partial_o = reinterpret_cast<float*>(static_cast<char*>(workspace_) + partial_offset_);
   p.partial_lse = p.partial_o + rows * size_t(a.v_dim);
-  // The decode kernels' options (kernels/README.md, "Decode attention's fixed cost"). Early
-  // streaming reads the plan before pdl_wait(): not in the first run() after the plan kernel. The
-  // inline merge takes up to 48 KB of the kernels' shared memory (each has more).
-  const bool decode_kernel = !prefill_ && path_ != AttentionPath::kGeneric;
-  p.early_stream = decode_kernel && early_stream_ && !plan_launched_;
-  plan_launched_ = false;  // a later run() without plan() follows this one's kernels
-  const bool inline_merge =
-      decode_kernel && inline_merge_ && split_kv_inline_merge_smem_bytes(plan_) <= 48 * 1024;
-  if (inline_merge) {
-    MLRA_REQUIRE(merge_counters_ != nullptr &&
-                     merge_counter_count_ >= size_t(plan_.shape.max_partials()) * batch_tiles,
-                 "paged_attention: inline merge counters not sized by plan()");
-    p.merge_counters = merge_counters_;
-  }
-  p.fp8_pipeline = decode_kernel && fp8_pipeline_ && p.fp8_cache &&
-                   (path_ == AttentionPath::kLatent128 || path_ == AttentionPath::kLatent256 ||
-                    path_ == AttentionPath::kLatent512);
-  ran_early_stream_ = p.early_stream;
-  ran_inline_merge_ = inline_merge;
-  ran_fp8_pipeline_ = p.fp8_pipeline;
 
   for (size_t begin = 0; begin < tiles_.size(); begin += kMaxHeadTiles) {
     HeadTiles batch;
@@ -337,7 +299,7 @@ void CudaPagedAttention::run(const PagedAttentionArgs& a, cudaStream_t stream) {
       launch_kv_attention(p, batch, plan_, stream);
     else
       launch_latent_attention(p, batch, plan_, a.a_dim, stream);
-    if (!inline_merge) launch_split_kv_merge(p, batch, plan_, stream);
+    launch_split_kv_merge(p, batch, plan_, stream);
   }
 }
 

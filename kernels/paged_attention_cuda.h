@@ -65,18 +65,6 @@ struct AttentionParams {
   float* partial_o = nullptr;
   float* partial_lse = nullptr;
   int32_t rows_max = 0;
-  // Decode kernels only (latent 128/256/512, K/V 128). early_stream: launched with PDL; the
-  // kernel requests the cache tiles of its first pipeline stages that lie wholly below every row
-  // this step writes for the sequence before pdl_wait(), the rest (and Q) after it. Only when the
-  // split-KV plan was computed two or more kernels back (pdl.cuh: the plan, the page tables and
-  // the positions are then complete: not in the first run() after a plan kernel).
-  bool early_stream = false;
-  // Non-null: the CTA completing a split group merges it (split_kv_merge.cuh: merge_if_last) and
-  // no merge kernel runs. One counter per (group's first partial slot, tile), 0 between launches.
-  int32_t* merge_counters = nullptr;
-  // FP8 cache, latent decode kernels (d_c 128, 256, 512): the pipelined schedule
-  // (attention_fp8_pipeline), which computes the same bits; ignored by the other kernels.
-  bool fp8_pipeline = false;
 };
 
 // kKvRope128: per-head K (128) and V (128) at their own columns plus a 64-dim rope part shared by
@@ -129,28 +117,19 @@ class CudaPagedAttention {
   int32_t tokens_per_item() const { return plan_.shape.tokens_per_item; }
   // Most CTAs (items) per head tile the current plan aims at (the split-KV target).
   int32_t target_chunks() const { return plan_.shape.target_chunks; }
+  // The current plan's shape: with the step's positions, plan_split_kv_host gives its items.
+  const SplitKvShape& plan_shape() const { return plan_.shape; }
   // The path the current plan runs (choose_path's, or generic for the expanded-prefill layout in
   // a decode step).
   AttentionPath path() const { return path_; }
   // Whether the current plan runs on the 128-row prefill kernel (prefill_attention.h).
   bool uses_prefill_kernel() const { return prefill_; }
-  // Whether the last run() launched its attention kernels with early cache streaming, and
-  // whether they merged their split groups inline (KernelOptions::attention_early_stream,
-  // attention_inline_merge; tests check when each applies).
-  bool ran_early_stream() const { return ran_early_stream_; }
-  bool ran_inline_merge() const { return ran_inline_merge_; }
-  // Whether the last run() ran an FP8 latent decode kernel's pipelined schedule
-  // (KernelOptions::attention_fp8_pipeline: FP8 cache, d_c 128/256/512, decode kernel).
-  bool ran_fp8_pipeline() const { return ran_fp8_pipeline_; }
 
  private:
   void reserve(size_t bytes, cudaStream_t stream);
 
   int num_sms_ = 0;
-  int kv_split_per_sm_ = 0;    // KernelOptions::kv_split_per_sm
-  bool early_stream_ = false;  // KernelOptions::attention_early_stream
-  bool inline_merge_ = false;  // KernelOptions::attention_inline_merge
-  bool fp8_pipeline_ = false;  // KernelOptions::attention_fp8_pipeline
+  int kv_split_per_sm_ = 0;  // KernelOptions::kv_split_per_sm
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   // Outgrown workspaces stay allocated until destruction: a recorded graph may still point at
@@ -175,16 +154,6 @@ class CudaPagedAttention {
   PlanKey plan_key_;
   int64_t plans_computed_ = 0;
   bool prefill_ = false;  // the current plan runs on the prefill kernel
-  // plan() launched the plan kernel and no run() has followed: the attention right after it must
-  // not read the plan before pdl_wait(), so that run() streams nothing early.
-  bool plan_launched_ = false;
-  // Inline merge counters (AttentionParams::merge_counters), zeroed once when allocated; the
-  // kernels leave them 0. Outgrown buffers stay allocated (a recording may point at them).
-  int32_t* merge_counters_ = nullptr;
-  size_t merge_counter_count_ = 0;
-  bool ran_early_stream_ = false;
-  bool ran_inline_merge_ = false;
-  bool ran_fp8_pipeline_ = false;
 };
 
 }  // namespace mlra::cuda

@@ -8,12 +8,6 @@
 // covers every earlier op. After a non-PDL op (cuBLAS, NCCL, a copy) the launch is an ordinary
 // dependency and pdl_wait() returns at once; the same holds for a launch without the attribute.
 // pdl_launch_dependents() lets the next PDL kernel start launching; it never affects correctness.
-// Every kernel calls it only after its own pdl_wait(). Hence, once a PDL kernel K starts, every
-// block of its predecessor K-1 has passed its wait (or K-1 has completed), so every op before K-1
-// has completed and its writes are visible: only K-1's own writes are not. The decode attention
-// kernels' early cache streaming (attention_early_stream) relies on exactly this: before their
-// wait they read only data written two or more ops back (uploads, the step's split-KV plan, cache
-// rows of earlier steps), never K-1's output.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -7,7 +7,6 @@
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_access.cuh"
 #include "kernels/paged_attention_cuda.h"
-#include "kernels/split_kv_merge.cuh"
 #include "kernels/split_kv_plan.h"
 
 namespace mlra::cuda {
@@ -136,21 +135,90 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
 }
 
+constexpr int kMergeThreads = 256;
+
+__device__ float block_reduce(float v, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, y) : v + y;
+  }
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int i = 1; i < kMergeThreads / 32; ++i) r = is_max ? fmaxf(r, red[i]) : r + red[i];
+  __syncthreads();
+  return r;
+}
+
 // grid (merge list entries, tiles, head rows): combines the chunk partials of one (token, head)
-// row (split_kv_merge.cuh: merge_row). Only tokens of multi-chunk groups are listed, so a prefill
-// step launches no empty blocks. A batch-1 decode has few rows (8 for GQA TP8, 64 for MLRA-4
-// TP4) over up to ~260 partials each, hence a block of 256 threads per row.
+// row. Only tokens of multi-chunk groups are listed, so a prefill step launches no empty blocks.
+// A batch-1 decode has few rows (8 for GQA TP8, 64 for MLRA-4 TP4) over up to ~260 partials
+// each, so the block spreads both the columns (float4 "units" when v_dim % 4 == 0) and the
+// partials (groups of threads taking every pgroups-th partial, 8 loads in flight each) over its
+// threads, then sums the groups in shared memory in a fixed order.
 template <int kVec>
 __global__ void __launch_bounds__(kMergeThreads)
     merge_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan) {
-  extern __shared__ float smem[];  // merge_smem_floats(max_partials, v_dim)
+  extern __shared__ float smem[];  // weights [max_partials], then sums [pgroups][v_dim]
+  __shared__ float red[kMergeThreads / 32];
   const int ti = blockIdx.y, row = blockIdx.z;
   if (int(blockIdx.x) >= *plan.num_merges) return;
   const int t = plan.merge_tokens[blockIdx.x];
   const TokenMerge m = plan.merges[t];
   const HeadTile tile = tiles.tile[ti];
   if (m.count <= 1 || row >= tile.rows) return;
-  merge_row<kVec>(p, tiles.count, ti, tile, t, m, row, plan.shape.max_partials(), smem);
+  float* weights = smem;
+  float* sums = smem + plan.shape.max_partials();
+  const int packed_row = m.row_block * tile.rows + row;  // the row inside the group's CTA
+  auto slot_row = [&](int i) {
+    return (int64_t(m.first_partial + i) * tiles.count + ti) * p.rows_max + packed_row;
+  };
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < m.count; i += blockDim.x)
+    mx = fmaxf(mx, p.partial_lse[slot_row(i)]);
+  mx = block_reduce(mx, true, red);
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < m.count; i += blockDim.x) {
+    // A chunk wholly past this row's causal end has lse -inf: weight 0 (the first chunk starts
+    // at position 0, so mx is finite).
+    const float w = exp2f(p.partial_lse[slot_row(i)] - mx);
+    weights[i] = w;
+    sum += w;
+  }
+  sum = block_reduce(sum, false, red);  // its barrier also publishes weights[]
+  const float inv = 1.0f / sum;
+  const float* po = p.partial_o + slot_row(0) * p.v_dim;
+  const int64_t step = int64_t(tiles.count) * p.rows_max * p.v_dim;  // next slot, same row
+  const int units = p.v_dim / kVec;                                  // kVec columns each
+  const int pgroups = max(1, kMergeThreads / units);
+  for (int u0 = 0; u0 < units; u0 += kMergeThreads) {  // more than 256 units: several passes
+    const int unit = u0 + int(threadIdx.x) % units, pg = int(threadIdx.x) / units;
+    float acc[kVec] = {};
+    if (pg < pgroups && unit < units) {
+      const float* col = po + unit * kVec;
+#pragma unroll 8
+      for (int i = pg; i < m.count; i += pgroups) {
+        const float w = weights[i];
+        if constexpr (kVec == 4) {
+          const float4 v = *reinterpret_cast<const float4*>(col + i * step);
+          acc[0] += w * v.x, acc[1] += w * v.y, acc[2] += w * v.z, acc[3] += w * v.w;
+        } else {
+          acc[0] += w * col[i * step];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) sums[pg * p.v_dim + unit * kVec + j] = acc[j];
+    }
+    __syncthreads();
+    const int64_t out_row = t * p.out_token_stride + int64_t(tile.head0 + row) * p.out_head_stride;
+    for (int d = threadIdx.x; d < min(units - u0, kMergeThreads) * kVec; d += blockDim.x) {
+      const int c = u0 * kVec + d;
+      float v = 0.0f;
+      for (int g = 0; g < pgroups; ++g) v += sums[g * p.v_dim + c];
+      store_from_f32(p.out, p.out_dtype, out_row + c, v * inv);
+    }
+    __syncthreads();  // sums is rewritten by the next pass
+  }
 }
 
 size_t align256(size_t n) {
@@ -158,14 +226,6 @@ size_t align256(size_t n) {
 }
 
 }  // namespace
-
-size_t split_kv_merge_smem_bytes(const SplitKvPlan& plan, int v_dim) {
-  return sizeof(float) * size_t(merge_smem_floats(plan.shape.max_partials(), v_dim));
-}
-
-size_t split_kv_inline_merge_smem_bytes(const SplitKvPlan& plan) {
-  return sizeof(float) * (1 + 8 * size_t(plan.shape.max_partials()));
-}
 
 size_t split_kv_plan_bytes(const SplitKvShape& s) {
   return align256(sizeof(SplitKvItem) * size_t(s.max_items())) +
@@ -203,10 +263,12 @@ void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,
 void launch_split_kv_merge(const AttentionParams& p, const HeadTiles& tiles,
                            const SplitKvPlan& plan, cudaStream_t stream) {
   if (plan.shape.num_tokens == 0 || tiles.count == 0) return;
-  // Warp results, weights, then one v_dim row of sums per partial group (<= 256 groups, v_dim
-  // <= 512).
+  // Weights, then one v_dim row of sums per partial group (<= 256 groups, v_dim <= 512).
   const bool vec4 = p.v_dim % 4 == 0;
-  const size_t smem = split_kv_merge_smem_bytes(plan, p.v_dim);
+  const int units = p.v_dim / (vec4 ? 4 : 1);
+  const int pgroups = std::max(1, kMergeThreads / units);
+  const size_t smem =
+      sizeof(float) * (size_t(plan.shape.max_partials()) + size_t(pgroups) * size_t(p.v_dim));
   MLRA_REQUIRE(smem <= 48 * 1024, "split-kv merge: too many partials per token");
   int rows = 0;  // head rows of the widest tile (a block per (token, tile, row))
   for (int i = 0; i < tiles.count; ++i) rows = std::max(rows, int(tiles.tile[i].rows));

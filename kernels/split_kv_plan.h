@@ -36,11 +36,6 @@ struct SplitKvPlan {
 size_t split_kv_plan_bytes(const SplitKvShape& shape);
 // Lays a plan's arrays out in `memory` (split_kv_plan_bytes(shape) bytes of device memory).
 SplitKvPlan split_kv_plan_at(void* memory, const SplitKvShape& shape);
-// Shared memory the merge of one row takes (split_kv_merge.cuh), for the plan's partials.
-size_t split_kv_merge_smem_bytes(const SplitKvPlan& plan, int v_dim);
-// Shared memory the decode kernels' inline merge takes (split_kv_merge.cuh: merge_if_last) with at
-// most 8 warps.
-size_t split_kv_inline_merge_smem_bytes(const SplitKvPlan& plan);
 // Fills the plan from token_pos [num_tokens] (device) on the stream; token_seq [num_tokens] is
 // read only when tokens_per_item > 1.
 void launch_split_kv_plan(const int32_t* token_pos, const int32_t* token_seq,

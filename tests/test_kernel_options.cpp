@@ -36,9 +36,6 @@ TEST_CASE("kernel options: an empty object gives the defaults", "[kernel_options
   CHECK(o.mlp_block == 0);    // the composed MLP half until the fused kernel is measured
   CHECK(o.attn_block == 0);   // the composed attention front until the fused kernel is measured
   CHECK(o.gemv_k_tail == 0);  // K % 8 != 0 on cuBLAS until the K-tail GEMV is measured
-  CHECK(o.attention_early_stream == 0);
-  CHECK(o.attention_inline_merge == 0);
-  CHECK(o.attention_fp8_pipeline == 0);  // the FP8 wide kernel's schedule until measured
   CHECK(kernel_options_error(o).empty());
 }
 
@@ -49,23 +46,17 @@ TEST_CASE("kernel options: every field round-trips through JSON", "[kernel_optio
                          {"kv_split_per_sm", 0},
                          {"mlp_block", 0},
                          {"attn_block", 0},
-                         {"gemv_k_tail", 0},
-                         {"attention_early_stream", 0},
-                         {"attention_inline_merge", 0},
-                         {"attention_fp8_pipeline", 0}});
+                         {"gemv_k_tail", 0}});
   for (int rows = 0; rows <= KernelOptions::kMaxGemvRows; ++rows)
     for (int split = 0; split <= KernelOptions::kMaxKvSplitPerSm; ++split)
-      for (int bits = 0; bits < 128; ++bits) {  // the seven 0/1 options
+      for (int bits = 0; bits < 16; ++bits) {  // mlp_block, gemv_k_tail, latent_uk_t, attn_block
         KernelOptions o;
         o.gemv_max_rows = rows;
         o.kv_split_per_sm = split;
         o.mlp_block = bits & 1;
         o.gemv_k_tail = (bits >> 1) & 1;
         o.latent_uk_t = (bits >> 2) & 1;
-        o.attention_early_stream = (bits >> 3) & 1;
-        o.attention_inline_merge = (bits >> 4) & 1;
-        o.attention_fp8_pipeline = (bits >> 5) & 1;
-        o.attn_block = (bits >> 6) & 1;
+        o.attn_block = (bits >> 3) & 1;
         const json j = to_json(o);
         CHECK(j.size() == defaults.size());
         CHECK(parse_kernel_options(j) == o);
@@ -144,16 +135,6 @@ TEST_CASE("kernel options: out-of-range and mistyped values are refused", "[kern
         "config key 'kernels.attn_block' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_k_tail", -1}}) ==
         "config key 'kernels.gemv_k_tail' must be an integer in 0..1, got -1");
-  CHECK(error_of(json{{"attention_early_stream", 2}}) ==
-        "config key 'kernels.attention_early_stream' must be an integer in 0..1, got 2");
-  CHECK(error_of(json{{"attention_inline_merge", -1}}) ==
-        "config key 'kernels.attention_inline_merge' must be an integer in 0..1, got -1");
-  CHECK(error_of(json{{"attention_inline_merge", true}}) ==
-        "config key 'kernels.attention_inline_merge' must be an integer in 0..1, got true");
-  CHECK(error_of(json{{"attention_fp8_pipeline", 2}}) ==
-        "config key 'kernels.attention_fp8_pipeline' must be an integer in 0..1, got 2");
-  CHECK(error_of(json{{"attention_fp8_pipeline", -1}}) ==
-        "config key 'kernels.attention_fp8_pipeline' must be an integer in 0..1, got -1");
   CHECK(error_of(json{{"gemv_max_rows", true}}) ==
         "config key 'kernels.gemv_max_rows' must be an integer in 0..8, got true");
   CHECK(error_of(json{{"gemv_max_rows", "4"}}) ==
@@ -194,17 +175,5 @@ TEST_CASE("kernel options: the backend's range check names the field", "[kernel_
   o.gemv_k_tail = 2;
   CHECK(kernel_options_error(o) == "gemv_k_tail must be 0 or 1");
   o.gemv_k_tail = 1;
-  CHECK(kernel_options_error(o).empty());
-  o.attention_early_stream = 2;
-  CHECK(kernel_options_error(o) == "attention_early_stream must be 0 or 1");
-  o.attention_early_stream = 1;
-  o.attention_inline_merge = 1;
-  CHECK(kernel_options_error(o).empty());
-  o.attention_inline_merge = -1;
-  CHECK(kernel_options_error(o) == "attention_inline_merge must be 0 or 1");
-  o = KernelOptions{};
-  o.attention_fp8_pipeline = 2;
-  CHECK(kernel_options_error(o) == "attention_fp8_pipeline must be 0 or 1");
-  o.attention_fp8_pipeline = 1;
   CHECK(kernel_options_error(o).empty());
 }

@@ -283,7 +283,7 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"auto", "fp8_e4m3"}));
   sub->add_option("--kernels", opts->kernels,
                   "kernel options as server config \"kernels\" objects, each run on every "
-                  "configuration, e.g. '{}' '{\"attention_fp8_pipeline\":1}' (default: {})");
+                  "configuration, e.g. '{}' '{\"kv_split_per_sm\":2}' (default: {})");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 

@@ -1,23 +1,28 @@
-// The FP8 latent decode kernels' pipelined schedule (KernelOptions::attention_fp8_pipeline,
-// kernels/latent_wide_attention.cu and latent_decode_attention.cu): tile j's P.V runs while the
-// CTA converts tile j + 1, the same operations on the same values, so the output must equal the
-// default schedule's bit for bit. MLA's shape (d_c 512: 64 and 128 query heads per latent, one
-// and two head tiles), GLA-2's (d_c 256, 128-row tiles) and MLRA-4's (d_c 128, decode steps
-// only: its multi-token steps run on the prefill kernel), batch 1 (one long sequence split into
-// many chunks), 16 and 64 (short sequences: unsplit items), decode and multi-token steps, with the
-// early-streaming and inline-merge options on too, on caches whose values span the E4M3 range
-// (fp8_test_util.h: outliers, tiny rows, all-zero groups) times a per-token magnitude. Moderate
-// inputs (magnitudes 2^-12 .. 1, query rows of amax about 1 and 1e-3): the default schedule is
-// also held to the CPU reference on the same bytes (the FP8 attention tests' tolerance, token by
-// token; at 128 heads in the batch-16 cases, the reference being one thread). Tagged apart from
-// [fp8], whose run has a time budget (scripts/fp8_check.sh). Extreme inputs (magnitudes 2^-14 ..
-// 2^12, query rows of amax 1e4): bits only, as the scores then reach ~1e12, where the two backends'
-// summation orders flip near-ties.
+// The FP8 latent decode kernels against the CPU reference on the same bytes: the wide kernel
+// (kernels/latent_wide_attention.cu, d_c 256 and 512, its pipelined schedule) and the latent-128
+// kernel (latent_decode_attention.cu, decode steps only: multi-token steps of d_c 128 run on the
+// prefill kernel). MLA's shape (d_c 512: 64 and 128 query heads per latent, one and two head
+// tiles), GLA-2's (d_c 256, 128-row tiles) and MLRA-4's (d_c 128); batch 1 (one long sequence
+// split into many chunks), 16 and 64, and 300 sequences of 1..64 tokens (one tile each: no
+// sequence can split, so every item writes its rows directly); decode and multi-token steps,
+// packed rows in the wide kernel; caches whose values span the E4M3 range (fp8_test_util.h:
+// outliers, tiny rows, all-zero groups) times a per-token magnitude. Each case runs twice in one
+// step (the second call reuses the plan) and must return the same bits both times (a race between
+// one tile's conversion and another's wgmmas would show). Moderate inputs (magnitudes 2^-12 .. 1,
+// query rows of amax about 1 and 1e-3): against the CPU reference (the FP8 attention tests'
+// tolerance, and token by token; at 128 heads the batch-16 and 300-sequence cases only, the
+// reference being one thread). Extreme inputs (magnitudes 2^-14 .. 2^12, query rows of amax 1e4):
+// finite and repeatable only, as the scores then reach ~1e12, where the two backends' summation
+// orders flip near-ties. Each case's plan (split_kv_plan_host.h, the device plan's reference)
+// tells which kinds of item ran: every kernel must have run both split chunks (partials and the
+// merge) and whole sequences. Tagged apart from [fp8], whose run has a time budget
+// (scripts/fp8_check.sh).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -36,8 +41,13 @@ struct Case {
   int32_t d_c, heads, page_size;
   std::vector<int32_t> lens;
   int32_t queries_per_seq = 1;  // > 1: a multi-token step (tokens_per_item > 1 below 64 heads)
-  bool extreme = false;         // extreme inputs: bits only
-  bool cpu = true;              // moderate inputs: the default also against the CPU
+  bool extreme = false;         // extreme inputs: finite and repeatable only
+  bool cpu = true;              // moderate inputs: against the CPU
+};
+
+// Which kinds of item a case's plan had: chunks of a split sequence, whole sequences.
+struct Coverage {
+  bool split = false, unsplit = false;
 };
 
 // spanning_rows times a per-token magnitude of the latent group: 2^k for k in [-12, 0] (extreme:
@@ -59,35 +69,43 @@ std::vector<float> download_rows(Backend& gpu, const PagedAttentionArgs& a) {
   return download(gpu, {a.out, a.out_dtype, a.num_tokens, w, w});
 }
 
-// Runs a through an own instance with options o inside one step, `calls` times (the first plans,
-// the rest reuse it: early streaming applies from the second), the output poisoned before each.
-std::vector<std::vector<float>> run_calls(const PagedAttentionArgs& a, const Tensor& out,
-                                          const KernelOptions& o, int calls, bool* split) {
+// Runs a through an own instance twice inside one step (the first call plans, the second reuses
+// the plan), the output poisoned before each; both calls must give the same bits. Returns the
+// output and, from the plan's host reference over the step's positions, which kinds of item ran.
+std::vector<float> run_twice(const PagedAttentionArgs& a, const Tensor& out,
+                             const std::vector<int32_t>& step_pos,
+                             const std::vector<int32_t>& step_seq, Coverage& ran) {
   Backend& gpu = *backends().gpu;
-  cuda::CudaPagedAttention attn(0, o);
-  std::vector<std::vector<float>> outs;
+  cuda::CudaPagedAttention attn(0, KernelOptions{});
+  std::vector<float> first;
   attn.begin_step();
-  for (int c = 0; c < calls; ++c) {
+  for (int c = 0; c < 2; ++c) {
     poison(gpu, out);
     gpu.synchronize();
     attn.plan(a, nullptr);
     attn.run(a, nullptr);
     MLRA_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    INFO("call " << c);
-    CHECK(attn.ran_fp8_pipeline() == (o.attention_fp8_pipeline != 0));
-    CHECK(attn.ran_early_stream() == (o.attention_early_stream != 0 && c > 0));
-    // The inline merge may decline a plan whose merge needs more than its shared memory.
-    if (o.attention_inline_merge == 0) CHECK(!attn.ran_inline_merge());
-    if (split) *split = attn.target_chunks() > 1;
-    outs.push_back(download_rows(gpu, a));
+    std::vector<float> got = download_rows(gpu, a);
+    if (c == 0) {
+      first = std::move(got);
+    } else {
+      INFO("the second call, the plan reused");
+      CHECK(got == first);
+    }
   }
+  CHECK(attn.plans_computed() == 1);
+  CHECK(!attn.uses_prefill_kernel());
+  const cuda::SplitKvPlanHost plan =
+      cuda::plan_split_kv_host(attn.plan_shape(), step_pos, step_seq);
+  for (const cuda::SplitKvItem& item : plan.items)
+    (item.partial >= 0 ? ran.split : ran.unsplit) = true;
   attn.end_step();
-  return outs;
+  return first;
 }
 
-// One case: the default schedule against the CPU, the pipelined one (alone, and with early
-// streaming and the inline merge) against the default's bits. Returns whether the plan split.
-bool check_case(std::mt19937& rng, const Case& k) {
+// One case: the kernel against the CPU (moderate inputs), finite and repeatable. Returns which
+// kinds of item its plan had.
+Coverage check_case(std::mt19937& rng, const Case& k) {
   auto& [cpu, gpu] = backends();
   const Fp8CacheLayout layout{1, k.d_c, 64};
   const int32_t ps = k.page_size, W = int32_t(layout.values());
@@ -159,36 +177,24 @@ bool check_case(std::mt19937& rng, const Case& k) {
   CHECK(cuda::CudaPagedAttention::choose_path(ag) == (k.d_c == 512   ? AttentionPath::kLatent512
                                                       : k.d_c == 256 ? AttentionPath::kLatent256
                                                                      : AttentionPath::kLatent128));
-  bool split = false;
-  const std::vector<float> reference = run_calls(ag, keep_g[1], KernelOptions{}, 1, &split).front();
-  CHECK(all_finite(reference));
+  Coverage ran;
+  const std::vector<float> got = run_twice(ag, keep_g[1], step_pos, step_seq, ran);
+  CHECK(all_finite(got));
   if (!k.extreme && k.cpu) {
     cpu->paged_attention(ac);
     const std::vector<float> want = download(*cpu, as_mat(keep_c[1], k.heads * vd));
-    CHECK(rel_l2(reference, want) < kBf16Tol);
+    CHECK(rel_l2(got, want) < kBf16Tol);
     // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.
     const size_t row = size_t(k.heads * vd);
     for (int32_t t = 0; t < T; ++t) {
       INFO("token " << t << " (sequence " << step_seq[size_t(t)] << ", position "
                     << step_pos[size_t(t)] << ")");
-      const std::vector<float> g(reference.begin() + t * row, reference.begin() + (t + 1) * row),
+      const std::vector<float> g(got.begin() + t * row, got.begin() + (t + 1) * row),
           w(want.begin() + t * row, want.begin() + (t + 1) * row);
       CHECK(rel_l2(g, w) < 2 * kBf16Tol);
     }
   }
-  KernelOptions pipelined, all_on;
-  pipelined.attention_fp8_pipeline = 1;
-  all_on = pipelined;
-  all_on.attention_early_stream = 1;
-  all_on.attention_inline_merge = 1;
-  for (const KernelOptions& o : {pipelined, all_on}) {
-    INFO((o.attention_early_stream ? "pipelined, early stream, inline merge" : "pipelined"));
-    for (const std::vector<float>& got : run_calls(ag, keep_g[1], o, 3, nullptr)) {
-      CHECK(all_finite(got));
-      CHECK(got == reference);
-    }
-  }
-  return split;
+  return ran;
 }
 
 // n lengths in [lo, hi].
@@ -201,42 +207,53 @@ std::vector<int32_t> lengths(std::mt19937& rng, int n, int32_t lo, int32_t hi) {
 
 }  // namespace
 
-TEST_CASE("fp8 latent decode attention: the pipelined schedule keeps every bit",
-          "[gpu][attention][fp8_pipeline]") {
+TEST_CASE("fp8 latent decode attention: the wide and latent-128 kernels match the cpu",
+          "[gpu][attention][fp8_decode]") {
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  bool saw_split = false, saw_unsplit = false;
+  std::map<int32_t, Coverage> seen;  // per d_c: the kinds of item that ran
+  auto note = [&](int32_t d_c, const Coverage& c) {
+    seen[d_c].split = seen[d_c].split || c.split;
+    seen[d_c].unsplit = seen[d_c].unsplit || c.unsplit;
+  };
   for (const int32_t heads : {64, 128}) {
-    // The CPU reference is one thread: at 128 heads it checks the batch-16 case of each kernel.
+    // The CPU reference is one thread: at 128 heads it checks the batch-16 and 300-sequence cases
+    // of each kernel.
     const bool cpu = heads == 64;
     const std::vector<Case> cases = {
         {512, heads, 64, {12000}, 1, false, cpu},                     // batch 1: many chunks
         {512, heads, 16, lengths(rng, 16, 1, 3000)},                  // TMA boxes of 16 rows
         {512, heads, 64, lengths(rng, 64, 1, 700), 1, false, cpu},    // short sequences
         {512, heads, 64, lengths(rng, 8, 100, 2000), 3, false, cpu},  // three tokens per sequence
+        {512, heads, 64, lengths(rng, 300, 1, 64)},                   // one tile each: no split
         {512, heads, 64, lengths(rng, 16, 1, 3000), 1, true},
         {256, heads, 64, lengths(rng, 16, 1, 3000)},
+        {256, heads, 64, lengths(rng, 300, 1, 64)},
         {256, heads, 64, lengths(rng, 16, 1, 3000), 1, true},
         {128, heads, 64, {12000}, 1, false, cpu},
         {128, heads, 16, lengths(rng, 16, 1, 3000)},
         {128, heads, 64, lengths(rng, 64, 1, 700), 1, false, cpu},
+        {128, heads, 64, lengths(rng, 300, 1, 64)},
         {128, heads, 64, lengths(rng, 16, 1, 3000), 1, true},
     };
     for (const Case& k : cases) {
       INFO("d_c " << k.d_c << ", " << k.heads << " heads, page size " << k.page_size << ", batch "
                   << k.lens.size() << ", " << k.queries_per_seq << " queries per sequence"
                   << (k.extreme ? ", extreme inputs" : ""));
-      (check_case(rng, k) ? saw_split : saw_unsplit) = true;
+      note(k.d_c, check_case(rng, k));
     }
   }
   // Packed rows (24 heads: two tokens per item) in the wide kernel.
   for (const int32_t d_c : {512, 256})
     for (const bool extreme : {false, true}) {
       INFO("d_c " << d_c << ", 24 heads, packed rows" << (extreme ? ", extreme inputs" : ""));
-      check_case(rng, {d_c, 24, 64, lengths(rng, 8, 100, 3000), 3, extreme});
+      note(d_c, check_case(rng, {d_c, 24, 64, lengths(rng, 8, 100, 3000), 3, extreme}));
     }
-  // Both kinds of item ran: split chunks (partials and the merge) and whole sequences.
-  CHECK(saw_split);
-  CHECK(saw_unsplit);
+  // Every kernel ran both kinds of item: split chunks (partials and the merge) and whole sequences.
+  for (const int32_t d_c : {512, 256, 128}) {
+    INFO("d_c " << d_c);
+    CHECK(seen[d_c].split);
+    CHECK(seen[d_c].unsplit);
+  }
 }
