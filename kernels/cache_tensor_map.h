@@ -13,9 +13,9 @@ namespace mlra::cuda {
 // driver lacks cuTensorMapEncodeTiled, or the cache breaks TMA's alignment rules).
 bool make_cache_map(const AttentionParams& p, CUtensorMap& map);
 // An FP8 cache (p.fp8_cache, fp8_e4m3.h) as 3D maps (column, slot, page): its codes (u8, boxes
-// of 128 codes x p.box_rows rows, no swizzle: converted to bf16 in shared memory, fp8_tile.cuh)
-// and, for a cache with a tail, its bf16 tail (64-dim boxes with the 128-byte swizzle, as the
-// bf16 map's). False when it cannot.
+// of 128 codes x p.box_rows rows, no swizzle: converted to 16-bit values in shared memory,
+// fp8_tile.cuh) and, for a cache with a tail, its bf16 tail (64-dim boxes with the 128-byte
+// swizzle, as the bf16 map's). False when it cannot.
 bool make_fp8_code_map(const AttentionParams& p, CUtensorMap& codes);
 bool make_fp8_cache_maps(const AttentionParams& p, CUtensorMap& codes, CUtensorMap& tail);
 

@@ -15,8 +15,13 @@
 // (split_kv_plan.h); decode plans have one token per item (multi-token steps run on the prefill
 // kernel), but a packed row would be masked at its own token's end.
 // An FP8 cache (kFp8, fp8_e4m3.h: one group per K head and per V head): TMA brings a tile's K and
-// V codes into the stage's V blocks; the four warps write code value x row scale as bf16 over the
-// K and V blocks (fp8_tile.cuh; rows past the end as zeros), and the mma path runs unchanged.
+// V codes into the stage's V blocks; the four warps write the code values, unscaled, as f16 over
+// the K and V blocks (one exact conversion per two codes, fp8_tile.cuh; rows past the end as
+// zeros) and the tile's per-token K and V scales to shared memory (0 past the end). The scales
+// are folded out of the tile: Q is f16 (once per CTA, each row times a power of two,
+// q_latent_to_f16), the scores an f16 mma times the row's factor and the token's K scale, and
+// P.V multiplies the f16 V codes by P' = P x V scale / g (online_softmax.cuh: fold_value_scales,
+// g the warp row's running max of P x V scale); each warp's state carries o x g to the combine.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -54,6 +59,8 @@ struct KvConfig {
   static constexpr size_t kCombineBytes = size_t(kWarps) * kM * (kOStride + 2) * 4;
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kStages * kStageBytes + kQBytes + 8 * kStages;
+  // FP8: + the per-token K and V scales of each stage's tile and the query rows' factors.
+  static constexpr size_t kFp8Smem = kSmem + (2 * kStages * kBN + kM) * sizeof(float);
   static constexpr int kMinBlocks = 2;
 };
 static_assert(KvConfig::kBN == kPlanTile, "chunks start on tile boundaries");
@@ -75,6 +82,10 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
   unsigned char* ring = smem;
   bf16* q_s = reinterpret_cast<bf16*>(smem + C::kStages * C::kStageBytes);
   const uint32_t full_bar = smem_addr(smem + C::kStages * C::kStageBytes + C::kQBytes);
+  // FP8 only: [kStages][K | V][kBN] per-token scales, then the kM query rows' factors.
+  float* tile_scale_s =
+      reinterpret_cast<float*>(smem + C::kStages * C::kStageBytes + C::kQBytes + 8 * C::kStages);
+  float* row_factor_s = tile_scale_s + 2 * C::kStages * C::kBN;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
 
   const int t0 = item.token, rows_valid = item.num_tokens * tile.rows;
@@ -106,12 +117,29 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
         item.kv_begin + j * C::kBN, item.kv_end,
         [&](int kb) { return (kb < 2 ? tile.a_offset : tile.v_offset) + (kb & 1) * 64; });
   };
+  // FP8: the K and V scales of row tid / 2 of tile j, 0 past the end. Tile j + 1's are read
+  // during tile j (a dependent load through the page list: read at its tile's start, its latency
+  // would stall every tile).
+  auto kv_scales = [&](int j, float(&scale)[2]) {
+    const int pos = item.kv_begin + j * C::kBN + tid / 2;
+    scale[0] = fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / C::kD);
+    scale[1] = fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / C::kD);
+  };
   init_stage_barriers(full_bar, C::kStages);
   __syncthreads();
   if (tid == 0)
     for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
   __syncthreads();
+  // FP8: Q in f16 and this thread's rows' factors (rows lane / 4 and lane / 4 + 8) and running
+  // value-scale maxima.
+  float row_factor[2] = {1.0f, 1.0f}, g_r[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) {
+    q_latent_to_f16<C::kM, C::kD, C::kThreads>(smem_addr(q_s), row_factor_s, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[lane / 4 + 8 * i];
+  }
 
   // Q as mma A fragments (16 rows x 128 dims: 8 k-steps), held for the whole chunk.
   uint32_t qa[C::kD / 16][4];
@@ -136,17 +164,22 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     row_end[i] = row_kv_end<true>(p, item, rows, row, rows_valid);
   }
 
+  float scale_next[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) kv_scales(0, scale_next);
+
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages;
     const int valid = item.kv_end - (item.kv_begin + j * C::kBN);
     if constexpr (kFp8) {
-      // The K and V scales of row tid / 2, read before the wait.
-      const int pos = item.kv_begin + j * C::kBN + tid / 2;
-      const float scale[2] = {fp8_row_scale(p, pages, pos, item.kv_end, tile.a_offset / C::kD),
-                              fp8_row_scale(p, pages, pos, item.kv_end, tile.v_offset / C::kD)};
+      const float scale[2] = {scale_next[0], scale_next[1]};
+      kv_scales(j + 1, scale_next);
       mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-      fp8_tile_dequantize<C::kBN, C::kThreads, 2, 2>(smem_addr(ring + stage * C::kStageBytes),
-                                                     valid, scale, tid, [] { __syncthreads(); });
+      fp8_tile_to_f16<C::kBN, C::kThreads, 2, 2>(smem_addr(ring + stage * C::kStageBytes), valid,
+                                                 tid, [] { __syncwarp(); });
+      if (tid % 2 == 0) {
+        tile_scale_s[(2 * stage) * C::kBN + tid / 2] = scale[0];
+        tile_scale_s[(2 * stage + 1) * C::kBN + tid / 2] = scale[1];
+      }
 #ifdef MLRA_LATENT_WGMMA
       fence_proxy_async();  // the stage's next TMA write follows these generic-proxy writes
 #endif
@@ -170,23 +203,48 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
     for (int kk = 0; kk < C::kD / 16; ++kk) {
       uint32_t b[4];
       ldmatrix_x4(b, kt + swizzled_offset<C::kBN>(b_row, kk * 16 + b_col));
-      mma_bf16(s[0], qa[kk], b[0], b[1]);
-      mma_bf16(s[1], qa[kk], b[2], b[3]);
+      if constexpr (kFp8) {
+        mma_f16(s[0], qa[kk], b[0], b[1]);
+        mma_f16(s[1], qa[kk], b[2], b[3]);
+      } else {
+        mma_bf16(s[0], qa[kk], b[0], b[1]);
+        mma_bf16(s[1], qa[kk], b[2], b[3]);
+      }
     }
 
     // Online softmax over the warp's 16 positions (its slice may lie past the sequence's end).
-    online_softmax_step<true>(s, o, item.kv_begin + j * C::kBN + 16 * warp, row_end, p.scale_log2,
-                              m_r, l_r);
+    // FP8: the scores times the rows' factors and the K scales first, P' for the f16 V after.
+    const int start = item.kv_begin + j * C::kBN + 16 * warp;
+    if constexpr (kFp8) {
+      float2 cs[2];
+      column_scales(tile_scale_s + (2 * stage) * C::kBN + 16 * warp, cs);
+      scale_latent_scores(s, cs, row_factor);
+      float corr[2];
+      online_softmax_update<true>(s, start, row_end, p.scale_log2, m_r, l_r, corr);
+      column_scales(tile_scale_s + (2 * stage + 1) * C::kBN + 16 * warp, cs);
+      fold_value_scales(s, cs, g_r, corr);
+      rescale_rows(o, corr);
+    } else {
+      online_softmax_step<true>(s, o, start, row_end, p.scale_log2, m_r, l_r);
+    }
 
     // o += P (16 x 16 positions) . V (16 positions x 128 dims).
     uint32_t pa[4];
-    probability_fragment(s, 0, pa);
+    if constexpr (kFp8)
+      probability_fragment_f16(s, 0, pa);
+    else
+      probability_fragment(s, 0, pa);
 #pragma unroll
     for (int np = 0; np < C::kD / 16; ++np) {
       uint32_t b[4];
       ldmatrix_x4_trans(b, vt + swizzled_offset<C::kBN>(v_row, np * 16 + v_col));
-      mma_bf16(o[2 * np], pa, b[0], b[1]);
-      mma_bf16(o[2 * np + 1], pa, b[2], b[3]);
+      if constexpr (kFp8) {
+        mma_f16(o[2 * np], pa, b[0], b[1]);
+        mma_f16(o[2 * np + 1], pa, b[2], b[3]);
+      } else {
+        mma_bf16(o[2 * np], pa, b[0], b[1]);
+        mma_bf16(o[2 * np + 1], pa, b[2], b[3]);
+      }
     }
   }
   __syncthreads();  // the ring is free: every tile arrived and every warp is past its last tile
@@ -204,10 +262,11 @@ __global__ void __launch_bounds__(KvConfig::kThreads, KvConfig::kMinBlocks)
       my[0] = m_r[i];
       my[1] = l_r[i];
     }
+    const float g = kFp8 ? g_r[i] : 1.0f;  // FP8: the accumulator holds o / g
 #pragma unroll
     for (int nb = 0; nb < C::kD / 8; ++nb)
       *reinterpret_cast<float2*>(my + 2 + nb * 8 + (lane % 4) * 2) =
-          make_float2(o[nb][2 * i], o[nb][2 * i + 1]);
+          make_float2(o[nb][2 * i] * g, o[nb][2 * i + 1] * g);
   }
   __syncthreads();
   for (int i = tid; i < rows_valid * C::kD; i += C::kThreads) {
@@ -280,7 +339,7 @@ void launch_kv_attention(const AttentionParams& p, const HeadTiles& tiles, const
     MLRA_REQUIRE(p.cache_rows > 0 && make_fp8_code_map(p, map),
                  "kv attention: no tensor map for the FP8 cache");
     return launch_plan_grid(kv_attention_kernel<true>, plan, tiles, KvConfig::kThreads,
-                            KvConfig::kSmem, stream, p, tiles, plan, map);
+                            KvConfig::kFp8Smem, stream, p, tiles, plan, map);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "kv attention: no tensor map for the cache");

@@ -10,9 +10,14 @@
 // Shared tiles use the 128-byte swizzle (hopper_ptx.cuh: swizzled_offset): the layout TMA writes
 // and wgmma reads. Warp rg of the one warpgroup: rows 16rg..16rg+15, all 128 value columns.
 // An FP8 cache (kFp8, fp8_e4m3.h): TMA brings a tile's 128 codes per row into the second latent
-// block of the stage and its bf16 k_pe as usual; the warpgroup then writes code value x row scale
-// as bf16 over both latent blocks (fp8_tile.cuh; rows past the end as zeros), so the wgmma chain is
-// unchanged.
+// block of the stage and its bf16 k_pe as usual; the warpgroup writes the code values, unscaled,
+// as f16 over both latent blocks (one exact conversion per two codes, fp8_tile.cuh; rows past the
+// end as zeros) and the tile's per-token scales to shared memory (0 past the end). The scales are
+// folded out of the tile: the query's latent part is f16 (once per CTA, each row times a power of
+// two, q_latent_to_f16), the latent scores an f16 wgmma chain beside the bf16 rope chain, and
+// S = scale_t x row factor x (q'_lat . code_t) + q_pe . k_pe_t. P.V multiplies the f16 code values
+// by P' = P x scale_t / g (online_softmax.cuh: fold_value_scales; g the row's running max of
+// P x scale_t, so P' <= 1) and the result is the accumulator times g over l.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -44,11 +49,17 @@ struct LatentConfig {
   static constexpr int kChunks = (kD + kR) / 8;  // 16 B chunks per cached row
   // + 1 KB: the dynamic shared window is aligned up to the 1024 B swizzle atom in the kernel.
   static constexpr size_t kSmem = 1024 + kQBytes + kStages * kStageBytes + 8 * kStages;
+  // FP8: + the per-token scales of each stage's tile and the query rows' factors.
+  static constexpr size_t kFp8Smem = kSmem + (kStages * kBN + kM) * sizeof(float);
   static constexpr int kMinBlocks = 2;
 };
 
 // Decode plans only (one token per item): multi-token steps of this width go to the prefill kernel
 // (bf16) or the generic kernel (FP8). kFp8: cache_map holds the codes, tail_map the bf16 k_pe.
+// Each tile runs in turn: conversion (FP8), barrier, scores, softmax, P.V. The wide kernel's
+// pipelined schedule (tile j's P.V overlapping tile j + 1's conversion, latent_wide_attention.cu)
+// measured 2-4% slower for this kernel (two CTAs per SM) on an H100: MLRA-4 TP4 FP8, 1M tokens,
+// batch 16, 2390 -> 2467 us.
 template <bool kFp8>
 __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBlocks)
     latent_attention_kernel(AttentionParams p, HeadTiles tiles, SplitKvPlan plan,
@@ -65,6 +76,10 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   bf16* k_s = reinterpret_cast<bf16*>(smem + C::kQBytes);
   const uint32_t full_bar = smem_addr(smem + C::kQBytes + C::kStages * C::kStageBytes);
+  // FP8 only: [kStages][kBN] per-token scales, then the kM query rows' factors.
+  float* tile_scale_s =
+      reinterpret_cast<float*>(smem + C::kQBytes + C::kStages * C::kStageBytes + 8 * C::kStages);
+  float* row_factor_s = tile_scale_s + C::kStages * C::kBN;
   const int tid = threadIdx.x, lane = tid % 32, rg = tid / 32;
 
   // Row r is head tile.head0 + r of the item's one token.
@@ -125,6 +140,16 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   if (tid == 0)
     for (int s = 0; s < C::kStages - 1 && s < n_tiles; ++s) tma_tile(s, s);
   cp_async_wait<0>();
+  // FP8: this thread's rows' query factors (rows lane / 4 and lane / 4 + 8 of the warp's 16) and
+  // running value-scale maxima.
+  float row_factor[2] = {1.0f, 1.0f}, g_r[2] = {0.0f, 0.0f};
+  if constexpr (kFp8) {
+    __syncthreads();  // every thread's query rows have landed
+    q_latent_to_f16<C::kM, D, C::kThreads>(smem_addr(q_s), row_factor_s, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) row_factor[i] = row_factor_s[rg * 16 + lane / 4 + 8 * i];
+  }
 
   float o[16][4];
 #pragma unroll
@@ -136,14 +161,20 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
 #pragma unroll
   for (int i = 0; i < 2; ++i) row_end[i] = item.kv_end;
   const uint32_t q_addr = smem_addr(q_s);
+  // FP8: the scale of tile j + 1 is read during tile j (a dependent load through the page list:
+  // read at its tile's start, its latency would stall every tile).
+  float scale_next = kFp8 ? row_scale(0) : 0.0f;
 
   for (int j = 0; j < n_tiles; ++j) {
     const int stage = j % C::kStages, valid = item.kv_end - (item.kv_begin + j * C::kBN);
-    const float scale[1] = {kFp8 ? row_scale(j) : 0.0f};  // issued before the wait
+    const float scale = scale_next;
+    if constexpr (kFp8) scale_next = row_scale(j + 1);  // 0 past the end, no load
     mbar_wait(full_bar + 8 * stage, uint32_t(j / C::kStages) & 1u);
-    if constexpr (kFp8)
-      fp8_tile_dequantize<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
-                                                     valid, scale, tid, [] { __syncthreads(); });
+    if constexpr (kFp8) {
+      fp8_tile_to_f16<C::kBN, C::kThreads, 1, 1>(smem_addr(k_s + stage * C::kBN * (D + C::kR)),
+                                                 valid, tid, [] { __syncwarp(); });
+      if (tid % 2 == 0) tile_scale_s[stage * C::kBN + tid / 2] = scale;
+    }
     if (valid < C::kBN) {
       // Rows past the end hold stale shared memory or other tokens: zero them so that the masked
       // (zero) probabilities never meet a NaN or Inf in P.V (FP8: the latent part is zeroed by
@@ -164,14 +195,22 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     if (tid == 0 && next < n_tiles) tma_tile(next, next % C::kStages);
     const uint32_t kt = smem_addr(k_s + (j % C::kStages) * C::kBN * (D + C::kR));
 
-    // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain.
-    float s[C::kBN / 8][4];
+    // Scores of all 64 rows over the 128 latent dims and the 64 rope dims: one wgmma chain
+    // (FP8: the latent dims into their own f16 accumulator, folded in below).
+    float s[C::kBN / 8][4], s_lat[C::kBN / 8][4];
 #pragma unroll
     for (int i = 0; i < C::kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    if constexpr (kFp8)
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i)
+        s_lat[i][0] = s_lat[i][1] = s_lat[i][2] = s_lat[i][3] = 0.0f;
     auto score_step = [&](int k0) {
       const uint32_t in_block = uint32_t(k0 & 63) * 2;
       const uint64_t da = sw128_desc(q_addr + (k0 >> 6) * (C::kM * 128) + in_block);
       const uint64_t db = sw128_desc(kt + (k0 >> 6) * (C::kBN * 128) + in_block);
+      if constexpr (kFp8) {
+        if (k0 < D) return wgmma_n64<true>(s_lat, da, db, 1);
+      }
       wgmma_n64(s, da, db, 1);
     };
     wgmma_fence();
@@ -182,16 +221,37 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
     wgmma_commit();
     wgmma_wait_all();
 
-    online_softmax_step<false>(s, o, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r);
+    if constexpr (kFp8) {
+      float2 cs[C::kBN / 8];
+      column_scales(tile_scale_s + stage * C::kBN, cs);
+      scale_latent_scores(s_lat, cs, row_factor);
+#pragma unroll
+      for (int i = 0; i < C::kBN / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] += s_lat[i][e];
+      float corr[2];
+      online_softmax_update<false>(s, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r,
+                                   corr);
+      fold_value_scales(s, cs, g_r, corr);
+      rescale_rows(o, corr);
+    } else {
+      online_softmax_step<false>(s, o, item.kv_begin + j * C::kBN, row_end, p.scale_log2, m_r, l_r);
+    }
 
     // o += P . V with V = the tile's latent columns: 64 rows x 128 value columns, P from
-    // registers, V read once per warpgroup from the swizzled tile (MN-major).
+    // registers, V read once per warpgroup from the swizzled tile (MN-major). FP8: P' and the
+    // code values, f16.
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < C::kBN / 16; ++kk) {
       uint32_t a[4];
-      probability_fragment(s, kk, a);
-      wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      if constexpr (kFp8) {
+        probability_fragment_f16(s, kk, a);
+        wgmma_rs_n128_tb<true>(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      } else {
+        probability_fragment(s, kk, a);
+        wgmma_rs_n128_tb(o, a, sw128_mn_desc(kt + kk * 16 * 128, C::kBN * 128));
+      }
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -206,7 +266,8 @@ __global__ void __launch_bounds__(LatentConfig::kThreads, LatentConfig::kMinBloc
   for (int i = 0; i < 2; ++i) {
     const int row = rg * 16 + lane / 4 + 8 * i;
     if (row >= rows_valid) continue;
-    const float inv = l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f;  // 0: a chunk past the row's end
+    // 0: a chunk past the row's end. FP8: the accumulator holds O / g.
+    const float inv = (l_r[i] > 0.0f ? 1.0f / l_r[i] : 0.0f) * (kFp8 ? g_r[i] : 1.0f);
     if (item.partial < 0) {
       const int64_t base = int64_t(t0) * p.out_token_stride +
                            int64_t(tile.head0 + row) * p.out_head_stride + (lane % 4) * 2;
@@ -268,7 +329,7 @@ void launch_latent_attention(const AttentionParams& p, const HeadTiles& tiles,
                  "latent attention: no tensor maps for the FP8 cache");
     if (d_c != 128) return launch_latent_wide_fp8(p, tiles, plan, d_c, map, tail, stream);
     return launch_plan_grid(latent_attention_kernel<true>, plan, tiles, LatentConfig::kThreads,
-                            LatentConfig::kSmem, stream, p, tiles, plan, map, tail);
+                            LatentConfig::kFp8Smem, stream, p, tiles, plan, map, tail);
   }
   MLRA_REQUIRE(p.cache_rows > 0 && make_cache_map(p, map),
                "latent attention: no tensor map for the cache");

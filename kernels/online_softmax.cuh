@@ -84,4 +84,54 @@ __device__ __forceinline__ void probability_fragment(const float (&s)[NB][4], in
   a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
+// Value tiles of code values whose per-column (cached token) scales are folded out of V: turns
+// the probabilities s (P, from online_softmax_update) into P' = P x scale_col / g_row, where g is
+// the row's running max of P x scale (so P' <= 1 and its largest terms keep f16's full
+// precision), and corr into the factor the row's accumulator needs: corr x g_old / g_new. The
+// accumulator then holds O / g: the row's result is its accumulator times g, over l (the sum of
+// the unscaled P, as online_softmax_update keeps it). g starts at 0 and never falls below
+// kFoldMinG once a tile is folded, so 1 / g stays finite (P x scale below 2^-114 then reaches f16's
+// subnormals: terms under 2^-114 x 448 of the row's result, whose largest probability is 1).
+constexpr float kFoldMinG = 0x1p-100f;
+
+template <int NB>
+__device__ __forceinline__ void fold_value_scales(float (&s)[NB][4], const float2 (&c)[NB],
+                                                  float (&g)[2], float (&corr)[2]) {
+  float mx[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    s[nb][0] *= c[nb].x;
+    s[nb][1] *= c[nb].y;
+    s[nb][2] *= c[nb].x;
+    s[nb][3] *= c[nb].y;
+    mx[0] = fmaxf(mx[0], fmaxf(s[nb][0], s[nb][1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[nb][2], s[nb][3]));
+  }
+  float inv[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    const float kept = g[i] * corr[i], g_new = fmaxf(fmaxf(kept, mx[i]), kFoldMinG);
+    inv[i] = 1.0f / g_new;
+    // g unchanged (in the running max's units): the accumulator keeps its scale exactly.
+    corr[i] = g_new > kept ? kept * inv[i] : 1.0f;
+    g[i] = g_new;
+  }
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nb][e] *= inv[e >> 1];
+}
+
+// Probabilities of k16 step kk as the f16 A operand of P.V (P' <= 1 of fold_value_scales).
+template <int NB>
+__device__ __forceinline__ void probability_fragment_f16(const float (&s)[NB][4], int kk,
+                                                         uint32_t (&a)[4]) {
+  a[0] = pack_f16(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = pack_f16(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = pack_f16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = pack_f16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
 }  // namespace mlra::cuda

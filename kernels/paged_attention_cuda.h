@@ -117,6 +117,8 @@ class CudaPagedAttention {
   int32_t tokens_per_item() const { return plan_.shape.tokens_per_item; }
   // Most CTAs (items) per head tile the current plan aims at (the split-KV target).
   int32_t target_chunks() const { return plan_.shape.target_chunks; }
+  // The current plan's shape: with the step's positions, plan_split_kv_host gives its items.
+  const SplitKvShape& plan_shape() const { return plan_.shape; }
   // The path the current plan runs (choose_path's, or generic for the expanded-prefill layout in
   // a decode step).
   AttentionPath path() const { return path_; }

@@ -4,7 +4,9 @@
 // after warm-up (median of replays); achieved GB/s counts the cache bytes the kernel must read.
 // Inputs are random bf16 (never zeros); page tables are shuffled so pages are not contiguous.
 // Each configuration runs with the bf16 cache and with the FP8 cache (kv_cache_dtype fp8_e4m3:
-// the same random values quantized by the cache write), whose bytes per token are fewer.
+// the same random values quantized by the cache write), whose bytes per token are fewer. Each
+// --kernels object (kernel options) runs every configuration in turn, rows k0, k1, ... side by
+// side, so options compare in one run on one warm device.
 #include "server/bench/bench_attention.h"
 
 #include <cmath>
@@ -40,7 +42,7 @@ struct BenchOptions {
   std::vector<int> batches = {1, 4, 16, 64};
   int page_size = 64;
   std::vector<std::string> variants;  // empty: all
-  std::string kernels;                // --kernels: the "kernels" config object
+  std::vector<std::string> kernels;   // --kernels: "kernels" config objects, one row each
   std::vector<std::string> kv_cache_dtypes = {"auto", "fp8_e4m3"};
 };
 
@@ -197,7 +199,9 @@ Result bench_one(int device, const KernelOptions& kernels, const Variant& v, boo
 }
 
 int run_bench(const BenchOptions& o) {
-  const KernelOptions kernels = bench::kernels_of(o.kernels);
+  std::vector<KernelOptions> option_sets;
+  for (const auto& k : o.kernels.empty() ? std::vector<std::string>{""} : o.kernels)
+    option_sets.push_back(bench::kernels_of(k));
   MLRA_CUDA_CHECK(cudaSetDevice(o.device));
   cudaDeviceProp prop{};
   MLRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
@@ -207,7 +211,9 @@ int run_bench(const BenchOptions& o) {
   std::printf("device: %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1e6);
   std::printf("device-to-device copy bandwidth (1 GiB, read + write): %.0f GB/s\n", copy_gbs);
-  std::printf("kernel options: %s\n\n", bench::kernels_line(kernels).c_str());
+  for (size_t k = 0; k < option_sets.size(); ++k)
+    std::printf("kernel options k%zu: %s\n", k, bench::kernels_line(option_sets[k]).c_str());
+  std::printf("\n");
 
   std::vector<Variant> variants;
   for (const Variant& v :
@@ -217,33 +223,35 @@ int run_bench(const BenchOptions& o) {
     if (o.variants.empty() ||
         std::find(o.variants.begin(), o.variants.end(), v.name) != o.variants.end())
       variants.push_back(v);
-  // Keyed by (cache dtype, context, batch): MLA's time over MLRA-4's, FP8's over bf16's.
-  std::map<std::tuple<bool, int64_t, int>, double> mlra_us;
-  std::printf("%-11s %-9s %-10s %8s %6s %10s %9s %7s %9s %9s\n", "variant", "cache", "kernel",
-              "context", "batch", "time_us", "GB/s", "%copy", "MLA/MLRA", "bf16/fp8");
+  // Keyed by (options, cache dtype, context, batch): MLA's time over MLRA-4's; FP8's over bf16's
+  // under the same options.
+  std::map<std::tuple<size_t, bool, int64_t, int>, double> mlra_us;
+  std::printf("%-11s %-3s %-9s %-10s %8s %6s %10s %9s %7s %9s %9s\n", "variant", "k", "cache",
+              "kernel", "context", "batch", "time_us", "GB/s", "%copy", "MLA/MLRA", "bf16/fp8");
   for (const Variant& v : variants)
     for (int ck : o.contexts_k)
       for (int b : o.batches) {
         const int64_t ctx = int64_t(ck) * 1024;
-        double bf16_us = 0;
-        for (const std::string& dtype : o.kv_cache_dtypes) {
-          const bool fp8 = dtype == "fp8_e4m3";
-          const double gb = double(ctx) * b * double(v.row_bytes(fp8)) / 1e9;
-          if (gb > o.max_cache_gb) continue;
-          const Result r = bench_one(o.device, kernels, v, fp8, ctx, b, o.page_size,
-                                     size_t(prop.l2CacheSize), o.replays, stream);
-          char mla_ratio[32] = "", fp8_ratio[32] = "";
-          if (v.name == "MLRA-4 TP4") mlra_us[{fp8, ctx, b}] = r.us;
-          if (v.name == "MLA" && mlra_us.count({fp8, ctx, b}))
-            std::snprintf(mla_ratio, sizeof mla_ratio, "%.2f", r.us / mlra_us[{fp8, ctx, b}]);
-          if (!fp8) bf16_us = r.us;
-          if (fp8 && bf16_us > 0)
-            std::snprintf(fp8_ratio, sizeof fp8_ratio, "%.2f", bf16_us / r.us);
-          std::printf("%-11s %-9s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s %9s\n", v.name.c_str(),
-                      fp8 ? "fp8_e4m3" : "bf16", r.path.c_str(), ck, b, r.us, r.gbs,
-                      100.0 * r.gbs / copy_gbs, mla_ratio, fp8_ratio);
-          std::fflush(stdout);
-        }
+        std::vector<double> bf16_us(option_sets.size(), 0.0);
+        for (const std::string& dtype : o.kv_cache_dtypes)
+          for (size_t k = 0; k < option_sets.size(); ++k) {
+            const bool fp8 = dtype == "fp8_e4m3";
+            const double gb = double(ctx) * b * double(v.row_bytes(fp8)) / 1e9;
+            if (gb > o.max_cache_gb) continue;
+            const Result r = bench_one(o.device, option_sets[k], v, fp8, ctx, b, o.page_size,
+                                       size_t(prop.l2CacheSize), o.replays, stream);
+            char mla_ratio[32] = "", fp8_ratio[32] = "";
+            if (v.name == "MLRA-4 TP4") mlra_us[{k, fp8, ctx, b}] = r.us;
+            if (v.name == "MLA" && mlra_us.count({k, fp8, ctx, b}))
+              std::snprintf(mla_ratio, sizeof mla_ratio, "%.2f", r.us / mlra_us[{k, fp8, ctx, b}]);
+            if (!fp8) bf16_us[k] = r.us;
+            if (fp8 && bf16_us[k] > 0)
+              std::snprintf(fp8_ratio, sizeof fp8_ratio, "%.2f", bf16_us[k] / r.us);
+            std::printf("%-11s k%-2zu %-9s %-10s %7dK %6d %10.1f %9.0f %6.1f%% %9s %9s\n",
+                        v.name.c_str(), k, fp8 ? "fp8_e4m3" : "bf16", r.path.c_str(), ck, b, r.us,
+                        r.gbs, 100.0 * r.gbs / copy_gbs, mla_ratio, fp8_ratio);
+            std::fflush(stdout);
+          }
       }
   MLRA_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
@@ -273,7 +281,9 @@ void register_bench_attention(CLI::App& app, int& exit_code) {
   sub->add_option("--kv-cache-dtype", opts->kv_cache_dtypes,
                   "cache encodings to run, each configuration in every one (auto: bf16)")
       ->check(CLI::IsMember({"auto", "fp8_e4m3"}));
-  bench::add_kernels_option(sub, opts->kernels);
+  sub->add_option("--kernels", opts->kernels,
+                  "kernel options as server config \"kernels\" objects, each run on every "
+                  "configuration, e.g. '{}' '{\"kv_split_per_sm\":2}' (default: {})");
   bench::on_run(sub, exit_code, [opts] { return run_bench(*opts); });
 }
 

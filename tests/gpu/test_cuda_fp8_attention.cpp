@@ -5,13 +5,18 @@
 // step and a step with a 70-token prefill chunk beside decode rows, at page sizes 64 and 16 (TMA
 // boxes smaller than a tile), over sequences of 1000, 77 and 1 positions (the long one splits into
 // several chunks: partials and the merge). Rows no sequence wrote hold NaN codes and scales: a
-// kernel that let one into a result fails. Values span the E4M3 range (fp8_test_util.h).
+// kernel that let one into a result fails. Values span the E4M3 range (fp8_test_util.h). A second
+// case stresses the decode kernels' folded scales (per-token scales 2^20 apart inside a tile and
+// from tile to tile, tiles of small scales after large ones and before, all-zero groups, query
+// rows of amax 1e4 and 1e-3, one long sequence split into chunks).
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -54,6 +59,122 @@ Step make_step(const std::vector<int32_t>& lens, bool decode) {
   return s;
 }
 
+// Token values of the cache, W per row: row i is sequence seq[i]'s position pos[i].
+using RowsFn = std::function<std::vector<float>(
+    std::mt19937&, const Shape&, const std::vector<int32_t>& seq, const std::vector<int32_t>& pos)>;
+// Query scale of head h (every dim of its row).
+using HeadScaleFn = std::function<float(int32_t h)>;
+
+// One shape at page size ps over sequences of `lens` positions: a decode step and (prefill_chunk)
+// a step with a prefill chunk, CUDA against the CPU on the same cache bytes.
+void check_shape(std::mt19937& rng, const Shape& s, int32_t ps, const std::vector<int32_t>& lens,
+                 const RowsFn& make_rows, const HeadScaleFn& head_scale,
+                 bool prefill_chunk = true) {
+  Backend& cpu = *backends().cpu;
+  Backend& gpu = *backends().gpu;
+  INFO(s.name << ", page size " << ps);
+  const int32_t W = int32_t(s.layout.values());
+  std::vector<int32_t> indptr{0}, indices, slots, row_seq, row_pos;
+  for (int32_t n : lens) {
+    for (int32_t p = 0; p < (n + ps - 1) / ps; ++p) indices.push_back(int32_t(indices.size()));
+    indptr.push_back(int32_t(indices.size()));
+  }
+  // Pages in reverse order, so a sequence's pages are not contiguous.
+  std::reverse(indices.begin(), indices.end());
+  for (size_t q = 0; q < lens.size(); ++q)
+    for (int32_t p = 0; p < lens[q]; ++p) {
+      slots.push_back(indices[size_t(indptr[q] + p / ps)] * ps + p % ps);
+      row_seq.push_back(int32_t(q));
+      row_pos.push_back(p);
+    }
+  const int64_t n = int64_t(slots.size()), pages = int64_t(indices.size()) + 1;
+  Fp8Pair cache(s.layout, ps, pages);
+  std::memset(cache.cpu.data, 0xFF, cache.cpu.bytes());
+  const std::vector<float> rows = make_rows(rng, s, row_seq, row_pos);
+  Tensor src = make(cpu, {n, W}, DType::kF32, rows);
+  cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
+  cache.upload();
+  for (const bool decode : {true, false}) {
+    if (!decode && !prefill_chunk) continue;
+    INFO((decode ? "decode step" : "step with a prefill chunk"));
+    const Step st = make_step(lens, decode);
+    const int32_t T = int32_t(st.seq.size()), qw = s.a_dim + s.r_dim, vd = s.a_dim;
+    std::vector<float> q = random_vec(rng, size_t(T * s.heads * qw));
+    for (size_t i = 0; i < q.size(); ++i) q[i] *= head_scale(int32_t(i / size_t(qw)) % s.heads);
+    q = rounded(q, DType::kBF16);
+    auto args = [&](Backend& b, const PagedCacheView& view, DType act, std::vector<Tensor>& keep) {
+      keep = {make(b, {T, s.heads * qw}, act, q),
+              b.alloc({T, s.heads * vd}, act),
+              make_i32(b, st.seq),
+              make_i32(b, st.pos),
+              make_i32(b, indptr),
+              make_i32(b, indices)};
+      PagedAttentionArgs a;
+      a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
+      a.q = keep[0].data;
+      a.q_dtype = act;
+      a.q_token_stride = s.heads * qw;
+      a.q_head_stride = qw;
+      a.num_tokens = T;
+      a.num_heads = s.heads;
+      a.a_dim = s.a_dim;
+      a.r_dim = s.r_dim;
+      a.v_dim = vd;
+      for (int32_t h = 0; h < s.heads; ++h) {
+        const int32_t g = s.key_group(h);
+        a.a_offset.push_back(g * s.a_dim);
+        a.v_offset.push_back(s.latent ? g * s.a_dim : (2 + g) * vd);
+      }
+      a.r_offset = int32_t(s.layout.quantized());
+      a.cache = view;
+      a.token_seq = keep[2].as<int32_t>();
+      a.token_pos = keep[3].as<int32_t>();
+      a.page_indptr = keep[4].as<int32_t>();
+      a.page_indices = keep[5].as<int32_t>();
+      a.num_seqs = int32_t(lens.size());
+      a.scale = 0.07f;
+      a.out = keep[1].data;
+      a.out_dtype = act;
+      a.out_token_stride = s.heads * vd;
+      a.out_head_stride = vd;
+      return a;
+    };
+    std::vector<Tensor> keep_c, keep_g;
+    const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
+    const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
+    CHECK(cuda::CudaPagedAttention::choose_path(ag) == s.path);
+    poison(gpu, keep_g[1]);
+    cpu.paged_attention(ac);
+    gpu.paged_attention(ag);
+    const auto want = download(cpu, as_mat(keep_c[1], s.heads * vd));
+    const auto got = download(gpu, as_mat(keep_g[1], s.heads * vd));
+    CHECK(all_finite(got));
+    CHECK(rel_l2(got, want) < kBf16Tol);
+    // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.
+    const size_t row = size_t(s.heads * vd);
+    for (int32_t t = 0; t < T; ++t) {
+      INFO("token " << t << " (sequence " << st.seq[size_t(t)] << ", position " << st.pos[size_t(t)]
+                    << ")");
+      const std::vector<float> g(got.begin() + t * row, got.begin() + (t + 1) * row),
+          w(want.begin() + t * row, want.begin() + (t + 1) * row);
+      CHECK(rel_l2(g, w) < 2 * kBf16Tol);
+    }
+  }
+}
+
+// The magnitude of sequence seq's position p's latent groups. Small: 2^-10 and 2^-4 and all-zero
+// groups mixed; mixed: 2^10 and 2^-10 (2^20 apart), 1 and all-zero groups inside every tile.
+// Sequence 0: small tiles, then zero tiles, then mixed ones (the running scale max grows);
+// sequence 1: mixed tiles, then small ones; sequence 2: small only (its result is visible). The
+// RoPE tail keeps unit scale.
+float adversarial_magnitude(int32_t seq, int32_t p) {
+  const bool small = seq == 0 ? p < 320 : seq == 1 ? p >= 192 : true;
+  if (seq == 0 && p >= 320 && p < 448) return 0.0f;
+  if (p % 7 == 3) return 0.0f;
+  if (small) return p % 3 == 0 ? 0x1p-10f : 0x1p-4f;
+  return p % 5 == 0 ? 0x1p10f : p % 5 == 2 ? 0x1p-10f : 1.0f;
+}
+
 }  // namespace
 
 TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the same bytes",
@@ -61,8 +182,6 @@ TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the sam
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  Backend& cpu = *backends().cpu;
-  Backend& gpu = *backends().gpu;
   using cuda::AttentionPath;
   const Shape shapes[] = {
       // MLRA-4 at TP 4: one latent of 128 + k_pe 64, every head on it.
@@ -74,92 +193,50 @@ TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the sam
       // Two KV heads of four query heads each: K groups 0, 1, V groups 2, 3.
       {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
   };
-  const std::vector<int32_t> lens = {1000, 77, 1};
+  const RowsFn spanning = [](std::mt19937& r, const Shape& s, const std::vector<int32_t>&,
+                             const std::vector<int32_t>& pos) {
+    return spanning_rows(r, int64_t(pos.size()), s.layout.values(), s.layout.group_width);
+  };
   for (const Shape& s : shapes)
-    for (const int32_t ps : {64, 16}) {
-      INFO(s.name << ", page size " << ps);
-      const int32_t W = int32_t(s.layout.values());
-      std::vector<int32_t> indptr{0}, indices, slots;
-      for (int32_t n : lens) {
-        for (int32_t p = 0; p < (n + ps - 1) / ps; ++p) indices.push_back(int32_t(indices.size()));
-        indptr.push_back(int32_t(indices.size()));
-      }
-      // Pages in reverse order, so a sequence's pages are not contiguous.
-      std::reverse(indices.begin(), indices.end());
-      for (size_t q = 0; q < lens.size(); ++q)
-        for (int32_t p = 0; p < lens[q]; ++p)
-          slots.push_back(indices[size_t(indptr[q] + p / ps)] * ps + p % ps);
-      const int64_t n = int64_t(slots.size()), pages = int64_t(indices.size()) + 1;
-      Fp8Pair cache(s.layout, ps, pages);
-      std::memset(cache.cpu.data, 0xFF, cache.cpu.bytes());
-      const std::vector<float> rows = spanning_rows(rng, n, W, s.layout.group_width);
-      Tensor src = make(cpu, {n, W}, DType::kF32, rows);
-      cpu.cache_write(as_mat(src, W), slots.data(), cache.view(cache.cpu), 0);
-      cache.upload();
-      for (const bool decode : {true, false}) {
-        INFO((decode ? "decode step" : "step with a prefill chunk"));
-        const Step st = make_step(lens, decode);
-        const int32_t T = int32_t(st.seq.size()), qw = s.a_dim + s.r_dim, vd = s.a_dim;
-        const std::vector<float> q =
-            rounded(random_vec(rng, size_t(T * s.heads * qw)), DType::kBF16);
-        auto args = [&](Backend& b, const PagedCacheView& view, DType act,
-                        std::vector<Tensor>& keep) {
-          keep = {make(b, {T, s.heads * qw}, act, q),
-                  b.alloc({T, s.heads * vd}, act),
-                  make_i32(b, st.seq),
-                  make_i32(b, st.pos),
-                  make_i32(b, indptr),
-                  make_i32(b, indices)};
-          PagedAttentionArgs a;
-          a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
-          a.q = keep[0].data;
-          a.q_dtype = act;
-          a.q_token_stride = s.heads * qw;
-          a.q_head_stride = qw;
-          a.num_tokens = T;
-          a.num_heads = s.heads;
-          a.a_dim = s.a_dim;
-          a.r_dim = s.r_dim;
-          a.v_dim = vd;
-          for (int32_t h = 0; h < s.heads; ++h) {
-            const int32_t g = s.key_group(h);
-            a.a_offset.push_back(g * s.a_dim);
-            a.v_offset.push_back(s.latent ? g * s.a_dim : (2 + g) * vd);
-          }
-          a.r_offset = int32_t(s.layout.quantized());
-          a.cache = view;
-          a.token_seq = keep[2].as<int32_t>();
-          a.token_pos = keep[3].as<int32_t>();
-          a.page_indptr = keep[4].as<int32_t>();
-          a.page_indices = keep[5].as<int32_t>();
-          a.num_seqs = int32_t(lens.size());
-          a.scale = 0.07f;
-          a.out = keep[1].data;
-          a.out_dtype = act;
-          a.out_token_stride = s.heads * vd;
-          a.out_head_stride = vd;
-          return a;
-        };
-        std::vector<Tensor> keep_c, keep_g;
-        const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
-        const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
-        CHECK(cuda::CudaPagedAttention::choose_path(ag) == s.path);
-        poison(gpu, keep_g[1]);
-        cpu.paged_attention(ac);
-        gpu.paged_attention(ag);
-        const auto want = download(cpu, as_mat(keep_c[1], s.heads * vd));
-        const auto got = download(gpu, as_mat(keep_g[1], s.heads * vd));
-        CHECK(all_finite(got));
-        CHECK(rel_l2(got, want) < kBf16Tol);
-        // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.
-        const size_t row = size_t(s.heads * vd);
-        for (int32_t t = 0; t < T; ++t) {
-          INFO("token " << t << " (sequence " << st.seq[size_t(t)] << ", position "
-                        << st.pos[size_t(t)] << ")");
-          const std::vector<float> g(got.begin() + t * row, got.begin() + (t + 1) * row),
-              w(want.begin() + t * row, want.begin() + (t + 1) * row);
-          CHECK(rel_l2(g, w) < 2 * kBf16Tol);
-        }
-      }
-    }
+    for (const int32_t ps : {64, 16})
+      check_shape(rng, s, ps, {1000, 77, 1}, spanning, [](int32_t) { return 1.0f; });
+}
+
+TEST_CASE("cuda decode attention folds adversarial fp8 scales as the cpu reference does",
+          "[gpu][fp8][attention][scales]") {
+  const uint32_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937 rng(seed);
+  using cuda::AttentionPath;
+  const Shape shapes[] = {
+      {"latent-128", {1, 128, 64}, 128, 64, 24, true, AttentionPath::kLatent128},
+      {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
+      {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
+      {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
+      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
+  };
+  const RowsFn adversarial = [](std::mt19937& r, const Shape& s, const std::vector<int32_t>& seq,
+                                const std::vector<int32_t>& pos) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int64_t W = s.layout.values(), Q = s.layout.quantized();
+    std::vector<float> v(pos.size() * size_t(W));
+    for (size_t i = 0; i < pos.size(); ++i)
+      for (int64_t c = 0; c < W; ++c)
+        v[i * size_t(W) + size_t(c)] =
+            round_bf16(normal(r) * (c < Q ? adversarial_magnitude(seq[i], pos[i]) : 1.0f));
+    return v;
+  };
+  // Query rows of amax about 1e4, 1e-3 and 1 (every head tile holds all three).
+  const HeadScaleFn head_scale = [](int32_t h) {
+    return h % 3 == 0 ? 1e4f : h % 3 == 1 ? 1e-3f : 1.0f;
+  };
+  for (const Shape& s : shapes) {
+    // Multi-token steps of latent-128 and K/V run on the prefill kernel, whose tiles hold code x
+    // scale rounded to bf16: with a 1e4 query row against 2^10 keys that rounding moves scores by
+    // thousands and flips near-ties, so it is held to the spanning values above only.
+    const bool chunk = s.path == AttentionPath::kLatent256 || s.path == AttentionPath::kLatent512;
+    // One long sequence (batch 1: split into chunks) and three of lengths no tile divides.
+    check_shape(rng, s, 64, {2500}, adversarial, head_scale, chunk);
+    check_shape(rng, s, 16, {1000, 333, 77}, adversarial, head_scale, chunk);
+  }
 }
