@@ -93,8 +93,7 @@ void CudaBackend::linear_batched(const MatView& x, int64_t x_stride, const MatVi
 // The GEMV's SwiGLU form where the product would take the GEMV anyway (decode-sized steps).
 void CudaBackend::linear_swiglu(const MatView& x, const MatView& w12, const MatView& out) {
   activate();
-  if (x.rows >= 1 && x.rows <= gemv_max_rows_ &&
-      cuda::gemv_swiglu_supports(x, w12, out)) {
+  if (x.rows >= 1 && x.rows <= gemv_max_rows_ && cuda::gemv_swiglu_supports(x, w12, out)) {
     const TimedOp timed(this, &OpTimes::matmul_ms);
     return cuda::launch_gemv_swiglu(x, w12, out, stream());
   }
