@@ -61,12 +61,9 @@ bool fused_latent_units(const std::vector<Backend::LatentUnitView>& units, int64
 }  // namespace
 
 // One 3D copy where a view's rows lie a whole number of strides apart (the heads of a token row,
-// rows = tokens), else one 2D copy per batch item. Graph capturable. Under latent_uk_t 0 it
-// declines, so the composed latent query path issues the launches measured on a GPU (each unit
-// recomputes its q_pe); the copy belongs to that option's rework of the 2..8-token path.
+// rows = tokens), else one 2D copy per batch item. Graph capturable.
 bool CudaBackend::copy_rows_batched(const MatView& src, int64_t src_stride, const MatView& dst,
                                     int64_t dst_stride, int64_t batch) {
-  if (!latent_uk_t_) return false;
   activate();
   MLRA_REQUIRE(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
                "copy_rows_batched: src and dst must have one dtype and shape");
