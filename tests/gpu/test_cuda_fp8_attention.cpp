@@ -162,6 +162,21 @@ void check_shape(std::mt19937& rng, const Shape& s, int32_t ps, const std::vecto
   }
 }
 
+// Every FP8 attention path once: the kernel each shape must take.
+std::vector<Shape> fp8_shapes() {
+  using cuda::AttentionPath;
+  return {
+      // MLRA-4 at TP 4: one latent of 128 + k_pe 64, every head on it.
+      {"latent-128", {1, 128, 64}, 128, 64, 24, true, AttentionPath::kLatent128},
+      // MLRA-4 at TP 1: four latents, two heads each (four head tiles, four groups).
+      {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
+      {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
+      {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
+      // Two KV heads of four query heads each: K groups 0, 1, V groups 2, 3.
+      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
+  };
+}
+
 // The magnitude of sequence seq's position p's latent groups. Small: 2^-10 and 2^-4 and all-zero
 // groups mixed; mixed: 2^10 and 2^-10 (2^20 apart), 1 and all-zero groups inside every tile.
 // Sequence 0: small tiles, then zero tiles, then mixed ones (the running scale max grows);
@@ -182,22 +197,11 @@ TEST_CASE("cuda attention over an fp8 cache matches the cpu reference on the sam
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  using cuda::AttentionPath;
-  const Shape shapes[] = {
-      // MLRA-4 at TP 4: one latent of 128 + k_pe 64, every head on it.
-      {"latent-128", {1, 128, 64}, 128, 64, 24, true, AttentionPath::kLatent128},
-      // MLRA-4 at TP 1: four latents, two heads each (four head tiles, four groups).
-      {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
-      {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
-      {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
-      // Two KV heads of four query heads each: K groups 0, 1, V groups 2, 3.
-      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
-  };
   const RowsFn spanning = [](std::mt19937& r, const Shape& s, const std::vector<int32_t>&,
                              const std::vector<int32_t>& pos) {
     return spanning_rows(r, int64_t(pos.size()), s.layout.values(), s.layout.group_width);
   };
-  for (const Shape& s : shapes)
+  for (const Shape& s : fp8_shapes())
     for (const int32_t ps : {64, 16})
       check_shape(rng, s, ps, {1000, 77, 1}, spanning, [](int32_t) { return 1.0f; });
 }
@@ -207,14 +211,6 @@ TEST_CASE("cuda decode attention folds adversarial fp8 scales as the cpu referen
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
-  using cuda::AttentionPath;
-  const Shape shapes[] = {
-      {"latent-128", {1, 128, 64}, 128, 64, 24, true, AttentionPath::kLatent128},
-      {"latent-128 x4", {4, 128, 64}, 128, 64, 8, true, AttentionPath::kLatent128},
-      {"latent-256", {1, 256, 64}, 256, 64, 16, true, AttentionPath::kLatent256},
-      {"latent-512", {1, 512, 64}, 512, 64, 8, true, AttentionPath::kLatent512},
-      {"kv-128", {4, 128, 0}, 128, 0, 8, false, AttentionPath::kKv128},
-  };
   const RowsFn adversarial = [](std::mt19937& r, const Shape& s, const std::vector<int32_t>& seq,
                                 const std::vector<int32_t>& pos) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -230,11 +226,12 @@ TEST_CASE("cuda decode attention folds adversarial fp8 scales as the cpu referen
   const HeadScaleFn head_scale = [](int32_t h) {
     return h % 3 == 0 ? 1e4f : h % 3 == 1 ? 1e-3f : 1.0f;
   };
-  for (const Shape& s : shapes) {
+  for (const Shape& s : fp8_shapes()) {
     // Multi-token steps of latent-128 and K/V run on the prefill kernel, whose tiles hold code x
     // scale rounded to bf16: with a 1e4 query row against 2^10 keys that rounding moves scores by
     // thousands and flips near-ties, so it is held to the spanning values above only.
-    const bool chunk = s.path == AttentionPath::kLatent256 || s.path == AttentionPath::kLatent512;
+    const bool chunk =
+        s.path == cuda::AttentionPath::kLatent256 || s.path == cuda::AttentionPath::kLatent512;
     // One long sequence (batch 1: split into chunks) and three of lengths no tile divides.
     check_shape(rng, s, 64, {2500}, adversarial, head_scale, chunk);
     check_shape(rng, s, 16, {1000, 333, 77}, adversarial, head_scale, chunk);
