@@ -192,6 +192,7 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   const int64_t xp_width = r_q + raw_width + (c.tpla() ? 0 : dr);
   Tensor xp = b.alloc({T, xp_width}, act);
   const MatView xp_mat = as_mat(xp, xp_width);
+  b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
   const MatView raw = xp_mat.cols_slice(r_q, raw_width);
 
   // Tokens [0, A) attend in the absorbed form, the expanded suffix [A, T) (prefill chunks of MLA /
@@ -204,15 +205,10 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
   if (expansion) absorbed.num_seqs = expansion->first_seq;
 
   // Query path: c_q = RMSNorm(W_qa x) * q_scale; q_nope = W_qb_nope c_q.
-  // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
-  // slices), k_pe roped; written to their slots before attention, in one op.
-  // Not TPLA: the latents are normed in place, so [latents | k_pe] of xp is the cache row.
   Tensor cq = b.alloc({T, c.q_lora_rank}, act);
   const MatView cq_mat = as_mat(cq, c.q_lora_rank);
-  Tensor q_nope, qv, kv, normed;
-  MatView kv_mat = xp_mat.cols_slice(r_q, row);
-  b.linear(x, as_mat(x_proj_, c.n_embd), xp_mat, 1.0f, 0.0f);
   b.rms_norm(xp_mat.cols_slice(0, r_q), q_a_norm_, c.norm_eps, c.q_scale(), cq_mat);
+  Tensor q_nope, qv;
   if (A > 0) {
     q_nope = b.alloc({A, n_local * dn}, act);
     b.linear(cq_mat.rows_slice(0, A), as_mat(q_b_nope_, c.q_lora_rank),
@@ -220,6 +216,12 @@ void LatentAttention::forward(const MatView& x, const StepContext& step,
     qv = virtual_queries(units_, width, cq_mat.rows_slice(0, A), as_mat(q_nope, n_local * dn),
                          absorbed);
   }
+
+  // Cache entries: latents normed and scaled (TPLA: the whole latent, then its transformed local
+  // slices), k_pe roped; written to their slots before attention, in one op.
+  // Not TPLA: the latents are normed in place, so [latents | k_pe] of xp is the cache row.
+  Tensor kv, normed;
+  MatView kv_mat = xp_mat.cols_slice(r_q, row);
   if (c.tpla()) {
     kv = b.alloc({T, row}, act);
     kv_mat = as_mat(kv, row);
