@@ -149,13 +149,14 @@ struct Bound {
   PagedAttentionArgs a;
 };
 
-inline Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+// h's queries, output and step arrays bound to a backend over `cache` (any encoding: the FP8
+// tests pass an FP8 view); bd.cache stays empty. The CUDA output is poisoned.
+inline Bound bind_step(Backend& b, const Layout& l, const Host& h, int num_seqs,
+                       const PagedCacheView& cache) {
   const bool gpu = b.kind() == DeviceKind::kCuda;
-  const DType cache_t = gpu ? DType::kBF16 : DType::kF32;
   const DType q_t = gpu ? l.q_dtype : DType::kF32, out_t = gpu ? l.out_dtype : DType::kF32;
   const int64_t qw = l.a_dim + l.r_dim;
   Bound bd;
-  Tensor& cache = bd.cache = make(b, {h.num_pages, l.page_size, l.row_width}, cache_t, h.cache);
   Tensor& q = bd.q = make(b, {std::max(1, h.num_tokens), l.heads * qw}, q_t, h.q);
   Tensor& out = bd.out = b.alloc({std::max(1, h.num_tokens), int64_t(l.heads) * l.v_dim}, out_t);
   if (gpu) poison(b, out);
@@ -177,7 +178,7 @@ inline Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
   a.a_offset = l.a_off;
   a.v_offset = l.v_off;
   a.r_offset = l.r_offset;
-  a.cache = {cache.data, cache_t, h.num_pages, l.page_size, l.row_width};
+  a.cache = cache;
   a.token_seq = seq.as<int32_t>();
   a.token_pos = pos.as<int32_t>();
   a.page_indptr = indptr.as<int32_t>();
@@ -188,6 +189,16 @@ inline Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
   a.out_dtype = out_t;
   a.out_token_stride = int64_t(l.heads) * l.v_dim;
   a.out_head_stride = l.v_dim;
+  return bd;
+}
+
+// bind_step over a cache of h's values (bf16 on CUDA, f32 on the CPU) in l's row layout.
+inline Bound bind(Backend& b, const Layout& l, const Host& h, int num_seqs) {
+  const DType cache_t = b.kind() == DeviceKind::kCuda ? DType::kBF16 : DType::kF32;
+  Tensor cache = make(b, {h.num_pages, l.page_size, l.row_width}, cache_t, h.cache);
+  Bound bd =
+      bind_step(b, l, h, num_seqs, {cache.data, cache_t, h.num_pages, l.page_size, l.row_width});
+  bd.cache = std::move(cache);
   return bd;
 }
 

@@ -24,6 +24,7 @@
 #include "gpu_test_util.h"
 #include "kernels/fp8_e4m3.h"
 #include "kernels/paged_attention_cuda.h"
+#include "paged_attention_check.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -102,52 +103,27 @@ void check_shape(std::mt19937& rng, const Shape& s, int32_t ps, const std::vecto
     std::vector<float> q = random_vec(rng, size_t(T * s.heads * qw));
     for (size_t i = 0; i < q.size(); ++i) q[i] *= head_scale(int32_t(i / size_t(qw)) % s.heads);
     q = rounded(q, DType::kBF16);
-    auto args = [&](Backend& b, const PagedCacheView& view, DType act, std::vector<Tensor>& keep) {
-      keep = {make(b, {T, s.heads * qw}, act, q),
-              b.alloc({T, s.heads * vd}, act),
-              make_i32(b, st.seq),
-              make_i32(b, st.pos),
-              make_i32(b, indptr),
-              make_i32(b, indices)};
-      PagedAttentionArgs a;
-      a.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
-      a.q = keep[0].data;
-      a.q_dtype = act;
-      a.q_token_stride = s.heads * qw;
-      a.q_head_stride = qw;
-      a.num_tokens = T;
-      a.num_heads = s.heads;
-      a.a_dim = s.a_dim;
-      a.r_dim = s.r_dim;
-      a.v_dim = vd;
-      for (int32_t h = 0; h < s.heads; ++h) {
-        const int32_t g = s.key_group(h);
-        a.a_offset.push_back(g * s.a_dim);
-        a.v_offset.push_back(s.latent ? g * s.a_dim : (2 + g) * vd);
-      }
-      a.r_offset = int32_t(s.layout.quantized());
-      a.cache = view;
-      a.token_seq = keep[2].as<int32_t>();
-      a.token_pos = keep[3].as<int32_t>();
-      a.page_indptr = keep[4].as<int32_t>();
-      a.page_indices = keep[5].as<int32_t>();
-      a.num_seqs = int32_t(lens.size());
-      a.scale = 0.07f;
-      a.out = keep[1].data;
-      a.out_dtype = act;
-      a.out_token_stride = s.heads * vd;
-      a.out_head_stride = vd;
-      return a;
-    };
-    std::vector<Tensor> keep_c, keep_g;
-    const PagedAttentionArgs ac = args(cpu, cache.view(cache.cpu), DType::kF32, keep_c);
-    const PagedAttentionArgs ag = args(gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
-    CHECK(cuda::CudaPagedAttention::choose_path(ag) == s.path);
-    poison(gpu, keep_g[1]);
-    cpu.paged_attention(ac);
-    gpu.paged_attention(ag);
-    const auto want = download(cpu, as_mat(keep_c[1], s.heads * vd));
-    const auto got = download(gpu, as_mat(keep_g[1], s.heads * vd));
+    paged::Layout l;
+    l.kernel = s.latent ? AttentionKernel::kLatent : AttentionKernel::kKv;
+    l.heads = s.heads, l.a_dim = s.a_dim, l.r_dim = s.r_dim, l.v_dim = vd;
+    for (int32_t h = 0; h < s.heads; ++h) {
+      const int32_t g = s.key_group(h);
+      l.a_off.push_back(g * s.a_dim);
+      l.v_off.push_back(s.latent ? g * s.a_dim : (2 + g) * vd);
+    }
+    l.r_offset = int32_t(s.layout.quantized());
+    l.scale = 0.07f;
+    paged::Host h;
+    h.q = q, h.token_seq = st.seq, h.token_pos = st.pos, h.indptr = indptr, h.indices = indices;
+    h.num_tokens = T;
+    const int seqs = int(lens.size());
+    const paged::Bound bc = paged::bind_step(cpu, l, h, seqs, cache.view(cache.cpu));
+    const paged::Bound bg = paged::bind_step(gpu, l, h, seqs, cache.view(cache.gpu));
+    CHECK(cuda::CudaPagedAttention::choose_path(bg.a) == s.path);
+    cpu.paged_attention(bc.a);
+    gpu.paged_attention(bg.a);
+    const auto want = paged::download_out(cpu, l, h, bc);
+    const auto got = paged::download_out(gpu, l, h, bg);
     CHECK(all_finite(got));
     CHECK(rel_l2(got, want) < kBf16Tol);
     // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.

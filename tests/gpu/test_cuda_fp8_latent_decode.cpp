@@ -29,6 +29,7 @@
 #include "fp8_test_util.h"
 #include "kernels/cuda_check.h"
 #include "kernels/paged_attention_cuda.h"
+#include "paged_attention_check.h"
 
 using namespace mlra;
 using namespace mlra::gputest;
@@ -136,53 +137,30 @@ Coverage check_case(std::mt19937& rng, const Case& k) {
     q[i] *= h % 3 == 0 ? (k.extreme ? 1e4f : 1.0f) : h % 3 == 1 ? 1e-3f : 1.0f;
   }
   q = rounded(q, DType::kBF16);
-  auto args = [&](Backend& b, const PagedCacheView& view, DType act, std::vector<Tensor>& keep) {
-    keep = {make(b, {T, k.heads * qw}, act, q),
-            b.alloc({T, k.heads * vd}, act),
-            make_i32(b, step_seq),
-            make_i32(b, step_pos),
-            make_i32(b, indptr),
-            make_i32(b, indices)};
-    PagedAttentionArgs a;
-    a.kernel = AttentionKernel::kLatent;
-    a.q = keep[0].data;
-    a.q_dtype = act;
-    a.q_token_stride = k.heads * qw;
-    a.q_head_stride = qw;
-    a.num_tokens = T;
-    a.num_heads = k.heads;
-    a.a_dim = k.d_c;
-    a.r_dim = 64;
-    a.v_dim = vd;
-    a.a_offset.assign(size_t(k.heads), 0);
-    a.v_offset.assign(size_t(k.heads), 0);
-    a.r_offset = int32_t(layout.quantized());
-    a.cache = view;
-    a.token_seq = keep[2].as<int32_t>();
-    a.token_pos = keep[3].as<int32_t>();
-    a.page_indptr = keep[4].as<int32_t>();
-    a.page_indices = keep[5].as<int32_t>();
-    a.num_seqs = int32_t(k.lens.size());
-    a.scale = 0.07f;
-    a.out = keep[1].data;
-    a.out_dtype = act;
-    a.out_token_stride = k.heads * vd;
-    a.out_head_stride = vd;
-    return a;
-  };
-  std::vector<Tensor> keep_c, keep_g;
-  const PagedAttentionArgs ac = args(*cpu, cache.view(cache.cpu), DType::kF32, keep_c);
-  const PagedAttentionArgs ag = args(*gpu, cache.view(cache.gpu), DType::kBF16, keep_g);
+  paged::Layout l;
+  l.kernel = AttentionKernel::kLatent;
+  l.heads = k.heads, l.a_dim = k.d_c, l.r_dim = 64, l.v_dim = vd;
+  l.a_off.assign(size_t(k.heads), 0);
+  l.v_off.assign(size_t(k.heads), 0);
+  l.r_offset = int32_t(layout.quantized());
+  l.scale = 0.07f;
+  paged::Host h;
+  h.q = q, h.token_seq = step_seq, h.token_pos = step_pos, h.indptr = indptr, h.indices = indices;
+  h.num_tokens = T;
+  const int seqs = int(k.lens.size());
+  const paged::Bound bc = paged::bind_step(*cpu, l, h, seqs, cache.view(cache.cpu));
+  const paged::Bound bg = paged::bind_step(*gpu, l, h, seqs, cache.view(cache.gpu));
   gpu->synchronize();
-  CHECK(cuda::CudaPagedAttention::choose_path(ag) == (k.d_c == 512   ? AttentionPath::kLatent512
-                                                      : k.d_c == 256 ? AttentionPath::kLatent256
-                                                                     : AttentionPath::kLatent128));
+  CHECK(cuda::CudaPagedAttention::choose_path(bg.a) == (k.d_c == 512 ? AttentionPath::kLatent512
+                                                        : k.d_c == 256
+                                                            ? AttentionPath::kLatent256
+                                                            : AttentionPath::kLatent128));
   Coverage ran;
-  const std::vector<float> got = run_twice(ag, keep_g[1], step_pos, step_seq, ran);
+  const std::vector<float> got = run_twice(bg.a, bg.out, step_pos, step_seq, ran);
   CHECK(all_finite(got));
   if (!k.extreme && k.cpu) {
-    cpu->paged_attention(ac);
-    const std::vector<float> want = download(*cpu, as_mat(keep_c[1], k.heads * vd));
+    cpu->paged_attention(bc.a);
+    const std::vector<float> want = paged::download_out(*cpu, l, h, bc);
     CHECK(rel_l2(got, want) < kBf16Tol);
     // Token by token, so one wrong row (a tile boundary, a box, a split chunk) cannot hide.
     const size_t row = size_t(k.heads * vd);
